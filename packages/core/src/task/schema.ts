@@ -1,0 +1,152 @@
+import { z } from "zod";
+
+/** Named priority levels, most urgent first. */
+export const PRIORITY_NAMES = ["critical", "high", "normal", "low", "background"] as const;
+export type PriorityName = (typeof PRIORITY_NAMES)[number];
+
+/** The number each priority name stands for; higher runs first. Any finite number is allowed too. */
+export const PRIORITY_VALUES: Readonly<Record<PriorityName, number>> = {
+  critical: 40,
+  high: 30,
+  normal: 20,
+  low: 10,
+  background: 0,
+};
+
+/** Every task status. DESIGN: one state machine, guarded transitions (see `task/lifecycle`). */
+export const TASK_STATUSES = [
+  "pending",
+  "awaiting_approval",
+  "queued",
+  "leased",
+  "running",
+  "succeeded",
+  "failed",
+  "cancelled",
+  "timed_out",
+  "rejected",
+  "skipped",
+] as const;
+export type TaskStatus = (typeof TASK_STATUSES)[number];
+
+/** Statuses a task never leaves. */
+export const TERMINAL_STATUSES: ReadonlySet<TaskStatus> = new Set([
+  "succeeded",
+  "failed",
+  "cancelled",
+  "timed_out",
+  "rejected",
+  "skipped",
+]);
+
+/** Task types Flotilla's own workers claim. Any other non-empty string is allowed for custom workers. */
+export const BUILTIN_TASK_TYPES = [
+  "llm_request",
+  "ollama_request",
+  "tool_call",
+  "code_execution",
+  "docker_task",
+  "api_request",
+  "remote_compute",
+  "agent_run",
+  "custom",
+] as const;
+
+const key = z.string().min(1).max(256);
+
+export const PrioritySchema = z.union([
+  z.enum(PRIORITY_NAMES),
+  z.number().finite(),
+]);
+
+export const UsageSchema = z.object({
+  inputTokens: z.number().nonnegative().optional(),
+  outputTokens: z.number().nonnegative().optional(),
+  totalTokens: z.number().nonnegative().optional(),
+  costUsd: z.number().nonnegative().optional(),
+  requests: z.number().nonnegative().optional(),
+});
+/** Token and cost usage of one call or task. */
+export type Usage = z.infer<typeof UsageSchema>;
+
+export const RetryPolicySchema = z.object({
+  /** Total attempts including the first. @default 1 */
+  maxAttempts: z.number().int().min(1).max(100).default(1),
+  /** Delay before the first retry. @default 1000 */
+  initialDelayMs: z.number().int().nonnegative().default(1000),
+  /** Upper bound of the delay. @default 60000 */
+  maxDelayMs: z.number().int().nonnegative().default(60_000),
+  /** Growth per attempt. @default 2 */
+  factor: z.number().min(1).default(2),
+  /** Fraction of the delay randomised (0 = none, 1 = full jitter). @default 0.2 */
+  jitter: z.number().min(0).max(1).default(0.2),
+});
+export type RetryPolicy = z.infer<typeof RetryPolicySchema>;
+
+export const RequirementsSchema = z.object({
+  /** Every capability listed must be offered by the worker. */
+  capabilities: z.array(key).optional(),
+  /** Every label must be present on the worker with this value. */
+  labels: z.record(z.string(), z.string()).optional(),
+});
+export type Requirements = z.infer<typeof RequirementsSchema>;
+
+export const TargetSchema = z.object({
+  /** Only this worker (or node) id. */
+  workerId: key.optional(),
+  /** A name glob such as `client-acme-*`. */
+  name: key.optional(),
+  /** Worker labels/tags that must match exactly. */
+  tags: z.record(z.string(), z.string()).optional(),
+});
+export type Target = z.infer<typeof TargetSchema>;
+
+export const EstimateSchema = z.object({
+  inputTokens: z.number().nonnegative().optional(),
+  outputTokens: z.number().nonnegative().optional(),
+  tokens: z.number().nonnegative().optional(),
+  costUsd: z.number().nonnegative().optional(),
+});
+export type Estimate = z.infer<typeof EstimateSchema>;
+
+/**
+ * What a caller submits. Everything but `type` is optional.
+ *
+ * @example
+ * ```ts
+ * const spec: TaskSpec = {
+ *   type: "llm_request",
+ *   payload: { messages: [{ role: "user", content: "hi" }] },
+ *   priority: "high",
+ *   dependsOn: ["fetch-docs"],
+ *   timeoutMs: 30_000,
+ *   retry: { maxAttempts: 3 },
+ * };
+ * ```
+ */
+export const TaskSpecSchema = z.object({
+  id: key.optional(),
+  type: key,
+  payload: z.unknown().optional(),
+  priority: PrioritySchema.optional(),
+  dependsOn: z.array(key).optional(),
+  /** What happens to this task when a dependency fails. @default "skip" */
+  onDependencyFailure: z.enum(["skip", "run"]).optional(),
+  /** Input mapping: `{ name: "taskId" | "taskId.path.to.field" }`, resolved from dependency outputs. */
+  inputs: z.record(z.string(), z.string()).optional(),
+  requirements: RequirementsSchema.optional(),
+  target: TargetSchema.optional(),
+  timeoutMs: z.number().int().positive().optional(),
+  retry: RetryPolicySchema.partial().optional(),
+  rateLimitKey: z.union([key, z.array(key)]).optional(),
+  estimate: EstimateSchema.optional(),
+  /** `before_run`: waits for approval before it is queued; `after_run`: its result waits for approval. @default "none" */
+  approval: z.enum(["none", "before_run", "after_run"]).optional(),
+  idempotencyKey: key.optional(),
+  tenant: key.optional(),
+  /** Do not start before this time (ms since epoch). */
+  runAt: z.number().int().nonnegative().optional(),
+  metadata: z.record(z.string(), z.unknown()).optional(),
+});
+export type TaskSpec = z.input<typeof TaskSpecSchema>;
+export type ParsedTaskSpec = z.output<typeof TaskSpecSchema>;

@@ -1,0 +1,51 @@
+#!/usr/bin/env node
+// The whole test run: provisions what the tests need (container engines, browser, Redis),
+// then lint, typecheck, unit and integration tests, examples, package checks.
+// Usage: npm test [-- <vitest filters>]
+import { spawnSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const filters = process.argv.slice(2);
+const env = { ...process.env };
+
+function run(title, cmd, args, extraEnv = {}) {
+  console.log(`\n=== ${title}: ${cmd} ${args.join(" ")}`);
+  const started = Date.now();
+  const r = spawnSync(cmd, args, { cwd: root, stdio: "inherit", env: { ...env, ...extraEnv } });
+  const secs = ((Date.now() - started) / 1000).toFixed(1);
+  if (r.status !== 0) {
+    console.error(`\n=== ${title} failed (exit ${r.status ?? r.signal}) after ${secs}s`);
+    teardown();
+    process.exit(r.status ?? 1);
+  }
+  console.log(`=== ${title} ok (${secs}s)`);
+}
+
+const testEnv = join(root, "scripts/test-env.sh");
+const envFile = join(root, ".test-env/env.json");
+let provisioned = false;
+function teardown() {
+  if (provisioned && !process.env.FLOTILLA_KEEP_TEST_ENV) {
+    spawnSync("bash", [testEnv, "down"], { cwd: root, stdio: "inherit", env });
+  }
+}
+
+if (existsSync(testEnv) && !process.env.FLOTILLA_SKIP_TEST_ENV) {
+  run("provision test environment", "bash", [testEnv, "up"]);
+  provisioned = true;
+  if (existsSync(envFile)) Object.assign(env, JSON.parse(readFileSync(envFile, "utf8")));
+}
+
+if (filters.length === 0) {
+  run("lint", "npx", ["biome", "check", "."]);
+  run("typecheck", "npx", ["turbo", "run", "typecheck", "--output-logs=errors-only"]);
+}
+run("tests", "npx", ["vitest", "run", ...filters]);
+if (filters.length === 0) {
+  run("examples", "node", ["scripts/run-examples.mjs"]);
+  run("build and package checks", "npx", ["turbo", "run", "check:package", "--output-logs=errors-only"]);
+}
+teardown();
