@@ -5,3 +5,5 @@ export * from "./store/types.js";
 export * from "./task/schema.js";
 export * from "./task/types.js";
 export * from "./worker/types.js";
+export * from "./registry/types.js";
+export * from "./router/types.js";
