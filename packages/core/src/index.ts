@@ -7,3 +7,4 @@ export * from "./task/types.js";
 export * from "./worker/types.js";
 export * from "./registry/types.js";
 export * from "./router/types.js";
+export * from "./resources/gate.js";

@@ -1,0 +1,46 @@
+import type { FlotillaError, SerializedError } from "../errors.js";
+import type { WorkerEntry } from "../registry/types.js";
+import type { TaskStatus, Usage } from "../task/schema.js";
+import type { TaskRecord } from "../task/types.js";
+
+/** A gate's answer: go, wait (the task keeps its queue position), or fail the task now. */
+export type GateDecision =
+  | { ok: true }
+  | {
+      ok: false;
+      /** Human-readable reason, e.g. `rate limit "openai" (tokens/min) exhausted`. */
+      reason: string;
+      /** When to look again (ms since epoch). Without it, the gate calls its `wake` when things change. */
+      retryAt?: number;
+      /** Tasks sharing this key are blocked too, so the scheduler may skip them without asking. */
+      blockKey?: string;
+      /** Fail the task with this error instead of waiting (e.g. `QUOTA_EXCEEDED` under a fail policy). */
+      fail?: FlotillaError;
+    };
+
+/** How an attempt ended, as a gate learns it. */
+export interface SettleOutcome {
+  status: TaskStatus;
+  /** Actual usage reported by the worker (absent or partial when it reported none). */
+  usage?: Usage;
+  error?: SerializedError;
+  /** Set when the worker threw `RetryAfterError` (or the provider sent Retry-After). */
+  retryAfterMs?: number;
+}
+
+/**
+ * A check consulted before a task is dispatched to a worker slot (push or pull). Rate
+ * limiters, budgets, tenant concurrency caps and admission control are gates.
+ *
+ * Order of calls per attempt: `check` (may be called many times, must be side-effect free)
+ * → `onDispatch` (exactly once when the task is handed to the slot) → `onSettle` (exactly
+ * once when that attempt ends, whatever the outcome).
+ */
+export interface DispatchGate {
+  readonly name: string;
+  check(task: TaskRecord, worker: WorkerEntry, now: number): GateDecision;
+  onDispatch?(task: TaskRecord, worker: WorkerEntry, now: number): void;
+  onSettle?(task: TaskRecord, worker: WorkerEntry, outcome: SettleOutcome, now: number): void;
+  /** Registers the scheduler's wake-up; the gate calls it when blocked work may now go. Returns an unsubscribe. */
+  subscribe?(wake: () => void): () => void;
+}
