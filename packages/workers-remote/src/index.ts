@@ -1,0 +1,25 @@
+export {
+  FleetClient,
+  type FleetClientOptions,
+  fleetErrorStatus,
+  type RegisterInput,
+  type RequestOptions,
+  type StatusUpdate,
+  sha256Hex,
+} from "./fleet/client.js";
+export {
+  ErrorBodySchema,
+  NODE_STATUSES,
+  type NodeStatus,
+  PollResponseSchema,
+  REPORTED_STATUSES,
+  type Registration,
+  RegistrationSchema,
+  type ReportedStatus,
+  type SessionLog,
+  SessionLogSchema,
+  type SessionMessage,
+  SessionMessageSchema,
+  type TaskAssignment,
+  TaskAssignmentSchema,
+} from "./fleet/schemas.js";
