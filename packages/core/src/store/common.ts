@@ -1,0 +1,128 @@
+import { FlotillaError } from "../errors.js";
+import { type TaskStatus, TERMINAL_STATUSES } from "../task/schema.js";
+import type { TaskRecord } from "../task/types.js";
+import type { AttemptRecord, TaskQuery } from "./types.js";
+
+/** Whether a status is terminal (the task will never change again). */
+export function isTerminal(status: TaskStatus): boolean {
+  return TERMINAL_STATUSES.has(status);
+}
+
+/** When a finished task finished: its result's `finishedAt`, else its last update. */
+export function finishedAt(task: TaskRecord): number {
+  return task.result?.timings.finishedAt ?? task.updatedAt;
+}
+
+/** Statuses a query asks for, or `undefined` for all. */
+export function queryStatuses(query: TaskQuery | undefined): TaskStatus[] | undefined {
+  if (query?.status === undefined) return undefined;
+  return Array.isArray(query.status) ? query.status : [query.status];
+}
+
+/** Checks the paging numbers of a query (non-negative integers). */
+export function checkPaging(query: TaskQuery | undefined): void {
+  for (const field of ["limit", "offset"] as const) {
+    const value = query?.[field];
+    if (value !== undefined && (!Number.isInteger(value) || value < 0)) {
+      throw new FlotillaError(
+        "VALIDATION",
+        `TaskQuery.${field}: expected a non-negative integer, got ${String(value)}`,
+      );
+    }
+  }
+}
+
+/** Checks the shape a store needs from a record before writing it. */
+export function checkRecord(task: TaskRecord, where: string): void {
+  if (task === null || typeof task !== "object") {
+    throw new FlotillaError("VALIDATION", `${where}: expected a task record, got ${String(task)}`);
+  }
+  if (typeof task.id !== "string" || task.id.length === 0) {
+    throw new FlotillaError("VALIDATION", `${where}: task.id must be a non-empty string`);
+  }
+  if (typeof task.status !== "string") {
+    throw new FlotillaError("VALIDATION", `${where}: task ${task.id} has no status`);
+  }
+  if (!Number.isFinite(task.seq)) {
+    throw new FlotillaError("VALIDATION", `${where}: task ${task.id} has no numeric seq`);
+  }
+  if (!Number.isFinite(task.version)) {
+    throw new FlotillaError("VALIDATION", `${where}: task ${task.id} has no numeric version`);
+  }
+}
+
+/** Checks the options of `deleteFinished`. */
+export function checkRetention(options: { olderThan?: number; keep?: number }): void {
+  const { olderThan, keep } = options ?? {};
+  if (olderThan !== undefined && !(Number.isFinite(olderThan) && olderThan >= 0)) {
+    throw new FlotillaError(
+      "VALIDATION",
+      `deleteFinished.olderThan: expected an age in ms >= 0, got ${String(olderThan)}`,
+    );
+  }
+  if (keep !== undefined && !(Number.isInteger(keep) && keep >= 0)) {
+    throw new FlotillaError(
+      "VALIDATION",
+      `deleteFinished.keep: expected an integer >= 0, got ${String(keep)}`,
+    );
+  }
+}
+
+/** Checks a key-value collection and key (non-empty strings). */
+export function checkKv(collection: string, key?: string): void {
+  if (typeof collection !== "string" || collection.length === 0) {
+    throw new FlotillaError("VALIDATION", "kv collection: expected a non-empty string");
+  }
+  if (key !== undefined && (typeof key !== "string" || key.length === 0)) {
+    throw new FlotillaError("VALIDATION", `kv key in "${collection}": expected a non-empty string`);
+  }
+}
+
+/** The attempt row a task record implies (for the attempt history). */
+export function attemptOf(task: TaskRecord): AttemptRecord {
+  const row: AttemptRecord = {
+    taskId: task.id,
+    attempt: task.attempt,
+    status: task.status,
+    updatedAt: task.updatedAt,
+  };
+  const workerId = task.workerId ?? task.lease?.holder;
+  if (workerId !== undefined) row.workerId = workerId;
+  if (task.lease) row.leaseId = task.lease.id;
+  const startedAt = task.result?.timings.startedAt ?? task.lease?.acquiredAt;
+  if (startedAt !== undefined) row.startedAt = startedAt;
+  if (isTerminal(task.status)) {
+    row.finishedAt = finishedAt(task);
+    if (task.result?.error) row.error = task.result.error;
+  }
+  return row;
+}
+
+/**
+ * The finished tasks `deleteFinished` removes: those finished more than `olderThan` ms
+ * before `now`, and those beyond the newest `keep` finished ones. A finished task that an
+ * unfinished task depends on is kept (its output is still needed).
+ */
+export function selectForRetention(
+  tasks: Iterable<TaskRecord>,
+  options: { olderThan?: number; keep?: number },
+  now: number,
+): Set<string> {
+  const finished: TaskRecord[] = [];
+  const needed = new Set<string>();
+  for (const task of tasks) {
+    if (isTerminal(task.status)) finished.push(task);
+    else for (const dep of task.dependsOn) needed.add(dep);
+  }
+  const doomed = new Set<string>();
+  if (options.olderThan !== undefined) {
+    const cutoff = now - options.olderThan;
+    for (const task of finished) if (finishedAt(task) < cutoff) doomed.add(task.id);
+  }
+  if (options.keep !== undefined) {
+    finished.sort((a, b) => finishedAt(b) - finishedAt(a) || b.seq - a.seq);
+    for (const task of finished.slice(options.keep)) doomed.add(task.id);
+  }
+  for (const id of needed) doomed.delete(id);
+  return doomed;
+}

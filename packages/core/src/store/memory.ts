@@ -1,0 +1,301 @@
+import { type Clock, systemClock } from "../clock.js";
+import { FlotillaError } from "../errors.js";
+import type { TaskRecord } from "../task/types.js";
+import {
+  attemptOf,
+  checkKv,
+  checkPaging,
+  checkRecord,
+  checkRetention,
+  isTerminal,
+  queryStatuses,
+  selectForRetention,
+} from "./common.js";
+import type { AttemptRecord, Store, StoredEvent, TaskQuery, UsageEntry } from "./types.js";
+
+/** Options of {@link MemoryStore}. */
+export interface MemoryStoreOptions {
+  /** Time source for retention ages. @default systemClock */
+  clock?: Clock;
+}
+
+const copy = <T>(value: T): T => structuredClone(value);
+
+/**
+ * A `Store` that keeps everything in this process's memory: the library default. Fast and
+ * dependency-free, but nothing survives a restart — use `SqliteStore`
+ * (`@flotilla/core/sqlite`) when it must.
+ *
+ * Values are deep-copied on the way in and out, so a caller mutating an object it passed
+ * in or got back never changes what is stored (the same as a store that serialises).
+ *
+ * @example
+ * ```ts
+ * import { MemoryStore, Orchestrator } from "@flotilla/core";
+ * const orchestrator = new Orchestrator({ store: new MemoryStore() });
+ * ```
+ */
+export class MemoryStore implements Store {
+  readonly #clock: Clock;
+  readonly #tasks = new Map<string, TaskRecord>();
+  readonly #byIdempotencyKey = new Map<string, string>();
+  readonly #attempts = new Map<string, AttemptRecord[]>();
+  #events: StoredEvent[] = [];
+  #eventSeq = 0;
+  #usage: UsageEntry[] = [];
+  readonly #kv = new Map<string, Map<string, unknown>>();
+  #closed = false;
+
+  constructor(options: MemoryStoreOptions = {}) {
+    this.#clock = options.clock ?? systemClock;
+  }
+
+  /** Nothing to open: a new `MemoryStore` is usable at once. Reopens a closed one. */
+  async open(): Promise<void> {
+    this.#closed = false;
+  }
+
+  /** Marks the store closed (calls reject until `open()`); the data stays. */
+  async close(): Promise<void> {
+    this.#closed = true;
+  }
+
+  #check(): void {
+    if (this.#closed) throw new FlotillaError("STORE_ERROR", "MemoryStore: the store is closed");
+  }
+
+  async insertTasks(tasks: readonly TaskRecord[]): Promise<void> {
+    this.#check();
+    if (!Array.isArray(tasks)) {
+      throw new FlotillaError("VALIDATION", "insertTasks: expected an array of task records");
+    }
+    const ids = new Set<string>();
+    const keys = new Set<string>();
+    for (const task of tasks) {
+      checkRecord(task, "insertTasks");
+      if (this.#tasks.has(task.id) || ids.has(task.id)) {
+        throw new FlotillaError("CONFLICT", `task ${task.id} already exists`, {
+          details: { id: task.id },
+        });
+      }
+      ids.add(task.id);
+      const key = task.idempotencyKey;
+      if (key !== undefined) {
+        if (this.#byIdempotencyKey.has(key) || keys.has(key)) {
+          throw new FlotillaError("CONFLICT", `idempotency key "${key}" is already used`, {
+            details: { idempotencyKey: key },
+          });
+        }
+        keys.add(key);
+      }
+    }
+    const copies = tasks.map(copy);
+    for (const task of copies) {
+      this.#tasks.set(task.id, task);
+      if (task.idempotencyKey !== undefined)
+        this.#byIdempotencyKey.set(task.idempotencyKey, task.id);
+      this.#trackAttempt(task);
+    }
+  }
+
+  async saveTask(task: TaskRecord, expectedVersion?: number): Promise<boolean> {
+    this.#check();
+    checkRecord(task, "saveTask");
+    const current = this.#tasks.get(task.id);
+    if (expectedVersion !== undefined && current?.version !== expectedVersion) return false;
+    const key = task.idempotencyKey;
+    if (key !== undefined) {
+      const owner = this.#byIdempotencyKey.get(key);
+      if (owner !== undefined && owner !== task.id) {
+        throw new FlotillaError("CONFLICT", `idempotency key "${key}" is already used`, {
+          details: { idempotencyKey: key },
+        });
+      }
+    }
+    if (current?.idempotencyKey !== undefined && current.idempotencyKey !== key) {
+      this.#byIdempotencyKey.delete(current.idempotencyKey);
+    }
+    const stored = copy(task);
+    this.#tasks.set(stored.id, stored);
+    if (key !== undefined) this.#byIdempotencyKey.set(key, stored.id);
+    this.#trackAttempt(stored);
+    return true;
+  }
+
+  #trackAttempt(task: TaskRecord): void {
+    if (task.attempt < 1) return;
+    let list = this.#attempts.get(task.id);
+    if (!list) {
+      list = [];
+      this.#attempts.set(task.id, list);
+    }
+    const row = attemptOf(task);
+    const last = list[list.length - 1];
+    if (last && last.attempt === row.attempt) list[list.length - 1] = row;
+    else if (!last || last.attempt < row.attempt) list.push(row);
+  }
+
+  async getTask(id: string): Promise<TaskRecord | undefined> {
+    this.#check();
+    const task = this.#tasks.get(id);
+    return task && copy(task);
+  }
+
+  async getTaskByIdempotencyKey(key: string): Promise<TaskRecord | undefined> {
+    this.#check();
+    const id = this.#byIdempotencyKey.get(key);
+    const task = id === undefined ? undefined : this.#tasks.get(id);
+    return task && copy(task);
+  }
+
+  #matching(query: TaskQuery | undefined): TaskRecord[] {
+    checkPaging(query);
+    const statuses = queryStatuses(query);
+    const out: TaskRecord[] = [];
+    for (const task of this.#tasks.values()) {
+      if (statuses && !statuses.includes(task.status)) continue;
+      if (query?.type !== undefined && task.type !== query.type) continue;
+      if (query?.tenant !== undefined && task.tenant !== query.tenant) continue;
+      if (query?.workerId !== undefined && task.workerId !== query.workerId) continue;
+      out.push(task);
+    }
+    return out;
+  }
+
+  async listTasks(query?: TaskQuery): Promise<TaskRecord[]> {
+    this.#check();
+    const newestFirst = query?.newestFirst ?? true;
+    const found = this.#matching(query).sort((a, b) =>
+      newestFirst ? compareSeq(b, a) : compareSeq(a, b),
+    );
+    const offset = query?.offset ?? 0;
+    const end = query?.limit === undefined ? undefined : offset + query.limit;
+    return found.slice(offset, end).map(copy);
+  }
+
+  async countTasks(query?: TaskQuery): Promise<number> {
+    this.#check();
+    return this.#matching(query).length;
+  }
+
+  async loadUnfinished(): Promise<TaskRecord[]> {
+    this.#check();
+    return [...this.#tasks.values()]
+      .filter((t) => !isTerminal(t.status))
+      .sort(compareSeq)
+      .map(copy);
+  }
+
+  /** Every attempt of a task, oldest first. */
+  async listAttempts(taskId: string): Promise<AttemptRecord[]> {
+    this.#check();
+    return (this.#attempts.get(taskId) ?? []).map(copy);
+  }
+
+  async appendEvents(events: readonly StoredEvent[]): Promise<void> {
+    this.#check();
+    if (!Array.isArray(events)) {
+      throw new FlotillaError("VALIDATION", "appendEvents: expected an array of events");
+    }
+    for (const event of events) {
+      if (typeof event?.type !== "string" || !Number.isFinite(event.at)) {
+        throw new FlotillaError("VALIDATION", "appendEvents: every event needs a type and `at`");
+      }
+    }
+    const copies = events.map(copy);
+    for (const event of copies) {
+      event.seq = ++this.#eventSeq;
+      this.#events.push(event);
+    }
+  }
+
+  async listEvents(
+    query: { taskId?: string; afterSeq?: number; limit?: number } = {},
+  ): Promise<StoredEvent[]> {
+    this.#check();
+    const out: StoredEvent[] = [];
+    const after = query.afterSeq ?? 0;
+    for (const event of this.#events) {
+      if ((event.seq ?? 0) <= after) continue;
+      if (query.taskId !== undefined && event.taskId !== query.taskId) continue;
+      out.push(copy(event));
+      if (query.limit !== undefined && out.length >= query.limit) break;
+    }
+    return out;
+  }
+
+  async recordUsage(entry: UsageEntry): Promise<void> {
+    this.#check();
+    if (!entry || !Number.isFinite(entry.at) || typeof entry.usage !== "object") {
+      throw new FlotillaError("VALIDATION", "recordUsage: an entry needs `at` and `usage`");
+    }
+    this.#usage.push(copy(entry));
+  }
+
+  async listUsage(query: { since?: number; until?: number } = {}): Promise<UsageEntry[]> {
+    this.#check();
+    return this.#usage
+      .map((entry, i) => ({ entry, i }))
+      .filter(
+        ({ entry }) =>
+          (query.since === undefined || entry.at >= query.since) &&
+          (query.until === undefined || entry.at < query.until),
+      )
+      .sort((a, b) => a.entry.at - b.entry.at || a.i - b.i)
+      .map(({ entry }) => copy(entry));
+  }
+
+  async deleteFinished(options: { olderThan?: number; keep?: number }): Promise<number> {
+    this.#check();
+    checkRetention(options);
+    const doomed = selectForRetention([...this.#tasks.values()], options, this.#clock.now());
+    if (doomed.size === 0) return 0;
+    for (const id of doomed) {
+      const task = this.#tasks.get(id);
+      if (task?.idempotencyKey !== undefined) this.#byIdempotencyKey.delete(task.idempotencyKey);
+      this.#tasks.delete(id);
+      this.#attempts.delete(id);
+    }
+    this.#events = this.#events.filter((e) => e.taskId === undefined || !doomed.has(e.taskId));
+    return doomed.size;
+  }
+
+  async kvGet<T = unknown>(collection: string, key: string): Promise<T | undefined> {
+    this.#check();
+    checkKv(collection, key);
+    const map = this.#kv.get(collection);
+    return map?.has(key) ? copy(map.get(key) as T) : undefined;
+  }
+
+  async kvPut(collection: string, key: string, value: unknown): Promise<void> {
+    this.#check();
+    checkKv(collection, key);
+    if (value === undefined) {
+      throw new FlotillaError("VALIDATION", `kvPut ${collection}/${key}: value is undefined`);
+    }
+    let map = this.#kv.get(collection);
+    if (!map) {
+      map = new Map();
+      this.#kv.set(collection, map);
+    }
+    map.set(key, copy(value));
+  }
+
+  async kvDelete(collection: string, key: string): Promise<boolean> {
+    this.#check();
+    checkKv(collection, key);
+    return this.#kv.get(collection)?.delete(key) ?? false;
+  }
+
+  async kvList<T = unknown>(collection: string): Promise<Array<{ key: string; value: T }>> {
+    this.#check();
+    checkKv(collection);
+    const map = this.#kv.get(collection);
+    if (!map) return [];
+    return [...map.keys()].sort().map((key) => ({ key, value: copy(map.get(key) as T) }));
+  }
+}
+
+function compareSeq(a: TaskRecord, b: TaskRecord): number {
+  return a.seq - b.seq || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+}
