@@ -1,38 +1,51 @@
 #!/usr/bin/env node
 // The whole test run: provisions what the tests need (container engines, browser, Redis),
 // then lint, typecheck, unit and integration tests, examples, package checks.
-// Usage: npm test [-- <vitest filters>]
+// Usage: npm test [-- <vitest filters>]   (with filters: provisioning + matching tests only)
 import { spawnSync } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const filters = process.argv.slice(2);
 const env = { ...process.env };
+const testEnv = join(root, "scripts/test-env.sh");
+const envFile = join(root, ".test-env/env.json");
+const report = join(root, ".test-env/vitest-report.json");
+let provisioned = false;
 
-function run(title, cmd, args, extraEnv = {}) {
+function teardown() {
+  if (provisioned && !process.env.FLOTILLA_KEEP_TEST_ENV) {
+    spawnSync("bash", [testEnv, "down"], { cwd: root, stdio: "inherit", env });
+    provisioned = false;
+  }
+}
+
+function summary() {
+  if (!existsSync(report)) return;
+  const r = JSON.parse(readFileSync(report, "utf8"));
+  const skipped = (r.numPendingTests ?? 0) + (r.numTodoTests ?? 0);
+  console.log(
+    `\nTests: ${r.numPassedTests} passed, ${r.numFailedTests} failed, ${skipped} skipped`,
+  );
+}
+
+function run(title, cmd, args) {
   console.log(`\n=== ${title}: ${cmd} ${args.join(" ")}`);
   const started = Date.now();
-  const r = spawnSync(cmd, args, { cwd: root, stdio: "inherit", env: { ...env, ...extraEnv } });
+  const r = spawnSync(cmd, args, { cwd: root, stdio: "inherit", env });
   const secs = ((Date.now() - started) / 1000).toFixed(1);
   if (r.status !== 0) {
     console.error(`\n=== ${title} failed (exit ${r.status ?? r.signal}) after ${secs}s`);
     teardown();
-    process.exit(r.status ?? 1);
+    summary();
+    process.exit(r.status || 1);
   }
   console.log(`=== ${title} ok (${secs}s)`);
 }
 
-const testEnv = join(root, "scripts/test-env.sh");
-const envFile = join(root, ".test-env/env.json");
-let provisioned = false;
-function teardown() {
-  if (provisioned && !process.env.FLOTILLA_KEEP_TEST_ENV) {
-    spawnSync("bash", [testEnv, "down"], { cwd: root, stdio: "inherit", env });
-  }
-}
-
+rmSync(report, { force: true });
 if (existsSync(testEnv) && !process.env.FLOTILLA_SKIP_TEST_ENV) {
   run("provision test environment", "bash", [testEnv, "up"]);
   provisioned = true;
@@ -43,9 +56,22 @@ if (filters.length === 0) {
   run("lint", "npx", ["biome", "check", "."]);
   run("typecheck", "npx", ["turbo", "run", "typecheck", "--output-logs=errors-only"]);
 }
-run("tests", "npx", ["vitest", "run", ...filters]);
+run("tests", "npx", [
+  "vitest",
+  "run",
+  "--reporter=default",
+  "--reporter=json",
+  `--outputFile.json=${report}`,
+  ...filters,
+]);
 if (filters.length === 0) {
   run("examples", "node", ["scripts/run-examples.mjs"]);
-  run("build and package checks", "npx", ["turbo", "run", "check:package", "--output-logs=errors-only"]);
+  run("build and package checks", "npx", [
+    "turbo",
+    "run",
+    "check:package",
+    "--output-logs=errors-only",
+  ]);
 }
 teardown();
+summary();

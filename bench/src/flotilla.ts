@@ -1,0 +1,45 @@
+/** Flotilla reduced to the benchmark shapes, through its public API only. */
+import { FunctionWorker, Orchestrator, type Store } from "@flotilla/core";
+import type { DispatchRun } from "./peers.js";
+
+export interface FlotillaRunOptions {
+  concurrency: number;
+  usePriority: boolean;
+  store?: Store;
+}
+
+/** Submits every task first, then lets one worker with `concurrency` slots drain the backlog. */
+export async function flotillaRun(
+  priorities: readonly number[],
+  options: FlotillaRunOptions,
+): Promise<DispatchRun> {
+  const startOrder: number[] = [];
+  let completed = 0;
+  const orchestrator = new Orchestrator({
+    concurrency: options.concurrency,
+    ...(options.store ? { store: options.store } : {}),
+  });
+  await orchestrator.start();
+  const handles = await orchestrator.submitBatch(
+    priorities.map((p) => ({
+      type: "noop",
+      payload: p,
+      ...(options.usePriority ? { priority: p } : {}),
+    })),
+  );
+  await orchestrator.registerWorker(
+    new FunctionWorker({
+      id: "noop",
+      taskTypes: ["noop"],
+      maxConcurrency: options.concurrency,
+      fn: async (payload) => {
+        startOrder.push(payload as number);
+        completed++;
+        return null;
+      },
+    }),
+  );
+  await Promise.all(handles.map((h) => h.result()));
+  await orchestrator.stop();
+  return { startOrder, completed };
+}

@@ -1,0 +1,105 @@
+/**
+ * Scenario 7: durable throughput. Submit → complete with the SQLite store at concurrency 1,
+ * 16 and 100, against BullMQ on a real Redis.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { FunctionWorker, Orchestrator } from "@flotilla/core";
+import { SqliteStore } from "@flotilla/core/sqlite";
+import { bullmqRun } from "../bullmq.js";
+import { type BenchContext, check, type Scenario } from "../report.js";
+import { nowMs } from "../stats.js";
+
+const NAME = "7. Durable throughput";
+
+async function flotillaDurable(n: number, concurrency: number) {
+  const dir = mkdtempSync(join(tmpdir(), "flotilla-bench-sqlite-"));
+  const store = new SqliteStore({ path: join(dir, "flotilla.db") });
+  const orchestrator = new Orchestrator({ concurrency, store });
+  let ran = 0;
+  await orchestrator.registerWorker(
+    new FunctionWorker({
+      id: "w",
+      taskTypes: ["noop"],
+      maxConcurrency: concurrency,
+      fn: async () => {
+        ran++;
+        return null;
+      },
+    }),
+  );
+  await orchestrator.start();
+  const t0 = nowMs();
+  const handles = [];
+  for (let i = 0; i < n; i += 1000) {
+    const batch = Array.from({ length: Math.min(1000, n - i) }, () => ({ type: "noop" }));
+    handles.push(...(await orchestrator.submitBatch(batch)));
+  }
+  const results = await Promise.all(handles.map((h) => h.result()));
+  const ms = nowMs() - t0;
+  await orchestrator.stop();
+  const succeeded = results.filter((r) => r.status === "succeeded").length;
+  // Re-open: every completion must be on disk.
+  const reopened = new SqliteStore({ path: join(dir, "flotilla.db") });
+  await reopened.open();
+  const persisted = await reopened.countTasks({ status: "succeeded" });
+  await reopened.close();
+  rmSync(dir, { recursive: true, force: true });
+  return { tasksPerSec: (n / ms) * 1000, ran, succeeded, persisted };
+}
+
+export const durableScenario: Scenario = {
+  name: "durable",
+  title: NAME,
+  async run(ctx: BenchContext) {
+    const n = ctx.smoke ? 500 : 10_000;
+    for (const concurrency of [1, 16, 100]) {
+      const caseName = `concurrency ${concurrency}`;
+      ctx.log(`${NAME}: ${caseName}`);
+      const f = await flotillaDurable(n, concurrency);
+      ctx.rows.push({
+        scenario: NAME,
+        case: caseName,
+        subject: "Flotilla + SQLite",
+        metric: "tasks/s",
+        value: f.tasksPerSec,
+        unit: "/s",
+        better: "higher",
+      });
+      check(
+        ctx,
+        NAME,
+        `${caseName}: every task ran once and is persisted as succeeded`,
+        f.ran === n && f.succeeded === n && f.persisted === n,
+        `ran ${f.ran}, succeeded ${f.succeeded}, persisted ${f.persisted} of ${n}`,
+      );
+      if (ctx.redis) {
+        const t0 = nowMs();
+        const b = await bullmqRun(
+          ctx.redis,
+          Array.from({ length: n }, () => 0),
+          concurrency,
+          false,
+        );
+        const perSec = (n / (nowMs() - t0)) * 1000;
+        ctx.rows.push({
+          scenario: NAME,
+          case: caseName,
+          subject: "BullMQ + Redis",
+          metric: "tasks/s",
+          value: perSec,
+          unit: "/s",
+          better: "higher",
+        });
+        check(
+          ctx,
+          NAME,
+          `${caseName}: BullMQ completed every job`,
+          b.completed === n,
+          `${b.completed}/${n}`,
+        );
+      }
+    }
+  },
+};
