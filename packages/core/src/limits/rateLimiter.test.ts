@@ -1,0 +1,263 @@
+import { describe, expect, it } from "vitest";
+import { TestClock } from "../resources/__tests__/clock.js";
+import { makeEntry, makeTask, maxInWindow } from "../resources/__tests__/fixtures.js";
+import { RateLimiter } from "./rateLimiter.js";
+
+/** Offers calls as fast as the limiter admits them; jumps straight to each retryAt. */
+function saturate(
+  clock: TestClock,
+  limiter: RateLimiter,
+  keys: string[],
+  durationMs: number,
+  tokens: () => number = () => 0,
+) {
+  const events: { t: number; w: number; tokens: number }[] = [];
+  const end = clock.now() + durationMs;
+  let next = tokens();
+  while (clock.now() < end) {
+    const r = limiter.peek(keys, next);
+    if (r.ok) {
+      limiter.acquire(keys, next);
+      events.push({ t: clock.now(), w: 1, tokens: next });
+      next = tokens();
+    } else {
+      expect(r.retryAt).toBeGreaterThan(clock.now());
+      clock.set(r.retryAt);
+    }
+  }
+  return events;
+}
+
+function rng(seed: number) {
+  let s = seed >>> 0;
+  return () => {
+    s = (s * 1664525 + 1013904223) >>> 0;
+    return s / 2 ** 32;
+  };
+}
+
+describe("RateLimiter windows", () => {
+  it.each([
+    ["10/s", 1000, 10, 20_000],
+    ["5/100ms", 100, 5, 5_000],
+    ["600/min", 60_000, 600, 10 * 60_000],
+    [{ requests: 600, per: "minute", burst: 20 }, 60_000, 600, 10 * 60_000],
+    [{ requests: 10, per: "second", burst: 1 }, 1000, 10, 20_000],
+  ] as const)(
+    "%j never exceeds its limit in any sliding window and uses ≥97%% of it",
+    (limit, windowMs, max, duration) => {
+      const clock = new TestClock();
+      const limiter = new RateLimiter({ clock, limits: { k: limit } });
+      const events = saturate(clock, limiter, ["k"], duration);
+      expect(maxInWindow(events, windowMs)).toBeLessThanOrEqual(max);
+      expect(events.length / ((max * duration) / windowMs)).toBeGreaterThanOrEqual(0.97);
+    },
+  );
+
+  it("composite limits: requests/s, requests/min and tokens/min all hold at once", () => {
+    const clock = new TestClock();
+    const limiter = new RateLimiter({
+      clock,
+      limits: { openai: ["5/s", "200/min", "20k tokens/min"] },
+    });
+    const r = rng(7);
+    const events = saturate(clock, limiter, ["openai"], 5 * 60_000, () => Math.floor(r() * 300));
+    expect(maxInWindow(events, 1000)).toBeLessThanOrEqual(5);
+    expect(maxInWindow(events, 60_000)).toBeLessThanOrEqual(200);
+    const tokenEvents = events.map((e) => ({ t: e.t, w: e.tokens }));
+    expect(maxInWindow(tokenEvents, 60_000)).toBeLessThanOrEqual(20_000);
+    // Mean 150 tokens/call: the binding limit is tokens (≈133 calls/min) — it must be saturated.
+    const tokens = tokenEvents.reduce((a, e) => a + e.w, 0);
+    expect(tokens / (20_000 * 5)).toBeGreaterThanOrEqual(0.97);
+  });
+
+  it("a smooth limit has no fixed-window double burst at window edges", () => {
+    const clock = new TestClock(59_000);
+    const limiter = new RateLimiter({ clock, limits: { k: "100/min" } });
+    const events = saturate(clock, limiter, ["k"], 2000);
+    // A fixed window would allow 100 at 59 s and 100 more at 60 s.
+    expect(events.length).toBe(100);
+  });
+
+  it("a task larger than the limit goes when the key is idle and leaves it in debt", () => {
+    const clock = new TestClock();
+    const limiter = new RateLimiter({ clock, limits: { k: "1000 tokens/min" } });
+    expect(limiter.peek(["k"], 5000).ok).toBe(true);
+    limiter.acquire(["k"], 5000);
+    const r = limiter.peek(["k"], 10);
+    expect(r.ok).toBe(false);
+  });
+});
+
+describe("RateLimiter reconciliation", () => {
+  it("refunds unused tokens at once and wakes the scheduler", () => {
+    const clock = new TestClock();
+    const limiter = new RateLimiter({ clock, limits: { k: "1000 tokens/min" } });
+    let wakes = 0;
+    limiter.subscribe(() => wakes++);
+    const a = limiter.acquire(["k"], 600);
+    const blocked = limiter.peek(["k"], 600);
+    expect(blocked.ok).toBe(false);
+    a.reconcile(200);
+    expect(wakes).toBe(1);
+    expect(limiter.peek(["k"], 600).ok).toBe(true);
+    expect(limiter.stats().k?.limits[0]?.used).toBe(200);
+  });
+
+  it("charges the difference when the call used more than estimated (debt)", () => {
+    const clock = new TestClock();
+    const limiter = new RateLimiter({ clock, limits: { k: "1000 tokens/min" } });
+    const a = limiter.acquire(["k"], 100);
+    expect(limiter.peek(["k"], 100).ok).toBe(true);
+    clock.advance(1000);
+    a.reconcile(1500);
+    const r = limiter.peek(["k"], 100);
+    expect(r.ok).toBe(false);
+    // The 1500-token call (admitted at t0) leaves the sliding minute at t0 + 60 s.
+    if (!r.ok) expect(r.retryAt).toBe(clock.now() - 1000 + 60_000);
+    a.reconcile(10); // idempotent
+    expect(limiter.peek(["k"], 100).ok).toBe(false);
+  });
+
+  it("onSettle reconciles with reported usage and keeps the estimate when usage is malformed", () => {
+    const clock = new TestClock();
+    const limiter = new RateLimiter({ clock, limits: { k: "1000 tokens/min" } });
+    const w = makeEntry();
+    const t1 = makeTask({ rateLimitKeys: ["k"], estimate: { tokens: 400 } });
+    const t2 = makeTask({ rateLimitKeys: ["k"], estimate: { tokens: 400 } });
+    expect(limiter.check(t1, w, clock.now()).ok).toBe(true);
+    limiter.onDispatch(t1, w, clock.now());
+    limiter.onDispatch(t2, w, clock.now());
+    limiter.onSettle(
+      t1,
+      w,
+      { status: "succeeded", usage: { inputTokens: 50, outputTokens: 50 } },
+      clock.now(),
+    );
+    limiter.onSettle(
+      t2,
+      w,
+      { status: "succeeded", usage: { inputTokens: -3 } as never },
+      clock.now(),
+    );
+    expect(limiter.stats().k?.limits[0]?.used).toBe(500);
+  });
+});
+
+describe("RateLimiter pauses", () => {
+  it("a Retry-After pauses the task's keys; check resumes at exactly that time", () => {
+    const clock = new TestClock(0);
+    const limiter = new RateLimiter({ clock, limits: { openai: "100/s" } });
+    let wakes = 0;
+    limiter.subscribe(() => wakes++);
+    const w = makeEntry();
+    const t = makeTask({ rateLimitKeys: ["openai", "acct-1"] });
+    limiter.onDispatch(t, w, clock.now());
+    clock.advance(10);
+    limiter.onSettle(t, w, { status: "failed", retryAfterMs: 5000 }, clock.now());
+    const other = makeTask({ rateLimitKeys: ["acct-1"] });
+    const d = limiter.check(other, w, clock.now());
+    expect(d).toMatchObject({ ok: false, retryAt: 5010, blockKey: "acct-1" });
+    expect(d.ok === false && d.reason).toMatch(/paused/);
+    expect(limiter.check(makeTask({ rateLimitKeys: ["anthropic"] }), w, clock.now()).ok).toBe(true);
+    clock.advance(4999);
+    expect(limiter.check(other, w, clock.now()).ok).toBe(false);
+    expect(wakes).toBe(0);
+    clock.advance(1);
+    expect(limiter.check(other, w, clock.now()).ok).toBe(true);
+    expect(wakes).toBe(1);
+  });
+
+  it("a RATE_LIMITED error with retryAfterMs details pauses too", () => {
+    const clock = new TestClock();
+    const limiter = new RateLimiter({ clock });
+    const w = makeEntry();
+    const t = makeTask({ rateLimitKeys: ["x"] });
+    limiter.onDispatch(t, w, 0);
+    limiter.onSettle(
+      t,
+      w,
+      {
+        status: "failed",
+        error: { code: "RATE_LIMITED", message: "429", details: { retryAfterMs: 2000 } },
+      },
+      clock.now(),
+    );
+    expect(limiter.check(t, w, clock.now())).toMatchObject({
+      ok: false,
+      retryAt: clock.now() + 2000,
+    });
+    limiter.resume("x");
+    expect(limiter.check(t, w, clock.now()).ok).toBe(true);
+  });
+});
+
+describe("RateLimiter configuration", () => {
+  it("setLimits changes limits at run time, keeps usage and wakes the scheduler", () => {
+    const clock = new TestClock();
+    const limiter = new RateLimiter({ clock, limits: { k: "2/min" } });
+    let wakes = 0;
+    limiter.subscribe(() => wakes++);
+    limiter.acquire(["k"], 0);
+    limiter.acquire(["k"], 0);
+    expect(limiter.peek(["k"]).ok).toBe(false);
+    limiter.setLimits("k", ["3/min"]);
+    expect(wakes).toBe(1);
+    expect(limiter.peek(["k"]).ok).toBe(true);
+    limiter.acquire(["k"], 0);
+    expect(limiter.peek(["k"]).ok).toBe(false);
+    limiter.setLimits("k", []);
+    expect(limiter.peek(["k"]).ok).toBe(true);
+  });
+
+  it.each([
+    [{ k: "-5/min" }, "limits.k: requests must be a positive number, got -5"],
+    [{ k: "5/0s" }, 'limits.k: window "0s" must be longer than zero'],
+    [{ k: "5/fortnight" }, 'limits.k: unknown time unit "fortnight"'],
+    [
+      { k: ["5/min", { requests: 0, per: "minute" }] },
+      "limits.k[1]: requests must be a positive number, got 0",
+    ],
+    [{ k: { tokens: 10, per: 0 } }, "limits.k: window must be a positive number of ms, got 0"],
+    [
+      { k: { requests: 5, tokens: 5, per: "s" } },
+      "limits.k: give exactly one of `requests` or `tokens`",
+    ],
+    [
+      { k: { requests: 5, per: "s", burst: 10 } },
+      "limits.k: burst must be a positive number no larger than the limit (5)",
+    ],
+    [{ k: { requests: 5, per: "s", every: 2 } }, 'limits.k: Unrecognized key: "every"'],
+    [{ k: 5 }, 'limits.k: expected a limit such as "500/min"'],
+    [{ k: "lots" }, 'limits.k: cannot read limit "lots"'],
+  ])("rejects %j with a clear message", (limits, message) => {
+    expect(() => new RateLimiter({ limits: limits as never })).toThrow(
+      expect.objectContaining({ code: "VALIDATION", message: expect.stringContaining(message) }),
+    );
+  });
+
+  it("accepts the documented forms", () => {
+    const limiter = new RateLimiter({
+      limits: {
+        a: [
+          "500/min",
+          "90k tokens/minute",
+          "10000 requests/day",
+          "5 per 100ms",
+          "1.5M tokens/hour",
+        ],
+        b: { requests: 500, per: "minute", burst: 50 },
+        c: { tokens: 1000, per: 30_000 },
+      },
+    });
+    expect(limiter.getLimits("a").map((l) => [l.unit, l.limit, l.windowMs])).toEqual([
+      ["requests", 500, 60_000],
+      ["tokens", 90_000, 60_000],
+      ["requests", 10_000, 86_400_000],
+      ["requests", 5, 100],
+      ["tokens", 1_500_000, 3_600_000],
+    ]);
+    expect(limiter.getLimits("b")[0]).toMatchObject({ burst: 50, name: "requests/min" });
+    expect(limiter.getLimits("c")[0]).toMatchObject({ unit: "tokens", windowMs: 30_000 });
+  });
+});

@@ -1,0 +1,395 @@
+import { type Clock, systemClock } from "../clock.js";
+import { estimatedTokens, resolveUsage } from "../cost/usage.js";
+import type { Logger } from "../logger.js";
+import { silentLogger } from "../logger.js";
+import type { WorkerEntry } from "../registry/types.js";
+import type { DispatchGate, GateDecision, SettleOutcome } from "../resources/gate.js";
+import { parseConfig } from "../resources/validate.js";
+import type { TaskRecord } from "../task/types.js";
+import {
+  KeyLimitsSchema,
+  type LimitInput,
+  type RateLimit,
+  type RateLimitsConfig,
+  RateLimitsConfigSchema,
+} from "./rate.js";
+import { LimitWindow, type LogEntry } from "./window.js";
+
+/** Options of {@link RateLimiter}. */
+export interface RateLimiterOptions {
+  /** Limits per key, e.g. `{ openai: ["500/min", "90k tokens/min", "10000/day"] }`. @default {} */
+  limits?: RateLimitsConfig;
+  /** Which keys a task is limited by. @default the task's `rateLimitKey`(s) */
+  keys?: (task: TaskRecord, worker: WorkerEntry) => readonly string[];
+  /** Tokens charged for a task without an estimate (reconciled at settle). @default 0 */
+  defaultTokens?: number;
+  /** @default systemClock */
+  clock?: Clock;
+  /** @default silentLogger */
+  logger?: Logger;
+  /** Gate name in reasons and stats. @default "rate-limit" */
+  name?: string;
+}
+
+/** The answer of {@link RateLimiter.peek}. */
+export type LimitCheck =
+  | { ok: true }
+  | { ok: false; key: string; limit: string; reason: string; retryAt: number };
+
+/** A reservation made by {@link RateLimiter.acquire}; settle it with the actual tokens. */
+export interface Reservation {
+  readonly keys: readonly string[];
+  readonly tokens: number;
+  /** Replaces the reserved tokens by the actual count (refund or debt). Idempotent. */
+  reconcile(actualTokens: number): void;
+}
+
+/** One limit of one key, as {@link RateLimiter.stats} shows it. */
+export interface LimitStats {
+  name: string;
+  unit: "requests" | "tokens";
+  limit: number;
+  windowMs: number;
+  burst: number;
+  /** Units counted in the current sliding window. */
+  used: number;
+  remaining: number;
+}
+
+/** The state of one key. */
+export interface KeyStats {
+  pausedUntil?: number;
+  limits: LimitStats[];
+}
+
+interface KeyState {
+  windows: LimitWindow[];
+  pausedUntil: number;
+}
+
+interface Charge {
+  key: string;
+  window: LimitWindow;
+  entry: LogEntry;
+}
+
+/**
+ * Keyed rate limits as a dispatch gate. Each key (provider, model, API key, tenant, worker)
+ * may carry several limits at once — requests and tokens, per second, minute, hour or day.
+ * Tokens are charged by the task's estimate before the call and reconciled with the usage
+ * the worker reports (refund, or debt that delays later calls). A `RetryAfterError` pauses
+ * every key of the task until the given time. `check` answers the exact time the task can
+ * go, so a scheduler resumes it within one tick.
+ *
+ * Each limit is a GCRA bucket (smooth, optional `burst`) intersected with an exact sliding
+ * log, so that no window ever holds more than the limit and there are no fixed-window
+ * double bursts.
+ *
+ * @example
+ * ```ts
+ * const limiter = new RateLimiter({
+ *   limits: { openai: ["500/min", "90k tokens/min", "10000/day"], anthropic: { requests: 50, per: "minute", burst: 5 } },
+ * });
+ * const orchestrator = new Orchestrator({ gates: [limiter] });
+ * await orchestrator.submit({ type: "llm_request", rateLimitKey: "openai", estimate: { tokens: 1200 } });
+ * ```
+ */
+export class RateLimiter implements DispatchGate {
+  readonly name: string;
+  readonly #clock: Clock;
+  readonly #logger: Logger;
+  readonly #keysOf: (task: TaskRecord, worker: WorkerEntry) => readonly string[];
+  readonly #defaultTokens: number;
+  readonly #keys = new Map<string, KeyState>();
+  readonly #reservations = new Map<string, Reservation>();
+  readonly #listeners = new Set<() => void>();
+  #timer: ReturnType<Clock["setTimeout"]> | undefined;
+  #timerAt = Number.POSITIVE_INFINITY;
+
+  constructor(options: RateLimiterOptions = {}) {
+    this.name = options.name ?? "rate-limit";
+    this.#clock = options.clock ?? systemClock;
+    this.#logger = options.logger ?? silentLogger;
+    this.#keysOf = options.keys ?? ((task) => task.rateLimitKeys ?? []);
+    this.#defaultTokens = options.defaultTokens ?? 0;
+    const limits = parseConfig(RateLimitsConfigSchema, options.limits ?? {}, "limits");
+    const now = this.#clock.now();
+    for (const [key, list] of Object.entries(limits)) this.#install(key, list, now);
+  }
+
+  #install(key: string, list: RateLimit[], now: number): void {
+    const prev = this.#keys.get(key);
+    const windows = list.map((spec) => {
+      const match = prev?.windows.find(
+        (w) => w.spec.unit === spec.unit && w.spec.windowMs === spec.windowMs,
+      );
+      return new LimitWindow(spec, match, now);
+    });
+    this.#keys.set(key, { windows, pausedUntil: prev?.pausedUntil ?? 0 });
+  }
+
+  #state(key: string): KeyState {
+    let st = this.#keys.get(key);
+    if (!st) {
+      st = { windows: [], pausedUntil: 0 };
+      this.#keys.set(key, st);
+    }
+    return st;
+  }
+
+  /**
+   * Replaces the limits of `key` at run time (an empty list removes them). Usage already
+   * counted in a window of the same unit and length is kept, so a change never opens a new
+   * burst. Wakes the scheduler.
+   *
+   * @example
+   * ```ts
+   * limiter.setLimits("openai", ["1000/min", "200k tokens/min"]);
+   * ```
+   */
+  setLimits(key: string, limits: LimitInput | LimitInput[]): void {
+    const list = parseConfig(KeyLimitsSchema, limits, `limits[${JSON.stringify(key)}]`);
+    this.#install(key, list, this.#clock.now());
+    this.#wake();
+  }
+
+  /** The limits currently configured for `key`. @example limiter.getLimits("openai") */
+  getLimits(key: string): RateLimit[] {
+    return (this.#keys.get(key)?.windows ?? []).map((w) => ({ ...w.spec }));
+  }
+
+  /**
+   * Holds every task of `key` until `untilMs` (ms since epoch); a later pause extends, an
+   * earlier one is ignored. Called automatically when a worker throws `RetryAfterError`.
+   *
+   * @example
+   * ```ts
+   * limiter.pause("openai", Date.now() + 30_000);
+   * ```
+   */
+  pause(key: string, untilMs: number): void {
+    const st = this.#state(key);
+    if (untilMs > st.pausedUntil) {
+      st.pausedUntil = untilMs;
+      this.#logger.info({ key, until: new Date(untilMs).toISOString() }, "rate limit key paused");
+      this.#armWake(untilMs);
+    }
+  }
+
+  /** Lifts a pause at once and wakes the scheduler. @example limiter.resume("openai") */
+  resume(key: string): void {
+    const st = this.#keys.get(key);
+    if (st && st.pausedUntil > 0) {
+      st.pausedUntil = 0;
+      this.#wake();
+    }
+  }
+
+  /**
+   * Whether a call on `keys` costing `tokens` could go at `now`, and if not, when.
+   *
+   * @example
+   * ```ts
+   * const r = limiter.peek(["openai"], 1200);
+   * if (!r.ok) console.log(r.reason, new Date(r.retryAt));
+   * ```
+   */
+  peek(keys: readonly string[], tokens = 0, now = this.#clock.now()): LimitCheck {
+    let worst: Extract<LimitCheck, { ok: false }> | undefined;
+    for (const key of keys) {
+      const st = this.#keys.get(key);
+      if (!st) continue;
+      if (st.pausedUntil > now) {
+        const retryAt = st.pausedUntil;
+        if (!worst || retryAt > worst.retryAt) {
+          worst = {
+            ok: false,
+            key,
+            limit: "paused",
+            retryAt,
+            reason: `rate limit "${key}" paused until ${new Date(retryAt).toISOString()}`,
+          };
+        }
+      }
+      for (const w of st.windows) {
+        const at = w.readyAt(w.spec.unit === "tokens" ? tokens : 1, now);
+        if (at > now && (!worst || at > worst.retryAt)) {
+          worst = {
+            ok: false,
+            key,
+            limit: w.spec.name,
+            retryAt: at,
+            reason: `rate limit "${key}" (${w.spec.name}) exhausted`,
+          };
+        }
+      }
+    }
+    return worst ?? { ok: true };
+  }
+
+  /**
+   * Charges a call on `keys` (1 request and `tokens` tokens on each) at `now`, whether or not it
+   * fits (use {@link peek} first), and returns a reservation to reconcile with actual usage.
+   *
+   * @example
+   * ```ts
+   * if (limiter.peek(["openai"], 1200).ok) {
+   *   const r = limiter.acquire(["openai"], 1200);
+   *   const res = await callModel();
+   *   r.reconcile(res.usage.total_tokens);
+   * }
+   * ```
+   */
+  acquire(keys: readonly string[], tokens = 0, now = this.#clock.now()): Reservation {
+    const charges: Charge[] = [];
+    for (const key of keys) {
+      const st = this.#keys.get(key);
+      if (!st) continue;
+      for (const window of st.windows) {
+        const cost = window.spec.unit === "tokens" ? tokens : 1;
+        const entry = window.take(cost, now);
+        if (window.spec.unit === "tokens") charges.push({ key, window, entry });
+      }
+    }
+    let settled = false;
+    return {
+      keys,
+      tokens,
+      reconcile: (actual: number) => {
+        if (settled) return;
+        settled = true;
+        const delta = actual - tokens;
+        if (delta === 0 || !Number.isFinite(delta)) return;
+        const at = this.#clock.now();
+        for (const c of charges) {
+          // After setLimits the key may hold a new window that carried the entry over.
+          const current =
+            this.#keys
+              .get(c.key)
+              ?.windows.find(
+                (w) =>
+                  w.spec.unit === c.window.spec.unit && w.spec.windowMs === c.window.spec.windowMs,
+              ) ?? c.window;
+          current.adjust(c.entry, delta, at);
+        }
+        if (delta < 0) this.#wake();
+      },
+    };
+  }
+
+  /**
+   * The state of every key with limits or a pause: used and remaining per limit.
+   *
+   * @example
+   * ```ts
+   * limiter.stats().openai?.limits[0]?.remaining;
+   * ```
+   */
+  stats(now = this.#clock.now()): Record<string, KeyStats> {
+    const out: Record<string, KeyStats> = {};
+    for (const [key, st] of this.#keys) {
+      const s: KeyStats = {
+        limits: st.windows.map((w) => {
+          const used = w.used(now);
+          return {
+            name: w.spec.name,
+            unit: w.spec.unit,
+            limit: w.spec.limit,
+            windowMs: w.spec.windowMs,
+            burst: w.spec.burst,
+            used,
+            remaining: Math.max(0, w.spec.limit - used),
+          };
+        }),
+      };
+      if (st.pausedUntil > now) s.pausedUntil = st.pausedUntil;
+      out[key] = s;
+    }
+    return out;
+  }
+
+  #tokens(task: TaskRecord): number {
+    return estimatedTokens(task) ?? this.#defaultTokens;
+  }
+
+  /** Gate: waits while any of the task's keys is paused or over a limit. @example limiter.check(task, worker, Date.now()) */
+  check(task: TaskRecord, worker: WorkerEntry, now: number): GateDecision {
+    const r = this.peek(this.#keysOf(task, worker), this.#tokens(task), now);
+    if (r.ok) return r;
+    return { ok: false, reason: r.reason, retryAt: r.retryAt, blockKey: r.key };
+  }
+
+  /** Gate: charges the task's keys. @example limiter.onDispatch(task, worker, Date.now()) */
+  onDispatch(task: TaskRecord, worker: WorkerEntry, now: number): void {
+    this.#reservations.set(
+      task.id,
+      this.acquire(this.#keysOf(task, worker), this.#tokens(task), now),
+    );
+  }
+
+  /** Gate: reconciles tokens with reported usage and applies Retry-After pauses. @example limiter.onSettle(task, worker, { status: "succeeded" }, Date.now()) */
+  onSettle(task: TaskRecord, worker: WorkerEntry, outcome: SettleOutcome, now: number): void {
+    const reservation = this.#reservations.get(task.id);
+    this.#reservations.delete(task.id);
+    if (reservation) {
+      const usage = resolveUsage(task, outcome.usage);
+      if (usage.source === "reported") reservation.reconcile(usage.totalTokens);
+      else if (outcome.usage !== undefined) {
+        this.#logger.debug({ taskId: task.id, problem: usage.problem }, "usage kept at estimate");
+      }
+    }
+    const retryAfterMs = retryAfterOf(outcome);
+    if (retryAfterMs !== undefined) {
+      for (const key of reservation?.keys ?? this.#keysOf(task, worker)) {
+        this.pause(key, now + retryAfterMs);
+      }
+    }
+  }
+
+  /** Gate: registers the scheduler's wake-up. @example const off = limiter.subscribe(() => scheduler.poke()) */
+  subscribe(wake: () => void): () => void {
+    this.#listeners.add(wake);
+    return () => this.#listeners.delete(wake);
+  }
+
+  #armWake(at: number): void {
+    if (at >= this.#timerAt) return;
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+    this.#timerAt = at;
+    this.#timer = this.#clock.setTimeout(() => {
+      this.#timer = undefined;
+      this.#timerAt = Number.POSITIVE_INFINITY;
+      this.#wake();
+    }, at - this.#clock.now());
+  }
+
+  #wake(): void {
+    for (const fn of this.#listeners) {
+      try {
+        fn();
+      } catch (err) {
+        this.#logger.error({ err }, "wake listener threw");
+      }
+    }
+  }
+
+  /** Cancels the pending wake-up timer (call when discarding the limiter). @example limiter.close() */
+  close(): void {
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#timerAt = Number.POSITIVE_INFINITY;
+    this.#listeners.clear();
+  }
+}
+
+/** The Retry-After of an outcome, from `retryAfterMs` or a `RATE_LIMITED` error's details. */
+export function retryAfterOf(outcome: SettleOutcome): number | undefined {
+  if (typeof outcome.retryAfterMs === "number" && Number.isFinite(outcome.retryAfterMs)) {
+    return Math.max(0, outcome.retryAfterMs);
+  }
+  const details = outcome.error?.details as { retryAfterMs?: unknown } | undefined;
+  if (outcome.error?.code === "RATE_LIMITED" && typeof details?.retryAfterMs === "number") {
+    return Math.max(0, details.retryAfterMs);
+  }
+  return undefined;
+}

@@ -1,0 +1,111 @@
+import type { RateLimit } from "./rate.js";
+
+/** One admitted call in a sliding log; `w` changes when the call is reconciled. */
+export interface LogEntry {
+  t: number;
+  w: number;
+}
+
+/** Smallest cost used for checks, so that a zero-cost call still waits while a limit is in debt. */
+const MIN_COST = 1e-9;
+const EPS = 1e-7;
+
+/**
+ * The state of one limit of one key: a GCRA (virtual scheduling) bucket for smoothness and
+ * bursts, intersected with an exact sliding log, so that no window of `windowMs` ever holds
+ * more than `limit` units, whatever the burst setting.
+ *
+ * Entries older than the window are dropped from the front of the log; the log holds one
+ * entry per admitted call inside the window, so memory is bounded by calls per window.
+ */
+export class LimitWindow {
+  readonly spec: RateLimit;
+  /** Milliseconds one unit occupies at the sustained rate. */
+  readonly interval: number;
+  /** Theoretical arrival time of the next unit (GCRA). */
+  tat = Number.NEGATIVE_INFINITY;
+  #log: LogEntry[] = [];
+  #head = 0;
+  #sum = 0;
+
+  constructor(spec: RateLimit, previous?: LimitWindow, now = 0) {
+    this.spec = spec;
+    this.interval = spec.windowMs / spec.limit;
+    if (previous && previous.spec.unit === spec.unit && previous.spec.windowMs === spec.windowMs) {
+      previous.#prune(now);
+      this.#log = previous.#log.slice(previous.#head);
+      this.#sum = previous.#sum;
+      if (previous.tat > now)
+        this.tat = now + ((previous.tat - now) / previous.interval) * this.interval;
+    }
+  }
+
+  #prune(now: number): void {
+    const edge = now - this.spec.windowMs;
+    const log = this.#log;
+    while (this.#head < log.length && log[this.#head]!.t <= edge) {
+      this.#sum -= log[this.#head]!.w;
+      this.#head++;
+    }
+    if (this.#head === log.length) {
+      this.#log = [];
+      this.#head = 0;
+      this.#sum = 0;
+    } else if (this.#head > 1024 && this.#head * 2 > log.length) {
+      this.#log = log.slice(this.#head);
+      this.#head = 0;
+    }
+  }
+
+  /** Units counted in the window ending at `now`. */
+  used(now: number): number {
+    this.#prune(now);
+    return Math.max(0, this.#sum);
+  }
+
+  /**
+   * The earliest time (ms, ≥ `now`) at which a call costing `cost` units can be admitted.
+   * A call larger than the burst or the limit is admitted when the key is idle (it cannot
+   * fit otherwise) and leaves the key in debt.
+   */
+  readyAt(cost: number, now: number): number {
+    const { burst, limit, windowMs } = this.spec;
+    const c = Math.max(MIN_COST, cost);
+    let at = now;
+    const gcra = this.tat + (Math.min(c, burst) - burst) * this.interval;
+    if (gcra > now + EPS) at = Math.ceil(gcra - EPS);
+    this.#prune(now);
+    const need = Math.min(c, limit);
+    let sum = this.#sum;
+    if (sum + need > limit + EPS) {
+      const log = this.#log;
+      let i = this.#head;
+      for (; i < log.length; i++) {
+        sum -= log[i]!.w;
+        if (sum + need <= limit + EPS) break;
+      }
+      const last = log[Math.min(i, log.length - 1)]!;
+      at = Math.max(at, last.t + windowMs);
+    }
+    return at;
+  }
+
+  /** Admits a call of `cost` units at `now` (whether or not it fits) and returns its log entry. */
+  take(cost: number, now: number): LogEntry {
+    this.tat = Math.max(this.tat, now) + cost * this.interval;
+    this.#prune(now);
+    const entry = { t: now, w: cost };
+    this.#log.push(entry);
+    this.#sum += cost;
+    return entry;
+  }
+
+  /** Changes an admitted call's cost by `delta` (refund when negative, debt when positive). */
+  adjust(entry: LogEntry, delta: number, now: number): void {
+    this.tat += delta * this.interval;
+    this.#prune(now);
+    const w = Math.max(0, entry.w + delta);
+    if (entry.t > now - this.spec.windowMs && this.#log.includes(entry)) this.#sum += w - entry.w;
+    entry.w = w;
+  }
+}
