@@ -1,0 +1,91 @@
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import type { Logger } from "@flotilla/core";
+
+/**
+ * How the adapter authenticates callers.
+ * - `{ mode: "keys", keys?, keyHashes? }` (the default mode): admin keys, given in plain text
+ *   (hashed at once and the plain text dropped) or as `sha256:<hex>` hashes.
+ * - `{ mode: "open" }`: no authentication. Only for local use; logged loudly at start.
+ *
+ * @example
+ * ```ts
+ * createFlotillaApp({ orchestrator, auth: { keyHashes: [hashApiKey(process.env.ADMIN_KEY!)] } });
+ * ```
+ */
+export type AuthOptions =
+  | { mode: "open" }
+  | {
+      mode?: "keys";
+      /** Plain-text admin keys; hashed in memory right away. */
+      keys?: readonly string[];
+      /** Hashed admin keys (`sha256:<hex>`, as {@link hashApiKey} returns). */
+      keyHashes?: readonly string[];
+      /** Extra check for keys the adapter does not know (e.g. scoped keys kept elsewhere). */
+      verify?: (key: string) => boolean | Promise<boolean>;
+    };
+
+/** Hashes an API key for storage: `sha256:<hex>`. Keys are random and long, so a fast hash is enough. */
+export function hashApiKey(key: string): string {
+  return `sha256:${createHash("sha256").update(key, "utf8").digest("hex")}`;
+}
+
+/** Generates a new random admin key (`flt_` + 32 random bytes, base64url). */
+export function generateApiKey(): string {
+  return `flt_${randomBytes(32).toString("base64url")}`;
+}
+
+/** Checks presented keys against stored hashes in constant time. */
+export class KeyVerifier {
+  readonly open: boolean;
+  readonly #digests: Buffer[];
+  readonly #verify: ((key: string) => boolean | Promise<boolean>) | undefined;
+
+  constructor(options: AuthOptions, logger?: Logger) {
+    if (options.mode === "open") {
+      this.open = true;
+      this.#digests = [];
+      this.#verify = undefined;
+      logger?.warn(
+        { auth: "open" },
+        "AUTHENTICATION IS DISABLED (open mode): anyone who can reach this server can run tasks",
+      );
+      return;
+    }
+    this.open = false;
+    const hashes = [...(options.keyHashes ?? []), ...(options.keys ?? []).map(hashApiKey)];
+    this.#digests = hashes.map((h) => {
+      const hex = h.startsWith("sha256:") ? h.slice(7) : h;
+      if (!/^[0-9a-f]{64}$/i.test(hex))
+        throw new Error(`invalid key hash: expected sha256:<64 hex>`);
+      return Buffer.from(hex, "hex");
+    });
+    this.#verify = options.verify;
+  }
+
+  /** Whether `key` is accepted. Compares every stored digest (constant time per digest). */
+  async check(key: string | undefined | null): Promise<boolean> {
+    if (this.open) return true;
+    if (!key || key.length > 4096) return false;
+    const digest = createHash("sha256").update(key, "utf8").digest();
+    let ok = false;
+    for (const d of this.#digests) {
+      if (timingSafeEqual(d, digest)) ok = true;
+    }
+    if (!ok && this.#verify) ok = await this.#verify(key);
+    return ok;
+  }
+}
+
+/** Extracts a presented key from `X-API-Key` or `Authorization: Bearer`. */
+export function keyFromHeaders(headers: {
+  get(name: string): string | null | undefined;
+}): string | undefined {
+  const x = headers.get("x-api-key");
+  if (x) return x.trim();
+  const auth = headers.get("authorization");
+  if (auth) {
+    const m = /^Bearer\s+(.+)$/i.exec(auth.trim());
+    if (m?.[1]) return m[1].trim();
+  }
+  return undefined;
+}

@@ -1,0 +1,68 @@
+import { type ErrorCode, FlotillaError } from "@flotilla/core";
+import type { ZodError } from "zod";
+
+/**
+ * The one table from {@link FlotillaError} codes to HTTP statuses. Everything the
+ * adapter answers with an error goes through it.
+ */
+export const HTTP_STATUS_BY_CODE: Readonly<Record<ErrorCode, number>> = {
+  VALIDATION: 400,
+  NOT_FOUND: 404,
+  CONFLICT: 409,
+  INVALID_STATE: 409,
+  TIMEOUT: 504,
+  CANCELLED: 409,
+  RATE_LIMITED: 429,
+  QUOTA_EXCEEDED: 429,
+  NO_ELIGIBLE_WORKER: 422,
+  DEPENDENCY_FAILED: 409,
+  UNKNOWN_DEPENDENCY: 400,
+  CYCLE_DETECTED: 400,
+  WORKER_ERROR: 502,
+  WORKER_LOST: 502,
+  REJECTED: 409,
+  UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
+  STORE_ERROR: 503,
+  SHUTTING_DOWN: 503,
+  INTERNAL: 500,
+};
+
+/** The JSON body of every error answer: `{error: {code, message}, detail}` (`detail` for Vera/FastAPI clients). */
+export interface ErrorBody {
+  error: { code: string; message: string; details?: unknown };
+  detail: string;
+}
+
+/** Builds the JSON error body for `err`. */
+export function errorBody(err: FlotillaError): ErrorBody {
+  const body: ErrorBody = { error: { code: err.code, message: err.message }, detail: err.message };
+  if (err.details !== undefined && err.code !== "INTERNAL") body.error.details = err.details;
+  return body;
+}
+
+/** Builds a JSON error `Response` for anything thrown. Unknown errors become `INTERNAL` without leaking internals. */
+export function errorResponse(err: unknown, headers?: Record<string, string>): Response {
+  const fe = err instanceof FlotillaError ? err : FlotillaError.from(err);
+  const status = HTTP_STATUS_BY_CODE[fe.code] ?? 500;
+  const safe =
+    fe.code === "INTERNAL" && !(err instanceof FlotillaError)
+      ? new FlotillaError("INTERNAL", "internal server error")
+      : fe;
+  const h: Record<string, string> = { "content-type": "application/json", ...headers };
+  const retryAfterMs = (fe.details as { retryAfterMs?: number } | undefined)?.retryAfterMs;
+  if (status === 429 && typeof retryAfterMs === "number") {
+    h["retry-after"] = String(Math.max(1, Math.ceil(retryAfterMs / 1000)));
+  }
+  return new Response(JSON.stringify(errorBody(safe)), { status, headers: h });
+}
+
+/** Turns a zod error into a `VALIDATION` error naming each field and what was expected. */
+export function validationError(err: ZodError, where = "body"): FlotillaError {
+  const issues = err.issues.map((i) => {
+    const path = i.path.length ? `${where}.${i.path.map(String).join(".")}` : where;
+    return { path, message: i.message };
+  });
+  const message = issues.map((i) => `${i.path}: ${i.message}`).join("; ");
+  return new FlotillaError("VALIDATION", message || `invalid ${where}`, { details: { issues } });
+}

@@ -1,0 +1,250 @@
+import { extendZodWithOpenApi } from "@asteasolutions/zod-to-openapi";
+import { PRIORITY_NAMES } from "@flotilla/core";
+import { z } from "zod";
+
+extendZodWithOpenApi(z);
+
+/** A priority as Vera clients send it: a name in any case (`"HIGH"`, `"normal"`) or a number. */
+export const PriorityInputSchema = z
+  .union([z.string(), z.number()])
+  .superRefine((v, ctx) => {
+    if (typeof v === "number") {
+      if (!Number.isFinite(v)) ctx.addIssue({ code: "custom", message: "must be a finite number" });
+      return;
+    }
+    if (!(PRIORITY_NAMES as readonly string[]).includes(v.trim().toLowerCase())) {
+      ctx.addIssue({
+        code: "custom",
+        message: `unknown priority "${v.slice(0, 64)}": expected one of ${PRIORITY_NAMES.join(", ")} (any case) or a number`,
+      });
+    }
+  })
+  .openapi("Priority", {
+    description: `One of ${PRIORITY_NAMES.join(", ")} (any case), or a number (higher runs first).`,
+    example: "high",
+  });
+
+const taskId = z.string().min(1).max(256);
+
+/** Body of `POST /tasks/submit` and `POST /tasks/execute`. */
+export const TaskSubmitSchema = z
+  .object({
+    type: z
+      .string()
+      .min(1)
+      .max(256)
+      .openapi({
+        description: "Task type (llm_request, tool_call, api_request, ...)",
+        example: "tool_call",
+      }),
+    payload: z
+      .record(z.string(), z.unknown())
+      .optional()
+      .openapi({ example: { tool_name: "echo", tool_input: { text: "hi" } } }),
+    priority: PriorityInputSchema.optional(),
+    max_retries: z
+      .number()
+      .int()
+      .min(0)
+      .max(99)
+      .optional()
+      .openapi({ description: "Retries after the first attempt. Default 0." }),
+    metadata: z.record(z.string(), z.unknown()).optional(),
+    depends_on: z
+      .array(taskId)
+      .max(1000)
+      .optional()
+      .openapi({ description: "Ids of tasks that must succeed first." }),
+    task_id: taskId
+      .optional()
+      .openapi({ description: "Caller-chosen id (generated when absent)." }),
+    timeout_seconds: z
+      .number()
+      .positive()
+      .max(86_400)
+      .optional()
+      .openapi({ description: "Per-attempt timeout." }),
+    idempotency_key: z.string().min(1).max(256).optional(),
+  })
+  .openapi("TaskSubmit");
+
+/** Body of `POST /llm/request`. */
+export const LlmRequestSchema = z
+  .object({
+    prompt: z.string().min(1).max(1_000_000),
+    model: z.string().min(1).max(256).optional(),
+    system: z.string().max(1_000_000).optional(),
+    temperature: z.number().min(0).max(2).optional(),
+    max_tokens: z.number().int().positive().max(1_000_000).optional(),
+    prefer_ollama: z.boolean().optional(),
+    priority: PriorityInputSchema.optional(),
+    timeout_seconds: z.number().positive().max(86_400).optional(),
+  })
+  .openapi("LlmRequest");
+
+/** Body of `POST /tools/execute`. */
+export const ToolExecuteSchema = z
+  .object({
+    tool_name: z.string().min(1).max(256),
+    tool_input: z.unknown().optional(),
+    priority: PriorityInputSchema.optional(),
+    timeout_seconds: z.number().positive().max(86_400).optional(),
+  })
+  .openapi("ToolExecute");
+
+/** Query of `GET /tasks/history`. */
+export const HistoryQuerySchema = z
+  .object({
+    limit: z.coerce
+      .number()
+      .int()
+      .min(1)
+      .max(1000)
+      .optional()
+      .openapi({ description: "Default 100, at most 1000." }),
+    status: z.string().max(64).optional().openapi({
+      description:
+        "Filter: pending, queued, running, completed (=succeeded), succeeded, failed, cancelled, timed_out, ...",
+    }),
+    type: z.string().max(256).optional(),
+  })
+  .openapi("HistoryQuery");
+
+/** Body of `POST /workers/llm-api/register`. */
+export const LlmApiRegisterSchema = z
+  .object({
+    api_type: z.string().min(1).max(64).openapi({ example: "openai" }),
+    api_key: z.string().min(1).max(4096).openapi({ description: "Never echoed back." }),
+    model: z.string().min(1).max(256).optional(),
+    base_url: z
+      .url({ protocol: /^https?$/ })
+      .max(2048)
+      .optional(),
+    worker_id: z.string().min(1).max(256).optional(),
+    rate_limit_per_minute: z.number().int().positive().optional(),
+    cost_per_1k_tokens: z.number().nonnegative().optional(),
+    quota_requests_per_day: z.number().int().positive().optional(),
+    quota_tokens_per_day: z.number().int().positive().optional(),
+    quota_cost_limit_per_day: z.number().positive().optional(),
+  })
+  .openapi("LlmApiRegister");
+
+/** Body of `POST /workers/remote/register`. */
+export const RemoteRegisterSchema = z
+  .object({
+    remote_url: z.url({ protocol: /^https?$/ }).max(2048),
+    worker_id: z.string().min(1).max(256).optional(),
+    auth_token: z
+      .string()
+      .min(1)
+      .max(4096)
+      .optional()
+      .openapi({ description: "Never echoed back." }),
+    capabilities: z.array(z.string().min(1).max(256)).max(100).optional(),
+    max_concurrent_tasks: z.number().int().positive().max(1000).optional(),
+  })
+  .openapi("RemoteRegister");
+
+export type TaskSubmitInput = z.infer<typeof TaskSubmitSchema>;
+export type LlmRequestInput = z.infer<typeof LlmRequestSchema>;
+export type ToolExecuteInput = z.infer<typeof ToolExecuteSchema>;
+export type LlmApiRegisterInput = z.infer<typeof LlmApiRegisterSchema>;
+export type RemoteRegisterInput = z.infer<typeof RemoteRegisterSchema>;
+
+// Responses (documentation only).
+const ErrorObject = z.object({ code: z.string(), message: z.string() });
+export const ErrorResponseSchema = z
+  .object({ error: ErrorObject, detail: z.string() })
+  .openapi("Error");
+
+export const MetricsObject = z.record(z.string(), z.unknown()).openapi("Metrics");
+
+export const SubmitResponseSchema = z
+  .object({ task_id: z.string(), status: z.literal("submitted"), message: z.string() })
+  .openapi("SubmitResponse");
+
+export const ExecuteResponseSchema = z
+  .object({
+    task_id: z.string(),
+    status: z.string(),
+    success: z.boolean(),
+    data: z.unknown(),
+    error: z.string().nullable(),
+    error_code: z.string().nullable(),
+    metrics: MetricsObject,
+    execution_time_ms: z.number().nullable(),
+    worker_id: z.string().nullable(),
+  })
+  .openapi("ExecuteResponse");
+
+export const TaskViewSchema = z
+  .object({
+    task_id: z.string(),
+    type: z.string(),
+    status: z.string(),
+    priority: z.number(),
+    depends_on: z.array(z.string()),
+    created_at: z.string(),
+    started_at: z.string().nullable(),
+    completed_at: z.string().nullable(),
+    worker_id: z.string().nullable(),
+    attempts: z.number(),
+    success: z.boolean().nullable(),
+    result: z.unknown(),
+    error: z.string().nullable(),
+    metadata: z.record(z.string(), z.unknown()),
+  })
+  .openapi("Task");
+
+export const HistoryResponseSchema = z
+  .object({ tasks: z.array(TaskViewSchema), count: z.number() })
+  .openapi("TaskHistory");
+
+export const LlmResponseSchema = z
+  .object({
+    task_id: z.string(),
+    success: z.boolean(),
+    response: z.string().nullable(),
+    error: z.string().nullable(),
+    metrics: MetricsObject,
+  })
+  .openapi("LlmResponse");
+
+export const ToolResponseSchema = z
+  .object({
+    task_id: z.string(),
+    success: z.boolean(),
+    result: z.unknown(),
+    error: z.string().nullable(),
+    metrics: MetricsObject,
+  })
+  .openapi("ToolResponse");
+
+export const RegisteredResponseSchema = z
+  .object({ worker_id: z.string(), status: z.literal("registered"), message: z.string() })
+  .openapi("RegisteredResponse");
+
+export const HealthResponseSchema = z
+  .object({ status: z.enum(["healthy", "stopped"]), version: z.string() })
+  .openapi("Health");
+
+export const StatusResponseSchema = z
+  .object({
+    is_running: z.boolean(),
+    uptime_seconds: z.number(),
+    metrics: MetricsObject,
+    workers: z.record(z.string(), z.unknown()),
+    resources: z.record(z.string(), z.unknown()),
+  })
+  .openapi("Status");
+
+export const WorkerListResponseSchema = z
+  .object({
+    workers: z.array(z.record(z.string(), z.unknown())),
+    statistics: z.record(z.string(), z.unknown()),
+  })
+  .openapi("WorkerList");
+
+export const ResourceStatsSchema = z.record(z.string(), z.unknown()).openapi("ResourceStats");
+
+export { z };

@@ -1,0 +1,343 @@
+import type { IncomingMessage } from "node:http";
+import type { Duplex } from "node:stream";
+import type { Logger } from "@flotilla/core";
+import { WebSocket, WebSocketServer } from "ws";
+import type { KeyVerifier } from "./auth.js";
+import { keyFromHeaders } from "./auth.js";
+import { jsonSafe } from "./views.js";
+
+/** A versioned WebSocket message: `{v: 1, type, ts, data}`. */
+export interface EventEnvelope {
+  v: 1;
+  /** `task:queued`, `task:succeeded`, `worker:registered`, `status`, `hello`, ... */
+  type: string;
+  /** ISO timestamp. */
+  ts: string;
+  /** Task id when the event concerns one task. */
+  task_id?: string;
+  data: unknown;
+}
+
+/** WebSocket options of {@link createFlotillaApp}. */
+export interface WebSocketOptions {
+  /** Interval of status snapshots on `/ws/status`. @default 2000 */
+  statusIntervalMs?: number;
+  /** The server pings every client this often; a client that has not answered the previous ping is dropped. @default 30000 */
+  pingIntervalMs?: number;
+  /** A client whose unsent data exceeds this many bytes is a slow consumer. @default 1048576 (1 MiB) */
+  maxBufferedBytes?: number;
+  /** What happens to a slow consumer: `"disconnect"` (close 1013 and drop the socket) or `"drop"` (skip messages until it catches up). @default "disconnect" */
+  slowConsumer?: "disconnect" | "drop";
+  /** Largest message a client may send (clients only send pings/filters). @default 65536 */
+  maxPayloadBytes?: number;
+}
+
+type Kind = "status" | "events" | "task";
+
+interface Client {
+  ws: WebSocket;
+  kind: Kind;
+  taskId?: string;
+  types?: string[];
+  alive: boolean;
+  dropped: number;
+}
+
+const TERMINAL = new Set(["succeeded", "failed", "cancelled", "timed_out", "rejected", "skipped"]);
+
+/** Whether `type` passes a filter list (`task`, `task:*`, `task:succeeded`). */
+function typeMatches(type: string, filters: string[] | undefined): boolean {
+  if (!filters || filters.length === 0) return true;
+  return filters.some((f) => {
+    if (f === "*" || f === type) return true;
+    if (f.endsWith("*")) return type.startsWith(f.slice(0, -1));
+    return type.startsWith(`${f}:`);
+  });
+}
+
+/** Options the hub needs from the app. */
+export interface HubDeps {
+  prefix: string;
+  verifier: KeyVerifier;
+  logger: Logger;
+  snapshot: () => Promise<unknown>;
+  /** Current state of a task, or undefined when unknown. */
+  taskState: (id: string) => Promise<{ status: string; view: unknown } | undefined>;
+  options: WebSocketOptions;
+}
+
+/**
+ * Fans engine events out to WebSocket clients: `/ws/status` (snapshots + events),
+ * `/ws/events` (events, filterable with `?task_id=` and `?types=`), `/ws/tasks/{id}`
+ * (one task's events; closes with 1000 when the task ends).
+ */
+export class EventHub {
+  readonly #deps: HubDeps;
+  readonly #clients = new Set<Client>();
+  readonly #wss: WebSocketServer;
+  #statusTimer: ReturnType<typeof setInterval> | undefined;
+  #pingTimer: ReturnType<typeof setInterval> | undefined;
+  #closed = false;
+  /** Messages skipped or clients dropped because they read too slowly. */
+  slowConsumerEvents = 0;
+
+  constructor(deps: HubDeps) {
+    this.#deps = deps;
+    this.#wss = new WebSocketServer({
+      noServer: true,
+      maxPayload: deps.options.maxPayloadBytes ?? 65_536,
+      handleProtocols: (protocols) => (protocols.has("flotilla.v1") ? "flotilla.v1" : false),
+    });
+  }
+
+  get clientCount(): number {
+    return this.#clients.size;
+  }
+
+  #ensureTimers(): void {
+    if (this.#closed) return;
+    if (!this.#pingTimer) {
+      this.#pingTimer = setInterval(
+        () => this.#pingAll(),
+        this.#deps.options.pingIntervalMs ?? 30_000,
+      );
+      this.#pingTimer.unref?.();
+    }
+    if (!this.#statusTimer) {
+      this.#statusTimer = setInterval(
+        () => void this.#sendSnapshots(),
+        this.#deps.options.statusIntervalMs ?? 2000,
+      );
+      this.#statusTimer.unref?.();
+    }
+  }
+
+  #pingAll(): void {
+    for (const c of this.#clients) {
+      if (!c.alive) {
+        this.#deps.logger.debug({ kind: c.kind }, "websocket client missed a pong; dropping it");
+        c.ws.terminate();
+        this.#clients.delete(c);
+        continue;
+      }
+      c.alive = false;
+      try {
+        c.ws.ping();
+      } catch {
+        // socket already closing
+      }
+    }
+  }
+
+  async #sendSnapshots(): Promise<void> {
+    const statusClients = [...this.#clients].filter((c) => c.kind === "status");
+    if (statusClients.length === 0) return;
+    let data: unknown;
+    try {
+      data = await this.#deps.snapshot();
+    } catch (err) {
+      this.#deps.logger.warn({ err: String(err) }, "status snapshot failed");
+      return;
+    }
+    const msg = JSON.stringify(this.#envelope("status", data));
+    for (const c of statusClients) this.#send(c, msg);
+  }
+
+  #envelope(type: string, data: unknown, taskId?: string): EventEnvelope {
+    const env: EventEnvelope = { v: 1, type, ts: new Date().toISOString(), data: jsonSafe(data) };
+    if (taskId) env.task_id = taskId;
+    return env;
+  }
+
+  #send(c: Client, msg: string): boolean {
+    if (c.ws.readyState !== WebSocket.OPEN) return false;
+    const cap = this.#deps.options.maxBufferedBytes ?? 1_048_576;
+    if (c.ws.bufferedAmount > cap) {
+      this.slowConsumerEvents++;
+      if ((this.#deps.options.slowConsumer ?? "disconnect") === "drop") {
+        c.dropped++;
+        return false;
+      }
+      this.#deps.logger.warn(
+        { kind: c.kind, bufferedAmount: c.ws.bufferedAmount, cap },
+        "websocket client too slow; disconnecting it",
+      );
+      this.#clients.delete(c);
+      c.ws.terminate();
+      return false;
+    }
+    if (c.dropped > 0) {
+      const note = JSON.stringify(this.#envelope("dropped", { count: c.dropped }));
+      c.dropped = 0;
+      c.ws.send(note);
+    }
+    c.ws.send(msg);
+    return true;
+  }
+
+  /**
+   * Sends an event to every matching client. The app calls it for engine events; an
+   * embedding app may publish its own types too.
+   *
+   * @example
+   * ```ts
+   * app.flotilla.hub.publish("deploy:done", { version: "1.2.3" });
+   * ```
+   */
+  publish(type: string, data: unknown, taskId?: string): void {
+    if (this.#clients.size === 0) return;
+    const env = this.#envelope(type, data, taskId);
+    let msg: string | undefined;
+    const status = (data as { status?: unknown } | null)?.status;
+    const ends =
+      (typeof status === "string" && TERMINAL.has(status)) ||
+      TERMINAL.has(type.split(":")[1] ?? "");
+    for (const c of [...this.#clients]) {
+      if (c.kind === "task") {
+        if (!taskId || c.taskId !== taskId) continue;
+      } else {
+        if (c.taskId && c.taskId !== taskId) continue;
+        if (!typeMatches(type, c.types)) continue;
+      }
+      msg ??= JSON.stringify(env);
+      this.#send(c, msg);
+      if (c.kind === "task" && ends) {
+        this.#clients.delete(c);
+        c.ws.close(1000, "task finished");
+      }
+    }
+  }
+
+  /** Whether `pathname` is one of the hub's WebSocket routes. */
+  matches(pathname: string): boolean {
+    return this.#route(pathname) !== undefined;
+  }
+
+  #route(pathname: string): { kind: Kind; taskId?: string } | undefined {
+    const p = this.#deps.prefix;
+    if (pathname === `${p}/ws/status`) return { kind: "status" };
+    if (pathname === `${p}/ws/events`) return { kind: "events" };
+    const m = pathname.startsWith(`${p}/ws/tasks/`) ? pathname.slice(`${p}/ws/tasks/`.length) : "";
+    if (m && !m.includes("/")) {
+      try {
+        return { kind: "task", taskId: decodeURIComponent(m) };
+      } catch {
+        return undefined;
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * Handles an HTTP `upgrade` from a Node server. Returns false when the path is not a
+   * WebSocket route of this app (so another handler may take it).
+   */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean {
+    const url = new URL(req.url ?? "/", "http://localhost");
+    const route = this.#route(url.pathname);
+    if (!route) return false;
+    const reject = (status: number, code: string, message: string) => {
+      const body = JSON.stringify({ error: { code, message }, detail: message });
+      socket.end(
+        `HTTP/1.1 ${status} ${status === 401 ? "Unauthorized" : status === 503 ? "Service Unavailable" : "Bad Request"}\r\n` +
+          `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
+    };
+    if (this.#closed) {
+      reject(503, "SHUTTING_DOWN", "server is shutting down");
+      return true;
+    }
+    const headers = { get: (n: string) => (req.headers[n] as string | undefined) ?? null };
+    let key = keyFromHeaders(headers) ?? url.searchParams.get("api_key") ?? undefined;
+    const protocols = String(req.headers["sec-websocket-protocol"] ?? "")
+      .split(",")
+      .map((s) => s.trim());
+    const keyProto = protocols.find((p) => p.startsWith("flotilla-key."));
+    if (!key && keyProto) key = keyProto.slice("flotilla-key.".length);
+    void this.#deps.verifier.check(key).then((ok) => {
+      if (!ok) {
+        reject(401, "UNAUTHORIZED", "missing or invalid API key");
+        return;
+      }
+      this.#wss.handleUpgrade(req, socket, head, (ws) => this.#accept(ws, route, url));
+    });
+    return true;
+  }
+
+  #accept(ws: WebSocket, route: { kind: Kind; taskId?: string }, url: URL): void {
+    const c: Client = { ws, kind: route.kind, alive: true, dropped: 0 };
+    const taskId = route.taskId ?? url.searchParams.get("task_id") ?? undefined;
+    if (taskId) c.taskId = taskId;
+    const types = url.searchParams.get("types") ?? url.searchParams.get("type");
+    if (types) {
+      c.types = types
+        .split(",")
+        .map((s) => s.trim())
+        .filter(Boolean);
+    }
+    this.#clients.add(c);
+    this.#ensureTimers();
+    ws.on("pong", () => {
+      c.alive = true;
+    });
+    ws.on("message", (raw) => {
+      // Clients may send {"type":"ping"}; anything else is ignored.
+      const text = raw.toString();
+      if (text.length < 256 && text.includes('"ping"')) {
+        this.#send(c, JSON.stringify(this.#envelope("pong", {})));
+      }
+    });
+    ws.on("close", () => this.#clients.delete(c));
+    ws.on("error", () => this.#clients.delete(c));
+    this.#send(
+      c,
+      JSON.stringify(
+        this.#envelope("hello", {
+          stream: c.kind,
+          task_id: c.taskId ?? null,
+          types: c.types ?? null,
+          status_interval_ms: this.#deps.options.statusIntervalMs ?? 2000,
+          ping_interval_ms: this.#deps.options.pingIntervalMs ?? 30_000,
+        }),
+      ),
+    );
+    if (c.kind === "status") {
+      void this.#deps.snapshot().then(
+        (data) => this.#send(c, JSON.stringify(this.#envelope("status", data))),
+        () => {},
+      );
+    }
+    if (c.kind === "task" && c.taskId) {
+      const id = c.taskId;
+      void this.#deps.taskState(id).then((state) => {
+        if (!state) {
+          this.#clients.delete(c);
+          ws.close(4404, "unknown task");
+          return;
+        }
+        this.#send(c, JSON.stringify(this.#envelope("task:snapshot", state.view, id)));
+        if (TERMINAL.has(state.status)) {
+          this.#clients.delete(c);
+          ws.close(1000, "task finished");
+        }
+      });
+    }
+  }
+
+  /** Closes every socket (1001 going away) and stops the timers. */
+  close(): void {
+    this.#closed = true;
+    if (this.#pingTimer) clearInterval(this.#pingTimer);
+    if (this.#statusTimer) clearInterval(this.#statusTimer);
+    this.#pingTimer = this.#statusTimer = undefined;
+    for (const c of this.#clients) {
+      try {
+        c.ws.close(1001, "server shutting down");
+      } catch {
+        c.ws.terminate();
+      }
+    }
+    this.#clients.clear();
+    this.#wss.close();
+  }
+}
