@@ -126,3 +126,29 @@ export function selectForRetention(
   for (const id of needed) doomed.delete(id);
   return doomed;
 }
+
+/**
+ * Serialises a value the way every store keeps it (JSON). Values JSON cannot represent
+ * (a cycle, a BigInt) are rejected with `VALIDATION` naming where they were found.
+ */
+export function toJson(value: unknown, where: string): string {
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(value);
+  } catch (err) {
+    throw new FlotillaError(
+      "VALIDATION",
+      `${where}: cannot be stored as JSON (${err instanceof Error ? err.message : String(err)})`,
+      { cause: err },
+    );
+  }
+  if (text === undefined) {
+    throw new FlotillaError("VALIDATION", `${where}: cannot be stored as JSON (${typeof value})`);
+  }
+  return text;
+}
+
+/** A deep copy through JSON, so every store returns the same shapes. */
+export function jsonCopy<T>(value: T, where: string): T {
+  return JSON.parse(toJson(value, where)) as T;
+}

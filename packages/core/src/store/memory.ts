@@ -8,6 +8,7 @@ import {
   checkRecord,
   checkRetention,
   isTerminal,
+  jsonCopy,
   queryStatuses,
   selectForRetention,
 } from "./common.js";
@@ -19,15 +20,16 @@ export interface MemoryStoreOptions {
   clock?: Clock;
 }
 
-const copy = <T>(value: T): T => structuredClone(value);
+const copy = <T>(value: T, where = "value"): T => jsonCopy(value, where);
 
 /**
  * A `Store` that keeps everything in this process's memory: the library default. Fast and
  * dependency-free, but nothing survives a restart — use `SqliteStore`
  * (`@flotilla/core/sqlite`) when it must.
  *
- * Values are deep-copied on the way in and out, so a caller mutating an object it passed
- * in or got back never changes what is stored (the same as a store that serialises).
+ * Values are deep-copied (through JSON, like every store) on the way in and out, so a
+ * caller mutating an object it passed in or got back never changes what is stored, and
+ * what comes back has the same shape `SqliteStore` would give.
  *
  * @example
  * ```ts
@@ -89,7 +91,7 @@ export class MemoryStore implements Store {
         keys.add(key);
       }
     }
-    const copies = tasks.map(copy);
+    const copies = tasks.map((t) => copy(t, `insertTasks: task ${t.id}`));
     for (const task of copies) {
       this.#tasks.set(task.id, task);
       if (task.idempotencyKey !== undefined)
@@ -115,7 +117,7 @@ export class MemoryStore implements Store {
     if (current?.idempotencyKey !== undefined && current.idempotencyKey !== key) {
       this.#byIdempotencyKey.delete(current.idempotencyKey);
     }
-    const stored = copy(task);
+    const stored = copy(task, `saveTask: task ${task.id}`);
     this.#tasks.set(stored.id, stored);
     if (key !== undefined) this.#byIdempotencyKey.set(key, stored.id);
     this.#trackAttempt(stored);
@@ -131,7 +133,7 @@ export class MemoryStore implements Store {
     }
     const row = attemptOf(task);
     const last = list[list.length - 1];
-    if (last && last.attempt === row.attempt) list[list.length - 1] = row;
+    if (last && last.attempt === row.attempt) list[list.length - 1] = { ...last, ...row };
     else if (!last || last.attempt < row.attempt) list.push(row);
   }
 
@@ -170,7 +172,7 @@ export class MemoryStore implements Store {
     );
     const offset = query?.offset ?? 0;
     const end = query?.limit === undefined ? undefined : offset + query.limit;
-    return found.slice(offset, end).map(copy);
+    return found.slice(offset, end).map((v) => copy(v));
   }
 
   async countTasks(query?: TaskQuery): Promise<number> {
@@ -183,13 +185,13 @@ export class MemoryStore implements Store {
     return [...this.#tasks.values()]
       .filter((t) => !isTerminal(t.status))
       .sort(compareSeq)
-      .map(copy);
+      .map((v) => copy(v));
   }
 
   /** Every attempt of a task, oldest first. */
   async listAttempts(taskId: string): Promise<AttemptRecord[]> {
     this.#check();
-    return (this.#attempts.get(taskId) ?? []).map(copy);
+    return (this.#attempts.get(taskId) ?? []).map((v) => copy(v));
   }
 
   async appendEvents(events: readonly StoredEvent[]): Promise<void> {
@@ -202,7 +204,7 @@ export class MemoryStore implements Store {
         throw new FlotillaError("VALIDATION", "appendEvents: every event needs a type and `at`");
       }
     }
-    const copies = events.map(copy);
+    const copies = events.map((e) => copy(e, `appendEvents: event ${e.type}`));
     for (const event of copies) {
       event.seq = ++this.#eventSeq;
       this.#events.push(event);
@@ -229,7 +231,7 @@ export class MemoryStore implements Store {
     if (!entry || !Number.isFinite(entry.at) || typeof entry.usage !== "object") {
       throw new FlotillaError("VALIDATION", "recordUsage: an entry needs `at` and `usage`");
     }
-    this.#usage.push(copy(entry));
+    this.#usage.push(copy(entry, "recordUsage: entry"));
   }
 
   async listUsage(query: { since?: number; until?: number } = {}): Promise<UsageEntry[]> {
@@ -278,7 +280,7 @@ export class MemoryStore implements Store {
       map = new Map();
       this.#kv.set(collection, map);
     }
-    map.set(key, copy(value));
+    map.set(key, copy(value, `kvPut ${collection}/${key}`));
   }
 
   async kvDelete(collection: string, key: string): Promise<boolean> {

@@ -1,0 +1,33 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describeStoreConformance } from "../../../testing/src/store-conformance.js";
+import { MemoryStore } from "./memory.js";
+import { SqliteStore } from "./sqlite.js";
+
+describeStoreConformance("MemoryStore", ({ clock }) => new MemoryStore({ clock }));
+
+const dirs = new Map<SqliteStore, string>();
+describeStoreConformance(
+  "SqliteStore",
+  ({ clock }) => {
+    const dir = mkdtempSync(join(tmpdir(), "flotilla-store-"));
+    const store = new SqliteStore({ path: join(dir, "flotilla.db"), clock });
+    dirs.set(store, dir);
+    return store;
+  },
+  {
+    reopen: (closed, { clock }) => {
+      const previous = closed as SqliteStore;
+      const store = new SqliteStore({ path: previous.path, clock });
+      dirs.set(store, dirs.get(previous)!);
+      dirs.delete(previous);
+      return store;
+    },
+    cleanup: (store) => {
+      const dir = dirs.get(store as SqliteStore);
+      dirs.delete(store as SqliteStore);
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    },
+  },
+);

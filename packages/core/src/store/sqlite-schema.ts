@@ -1,0 +1,102 @@
+import type { DatabaseSync } from "node:sqlite";
+
+/**
+ * `PRAGMA application_id` of a Flotilla database: the bytes "FLOT". A SQLite file with
+ * another application id (or with tables but no id) is not ours and is never touched.
+ */
+export const APPLICATION_ID = 0x464c4f54;
+
+/**
+ * Schema migrations, in order: `MIGRATIONS[i]` takes the schema from version `i` to
+ * `i + 1`. The version lives in `PRAGMA user_version`. A migration runs inside the same
+ * transaction as the version bump, so a crash mid-migration leaves the old version intact.
+ * Append new migrations; never edit a released one.
+ */
+export const MIGRATIONS: ReadonlyArray<(db: DatabaseSync) => void> = [
+  (db) => {
+    db.exec(`
+      CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+      ) WITHOUT ROWID;
+
+      CREATE TABLE tasks (
+        id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        type TEXT NOT NULL,
+        tenant TEXT,
+        worker_id TEXT,
+        idempotency_key TEXT UNIQUE,
+        priority REAL NOT NULL,
+        attempt INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        finished_at INTEGER,
+        lease_holder TEXT,
+        lease_expires_at INTEGER,
+        body TEXT NOT NULL
+      );
+      CREATE INDEX tasks_seq ON tasks (seq, id);
+      CREATE INDEX tasks_status ON tasks (status, seq);
+      CREATE INDEX tasks_type ON tasks (type, seq);
+      CREATE INDEX tasks_tenant ON tasks (tenant, seq) WHERE tenant IS NOT NULL;
+      CREATE INDEX tasks_worker ON tasks (worker_id, seq) WHERE worker_id IS NOT NULL;
+      CREATE INDEX tasks_unfinished ON tasks (seq, id) WHERE finished_at IS NULL;
+      CREATE INDEX tasks_finished ON tasks (finished_at, seq) WHERE finished_at IS NOT NULL;
+      CREATE INDEX tasks_lease ON tasks (lease_expires_at) WHERE lease_expires_at IS NOT NULL;
+
+      CREATE TABLE dependencies (
+        task_id TEXT NOT NULL,
+        depends_on TEXT NOT NULL,
+        PRIMARY KEY (task_id, depends_on)
+      ) WITHOUT ROWID;
+      CREATE INDEX dependencies_target ON dependencies (depends_on);
+
+      CREATE TABLE attempts (
+        task_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        worker_id TEXT,
+        lease_id TEXT,
+        started_at INTEGER,
+        finished_at INTEGER,
+        error TEXT,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (task_id, attempt)
+      ) WITHOUT ROWID;
+
+      CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        type TEXT NOT NULL,
+        task_id TEXT,
+        at INTEGER NOT NULL,
+        data TEXT
+      );
+      CREATE INDEX events_task ON events (task_id, seq) WHERE task_id IS NOT NULL;
+
+      CREATE TABLE usage (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        task_id TEXT,
+        worker_id TEXT,
+        provider TEXT,
+        model TEXT,
+        tenant TEXT,
+        usage TEXT NOT NULL
+      );
+      CREATE INDEX usage_at ON usage (at, id);
+
+      CREATE TABLE kv (
+        collection TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (collection, key)
+      ) WITHOUT ROWID;
+    `);
+  },
+];
+
+/** The schema version this code writes. */
+export const SCHEMA_VERSION = MIGRATIONS.length;
