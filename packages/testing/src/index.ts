@@ -1,1 +1,3 @@
 export * from "./fake-clock.js";
+export * from "./fixtures.js";
+export * from "./servers/index.js";
