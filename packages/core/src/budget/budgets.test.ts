@@ -1,0 +1,178 @@
+import { describe, expect, it } from "vitest";
+import { CostModel } from "../cost/costModel.js";
+import { PriceBook } from "../cost/prices.js";
+import { TestClock } from "../resources/__tests__/clock.js";
+import { makeEntry, makeTask } from "../resources/__tests__/fixtures.js";
+import type { GateDecision } from "../resources/gate.js";
+import { Budgets } from "./budgets.js";
+import { dayBounds, dayKey } from "./calendar.js";
+
+const worker = makeEntry();
+
+function run(b: Budgets, task = makeTask(), now = 0): GateDecision {
+  const d = b.check(task, worker, now);
+  if (d.ok) b.onDispatch(task, worker, now);
+  return d;
+}
+
+describe("Budgets", () => {
+  it("holds a cost budget to the cent with the fail policy, reconciling actual cost", () => {
+    const clock = new TestClock();
+    const b = new Budgets({
+      clock,
+      budgets: [{ name: "daily-spend", costUsd: 1, policy: "fail" }],
+    });
+    const now = clock.now();
+    const tasks = [0, 1, 2].map(() => makeTask({ estimate: { costUsd: 0.3 } }));
+    for (const t of tasks) expect(run(b, t, now).ok).toBe(true);
+    const fourth = makeTask({ estimate: { costUsd: 0.3 } });
+    const d = b.check(fourth, worker, now);
+    expect(d.ok).toBe(false);
+    if (d.ok) return;
+    expect(d.fail?.code).toBe("QUOTA_EXCEEDED");
+    expect(d.fail?.message).toBe(
+      'budget "daily-spend" exceeded: cost limit $1.00, used $0.90, this task needs $0.30 (per day in UTC)',
+    );
+    expect(d.fail?.details).toMatchObject({
+      budget: "daily-spend",
+      limit: 1,
+      used: 0.9,
+      metric: "cost",
+    });
+    // The first call really cost 9 cents: 21 cents come back.
+    b.onSettle(tasks[0]!, worker, { status: "succeeded", usage: { costUsd: 0.09 } }, now);
+    expect(run(b, fourth, now).ok).toBe(true); // 0.69 + 0.30 = 0.99
+    expect(b.check(makeTask({ estimate: { costUsd: 0.02 } }), worker, now).ok).toBe(false); // 1.01
+    expect(run(b, makeTask({ estimate: { costUsd: 0.01 } }), now).ok).toBe(true); // exactly 1.00
+    expect(b.check(makeTask({ estimate: { costUsd: 0.000001 } }), worker, now).ok).toBe(false);
+    expect(b.check(makeTask(), worker, now).ok).toBe(false); // no estimate, nothing left
+    expect(b.stats(now)[0]).toMatchObject({ used: { costUsd: 1 }, remaining: { costUsd: 0 } });
+  });
+
+  it("waits until local midnight in the configured zone, then resets", () => {
+    // 2026-03-07 22:00 in New York (UTC-5) is 03:00 UTC on the 8th.
+    const clock = new TestClock(Date.UTC(2026, 2, 8, 3, 0));
+    const b = new Budgets({
+      clock,
+      timeZone: "America/New_York",
+      budgets: [{ scope: "global", requests: 2 }],
+    });
+    expect(run(b, makeTask(), clock.now()).ok).toBe(true);
+    expect(run(b, makeTask(), clock.now()).ok).toBe(true);
+    const d = b.check(makeTask(), worker, clock.now());
+    const midnight = Date.UTC(2026, 2, 8, 5, 0); // 00:00 EST
+    expect(d).toMatchObject({ ok: false, retryAt: midnight });
+    expect(!d.ok && d.reason).toMatch(/requests limit 2, used 2.*per day in America\/New_York/);
+    clock.set(midnight - 1);
+    expect(b.check(makeTask(), worker, clock.now()).ok).toBe(false);
+    clock.set(midnight);
+    expect(run(b, makeTask(), clock.now()).ok).toBe(true);
+    expect(b.stats()[0]).toMatchObject({ used: { requests: 1 }, windowStart: midnight });
+    // That day is 23 hours long (clocks spring forward on 2026-03-08).
+    expect(b.stats()[0]!.windowEnd! - midnight).toBe(23 * 3_600_000);
+  });
+
+  it("a sliding budget frees up as old usage leaves the window", () => {
+    const clock = new TestClock(0);
+    const b = new Budgets({
+      clock,
+      budgets: [{ scope: "global", tokens: 1000, reset: "sliding", period: "1h" }],
+    });
+    expect(run(b, makeTask({ estimate: { tokens: 600 } }), 0).ok).toBe(true);
+    expect(run(b, makeTask({ estimate: { tokens: 300 } }), 60_000).ok).toBe(true);
+    const d = b.check(makeTask({ estimate: { tokens: 500 } }), worker, 120_000);
+    expect(d).toMatchObject({ ok: false, retryAt: 3_600_000 });
+    expect(b.check(makeTask({ estimate: { tokens: 500 } }), worker, 3_600_000).ok).toBe(true);
+  });
+
+  it("tenant budgets are separate per tenant; provider budgets follow rate-limit keys", () => {
+    const b = new Budgets({
+      budgets: [
+        { scope: "tenant", requests: 1 },
+        { scope: "provider", key: "openai", tokens: 100, policy: "fail" },
+      ],
+    });
+    expect(run(b, makeTask({ tenant: "a" })).ok).toBe(true);
+    expect(b.check(makeTask({ tenant: "a" }), worker, 0).ok).toBe(false);
+    expect(
+      run(b, makeTask({ tenant: "b", rateLimitKeys: ["openai"], estimate: { tokens: 80 } })).ok,
+    ).toBe(true);
+    const d = b.check(
+      makeTask({ tenant: "c", rateLimitKeys: ["openai"], estimate: { tokens: 30 } }),
+      worker,
+      0,
+    );
+    expect(!d.ok && d.fail?.message).toMatch(
+      /budget "provider:openai\/day".*tokens limit 100, used 80.*provider "openai"/,
+    );
+    expect(
+      run(b, makeTask({ tenant: "c", rateLimitKeys: ["anthropic"], estimate: { tokens: 30 } })).ok,
+    ).toBe(true);
+  });
+
+  it("reconciles tokens with the reported usage and falls back to the estimate when it is malformed", () => {
+    const b = new Budgets({ budgets: [{ tokens: 1000 }] });
+    const t1 = makeTask({ estimate: { tokens: 500 } });
+    const t2 = makeTask({ estimate: { tokens: 300 } });
+    run(b, t1);
+    run(b, t2);
+    b.onSettle(
+      t1,
+      worker,
+      { status: "succeeded", usage: { inputTokens: 600, outputTokens: 100 } },
+      0,
+    );
+    b.onSettle(t2, worker, { status: "succeeded", usage: { inputTokens: "many" } as never }, 0);
+    expect(b.stats(0)[0]!.used.tokens).toBe(1000);
+  });
+
+  it("prices estimated tokens with the price table when no cost estimate is given", () => {
+    const costModel = new CostModel({
+      prices: new PriceBook({ acme: { "big-1": { input: 10, output: 30 } } }, { defaults: false }),
+    });
+    const b = new Budgets({ costModel, budgets: [{ costUsd: 0.05, policy: "fail" }] });
+    const w = makeEntry({ kind: "acme", labels: { model: "big-1" } });
+    const task = () => makeTask({ estimate: { inputTokens: 1000, outputTokens: 1000 } }); // $0.04
+    expect(b.check(task(), w, 0).ok).toBe(true);
+    b.onDispatch(task(), w, 0);
+    const d = b.check(task(), w, 0);
+    expect(!d.ok && d.reason).toMatch(/cost limit \$0.05, used \$0.04, this task needs \$0.04/);
+  });
+
+  it.each([
+    [[{ costUsd: -1 }], "budgets[0].costUsd: costUsd must be greater than zero"],
+    [[{ scope: "team", requests: 1 }], "budgets[0].scope"],
+    [[{}], "budgets[0]: give at least one of requests, tokens or costUsd"],
+    [
+      [{ requests: 1, timeZone: "Mars/Olympus" }],
+      'budgets[0].timeZone: unknown time zone "Mars/Olympus"',
+    ],
+    [[{ requests: 1, period: "week" }], 'budgets[0].period: a calendar budget resets per "day"'],
+    [
+      [{ requests: 1, reset: "sliding", period: "0h" }],
+      'budgets[0].period: window "0h" must be longer than zero',
+    ],
+    [
+      [{ requests: 1, reset: "sliding", period: "3 fortnights" }],
+      "budgets[0].period: unknown time unit",
+    ],
+  ])("rejects %j with a clear message", (budgets, message) => {
+    expect(() => new Budgets({ budgets: budgets as never })).toThrow(
+      expect.objectContaining({ code: "VALIDATION", message: expect.stringContaining(message) }),
+    );
+  });
+});
+
+describe("calendar", () => {
+  it("computes DST-safe local days", () => {
+    const berlinSpring = dayBounds(Date.UTC(2026, 2, 29, 12), "Europe/Berlin");
+    expect(berlinSpring.end - berlinSpring.start).toBe(23 * 3_600_000);
+    const berlinFall = dayBounds(Date.UTC(2026, 9, 25, 12), "Europe/Berlin");
+    expect(berlinFall.end - berlinFall.start).toBe(25 * 3_600_000);
+    expect(new Date(berlinFall.start).toISOString()).toBe("2026-10-24T22:00:00.000Z");
+    const kolkata = dayBounds(Date.UTC(2026, 0, 1, 3), "Asia/Kolkata");
+    expect(new Date(kolkata.start).toISOString()).toBe("2025-12-31T18:30:00.000Z");
+    expect(dayKey(kolkata.start - 1, "Asia/Kolkata")).toBe("2025-12-31");
+    expect(dayKey(kolkata.start, "Asia/Kolkata")).toBe("2026-01-01");
+  });
+});

@@ -1,0 +1,448 @@
+import { z } from "zod";
+import { type Clock, systemClock } from "../clock.js";
+import { CostModel } from "../cost/costModel.js";
+import { formatUsd, toMicros } from "../cost/prices.js";
+import { FlotillaError } from "../errors.js";
+import { parseWindow } from "../limits/rate.js";
+import { type Logger, silentLogger } from "../logger.js";
+import type { WorkerEntry } from "../registry/types.js";
+import type { DispatchGate, GateDecision, SettleOutcome } from "../resources/gate.js";
+import { parseConfig } from "../resources/validate.js";
+import type { TaskRecord } from "../task/types.js";
+import { dayBounds, isTimeZone } from "./calendar.js";
+
+const positive = (what: string) =>
+  z
+    .number({ error: `${what} must be a number` })
+    .finite()
+    .positive({ error: `${what} must be greater than zero` });
+
+/** One budget as configured. */
+export const BudgetConfigSchema = z
+  .object({
+    /** Name used in errors and stats. @default `${scope}:${key ?? "*"}/${period}` */
+    name: z.string().min(1).optional(),
+    /** `global` (everything), `provider` (a task's rate-limit keys, else its worker's provider) or `tenant`. @default "global" */
+    scope: z.enum(["global", "provider", "tenant"]).default("global"),
+    /** Which provider/tenant; without it, every provider/tenant gets its own budget. */
+    key: z.string().min(1).optional(),
+    requests: positive("requests").optional(),
+    tokens: positive("tokens").optional(),
+    /** Money in USD, enforced to the micro-dollar. */
+    costUsd: positive("costUsd").optional(),
+    /** `day` for a calendar day, or a sliding window length (`24h`, `1h`, `7d`, ms). @default "day" */
+    period: z.union([z.string(), z.number()]).default("day"),
+    /** `calendar` resets at local midnight in `timeZone`; `sliding` counts the last `period`. @default "calendar" */
+    reset: z.enum(["calendar", "sliding"]).default("calendar"),
+    /** IANA time zone of the calendar day. @default the manager's timeZone, else "UTC" */
+    timeZone: z.string().optional(),
+    /** `wait` holds tasks until the budget frees up; `fail` fails them with QUOTA_EXCEEDED. @default "wait" */
+    policy: z.enum(["wait", "fail"]).default("wait"),
+  })
+  .strict()
+  .superRefine((b, ctx) => {
+    if (b.requests === undefined && b.tokens === undefined && b.costUsd === undefined) {
+      ctx.addIssue({ code: "custom", message: "give at least one of requests, tokens or costUsd" });
+    }
+    if (b.timeZone !== undefined && !isTimeZone(b.timeZone)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["timeZone"],
+        message: `unknown time zone "${b.timeZone}" (expected an IANA name such as "Europe/Berlin")`,
+      });
+    }
+    if (b.reset === "calendar" && b.period !== "day") {
+      ctx.addIssue({
+        code: "custom",
+        path: ["period"],
+        message: `a calendar budget resets per "day"; for another length use reset: "sliding" (got ${JSON.stringify(b.period)})`,
+      });
+    }
+    if (b.reset === "sliding") {
+      const w = parseWindow(b.period === "day" ? "1d" : b.period);
+      if (typeof w === "string") ctx.addIssue({ code: "custom", path: ["period"], message: w });
+    }
+  });
+/** Input form of a budget. */
+export type BudgetConfig = z.input<typeof BudgetConfigSchema>;
+
+/** A list of budgets. */
+export const BudgetsConfigSchema = z.array(BudgetConfigSchema);
+
+type Metric = "requests" | "tokens" | "cost";
+interface Amounts {
+  requests: number;
+  tokens: number;
+  cost: number;
+}
+
+interface Spec {
+  name: string;
+  scope: "global" | "provider" | "tenant";
+  key?: string;
+  limits: Partial<Amounts>;
+  reset: "calendar" | "sliding";
+  windowMs: number;
+  timeZone: string;
+  policy: "wait" | "fail";
+  periodLabel: string;
+}
+
+interface Entry extends Amounts {
+  t: number;
+}
+
+/** Usage of one budget for one subject (one provider or tenant, or everything). */
+class Counter {
+  windowStart = 0;
+  windowEnd = 0;
+  used: Amounts = { requests: 0, tokens: 0, cost: 0 };
+  log: Entry[] = [];
+
+  constructor(readonly spec: Spec) {}
+
+  roll(now: number): void {
+    if (this.spec.reset === "calendar") {
+      if (now >= this.windowEnd || now < this.windowStart) {
+        const b = dayBounds(now, this.spec.timeZone);
+        this.windowStart = b.start;
+        this.windowEnd = b.end;
+        this.used = { requests: 0, tokens: 0, cost: 0 };
+      }
+      return;
+    }
+    const edge = now - this.spec.windowMs;
+    let i = 0;
+    while (i < this.log.length && this.log[i]!.t <= edge) {
+      const e = this.log[i]!;
+      this.used.requests -= e.requests;
+      this.used.tokens -= e.tokens;
+      this.used.cost -= e.cost;
+      i++;
+    }
+    if (i > 0) this.log.splice(0, i);
+  }
+
+  /** The earliest time `need` fits under `limit` for `metric`. */
+  freeAt(metric: Metric, need: number, limit: number, now: number): number {
+    if (this.spec.reset === "calendar") return this.windowEnd;
+    let used = this.used[metric];
+    for (const e of this.log) {
+      used -= e[metric];
+      if (fits(used, need, limit)) return e.t + this.spec.windowMs;
+    }
+    return now + this.spec.windowMs;
+  }
+
+  add(a: Amounts, now: number): Entry | undefined {
+    this.used.requests += a.requests;
+    this.used.tokens += a.tokens;
+    this.used.cost += a.cost;
+    if (this.spec.reset === "sliding") {
+      const e = { t: now, ...a };
+      this.log.push(e);
+      return e;
+    }
+    return undefined;
+  }
+}
+
+function fits(used: number, need: number, limit: number): boolean {
+  return need > 0 ? used + need <= limit : used < limit;
+}
+
+interface Hold {
+  counter: Counter;
+  windowStart: number;
+  entry: Entry | undefined;
+  amounts: Amounts;
+}
+
+/** One budget's state for one subject, as {@link Budgets.stats} shows it. */
+export interface BudgetStats {
+  name: string;
+  scope: "global" | "provider" | "tenant";
+  subject: string;
+  period: string;
+  policy: "wait" | "fail";
+  /** Start and end (ms) of the current calendar window; absent for sliding budgets. */
+  windowStart?: number;
+  windowEnd?: number;
+  limit: { requests?: number; tokens?: number; costUsd?: number };
+  used: { requests: number; tokens: number; costUsd: number };
+  remaining: { requests?: number; tokens?: number; costUsd?: number };
+}
+
+/** Options of {@link Budgets}. */
+export interface BudgetsOptions {
+  budgets?: BudgetConfig[];
+  /** Default IANA zone for calendar budgets. @default "UTC" */
+  timeZone?: string;
+  /** @default new CostModel() */
+  costModel?: CostModel;
+  /** @default systemClock */
+  clock?: Clock;
+  /** @default silentLogger */
+  logger?: Logger;
+}
+
+const METRIC_LABEL: Record<Metric, string> = {
+  requests: "requests",
+  tokens: "tokens",
+  cost: "cost",
+};
+
+function show(metric: Metric, n: number): string {
+  return metric === "cost" ? formatUsd(n) : String(Math.round(n * 1000) / 1000);
+}
+
+/**
+ * Quotas and budgets — requests, tokens and money per day (calendar day in a time zone, or
+ * sliding), globally, per provider or per tenant — as a dispatch gate. Before dispatch the
+ * task's estimate is checked and reserved; at settle the reservation is replaced by the
+ * actual usage. Money is counted in integer micro-dollars, so a budget holds to the cent.
+ * A task that does not fit waits until the window frees up (`policy: "wait"`) or fails with
+ * `QUOTA_EXCEEDED` (`policy: "fail"`), with a message naming the budget, its limit, what is
+ * used and the period.
+ *
+ * @example
+ * ```ts
+ * const budgets = new Budgets({
+ *   timeZone: "Europe/Berlin",
+ *   budgets: [
+ *     { scope: "provider", key: "openai", costUsd: 50, tokens: 2_000_000 },
+ *     { scope: "tenant", costUsd: 5, policy: "fail" }, // each tenant: $5 per day
+ *     { scope: "global", requests: 100_000, reset: "sliding", period: "24h" },
+ *   ],
+ * });
+ * const orchestrator = new Orchestrator({ gates: [budgets] });
+ * ```
+ */
+export class Budgets implements DispatchGate {
+  readonly name = "budget";
+  readonly costModel: CostModel;
+  readonly #specs: Spec[];
+  readonly #counters = new Map<string, Counter>();
+  readonly #holds = new Map<string, Hold[]>();
+  readonly #listeners = new Set<() => void>();
+  readonly #clock: Clock;
+  readonly #logger: Logger;
+
+  constructor(options: BudgetsOptions = {}) {
+    const tz = options.timeZone ?? "UTC";
+    if (!isTimeZone(tz)) {
+      throw new FlotillaError(
+        "VALIDATION",
+        `timeZone: unknown time zone "${tz}" (expected an IANA name such as "Europe/Berlin")`,
+      );
+    }
+    const list = parseConfig(BudgetsConfigSchema, options.budgets ?? [], "budgets");
+    this.#specs = list.map((b) => {
+      const sliding = b.reset === "sliding";
+      const windowMs = sliding
+        ? (parseWindow(b.period === "day" ? "1d" : b.period) as number)
+        : 86_400_000;
+      const periodLabel = sliding
+        ? `sliding ${typeof b.period === "number" ? `${b.period}ms` : b.period}`
+        : `day in ${b.timeZone ?? tz}`;
+      const limits: Partial<Amounts> = {};
+      if (b.requests !== undefined) limits.requests = b.requests;
+      if (b.tokens !== undefined) limits.tokens = b.tokens;
+      if (b.costUsd !== undefined) limits.cost = toMicros(b.costUsd);
+      const spec: Spec = {
+        name:
+          b.name ??
+          `${b.scope}${b.scope === "global" ? "" : `:${b.key ?? "*"}`}/${sliding ? b.period : "day"}`,
+        scope: b.scope,
+        limits,
+        reset: b.reset,
+        windowMs,
+        timeZone: b.timeZone ?? tz,
+        policy: b.policy,
+        periodLabel,
+      };
+      if (b.key !== undefined) spec.key = b.key;
+      return spec;
+    });
+    this.costModel = options.costModel ?? new CostModel();
+    this.#clock = options.clock ?? systemClock;
+    this.#logger = options.logger ?? silentLogger;
+  }
+
+  #subjects(spec: Spec, task: TaskRecord, worker: WorkerEntry | undefined): string[] {
+    if (spec.scope === "global") return ["*"];
+    if (spec.scope === "tenant") {
+      const t = task.tenant ?? "default";
+      return spec.key === undefined || spec.key === t ? [t] : [];
+    }
+    const providers = task.rateLimitKeys.length
+      ? task.rateLimitKeys
+      : [this.costModel.subject(task, worker).provider];
+    if (spec.key === undefined) return [...providers];
+    return providers.includes(spec.key) ? [spec.key] : [];
+  }
+
+  #counter(i: number, spec: Spec, subject: string, now: number): Counter {
+    const id = `${i}\u0000${subject}`;
+    let c = this.#counters.get(id);
+    if (!c) {
+      c = new Counter(spec);
+      this.#counters.set(id, c);
+    }
+    c.roll(now);
+    return c;
+  }
+
+  #estimate(task: TaskRecord, worker: WorkerEntry | undefined): Amounts {
+    const e = this.costModel.estimate(task, worker);
+    return { requests: 1, tokens: e.tokens, cost: e.costMicros };
+  }
+
+  /** Gate: holds (or fails) a task whose estimate does not fit a budget. @example budgets.check(task, entry, Date.now()) */
+  check(task: TaskRecord, worker: WorkerEntry, now: number): GateDecision {
+    const need = this.#estimate(task, worker);
+    let wait: Extract<GateDecision, { ok: false }> | undefined;
+    for (let i = 0; i < this.#specs.length; i++) {
+      const spec = this.#specs[i]!;
+      for (const subject of this.#subjects(spec, task, worker)) {
+        const c = this.#counter(i, spec, subject, now);
+        for (const metric of ["cost", "tokens", "requests"] as const) {
+          const limit = spec.limits[metric];
+          if (limit === undefined || fits(c.used[metric], need[metric], limit)) continue;
+          const name = spec.name;
+          const message =
+            `budget "${name}" exceeded: ${METRIC_LABEL[metric]} limit ${show(metric, limit)}, ` +
+            `used ${show(metric, c.used[metric])}, this task needs ${show(metric, need[metric])} ` +
+            `(per ${spec.periodLabel}${spec.scope === "global" ? "" : `, ${spec.scope} "${subject}"`})`;
+          if (spec.policy === "fail") {
+            return {
+              ok: false,
+              reason: message,
+              fail: new FlotillaError("QUOTA_EXCEEDED", message, {
+                details: {
+                  budget: name,
+                  scope: spec.scope,
+                  subject,
+                  metric,
+                  limit: metric === "cost" ? limit / 1e6 : limit,
+                  used: metric === "cost" ? c.used[metric] / 1e6 : c.used[metric],
+                  period: spec.periodLabel,
+                },
+              }),
+            };
+          }
+          const retryAt = c.freeAt(metric, need[metric], limit, now);
+          if (!wait || (wait.retryAt ?? 0) < retryAt) {
+            wait = { ok: false, reason: message, retryAt };
+          }
+        }
+      }
+    }
+    return wait ?? { ok: true };
+  }
+
+  /** Gate: reserves the task's estimate on every budget it falls under. @example budgets.onDispatch(task, entry, Date.now()) */
+  onDispatch(task: TaskRecord, worker: WorkerEntry, now: number): void {
+    const amounts = this.#estimate(task, worker);
+    const holds: Hold[] = [];
+    for (let i = 0; i < this.#specs.length; i++) {
+      const spec = this.#specs[i]!;
+      for (const subject of this.#subjects(spec, task, worker)) {
+        const counter = this.#counter(i, spec, subject, now);
+        const entry = counter.add(amounts, now);
+        holds.push({ counter, windowStart: counter.windowStart, entry, amounts });
+      }
+    }
+    this.#holds.set(task.id, holds);
+  }
+
+  /** Gate: replaces the reservation by the actual usage and cost. @example budgets.onSettle(task, entry, { status: "succeeded", usage }, Date.now()) */
+  onSettle(task: TaskRecord, worker: WorkerEntry, outcome: SettleOutcome, now: number): void {
+    const holds = this.#holds.get(task.id);
+    this.#holds.delete(task.id);
+    if (!holds) return;
+    const actual = this.costModel.actual(task, worker, outcome.usage);
+    const real: Amounts = {
+      requests: actual.usage.requests,
+      tokens: actual.usage.totalTokens,
+      cost: actual.costMicros,
+    };
+    let freed = false;
+    for (const h of holds) {
+      const c = h.counter;
+      c.roll(now);
+      if (c.spec.reset === "calendar" && c.windowStart !== h.windowStart) continue;
+      for (const m of ["requests", "tokens", "cost"] as const) {
+        const delta = real[m] - h.amounts[m];
+        if (delta < 0) freed = true;
+        if (h.entry) {
+          if (!c.log.includes(h.entry)) continue;
+          h.entry[m] += delta;
+        }
+        c.used[m] += delta;
+      }
+    }
+    if (freed) this.#wake();
+  }
+
+  /** Gate: registers the scheduler's wake-up (called when a settle frees budget). @example budgets.subscribe(() => {}) */
+  subscribe(wake: () => void): () => void {
+    this.#listeners.add(wake);
+    return () => this.#listeners.delete(wake);
+  }
+
+  #wake(): void {
+    for (const fn of this.#listeners) {
+      try {
+        fn();
+      } catch (err) {
+        this.#logger.error({ err }, "wake listener threw");
+      }
+    }
+  }
+
+  /**
+   * Every budget's current usage and what remains, per subject seen so far.
+   *
+   * @example
+   * ```ts
+   * for (const b of budgets.stats()) console.log(b.name, b.subject, b.remaining.costUsd);
+   * ```
+   */
+  stats(now = this.#clock.now()): BudgetStats[] {
+    const out: BudgetStats[] = [];
+    for (const [id, c] of this.#counters) {
+      c.roll(now);
+      const subject = id.slice(id.indexOf("\u0000") + 1);
+      const { limits } = c.spec;
+      const s: BudgetStats = {
+        name: c.spec.name,
+        scope: c.spec.scope,
+        subject,
+        period: c.spec.periodLabel,
+        policy: c.spec.policy,
+        limit: {},
+        used: { requests: c.used.requests, tokens: c.used.tokens, costUsd: c.used.cost / 1e6 },
+        remaining: {},
+      };
+      if (c.spec.reset === "calendar") {
+        s.windowStart = c.windowStart;
+        s.windowEnd = c.windowEnd;
+      }
+      if (limits.requests !== undefined) {
+        s.limit.requests = limits.requests;
+        s.remaining.requests = Math.max(0, limits.requests - c.used.requests);
+      }
+      if (limits.tokens !== undefined) {
+        s.limit.tokens = limits.tokens;
+        s.remaining.tokens = Math.max(0, limits.tokens - c.used.tokens);
+      }
+      if (limits.cost !== undefined) {
+        s.limit.costUsd = limits.cost / 1e6;
+        s.remaining.costUsd = Math.max(0, limits.cost - c.used.cost) / 1e6;
+      }
+      out.push(s);
+    }
+    return out;
+  }
+}

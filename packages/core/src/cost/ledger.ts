@@ -1,0 +1,311 @@
+import { EventEmitter } from "eventemitter3";
+import { dayKey, isTimeZone } from "../budget/calendar.js";
+import { type Clock, systemClock } from "../clock.js";
+import { FlotillaError } from "../errors.js";
+import { type Logger, silentLogger } from "../logger.js";
+import type { WorkerEntry } from "../registry/types.js";
+import type { DispatchGate, GateDecision, SettleOutcome } from "../resources/gate.js";
+import type { TaskStatus } from "../task/schema.js";
+import type { TaskRecord } from "../task/types.js";
+import { CostModel } from "./costModel.js";
+import { fromMicros } from "./prices.js";
+
+/** Totals of a group of attempts. Money is kept in integer micro-dollars; `costUsd` is derived. */
+export interface CostAggregate {
+  requests: number;
+  inputTokens: number;
+  outputTokens: number;
+  totalTokens: number;
+  costMicros: number;
+  costUsd: number;
+}
+
+/** One settled attempt as the ledger records it (the payload of the `cost` event). */
+export interface CostEntry {
+  taskId: string;
+  attempt: number;
+  status: TaskStatus;
+  workerId: string;
+  provider: string;
+  model?: string;
+  tenant?: string;
+  /** Local date in the ledger's time zone, `YYYY-MM-DD`. */
+  day: string;
+  at: number;
+  inputTokens: number;
+  outputTokens: number;
+  totalTokens: number;
+  requests: number;
+  costMicros: number;
+  costUsd: number;
+  /** `estimate` when the worker's usage report was missing or malformed. */
+  source: "reported" | "estimate";
+}
+
+/** Totals of one day, overall and per provider, worker and tenant. */
+export interface DayCost {
+  total: CostAggregate;
+  byProvider: Record<string, CostAggregate>;
+  byWorker: Record<string, CostAggregate>;
+  byTenant: Record<string, CostAggregate>;
+}
+
+/** What {@link CostLedger.snapshot} returns (JSON-safe). */
+export interface CostSnapshot {
+  currency: "USD";
+  timeZone: string;
+  /** Today's date in `timeZone`. */
+  today: string;
+  total: CostAggregate;
+  byProvider: Record<string, CostAggregate>;
+  byModel: Record<string, CostAggregate>;
+  byWorker: Record<string, CostAggregate>;
+  byTenant: Record<string, CostAggregate>;
+  byDay: Record<string, DayCost>;
+}
+
+/** Events of {@link CostLedger}. */
+export interface CostLedgerEvents {
+  cost: [entry: CostEntry];
+}
+
+/** Options of {@link CostLedger}. */
+export interface CostLedgerOptions {
+  /** @default new CostModel() (default price table) */
+  costModel?: CostModel;
+  /** IANA zone for day buckets. @default "UTC" */
+  timeZone?: string;
+  /** Per-task totals kept (oldest dropped first). @default 10000 */
+  maxTasks?: number;
+  /** Days kept in `byDay`. @default 31 */
+  maxDays?: number;
+  /** @default systemClock */
+  clock?: Clock;
+  /** @default silentLogger */
+  logger?: Logger;
+}
+
+function empty(): CostAggregate {
+  return {
+    requests: 0,
+    inputTokens: 0,
+    outputTokens: 0,
+    totalTokens: 0,
+    costMicros: 0,
+    costUsd: 0,
+  };
+}
+
+function add(into: CostAggregate, e: CostEntry): void {
+  into.requests += e.requests;
+  into.inputTokens += e.inputTokens;
+  into.outputTokens += e.outputTokens;
+  into.totalTokens += e.totalTokens;
+  into.costMicros += e.costMicros;
+  into.costUsd = fromMicros(into.costMicros);
+}
+
+function bump(map: Map<string, CostAggregate>, key: string, e: CostEntry): void {
+  let a = map.get(key);
+  if (!a) {
+    a = empty();
+    map.set(key, a);
+  }
+  add(a, e);
+}
+
+function plain(map: Map<string, CostAggregate>): Record<string, CostAggregate> {
+  const out: Record<string, CostAggregate> = {};
+  for (const [k, v] of map) out[k] = { ...v };
+  return out;
+}
+
+interface DayMaps {
+  total: CostAggregate;
+  byProvider: Map<string, CostAggregate>;
+  byWorker: Map<string, CostAggregate>;
+  byTenant: Map<string, CostAggregate>;
+}
+
+/**
+ * The cost ledger: records the usage and cost of every settled attempt (as a gate that never
+ * blocks) and keeps totals per task, worker, provider, model, tenant and day. Emits a `cost`
+ * event per attempt. A missing or malformed usage report is logged as a warning and
+ * accounted at the task's estimate — never a crash.
+ *
+ * @example
+ * ```ts
+ * const ledger = new CostLedger({ timeZone: "Europe/Berlin" });
+ * ledger.on("cost", (e) => console.log(e.taskId, e.costUsd));
+ * const orchestrator = new Orchestrator({ gates: [ledger] });
+ * // later
+ * ledger.snapshot().byProvider.openai?.costUsd;
+ * ```
+ */
+export class CostLedger extends EventEmitter<CostLedgerEvents> implements DispatchGate {
+  readonly name = "cost-ledger";
+  readonly costModel: CostModel;
+  readonly timeZone: string;
+  readonly #clock: Clock;
+  readonly #logger: Logger;
+  readonly #maxTasks: number;
+  readonly #maxDays: number;
+  readonly #total = empty();
+  readonly #byTask = new Map<string, CostAggregate>();
+  readonly #byProvider = new Map<string, CostAggregate>();
+  readonly #byModel = new Map<string, CostAggregate>();
+  readonly #byWorker = new Map<string, CostAggregate>();
+  readonly #byTenant = new Map<string, CostAggregate>();
+  readonly #byDay = new Map<string, DayMaps>();
+
+  constructor(options: CostLedgerOptions = {}) {
+    super();
+    this.timeZone = options.timeZone ?? "UTC";
+    if (!isTimeZone(this.timeZone)) {
+      throw new FlotillaError(
+        "VALIDATION",
+        `timeZone: unknown time zone "${this.timeZone}" (expected an IANA name such as "Europe/Berlin")`,
+      );
+    }
+    this.costModel = options.costModel ?? new CostModel();
+    this.#clock = options.clock ?? systemClock;
+    this.#logger = options.logger ?? silentLogger;
+    this.#maxTasks = options.maxTasks ?? 10_000;
+    this.#maxDays = options.maxDays ?? 31;
+  }
+
+  /** Gate: never blocks. @example ledger.check(task, entry, Date.now()) // { ok: true } */
+  check(): GateDecision {
+    return { ok: true };
+  }
+
+  /** Gate: records the attempt's cost. @example ledger.onSettle(task, entry, { status: "succeeded", usage }, Date.now()) */
+  onSettle(task: TaskRecord, worker: WorkerEntry, outcome: SettleOutcome, now: number): void {
+    this.record(task, worker, outcome, now);
+  }
+
+  /**
+   * Records one attempt and returns its entry (what the gate does on settle; callable directly
+   * when running tasks outside an orchestrator).
+   *
+   * @example
+   * ```ts
+   * ledger.record(task, entry, { status: "succeeded", usage: { inputTokens: 10, outputTokens: 5 } });
+   * ```
+   */
+  record(
+    task: TaskRecord,
+    worker: WorkerEntry | undefined,
+    outcome: SettleOutcome,
+    now = this.#clock.now(),
+  ): CostEntry {
+    const { subject, usage, costMicros } = this.costModel.actual(task, worker, outcome.usage);
+    if (usage.source === "estimate") {
+      this.#logger.warn(
+        { taskId: task.id, workerId: worker?.id, problem: usage.problem },
+        "usage report missing or malformed; accounted at the task's estimate",
+      );
+    }
+    const entry: CostEntry = {
+      taskId: task.id,
+      attempt: task.attempt,
+      status: outcome.status,
+      workerId: worker?.id ?? task.workerId ?? "unknown",
+      provider: subject.provider,
+      day: dayKey(now, this.timeZone),
+      at: now,
+      inputTokens: usage.inputTokens,
+      outputTokens: usage.outputTokens,
+      totalTokens: usage.totalTokens,
+      requests: usage.requests,
+      costMicros,
+      costUsd: fromMicros(costMicros),
+      source: usage.source,
+    };
+    if (subject.model !== undefined) entry.model = subject.model;
+    if (task.tenant !== undefined) entry.tenant = task.tenant;
+    this.#add(entry);
+    try {
+      this.emit("cost", entry);
+    } catch (err) {
+      this.#logger.error({ err }, "cost listener threw");
+    }
+    return entry;
+  }
+
+  #add(e: CostEntry): void {
+    add(this.#total, e);
+    if (!this.#byTask.has(e.taskId) && this.#byTask.size >= this.#maxTasks) {
+      const oldest = this.#byTask.keys().next().value;
+      if (oldest !== undefined) this.#byTask.delete(oldest);
+    }
+    bump(this.#byTask, e.taskId, e);
+    bump(this.#byProvider, e.provider, e);
+    bump(this.#byModel, `${e.provider}/${e.model ?? "*"}`, e);
+    bump(this.#byWorker, e.workerId, e);
+    if (e.tenant !== undefined) bump(this.#byTenant, e.tenant, e);
+    let day = this.#byDay.get(e.day);
+    if (!day) {
+      day = { total: empty(), byProvider: new Map(), byWorker: new Map(), byTenant: new Map() };
+      this.#byDay.set(e.day, day);
+      if (this.#byDay.size > this.#maxDays) {
+        const oldest = [...this.#byDay.keys()].sort()[0];
+        if (oldest !== undefined) this.#byDay.delete(oldest);
+      }
+    }
+    add(day.total, e);
+    bump(day.byProvider, e.provider, e);
+    bump(day.byWorker, e.workerId, e);
+    if (e.tenant !== undefined) bump(day.byTenant, e.tenant, e);
+  }
+
+  /** Totals of one task (all its attempts), if still kept. @example ledger.taskCost("t1")?.costUsd */
+  taskCost(taskId: string): CostAggregate | undefined {
+    const a = this.#byTask.get(taskId);
+    return a ? { ...a } : undefined;
+  }
+
+  /**
+   * Totals of one day (today by default), overall and per provider, worker and tenant.
+   *
+   * @example
+   * ```ts
+   * ledger.day().byProvider.openai?.totalTokens;
+   * ```
+   */
+  day(day = dayKey(this.#clock.now(), this.timeZone)): DayCost {
+    const d = this.#byDay.get(day);
+    if (!d) return { total: empty(), byProvider: {}, byWorker: {}, byTenant: {} };
+    return {
+      total: { ...d.total },
+      byProvider: plain(d.byProvider),
+      byWorker: plain(d.byWorker),
+      byTenant: plain(d.byTenant),
+    };
+  }
+
+  /**
+   * A JSON-safe copy of every total, for `status()` and `/resources/stats`.
+   *
+   * @example
+   * ```ts
+   * const s = ledger.snapshot();
+   * console.log(s.total.costUsd, s.byDay[s.today]?.total.requests);
+   * ```
+   */
+  snapshot(now = this.#clock.now()): CostSnapshot {
+    const byDay: Record<string, DayCost> = {};
+    for (const k of this.#byDay.keys()) byDay[k] = this.day(k);
+    return {
+      currency: "USD",
+      timeZone: this.timeZone,
+      today: dayKey(now, this.timeZone),
+      total: { ...this.#total },
+      byProvider: plain(this.#byProvider),
+      byModel: plain(this.#byModel),
+      byWorker: plain(this.#byWorker),
+      byTenant: plain(this.#byTenant),
+      byDay,
+    };
+  }
+}
