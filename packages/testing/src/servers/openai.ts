@@ -1,0 +1,295 @@
+import {
+  control,
+  type PlannedResponse,
+  type ProtocolServer,
+  type RecordedRequest,
+  type ReplyControl,
+  ReplyQueue,
+  resolveScripted,
+  roughTokens,
+  type Scripted,
+  splitTokens,
+  startProtocolServer,
+  textOf,
+} from "./base.js";
+
+/** A tool call the server answers with. */
+export interface ScriptedToolCall {
+  id?: string;
+  name: string;
+  arguments: Record<string, unknown>;
+}
+
+/** A provider-shaped error the server answers with. */
+export interface ScriptedError {
+  /** HTTP status. */
+  status: number;
+  message: string;
+  /** Provider error type (e.g. `invalid_request_error`); derived from the status when absent. */
+  type?: string;
+  code?: string;
+  param?: string;
+  /** Adds a `retry-after` header (seconds). */
+  retryAfterSeconds?: number;
+  /** Adds a `retry-after-ms` header. */
+  retryAfterMs?: number;
+}
+
+/** What a chat-style server answers with. Every field is optional. */
+export interface ChatReply extends ReplyControl {
+  /** Assistant text. @default "Hello from the test server." */
+  text?: string;
+  toolCalls?: ScriptedToolCall[];
+  /** @default "stop" ("tool_calls" when there are tool calls) */
+  finishReason?: string;
+  /** Token counts; estimated from the request and the text when absent. */
+  usage?: { inputTokens?: number; outputTokens?: number };
+  /** Answer with this error instead. */
+  error?: ScriptedError;
+}
+
+/** Options of {@link startOpenAIServer}. */
+export interface OpenAIServerOptions {
+  /** Models `/v1/models` lists and completions accept; any other model gets a 404. @default ["gpt-4o-mini", "gpt-4o"] */
+  models?: string[];
+  /** Replies served in order before `defaultReply`. */
+  replies?: Scripted<ChatReply>[];
+  /** The reply once the queue is empty. @default { text: "Hello from the test server." } */
+  defaultReply?: Scripted<ChatReply>;
+  /** Headers added to every response (e.g. rate-limit headers). */
+  headers?: Record<string, string>;
+  /** When set, requests must carry `Authorization: Bearer <apiKey>` (401 otherwise). */
+  apiKey?: string;
+}
+
+/** A local OpenAI-shaped server (chat completions and models). */
+export interface OpenAIServer extends ProtocolServer {
+  /** `<url>/v1`, what the `openai` client takes as `baseURL`. */
+  readonly baseURL: string;
+  /** Queues replies, served in order. */
+  reply(...replies: Scripted<ChatReply>[]): void;
+  setDefaultReply(reply: Scripted<ChatReply>): void;
+  /** Requests to the completions endpoint only. */
+  completionRequests(): RecordedRequest[];
+}
+
+const OPENAI_ERROR_TYPES: Record<number, string> = {
+  400: "invalid_request_error",
+  401: "authentication_error",
+  403: "permission_denied",
+  404: "invalid_request_error",
+  429: "rate_limit_exceeded",
+  500: "server_error",
+  503: "server_error",
+};
+
+/** Builds an OpenAI-shaped error response. */
+export function openAIErrorPlan(err: ScriptedError): PlannedResponse {
+  const headers: Record<string, string> = {};
+  if (err.retryAfterSeconds !== undefined) headers["retry-after"] = String(err.retryAfterSeconds);
+  if (err.retryAfterMs !== undefined) headers["retry-after-ms"] = String(err.retryAfterMs);
+  return {
+    status: err.status,
+    headers,
+    body: {
+      error: {
+        message: err.message,
+        type: err.type ?? OPENAI_ERROR_TYPES[err.status] ?? "api_error",
+        param: err.param ?? null,
+        code: err.code ?? null,
+      },
+    },
+  };
+}
+
+let seq = 0;
+const nextId = (prefix: string) => `${prefix}-${Date.now().toString(36)}${(++seq).toString(36)}`;
+
+/**
+ * Starts a local server that speaks OpenAI's chat completions API
+ * (`POST /v1/chat/completions`, JSON and SSE with a usage chunk and `data: [DONE]`;
+ * `GET /v1/models`), for tests and examples. Any OpenAI-compatible client can talk to it.
+ *
+ * @example
+ * ```ts
+ * await using server = await startOpenAIServer({ replies: [{ text: "hi" }] });
+ * const client = new OpenAI({ apiKey: "test", baseURL: server.baseURL });
+ * ```
+ */
+export async function startOpenAIServer(options: OpenAIServerOptions = {}): Promise<OpenAIServer> {
+  const models = options.models ?? ["gpt-4o-mini", "gpt-4o"];
+  const queue = new ReplyQueue<Scripted<ChatReply>>(
+    options.defaultReply ?? { text: "Hello from the test server." },
+  );
+  if (options.replies) queue.push(...options.replies);
+  const common = options.headers ?? {};
+
+  const base = await startProtocolServer(async (req) => {
+    const plan = await route(req);
+    plan.headers = { ...common, ...(plan.headers ?? {}) };
+    return plan;
+  });
+
+  async function route(req: RecordedRequest): Promise<PlannedResponse> {
+    if (options.apiKey !== undefined && req.headers.authorization !== `Bearer ${options.apiKey}`) {
+      return openAIErrorPlan({
+        status: 401,
+        message: "Incorrect API key provided.",
+        code: "invalid_api_key",
+      });
+    }
+    if (req.method === "GET" && req.path === "/v1/models") {
+      return {
+        body: {
+          object: "list",
+          data: models.map((id) => ({
+            id,
+            object: "model",
+            created: 1_700_000_000,
+            owned_by: "flotilla-test",
+          })),
+        },
+      };
+    }
+    if (req.method === "POST" && req.path === "/v1/chat/completions") return completion(req);
+    return openAIErrorPlan({
+      status: 404,
+      message: `Unknown request URL: ${req.method} ${req.path}.`,
+    });
+  }
+
+  async function completion(req: RecordedRequest): Promise<PlannedResponse> {
+    const body = (req.body ?? {}) as Record<string, any>;
+    const model = typeof body.model === "string" ? body.model : "";
+    if (!Array.isArray(body.messages) || body.messages.length === 0) {
+      return openAIErrorPlan({
+        status: 400,
+        message: "Invalid 'messages': empty array. Expected an array with minimum length 1.",
+        param: "messages",
+        code: "empty_array",
+      });
+    }
+    if (!models.includes(model)) {
+      return openAIErrorPlan({
+        status: 404,
+        message: `The model \`${model}\` does not exist or you do not have access to it.`,
+        code: "model_not_found",
+      });
+    }
+    const reply = await resolveScripted(queue.next(), req);
+    if (reply.error) return control(reply, openAIErrorPlan(reply.error));
+    const text = reply.text ?? (reply.toolCalls ? "" : "Hello from the test server.");
+    const toolCalls = (reply.toolCalls ?? []).map((c) => ({
+      id: c.id ?? nextId("call"),
+      type: "function" as const,
+      function: { name: c.name, arguments: JSON.stringify(c.arguments) },
+    }));
+    const finish = reply.finishReason ?? (toolCalls.length > 0 ? "tool_calls" : "stop");
+    const inputTokens = reply.usage?.inputTokens ?? roughTokens(textOf(body.messages));
+    const outputTokens =
+      reply.usage?.outputTokens ??
+      roughTokens(text + toolCalls.map((c) => c.function.arguments).join(""));
+    const usage = {
+      prompt_tokens: inputTokens,
+      completion_tokens: outputTokens,
+      total_tokens: inputTokens + outputTokens,
+    };
+    const id = nextId("chatcmpl");
+    const created = Math.floor(Date.now() / 1000);
+    if (body.stream !== true) {
+      return control(reply, {
+        status: reply.status ?? 200,
+        body: {
+          id,
+          object: "chat.completion",
+          created,
+          model,
+          choices: [
+            {
+              index: 0,
+              message: {
+                role: "assistant",
+                content: toolCalls.length > 0 && !text ? null : text,
+                refusal: null,
+                ...(toolCalls.length > 0 ? { tool_calls: toolCalls } : {}),
+              },
+              logprobs: null,
+              finish_reason: finish,
+            },
+          ],
+          usage,
+        },
+      });
+    }
+    const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) =>
+      `data: ${JSON.stringify({ id, object: "chat.completion.chunk", created, model, choices, ...extra })}\n\n`;
+    const chunks: string[] = [
+      chunk([
+        {
+          index: 0,
+          delta: { role: "assistant", content: "" },
+          logprobs: null,
+          finish_reason: null,
+        },
+      ]),
+    ];
+    if (text) {
+      for (const piece of splitTokens(text)) {
+        chunks.push(
+          chunk([{ index: 0, delta: { content: piece }, logprobs: null, finish_reason: null }]),
+        );
+      }
+    }
+    toolCalls.forEach((c, index) => {
+      chunks.push(
+        chunk([
+          {
+            index: 0,
+            delta: {
+              tool_calls: [
+                {
+                  index,
+                  id: c.id,
+                  type: "function",
+                  function: { name: c.function.name, arguments: "" },
+                },
+              ],
+            },
+            logprobs: null,
+            finish_reason: null,
+          },
+        ]),
+      );
+      const args = c.function.arguments;
+      const mid = Math.ceil(args.length / 2);
+      for (const part of [args.slice(0, mid), args.slice(mid)]) {
+        if (!part) continue;
+        chunks.push(
+          chunk([
+            {
+              index: 0,
+              delta: { tool_calls: [{ index, function: { arguments: part } }] },
+              logprobs: null,
+              finish_reason: null,
+            },
+          ]),
+        );
+      }
+    });
+    chunks.push(chunk([{ index: 0, delta: {}, logprobs: null, finish_reason: finish }]));
+    if (body.stream_options?.include_usage === true) chunks.push(chunk([], { usage }));
+    chunks.push("data: [DONE]\n\n");
+    return control(reply, {
+      status: reply.status ?? 200,
+      contentType: "text/event-stream",
+      chunks,
+    });
+  }
+
+  return Object.assign(base, {
+    baseURL: `${base.url}/v1`,
+    reply: (...replies: Scripted<ChatReply>[]) => queue.push(...replies),
+    setDefaultReply: (reply: Scripted<ChatReply>) => queue.setDefault(reply),
+    completionRequests: () => base.requests.filter((r) => r.path === "/v1/chat/completions"),
+  });
+}

@@ -1,0 +1,25 @@
+export { AnthropicWorker, type AnthropicWorkerOptions, toAnthropicBody } from "./anthropic.js";
+export { mapProviderError, ProviderRequestError, redact } from "./errors.js";
+export {
+  type CallContext,
+  LlmWorker,
+  type LlmWorkerOptions,
+  type ProviderCall,
+} from "./llm-worker.js";
+export { inferCapabilities, type ModelInfo, normaliseModels } from "./models.js";
+export { OpenAIWorker, type OpenAIWorkerOptions, toOpenAIBody } from "./openai.js";
+export {
+  OPENAI_COMPATIBLE_PRESETS,
+  type OpenAICompatiblePreset,
+  OpenAICompatibleWorker,
+  type OpenAICompatibleWorkerOptions,
+} from "./openai-compatible.js";
+export { DEFAULT_PRICES, type ModelPrice, PriceTable } from "./pricing.js";
+export {
+  parseDurationMs,
+  parseRateLimitHeaders,
+  type RateLimitInfo,
+  type RateLimitListener,
+  retryAfterMs,
+} from "./rate-limit.js";
+export * from "./schema.js";
