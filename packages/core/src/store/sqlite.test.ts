@@ -1,0 +1,237 @@
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { FlotillaError } from "../errors.js";
+import type { TaskRecord } from "../task/types.js";
+import { SqliteStore } from "./sqlite.js";
+import { APPLICATION_ID, SCHEMA_VERSION } from "./sqlite-schema.js";
+
+function record(id: string, seq: number): TaskRecord {
+  return {
+    id,
+    type: "custom",
+    payload: { seq },
+    priority: 20,
+    seq,
+    status: "queued",
+    dependsOn: [],
+    onDependencyFailure: "skip",
+    retry: { maxAttempts: 1, initialDelayMs: 0, maxDelayMs: 0, factor: 2, jitter: 0 },
+    rateLimitKeys: [],
+    approval: "none",
+    metadata: {},
+    attempt: 0,
+    createdAt: seq,
+    updatedAt: seq,
+    version: 1,
+  };
+}
+
+async function openError(store: SqliteStore): Promise<FlotillaError> {
+  try {
+    await store.open();
+  } catch (err) {
+    expect(err).toBeInstanceOf(FlotillaError);
+    return err as FlotillaError;
+  }
+  await store.close();
+  throw new Error("open() resolved; expected STORE_ERROR");
+}
+
+describe("SqliteStore", () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), "flotilla-sqlite-"));
+  });
+  afterEach(() => {
+    chmodSync(dir, 0o700);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("creates a new file with its application id, schema version and WAL", async () => {
+    const path = join(dir, "new.db");
+    const store = new SqliteStore({ path });
+    await store.open();
+    await store.insertTasks([record("a", 1)]);
+    await store.close();
+    const db = new DatabaseSync(path);
+    expect(db.prepare("PRAGMA application_id").get()).toEqual({ application_id: APPLICATION_ID });
+    expect(db.prepare("PRAGMA user_version").get()).toEqual({ user_version: SCHEMA_VERSION });
+    expect(db.prepare("PRAGMA journal_mode").get()).toEqual({ journal_mode: "wal" });
+    expect(db.prepare("SELECT id, status FROM tasks").all()).toEqual([
+      { id: "a", status: "queued" },
+    ]);
+    db.close();
+  });
+
+  describe("refuses bad files at open, and leaves them untouched", () => {
+    it("a file of garbage bytes", async () => {
+      const path = join(dir, "garbage.db");
+      const bytes = Buffer.from(Array.from({ length: 8192 }, (_, i) => (i * 7919) % 251));
+      writeFileSync(path, bytes);
+      const err = await openError(new SqliteStore({ path }));
+      expect(err.code).toBe("STORE_ERROR");
+      expect(err.message).toContain(path);
+      expect(err.message).toMatch(/not a SQLite database|corrupt/);
+      expect(readFileSync(path).equals(bytes)).toBe(true);
+    });
+
+    it("a SQLite database of another application", async () => {
+      const path = join(dir, "foreign.db");
+      const foreign = new DatabaseSync(path);
+      foreign.exec("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)");
+      foreign.exec("INSERT INTO customers (name) VALUES ('ada'), ('grace')");
+      foreign.close();
+      const before = readFileSync(path);
+      const err = await openError(new SqliteStore({ path }));
+      expect(err.code).toBe("STORE_ERROR");
+      expect(err.message).toContain(path);
+      expect(err.message).toContain("not a Flotilla database");
+      expect(err.message).toContain("customers");
+      expect(readFileSync(path).equals(before)).toBe(true);
+      const check = new DatabaseSync(path);
+      expect(check.prepare("SELECT count(*) AS n FROM customers").get()).toEqual({ n: 2 });
+      expect(check.prepare("PRAGMA journal_mode").get()).toEqual({ journal_mode: "delete" });
+      check.close();
+    });
+
+    it("a schema version newer than this code knows", async () => {
+      const path = join(dir, "future.db");
+      const store = new SqliteStore({ path });
+      await store.open();
+      await store.insertTasks([record("keep-me", 1)]);
+      await store.close();
+      const raw = new DatabaseSync(path);
+      raw.exec(`PRAGMA user_version = ${SCHEMA_VERSION + 1}`);
+      raw.close();
+
+      const err = await openError(new SqliteStore({ path }));
+      expect(err.code).toBe("STORE_ERROR");
+      expect(err.message).toContain(path);
+      expect(err.message).toContain(`schema version ${SCHEMA_VERSION + 1} is newer`);
+      const check = new DatabaseSync(path);
+      expect(check.prepare("SELECT id FROM tasks").all()).toEqual([{ id: "keep-me" }]);
+      expect(check.prepare("PRAGMA user_version").get()).toEqual({
+        user_version: SCHEMA_VERSION + 1,
+      });
+      check.close();
+    });
+
+    it("a directory where the file should be", async () => {
+      const path = join(dir, "is-a-dir.db");
+      mkdirSync(path);
+      const err = await openError(new SqliteStore({ path }));
+      expect(err.code).toBe("STORE_ERROR");
+      expect(err.message).toBe(`${path}: is a directory, not a database file`);
+    });
+
+    it("a directory that does not exist, or a file in place of the directory", async () => {
+      const missing = join(dir, "nope", "x.db");
+      const e1 = await openError(new SqliteStore({ path: missing }));
+      expect(e1.message).toBe(`${missing}: the directory ${join(dir, "nope")} does not exist`);
+      writeFileSync(join(dir, "plain"), "x");
+      const underFile = join(dir, "plain", "x.db");
+      const e2 = await openError(new SqliteStore({ path: underFile }));
+      expect(e2.code).toBe("STORE_ERROR");
+      expect(e2.message).toContain(underFile);
+    });
+
+    it("a place that cannot be written", async () => {
+      const root = process.getuid?.() === 0;
+      let path: string;
+      if (root) {
+        // root ignores file modes; procfs refuses new files for everyone.
+        path = "/proc/flotilla-store-test.db";
+      } else {
+        const ro = join(dir, "ro");
+        mkdirSync(ro);
+        const store = new SqliteStore({ path: join(ro, "x.db") });
+        await store.open();
+        await store.insertTasks([record("a", 1)]);
+        await store.close();
+        chmodSync(join(ro, "x.db"), 0o444);
+        chmodSync(ro, 0o555);
+        path = join(ro, "x.db");
+      }
+      const err = await openError(new SqliteStore({ path }));
+      expect(err.code).toBe("STORE_ERROR");
+      expect(err.message).toContain(path);
+      expect(err.message).toMatch(/read-only|writable/);
+    });
+
+    it("a file another process (or store) holds", async () => {
+      const path = join(dir, "held.db");
+      const first = new SqliteStore({ path });
+      await first.open();
+      await first.insertTasks([record("a", 1)]);
+      const err = await openError(new SqliteStore({ path, busyTimeoutMs: 50 }));
+      expect(err.code).toBe("STORE_ERROR");
+      expect(err.message).toContain(path);
+      expect(err.message).toContain("locked");
+      expect((await first.getTask("a"))?.id).toBe("a");
+      await first.close();
+      const again = new SqliteStore({ path });
+      await again.open();
+      expect((await again.getTask("a"))?.id).toBe("a");
+      await again.close();
+    });
+  });
+
+  it("rejects calls before open and after close with STORE_ERROR", async () => {
+    const store = new SqliteStore({ path: join(dir, "x.db") });
+    await expect(store.getTask("a")).rejects.toMatchObject({ code: "STORE_ERROR" });
+    await store.open();
+    await store.close();
+    await expect(store.insertTasks([record("a", 1)])).rejects.toMatchObject({
+      code: "STORE_ERROR",
+    });
+  });
+
+  it("commits writes still queued when close() is called", async () => {
+    const path = join(dir, "x.db");
+    const store = new SqliteStore({ path });
+    await store.open();
+    const pending = store.insertTasks([record("a", 1), record("b", 2)]);
+    await store.close();
+    await pending;
+    const again = new SqliteStore({ path });
+    await again.open();
+    expect((await again.loadUnfinished()).map((t) => t.id)).toEqual(["a", "b"]);
+    await again.close();
+  });
+
+  it("rejects values JSON cannot hold with VALIDATION, naming the task", async () => {
+    const store = new SqliteStore({ path: join(dir, "x.db") });
+    await store.open();
+    const bad = record("bad", 1);
+    bad.payload = { n: 1n };
+    await expect(store.insertTasks([bad])).rejects.toMatchObject({
+      code: "VALIDATION",
+      message: expect.stringContaining("task bad"),
+    });
+    expect(await store.countTasks()).toBe(0);
+    await store.close();
+  });
+
+  it("validates its options", () => {
+    expect(() => new SqliteStore({ path: "" })).toThrow(/options.path/);
+    expect(
+      () => new SqliteStore({ path: "x.db", synchronous: "off" as unknown as "full" }),
+    ).toThrow(/synchronous/);
+  });
+
+  it("works the same without write batching", async () => {
+    const store = new SqliteStore({ path: join(dir, "x.db"), batchWrites: false });
+    await store.open();
+    const results = await Promise.allSettled([
+      store.insertTasks([record("a", 1)]),
+      store.insertTasks([record("a", 2)]),
+      store.insertTasks([record("b", 3)]),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
+    expect(await store.countTasks()).toBe(2);
+    await store.close();
+  });
+});
