@@ -1,0 +1,155 @@
+/*
+ * Fleet (Quarterback-compatible) routes: the protocol remote nodes speak to pull work.
+ *
+ * Mounting, for whoever composes the server (`flotilla serve`):
+ *
+ *   const fleet = createFleetRoutes({
+ *     orchestrator,                       // the Orchestrator (needs its lease API)
+ *     store,                              // the same SqliteStore the orchestrator uses
+ *     registrationToken,                  // --registration-token   (none → POST /register is 503)
+ *     leaseMs: leaseSeconds * 1000,       // --lease-seconds        (default 300)
+ *     nodeTimeoutMs: nodeTimeoutSeconds * 1000, // --node-timeout-seconds (default 90)
+ *     adminKeys: [adminKey],              // admin keys of the server (plain or sha256:<hex>)
+ *     clock, logger,
+ *     // optional: maxLogBytes, maxUploadBytes, uploadDir, registrationRateLimit, publicUrl
+ *   });
+ *   app.route("/", fleet);                // at the root (or under a prefix: app.route("/q", fleet))
+ *   await fleet.ready;                    // nodes re-registered with the orchestrator, schedules armed
+ *   ...
+ *   await fleet.close();                  // on shutdown: stops its timers
+ *
+ * Paths served: POST /register, GET /tasks/pending, GET /files/{name}, POST /nodes/heartbeat,
+ * POST /status, POST /logs, GET /health, GET|DELETE /nodes[/{id}], POST|GET /tasks,
+ * GET|DELETE /tasks/{id}, POST /tasks/cleanup, POST /upload, GET /logs/{task_id},
+ * POST|GET /keys, GET|DELETE /keys/{id}, POST /keys/{id}/rotate, POST /keys/{id}/revoke,
+ * GET /keys/audit, GET /dashboard/stats. The /dashboard page itself is not served here.
+ * Mount the fleet app before routes of your own that could shadow these paths.
+ */
+import { silentLogger, systemClock } from "@flotilla/core";
+import { Hono } from "hono";
+import { FleetEngine } from "./engine.js";
+import { KeyService } from "./keys.js";
+import { NodeService } from "./nodes.js";
+import type { FleetRoutesOptions, ResolvedFleetOptions } from "./options.js";
+import { mountFleetRoutes } from "./routes.js";
+import { FleetState } from "./state.js";
+import { TaskService } from "./tasks.js";
+
+export type { FleetClaim, FleetOrchestrator, FleetSlot } from "./engine.js";
+export { KEY_SCOPES, type KeyScope } from "./keys.js";
+export type { FleetRoutesOptions, RegistrationRateLimit } from "./options.js";
+export { FLEET_TASK_TYPE } from "./tasks.js";
+
+/** The fleet app: a Hono app plus its lifecycle. */
+export type FleetApp = Hono & {
+  /** Resolves once stored nodes are registered with the orchestrator and schedules are armed. */
+  readonly ready: Promise<void>;
+  /** Stops the fleet's timers (offline sweep, recurring tasks). Idempotent. */
+  close(): Promise<void>;
+};
+
+function defaultSource(_req: Request, env: unknown): string {
+  const e = env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined;
+  return e?.incoming?.socket?.remoteAddress ?? "unknown";
+}
+
+function positive(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isFinite(value) || value <= 0) {
+    throw new TypeError(`${name}: expected a positive number, got ${value}`);
+  }
+  return value;
+}
+
+/**
+ * Creates the fleet routes: the Quarterback-compatible protocol a Victoria Terminal remote
+ * runner or `flotilla runner` speaks (register, poll, files, heartbeat, status, logs) and the
+ * admin API around it (nodes, tasks, uploads, logs, keys, audit, stats). Nodes become
+ * `remote-node` workers of the orchestrator; every poll is one free slot matched like a local
+ * one; a handed-out task is leased and comes back to the queue when its lease expires.
+ * Everything durable goes through `store`.
+ *
+ * @example
+ * ```ts
+ * import { serve } from "@hono/node-server";
+ * import { Orchestrator } from "@flotilla/core";
+ * import { SqliteStore } from "@flotilla/core/sqlite";
+ * import { createFleetRoutes } from "@flotilla/http-adapter";
+ *
+ * const store = new SqliteStore({ path: "flotilla.db" });
+ * const orchestrator = new Orchestrator({ store });
+ * await orchestrator.start();
+ * const fleet = createFleetRoutes({ orchestrator, store, registrationToken: "s3cret", adminKeys: ["admin-key"] });
+ * serve({ fetch: fleet.fetch, port: 8080 });
+ * ```
+ */
+export function createFleetRoutes(options: FleetRoutesOptions): FleetApp {
+  if (!options?.orchestrator) throw new TypeError("orchestrator: required");
+  if (!options.store) throw new TypeError("store: required");
+  const o: ResolvedFleetOptions = {
+    orchestrator: options.orchestrator,
+    store: options.store,
+    registrationToken: options.registrationToken || undefined,
+    leaseMs: positive("leaseMs", options.leaseMs, 300_000),
+    nodeTimeoutMs: positive("nodeTimeoutMs", options.nodeTimeoutMs, 90_000),
+    adminKeys: options.adminKeys ?? [],
+    openAdmin: options.openAdmin ?? false,
+    maxLogBytes: positive("maxLogBytes", options.maxLogBytes, 32 * 1024 * 1024),
+    maxUploadBytes: positive("maxUploadBytes", options.maxUploadBytes, 100 * 1024 * 1024),
+    maxBodyBytes: positive("maxBodyBytes", options.maxBodyBytes, 1024 * 1024),
+    uploadDir: options.uploadDir,
+    registrationRateLimit: {
+      max: positive("registrationRateLimit.max", options.registrationRateLimit?.max, 10),
+      windowMs: positive(
+        "registrationRateLimit.windowMs",
+        options.registrationRateLimit?.windowMs,
+        60_000,
+      ),
+    },
+    reregistrationGraceMs: options.reregistrationGraceMs ?? 60_000,
+    maxAttempts: positive("maxAttempts", options.maxAttempts, 3),
+    publicUrl: options.publicUrl,
+    sourceOf: options.sourceOf ?? defaultSource,
+    clock: options.clock ?? systemClock,
+    logger: options.logger ?? silentLogger,
+  };
+  const engine = new FleetEngine(o.orchestrator);
+  const state = new FleetState(o.store);
+  const keys = new KeyService(state, o.clock, o.logger, o.adminKeys, o.openAdmin);
+  const nodes = new NodeService(o, state, keys, engine);
+  const tasks = new TaskService(o, state, engine, keys);
+  keys.warnIfOpen();
+
+  let closed = false;
+  let sweepTimer: ReturnType<typeof o.clock.setTimeout> | undefined;
+  const sweepEvery = Math.max(1_000, Math.min(30_000, Math.floor(o.nodeTimeoutMs / 3)));
+  const armSweep = () => {
+    if (closed) return;
+    sweepTimer = o.clock.setTimeout(() => {
+      void nodes
+        .sweep()
+        .catch((err) => o.logger.error({ err }, "fleet: offline sweep failed"))
+        .finally(armSweep);
+    }, sweepEvery);
+  };
+
+  const ready = (async () => {
+    await nodes.restore();
+    await tasks.restoreSchedules();
+    armSweep();
+  })();
+  ready.catch((err) => o.logger.error({ err }, "fleet: start-up failed"));
+
+  const app = new Hono();
+  mountFleetRoutes(app, { options: o, state, keys, nodes, tasks, engine, ready: () => ready });
+
+  return Object.assign(app, {
+    ready,
+    async close() {
+      closed = true;
+      if (sweepTimer !== undefined) o.clock.clearTimeout(sweepTimer);
+      tasks.close();
+      await ready.catch(() => undefined);
+    },
+  });
+}

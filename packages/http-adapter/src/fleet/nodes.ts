@@ -1,0 +1,357 @@
+import { createHash, timingSafeEqual } from "node:crypto";
+import type { HealthReport, Lease, TaskRecord, Worker } from "@flotilla/core";
+import { FlotillaError, TERMINAL_STATUSES } from "@flotilla/core";
+import type { FleetEngine } from "./engine.js";
+import type { KeyService } from "./keys.js";
+import type { ResolvedFleetOptions } from "./options.js";
+import type { RegisterBody } from "./schemas.js";
+import type { FleetState, NodeRecord, NodeState } from "./state.js";
+import { FleetHttpError, iso, KeyedMutex, uuid } from "./util.js";
+
+/** Task types a node runs when it does not say. */
+export const DEFAULT_NODE_TASK_TYPES = ["agent_run"];
+
+/** The fleet's node registry: registration, authentication, liveness, leases held. */
+export class NodeService {
+  readonly #o: ResolvedFleetOptions;
+  readonly #state: FleetState;
+  readonly #keys: KeyService;
+  readonly #engine: FleetEngine;
+  readonly mutex = new KeyedMutex();
+  readonly #registrations = new Map<string, number[]>();
+  /** Last-seen times kept in memory between persisted heartbeats. */
+  readonly #seen = new Map<string, number>();
+
+  constructor(
+    options: ResolvedFleetOptions,
+    state: FleetState,
+    keys: KeyService,
+    engine: FleetEngine,
+  ) {
+    this.#o = options;
+    this.#state = state;
+    this.#keys = keys;
+    this.#engine = engine;
+  }
+
+  /** Registers every stored node with the orchestrator (after a restart). */
+  async restore(): Promise<void> {
+    for (const node of await this.#state.listNodes()) {
+      await this.#engine.registerWorker(this.worker(node));
+    }
+  }
+
+  /** The registry worker standing for a node: it pulls work, so `execute` is never used. */
+  worker(node: NodeRecord): Worker {
+    const id = node.id;
+    return {
+      id,
+      kind: "remote-node",
+      name: node.name,
+      taskTypes: node.task_types,
+      capabilities: node.capabilities,
+      labels: node.labels,
+      maxConcurrency: node.slots,
+      local: false,
+      execute: async () => {
+        throw new FlotillaError(
+          "INVALID_STATE",
+          `node ${node.name} pulls its work (GET /tasks/pending); it cannot be pushed to`,
+        );
+      },
+      healthCheck: async (): Promise<HealthReport> => {
+        const current = await this.#state.getNode(id);
+        if (!current) return { status: "unhealthy", message: "node unregistered" };
+        const status = this.liveStatus(current);
+        if (status === "offline") {
+          return { status: "unhealthy", message: "no heartbeat", details: { status } };
+        }
+        if (status === "error") return { status: "degraded", message: "node reports an error" };
+        return { status: "healthy", details: { status } };
+      },
+    };
+  }
+
+  /** The node's status, `offline` once it has been silent for `nodeTimeoutMs`. */
+  liveStatus(node: NodeRecord): NodeState {
+    const seen = Math.max(node.last_seen_at, this.#seen.get(node.id) ?? 0);
+    if (this.#o.clock.now() - seen >= this.#o.nodeTimeoutMs) return "offline";
+    return node.status;
+  }
+
+  #checkRate(source: string): void {
+    const { max, windowMs } = this.#o.registrationRateLimit;
+    const now = this.#o.clock.now();
+    const hits = (this.#registrations.get(source) ?? []).filter((t) => t > now - windowMs);
+    if (hits.length >= max) {
+      const retry = Math.max(1, Math.ceil(((hits[0] ?? now) + windowMs - now) / 1000));
+      this.#registrations.set(source, hits);
+      throw new FleetHttpError(429, "too many registrations from this source; try again later", {
+        "retry-after": String(retry),
+      });
+    }
+    hits.push(now);
+    this.#registrations.set(source, hits);
+    if (this.#registrations.size > 10_000) {
+      for (const [k, v] of this.#registrations) {
+        if ((v[v.length - 1] ?? 0) <= now - windowMs) this.#registrations.delete(k);
+      }
+    }
+  }
+
+  #checkToken(token: string | undefined): void {
+    const expected = this.#o.registrationToken;
+    if (!expected) {
+      throw new FleetHttpError(
+        503,
+        "registration is disabled: the server has no registration token",
+      );
+    }
+    const a = createHash("sha256")
+      .update(token ?? "")
+      .digest();
+    const b = createHash("sha256").update(expected).digest();
+    if (!token || !timingSafeEqual(a, b)) {
+      throw new FleetHttpError(401, "invalid registration token");
+    }
+  }
+
+  /** `POST /register`: a new node, or a fresh key for a known name (the old one gets a grace period). */
+  /** Flood limit (429), then the registration token (503 when none is configured, 401 when wrong). */
+  admit(token: string | undefined, source: string): void {
+    this.#checkRate(source);
+    this.#checkToken(token);
+  }
+
+  /** Registers after {@link admit}. */
+  async register(
+    body: RegisterBody,
+    source: string,
+  ): Promise<{ node: NodeRecord; apiKey: string; reregistered: boolean }> {
+    const name = body.name ?? body.hostname;
+    return this.mutex.run(`name:${name}`, async () => {
+      const now = this.#o.clock.now();
+      const labels = { ...normaliseTags(body.tags), ...(body.labels ?? {}) };
+      const existing = await this.#state.findNodeByName(name);
+      if (existing) {
+        return this.mutex.run(existing.id, async () => {
+          const node = (await this.#state.getNode(existing.id)) ?? existing;
+          await this.requeueAll(node, "node registered again");
+          const { secret } = await this.#keys.rotate(
+            node.key_id,
+            this.#o.reregistrationGraceMs,
+            `node:${node.id}`,
+            source,
+          );
+          const before = JSON.stringify([
+            node.task_types,
+            node.capabilities,
+            node.labels,
+            node.slots,
+          ]);
+          node.hostname = body.hostname;
+          node.os_type = body.os_type;
+          node.capabilities = body.capabilities ?? node.capabilities;
+          node.labels = body.tags !== undefined || body.labels !== undefined ? labels : node.labels;
+          node.resources = body.resources ?? node.resources;
+          node.task_types = body.task_types ?? node.task_types;
+          node.slots = body.slots ?? node.slots;
+          node.status = "idle";
+          node.current_task_id = null;
+          node.leases = {};
+          node.last_registered_at = now;
+          node.last_seen_at = now;
+          node.registrations += 1;
+          await this.#state.putNode(node);
+          const after = JSON.stringify([
+            node.task_types,
+            node.capabilities,
+            node.labels,
+            node.slots,
+          ]);
+          if (before !== after) await this.#engine.unregisterWorker(node.id);
+          await this.#engine.registerWorker(this.worker(node));
+          this.#o.logger.info({ node: node.id, name }, "fleet node registered again");
+          return { node, apiKey: secret, reregistered: true };
+        });
+      }
+      const id = uuid();
+      const { key, secret } = await this.#keys.create({
+        name: `node:${name}`,
+        kind: "node",
+        scopes: [],
+        nodeId: id,
+        actor: "registration",
+        source,
+      });
+      const node: NodeRecord = {
+        id,
+        name,
+        hostname: body.hostname,
+        os_type: body.os_type,
+        capabilities: body.capabilities ?? [],
+        labels,
+        resources: body.resources ?? {},
+        task_types: body.task_types ?? DEFAULT_NODE_TASK_TYPES,
+        slots: body.slots ?? 1,
+        status: "idle",
+        current_task_id: null,
+        leases: {},
+        key_id: key.id,
+        registered_at: now,
+        last_registered_at: now,
+        registrations: 1,
+        last_heartbeat_at: null,
+        last_seen_at: now,
+      };
+      await this.#state.putNode(node);
+      await this.#engine.registerWorker(this.worker(node));
+      this.#o.logger.info({ node: id, name }, "fleet node registered");
+      return { node, apiKey: secret, reregistered: false };
+    });
+  }
+
+  /** Resolves a node key to its node; 401 for a missing, unknown or revoked key. */
+  async authenticate(
+    secret: string | undefined,
+    what: string,
+    source: string,
+  ): Promise<NodeRecord> {
+    const key = await this.#keys.lookup(secret);
+    if (key?.kind !== "node" || !key.node_id) {
+      if (secret)
+        await this.#keys.audit("denied", null, { source, detail: `${what}: unknown key` });
+      throw new FleetHttpError(
+        401,
+        secret ? "invalid API key" : "missing API key (X-API-Key header)",
+      );
+    }
+    const node = await this.#state.getNode(key.node_id);
+    if (!node) throw new FleetHttpError(401, "this key's node is no longer registered");
+    await this.#keys.recordUse(key, what, source);
+    this.#seen.set(node.id, this.#o.clock.now());
+    return node;
+  }
+
+  /** Persists `last_seen_at` (and brings an offline node back). */
+  async touch(nodeId: string, patch: (node: NodeRecord) => void = () => {}): Promise<NodeRecord> {
+    return this.mutex.run(nodeId, async () => {
+      const node = await this.#state.getNode(nodeId);
+      if (!node) throw new FleetHttpError(404, `node ${nodeId} not found`);
+      node.last_seen_at = this.#o.clock.now();
+      if (node.status === "offline") node.status = "idle";
+      patch(node);
+      await this.#state.putNode(node);
+      return node;
+    });
+  }
+
+  /** The task and lease `node` holds for `taskId`, or why not (403/404). */
+  async held(
+    node: NodeRecord,
+    taskId: string,
+  ): Promise<{ task: TaskRecord; lease: Lease | null; finished: boolean }> {
+    const task = await this.#engine.get(taskId);
+    if (!task) throw new FleetHttpError(404, `task ${taskId} not found`);
+    if (TERMINAL_STATUSES.has(task.status)) {
+      const last = task.workerId ?? task.result?.workerId ?? task.lease?.holder;
+      const ranHere = last === node.id || node.leases[taskId] !== undefined;
+      if (!ranHere) {
+        const st = await this.#state.getTaskState(taskId);
+        if (st?.last_node_id !== node.id) {
+          throw new FleetHttpError(403, `task ${taskId} is not held by this node`);
+        }
+      }
+      return { task, lease: null, finished: true };
+    }
+    if (!task.lease || task.lease.holder !== node.id) {
+      throw new FleetHttpError(403, `task ${taskId} is not held by this node`);
+    }
+    return { task, lease: task.lease, finished: false };
+  }
+
+  /** Returns every task the node still holds to the queue (re-registration, removal). */
+  async requeueAll(node: NodeRecord, reason: string): Promise<string[]> {
+    const out: string[] = [];
+    for (const [taskId, leaseId] of Object.entries(node.leases)) {
+      const task = await this.#engine.get(taskId);
+      const lease = task?.lease;
+      if (task && lease && lease.holder === node.id && !TERMINAL_STATUSES.has(task.status)) {
+        try {
+          await this.#engine.release(taskId, lease.id ?? leaseId, reason);
+          out.push(taskId);
+        } catch (err) {
+          this.#o.logger.warn({ err, taskId, node: node.id }, "fleet: could not release a lease");
+        }
+      }
+    }
+    node.leases = {};
+    node.current_task_id = null;
+    return out;
+  }
+
+  /** Persists `offline` for silent nodes (their tasks return by lease expiry). */
+  async sweep(): Promise<void> {
+    for (const node of await this.#state.listNodes()) {
+      if (node.status !== "offline" && this.liveStatus(node) === "offline") {
+        await this.mutex.run(node.id, async () => {
+          const fresh = await this.#state.getNode(node.id);
+          if (fresh && fresh.status !== "offline" && this.liveStatus(fresh) === "offline") {
+            fresh.status = "offline";
+            await this.#state.putNode(fresh);
+            this.#o.logger.warn({ node: fresh.id, name: fresh.name }, "fleet node went offline");
+          }
+        });
+      }
+    }
+  }
+
+  /** Unregisters a node: its tasks go back to the queue and its key stops working. */
+  async remove(id: string, actor: string): Promise<string[]> {
+    return this.mutex.run(id, async () => {
+      const node = await this.#state.getNode(id);
+      if (!node) throw new FleetHttpError(404, `node ${id} not found`);
+      const requeued = await this.requeueAll(node, "node unregistered");
+      try {
+        await this.#keys.revoke(node.key_id, actor);
+      } catch (err) {
+        if (!(err instanceof FleetHttpError && err.status === 404)) throw err;
+      }
+      await this.#engine.unregisterWorker(id);
+      await this.#state.deleteNode(id);
+      this.#seen.delete(id);
+      return requeued;
+    });
+  }
+
+  /** The JSON view of a node. */
+  view(node: NodeRecord): Record<string, unknown> {
+    const seen = Math.max(node.last_seen_at, this.#seen.get(node.id) ?? 0);
+    return {
+      id: node.id,
+      name: node.name,
+      hostname: node.hostname,
+      os_type: node.os_type,
+      status: this.liveStatus(node),
+      current_task_id: node.current_task_id,
+      leased_task_ids: Object.keys(node.leases),
+      capabilities: node.capabilities,
+      tags: node.labels,
+      labels: node.labels,
+      resources: node.resources,
+      task_types: node.task_types,
+      slots: node.slots,
+      registered_at: iso(node.registered_at),
+      last_registered_at: iso(node.last_registered_at),
+      registrations: node.registrations,
+      last_heartbeat: iso(node.last_heartbeat_at),
+      last_seen: iso(seen),
+    };
+  }
+}
+
+function normaliseTags(tags: RegisterBody["tags"]): Record<string, string> {
+  if (!tags) return {};
+  if (Array.isArray(tags)) return Object.fromEntries(tags.map((t) => [t, "true"]));
+  return Object.fromEntries(Object.entries(tags).map(([k, v]) => [k, String(v)]));
+}

@@ -1,0 +1,86 @@
+import type { Clock, Logger, Store } from "@flotilla/core";
+import type { FleetOrchestrator } from "./engine.js";
+
+/** Limits how often one source may call `POST /register`. */
+export interface RegistrationRateLimit {
+  /** Registrations (successful or not) allowed per source per window. @default 10 */
+  max: number;
+  /** Window length in milliseconds. @default 60000 */
+  windowMs: number;
+}
+
+/**
+ * Options of {@link createFleetRoutes}.
+ *
+ * @example
+ * ```ts
+ * createFleetRoutes({
+ *   orchestrator,
+ *   store,
+ *   registrationToken: process.env.FLOTILLA_REGISTRATION_TOKEN,
+ *   adminKeys: [process.env.FLOTILLA_ADMIN_KEY!],
+ *   leaseMs: 300_000,
+ *   nodeTimeoutMs: 90_000,
+ * });
+ * ```
+ */
+export interface FleetRoutesOptions {
+  /** The engine: an `Orchestrator` from `@flotilla/core` (it needs the lease API). */
+  orchestrator: FleetOrchestrator;
+  /** Where nodes, keys, files, logs and audit lines live (`SqliteStore` for a durable server). */
+  store: Store;
+  /** Token nodes present in `X-Registration-Token`. Without it `POST /register` answers 503. */
+  registrationToken?: string;
+  /** Lease given to a node per task; renewed by busy heartbeats and running/analyzing statuses. @default 300000 (5 min) */
+  leaseMs?: number;
+  /** A node silent for this long is shown offline (its tasks come back when their leases expire). @default 90000 */
+  nodeTimeoutMs?: number;
+  /** Admin keys from configuration: plain text or `sha256:<hex>`. Stored keys (`POST /keys`) work too. @default [] */
+  adminKeys?: readonly string[];
+  /** Serve admin routes without a key. Only for local use. @default false */
+  openAdmin?: boolean;
+  /** Largest accepted `POST /logs` body, in bytes. @default 33554432 (32 MiB) */
+  maxLogBytes?: number;
+  /** Largest accepted `POST /upload` file, in bytes. @default 104857600 (100 MiB) */
+  maxUploadBytes?: number;
+  /** Largest accepted JSON body on other routes, in bytes. @default 1048576 (1 MiB) */
+  maxBodyBytes?: number;
+  /** Keep uploaded files in this directory instead of the store. @default undefined (in the store) */
+  uploadDir?: string;
+  /** Per-source flood limit of `POST /register`. @default { max: 10, windowMs: 60000 } */
+  registrationRateLimit?: RegistrationRateLimit;
+  /** How long a node's former key keeps working after it registers again. @default 60000 */
+  reregistrationGraceMs?: number;
+  /** Attempts a fleet task gets (a lost node's expired lease counts as one). @default 3 */
+  maxAttempts?: number;
+  /** The URL nodes should use for `/files` (`orchestrator_url`). @default derived from each request */
+  publicUrl?: string;
+  /** How the caller's source address is found (for the registration limit). @default the socket's remote address */
+  sourceOf?: (request: Request, env: unknown) => string;
+  /** @default systemClock */
+  clock?: Clock;
+  /** @default silentLogger */
+  logger?: Logger;
+}
+
+/** Options with defaults applied. */
+export interface ResolvedFleetOptions {
+  orchestrator: FleetOrchestrator;
+  store: Store;
+  registrationToken: string | undefined;
+  leaseMs: number;
+  nodeTimeoutMs: number;
+  adminKeys: readonly string[];
+  openAdmin: boolean;
+  maxLogBytes: number;
+  maxUploadBytes: number;
+  maxBodyBytes: number;
+  uploadDir: string | undefined;
+  registrationRateLimit: RegistrationRateLimit;
+  reregistrationGraceMs: number;
+  maxAttempts: number;
+  publicUrl: string | undefined;
+  sourceOf: (request: Request, env: unknown) => string;
+  clock: Clock;
+  logger: Logger;
+}

@@ -1,0 +1,133 @@
+import { PRIORITY_NAMES } from "@flotilla/core";
+import { z } from "zod";
+
+const name = z.string().min(1).max(256);
+const stringMap = z.record(z.string().max(256), z.union([z.string(), z.number(), z.boolean()]));
+
+/** `POST /register`. */
+export const RegisterBodySchema = z
+  .object({
+    hostname: z.string().min(1).max(256),
+    name: name.optional(),
+    os_type: z.string().max(128).default("unknown"),
+    capabilities: z.array(name).max(256).optional(),
+    tags: z.union([stringMap, z.array(name).max(256)]).optional(),
+    labels: z.record(z.string().max(256), z.string().max(256)).optional(),
+    resources: z.record(z.string(), z.unknown()).optional(),
+    task_types: z.array(name).min(1).max(64).optional(),
+    slots: z.number().int().min(1).max(256).optional(),
+  })
+  .loose();
+export type RegisterBody = z.infer<typeof RegisterBodySchema>;
+
+export const NODE_STATUSES = ["idle", "busy", "offline", "error"] as const;
+
+/** `POST /nodes/heartbeat`. */
+export const HeartbeatBodySchema = z
+  .object({
+    node_id: z.string().min(1).max(256).optional(),
+    status: z.enum(NODE_STATUSES),
+    current_task_id: z.string().min(1).max(256).nullish(),
+  })
+  .loose();
+
+export const REPORTED_STATUSES = ["running", "analyzing", "success", "error"] as const;
+
+/** `POST /status` (`job_id` and `agent_session_id` are aliases). */
+export const StatusBodySchema = z
+  .object({
+    task_id: z.string().min(1).max(256).optional(),
+    job_id: z.string().min(1).max(256).optional(),
+    status: z.enum(REPORTED_STATUSES),
+    timestamp: z.union([z.string(), z.number()]).nullish(),
+    message: z.string().max(1_000_000).nullish(),
+    progress: z.number().min(0).max(100).nullish(),
+    crush_session_id: z.string().max(256).nullish(),
+    agent_session_id: z.string().max(256).nullish(),
+  })
+  .loose()
+  .refine((b) => b.task_id !== undefined || b.job_id !== undefined, {
+    message: "task_id (or job_id) is required",
+    path: ["task_id"],
+  });
+
+/** `POST /logs`. */
+export const LogsBodySchema = z
+  .object({
+    task_id: z.string().min(1).max(256).optional(),
+    job_id: z.string().min(1).max(256).optional(),
+    session: z
+      .object({
+        id: z.string().nullish(),
+        title: z.string().nullish(),
+        messages: z.array(z.object({ role: z.string() }).loose()).default([]),
+      })
+      .loose(),
+  })
+  .loose()
+  .refine((b) => b.task_id !== undefined || b.job_id !== undefined, {
+    message: "task_id (or job_id) is required",
+    path: ["task_id"],
+  });
+
+const priority = z.union([
+  z.number().finite(),
+  z
+    .string()
+    .transform((s) => s.toLowerCase())
+    .pipe(z.enum(PRIORITY_NAMES)),
+]);
+
+const time = z.union([
+  z.number().int().nonnegative(),
+  z
+    .string()
+    .refine((s) => !Number.isNaN(Date.parse(s)), "expected an ISO 8601 date-time")
+    .transform((s) => Date.parse(s)),
+]);
+
+/** `POST /tasks`. */
+export const CreateTaskBodySchema = z.object({
+  prompt: z.string().min(1).max(1_000_000),
+  type: name.optional(),
+  payload: z.record(z.string(), z.unknown()).optional(),
+  target_node_id: name.nullish(),
+  target_node_name: name.nullish(),
+  target_tags: z
+    .record(z.string().max(256), z.union([z.string(), z.number(), z.boolean()]))
+    .nullish(),
+  priority: priority.nullish(),
+  timeout_seconds: z
+    .number()
+    .int()
+    .min(1)
+    .max(7 * 24 * 3600)
+    .default(3600),
+  files: z.array(name).max(100).default([]),
+  scheduled_for: time.nullish(),
+  recurrence: z.string().min(1).max(256).nullish(),
+  timezone: z.string().max(64).nullish(),
+  max_attempts: z.number().int().min(1).max(100).optional(),
+  capabilities: z.array(name).max(64).optional(),
+  idempotency_key: name.optional(),
+  tenant: name.optional(),
+  metadata: z.record(z.string(), z.unknown()).optional(),
+});
+export type CreateTaskBody = z.infer<typeof CreateTaskBodySchema>;
+
+/** `POST /keys`. */
+export const CreateKeyBodySchema = z.object({
+  name: z.string().min(1).max(256),
+  scopes: z.array(z.string()).min(1).max(16).default(["admin"]),
+  allowed_targets: z.array(name).max(64).nullish(),
+  expires_at: time.nullish(),
+  expires_in_days: z.number().positive().max(3650).nullish(),
+});
+
+/** `?limit=&offset=` and friends. */
+export const ListTasksQuerySchema = z.object({
+  status: z.string().max(64).optional(),
+  node_id: z.string().max(256).optional(),
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+  offset: z.coerce.number().int().min(0).default(0),
+});

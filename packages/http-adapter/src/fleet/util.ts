@@ -1,0 +1,115 @@
+import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
+import { type ErrorCode, FlotillaError } from "@flotilla/core";
+import type { ZodError } from "zod";
+
+/** Runs async sections one at a time per key (read-modify-write of one stored record). */
+export class KeyedMutex {
+  readonly #tails = new Map<string, Promise<unknown>>();
+
+  async run<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.#tails.get(key) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const tail = next.catch(() => undefined);
+    this.#tails.set(key, tail);
+    try {
+      return await next;
+    } finally {
+      if (this.#tails.get(key) === tail) this.#tails.delete(key);
+    }
+  }
+}
+
+/** Lowercase hex SHA-256. */
+export function sha256Hex(data: string | Uint8Array): string {
+  return createHash("sha256").update(data).digest("hex");
+}
+
+/** Compares two hex digests in constant time. */
+export function sameDigest(a: string, b: string): boolean {
+  const x = Buffer.from(a, "hex");
+  const y = Buffer.from(b, "hex");
+  return x.length === y.length && x.length > 0 && timingSafeEqual(x, y);
+}
+
+/** A new random secret with a readable prefix. */
+export function newSecret(prefix: string): string {
+  return `${prefix}_${randomBytes(32).toString("base64url")}`;
+}
+
+export const uuid = (): string => randomUUID();
+
+const STATUS: Partial<Record<ErrorCode, number>> = {
+  VALIDATION: 400,
+  UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
+  NOT_FOUND: 404,
+  CONFLICT: 409,
+  INVALID_STATE: 409,
+  RATE_LIMITED: 429,
+  SHUTTING_DOWN: 503,
+  STORE_ERROR: 503,
+};
+
+/** An error with an explicit HTTP status, answered as `{detail}`. */
+export class FleetHttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly detail: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(detail);
+  }
+}
+
+/** The HTTP status for anything thrown inside a fleet route. */
+export function toHttpError(err: unknown): FleetHttpError {
+  if (err instanceof FleetHttpError) return err;
+  if (err instanceof FlotillaError) {
+    const status = STATUS[err.code];
+    if (status) return new FleetHttpError(status, err.message);
+  }
+  return new FleetHttpError(500, "internal server error");
+}
+
+/** A 400 naming each bad field and what was expected. */
+export function validationError(err: ZodError, where = "body"): FleetHttpError {
+  const msg = err.issues
+    .map((i) => {
+      const path = i.path.length ? `${where}.${i.path.map(String).join(".")}` : where;
+      return `${path}: ${i.message}`;
+    })
+    .join("; ");
+  return new FleetHttpError(400, msg || `invalid ${where}`);
+}
+
+const matchers = new Map<string, RegExp>();
+
+/**
+ * Whether `name` matches the glob `pattern` (`client-acme-*`): `*` is any run of
+ * characters, `?` one character, everything else literal (fnmatch-style, case-sensitive).
+ */
+export function globMatch(pattern: string, name: string): boolean {
+  let re = matchers.get(pattern);
+  if (!re) {
+    const body = pattern
+      .split("")
+      .map((ch) =>
+        ch === "*" ? ".*" : ch === "?" ? "." : ch.replace(/[.+^${}()|[\]\\/-]/g, "\\$&"),
+      )
+      .join("");
+    re = new RegExp(`^${body}$`, "s");
+    if (matchers.size > 1000) matchers.clear();
+    matchers.set(pattern, re);
+  }
+  return re.test(name);
+}
+
+/** Reduces a file name to its basename (both separators), as nodes do. */
+export function baseName(name: string): string {
+  const parts = name.split(/[\\/]/);
+  return parts[parts.length - 1] ?? "";
+}
+
+/** ISO time or null. */
+export const iso = (ms: number | null | undefined): string | null =>
+  typeof ms === "number" && Number.isFinite(ms) ? new Date(ms).toISOString() : null;
