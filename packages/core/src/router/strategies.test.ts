@@ -164,7 +164,7 @@ describe("preferLocal", () => {
     expect(id(preferLocal({ kind: "ollama" }).pick(task, all))).toBe("o2");
     expect(id(preferLocal({ kind: ["docker", "ollama"] }).pick(task, all))).toBe("gpu");
     expect(id(preferLocal({ labels: { gpu: "yes" } }).pick(task, all))).toBe("gpu");
-    expect(id(preferLocal({ kind: "ollama", then: roundRobin() }).pick(task, all))).toBe("o1");
+    expect(id(preferLocal({ kind: "ollama", within: roundRobin() }).pick(task, all))).toBe("o1");
     expect(id(preferLocal({ prefer: (e) => e.id === "api" }).pick(task, all))).toBe("api");
     // No ollama among the candidates: least loaded of the rest.
     expect(id(preferLocal({ kind: "ollama" }).pick(task, [all[0]!, all[3]!]))).toBe("api");

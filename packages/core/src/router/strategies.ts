@@ -193,7 +193,7 @@ export interface PreferLocalOptions {
   /** Prefer workers carrying all these labels. */
   labels?: Readonly<Record<string, string>>;
   /** Chooses within the preferred group, or among all when none is preferred. @default leastLoaded() */
-  then?: RoutingStrategy;
+  within?: RoutingStrategy;
 }
 
 /**
@@ -223,12 +223,12 @@ export function preferLocal(options: PreferLocalOptions = {}): RoutingStrategy {
       }
       return true;
     });
-  const then = options.then ?? leastLoaded();
+  const within = options.within ?? leastLoaded();
   return {
     name: "prefer-local",
     pick(task, candidates) {
       const preferred = candidates.filter(prefer);
-      return then.pick(task, preferred.length > 0 ? preferred : candidates);
+      return within.pick(task, preferred.length > 0 ? preferred : candidates);
     },
   };
 }
