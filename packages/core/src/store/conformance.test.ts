@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describeStoreConformance } from "../../../testing/src/store-conformance.js";
+import { describeStoreConformance } from "@flotilla/testing";
 import { MemoryStore } from "./memory.js";
 import { SqliteStore } from "./sqlite.js";
 
