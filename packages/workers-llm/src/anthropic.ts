@@ -194,7 +194,7 @@ export class AnthropicWorker extends LlmWorker {
     });
     if (req.stream) return this.#stream(body, schemaTool, call);
     const { data, response } = await this.#client.messages
-      .create({ ...body, stream: false } as unknown as Anthropic.MessageCreateParamsNonStreaming, {
+      .create(body as unknown as Anthropic.MessageCreateParamsNonStreaming, {
         signal: call.signal,
       })
       .withResponse();

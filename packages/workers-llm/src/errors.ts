@@ -84,7 +84,7 @@ function providerMessage(err: ApiErrorLike): string {
 
 function providerType(err: ApiErrorLike): string | undefined {
   const body = err.error as Record<string, any> | undefined;
-  const t = body?.code ?? body?.type ?? body?.error?.type ?? err.code ?? err.type;
+  const t = body?.code ?? body?.error?.type ?? body?.type ?? err.code ?? err.type;
   return typeof t === "string" ? t : undefined;
 }
 
@@ -104,15 +104,16 @@ function isApiError(err: unknown): err is ApiErrorLike {
 export function mapProviderError(err: unknown, ctx: ErrorContext): Error {
   const { provider, secrets } = ctx;
   const clean = (m: string) => redact(m, secrets);
+  if (ctx.signal.aborted) {
+    // Some SDK streams end quietly when aborted: whatever came out, the caller cancelled.
+    return new FlotillaError("CANCELLED", `${provider} request aborted`);
+  }
   if (
     err instanceof FlotillaError ||
     err instanceof UnrecoverableError ||
     err instanceof RetryAfterError
   ) {
     return err;
-  }
-  if (ctx.signal.aborted) {
-    return new FlotillaError("CANCELLED", `${provider} request aborted`);
   }
   const name = err instanceof Error ? err.name : "";
   const message = err instanceof Error ? err.message : String(err);

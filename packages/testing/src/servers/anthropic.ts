@@ -23,7 +23,7 @@ export interface AnthropicServerOptions {
   defaultReply?: Scripted<ChatReply>;
   /** Headers added to every response (e.g. `anthropic-ratelimit-*`). */
   headers?: Record<string, string>;
-  /** When set, requests must carry `x-api-key: <apiKey>` (401 otherwise). */
+  /** When set, requests must carry `x-api-key: <apiKey>` or `Authorization: Bearer <apiKey>` (401 otherwise). */
   apiKey?: string;
 }
 
@@ -98,7 +98,11 @@ export async function startAnthropicServer(
   });
 
   async function route(req: RecordedRequest): Promise<PlannedResponse> {
-    if (options.apiKey !== undefined && req.headers["x-api-key"] !== options.apiKey) {
+    if (
+      options.apiKey !== undefined &&
+      req.headers["x-api-key"] !== options.apiKey &&
+      req.headers.authorization !== `Bearer ${options.apiKey}`
+    ) {
       return anthropicErrorPlan({ status: 401, message: "invalid x-api-key" });
     }
     if (req.method === "GET" && req.path === "/v1/models") {
