@@ -103,7 +103,11 @@ export class FleetEngine {
       | null
       | undefined;
     if (!got) return null;
-    if ("task" in got && "lease" in got && got.lease) return got as FleetClaim;
+    const c = got as { lease?: Lease; record?: TaskRecord; task?: unknown };
+    if (c.lease && c.record) return { task: c.record, lease: c.lease };
+    if (c.lease && c.task && (c.task as TaskRecord).version !== undefined) {
+      return { task: c.task as TaskRecord, lease: c.lease };
+    }
     const task = got as TaskRecord;
     if (!task.lease) throw new FlotillaError("INTERNAL", "orchestrator.claim returned no lease");
     return { task, lease: task.lease };
@@ -134,8 +138,9 @@ export class FleetEngine {
   async unregisterWorker(id: string): Promise<void> {
     const o = this.#o;
     try {
-      if (typeof o.unregisterWorker === "function") await o.unregisterWorker(id, { drain: false });
-      else if (typeof o.unregister === "function") await o.unregister(id, { drain: false });
+      if (typeof o.unregisterWorker === "function")
+        await o.unregisterWorker(id, { mode: "handback" });
+      else if (typeof o.unregister === "function") await o.unregister(id, { mode: "handback" });
     } catch (err) {
       if (!(err instanceof FlotillaError && err.code === "NOT_FOUND")) throw err;
     }

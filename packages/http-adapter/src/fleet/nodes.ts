@@ -254,13 +254,10 @@ export class NodeService {
     const task = await this.#engine.get(taskId);
     if (!task) throw new FleetHttpError(404, `task ${taskId} not found`);
     if (TERMINAL_STATUSES.has(task.status)) {
-      const last = task.workerId ?? task.result?.workerId ?? task.lease?.holder;
-      const ranHere = last === node.id || node.leases[taskId] !== undefined;
-      if (!ranHere) {
-        const st = await this.#state.getTaskState(taskId);
-        if (st?.last_node_id !== node.id) {
-          throw new FleetHttpError(403, `task ${taskId} is not held by this node`);
-        }
+      const st = await this.#state.getTaskState(taskId);
+      const last = task.result?.workerId ?? task.workerId ?? st?.last_node_id;
+      if (last !== node.id) {
+        throw new FleetHttpError(403, `task ${taskId} is not held by this node`);
       }
       return { task, lease: null, finished: true };
     }

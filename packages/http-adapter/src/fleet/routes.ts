@@ -400,7 +400,7 @@ export function mountFleetRoutes(app: Hono, parts: FleetParts): void {
       const cutoff = o.clock.now() - days * 86_400_000;
       const finished = await o.store.listTasks({ status: [...TERMINAL_STATUSES] });
       const candidates = finished.filter((t) => t.updatedAt < cutoff).map((t) => t.id);
-      const deleted = await o.store.deleteFinished({ olderThan: cutoff });
+      const deleted = await o.store.deleteFinished({ olderThan: days * 86_400_000 });
       for (const id of candidates) {
         if (!(await o.store.getTask(id))) {
           await state.deleteTaskState(id);

@@ -136,6 +136,9 @@ export interface ScheduleRecord {
   active: boolean;
 }
 
+/** Orders audit lines written in the same millisecond. */
+let auditSeq = 0;
+
 /** Typed access to the fleet's collections. */
 export class FleetState {
   constructor(readonly store: Store) {}
@@ -181,7 +184,8 @@ export class FleetState {
   }
 
   putAudit(entry: AuditEntry): Promise<void> {
-    const key = `${String(entry.at).padStart(15, "0")}-${entry.id}`;
+    auditSeq += 1;
+    const key = `${String(entry.at).padStart(15, "0")}-${String(auditSeq).padStart(12, "0")}-${entry.id}`;
     return this.store.kvPut(COLLECTIONS.audit, key, entry);
   }
   async listAudit(): Promise<AuditEntry[]> {
