@@ -1,0 +1,23 @@
+export { malformed, mapOllamaError, OllamaRequestError, redact, retryAfterMs } from "./errors.js";
+export {
+  type LlmRequest,
+  type LlmRequestInput,
+  LlmRequestSchema,
+  type LlmResponse,
+  parseLlmRequest,
+} from "./llm-schema.js";
+export {
+  type EmbedResponse,
+  inferOllamaCapabilities,
+  type OllamaModelInfo,
+  OllamaWorker,
+  type OllamaWorkerOptions,
+  type PullProgress,
+  toOllamaMessages,
+} from "./ollama-worker.js";
+export {
+  OllamaEmbedSchema,
+  OllamaGenerateSchema,
+  type OllamaRequest,
+  parseOllamaRequest,
+} from "./request.js";
