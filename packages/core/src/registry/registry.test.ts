@@ -131,6 +131,27 @@ describe("WorkerRegistry: matching", () => {
     expect(ids(r, makeTaskRecord({ type: "other" }))).toEqual(["any"]);
   });
 
+  it("merges typed and wildcard workers in registration order, and available() filters the same way", () => {
+    const { registry } = setup();
+    for (const [id, types] of [
+      ["t1", ["x"]],
+      ["s1", ["*"]],
+      ["t2", ["x", "y"]],
+      ["s2", ["*"]],
+      ["t3", ["x"]],
+    ] as const) {
+      registry.add(makeStubWorker({ id, taskTypes: [...types] }));
+    }
+    const x = makeTaskRecord({ type: "x" });
+    expect(registry.eligible(x).map((e) => e.id)).toEqual(["t1", "s1", "t2", "s2", "t3"]);
+    registry.acquireSlot("s1");
+    registry.setAccepting("t3", false);
+    expect(registry.available(x).map((e) => e.id)).toEqual(["t1", "t2", "s2"]);
+    registry.remove("t1");
+    registry.add(makeStubWorker({ id: "t1", taskTypes: ["x"] }));
+    expect(registry.eligible(x).map((e) => e.id)).toEqual(["s1", "t2", "s2", "t3", "t1"]);
+  });
+
   it("requires every capability and label", () => {
     const r = fleet();
     const t = (requirements: object) =>
@@ -637,5 +658,7 @@ describe("WorkerRegistry: snapshot", () => {
       },
     });
     expect(snap[1]).toMatchObject({ id: "b", name: "bee", local: false, circuit: "closed" });
+    expect(registry.info("b")).toEqual(snap[1]);
+    expect(registry.info("ghost")).toBeUndefined();
   });
 });

@@ -2,6 +2,8 @@ import { EventEmitter } from "eventemitter3";
 import { z } from "zod";
 import { type Clock, systemClock, type TimerHandle } from "../clock.js";
 import { FlotillaError, type SerializedError } from "../errors.js";
+import { startHealthCheck } from "../health/check.js";
+import { type HealthCounters, initialHealthCounters, nextHealthState } from "../health/state.js";
 import { type Logger, silentLogger } from "../logger.js";
 import type { TaskRecord } from "../task/types.js";
 import type { HealthReport, Worker } from "../worker/types.js";
@@ -144,10 +146,7 @@ class Entry implements WorkerEntry {
   };
   /** Execution-time samples averaged so far. */
   samples = 0;
-  /** Consecutive failed / not-unhealthy / healthy checks. */
-  badChecks = 0;
-  okChecks = 0;
-  healthyChecks = 0;
+  healthCounters: HealthCounters = initialHealthCounters();
   openUntil = 0;
   cooldownTimer: TimerHandle | undefined;
   /** A half-open circuit admits one probe task at a time. */
@@ -424,39 +423,7 @@ export class WorkerRegistry extends EventEmitter<WorkerRegistryEvents> {
    * ```
    */
   eligible(task: TaskRecord): WorkerEntry[] {
-    const targetId = task.target?.workerId;
-    if (targetId !== undefined) {
-      const entry = this.#entries.get(targetId);
-      return entry !== undefined && matchesTask(entry, task) ? [entry] : [];
-    }
-    const typed = this.#byType.get(task.type);
-    let sources: Set<Entry>[] = [];
-    if (typed !== undefined) sources.push(typed);
-    if (this.#anyType.size > 0) sources.push(this.#anyType);
-    let size = (typed?.size ?? 0) + this.#anyType.size;
-    if (size === 0) return [];
-    const narrow = (set: Set<Entry> | undefined): boolean => {
-      if (set === undefined) return false;
-      if (set.size < size) {
-        sources = [set];
-        size = set.size;
-      }
-      return true;
-    };
-    for (const cap of task.requirements?.capabilities ?? []) {
-      if (!narrow(this.#byCapability.get(cap))) return [];
-    }
-    for (const pairs of [task.requirements?.labels, task.target?.tags]) {
-      if (pairs === undefined) continue;
-      for (const key in pairs) {
-        if (!narrow(this.#byLabel.get(labelKey(key, pairs[key]!)))) return [];
-      }
-    }
-    const out: Entry[] = [];
-    for (const source of sources)
-      for (const entry of source) if (matchesTask(entry, task)) out.push(entry);
-    if (sources.length > 1 && out.length > 1) out.sort((a, b) => a.seq - b.seq);
-    return out;
+    return this.#collect(task, false);
   }
 
   /**
@@ -470,7 +437,64 @@ export class WorkerRegistry extends EventEmitter<WorkerRegistryEvents> {
    * ```
    */
   available(task: TaskRecord): WorkerEntry[] {
-    return this.eligible(task).filter((entry) => this.canTake(entry));
+    return this.#collect(task, true);
+  }
+
+  /**
+   * Matching workers in registration order, optionally only those that can take a task now.
+   * Scans the smallest index set that every match must belong to. The type index and the
+   * wildcard set are each in registration order (sets keep insertion order), so when both
+   * are scanned their results are merged, not sorted.
+   */
+  #collect(task: TaskRecord, onlyAvailable: boolean): Entry[] {
+    const keep = (entry: Entry) =>
+      matchesTask(entry, task) && (!onlyAvailable || this.#canTakeEntry(entry));
+    const targetId = task.target?.workerId;
+    if (targetId !== undefined) {
+      const entry = this.#entries.get(targetId);
+      return entry !== undefined && keep(entry) ? [entry] : [];
+    }
+    const typed = this.#byType.get(task.type);
+    let narrowest: Set<Entry> | undefined;
+    let size = (typed?.size ?? 0) + this.#anyType.size;
+    if (size === 0) return [];
+    for (const cap of task.requirements?.capabilities ?? []) {
+      const set = this.#byCapability.get(cap);
+      if (set === undefined) return [];
+      if (set.size < size) {
+        narrowest = set;
+        size = set.size;
+      }
+    }
+    for (const pairs of [task.requirements?.labels, task.target?.tags]) {
+      if (pairs === undefined) continue;
+      for (const key in pairs) {
+        const set = this.#byLabel.get(labelKey(key, pairs[key]!));
+        if (set === undefined) return [];
+        if (set.size < size) {
+          narrowest = set;
+          size = set.size;
+        }
+      }
+    }
+    const out: Entry[] = [];
+    if (narrowest !== undefined) {
+      for (const entry of narrowest) if (keep(entry)) out.push(entry);
+      return out;
+    }
+    const a: Entry[] = [];
+    if (typed !== undefined) for (const entry of typed) if (keep(entry)) a.push(entry);
+    if (this.#anyType.size === 0) return a;
+    const b: Entry[] = [];
+    for (const entry of this.#anyType) if (keep(entry)) b.push(entry);
+    if (a.length === 0) return b;
+    if (b.length === 0) return a;
+    let i = 0;
+    let j = 0;
+    while (i < a.length && j < b.length) out.push(a[i]!.seq < b[j]!.seq ? a[i++]! : b[j++]!);
+    while (i < a.length) out.push(a[i++]!);
+    while (j < b.length) out.push(b[j++]!);
+    return out;
   }
 
   /**
@@ -483,8 +507,12 @@ export class WorkerRegistry extends EventEmitter<WorkerRegistryEvents> {
    */
   canTake(entry: WorkerEntry): boolean {
     const e = this.#entries.get(entry.id);
-    if (e === undefined || e.removed) return false;
+    return e !== undefined && this.#canTakeEntry(e);
+  }
+
+  #canTakeEntry(e: Entry): boolean {
     return (
+      !e.removed &&
       e.accepting &&
       e.health !== "unhealthy" &&
       e.inFlight < e.worker.maxConcurrency &&
@@ -668,28 +696,44 @@ export class WorkerRegistry extends EventEmitter<WorkerRegistryEvents> {
    */
   snapshot(): WorkerInfo[] {
     const out: WorkerInfo[] = [];
-    for (const entry of this.#entries.values()) {
-      this.#circuitAllows(entry); // turn a cooled-down open circuit half-open before reporting
-      const w = entry.worker;
-      const info: WorkerInfo = {
-        id: entry.id,
-        kind: w.kind,
-        name: w.name ?? entry.id,
-        taskTypes: [...w.taskTypes],
-        capabilities: [...(w.capabilities ?? [])],
-        labels: { ...(w.labels ?? {}) },
-        local: w.local ?? true,
-        maxConcurrency: w.maxConcurrency,
-        inFlight: entry.inFlight,
-        health: entry.health,
-        circuit: entry.circuit,
-        accepting: entry.accepting,
-        registeredAt: entry.registeredAt,
-        stats: { ...entry.stats },
-      };
-      out.push(toJsonSafe(info) as WorkerInfo);
-    }
+    for (const entry of this.#entries.values()) out.push(this.#info(entry));
     return out;
+  }
+
+  /**
+   * The JSON-safe picture of one worker (as in {@link WorkerRegistry.snapshot}), or
+   * `undefined` for an unknown id.
+   *
+   * @example
+   * ```ts
+   * registry.info("echo")?.stats.avgExecutionMs;
+   * ```
+   */
+  info(id: string): WorkerInfo | undefined {
+    const entry = this.#entries.get(id);
+    return entry === undefined ? undefined : this.#info(entry);
+  }
+
+  #info(entry: Entry): WorkerInfo {
+    this.#circuitAllows(entry); // turn a cooled-down open circuit half-open before reporting
+    const w = entry.worker;
+    const info: WorkerInfo = {
+      id: entry.id,
+      kind: w.kind,
+      name: w.name ?? entry.id,
+      taskTypes: [...w.taskTypes],
+      capabilities: [...(w.capabilities ?? [])],
+      labels: { ...(w.labels ?? {}) },
+      local: w.local ?? true,
+      maxConcurrency: w.maxConcurrency,
+      inFlight: entry.inFlight,
+      health: entry.health,
+      circuit: entry.circuit,
+      accepting: entry.accepting,
+      registeredAt: entry.registeredAt,
+      stats: { ...entry.stats },
+    };
+    return toJsonSafe(info) as WorkerInfo;
   }
 
   // ---- circuit breaker ----
@@ -782,85 +826,32 @@ export class WorkerRegistry extends EventEmitter<WorkerRegistryEvents> {
 
   /** Runs one check (joining a check already running for that worker) and applies it. */
   #checkOne(entry: Entry): Promise<HealthReport> {
-    const worker = entry.worker;
-    if (worker.healthCheck === undefined) {
-      return Promise.resolve({ status: entry.health });
-    }
+    if (entry.worker.healthCheck === undefined) return Promise.resolve({ status: entry.health });
     if (entry.check !== undefined) return entry.check.promise;
-    const clock = this.#clock;
-    const timeoutMs = this.#health.timeoutMs;
-    const controller = new AbortController();
-    let timer: TimerHandle | undefined;
-    let settle!: (r: HealthReport | undefined) => void;
-    const outcome = new Promise<HealthReport | undefined>((resolve) => {
-      settle = resolve;
+    const running = startHealthCheck(entry.worker, {
+      clock: this.#clock,
+      timeoutMs: this.#health.timeoutMs,
     });
-    timer = clock.setTimeout(() => {
-      timer = undefined;
-      controller.abort(
-        new FlotillaError("TIMEOUT", `health check timed out after ${timeoutMs} ms`),
-      );
-      settle({ status: "unhealthy", message: `health check timed out after ${timeoutMs} ms` });
-    }, timeoutMs);
-    (async () => worker.healthCheck!(controller.signal))().then(
-      (value) => {
-        try {
-          settle(parseHealthReport(value));
-        } catch (err) {
-          settle({ status: "unhealthy", message: (err as Error).message });
-        }
-      },
-      (err) => {
-        const message = err instanceof Error ? err.message : String(err);
-        settle({ status: "unhealthy", message: `health check failed: ${message}` });
-      },
-    );
-    const cancel = () => {
-      if (timer !== undefined) clock.clearTimeout(timer);
-      timer = undefined;
-      controller.abort(new FlotillaError("CANCELLED", "health check cancelled"));
-      settle(undefined);
+    const pending: PendingCheck = {
+      cancel: running.cancel,
+      promise: running.result.then((report) => {
+        if (entry.check === pending) entry.check = undefined;
+        if (report === undefined) return { status: entry.health }; // cancelled: nothing learned
+        if (!entry.removed) this.#applyHealth(entry, report);
+        return report;
+      }),
     };
-    const promise = outcome.then((report) => {
-      if (timer !== undefined) clock.clearTimeout(timer);
-      timer = undefined;
-      if (entry.check === pending) entry.check = undefined;
-      if (report === undefined) return { status: entry.health };
-      if (!entry.removed) this.#applyHealth(entry, report);
-      return report;
-    });
-    const pending: PendingCheck = { promise, cancel };
     entry.check = pending;
-    return promise;
+    return pending.promise;
   }
 
   #applyHealth(entry: Entry, report: HealthReport): void {
-    const opts = this.#health;
     entry.stats.lastHealthCheckAt = this.#clock.now();
     entry.stats.lastHealthReport = report;
     const from = entry.health;
-    let to = from;
-    if (report.status === "unhealthy") {
-      entry.badChecks++;
-      entry.okChecks = 0;
-      entry.healthyChecks = 0;
-      if (entry.badChecks >= opts.unhealthyAfter) to = "unhealthy";
-      else if (entry.badChecks >= opts.degradedAfter && from === "healthy") to = "degraded";
-    } else {
-      entry.badChecks = 0;
-      entry.okChecks++;
-      if (report.status === "healthy") entry.healthyChecks++;
-      else entry.healthyChecks = 0;
-      if (from === "unhealthy") {
-        if (entry.okChecks >= opts.recoverAfter) {
-          to = entry.healthyChecks >= opts.recoverAfter ? "healthy" : "degraded";
-        }
-      } else if (report.status === "degraded") {
-        to = "degraded";
-      } else if (from === "degraded" && entry.healthyChecks >= opts.recoverAfter) {
-        to = "healthy";
-      }
-    }
+    const next = nextHealthState(from, entry.healthCounters, report, this.#health);
+    entry.healthCounters = next.counters;
+    const to = next.state;
     if (to === from) return;
     entry.health = to;
     this.#logger[to === "healthy" ? "info" : "warn"](

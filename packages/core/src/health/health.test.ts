@@ -1,0 +1,141 @@
+import { FakeClock, makeStubWorker } from "@flotilla/testing";
+import { describe, expect, it } from "vitest";
+import type { WorkerHealthState } from "../registry/types.js";
+import type { HealthReport, HealthStatus } from "../worker/types.js";
+import { checkWorkerHealth, startHealthCheck } from "./check.js";
+import { initialHealthCounters, nextHealthState } from "./state.js";
+
+const t = { degradedAfter: 2, unhealthyAfter: 4, recoverAfter: 3 };
+
+/** Feeds a sequence of outcomes through the state machine and returns the states visited. */
+function run(outcomes: HealthStatus[], start: WorkerHealthState = "healthy") {
+  let state = start;
+  let counters = initialHealthCounters();
+  return outcomes.map((status) => {
+    ({ state, counters } = nextHealthState(state, counters, { status }, t));
+    return state;
+  });
+}
+
+describe("nextHealthState", () => {
+  it("degrades after degradedAfter failures and fails after unhealthyAfter", () => {
+    expect(run(["unhealthy", "unhealthy", "unhealthy", "unhealthy"])).toEqual([
+      "healthy",
+      "degraded",
+      "degraded",
+      "unhealthy",
+    ]);
+  });
+
+  it("a good answer resets the failure streak", () => {
+    expect(run(["unhealthy", "healthy", "unhealthy", "healthy"])).toEqual([
+      "healthy",
+      "healthy",
+      "healthy",
+      "healthy",
+    ]);
+  });
+
+  it("recovers from unhealthy only after recoverAfter good checks in a row", () => {
+    expect(
+      run(["healthy", "healthy", "unhealthy", "healthy", "healthy", "healthy"], "unhealthy"),
+    ).toEqual(["unhealthy", "unhealthy", "unhealthy", "unhealthy", "unhealthy", "healthy"]);
+    expect(run(["degraded", "healthy", "healthy"], "unhealthy")).toEqual([
+      "unhealthy",
+      "unhealthy",
+      "degraded",
+    ]);
+  });
+
+  it("a degraded report degrades at once; healthy needs recoverAfter healthy reports", () => {
+    expect(
+      run(["degraded", "healthy", "healthy", "degraded", "healthy", "healthy", "healthy"]),
+    ).toEqual(["degraded", "degraded", "degraded", "degraded", "degraded", "degraded", "healthy"]);
+  });
+
+  it("never gets stuck: from any state, enough healthy checks lead to healthy", () => {
+    for (const start of ["healthy", "degraded", "unhealthy"] as const) {
+      expect(run(["healthy", "healthy", "healthy"], start).at(-1)).toBe("healthy");
+    }
+  });
+});
+
+describe("startHealthCheck / checkWorkerHealth", () => {
+  it("returns the worker's report", async () => {
+    const worker = makeStubWorker({
+      id: "w",
+      healthCheck: async () => ({ status: "degraded", message: "slow disk" }),
+    });
+    expect(await checkWorkerHealth(worker, { clock: new FakeClock() })).toEqual({
+      status: "degraded",
+      message: "slow disk",
+    });
+    expect(await checkWorkerHealth(makeStubWorker({ id: "plain" }))).toEqual({ status: "healthy" });
+  });
+
+  it("turns throws, malformed answers and timeouts into unhealthy reports", async () => {
+    const clock = new FakeClock({ now: 0 });
+    const throws = makeStubWorker({
+      id: "a",
+      healthCheck: () => {
+        throw new Error("ECONNREFUSED");
+      },
+    });
+    expect(await checkWorkerHealth(throws, { clock })).toEqual({
+      status: "unhealthy",
+      message: "health check failed: ECONNREFUSED",
+    });
+    const malformed = makeStubWorker({
+      id: "b",
+      healthCheck: async () => "ok" as unknown as HealthReport,
+    });
+    expect((await checkWorkerHealth(malformed, { clock })).message).toMatch(
+      /malformed health report/,
+    );
+
+    let signal: AbortSignal | undefined;
+    const hangs = makeStubWorker({
+      id: "c",
+      healthCheck: (s) => {
+        signal = s;
+        return new Promise(() => {});
+      },
+    });
+    const pending = checkWorkerHealth(hangs, { clock, timeoutMs: 250 });
+    await clock.advance(249);
+    expect(signal!.aborted).toBe(false);
+    await clock.advance(1);
+    expect(await pending).toEqual({
+      status: "unhealthy",
+      message: "health check timed out after 250 ms",
+    });
+    expect(signal!.aborted).toBe(true);
+    expect((signal!.reason as { code: string }).code).toBe("TIMEOUT");
+    expect(clock.pendingTimers).toBe(0);
+  });
+
+  it("cancels through cancel() or an outer signal, clearing its timer", async () => {
+    const clock = new FakeClock({ now: 0 });
+    const seen: AbortSignal[] = [];
+    const hangs = makeStubWorker({
+      id: "c",
+      healthCheck: (s) => {
+        seen.push(s);
+        return new Promise(() => {});
+      },
+    });
+    const running = startHealthCheck(hangs, { clock, timeoutMs: 1000 });
+    running.cancel();
+    expect(await running.result).toBeUndefined();
+    expect(seen[0]!.aborted).toBe(true);
+    expect(clock.pendingTimers).toBe(0);
+
+    const outer = new AbortController();
+    const p = checkWorkerHealth(hangs, { clock, signal: outer.signal });
+    outer.abort();
+    expect(await p).toEqual({ status: "unhealthy", message: "health check cancelled" });
+    expect(clock.pendingTimers).toBe(0);
+    const late = await checkWorkerHealth(hangs, { clock, signal: outer.signal });
+    expect(late.message).toBe("health check cancelled");
+  });
+});
