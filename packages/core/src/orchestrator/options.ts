@@ -1,0 +1,131 @@
+import { z } from "zod";
+import type { Clock } from "../clock.js";
+import type { Logger } from "../logger.js";
+import type { WorkerRegistryOptions } from "../registry/registry.js";
+import type { DispatchGate } from "../resources/gate.js";
+import type { RoutingStrategyName } from "../router/strategies.js";
+import type { RoutingStrategy } from "../router/types.js";
+import type { Store } from "../store/types.js";
+import type { TaskDefaults } from "../task/normalize.js";
+import { PrioritySchema, RetryPolicySchema } from "../task/schema.js";
+
+/**
+ * Options of an {@link Orchestrator}. Every field is optional.
+ *
+ * @example
+ * ```ts
+ * const orchestrator = new Orchestrator({
+ *   concurrency: 32,
+ *   aging: { intervalMs: 10_000 },
+ *   routing: "power-of-two",
+ *   fairness: { weights: { acme: 3 } },
+ *   defaults: { timeoutMs: 60_000, retry: { maxAttempts: 3 } },
+ * });
+ * ```
+ */
+export interface OrchestratorOptions {
+  /** Time source of every timer. @default systemClock */
+  clock?: Clock;
+  /** Where task state is written before it is acknowledged. @default new MemoryStore() */
+  store?: Store;
+  /** pino-compatible logger. @default silentLogger */
+  logger?: Logger;
+  /** Tasks leased or running at once across all workers and remote slots. @default Infinity */
+  concurrency?: number;
+  /**
+   * Priority aging: a waiting task gains one priority point per `intervalMs` over newer
+   * tasks, so `background` work cannot starve under a stream of urgent work.
+   * @default undefined (off)
+   */
+  aging?: { intervalMs: number };
+  /** Weighted fair share between tenants at equal priority. @default every tenant weight 1 */
+  fairness?: { weights?: Record<string, number> };
+  /** How a worker is chosen among those that can take a task. @default "least-loaded" */
+  routing?: RoutingStrategy | RoutingStrategyName;
+  /** Checks consulted before every dispatch (rate limits, budgets, tenant caps, admission). @default [] */
+  gates?: DispatchGate[];
+  /** Defaults applied to submitted tasks. @default { priority: "normal", retry: { maxAttempts: 1 } } */
+  defaults?: TaskDefaults;
+  /** Health monitoring and circuit breaker options of the worker registry. @default registry defaults */
+  registry?: Omit<WorkerRegistryOptions, "clock" | "logger">;
+  /** Default lease of a pull claim (renewed by progress/renew calls). @default 60_000 */
+  leaseMs?: number;
+  /** While some queued work has no worker able to take it, how often to look again (health and circuit changes also trigger a look). @default 1_000 */
+  recheckIntervalMs?: number;
+  /** Finished tasks kept in memory for fast `get` and dependency outputs (the store keeps all). @default 10_000 */
+  finishedCacheSize?: number;
+  /** Random source for retry jitter, in [0, 1). @default Math.random */
+  random?: () => number;
+}
+
+const positive = z.number().positive();
+
+/** Validates the plain-data fields of {@link OrchestratorOptions}. */
+export const OrchestratorOptionsSchema = z.object({
+  concurrency: z.union([z.number().int().min(1), z.literal(Number.POSITIVE_INFINITY)]).optional(),
+  aging: z.object({ intervalMs: positive }).optional(),
+  fairness: z.object({ weights: z.record(z.string(), positive).optional() }).optional(),
+  gates: z
+    .array(
+      z.custom<DispatchGate>(
+        (g) =>
+          typeof g === "object" &&
+          g !== null &&
+          typeof (g as DispatchGate).check === "function" &&
+          typeof (g as DispatchGate).name === "string",
+        { message: "expected a DispatchGate (an object with name and check)" },
+      ),
+    )
+    .optional(),
+  defaults: z
+    .object({
+      priority: PrioritySchema.optional(),
+      timeoutMs: z.number().int().positive().optional(),
+      retry: RetryPolicySchema.partial().optional(),
+      tenant: z.string().min(1).optional(),
+    })
+    .optional(),
+  leaseMs: z.number().int().positive().optional(),
+  recheckIntervalMs: z.number().int().positive().optional(),
+  finishedCacheSize: z.number().int().min(0).optional(),
+});
+
+/** Options of {@link Orchestrator.stop}. */
+export interface StopOptions {
+  /**
+   * `drain`: take no new work and let running tasks finish (up to `timeoutMs`, then abort
+   * them); `abort`: abort running tasks at once. Aborted tasks go back to `queued` (a new
+   * attempt on the next start).
+   * @default "drain"
+   */
+  mode?: "drain" | "abort";
+  /** Longest wait for a drain. @default 30_000 */
+  timeoutMs?: number;
+}
+
+/** Options of {@link Orchestrator.unregister}. */
+export interface UnregisterOptions {
+  /** `drain`: let its tasks finish (up to `timeoutMs`), `handback`: requeue them at once. @default "drain" */
+  mode?: "drain" | "handback";
+  /** Longest wait for a drain; remaining tasks are then handed back. @default 30_000 */
+  timeoutMs?: number;
+}
+
+/** A snapshot of the orchestrator, from {@link Orchestrator.status}. */
+export interface OrchestratorStatus {
+  state: "idle" | "running" | "stopping" | "stopped";
+  /** Tasks by status (tasks known to this process). */
+  counts: Record<string, number>;
+  /** Ready tasks by priority (name when it is a named level, else the number). */
+  queueDepth: Record<string, number>;
+  /** Ready tasks in total, and tasks waiting for a retry delay or `runAt`. */
+  queued: number;
+  delayed: number;
+  /** Tasks leased or running now. */
+  inFlight: number;
+  workers: import("../registry/types.js").WorkerInfo[];
+  /** ms since `start()` (0 when not running). */
+  uptimeMs: number;
+  /** Mean wall time of finished attempts, ms. */
+  avgExecutionMs: number;
+}

@@ -1,0 +1,64 @@
+import { FlotillaError } from "../errors.js";
+
+/**
+ * Weighted fair sharing between tenants (start-time fair queueing). Each tenant has a
+ * virtual time that advances by `1 / weight` per dispatched task; among tasks of equal
+ * priority the tenant with the smallest virtual time goes first. A tenant that becomes
+ * active again starts at the current system virtual time, so idling earns no credit and a
+ * newcomer cannot monopolise the fleet either.
+ *
+ * @example
+ * ```ts
+ * const fair = new FairShare({ weights: { acme: 3, beta: 1 } });
+ * fair.charge("acme");
+ * fair.vt("acme"); // 0.333…
+ * ```
+ */
+export class FairShare {
+  readonly #vt = new Map<string, number>();
+  readonly #weights = new Map<string, number>();
+  readonly #defaultWeight: number;
+  #systemVt = 0;
+
+  constructor(options: { weights?: Record<string, number>; defaultWeight?: number } = {}) {
+    this.#defaultWeight = checkWeight(options.defaultWeight ?? 1, "defaultWeight");
+    for (const [tenant, w] of Object.entries(options.weights ?? {})) this.setWeight(tenant, w);
+  }
+
+  /** Sets a tenant's weight (> 0) at run time. */
+  setWeight(tenant: string, weight: number): void {
+    this.#weights.set(tenant, checkWeight(weight, `weights.${tenant}`));
+  }
+
+  weight(tenant: string): number {
+    return this.#weights.get(tenant) ?? this.#defaultWeight;
+  }
+
+  /** The tenant's virtual time. */
+  vt(tenant: string): number {
+    return this.#vt.get(tenant) ?? this.#systemVt;
+  }
+
+  /** Called when a tenant goes from no queued work to some: it starts at the system virtual time. */
+  activate(tenant: string): void {
+    const cur = this.#vt.get(tenant);
+    if (cur === undefined || cur < this.#systemVt) this.#vt.set(tenant, this.#systemVt);
+  }
+
+  /** Charges one dispatched task to `tenant`. */
+  charge(tenant: string, cost = 1): void {
+    const start = this.vt(tenant);
+    if (start > this.#systemVt) this.#systemVt = start;
+    this.#vt.set(tenant, start + cost / this.weight(tenant));
+  }
+}
+
+function checkWeight(w: number, field: string): number {
+  if (!(typeof w === "number" && Number.isFinite(w) && w > 0)) {
+    throw new FlotillaError(
+      "VALIDATION",
+      `${field}: expected a finite number > 0, got ${String(w)}`,
+    );
+  }
+  return w;
+}

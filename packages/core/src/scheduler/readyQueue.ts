@@ -1,0 +1,313 @@
+import type { TaskRecord } from "../task/types.js";
+import { type HeapNode, IndexedHeap } from "../util/heap.js";
+import { FairShare } from "./fairness.js";
+import { laneSignature } from "./signature.js";
+
+/** A queued task as the ready queue holds it. */
+export interface QueueEntry extends HeapNode {
+  readonly task: TaskRecord;
+  /** Static ordering key: priority, minus age credit when aging is on. Higher first. */
+  readonly score: number;
+  /** Priority band for fairness: tasks in one band are shared fairly between tenants. */
+  readonly band: number;
+  readonly lane: Lane;
+}
+
+/** Why a lane is out of the running for push dispatch. */
+export type ParkReason = "worker" | "gate";
+
+/**
+ * All queued tasks with one constraint signature, best first. Lanes are the unit the
+ * dispatcher skips: when the head of a lane cannot go (no free worker can run it, or a
+ * gate holds it), nothing behind it can either, so the whole lane waits without losing its
+ * place and without costing a scan per dispatch.
+ */
+export class Lane implements HeapNode {
+  heapIndex = -1;
+  readonly entries = new IndexedHeap<QueueEntry>(entryBefore);
+  /** Tenant's virtual time when this lane was last keyed in the lane heap. */
+  vtStamp = 0;
+  parked: ParkReason | undefined;
+  /** Last block key a gate gave for this lane's head. */
+  blockKey: string | undefined;
+  /** Pending wake-up timer when parked by a gate with a retry time. */
+  timer: unknown;
+  retryAt: number | undefined;
+  constructor(
+    readonly key: string,
+    readonly tenant: string,
+    readonly type: string,
+  ) {}
+
+  get head(): QueueEntry | undefined {
+    return this.entries.peek();
+  }
+}
+
+function entryBefore(a: QueueEntry, b: QueueEntry): boolean {
+  if (a.score !== b.score) return a.score > b.score;
+  return a.task.seq < b.task.seq;
+}
+
+/** Options of {@link ReadyQueue}. */
+export interface ReadyQueueOptions {
+  /**
+   * Priority aging: a queued task gains one priority point per `agingIntervalMs` it has
+   * waited, relative to newer tasks, so low priorities cannot starve. The key stays static
+   * (score = priority − enqueuedAt / interval), so aging costs no re-sorting.
+   * @default undefined (no aging)
+   */
+  agingIntervalMs?: number;
+  /** Weights for fair sharing between tenants at equal priority. @default 1 each */
+  tenantWeights?: Record<string, number>;
+  /** Origin for aging scores (keeps numbers small). @default 0 */
+  epoch?: number;
+  /** Called when a lane empties and is dropped (to clear its timer). */
+  onLaneDropped?: (lane: Lane) => void;
+}
+
+/**
+ * The ready queue: tasks whose dependencies, approvals and delays are behind them, ordered
+ * by priority (with optional aging), then fair share between tenants, then FIFO. Every
+ * operation is O(log n) in the number of tasks (plus O(log L) in the number of lanes).
+ *
+ * @example
+ * ```ts
+ * const q = new ReadyQueue();
+ * q.enqueue(task, Date.now());
+ * const lane = q.popLane(); // best lane; inspect lane.head, then q.take(lane) or q.park(lane, "worker")
+ * ```
+ */
+export class ReadyQueue {
+  readonly fair: FairShare;
+  readonly #lanes = new Map<string, Lane>();
+  readonly #active: IndexedHeap<Lane>;
+  readonly #byId = new Map<string, QueueEntry>();
+  readonly #parked = new Set<Lane>();
+  readonly #tenantQueued = new Map<string, number>();
+  readonly #byPriority = new Map<number, number>();
+  readonly #aging: number | undefined;
+  readonly #epoch: number;
+  readonly #onLaneDropped: ((lane: Lane) => void) | undefined;
+
+  constructor(options: ReadyQueueOptions = {}) {
+    this.fair = new FairShare(
+      options.tenantWeights === undefined ? {} : { weights: options.tenantWeights },
+    );
+    const aging = options.agingIntervalMs;
+    this.#aging = aging !== undefined && aging > 0 ? aging : undefined;
+    this.#epoch = options.epoch ?? 0;
+    this.#onLaneDropped = options.onLaneDropped;
+    this.#active = new IndexedHeap<Lane>((a, b) => this.#laneBefore(a, b));
+  }
+
+  /** Queued tasks. */
+  get size(): number {
+    return this.#byId.size;
+  }
+
+  /** Lanes (distinct constraint signatures) with queued tasks. */
+  get laneCount(): number {
+    return this.#lanes.size;
+  }
+
+  has(taskId: string): boolean {
+    return this.#byId.has(taskId);
+  }
+
+  /** Queued tasks by numeric priority. */
+  depthByPriority(): Map<number, number> {
+    return new Map(this.#byPriority);
+  }
+
+  /** Adds a ready task. `enqueuedAt` fixes its aging score for good. */
+  enqueue(task: TaskRecord, enqueuedAt: number): QueueEntry {
+    const existing = this.#byId.get(task.id);
+    if (existing) return existing;
+    const key = laneSignature(task);
+    let lane = this.#lanes.get(key);
+    const tenant = task.tenant ?? "";
+    if (!lane) {
+      lane = new Lane(key, tenant, task.type);
+      this.#lanes.set(key, lane);
+    }
+    const queued = this.#tenantQueued.get(tenant) ?? 0;
+    if (queued === 0) this.fair.activate(tenant);
+    this.#tenantQueued.set(tenant, queued + 1);
+    const score =
+      this.#aging === undefined
+        ? task.priority
+        : task.priority - (enqueuedAt - this.#epoch) / this.#aging;
+    const entry: QueueEntry = {
+      heapIndex: -1,
+      task,
+      score,
+      band: this.#aging === undefined ? score : Math.floor(score),
+      lane,
+    };
+    const oldHead = lane.head;
+    lane.entries.push(entry);
+    this.#byId.set(task.id, entry);
+    this.#byPriority.set(task.priority, (this.#byPriority.get(task.priority) ?? 0) + 1);
+    if (lane.parked === undefined) {
+      if (this.#active.has(lane)) {
+        if (lane.head !== oldHead) this.#active.update(lane);
+      } else {
+        lane.vtStamp = this.fair.vt(tenant);
+        this.#active.push(lane);
+      }
+    }
+    return entry;
+  }
+
+  /** Removes a queued task (cancelled, failed by a gate). */
+  remove(taskId: string): TaskRecord | undefined {
+    const entry = this.#byId.get(taskId);
+    if (!entry) return undefined;
+    const lane = entry.lane;
+    const wasHead = lane.head === entry;
+    lane.entries.remove(entry);
+    this.#forget(entry);
+    if (lane.entries.size === 0) this.#dropLane(lane);
+    else if (wasHead && this.#active.has(lane)) this.#active.update(lane);
+    return entry.task;
+  }
+
+  /**
+   * Pops the best lane that is not parked (it leaves the active set until `restore`,
+   * `take` or `park`). Returns `undefined` when none is left.
+   */
+  popLane(): Lane | undefined {
+    for (;;) {
+      const lane = this.#active.pop();
+      if (!lane) return undefined;
+      const vt = this.fair.vt(lane.tenant);
+      if (lane.vtStamp < vt) {
+        // Its tenant was served since this lane was keyed: re-key lazily (virtual times only grow).
+        lane.vtStamp = vt;
+        this.#active.push(lane);
+        continue;
+      }
+      return lane;
+    }
+  }
+
+  /** Puts a popped lane back among the active ones. */
+  restore(lane: Lane): void {
+    if (lane.entries.size === 0 || this.#active.has(lane) || lane.parked !== undefined) return;
+    if (this.#lanes.get(lane.key) !== lane) return;
+    lane.vtStamp = this.fair.vt(lane.tenant);
+    this.#active.push(lane);
+  }
+
+  /** Takes the head task of `lane` for dispatch, charging its tenant, and restores the lane. */
+  take(lane: Lane): TaskRecord | undefined {
+    const entry = lane.entries.pop();
+    if (!entry) return undefined;
+    this.#forget(entry);
+    this.fair.charge(lane.tenant);
+    if (lane.entries.size === 0) this.#dropLane(lane);
+    else if (this.#active.has(lane)) this.#active.update(lane);
+    else if (lane.parked === undefined) this.restore(lane);
+    return entry.task;
+  }
+
+  /** Takes a specific queued task (a pull claim may pick one not at the head of the active set). */
+  takeTask(taskId: string): TaskRecord | undefined {
+    const entry = this.#byId.get(taskId);
+    if (!entry) return undefined;
+    const lane = entry.lane;
+    if (lane.head === entry) return this.take(lane);
+    // Only heads are ever taken; keep the general path for safety.
+    const task = this.remove(taskId);
+    if (task) this.fair.charge(lane.tenant);
+    return task;
+  }
+
+  /** Parks a popped (or active) lane: push dispatch skips it until `unpark`. */
+  park(lane: Lane, reason: ParkReason): void {
+    this.#active.remove(lane);
+    if (lane.entries.size === 0) return;
+    lane.parked = reason;
+    this.#parked.add(lane);
+  }
+
+  /** Returns a parked lane to the active set. */
+  unpark(lane: Lane): void {
+    if (lane.parked === undefined) return;
+    lane.parked = undefined;
+    this.#parked.delete(lane);
+    this.restore(lane);
+  }
+
+  /** Unparks every lane parked for `reason` (optionally only those `filter` accepts). Returns how many. */
+  unparkAll(reason: ParkReason, filter?: (lane: Lane) => boolean): number {
+    let n = 0;
+    for (const lane of [...this.#parked]) {
+      if (lane.parked !== reason) continue;
+      if (filter && !filter(lane)) continue;
+      this.unpark(lane);
+      n++;
+    }
+    return n;
+  }
+
+  /** Parked lanes (for the dispatcher's bookkeeping). */
+  parkedLanes(): ReadonlySet<Lane> {
+    return this.#parked;
+  }
+
+  /**
+   * Every lane with queued tasks, best head first (active and parked): the order a pull
+   * claim walks. O(L log L) in the number of lanes.
+   */
+  lanesInOrder(): Lane[] {
+    const lanes = [...this.#lanes.values()].filter((l) => l.entries.size > 0);
+    for (const l of lanes) l.vtStamp = this.fair.vt(l.tenant);
+    return lanes.sort((a, b) => (this.#laneBefore(a, b) ? -1 : this.#laneBefore(b, a) ? 1 : 0));
+  }
+
+  /** Every queued task, in no particular order. */
+  *tasks(): IterableIterator<TaskRecord> {
+    for (const entry of this.#byId.values()) yield entry.task;
+  }
+
+  clear(): void {
+    this.#lanes.clear();
+    this.#active.clear();
+    this.#byId.clear();
+    this.#parked.clear();
+    this.#tenantQueued.clear();
+    this.#byPriority.clear();
+  }
+
+  #forget(entry: QueueEntry): void {
+    this.#byId.delete(entry.task.id);
+    const p = entry.task.priority;
+    const n = (this.#byPriority.get(p) ?? 1) - 1;
+    if (n <= 0) this.#byPriority.delete(p);
+    else this.#byPriority.set(p, n);
+    const tenant = entry.lane.tenant;
+    const t = (this.#tenantQueued.get(tenant) ?? 1) - 1;
+    if (t <= 0) this.#tenantQueued.delete(tenant);
+    else this.#tenantQueued.set(tenant, t);
+  }
+
+  #dropLane(lane: Lane): void {
+    this.#active.remove(lane);
+    this.#parked.delete(lane);
+    lane.parked = undefined;
+    if (this.#lanes.get(lane.key) === lane) this.#lanes.delete(lane.key);
+    this.#onLaneDropped?.(lane);
+  }
+
+  #laneBefore(a: Lane, b: Lane): boolean {
+    const ha = a.head;
+    const hb = b.head;
+    if (!ha || !hb) return ha !== undefined;
+    if (ha.band !== hb.band) return ha.band > hb.band;
+    if (a.tenant !== b.tenant && a.vtStamp !== b.vtStamp) return a.vtStamp < b.vtStamp;
+    if (ha.score !== hb.score) return ha.score > hb.score;
+    return ha.task.seq < hb.task.seq;
+  }
+}

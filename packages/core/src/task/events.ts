@@ -1,0 +1,61 @@
+import type { SerializedError } from "../errors.js";
+import type { RegistryChange } from "../registry/registry.js";
+import type { WorkerInfo } from "../registry/types.js";
+import type { TaskStatus } from "./schema.js";
+import type { TaskRecord } from "./types.js";
+
+/**
+ * One lifecycle transition. Every transition produces exactly one of these, delivered
+ * under the event named after the new status (`task:queued`, `task:succeeded`, …) and
+ * under the catch-all `task:transition`.
+ */
+export interface TransitionEvent {
+  taskId: string;
+  /** `null` when the task was just created. */
+  from: TaskStatus | null;
+  to: TaskStatus;
+  at: number;
+  /** The attempt this transition belongs to (0 before the first dispatch). */
+  attempt: number;
+  /** Why (e.g. `retry`, `lease expired`, `dependency failed: a`). */
+  reason?: string;
+  error?: SerializedError;
+  workerId?: string;
+  /** The record after the transition (read-only; do not mutate). */
+  task: Readonly<TaskRecord>;
+}
+
+/** A progress report of a running task (a streamed token, a percentage, a log line). */
+export interface ProgressEvent {
+  taskId: string;
+  attempt: number;
+  at: number;
+  data: unknown;
+}
+
+/** Typed events of an `Orchestrator` (eventemitter3). */
+export interface OrchestratorEvents {
+  "task:transition": [TransitionEvent];
+  "task:pending": [TransitionEvent];
+  "task:awaiting_approval": [TransitionEvent];
+  "task:queued": [TransitionEvent];
+  "task:leased": [TransitionEvent];
+  "task:running": [TransitionEvent];
+  "task:succeeded": [TransitionEvent];
+  "task:failed": [TransitionEvent];
+  "task:cancelled": [TransitionEvent];
+  "task:timed_out": [TransitionEvent];
+  "task:rejected": [TransitionEvent];
+  "task:skipped": [TransitionEvent];
+  "task:progress": [ProgressEvent];
+  "worker:registered": [WorkerInfo];
+  "worker:unregistered": [WorkerInfo];
+  /** A worker's health state changed (from the registry's health checks or reports). */
+  "worker:health": [Extract<RegistryChange, { kind: "health" }>];
+  /** A worker's circuit breaker changed state. */
+  "worker:circuit": [Extract<RegistryChange, { kind: "circuit" }>];
+  "orchestrator:started": [];
+  "orchestrator:stopped": [];
+  /** Internal errors that did not belong to one caller (a failed store write, a gate that threw). */
+  error: [Error];
+}

@@ -1,0 +1,121 @@
+import { FlotillaError } from "../errors.js";
+import { newId } from "../util/ids.js";
+import {
+  PRIORITY_VALUES,
+  type PriorityName,
+  type RetryPolicy,
+  RetryPolicySchema,
+  type TaskSpec,
+  TaskSpecSchema,
+} from "./schema.js";
+import type { TaskRecord } from "./types.js";
+import { parseOrThrow } from "./validation.js";
+
+/**
+ * Defaults applied to every submitted task that does not set the field itself.
+ *
+ * @example
+ * ```ts
+ * new Orchestrator({ defaults: { priority: "low", timeoutMs: 60_000, retry: { maxAttempts: 3 } } });
+ * ```
+ */
+export interface TaskDefaults {
+  /** @default "normal" (20) */
+  priority?: PriorityName | number;
+  /** Per-attempt timeout. @default undefined (no timeout) */
+  timeoutMs?: number;
+  /** Merged under each task's own `retry`. @default { maxAttempts: 1, initialDelayMs: 1000, maxDelayMs: 60000, factor: 2, jitter: 0.2 } */
+  retry?: Partial<RetryPolicy>;
+  /** @default undefined (the anonymous tenant) */
+  tenant?: string;
+}
+
+/** Maps a priority name or number to its number (higher runs first). */
+export function priorityValue(priority: PriorityName | number | undefined): number {
+  if (priority === undefined) return PRIORITY_VALUES.normal;
+  return typeof priority === "number" ? priority : PRIORITY_VALUES[priority];
+}
+
+/**
+ * Validates a `TaskSpec` and turns it into a new `TaskRecord` (status `pending`, attempt 0).
+ * Throws `FlotillaError("VALIDATION")` naming the field path (prefixed by `where`).
+ *
+ * Defaults: id a random UUID, priority `normal` (20), `onDependencyFailure: "skip"`,
+ * `approval: "none"`, retry `{ maxAttempts: 1, initialDelayMs: 1000, maxDelayMs: 60000,
+ * factor: 2, jitter: 0.2 }`, no timeout, metadata `{}`.
+ *
+ * @example
+ * ```ts
+ * const record = normalizeTaskSpec({ type: "echo", priority: "high" }, { now: Date.now(), seq: 1 });
+ * record.priority; // 30
+ * ```
+ */
+export function normalizeTaskSpec(
+  spec: TaskSpec,
+  options: { now: number; seq: number; defaults?: TaskDefaults; where?: string },
+): TaskRecord {
+  const where = options.where ?? "task";
+  if (spec === null || typeof spec !== "object" || Array.isArray(spec)) {
+    throw new FlotillaError(
+      "VALIDATION",
+      `${where}: expected a task object, got ${describe(spec)}`,
+    );
+  }
+  const parsed = parseOrThrow(TaskSpecSchema, spec, where);
+  const defaults = options.defaults ?? {};
+  const retry: RetryPolicy = RetryPolicySchema.parse({ ...defaults.retry, ...parsed.retry });
+  if (retry.maxDelayMs < retry.initialDelayMs) {
+    throw new FlotillaError(
+      "VALIDATION",
+      `${where}.retry.maxDelayMs: expected >= initialDelayMs (${retry.initialDelayMs}), got ${retry.maxDelayMs}`,
+    );
+  }
+  const dependsOn = parsed.dependsOn ? [...new Set(parsed.dependsOn)] : [];
+  const id = parsed.id ?? newId();
+  if (dependsOn.includes(id)) {
+    throw new FlotillaError("CYCLE_DETECTED", `${where}: task ${id} depends on itself`, {
+      details: { cycle: [id] },
+    });
+  }
+  const rateLimitKeys =
+    parsed.rateLimitKey === undefined
+      ? []
+      : Array.isArray(parsed.rateLimitKey)
+        ? [...new Set(parsed.rateLimitKey)]
+        : [parsed.rateLimitKey];
+  const timeoutMs = parsed.timeoutMs ?? defaults.timeoutMs;
+  const tenant = parsed.tenant ?? defaults.tenant;
+  const record: TaskRecord = {
+    id,
+    type: parsed.type,
+    payload: parsed.payload,
+    priority: priorityValue(parsed.priority ?? defaults.priority),
+    seq: options.seq,
+    status: "pending",
+    dependsOn,
+    onDependencyFailure: parsed.onDependencyFailure ?? "skip",
+    retry,
+    rateLimitKeys,
+    approval: parsed.approval ?? "none",
+    metadata: parsed.metadata ?? {},
+    attempt: 0,
+    createdAt: options.now,
+    updatedAt: options.now,
+    version: 0,
+  };
+  if (parsed.inputs) record.inputs = parsed.inputs;
+  if (parsed.requirements) record.requirements = parsed.requirements;
+  if (parsed.target) record.target = parsed.target;
+  if (timeoutMs !== undefined) record.timeoutMs = timeoutMs;
+  if (parsed.estimate) record.estimate = parsed.estimate;
+  if (parsed.idempotencyKey) record.idempotencyKey = parsed.idempotencyKey;
+  if (tenant !== undefined) record.tenant = tenant;
+  if (parsed.runAt !== undefined) record.runAt = parsed.runAt;
+  return record;
+}
+
+function describe(value: unknown): string {
+  if (value === null) return "null";
+  if (Array.isArray(value)) return "an array";
+  return typeof value;
+}

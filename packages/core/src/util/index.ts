@@ -1,0 +1,5 @@
+export * from "./channel.js";
+export * from "./deferred.js";
+export * from "./heap.js";
+export * from "./ids.js";
+export * from "./path.js";
