@@ -29,6 +29,8 @@ export interface CostEntry {
   provider: string;
   model?: string;
   tenant?: string;
+  /** The task's rate-limit keys. */
+  keys: string[];
   /** Local date in the ledger's time zone, `YYYY-MM-DD`. */
   day: string;
   at: number;
@@ -46,6 +48,8 @@ export interface CostEntry {
 export interface DayCost {
   total: CostAggregate;
   byProvider: Record<string, CostAggregate>;
+  /** Per rate-limit key of the tasks. */
+  byKey: Record<string, CostAggregate>;
   byWorker: Record<string, CostAggregate>;
   byTenant: Record<string, CostAggregate>;
 }
@@ -58,6 +62,8 @@ export interface CostSnapshot {
   today: string;
   total: CostAggregate;
   byProvider: Record<string, CostAggregate>;
+  /** Per rate-limit key of the tasks. */
+  byKey: Record<string, CostAggregate>;
   byModel: Record<string, CostAggregate>;
   byWorker: Record<string, CostAggregate>;
   byTenant: Record<string, CostAggregate>;
@@ -123,6 +129,7 @@ function plain(map: Map<string, CostAggregate>): Record<string, CostAggregate> {
 interface DayMaps {
   total: CostAggregate;
   byProvider: Map<string, CostAggregate>;
+  byKey: Map<string, CostAggregate>;
   byWorker: Map<string, CostAggregate>;
   byTenant: Map<string, CostAggregate>;
 }
@@ -153,6 +160,7 @@ export class CostLedger extends EventEmitter<CostLedgerEvents> implements Dispat
   readonly #total = empty();
   readonly #byTask = new Map<string, CostAggregate>();
   readonly #byProvider = new Map<string, CostAggregate>();
+  readonly #byKey = new Map<string, CostAggregate>();
   readonly #byModel = new Map<string, CostAggregate>();
   readonly #byWorker = new Map<string, CostAggregate>();
   readonly #byTenant = new Map<string, CostAggregate>();
@@ -212,6 +220,7 @@ export class CostLedger extends EventEmitter<CostLedgerEvents> implements Dispat
       status: outcome.status,
       workerId: worker?.id ?? task.workerId ?? "unknown",
       provider: subject.provider,
+      keys: [...task.rateLimitKeys],
       day: dayKey(now, this.timeZone),
       at: now,
       inputTokens: usage.inputTokens,
@@ -241,12 +250,19 @@ export class CostLedger extends EventEmitter<CostLedgerEvents> implements Dispat
     }
     bump(this.#byTask, e.taskId, e);
     bump(this.#byProvider, e.provider, e);
+    for (const k of e.keys) bump(this.#byKey, k, e);
     bump(this.#byModel, `${e.provider}/${e.model ?? "*"}`, e);
     bump(this.#byWorker, e.workerId, e);
     if (e.tenant !== undefined) bump(this.#byTenant, e.tenant, e);
     let day = this.#byDay.get(e.day);
     if (!day) {
-      day = { total: empty(), byProvider: new Map(), byWorker: new Map(), byTenant: new Map() };
+      day = {
+        total: empty(),
+        byProvider: new Map(),
+        byKey: new Map(),
+        byWorker: new Map(),
+        byTenant: new Map(),
+      };
       this.#byDay.set(e.day, day);
       if (this.#byDay.size > this.#maxDays) {
         const oldest = [...this.#byDay.keys()].sort()[0];
@@ -255,6 +271,7 @@ export class CostLedger extends EventEmitter<CostLedgerEvents> implements Dispat
     }
     add(day.total, e);
     bump(day.byProvider, e.provider, e);
+    for (const k of e.keys) bump(day.byKey, k, e);
     bump(day.byWorker, e.workerId, e);
     if (e.tenant !== undefined) bump(day.byTenant, e.tenant, e);
   }
@@ -275,10 +292,11 @@ export class CostLedger extends EventEmitter<CostLedgerEvents> implements Dispat
    */
   day(day = dayKey(this.#clock.now(), this.timeZone)): DayCost {
     const d = this.#byDay.get(day);
-    if (!d) return { total: empty(), byProvider: {}, byWorker: {}, byTenant: {} };
+    if (!d) return { total: empty(), byProvider: {}, byKey: {}, byWorker: {}, byTenant: {} };
     return {
       total: { ...d.total },
       byProvider: plain(d.byProvider),
+      byKey: plain(d.byKey),
       byWorker: plain(d.byWorker),
       byTenant: plain(d.byTenant),
     };
@@ -302,6 +320,7 @@ export class CostLedger extends EventEmitter<CostLedgerEvents> implements Dispat
       today: dayKey(now, this.timeZone),
       total: { ...this.#total },
       byProvider: plain(this.#byProvider),
+      byKey: plain(this.#byKey),
       byModel: plain(this.#byModel),
       byWorker: plain(this.#byWorker),
       byTenant: plain(this.#byTenant),

@@ -5,14 +5,18 @@ import type { DispatchGate, GateDecision } from "../resources/gate.js";
 import { parseConfig } from "../resources/validate.js";
 import type { TaskRecord } from "../task/types.js";
 
-const Cap = z
+/** A concurrency cap: a whole number ≥ 1. */
+export const ConcurrencyCapSchema = z
   .number()
   .int({ error: "must be a whole number" })
   .positive({ error: "must be at least 1" });
 
 /** Validates {@link ConcurrencyLimiterOptions.limits} and `default`. */
 export const ConcurrencyConfigSchema = z
-  .object({ limits: z.record(z.string().min(1), Cap).default({}), default: Cap.optional() })
+  .object({
+    limits: z.record(z.string().min(1), ConcurrencyCapSchema).default({}),
+    default: ConcurrencyCapSchema.optional(),
+  })
   .strict();
 
 /** Options of {@link ConcurrencyLimiter}. */
@@ -89,7 +93,11 @@ export class ConcurrencyLimiter implements DispatchGate {
    */
   setLimit(key: string, limit: number | undefined): void {
     if (limit === undefined) this.#limits.delete(key);
-    else this.#limits.set(key, parseConfig(Cap, limit, `tenantConcurrency.limits.${key}`));
+    else
+      this.#limits.set(
+        key,
+        parseConfig(ConcurrencyCapSchema, limit, `tenantConcurrency.limits.${key}`),
+      );
     this.#wake();
   }
 

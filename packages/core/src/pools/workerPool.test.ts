@@ -118,21 +118,19 @@ describe("WorkerPool", () => {
 
     // w1 is busy with a long task; the others idle.
     let finish!: () => void;
-    const running = registered
-      .get("w1")!
-      .execute(
-        {
-          id: "t",
-          type: "job",
-          payload: new Promise<void>((r) => (finish = r)),
-          priority: 0,
-          attempt: 1,
-          metadata: {},
-          dependencies: {},
-          inputs: {},
-        },
-        {} as ExecutionContext,
-      );
+    const running = registered.get("w1")!.execute(
+      {
+        id: "t",
+        type: "job",
+        payload: new Promise<void>((r) => (finish = r)),
+        priority: 0,
+        attempt: 1,
+        metadata: {},
+        dependencies: {},
+        inputs: {},
+      },
+      {} as ExecutionContext,
+    );
     await seconds(clock, 59);
     expect(pool.size).toBe(3);
     await seconds(clock, 1); // w0 and w2 idle 60 s
