@@ -1,0 +1,269 @@
+import { FakeClock } from "@flotilla/testing";
+import { afterEach, describe, expect, it } from "vitest";
+import type { Clock } from "../clock.js";
+import { RetryAfterError } from "../errors.js";
+import type { OrchestratorOptions } from "../orchestrator/options.js";
+import { Orchestrator } from "../orchestrator/orchestrator.js";
+import { orchestratorPoolHost } from "../pools/orchestratorHost.js";
+import { WorkerPool } from "../pools/workerPool.js";
+import type { TaskSpec } from "../task/schema.js";
+import { FunctionWorker } from "../worker/base.js";
+import type { WorkerTask } from "../worker/types.js";
+import { ResourceManager } from "./manager.js";
+
+const sleep = (clock: Clock, ms: number) => new Promise<void>((r) => clock.setTimeout(r, ms));
+
+const running: Orchestrator[] = [];
+afterEach(async () => {
+  for (const o of running.splice(0)) await o.stop({ mode: "abort" });
+});
+
+async function setup(
+  clock: FakeClock,
+  resources: ResourceManager,
+  opts: Partial<OrchestratorOptions> & {
+    slots?: number;
+    workMs?: number;
+    usage?: (t: WorkerTask) => object;
+  } = {},
+) {
+  const runs: { id: string; at: number; tenant?: string }[] = [];
+  const orchestrator = new Orchestrator({ clock, gates: resources.gates, ...opts });
+  running.push(orchestrator);
+  await orchestrator.register(
+    new FunctionWorker({
+      id: "llm-1",
+      labels: { provider: "openai" },
+      taskTypes: ["llm"],
+      maxConcurrency: opts.slots ?? 100,
+      fn: async (payload: { fail429?: boolean } | undefined, ctx, task) => {
+        runs.push({ id: task.id, at: clock.now(), tenant: task.tenant });
+        if (payload?.fail429 && task.attempt === 1) throw new RetryAfterError(5000);
+        await sleep(clock, opts.workMs ?? 10);
+        if (opts.usage) ctx.reportUsage(opts.usage(task));
+        return "ok";
+      },
+    }),
+  );
+  return { orchestrator, runs };
+}
+
+describe("resources with the orchestrator", () => {
+  it("keeps priority order while rate limited, one task per limit interval", async () => {
+    const clock = new FakeClock({ now: 0 });
+    const resources = new ResourceManager(
+      { limits: { openai: { requests: 2, per: "second", burst: 1 } } },
+      { clock },
+    );
+    const { orchestrator, runs } = await setup(clock, resources);
+    const specs: TaskSpec[] = [];
+    const prios = [
+      "low",
+      "normal",
+      "critical",
+      "background",
+      "high",
+      "normal",
+      "critical",
+      "low",
+    ] as const;
+    for (const [i, priority] of prios.entries()) {
+      specs.push({ id: `${priority}-${i}`, type: "llm", priority, rateLimitKey: "openai" });
+    }
+    await orchestrator.submitBatch(specs);
+    await orchestrator.start();
+    await clock.advance(10_000);
+    expect(runs.map((r) => r.id)).toEqual([
+      "critical-2",
+      "critical-6",
+      "high-4",
+      "normal-1",
+      "normal-5",
+      "low-0",
+      "low-7",
+      "background-3",
+    ]);
+    expect(runs.map((r) => r.at)).toEqual([0, 500, 1000, 1500, 2000, 2500, 3000, 3500]);
+
+    // A higher-priority task submitted while limited goes before the waiting ones.
+    const more: TaskSpec[] = [0, 1, 2].map((i) => ({
+      id: `n${i}`,
+      type: "llm",
+      rateLimitKey: "openai",
+    }));
+    await orchestrator.submitBatch(more);
+    await clock.advance(1);
+    await orchestrator.submit({
+      id: "urgent",
+      type: "llm",
+      priority: "critical",
+      rateLimitKey: "openai",
+    });
+    await clock.advance(5000);
+    expect(runs.slice(8).map((r) => r.id)).toEqual(["n0", "urgent", "n1", "n2"]);
+  });
+
+  it("pauses a key on Retry-After and resumes within one tick", async () => {
+    const clock = new FakeClock({ now: 0 });
+    const resources = new ResourceManager({ limits: { openai: "100/s" } }, { clock });
+    const { orchestrator, runs } = await setup(clock, resources);
+    await orchestrator.start();
+    const h = await orchestrator.submit({
+      id: "a",
+      type: "llm",
+      rateLimitKey: "openai",
+      payload: { fail429: true },
+      retry: { maxAttempts: 2, initialDelayMs: 0, jitter: 0 },
+    });
+    await clock.advance(100);
+    await orchestrator.submit({ id: "b", type: "llm", rateLimitKey: "openai" });
+    await orchestrator.submit({ id: "other", type: "llm", rateLimitKey: "anthropic" });
+    await clock.advance(10_000);
+    expect((await h.result()).status).toBe("succeeded");
+    const at = Object.fromEntries(
+      runs.map((r) => [`${r.id}@${runs.filter((x) => x.id === r.id).indexOf(r)}`, r.at]),
+    );
+    expect(at).toEqual({ "a@0": 0, "other@0": 100, "a@1": 5000, "b@0": 5000 });
+  });
+
+  it("reconciles tokens with reported usage end to end", async () => {
+    const clock = new FakeClock({ now: 0 });
+    const resources = new ResourceManager({ limits: { openai: "1000 tokens/min" } }, { clock });
+    const { orchestrator, runs } = await setup(clock, resources, {
+      usage: () => ({ inputTokens: 50, outputTokens: 50 }),
+    });
+    await orchestrator.start();
+    const specs: TaskSpec[] = [0, 1, 2].map((i) => ({
+      id: `t${i}`,
+      type: "llm",
+      rateLimitKey: "openai",
+      estimate: { tokens: 600 },
+    }));
+    await orchestrator.submitBatch(specs);
+    await clock.advance(5000);
+    // t0 takes 600; t1 cannot fit until t0 settles at 10 ms and refunds 500; then t1, then t2 after t1 settles.
+    expect(runs.map((r) => [r.id, r.at])).toEqual([
+      ["t0", 0],
+      ["t1", 10],
+      ["t2", 20],
+    ]);
+    expect(resources.stats().providers.openai).toMatchObject({
+      requests_today: 3,
+      tokens_today: 300,
+    });
+    expect(resources.limiter.stats().openai?.limits[0]?.used).toBe(300);
+  });
+
+  it("fails tasks over a budget with QUOTA_EXCEEDED under the fail policy", async () => {
+    const clock = new FakeClock({ now: 0 });
+    const resources = new ResourceManager(
+      {
+        budgets: [
+          { name: "acme-daily", scope: "tenant", key: "acme", costUsd: 0.05, policy: "fail" },
+        ],
+      },
+      { clock },
+    );
+    const { orchestrator } = await setup(clock, resources, { usage: () => ({ costUsd: 0.02 }) });
+    await orchestrator.start();
+    const results = [];
+    for (let i = 0; i < 4; i++) {
+      const h = await orchestrator.submit({
+        type: "llm",
+        tenant: "acme",
+        estimate: { costUsd: 0.02 },
+      });
+      await clock.advance(20);
+      results.push(await h.result());
+    }
+    expect(results.map((r) => r.status)).toEqual(["succeeded", "succeeded", "failed", "failed"]);
+    expect(results[2]?.error).toMatchObject({
+      code: "QUOTA_EXCEEDED",
+      message:
+        'budget "acme-daily" exceeded: cost limit $0.05, used $0.04, this task needs $0.02 (per day in UTC, tenant "acme")',
+    });
+    expect(resources.stats().tenants.acme).toMatchObject({ requests_today: 2, cost_today: 0.04 });
+  });
+
+  it("shares fairly: tenants weighted 3:2:1 against a noisy tenant with a 10x backlog", async () => {
+    const clock = new FakeClock({ now: 0 });
+    const resources = new ResourceManager({ tenantConcurrency: { noisy: 4 } }, { clock });
+    const { orchestrator, runs } = await setup(clock, resources, {
+      slots: 4,
+      workMs: 10,
+      fairness: { weights: { a: 3, b: 2, c: 1, noisy: 1 } },
+    });
+    const specs: TaskSpec[] = [];
+    for (let i = 0; i < 1000; i++) specs.push({ type: "llm", tenant: "noisy" });
+    for (const t of ["a", "b", "c"])
+      for (let i = 0; i < 100; i++) specs.push({ type: "llm", tenant: t });
+    await orchestrator.submitBatch(specs);
+    await orchestrator.start();
+    await clock.advance(700); // ~280 dispatches, every tenant still backlogged
+    const window = runs.slice(0, 210);
+    const share = (t: string) => window.filter((r) => r.tenant === t).length / window.length;
+    const expected = { a: 3 / 7, b: 2 / 7, c: 1 / 7, noisy: 1 / 7 };
+    for (const [t, w] of Object.entries(expected)) {
+      expect(
+        Math.abs(share(t) / w - 1),
+        `tenant ${t}: share ${share(t)} vs ${w}`,
+      ).toBeLessThanOrEqual(0.1);
+    }
+  });
+
+  it("caps a tenant's concurrency under the global cap", async () => {
+    const clock = new FakeClock({ now: 0 });
+    const resources = new ResourceManager({ tenantConcurrency: { noisy: 2, "*": 8 } }, { clock });
+    const { orchestrator } = await setup(clock, resources, {
+      slots: 100,
+      workMs: 100,
+      concurrency: 6,
+    });
+    const specs: TaskSpec[] = [];
+    for (let i = 0; i < 50; i++) specs.push({ type: "llm", tenant: "noisy" });
+    for (let i = 0; i < 10; i++) specs.push({ type: "llm", tenant: "quiet" });
+    await orchestrator.submitBatch(specs);
+    await orchestrator.start();
+    let maxNoisy = 0;
+    let maxTotal = 0;
+    for (let i = 0; i < 30; i++) {
+      await clock.advance(50);
+      maxNoisy = Math.max(maxNoisy, resources.concurrency!.inFlight("noisy"));
+      maxTotal = Math.max(maxTotal, orchestrator.status().inFlight);
+    }
+    expect(maxNoisy).toBe(2);
+    expect(maxTotal).toBe(6);
+    expect(resources.stats().tenants.quiet?.requests_today).toBe(10);
+  });
+
+  it("grows a pool on backlog and shrinks it when idle", async () => {
+    const clock = new FakeClock({ now: 0 });
+    const orchestrator = new Orchestrator({ clock });
+    running.push(orchestrator);
+    const host = orchestratorPoolHost(orchestrator, { clock });
+    const pool = new WorkerPool({
+      clock,
+      min: 0,
+      max: 3,
+      taskTypes: ["job"],
+      cooldownUpMs: 1000,
+      cooldownDownMs: 2000,
+      scaleDownIdleMs: 5000,
+      factory: (i) =>
+        new FunctionWorker({ id: `job-${i}`, taskTypes: ["job"], fn: () => sleep(clock, 1000) }),
+    });
+    const sizes: number[] = [];
+    pool.on("scale", (e) => sizes.push(e.size));
+    await orchestrator.start();
+    await pool.start(host);
+    const handles = await orchestrator.submitBatch(
+      Array.from({ length: 12 }, () => ({ type: "job" })),
+    );
+    await clock.advance(30_000);
+    for (const h of handles) expect((await h.result()).status).toBe("succeeded");
+    expect(sizes).toEqual([1, 2, 3, 2, 1, 0]);
+    expect(orchestrator.listWorkers()).toHaveLength(0);
+    await pool.stop();
+    host.close();
+  });
+});
