@@ -44,6 +44,7 @@ export interface FleetOrchestrator {
     | null
     | undefined;
   renewLease(taskId: string, leaseId: string, extendMs?: number): unknown;
+  reportProgress?(taskId: string, leaseId: string, data?: unknown): unknown;
   completeLease(taskId: string, leaseId: string, result: WorkerResult): unknown;
   failLease(taskId: string, leaseId: string, error: unknown): unknown;
   releaseLease(taskId: string, leaseId: string, reason?: string): unknown;
@@ -117,11 +118,20 @@ export class FleetEngine {
     await this.#o.renewLease(taskId, leaseId, extendMs);
   }
 
+  /** Renews the lease and marks the task running (progress), where the orchestrator can. */
+  async progress(taskId: string, leaseId: string, data: unknown, extendMs: number): Promise<void> {
+    if (typeof this.#o.reportProgress === "function") {
+      await this.#o.reportProgress(taskId, leaseId, data);
+    } else {
+      await this.#o.renewLease(taskId, leaseId, extendMs);
+    }
+  }
+
   async complete(taskId: string, leaseId: string, result: WorkerResult): Promise<void> {
     await this.#o.completeLease(taskId, leaseId, result);
   }
 
-  async fail(taskId: string, leaseId: string, error: FlotillaError): Promise<void> {
+  async fail(taskId: string, leaseId: string, error: Error): Promise<void> {
     await this.#o.failLease(taskId, leaseId, error);
   }
 

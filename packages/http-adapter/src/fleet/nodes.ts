@@ -63,10 +63,14 @@ export class NodeService {
         const current = await this.#state.getNode(id);
         if (!current) return { status: "unhealthy", message: "node unregistered" };
         const status = this.liveStatus(current);
+        // Degraded, never unhealthy: a silent node gets nothing anyway (it does not poll), and
+        // it must get work again on its first poll when it comes back.
         if (status === "offline") {
-          return { status: "unhealthy", message: "no heartbeat", details: { status } };
+          return { status: "degraded", message: "offline: no heartbeat", details: { status } };
         }
-        if (status === "error") return { status: "degraded", message: "node reports an error" };
+        if (status === "error") {
+          return { status: "degraded", message: "the node reports an error", details: { status } };
+        }
         return { status: "healthy", details: { status } };
       },
     };
@@ -143,12 +147,6 @@ export class NodeService {
             `node:${node.id}`,
             source,
           );
-          const before = JSON.stringify([
-            node.task_types,
-            node.capabilities,
-            node.labels,
-            node.slots,
-          ]);
           node.hostname = body.hostname;
           node.os_type = body.os_type;
           node.capabilities = body.capabilities ?? node.capabilities;
@@ -163,13 +161,8 @@ export class NodeService {
           node.last_seen_at = now;
           node.registrations += 1;
           await this.#state.putNode(node);
-          const after = JSON.stringify([
-            node.task_types,
-            node.capabilities,
-            node.labels,
-            node.slots,
-          ]);
-          if (before !== after) await this.#engine.unregisterWorker(node.id);
+          // A fresh registry entry: new declaration, health and circuit breaker reset.
+          await this.#engine.unregisterWorker(node.id);
           await this.#engine.registerWorker(this.worker(node));
           this.#o.logger.info({ node: node.id, name }, "fleet node registered again");
           return { node, apiKey: secret, reregistered: true };

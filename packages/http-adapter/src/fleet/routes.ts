@@ -1,5 +1,5 @@
 import type { TaskRecord, TaskStatus } from "@flotilla/core";
-import { FlotillaError, TERMINAL_STATUSES } from "@flotilla/core";
+import { TERMINAL_STATUSES, UnrecoverableError } from "@flotilla/core";
 import type { Context, Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import type { ZodType } from "zod";
@@ -262,19 +262,22 @@ export function mountFleetRoutes(app: Hono, parts: FleetParts): void {
       st.last_node_id = n.id;
       await state.putTaskState(st);
       if (body.status === "running" || body.status === "analyzing") {
-        await engine.renew(taskId, leaseId, o.leaseMs);
+        const data: Record<string, unknown> = { status: body.status };
+        if (body.message != null) data.message = body.message;
+        if (body.progress != null) data.progress = body.progress;
+        await engine.progress(taskId, leaseId, data, o.leaseMs);
       } else if (body.status === "success") {
         await engine.complete(taskId, leaseId, {
           output: body.message ?? "",
           raw: { status: body.status, session_id: sessionId, node_id: n.id },
         });
       } else {
-        const message = body.message || "the node reported an error";
-        const code = /exit code (124|137|143)\b/.test(message) ? "TIMEOUT" : "WORKER_ERROR";
+        // The task failed on the node (its program's fault, not the node's): not retried,
+        // and not counted against the node's circuit breaker.
         await engine.fail(
           taskId,
           leaseId,
-          new FlotillaError(code, message, { retryable: false, details: { node_id: n.id } }),
+          new UnrecoverableError(body.message || "the node reported an error"),
         );
       }
       if (body.status === "success" || body.status === "error") {
@@ -403,6 +406,7 @@ export function mountFleetRoutes(app: Hono, parts: FleetParts): void {
       const deleted = await o.store.deleteFinished({ olderThan: days * 86_400_000 });
       for (const id of candidates) {
         if (!(await o.store.getTask(id))) {
+          tasks.deleted.add(id);
           await state.deleteTaskState(id);
           await state.deleteLogs(id);
         }
@@ -475,7 +479,7 @@ export function mountFleetRoutes(app: Hono, parts: FleetParts): void {
     h(async (c) => {
       await admin(c, "logs:read");
       const id = c.req.param("task_id") ?? "";
-      const task = await engine.get(id);
+      const task = tasks.deleted.has(id) ? undefined : await engine.get(id);
       if (!task) throw new FleetHttpError(404, `task ${id} not found`);
       const logs = await state.readLogs(id);
       return c.json({ task_id: id, logs, count: logs.length });

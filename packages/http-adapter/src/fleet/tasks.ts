@@ -20,6 +20,9 @@ import { baseName, FleetHttpError, iso, KeyedMutex, sha256Hex, uuid } from "./ut
 /** Fleet task type for prompts run by agents on nodes. */
 export const FLEET_TASK_TYPE = "agent_run";
 
+/** How much later than `timeout_seconds` the server gives up on a leased task. */
+export const TIMEOUT_BACKSTOP_MS = 120_000;
+
 /** Flotilla statuses as the fleet protocol names them. */
 const FLEET_STATUS: Record<TaskStatus, string> = {
   pending: "pending",
@@ -58,6 +61,8 @@ export class TaskService {
   readonly #keys: KeyService;
   readonly mutex = new KeyedMutex();
   readonly #timers = new Map<string, TimerHandle>();
+  /** Tasks removed by cleanup that the orchestrator may still cache in memory. */
+  readonly deleted = new Set<string>();
   #closed = false;
 
   constructor(
@@ -181,7 +186,9 @@ export class TaskService {
       type: body.type ?? FLEET_TASK_TYPE,
       payload: { ...(body.payload ?? {}), prompt: body.prompt, files },
       priority: body.priority ?? "normal",
-      timeoutMs: body.timeout_seconds * 1000,
+      // The node enforces timeout_seconds itself and reports the exit; the server's timer is a
+      // backstop that fires a little later, so the node's own report wins.
+      timeoutMs: body.timeout_seconds * 1000 + TIMEOUT_BACKSTOP_MS,
       retry: { maxAttempts: body.max_attempts ?? this.#o.maxAttempts, initialDelayMs: 0 },
       metadata: {
         ...(body.metadata ?? {}),
@@ -293,7 +300,7 @@ export class TaskService {
   // ---- views ------------------------------------------------------------------------------
 
   async viewById(id: string): Promise<Record<string, unknown>> {
-    const task = await this.#engine.get(id);
+    const task = this.deleted.has(id) ? undefined : await this.#engine.get(id);
     if (!task) throw new FleetHttpError(404, `task ${id} not found`);
     return this.view(task, await this.#state.getTaskState(id));
   }

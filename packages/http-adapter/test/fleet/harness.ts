@@ -7,8 +7,9 @@ import { SqliteStore } from "@flotilla/core/sqlite";
 import { FakeClock } from "@flotilla/testing";
 import { serve } from "@hono/node-server";
 import { Hono } from "hono";
+// Until the core index exports it.
+import { Orchestrator } from "../../../core/src/orchestrator/orchestrator.js";
 import { createFleetRoutes, type FleetRoutesOptions } from "../../src/fleet/index.js";
-import { StubOrchestrator } from "./stub-orchestrator.js";
 import { httpRequest, type Json } from "./victoria-runner.js";
 
 export const ADMIN_KEY = "admin-test-key-0123456789";
@@ -40,8 +41,9 @@ export interface StartOptions {
 }
 
 export async function makeOrchestrator(store: Store, clock: Clock, leaseMs: number) {
-  void leaseMs;
-  return new StubOrchestrator(store, clock) as unknown as FleetUnderTest["orchestrator"];
+  const orchestrator = new Orchestrator({ store, clock, leaseMs });
+  await orchestrator.start();
+  return orchestrator as unknown as FleetUnderTest["orchestrator"];
 }
 
 export async function startFleet(opts: StartOptions = {}): Promise<FleetUnderTest> {

@@ -49,6 +49,16 @@ describe("fleet lifecycle with a Victoria-style runner", () => {
     const r = runner(f, "client-acme-prod-1");
     expect(await r.register()).toBe(true);
     expect(await r.poll()).toBeNull();
+    // The node is a worker of the orchestrator's registry, visible in status().
+    const status = (f.orchestrator.status as () => { workers: Array<Record<string, unknown>> })();
+    expect(status.workers).toContainEqual(
+      expect.objectContaining({
+        id: r.nodeId,
+        kind: "remote-node",
+        name: "client-acme-prod-1",
+        local: false,
+      }),
+    );
 
     const created = await f.admin("POST", "/tasks", {
       prompt: "Analyze the sales data",
@@ -515,7 +525,8 @@ describe("fleet bad input", () => {
     expect(bad.json).toEqual({ detail: expect.any(String) });
     const statuses: number[] = [];
     for (let i = 0; i < 6; i++) {
-      statuses.push((await httpRequest("POST", `${f.url}/register`, h(REG_TOKEN), body)).status);
+      const rr = await httpRequest("POST", `${f.url}/register`, h(REG_TOKEN), body);
+      statuses.push(rr.status);
     }
     expect(statuses.slice(0, 4)).toEqual([201, 200, 200, 200]);
     expect(statuses.slice(4)).toEqual([429, 429]);
