@@ -579,6 +579,33 @@ describe("WorkerRegistry: health monitor", () => {
     expect(clock.pendingTimers).toBe(0);
   });
 
+  it("a quick stop() and start() while a round runs does not start a second loop", async () => {
+    const { registry, clock } = setup({ health: { ...health, timeoutMs: 500 } });
+    let calls = 0;
+    registry.add(
+      makeStubWorker({
+        id: "slow",
+        healthCheck: () =>
+          new Promise<HealthReport>((resolve) => {
+            calls++;
+            clock.setTimeout(() => resolve({ status: "healthy" }), 50);
+          }),
+      }),
+    );
+    registry.start();
+    await clock.advance(10); // round 1 is running
+    registry.stop();
+    registry.start(); // round 2 at once
+    await clock.advance(0);
+    expect(calls).toBe(2);
+    await clock.advance(10_000 - 10);
+    // One loop: a round every 1000 ms from t=10 -> rounds at 10, 1010, ..., 9010 plus round 1.
+    expect(calls).toBe(11);
+    registry.stop();
+    await clock.runUntilIdle();
+    expect(clock.pendingTimers).toBe(0);
+  });
+
   it("removing a worker aborts its check and applies nothing", async () => {
     const { registry, clock, changes } = setup({ health });
     const { worker, state } = probed("a");

@@ -255,6 +255,7 @@ export class WorkerRegistry extends EventEmitter<WorkerRegistryEvents> {
   #seq = 0;
 
   #monitoring = false;
+  #generation = 0;
   #stopped = false;
   #roundTimer: TimerHandle | undefined;
   #round: Promise<void> | undefined;
@@ -447,8 +448,11 @@ export class WorkerRegistry extends EventEmitter<WorkerRegistryEvents> {
    * are scanned their results are merged, not sorted.
    */
   #collect(task: TaskRecord, onlyAvailable: boolean): Entry[] {
-    const keep = (entry: Entry) =>
-      matchesTask(entry, task) && (!onlyAvailable || this.#canTakeEntry(entry));
+    // Workers taken from the type index (or the wildcard set) already match a task that has
+    // no other constraint, so only availability is left to check: the common, broad case.
+    const keep = isUnconstrained(task)
+      ? (entry: Entry) => !onlyAvailable || this.#canTakeEntry(entry)
+      : (entry: Entry) => matchesTask(entry, task) && (!onlyAvailable || this.#canTakeEntry(entry));
     const targetId = task.target?.workerId;
     if (targetId !== undefined) {
       const entry = this.#entries.get(targetId);
@@ -632,6 +636,7 @@ export class WorkerRegistry extends EventEmitter<WorkerRegistryEvents> {
   stop(): void {
     this.#stopped = true;
     this.#monitoring = false;
+    this.#generation++;
     if (this.#roundTimer !== undefined) this.#clock.clearTimeout(this.#roundTimer);
     this.#roundTimer = undefined;
     for (const entry of this.#entries.values()) {
@@ -790,12 +795,19 @@ export class WorkerRegistry extends EventEmitter<WorkerRegistryEvents> {
 
   // ---- health ----
 
+  /**
+   * Arms the next round. `#generation` changes on every stop(), so a round still finishing
+   * from before a stop()/start() pair cannot arm a second, parallel loop.
+   */
   #scheduleRound(delay: number): void {
     if (!this.#monitoring) return;
+    const generation = this.#generation;
+    if (this.#roundTimer !== undefined) this.#clock.clearTimeout(this.#roundTimer);
     this.#roundTimer = this.#clock.setTimeout(() => {
       this.#roundTimer = undefined;
       const startedAt = this.#clock.now();
       void this.#checkAll().then(() => {
+        if (generation !== this.#generation) return;
         const next = Math.max(0, startedAt + this.#health.intervalMs - this.#clock.now());
         this.#scheduleRound(next);
       });
@@ -888,6 +900,23 @@ export class WorkerRegistry extends EventEmitter<WorkerRegistryEvents> {
       this.#logger.error({ err, event }, "registry event listener threw");
     }
   }
+}
+
+function isEmpty(record: Readonly<Record<string, string>> | undefined): boolean {
+  if (record === undefined) return true;
+  for (const _ in record) return false;
+  return true;
+}
+
+/** True when nothing but the task type constrains which workers may run `task`. */
+function isUnconstrained(task: TaskRecord): boolean {
+  const req = task.requirements;
+  const target = task.target;
+  return (
+    (req === undefined || ((req.capabilities?.length ?? 0) === 0 && isEmpty(req.labels))) &&
+    (target === undefined ||
+      (target.workerId === undefined && target.name === undefined && isEmpty(target.tags)))
+  );
 }
 
 function stripUndefined<T extends object>(value: T | undefined): Partial<T> {
