@@ -230,19 +230,30 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
     return ws.some((w) => w.taskTypes.includes(type) || w.taskTypes.includes("*"));
   };
 
-  const countBy = async (): Promise<Record<string, number>> => {
-    const raw = safeStatus(o, logger) as { tasks?: { byStatus?: Record<string, number> } };
-    if (raw.tasks?.byStatus) return { ...raw.tasks.byStatus };
-    return {};
+  /** Engine status fields the adapter reads (`OrchestratorStatus` of @flotilla/core). */
+  type EngineStatus = {
+    state?: string;
+    counts?: Record<string, number>;
+    queueDepth?: Record<string, number>;
+    queued?: number;
+    delayed?: number;
+    inFlight?: number;
+    uptimeMs?: number;
+    avgExecutionMs?: number;
   };
+  const engineStatus = () => safeStatus(o, logger) as EngineStatus & Record<string, unknown>;
+  const engineRunning = () => {
+    const st = engineStatus().state;
+    return st === undefined || st === "running" || st === "idle";
+  };
+  const countBy = async (): Promise<Record<string, number>> => ({
+    ...(engineStatus().counts ?? {}),
+  });
 
   const metricsSnapshot = async (): Promise<MetricsSnapshot> => {
-    const raw = safeStatus(o, logger) as {
-      queue?: { byPriority?: Record<string, number> };
-      tasks?: { byStatus?: Record<string, number> };
-    };
+    const raw = engineStatus();
     const queueByPriority: Record<string, number> = {};
-    for (const [k, v] of Object.entries(raw.queue?.byPriority ?? {})) {
+    for (const [k, v] of Object.entries(raw.queueDepth ?? {})) {
       const n = Number(k);
       const name = Number.isFinite(n)
         ? (PRIORITY_NAMES.find((p) => PRIORITY_VALUES[p] === n) ?? k)
@@ -314,27 +325,32 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
   };
 
   const statusSnapshot = async () => {
-    const raw = safeStatus(o, logger) as Record<string, unknown> & {
-      running?: boolean;
-      tasks?: { byStatus?: Record<string, number>; submitted?: number };
-    };
-    const byState = await countBy();
+    const raw = engineStatus();
+    const byState = { ...(raw.counts ?? {}) };
     const sum = (...k: TaskStatus[]) => k.reduce((a, s) => a + (byState[s] ?? 0), 0);
     const ws = workerStats(workers());
     return jsonSafe({
-      is_running: !shuttingDown && raw.running !== false,
-      uptime_seconds: Math.round((Date.now() - startedAt) / 1000),
+      is_running: !shuttingDown && engineRunning(),
+      state: shuttingDown ? "stopping" : (raw.state ?? "running"),
+      uptime_seconds: Math.round((raw.uptimeMs ?? Date.now() - startedAt) / 1000),
       metrics: {
-        tasks_submitted: raw.tasks?.submitted ?? counters.submitted,
-        tasks_completed: byState.succeeded ?? counters.succeeded,
-        tasks_failed: sum("failed", "timed_out") || counters.failed,
+        tasks_submitted: Math.max(
+          counters.submitted,
+          Object.values(byState).reduce((a, b) => a + b, 0),
+        ),
+        tasks_completed: sum("succeeded"),
+        tasks_failed: sum("failed", "timed_out"),
         tasks_cancelled: sum("cancelled"),
         tasks_skipped: sum("skipped"),
-        active_tasks: sum("leased", "running"),
-        queued_tasks: sum("queued"),
+        active_tasks: raw.inFlight ?? sum("leased", "running"),
+        queued_tasks: raw.queued ?? sum("queued"),
+        delayed_tasks: raw.delayed ?? 0,
         pending_tasks: sum("pending", "awaiting_approval"),
-        avg_execution_time_ms: counters.execCount ? counters.execMsTotal / counters.execCount : 0,
+        avg_execution_time_ms:
+          raw.avgExecutionMs ??
+          (counters.execCount ? counters.execMsTotal / counters.execCount : 0),
         tasks_by_state: byState,
+        queue_depth_by_priority: raw.queueDepth ?? {},
       },
       workers: { ...ws.statistics, list: ws.views },
       resources: resourceStats(),
@@ -360,7 +376,7 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
     wsClients: () => hub.clientCount,
   });
 
-  const listeners: Array<[string, (...args: never[]) => void]> = [];
+  const listeners: Array<[string, (...args: unknown[]) => void]> = [];
   const onFinished = (task: Readonly<TaskRecord>) => {
     const r = task.result;
     if (!r) return;
@@ -435,8 +451,8 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
         logger.warn({ err: String(err), event: name }, "failed to relay an engine event");
       }
     };
-    o.on(name, fn as (...args: never[]) => void);
-    listeners.push([name, fn as (...args: never[]) => void]);
+    o.on(name, fn);
+    listeners.push([name, fn as (...args: unknown[]) => void]);
   }
 
   // ---- middleware --------------------------------------------------------------------
@@ -463,17 +479,16 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
   }
   const limit = bodyLimit({
     maxSize: bodyLimitBytes,
-    onError: () =>
-      new Response(
-        JSON.stringify({
-          error: {
-            code: "PAYLOAD_TOO_LARGE",
-            message: `request body exceeds ${bodyLimitBytes} bytes`,
-          },
-          detail: `request body exceeds ${bodyLimitBytes} bytes`,
-        }),
+    onError: (c) => {
+      // The unread rest of the body makes the connection unusable: have Node close it.
+      const env = c.env as { outgoing?: { setHeader?(k: string, v: string): void } } | undefined;
+      env?.outgoing?.setHeader?.("connection", "close");
+      const message = `request body exceeds ${bodyLimitBytes} bytes`;
+      return new Response(
+        JSON.stringify({ error: { code: "PAYLOAD_TOO_LARGE", message }, detail: message }),
         { status: 413, headers: { "content-type": "application/json" } },
-      ),
+      );
+    },
   });
   // Only the adapter's own routes: mounted apps (fleet uploads, logs) set their own limits.
   app.use(`${prefix}/*`, limit);
@@ -638,7 +653,7 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
 
   // ---- routes ------------------------------------------------------------------------
   const health = (c: Context) => {
-    const running = !shuttingDown && safeStatus(o, logger).running !== false;
+    const running = !shuttingDown && engineRunning();
     return c.json({ status: running ? "healthy" : "stopped", version }, running ? 200 : 503);
   };
   define({

@@ -24,8 +24,10 @@ export interface OrchestratorLike {
   list(query?: TaskQuery): Promise<TaskRecord[]> | TaskRecord[];
   cancel(id: string, reason?: string): Promise<unknown> | unknown;
   status(): unknown;
-  on(event: string, listener: (...args: never[]) => void): unknown;
-  off(event: string, listener: (...args: never[]) => void): unknown;
+  // biome-ignore lint/suspicious/noExplicitAny: emitters type their listeners per event
+  on(event: any, listener: (...args: any[]) => void): unknown;
+  // biome-ignore lint/suspicious/noExplicitAny: emitters type their listeners per event
+  off(event: any, listener: (...args: any[]) => void): unknown;
   registerWorker?(worker: Worker): unknown;
   register?(worker: Worker): unknown;
   unregisterWorker?(id: string): unknown;

@@ -24,6 +24,7 @@ export {
   HTTP_STATUS_BY_CODE,
   validationError,
 } from "./errors.js";
+export * from "./fleet/index.js";
 export { FlotillaMetrics } from "./metrics.js";
 export * from "./schemas.js";
 export {
