@@ -14,7 +14,7 @@ export {
   OpenAICompatibleWorker,
   type OpenAICompatibleWorkerOptions,
 } from "./openai-compatible.js";
-export { DEFAULT_PRICES, type ModelPrice, PriceTable } from "./pricing.js";
+export { createPriceBook, LLM_PRICES, type PricesOption, resolvePrices } from "./pricing.js";
 export {
   parseDurationMs,
   parseRateLimitHeaders,

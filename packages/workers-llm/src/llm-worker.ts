@@ -2,13 +2,14 @@ import {
   type ExecutionContext,
   FlotillaError,
   type HealthReport,
+  type PriceBook,
   type Worker,
   type WorkerResult,
   type WorkerTask,
 } from "@flotilla/core";
 import { mapProviderError, redact } from "./errors.js";
 import { type ModelInfo, normaliseModels } from "./models.js";
-import { type ModelPrice, PriceTable } from "./pricing.js";
+import { type PricesOption, resolvePrices } from "./pricing.js";
 import { parseRateLimitHeaders, type RateLimitInfo, type RateLimitListener } from "./rate-limit.js";
 import {
   estimateInputTokens,
@@ -37,8 +38,8 @@ export interface LlmWorkerOptions {
   maxConcurrency?: number;
   /** Per-request timeout in milliseconds. @default 600000 */
   timeoutMs?: number;
-  /** Prices that replace or extend the default table, or a whole table. */
-  prices?: Record<string, ModelPrice> | PriceTable;
+  /** Per-model prices for this worker's provider (`{ "my-model": { input, output } }`, USD per million tokens) that extend core's defaults and `LLM_PRICES`, or a whole `PriceBook`. */
+  prices?: PricesOption;
   /** Labels for routing (`requirements.labels`, `target.tags`). */
   labels?: Record<string, string>;
   /** Task types claimed. @default ["llm_request"] */
@@ -88,7 +89,7 @@ export abstract class LlmWorker implements Worker {
   readonly timeoutMs: number;
   /** The last rate-limit information a response carried. */
   lastRateLimit: RateLimitInfo | undefined;
-  protected readonly prices: PriceTable;
+  protected readonly prices: PriceBook;
   readonly #secrets: string[];
   readonly #listeners = new Set<RateLimitListener>();
 
@@ -120,8 +121,7 @@ export abstract class LlmWorker implements Worker {
     }
     this.capabilities = [...caps];
     this.labels = { provider: kind, ...(options.labels ?? {}) };
-    this.prices =
-      options.prices instanceof PriceTable ? options.prices : new PriceTable(options.prices ?? {});
+    this.prices = resolvePrices(this.labels.provider ?? kind, options.prices);
     this.#secrets = secrets.filter((s) => s.length > 0);
     if (options.onRateLimit) this.#listeners.add(options.onRateLimit);
   }
@@ -200,7 +200,9 @@ export abstract class LlmWorker implements Worker {
       totalTokens: inputTokens + outputTokens,
       requests: 1,
     };
-    const cost = this.prices.cost(r.model || model, usage) ?? this.prices.cost(model, usage);
+    const cost =
+      this.costUsd(r.model || model, inputTokens, outputTokens) ??
+      this.costUsd(model, inputTokens, outputTokens);
     if (cost !== undefined) usage.costUsd = cost;
     log.debug(
       { ms: ctx.clock.now() - started, usage, finishReason: r.finishReason },
@@ -249,7 +251,7 @@ export abstract class LlmWorker implements Worker {
       task.estimate?.inputTokens ??
       estimateInputTokens(req) + Math.ceil((req.prompt?.length ?? 0) / 4);
     const outputTokens = task.estimate?.outputTokens ?? req.maxTokens ?? 256;
-    return this.prices.cost(model, { inputTokens, outputTokens });
+    return this.costUsd(model, inputTokens, outputTokens);
   }
 
   /** The worker as JSON: configuration without secrets. */
@@ -270,6 +272,13 @@ export abstract class LlmWorker implements Worker {
 
   [Symbol.for("nodejs.util.inspect.custom")](): Record<string, unknown> {
     return this.toJSON();
+  }
+
+  /** Cost in USD of tokens on `model` (core's `PriceBook`, keyed by this worker's provider label). */
+  protected costUsd(model: string, inputTokens: number, outputTokens: number): number | undefined {
+    const price = this.prices.price(this.labels.provider ?? this.kind, model);
+    if (!price) return undefined;
+    return Math.round((inputTokens * price.input + outputTokens * price.output) * 1e4) / 1e10;
   }
 
   /** Scrubs this worker's secrets out of a string. */

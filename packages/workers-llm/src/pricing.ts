@@ -1,84 +1,53 @@
-import type { Usage } from "@flotilla/core";
-
-/** Price of a model in USD per million tokens. */
-export interface ModelPrice {
-  inputPerMTok: number;
-  outputPerMTok: number;
-}
+import { type ModelPrice, PriceBook, type PriceTable } from "@flotilla/core";
 
 /**
- * List prices (USD per million tokens) of current models, as published by their providers
- * in 2025. Prices change: override them with the `prices` option of a worker. Models are
- * matched by exact name, then by the longest name that prefixes the model
- * (`gpt-4o-mini-2024-07-18` → `gpt-4o-mini`).
+ * Prices (USD per million tokens, providers' public lists of 2025) for current models that
+ * core's `DEFAULT_PRICES` does not list; LLM workers price with core's `PriceBook` holding
+ * both. Override any entry with the `prices` option of a worker.
  */
-export const DEFAULT_PRICES: Readonly<Record<string, ModelPrice>> = {
-  "gpt-5": { inputPerMTok: 1.25, outputPerMTok: 10 },
-  "gpt-5-mini": { inputPerMTok: 0.25, outputPerMTok: 2 },
-  "gpt-5-nano": { inputPerMTok: 0.05, outputPerMTok: 0.4 },
-  "gpt-4.1": { inputPerMTok: 2, outputPerMTok: 8 },
-  "gpt-4.1-mini": { inputPerMTok: 0.4, outputPerMTok: 1.6 },
-  "gpt-4.1-nano": { inputPerMTok: 0.1, outputPerMTok: 0.4 },
-  "gpt-4o": { inputPerMTok: 2.5, outputPerMTok: 10 },
-  "gpt-4o-mini": { inputPerMTok: 0.15, outputPerMTok: 0.6 },
-  o3: { inputPerMTok: 2, outputPerMTok: 8 },
-  "o4-mini": { inputPerMTok: 1.1, outputPerMTok: 4.4 },
-  "claude-opus-4-1": { inputPerMTok: 15, outputPerMTok: 75 },
-  "claude-opus-4": { inputPerMTok: 15, outputPerMTok: 75 },
-  "claude-sonnet-4-5": { inputPerMTok: 3, outputPerMTok: 15 },
-  "claude-sonnet-4": { inputPerMTok: 3, outputPerMTok: 15 },
-  "claude-3-7-sonnet": { inputPerMTok: 3, outputPerMTok: 15 },
-  "claude-haiku-4-5": { inputPerMTok: 1, outputPerMTok: 5 },
-  "claude-3-5-haiku": { inputPerMTok: 0.8, outputPerMTok: 4 },
-  "gemini-2.5-pro": { inputPerMTok: 1.25, outputPerMTok: 10 },
-  "gemini-2.5-flash": { inputPerMTok: 0.3, outputPerMTok: 2.5 },
-  "gemini-2.5-flash-lite": { inputPerMTok: 0.1, outputPerMTok: 0.4 },
-  "gemini-2.0-flash": { inputPerMTok: 0.1, outputPerMTok: 0.4 },
+export const LLM_PRICES: PriceTable = {
+  openai: {
+    "gpt-5": { input: 1.25, output: 10 },
+    "gpt-5-mini": { input: 0.25, output: 2 },
+    "gpt-5-nano": { input: 0.05, output: 0.4 },
+  },
+  anthropic: {
+    "claude-opus-4-1": { input: 15, output: 75 },
+    "claude-sonnet-4-5": { input: 3, output: 15 },
+    "claude-haiku-4-5": { input: 1, output: 5 },
+  },
+  gemini: {
+    "gemini-2.5-pro": { input: 1.25, output: 10 },
+    "gemini-2.5-flash": { input: 0.3, output: 2.5 },
+    "gemini-2.5-flash-lite": { input: 0.1, output: 0.4 },
+    "gemini-2.0-flash": { input: 0.1, output: 0.4 },
+  },
 };
 
 /**
- * A price table: the defaults plus overrides.
+ * Core's default prices plus {@link LLM_PRICES}, plus `overrides`.
  *
  * @example
  * ```ts
- * const prices = new PriceTable({ "my-finetune": { inputPerMTok: 1, outputPerMTok: 2 } });
- * prices.cost("my-finetune", { inputTokens: 1000, outputTokens: 500 }); // 0.002
+ * const prices = createPriceBook({ vllm: { "*": { input: 0.05, output: 0.05 } } });
+ * prices.costMicros({ provider: "vllm", model: "qwen" }, 1000, 1000); // 100
  * ```
  */
-export class PriceTable {
-  readonly #prices: Map<string, ModelPrice>;
-  readonly #byLength: string[];
-
-  /**
-   * @param overrides prices that replace or extend the defaults
-   * @param includeDefaults start from {@link DEFAULT_PRICES}. @default true
-   */
-  constructor(overrides: Record<string, ModelPrice> = {}, includeDefaults = true) {
-    this.#prices = new Map(
-      Object.entries({ ...(includeDefaults ? DEFAULT_PRICES : {}), ...overrides }),
-    );
-    this.#byLength = [...this.#prices.keys()].sort((a, b) => b.length - a.length);
+export function createPriceBook(overrides: PriceTable = {}): PriceBook {
+  const table: PriceTable = {};
+  for (const source of [LLM_PRICES, overrides]) {
+    for (const [provider, models] of Object.entries(source)) {
+      table[provider] = { ...table[provider], ...models };
+    }
   }
+  return new PriceBook(table);
+}
 
-  /** The price of `model` (exact, then longest prefix), or undefined. */
-  lookup(model: string): ModelPrice | undefined {
-    const exact = this.#prices.get(model);
-    if (exact) return exact;
-    const name = model.includes("/") ? model.slice(model.lastIndexOf("/") + 1) : model;
-    const key = this.#byLength.find(
-      (k) => name === k || name.startsWith(`${k}-`) || name.startsWith(`${k}@`),
-    );
-    return key ? this.#prices.get(key) : undefined;
-  }
+/** A worker's `prices` option: a whole `PriceBook`, or per-model prices for the worker's provider. */
+export type PricesOption = PriceBook | Record<string, ModelPrice>;
 
-  /** Cost in USD of `usage` on `model`; undefined when the model has no price. */
-  cost(model: string, usage: Pick<Usage, "inputTokens" | "outputTokens">): number | undefined {
-    const price = this.lookup(model);
-    if (!price) return undefined;
-    const usd =
-      ((usage.inputTokens ?? 0) * price.inputPerMTok +
-        (usage.outputTokens ?? 0) * price.outputPerMTok) /
-      1e6;
-    return Math.round(usd * 1e10) / 1e10;
-  }
+/** Resolves a `prices` option into a book. */
+export function resolvePrices(provider: string, prices: PricesOption | undefined): PriceBook {
+  if (prices instanceof PriceBook) return prices;
+  return createPriceBook(prices ? { [provider]: prices } : {});
 }

@@ -9,6 +9,8 @@ export interface RecordedRequest {
   headers: Record<string, string | string[] | undefined>;
   /** Parsed JSON body (`undefined` when the body was empty or not JSON). */
   body: any;
+  /** When the request arrived (ms since the epoch). */
+  receivedAt: number;
   /** Set once the client went away before the response was complete. */
   aborted: boolean;
   /** Resolves when the exchange ends: `"finished"` (response sent) or `"aborted"` (client closed the socket first). */
@@ -101,6 +103,7 @@ export async function startProtocolServer(handler: RouteHandler): Promise<Protoc
       path: (req.url ?? "/").split("?")[0] ?? "/",
       headers: { ...req.headers },
       body: undefined,
+      receivedAt: Date.now(),
       aborted: false,
       done: new Promise((r) => {
         resolveDone = r;
