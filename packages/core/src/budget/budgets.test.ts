@@ -126,6 +126,16 @@ describe("Budgets", () => {
     expect(b.stats(0)[0]!.used.tokens).toBe(1000);
   });
 
+  it("gives back the reservation of a failed attempt that reported no usage", () => {
+    const b = new Budgets({ budgets: [{ costUsd: 1, policy: "fail" }] });
+    const t = makeTask({ estimate: { costUsd: 0.75 } });
+    run(b, t);
+    expect(b.check(makeTask({ estimate: { costUsd: 0.5 } }), worker, 0).ok).toBe(false);
+    b.onSettle(t, worker, { status: "failed", retryAfterMs: 2000 }, 0);
+    expect(b.stats(0)[0]!.used).toEqual({ requests: 1, tokens: 0, costUsd: 0 });
+    expect(b.check(makeTask({ estimate: { costUsd: 0.5 } }), worker, 0).ok).toBe(true);
+  });
+
   it("prices estimated tokens with the price table when no cost estimate is given", () => {
     const costModel = new CostModel({
       prices: new PriceBook({ acme: { "big-1": { input: 10, output: 30 } } }, { defaults: false }),

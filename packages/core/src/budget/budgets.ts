@@ -361,7 +361,7 @@ export class Budgets implements DispatchGate {
     const holds = this.#holds.get(task.id);
     this.#holds.delete(task.id);
     if (!holds) return;
-    const actual = this.costModel.actual(task, worker, outcome.usage);
+    const actual = this.costModel.actual(task, worker, outcome.usage, outcome.status);
     const real: Amounts = {
       requests: actual.usage.requests,
       tokens: actual.usage.totalTokens,

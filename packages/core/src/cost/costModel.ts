@@ -1,4 +1,5 @@
 import type { WorkerEntry } from "../registry/types.js";
+import type { TaskStatus } from "../task/schema.js";
 import type { TaskRecord } from "../task/types.js";
 import { defaultPriceSubject, PriceBook, type PriceSubject, toMicros } from "./prices.js";
 import { estimatedTokens, type ResolvedUsage, resolveUsage } from "./usage.js";
@@ -68,15 +69,22 @@ export class CostModel {
   /**
    * The cost of a finished attempt from the worker's usage report (`unknown`: it is validated;
    * missing or malformed reports fall back to the estimate and say so in `usage.problem`).
+   * With a `status` other than `succeeded` and no report, the attempt costs nothing.
    *
    * @example
    * ```ts
    * const { usage, costMicros } = model.actual(task, entry, outcome.usage);
    * ```
    */
-  actual(task: TaskRecord, worker: WorkerEntry | undefined, reported: unknown): CostFigures {
+  actual(
+    task: TaskRecord,
+    worker: WorkerEntry | undefined,
+    reported: unknown,
+    status?: TaskStatus,
+  ): CostFigures {
     const subject = this.subject(task, worker);
-    const usage = resolveUsage(task, reported);
+    const usage = resolveUsage(task, reported, status);
+    if (usage.source === "none") return { subject, usage, costMicros: 0 };
     let costMicros: number | undefined;
     if (usage.costUsd !== undefined) costMicros = toMicros(usage.costUsd);
     else if (usage.source === "reported") {

@@ -115,6 +115,18 @@ describe("CostLedger", () => {
     });
   });
 
+  it("counts a failed attempt that reported nothing as one request at no cost, without a warning", () => {
+    const { logger, warnings } = recordingLogger();
+    const ledger = new CostLedger({ logger });
+    const t = makeTask({ estimate: { tokens: 700, costUsd: 0.5 } });
+    const e = ledger.record(t, makeEntry(), { status: "failed", retryAfterMs: 1000 });
+    expect(e).toMatchObject({ source: "none", requests: 1, totalTokens: 0, costMicros: 0 });
+    expect(warnings).toHaveLength(0);
+    // A malformed report is still a warning, whatever the status.
+    ledger.record(t, makeEntry(), { status: "failed", usage: { inputTokens: -1 } as never });
+    expect(warnings).toHaveLength(1);
+  });
+
   it("rejects an unknown time zone", () => {
     expect(() => new CostLedger({ timeZone: "Nowhere/Town" })).toThrow(
       /unknown time zone "Nowhere\/Town"/,

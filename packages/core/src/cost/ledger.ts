@@ -40,8 +40,8 @@ export interface CostEntry {
   requests: number;
   costMicros: number;
   costUsd: number;
-  /** `estimate` when the worker's usage report was missing or malformed. */
-  source: "reported" | "estimate";
+  /** `estimate` when the worker's usage report was missing or malformed; `none` for a failed attempt that reported nothing. */
+  source: "reported" | "estimate" | "none";
 }
 
 /** Totals of one day, overall and per provider, worker and tenant. */
@@ -207,7 +207,12 @@ export class CostLedger extends EventEmitter<CostLedgerEvents> implements Dispat
     outcome: SettleOutcome,
     now = this.#clock.now(),
   ): CostEntry {
-    const { subject, usage, costMicros } = this.costModel.actual(task, worker, outcome.usage);
+    const { subject, usage, costMicros } = this.costModel.actual(
+      task,
+      worker,
+      outcome.usage,
+      outcome.status,
+    );
     if (usage.source === "estimate") {
       this.#logger.warn(
         { taskId: task.id, workerId: worker?.id, problem: usage.problem },

@@ -1,4 +1,4 @@
-import { type Usage, UsageSchema } from "../task/schema.js";
+import { type TaskStatus, type Usage, UsageSchema } from "../task/schema.js";
 import type { TaskRecord } from "../task/types.js";
 
 /** Usage with every field known, as the resource manager accounts it. */
@@ -9,8 +9,12 @@ export interface ResolvedUsage {
   requests: number;
   /** Cost the worker reported, if any (USD). */
   costUsd?: number;
-  /** `reported` when the worker's usage was used, `estimate` when it was missing or malformed. */
-  source: "reported" | "estimate";
+  /**
+   * `reported` when the worker's usage was used; `estimate` when it was missing or malformed
+   * (and the attempt succeeded); `none` when an attempt that did not succeed reported nothing
+   * (counted as one request and zero tokens).
+   */
+  source: "reported" | "estimate" | "none";
   /** Why the report was not used (missing, malformed). */
   problem?: string;
 }
@@ -53,7 +57,8 @@ function fromEstimate(task: Pick<TaskRecord, "estimate">, problem: string): Reso
 /**
  * Reads the usage a worker reported for one attempt. Missing or malformed reports (negative
  * numbers, strings, no token count at all) fall back to the task's estimate; `problem` says why,
- * so that the caller can log it. Never throws.
+ * so that the caller can log it. An attempt with a `status` other than `succeeded` that
+ * reported nothing counts as zero tokens (a refused or failed call is rarely billed). Never throws.
  *
  * @example
  * ```ts
@@ -61,8 +66,17 @@ function fromEstimate(task: Pick<TaskRecord, "estimate">, problem: string): Reso
  * u.totalTokens; // 1050
  * ```
  */
-export function resolveUsage(task: Pick<TaskRecord, "estimate">, usage: unknown): ResolvedUsage {
-  if (usage === undefined || usage === null) return fromEstimate(task, "no usage reported");
+export function resolveUsage(
+  task: Pick<TaskRecord, "estimate">,
+  usage: unknown,
+  status?: TaskStatus,
+): ResolvedUsage {
+  if (usage === undefined || usage === null) {
+    if (status !== undefined && status !== "succeeded") {
+      return { inputTokens: 0, outputTokens: 0, totalTokens: 0, requests: 1, source: "none" };
+    }
+    return fromEstimate(task, "no usage reported");
+  }
   const parsed = UsageSchema.safeParse(usage);
   if (!parsed.success) {
     const first = parsed.error.issues[0];
