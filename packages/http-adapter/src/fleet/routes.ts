@@ -169,12 +169,8 @@ export function mountFleetRoutes(app: Hono, parts: FleetParts): void {
     "/files/:name",
     h(async (c) => {
       const n = await node(c, "file");
-      let name: string;
-      try {
-        name = decodeURIComponent(c.req.param("name") ?? "");
-      } catch {
-        name = c.req.param("name") ?? "";
-      }
+      // Hono hands the parameter over percent-decoded.
+      const name = c.req.param("name") ?? "";
       const { bytes } = await tasks.fileFor(n, name);
       return new Response(bytes as unknown as BodyInit, {
         status: 200,
@@ -363,7 +359,7 @@ export function mountFleetRoutes(app: Hono, parts: FleetParts): void {
   app.get(
     "/tasks",
     h(async (c) => {
-      await admin(c, "tasks:read");
+      const p = await admin(c, "tasks:read");
       const q = ListTasksQuerySchema.safeParse(c.req.query());
       if (!q.success) throw validationError(q.error, "query");
       let statuses: TaskStatus[] | undefined;
@@ -376,19 +372,26 @@ export function mountFleetRoutes(app: Hono, parts: FleetParts): void {
         ...(statuses ? { status: statuses } : {}),
         ...(q.data.node_id ? { workerId: q.data.node_id } : {}),
       };
-      const [rows, total] = await Promise.all([
-        o.store.listTasks({
-          ...query,
-          limit: q.data.limit,
-          offset: q.data.offset,
-          newestFirst: true,
-        }),
-        o.store.countTasks(query),
-      ]);
+      const { limit, offset } = q.data;
+      const restricted = !keys.mayTarget(p, undefined);
+      let rows: TaskRecord[];
+      let total: number;
+      if (restricted) {
+        // A key with allowed targets sees only tasks inside them.
+        const all = (await o.store.listTasks({ ...query, newestFirst: true })).filter((t) =>
+          keys.mayTarget(p, t.target?.name),
+        );
+        total = all.length;
+        rows = all.slice(offset, offset + limit);
+      } else {
+        [rows, total] = await Promise.all([
+          o.store.listTasks({ ...query, limit, offset, newestFirst: true }),
+          o.store.countTasks(query),
+        ]);
+      }
       const views = [];
-      for (const t of rows as TaskRecord[])
-        views.push(tasks.view(t, await state.getTaskState(t.id)));
-      return c.json({ tasks: views, total, limit: q.data.limit, offset: q.data.offset });
+      for (const t of rows) views.push(tasks.view(t, await state.getTaskState(t.id)));
+      return c.json({ tasks: views, total, limit, offset });
     }),
   );
 

@@ -256,12 +256,17 @@ describe("fleet lifecycle with a Victoria-style runner", () => {
     const r = runner(f, "prefixed");
     expect(await r.register()).toBe(true);
     const up = await upload(f.url, "in.txt", "hello");
-    const t = await f.admin("POST", "/tasks", { prompt: "p", files: [up.json.filename] });
+    const pct = await upload(f.url, "50% done #1.txt", "half");
+    const t = await f.admin("POST", "/tasks", {
+      prompt: "p",
+      files: [up.json.filename, pct.json.filename],
+    });
     const got = await r.poll();
     expect(got?.orchestrator_url).toBe(f.url);
     const fin = await r.run(got!, { kind: "exit", code: 0 });
     expect(fin?.json).toMatchObject({ id: t.json.id, status: "completed" });
     expect(r.downloaded.get("in.txt")?.toString()).toBe("hello");
+    expect(r.downloaded.get("50% done #1.txt")?.toString()).toBe("half");
   });
 
   it("survives a server restart: nodes, keys, tasks, leases, files and logs", async () => {
@@ -328,8 +333,11 @@ describe("fleet keys", () => {
     // Scopes: this key cannot manage keys or read nodes.
     expect((await f.admin("GET", "/keys", undefined, secret)).status).toBe(403);
     expect((await f.admin("GET", "/nodes", undefined, secret)).status).toBe(403);
-    const list = await f.admin("GET", "/tasks");
-    expect(list.json.total).toBe(1);
+    await f.admin("POST", "/tasks", { prompt: "other", target_node_name: "client-beta-1" });
+    expect((await f.admin("GET", "/tasks")).json.total).toBe(2);
+    const mine = await f.admin("GET", "/tasks", undefined, secret);
+    expect(mine.json.total).toBe(1);
+    expect(mine.json.tasks[0].target_node_name).toBe("client-acme-prod-*");
     // The secret is shown once: the list never has it nor its hash.
     const keys = await f.admin("GET", "/keys");
     expect(JSON.stringify(keys.json)).not.toContain(secret);
