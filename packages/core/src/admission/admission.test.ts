@@ -1,11 +1,11 @@
+import { FakeClock } from "@flotilla/testing";
 import { describe, expect, it } from "vitest";
-import { TestClock } from "../resources/__tests__/clock.js";
 import { makeEntry, makeTask } from "../resources/__tests__/fixtures.js";
 import { AdmissionControl, type PressureLevel } from "./admission.js";
 import { HostPressureSensor, type PressureSample } from "./sensor.js";
 
 describe("AdmissionControl", () => {
-  it("moves between levels with hysteresis", () => {
+  it("moves between levels with hysteresis", async () => {
     const a = new AdmissionControl({
       cpu: { yellow: { enter: 0.7, exit: 0.6 }, red: { enter: 0.9, exit: 0.8 } },
     });
@@ -24,7 +24,7 @@ describe("AdmissionControl", () => {
     expect(a.update({ cpu: 0.1, memory: 0.99 })).toBe("red");
   });
 
-  it("holds local workers only while red and wakes the scheduler when pressure falls", () => {
+  it("holds local workers only while red and wakes the scheduler when pressure falls", async () => {
     const a = new AdmissionControl();
     let wakes = 0;
     a.subscribe(() => wakes++);
@@ -45,7 +45,7 @@ describe("AdmissionControl", () => {
   });
 
   it("samples on the clock interval without overlapping slow samples", async () => {
-    const clock = new TestClock(0);
+    const clock = new FakeClock({ now: 0 });
     const samples: PressureSample[] = [
       { cpu: 0.99, memory: 0 },
       { cpu: 0.99, memory: 0 },
@@ -65,23 +65,20 @@ describe("AdmissionControl", () => {
       },
     });
     a.start();
-    await Promise.resolve();
-    await Promise.resolve();
+    await clock.flush();
     expect(a.level).toBe("red");
-    clock.advance(100); // second sample hangs
-    clock.advance(100); // skipped: the previous one is still running
+    await clock.advance(100); // the second sample hangs
+    await clock.advance(100); // skipped: the previous one is still running
     expect(calls).toBe(2);
     release!();
-    await new Promise((r) => setImmediate(r));
-    clock.advance(100);
-    await new Promise((r) => setImmediate(r));
+    await clock.advance(100);
     expect(calls).toBe(3);
     expect(a.level).toBe("green");
     a.stop();
-    expect(clock.pending).toBe(0);
+    expect(clock.pendingTimers).toBe(0);
   });
 
-  it("rejects nonsensical thresholds", () => {
+  it("rejects nonsensical thresholds", async () => {
     expect(
       () =>
         new AdmissionControl({

@@ -1,7 +1,7 @@
+import { FakeClock } from "@flotilla/testing";
 import { describe, expect, it } from "vitest";
 import { CostModel } from "../cost/costModel.js";
 import { PriceBook } from "../cost/prices.js";
-import { TestClock } from "../resources/__tests__/clock.js";
 import { makeEntry, makeTask } from "../resources/__tests__/fixtures.js";
 import type { GateDecision } from "../resources/gate.js";
 import { Budgets } from "./budgets.js";
@@ -16,8 +16,8 @@ function run(b: Budgets, task = makeTask(), now = 0): GateDecision {
 }
 
 describe("Budgets", () => {
-  it("holds a cost budget to the cent with the fail policy, reconciling actual cost", () => {
-    const clock = new TestClock();
+  it("holds a cost budget to the cent with the fail policy, reconciling actual cost", async () => {
+    const clock = new FakeClock({ now: Date.UTC(2026, 0, 1) });
     const b = new Budgets({
       clock,
       budgets: [{ name: "daily-spend", costUsd: 1, policy: "fail" }],
@@ -49,9 +49,9 @@ describe("Budgets", () => {
     expect(b.stats(now)[0]).toMatchObject({ used: { costUsd: 1 }, remaining: { costUsd: 0 } });
   });
 
-  it("waits until local midnight in the configured zone, then resets", () => {
+  it("waits until local midnight in the configured zone, then resets", async () => {
     // 2026-03-07 22:00 in New York (UTC-5) is 03:00 UTC on the 8th.
-    const clock = new TestClock(Date.UTC(2026, 2, 8, 3, 0));
+    const clock = new FakeClock({ now: Date.UTC(2026, 2, 8, 3, 0) });
     const b = new Budgets({
       clock,
       timeZone: "America/New_York",
@@ -63,17 +63,17 @@ describe("Budgets", () => {
     const midnight = Date.UTC(2026, 2, 8, 5, 0); // 00:00 EST
     expect(d).toMatchObject({ ok: false, retryAt: midnight });
     expect(!d.ok && d.reason).toMatch(/requests limit 2, used 2.*per day in America\/New_York/);
-    clock.set(midnight - 1);
+    await clock.advanceTo(midnight - 1);
     expect(b.check(makeTask(), worker, clock.now()).ok).toBe(false);
-    clock.set(midnight);
+    await clock.advanceTo(midnight);
     expect(run(b, makeTask(), clock.now()).ok).toBe(true);
     expect(b.stats()[0]).toMatchObject({ used: { requests: 1 }, windowStart: midnight });
     // That day is 23 hours long (clocks spring forward on 2026-03-08).
     expect(b.stats()[0]!.windowEnd! - midnight).toBe(23 * 3_600_000);
   });
 
-  it("a sliding budget frees up as old usage leaves the window", () => {
-    const clock = new TestClock(0);
+  it("a sliding budget frees up as old usage leaves the window", async () => {
+    const clock = new FakeClock({ now: 0 });
     const b = new Budgets({
       clock,
       budgets: [{ scope: "global", tokens: 1000, reset: "sliding", period: "1h" }],
@@ -85,7 +85,7 @@ describe("Budgets", () => {
     expect(b.check(makeTask({ estimate: { tokens: 500 } }), worker, 3_600_000).ok).toBe(true);
   });
 
-  it("tenant budgets are separate per tenant; provider budgets follow rate-limit keys", () => {
+  it("tenant budgets are separate per tenant; provider budgets follow rate-limit keys", async () => {
     const b = new Budgets({
       budgets: [
         { scope: "tenant", requests: 1 },
@@ -110,7 +110,7 @@ describe("Budgets", () => {
     ).toBe(true);
   });
 
-  it("reconciles tokens with the reported usage and falls back to the estimate when it is malformed", () => {
+  it("reconciles tokens with the reported usage and falls back to the estimate when it is malformed", async () => {
     const b = new Budgets({ budgets: [{ tokens: 1000 }] });
     const t1 = makeTask({ estimate: { tokens: 500 } });
     const t2 = makeTask({ estimate: { tokens: 300 } });
@@ -126,7 +126,7 @@ describe("Budgets", () => {
     expect(b.stats(0)[0]!.used.tokens).toBe(1000);
   });
 
-  it("gives back the reservation of a failed attempt that reported no usage", () => {
+  it("gives back the reservation of a failed attempt that reported no usage", async () => {
     const b = new Budgets({ budgets: [{ costUsd: 1, policy: "fail" }] });
     const t = makeTask({ estimate: { costUsd: 0.75 } });
     run(b, t);
@@ -136,7 +136,7 @@ describe("Budgets", () => {
     expect(b.check(makeTask({ estimate: { costUsd: 0.5 } }), worker, 0).ok).toBe(true);
   });
 
-  it("prices estimated tokens with the price table when no cost estimate is given", () => {
+  it("prices estimated tokens with the price table when no cost estimate is given", async () => {
     const costModel = new CostModel({
       prices: new PriceBook({ acme: { "big-1": { input: 10, output: 30 } } }, { defaults: false }),
     });
@@ -166,7 +166,7 @@ describe("Budgets", () => {
       [{ requests: 1, reset: "sliding", period: "3 fortnights" }],
       "budgets[0].period: unknown time unit",
     ],
-  ])("rejects %j with a clear message", (budgets, message) => {
+  ])("rejects %j with a clear message", async (budgets, message) => {
     expect(() => new Budgets({ budgets: budgets as never })).toThrow(
       expect.objectContaining({ code: "VALIDATION", message: expect.stringContaining(message) }),
     );
@@ -174,7 +174,7 @@ describe("Budgets", () => {
 });
 
 describe("calendar", () => {
-  it("computes DST-safe local days", () => {
+  it("computes DST-safe local days", async () => {
     const berlinSpring = dayBounds(Date.UTC(2026, 2, 29, 12), "Europe/Berlin");
     expect(berlinSpring.end - berlinSpring.start).toBe(23 * 3_600_000);
     const berlinFall = dayBounds(Date.UTC(2026, 9, 25, 12), "Europe/Berlin");

@@ -1,7 +1,7 @@
+import { FakeClock } from "@flotilla/testing";
 import { describe, expect, it } from "vitest";
 import type { Logger } from "../logger.js";
 import { silentLogger } from "../logger.js";
-import { TestClock } from "../resources/__tests__/clock.js";
 import { makeEntry, makeTask } from "../resources/__tests__/fixtures.js";
 import { CostModel } from "./costModel.js";
 import { type CostEntry, CostLedger } from "./ledger.js";
@@ -18,7 +18,7 @@ function recordingLogger() {
 }
 
 describe("PriceBook", () => {
-  it("matches models by exact name, then longest prefix, then the provider's '*'", () => {
+  it("matches models by exact name, then longest prefix, then the provider's '*'", async () => {
     const p = new PriceBook({
       openai: { "gpt-4o": { input: 3, output: 12 } },
       local: { "*": { input: 0, output: 0 } },
@@ -38,7 +38,7 @@ describe("PriceBook", () => {
     expect(formatUsd(1_234_567)).toBe("$1.23");
   });
 
-  it("rejects a malformed table", () => {
+  it("rejects a malformed table", async () => {
     expect(() => new PriceBook({ openai: { x: { input: -1, output: 1 } } })).toThrow(
       /prices.openai.x.input/,
     );
@@ -46,8 +46,8 @@ describe("PriceBook", () => {
 });
 
 describe("CostLedger", () => {
-  it("aggregates per task, worker, provider, model, tenant and day, and emits events", () => {
-    const clock = new TestClock(Date.UTC(2026, 0, 1, 22, 30)); // 23:30 in Berlin
+  it("aggregates per task, worker, provider, model, tenant and day, and emits events", async () => {
+    const clock = new FakeClock({ now: Date.UTC(2026, 0, 1, 22, 30) }); // 23:30 in Berlin
     const ledger = new CostLedger({ clock, timeZone: "Europe/Berlin" });
     const events: CostEntry[] = [];
     ledger.on("cost", (e) => events.push(e));
@@ -61,7 +61,7 @@ describe("CostLedger", () => {
       { status: "succeeded", usage: { inputTokens: 10_000, outputTokens: 1000 } },
       clock.now(),
     );
-    clock.advance(3_600_000); // past midnight in Berlin
+    await clock.advance(3_600_000); // past midnight in Berlin
     ledger.onSettle(
       t2,
       w2,
@@ -88,7 +88,7 @@ describe("CostLedger", () => {
     ]);
   });
 
-  it("falls back to the estimate on a missing or malformed usage report and logs a warning", () => {
+  it("falls back to the estimate on a missing or malformed usage report and logs a warning", async () => {
     const { logger, warnings } = recordingLogger();
     const ledger = new CostLedger({
       logger,
@@ -115,7 +115,7 @@ describe("CostLedger", () => {
     });
   });
 
-  it("counts a failed attempt that reported nothing as one request at no cost, without a warning", () => {
+  it("counts a failed attempt that reported nothing as one request at no cost, without a warning", async () => {
     const { logger, warnings } = recordingLogger();
     const ledger = new CostLedger({ logger });
     const t = makeTask({ estimate: { tokens: 700, costUsd: 0.5 } });
@@ -127,7 +127,7 @@ describe("CostLedger", () => {
     expect(warnings).toHaveLength(1);
   });
 
-  it("rejects an unknown time zone", () => {
+  it("rejects an unknown time zone", async () => {
     expect(() => new CostLedger({ timeZone: "Nowhere/Town" })).toThrow(
       /unknown time zone "Nowhere\/Town"/,
     );

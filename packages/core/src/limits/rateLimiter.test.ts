@@ -1,11 +1,11 @@
+import { FakeClock } from "@flotilla/testing";
 import { describe, expect, it } from "vitest";
-import { TestClock } from "../resources/__tests__/clock.js";
 import { makeEntry, makeTask, maxInWindow } from "../resources/__tests__/fixtures.js";
 import { RateLimiter } from "./rateLimiter.js";
 
 /** Offers calls as fast as the limiter admits them; jumps straight to each retryAt. */
-function saturate(
-  clock: TestClock,
+async function saturate(
+  clock: FakeClock,
   limiter: RateLimiter,
   keys: string[],
   durationMs: number,
@@ -22,7 +22,7 @@ function saturate(
       next = tokens();
     } else {
       expect(r.retryAt).toBeGreaterThan(clock.now());
-      clock.set(r.retryAt);
+      await clock.advanceTo(r.retryAt);
     }
   }
   return events;
@@ -45,23 +45,25 @@ describe("RateLimiter windows", () => {
     [{ requests: 10, per: "second", burst: 1 }, 1000, 10, 20_000],
   ] as const)(
     "%j never exceeds its limit in any sliding window and uses ≥97%% of it",
-    (limit, windowMs, max, duration) => {
-      const clock = new TestClock();
+    async (limit, windowMs, max, duration) => {
+      const clock = new FakeClock({ now: Date.UTC(2026, 0, 1) });
       const limiter = new RateLimiter({ clock, limits: { k: limit } });
-      const events = saturate(clock, limiter, ["k"], duration);
+      const events = await saturate(clock, limiter, ["k"], duration);
       expect(maxInWindow(events, windowMs)).toBeLessThanOrEqual(max);
       expect(events.length / ((max * duration) / windowMs)).toBeGreaterThanOrEqual(0.97);
     },
   );
 
-  it("composite limits: requests/s, requests/min and tokens/min all hold at once", () => {
-    const clock = new TestClock();
+  it("composite limits: requests/s, requests/min and tokens/min all hold at once", async () => {
+    const clock = new FakeClock({ now: Date.UTC(2026, 0, 1) });
     const limiter = new RateLimiter({
       clock,
       limits: { openai: ["5/s", "200/min", "20k tokens/min"] },
     });
     const r = rng(7);
-    const events = saturate(clock, limiter, ["openai"], 5 * 60_000, () => Math.floor(r() * 300));
+    const events = await saturate(clock, limiter, ["openai"], 5 * 60_000, () =>
+      Math.floor(r() * 300),
+    );
     expect(maxInWindow(events, 1000)).toBeLessThanOrEqual(5);
     expect(maxInWindow(events, 60_000)).toBeLessThanOrEqual(200);
     const tokenEvents = events.map((e) => ({ t: e.t, w: e.tokens }));
@@ -71,16 +73,16 @@ describe("RateLimiter windows", () => {
     expect(tokens / (20_000 * 5)).toBeGreaterThanOrEqual(0.97);
   });
 
-  it("a smooth limit has no fixed-window double burst at window edges", () => {
-    const clock = new TestClock(59_000);
+  it("a smooth limit has no fixed-window double burst at window edges", async () => {
+    const clock = new FakeClock({ now: 59_000 });
     const limiter = new RateLimiter({ clock, limits: { k: "100/min" } });
-    const events = saturate(clock, limiter, ["k"], 2000);
+    const events = await saturate(clock, limiter, ["k"], 2000);
     // A fixed window would allow 100 at 59 s and 100 more at 60 s.
     expect(events.length).toBe(100);
   });
 
-  it("a task larger than the limit goes when the key is idle and leaves it in debt", () => {
-    const clock = new TestClock();
+  it("a task larger than the limit goes when the key is idle and leaves it in debt", async () => {
+    const clock = new FakeClock({ now: Date.UTC(2026, 0, 1) });
     const limiter = new RateLimiter({ clock, limits: { k: "1000 tokens/min" } });
     expect(limiter.peek(["k"], 5000).ok).toBe(true);
     limiter.acquire(["k"], 5000);
@@ -90,8 +92,8 @@ describe("RateLimiter windows", () => {
 });
 
 describe("RateLimiter reconciliation", () => {
-  it("refunds unused tokens at once and wakes the scheduler", () => {
-    const clock = new TestClock();
+  it("refunds unused tokens at once and wakes the scheduler", async () => {
+    const clock = new FakeClock({ now: Date.UTC(2026, 0, 1) });
     const limiter = new RateLimiter({ clock, limits: { k: "1000 tokens/min" } });
     let wakes = 0;
     limiter.subscribe(() => wakes++);
@@ -104,12 +106,12 @@ describe("RateLimiter reconciliation", () => {
     expect(limiter.stats().k?.limits[0]?.used).toBe(200);
   });
 
-  it("charges the difference when the call used more than estimated (debt)", () => {
-    const clock = new TestClock();
+  it("charges the difference when the call used more than estimated (debt)", async () => {
+    const clock = new FakeClock({ now: Date.UTC(2026, 0, 1) });
     const limiter = new RateLimiter({ clock, limits: { k: "1000 tokens/min" } });
     const a = limiter.acquire(["k"], 100);
     expect(limiter.peek(["k"], 100).ok).toBe(true);
-    clock.advance(1000);
+    await clock.advance(1000);
     a.reconcile(1500);
     const r = limiter.peek(["k"], 100);
     expect(r.ok).toBe(false);
@@ -119,8 +121,8 @@ describe("RateLimiter reconciliation", () => {
     expect(limiter.peek(["k"], 100).ok).toBe(false);
   });
 
-  it("onSettle reconciles with reported usage and keeps the estimate when usage is malformed", () => {
-    const clock = new TestClock();
+  it("onSettle reconciles with reported usage and keeps the estimate when usage is malformed", async () => {
+    const clock = new FakeClock({ now: Date.UTC(2026, 0, 1) });
     const limiter = new RateLimiter({ clock, limits: { k: "1000 tokens/min" } });
     const w = makeEntry();
     const t1 = makeTask({ rateLimitKeys: ["k"], estimate: { tokens: 400 } });
@@ -145,31 +147,31 @@ describe("RateLimiter reconciliation", () => {
 });
 
 describe("RateLimiter pauses", () => {
-  it("a Retry-After pauses the task's keys; check resumes at exactly that time", () => {
-    const clock = new TestClock(0);
+  it("a Retry-After pauses the task's keys; check resumes at exactly that time", async () => {
+    const clock = new FakeClock({ now: 0 });
     const limiter = new RateLimiter({ clock, limits: { openai: "100/s" } });
     let wakes = 0;
     limiter.subscribe(() => wakes++);
     const w = makeEntry();
     const t = makeTask({ rateLimitKeys: ["openai", "acct-1"] });
     limiter.onDispatch(t, w, clock.now());
-    clock.advance(10);
+    await clock.advance(10);
     limiter.onSettle(t, w, { status: "failed", retryAfterMs: 5000 }, clock.now());
     const other = makeTask({ rateLimitKeys: ["acct-1"] });
     const d = limiter.check(other, w, clock.now());
     expect(d).toMatchObject({ ok: false, retryAt: 5010, blockKey: "acct-1" });
     expect(d.ok === false && d.reason).toMatch(/paused/);
     expect(limiter.check(makeTask({ rateLimitKeys: ["anthropic"] }), w, clock.now()).ok).toBe(true);
-    clock.advance(4999);
+    await clock.advance(4999);
     expect(limiter.check(other, w, clock.now()).ok).toBe(false);
     expect(wakes).toBe(0);
-    clock.advance(1);
+    await clock.advance(1);
     expect(limiter.check(other, w, clock.now()).ok).toBe(true);
     expect(wakes).toBe(1);
   });
 
-  it("a RATE_LIMITED error with retryAfterMs details pauses too", () => {
-    const clock = new TestClock();
+  it("a RATE_LIMITED error with retryAfterMs details pauses too", async () => {
+    const clock = new FakeClock({ now: Date.UTC(2026, 0, 1) });
     const limiter = new RateLimiter({ clock });
     const w = makeEntry();
     const t = makeTask({ rateLimitKeys: ["x"] });
@@ -193,8 +195,8 @@ describe("RateLimiter pauses", () => {
 });
 
 describe("RateLimiter configuration", () => {
-  it("setLimits changes limits at run time, keeps usage and wakes the scheduler", () => {
-    const clock = new TestClock();
+  it("setLimits changes limits at run time, keeps usage and wakes the scheduler", async () => {
+    const clock = new FakeClock({ now: Date.UTC(2026, 0, 1) });
     const limiter = new RateLimiter({ clock, limits: { k: "2/min" } });
     let wakes = 0;
     limiter.subscribe(() => wakes++);
@@ -230,13 +232,13 @@ describe("RateLimiter configuration", () => {
     [{ k: { requests: 5, per: "s", every: 2 } }, 'limits.k: Unrecognized key: "every"'],
     [{ k: 5 }, 'limits.k: expected a limit such as "500/min"'],
     [{ k: "lots" }, 'limits.k: cannot read limit "lots"'],
-  ])("rejects %j with a clear message", (limits, message) => {
+  ])("rejects %j with a clear message", async (limits, message) => {
     expect(() => new RateLimiter({ limits: limits as never })).toThrow(
       expect.objectContaining({ code: "VALIDATION", message: expect.stringContaining(message) }),
     );
   });
 
-  it("accepts the documented forms", () => {
+  it("accepts the documented forms", async () => {
     const limiter = new RateLimiter({
       limits: {
         a: [

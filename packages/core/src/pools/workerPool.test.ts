@@ -1,5 +1,5 @@
+import { FakeClock } from "@flotilla/testing";
 import { describe, expect, it } from "vitest";
-import { TestClock } from "../resources/__tests__/clock.js";
 import type { ExecutionContext, Worker } from "../worker/types.js";
 import { type PoolHost, type QueueReading, WorkerPool } from "./workerPool.js";
 
@@ -18,13 +18,10 @@ function fakeHost() {
   return { host, registered, removed, reading };
 }
 
-const flush = () => new Promise((r) => setImmediate(r));
-
 /** Advances in one-second steps, letting each evaluation finish and re-arm its timer. */
-async function seconds(clock: TestClock, n: number) {
+async function seconds(clock: FakeClock, n: number) {
   for (let i = 0; i < n; i++) {
-    clock.advance(1000);
-    await flush();
+    await clock.advance(1000);
   }
 }
 
@@ -43,7 +40,7 @@ function factory(i: number): Worker {
 
 describe("WorkerPool", () => {
   it("grows on queue depth and oldest wait, respecting max and the cooldown", async () => {
-    const clock = new TestClock(0);
+    const clock = new FakeClock({ now: 0 });
     const { host, registered, reading } = fakeHost();
     const pool = new WorkerPool({
       clock,
@@ -60,11 +57,9 @@ describe("WorkerPool", () => {
     expect(registered.get("w0")?.labels).toEqual({ pool: "pool" });
 
     reading.depth = 5;
-    clock.advance(1000);
-    await flush();
+    await clock.advance(1000);
     expect(pool.size).toBe(2);
-    clock.advance(1000); // within the cooldown
-    await flush();
+    await clock.advance(1000); // within the cooldown
     expect(pool.size).toBe(2);
     await seconds(clock, 3);
     expect(pool.size).toBe(2);
@@ -81,6 +76,7 @@ describe("WorkerPool", () => {
       max: 2,
       scaleUpQueueDepth: 10,
       scaleUpWaitMs: 3000,
+      cooldownUpMs: 0,
     });
     const h2 = fakeHost();
     await p2.start(h2.host);
@@ -89,15 +85,15 @@ describe("WorkerPool", () => {
     expect(await p2.evaluate()).toBe("up"); // size 0: any queued task
     expect(await p2.evaluate()).toBe(undefined); // 1 ≤ 1 × 10 and wait below 3 s
     h2.reading.oldestWaitMs = 3000;
-    clock.advance(10_000);
     expect(await p2.evaluate()).toBe("up");
+    expect(p2.size).toBe(2);
     await pool.stop();
     await p2.stop();
-    expect(clock.pending).toBe(0);
+    expect(clock.pendingTimers).toBe(0);
   });
 
   it("shrinks idle workers down to min after the cooldown, draining them", async () => {
-    const clock = new TestClock(0);
+    const clock = new FakeClock({ now: 0 });
     const { host, registered, removed, reading } = fakeHost();
     const pool = new WorkerPool({
       clock,
@@ -149,7 +145,7 @@ describe("WorkerPool", () => {
   });
 
   it("keeps going when the factory fails, and validates its options", async () => {
-    const clock = new TestClock(0);
+    const clock = new FakeClock({ now: 0 });
     const { host, reading } = fakeHost();
     let fail = true;
     const errors: unknown[] = [];

@@ -1,11 +1,11 @@
+import { FakeClock } from "@flotilla/testing";
 import { describe, expect, it } from "vitest";
-import { TestClock } from "./__tests__/clock.js";
 import { makeEntry, makeTask } from "./__tests__/fixtures.js";
 import { ResourceManager } from "./manager.js";
 
 describe("ResourceManager", () => {
-  it("builds the gates from one config and reports stats", () => {
-    const clock = new TestClock(Date.UTC(2026, 5, 1, 12));
+  it("builds the gates from one config and reports stats", async () => {
+    const clock = new FakeClock({ now: Date.UTC(2026, 5, 1, 12) });
     const r = new ResourceManager(
       {
         timeZone: "Europe/Berlin",
@@ -54,7 +54,7 @@ describe("ResourceManager", () => {
     r.stop();
   });
 
-  it("forwards cost and pressure events", () => {
+  it("forwards cost and pressure events", async () => {
     const r = new ResourceManager(
       { admission: true },
       { sensor: { sample: () => ({ cpu: 0, memory: 0 }) } },
@@ -78,7 +78,7 @@ describe("ResourceManager", () => {
     [{ admission: { holdAt: "purple" } }, "admission.holdAt"],
     [{ timeZone: "Moon/Base" }, 'resources.timeZone: unknown time zone "Moon/Base"'],
     [{ limit: {} }, 'resources: Unrecognized key: "limit"'],
-  ])("rejects %j with a clear message", (config, message) => {
+  ])("rejects %j with a clear message", async (config, message) => {
     expect(() => new ResourceManager(config as never)).toThrow(
       expect.objectContaining({ code: "VALIDATION", message: expect.stringContaining(message) }),
     );
