@@ -1,0 +1,85 @@
+// One life of the crash-test process: opens the orchestrator on a SqliteStore, submits what
+// is not yet acknowledged, runs tasks, and is SIGKILLed by the parent at a random moment.
+// Usage: node --import tsx child.ts <db> <exec-log> <ack-log> <total>
+import { appendFileSync, existsSync, readFileSync } from "node:fs";
+import { Orchestrator } from "../../src/orchestrator/index.js";
+import { SqliteStore } from "../../src/sqlite/index.js";
+import type { TaskSpec } from "../../src/task/schema.js";
+import { FunctionWorker } from "../../src/worker/base.js";
+
+const [dbPath, execLog, ackLog, totalArg] = process.argv.slice(2);
+if (!dbPath || !execLog || !ackLog || !totalArg) {
+  process.stderr.write("usage: child.ts <db> <exec-log> <ack-log> <total>\n");
+  process.exit(2);
+}
+const total = Number(totalArg);
+const pid = process.pid;
+// appendFileSync is a write(2): it survives SIGKILL (the kernel has it), no fsync needed.
+const log = (text: string) => appendFileSync(execLog, `${text} ${pid} ${Date.now()}\n`);
+
+const UNFINISHED = ["pending", "awaiting_approval", "queued", "leased", "running"] as const;
+const BATCH = 10;
+
+const store = new SqliteStore({ path: dbPath, busyTimeoutMs: 2_000 });
+const orchestrator = new Orchestrator({ store });
+orchestrator.on("error", (err: Error) =>
+  process.stderr.write(`orchestrator error: ${err.message}\n`),
+);
+orchestrator.on("task:succeeded", (ev: { taskId: string; attempt: number }) =>
+  log(`completed ${ev.taskId} ${ev.attempt}`),
+);
+
+await orchestrator.register(
+  new FunctionWorker<{ n: number }>({
+    id: "crash-worker",
+    taskTypes: ["crash"],
+    maxConcurrency: 4,
+    fn: async (payload, ctx, task) => {
+      log(`start ${task.id} ${task.attempt}`);
+      await new Promise<void>((resolve, reject) => {
+        const t = setTimeout(resolve, 5 + Math.floor(Math.random() * 25));
+        ctx.signal.addEventListener("abort", () => {
+          clearTimeout(t);
+          reject(ctx.signal.reason);
+        });
+      });
+      log(`end ${task.id} ${task.attempt}`);
+      return { n: payload.n, deps: Object.keys(task.dependencies) };
+    },
+  }),
+);
+await orchestrator.start();
+process.stdout.write("ready\n");
+
+const acked = new Set(
+  existsSync(ackLog) ? readFileSync(ackLog, "utf8").split("\n").filter(Boolean) : [],
+);
+for (let start = 0; start < total; start += BATCH) {
+  const specs: TaskSpec[] = [];
+  for (let i = start; i < Math.min(total, start + BATCH); i++) {
+    const id = `t${i}`;
+    if (acked.has(id)) continue;
+    specs.push({
+      id,
+      type: "crash",
+      payload: { n: i },
+      // chains of five: t0 <- t1 <- t2 <- t3 <- t4, t5 <- t6 …
+      dependsOn: i % 5 === 0 ? [] : [`t${i - 1}`],
+      idempotencyKey: id,
+      retry: { maxAttempts: 100, initialDelayMs: 0, maxDelayMs: 0 },
+    });
+  }
+  if (specs.length === 0) continue;
+  await orchestrator.submitBatch(specs);
+  appendFileSync(ackLog, `${specs.map((s) => s.id).join("\n")}\n`);
+}
+process.stdout.write("submitted\n");
+
+for (;;) {
+  const left = await store.countTasks({ status: [...UNFINISHED] });
+  if (left === 0) break;
+  await new Promise((r) => setTimeout(r, 20));
+}
+await orchestrator.stop();
+await store.close();
+process.stdout.write("done\n");
