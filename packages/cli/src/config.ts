@@ -1,0 +1,284 @@
+import { readFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { z } from "zod";
+import { LOG_LEVELS, type LogLevel } from "./logger.js";
+
+/** Settings of `flotilla serve`, after flags, environment and config file are merged. */
+export interface ServeConfig {
+  host: string;
+  port: number;
+  dataDir: string;
+  adminKey?: string;
+  registrationToken?: string;
+  leaseSeconds: number;
+  nodeTimeoutSeconds: number;
+  logLevel: LogLevel;
+  open: boolean;
+  prefix: string;
+  allowHosts: string[];
+  corsOrigin?: string[];
+  bodyLimitBytes: number;
+  concurrency?: number;
+  shutdownTimeoutSeconds: number;
+  ollamaUrl: string;
+  detectWorkers: boolean;
+}
+
+/** One option of `flotilla serve`: its flag, environment variable, config-file key and default. */
+export interface OptionSpec {
+  key: keyof ServeConfig;
+  flag: string;
+  env: string;
+  description: string;
+  default?: string;
+}
+
+/** Every option of `flotilla serve` (the help text and docs/cli.md are built from it). */
+export const SERVE_OPTIONS: readonly OptionSpec[] = [
+  {
+    key: "host",
+    flag: "--host <host>",
+    env: "FLOTILLA_HOST",
+    description: "interface to listen on",
+    default: "127.0.0.1",
+  },
+  {
+    key: "port",
+    flag: "--port <port>",
+    env: "FLOTILLA_PORT",
+    description: "TCP port (0 picks a free one)",
+    default: "8000",
+  },
+  {
+    key: "dataDir",
+    flag: "--data-dir <dir>",
+    env: "FLOTILLA_DATA_DIR",
+    description: "where the SQLite database and the hashed admin key live",
+    default: ".flotilla",
+  },
+  {
+    key: "adminKey",
+    flag: "--admin-key <key>",
+    env: "FLOTILLA_ADMIN_KEY",
+    description:
+      "admin API key (otherwise one is generated on first start, printed once and stored hashed in the data dir)",
+  },
+  {
+    key: "registrationToken",
+    flag: "--registration-token <token>",
+    env: "FLOTILLA_REGISTRATION_TOKEN",
+    description: "token fleet nodes present to register (fleet registration is off when unset)",
+  },
+  {
+    key: "leaseSeconds",
+    flag: "--lease-seconds <n>",
+    env: "FLOTILLA_LEASE_SECONDS",
+    description: "lease a fleet node gets per task, renewed by heartbeats",
+    default: "300",
+  },
+  {
+    key: "nodeTimeoutSeconds",
+    flag: "--node-timeout-seconds <n>",
+    env: "FLOTILLA_NODE_TIMEOUT_SECONDS",
+    description: "a node silent this long is shown offline",
+    default: "90",
+  },
+  {
+    key: "logLevel",
+    flag: "--log-level <level>",
+    env: "FLOTILLA_LOG_LEVEL",
+    description: "trace, debug, info, warn, error or silent (JSON lines on stderr)",
+    default: "info",
+  },
+  {
+    key: "open",
+    flag: "--open",
+    env: "FLOTILLA_OPEN",
+    description: "no authentication at all (local use only; logged loudly)",
+    default: "false",
+  },
+  {
+    key: "prefix",
+    flag: "--prefix <path>",
+    env: "FLOTILLA_PREFIX",
+    description: "path of the Vera-compatible routes",
+    default: "/api/v2/orchestrator",
+  },
+  {
+    key: "allowHosts",
+    flag: "--allow-hosts <hosts>",
+    env: "FLOTILLA_ALLOW_HOSTS",
+    description:
+      "comma-separated hosts the built-in api_request worker and http_get tool may call (host, host:port, *.domain)",
+    default: "none",
+  },
+  {
+    key: "corsOrigin",
+    flag: "--cors-origin <origins>",
+    env: "FLOTILLA_CORS_ORIGIN",
+    description: "comma-separated origins allowed by CORS (* for any); no CORS headers when unset",
+  },
+  {
+    key: "bodyLimitBytes",
+    flag: "--body-limit-bytes <n>",
+    env: "FLOTILLA_BODY_LIMIT_BYTES",
+    description: "largest request body of the API routes",
+    default: "1048576",
+  },
+  {
+    key: "concurrency",
+    flag: "--concurrency <n>",
+    env: "FLOTILLA_CONCURRENCY",
+    description: "tasks running at once across all workers",
+    default: "unlimited (each worker's slots)",
+  },
+  {
+    key: "shutdownTimeoutSeconds",
+    flag: "--shutdown-timeout-seconds <n>",
+    env: "FLOTILLA_SHUTDOWN_TIMEOUT_SECONDS",
+    description:
+      "on SIGINT/SIGTERM, how long running tasks may finish before they are handed back to the queue",
+    default: "30",
+  },
+  {
+    key: "ollamaUrl",
+    flag: "--ollama-url <url>",
+    env: "OLLAMA_HOST",
+    description: "where to look for Ollama",
+    default: "http://127.0.0.1:11434",
+  },
+  {
+    key: "detectWorkers",
+    flag: "--no-detect-workers",
+    env: "FLOTILLA_DETECT_WORKERS",
+    description: "do not probe Docker/Ollama nor read provider keys (built-in workers only)",
+    default: "true",
+  },
+];
+
+const bool = z
+  .union([z.boolean(), z.enum(["1", "0", "true", "false", "yes", "no"])])
+  .transform((v) => (typeof v === "boolean" ? v : ["1", "true", "yes"].includes(v)));
+const num = (min: number, int = true) =>
+  z.coerce
+    .number({ error: `expected ${int ? "an integer" : "a number"} >= ${min}` })
+    .refine((n) => Number.isFinite(n) && n >= min && (!int || Number.isInteger(n)), {
+      message: `expected ${int ? "an integer" : "a number"} >= ${min}`,
+    });
+const list = z
+  .union([z.array(z.string()), z.string()])
+  .transform((v) =>
+    (Array.isArray(v) ? v : v.split(",")).map((s) => s.trim()).filter((s) => s && s !== "none"),
+  );
+
+const ConfigSchema = z.object({
+  host: z.string().min(1).default("127.0.0.1"),
+  port: num(0)
+    .refine((n) => n <= 65535, { message: "expected a port 0-65535" })
+    .default(8000),
+  dataDir: z.string().min(1).default(".flotilla"),
+  adminKey: z.string().min(8, "expected at least 8 characters").optional(),
+  registrationToken: z.string().min(1).optional(),
+  leaseSeconds: num(1, false).default(300),
+  nodeTimeoutSeconds: num(1, false).default(90),
+  logLevel: z
+    .enum(Object.keys(LOG_LEVELS) as [LogLevel, ...LogLevel[]], {
+      error: `expected one of ${Object.keys(LOG_LEVELS).join(", ")}`,
+    })
+    .default("info"),
+  open: bool.default(false),
+  prefix: z
+    .string()
+    .regex(/^\/[A-Za-z0-9_\-/.]*$/, "expected a path starting with /")
+    .default("/api/v2/orchestrator"),
+  allowHosts: list.default([]),
+  corsOrigin: list.optional(),
+  bodyLimitBytes: num(1024).default(1_048_576),
+  concurrency: num(1).optional(),
+  shutdownTimeoutSeconds: num(0, false).default(30),
+  ollamaUrl: z.url({ protocol: /^https?$/ }).default("http://127.0.0.1:11434"),
+  detectWorkers: bool.default(true),
+});
+
+/**
+ * Merges `flotilla serve` settings: command-line flags win over environment variables
+ * (`FLOTILLA_*`), which win over the JSON config file (`--config` / `FLOTILLA_CONFIG`),
+ * which wins over defaults. Throws an `Error` naming the bad setting and where it came from.
+ *
+ * @example
+ * ```ts
+ * const config = loadServeConfig({ port: "9000" }, process.env);
+ * ```
+ */
+export function loadServeConfig(
+  flags: Record<string, unknown>,
+  env: Record<string, string | undefined> = process.env,
+): ServeConfig {
+  const merged: Record<string, unknown> = {};
+  const source: Record<string, string> = {};
+  const configPath = (flags.config as string | undefined) ?? env.FLOTILLA_CONFIG;
+  if (configPath) {
+    let file: unknown;
+    try {
+      file = JSON.parse(readFileSync(resolve(configPath), "utf8"));
+    } catch (err) {
+      throw new Error(`config file ${configPath}: ${(err as Error).message}`);
+    }
+    if (!file || typeof file !== "object" || Array.isArray(file)) {
+      throw new Error(`config file ${configPath}: expected a JSON object`);
+    }
+    const known = new Set(SERVE_OPTIONS.map((o) => o.key as string));
+    for (const [k, v] of Object.entries(file)) {
+      if (!known.has(k)) {
+        throw new Error(
+          `config file ${configPath}: unknown setting "${k}" (known: ${[...known].join(", ")})`,
+        );
+      }
+      merged[k] = v;
+      source[k] = `config file ${configPath}`;
+    }
+  }
+  for (const o of SERVE_OPTIONS) {
+    const v = env[o.env];
+    if (v !== undefined && v !== "") {
+      merged[o.key] = v;
+      source[o.key] = `environment ${o.env}`;
+    }
+  }
+  for (const o of SERVE_OPTIONS) {
+    const v = flags[o.key];
+    if (v !== undefined) {
+      merged[o.key] = v;
+      source[o.key] = `flag ${o.flag.split(" ")[0]}`;
+    }
+  }
+  const r = ConfigSchema.safeParse(merged);
+  if (!r.success) {
+    const msgs = r.error.issues.map((i) => {
+      const k = String(i.path[0] ?? "");
+      return `${source[k] ?? k}: ${i.message}`;
+    });
+    throw new Error(`invalid configuration: ${msgs.join("; ")}`);
+  }
+  const c = r.data;
+  const out: ServeConfig = {
+    host: c.host,
+    port: c.port,
+    dataDir: resolve(c.dataDir),
+    leaseSeconds: c.leaseSeconds,
+    nodeTimeoutSeconds: c.nodeTimeoutSeconds,
+    logLevel: c.logLevel,
+    open: c.open,
+    prefix: c.prefix.replace(/\/+$/, "") || "/",
+    allowHosts: c.allowHosts,
+    bodyLimitBytes: c.bodyLimitBytes,
+    shutdownTimeoutSeconds: c.shutdownTimeoutSeconds,
+    ollamaUrl: c.ollamaUrl,
+    detectWorkers: c.detectWorkers,
+  };
+  if (c.adminKey) out.adminKey = c.adminKey;
+  if (c.registrationToken) out.registrationToken = c.registrationToken;
+  if (c.corsOrigin?.length) out.corsOrigin = c.corsOrigin;
+  if (c.concurrency !== undefined) out.concurrency = c.concurrency;
+  return out;
+}

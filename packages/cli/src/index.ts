@@ -1,0 +1,8 @@
+export { type AdminKeyState, resolveAdminKey } from "./admin-key.js";
+export { loadServeConfig, type OptionSpec, SERVE_OPTIONS, type ServeConfig } from "./config.js";
+export { buildWorkerFactories } from "./factories.js";
+export { createJsonLogger, LOG_LEVELS, type LogLevel } from "./logger.js";
+export { createProgram } from "./program.js";
+export { type RunningServer, runServe, VERSION } from "./serve.js";
+export { type ClientOptions, cancelTask, getTask, listTasks, submitTask } from "./task.js";
+export { detectWorkers, type WorkerDecision } from "./workers.js";

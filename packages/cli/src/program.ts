@@ -1,0 +1,165 @@
+import { Command, Option } from "commander";
+import { loadServeConfig, SERVE_OPTIONS } from "./config.js";
+import { runServe, VERSION } from "./serve.js";
+import { type ClientOptions, cancelTask, getTask, listTasks, submitTask } from "./task.js";
+
+/**
+ * Builds the `flotilla` command (commander). `flotilla --help` and `flotilla serve --help`
+ * list every option with its environment variable and default.
+ *
+ * @example
+ * ```ts
+ * await createProgram().parseAsync(["node", "flotilla", "serve", "--port", "9000"]);
+ * ```
+ */
+export function createProgram(env: Record<string, string | undefined> = process.env): Command {
+  const program = new Command("flotilla")
+    .description(
+      "Flotilla: orchestration for AI-agent workloads.\n" +
+        "  flotilla serve            run the standalone server (HTTP API, WebSocket, dashboard, fleet)\n" +
+        "  flotilla task <command>   submit, inspect and list tasks on a running server",
+    )
+    .version(VERSION)
+    .showHelpAfterError();
+
+  const serve = program
+    .command("serve")
+    .description(
+      "Run the standalone server. Settings: flags > environment (FLOTILLA_*) > JSON config file > defaults.\n" +
+        "Registers the built-in tool_call and api_request workers, Docker when an engine answers at\n" +
+        "DOCKER_HOST, Ollama when reachable, OpenAI/Anthropic when OPENAI_API_KEY/ANTHROPIC_API_KEY are set.",
+    )
+    .addOption(
+      new Option(
+        "--config <file>",
+        "JSON config file with any of the settings below (camelCase keys) [env: FLOTILLA_CONFIG]",
+      ),
+    );
+  for (const o of SERVE_OPTIONS) {
+    const desc = `${o.description} [env: ${o.env}]${o.default && !o.flag.startsWith("--no-") ? ` (default: ${o.default})` : ""}`;
+    serve.addOption(new Option(o.flag, desc));
+  }
+  serve.action(async (opts: Record<string, unknown>, cmd: Command) => {
+    const flags: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(opts)) {
+      if (cmd.getOptionValueSource(k) === "cli") flags[k] = v;
+    }
+    let config: ReturnType<typeof loadServeConfig>;
+    try {
+      config = loadServeConfig(flags, env);
+    } catch (err) {
+      process.stderr.write(`flotilla serve: ${(err as Error).message}\n`);
+      process.exitCode = 2;
+      return;
+    }
+    const running = await runServe(config, env);
+    let signals = 0;
+    let firstAt = 0;
+    const onSignal = (sig: string) => {
+      // A terminal's Ctrl-C can reach us twice (directly and through a wrapper): ignore repeats within 1 s.
+      if (signals > 0 && Date.now() - firstAt < 1000) return;
+      signals++;
+      if (signals === 1) firstAt = Date.now();
+      if (signals > 1) {
+        process.stderr.write(
+          `flotilla: second ${sig}, exiting now (running tasks are requeued on next start)\n`,
+        );
+        process.exit(130);
+      }
+      process.stderr.write(`flotilla: ${sig} received, shutting down (press again to force)\n`);
+      void running.stop().then(() => process.exit(0));
+    };
+    process.on("SIGINT", () => onSignal("SIGINT"));
+    process.on("SIGTERM", () => onSignal("SIGTERM"));
+  });
+
+  const task = program
+    .command("task")
+    .description("Work with tasks on a running server")
+    .addOption(
+      new Option("--url <url>", "server URL [env: FLOTILLA_URL] (default: http://127.0.0.1:8000)"),
+    )
+    .addOption(
+      new Option("--api-key <key>", "admin API key [env: FLOTILLA_API_KEY or FLOTILLA_ADMIN_KEY]"),
+    )
+    .addOption(
+      new Option(
+        "--prefix <path>",
+        "API prefix [env: FLOTILLA_PREFIX] (default: /api/v2/orchestrator)",
+      ),
+    );
+  const client = (): ClientOptions => {
+    const o = task.opts<{ url?: string; apiKey?: string; prefix?: string }>();
+    const c: ClientOptions = {
+      url: o.url ?? env.FLOTILLA_URL ?? "http://127.0.0.1:8000",
+      prefix: o.prefix ?? env.FLOTILLA_PREFIX ?? "/api/v2/orchestrator",
+    };
+    const key = o.apiKey ?? env.FLOTILLA_API_KEY ?? env.FLOTILLA_ADMIN_KEY;
+    if (key) c.apiKey = key;
+    return c;
+  };
+  const out = (v: unknown): void => {
+    process.stdout.write(`${JSON.stringify(v, null, 2)}\n`);
+  };
+  const guard = (fn: () => Promise<void>) => async () => {
+    try {
+      await fn();
+    } catch (err) {
+      process.stderr.write(`flotilla task: ${(err as Error).message}\n`);
+      process.exitCode = 1;
+    }
+  };
+  task
+    .command("submit")
+    .description("Submit a task (with --wait: run it and print the result)")
+    .requiredOption("--type <type>", "task type, e.g. tool_call, api_request, llm_request")
+    .option("--payload <json>", "payload as JSON", "{}")
+    .option("--priority <p>", "critical, high, normal, low, background, or a number")
+    .option("--depends-on <ids>", "comma-separated task ids that must succeed first")
+    .option("--timeout-seconds <n>", "per-attempt timeout")
+    .option("--wait", "wait for the result (POST /tasks/execute)")
+    .action(async (o: Record<string, string | boolean | undefined>) =>
+      guard(async () => {
+        let payload: unknown;
+        try {
+          payload = JSON.parse(String(o.payload));
+        } catch (err) {
+          throw new Error(`--payload: not valid JSON (${(err as Error).message})`);
+        }
+        out(
+          await submitTask(client(), {
+            type: String(o.type),
+            payload,
+            ...(o.priority ? { priority: String(o.priority) } : {}),
+            ...(o.dependsOn ? { dependsOn: String(o.dependsOn).split(",") } : {}),
+            ...(o.timeoutSeconds ? { timeoutSeconds: Number(o.timeoutSeconds) } : {}),
+            wait: Boolean(o.wait),
+          }),
+        );
+      })(),
+    );
+  task
+    .command("get <id>")
+    .description("Show one task")
+    .action(async (id: string) => guard(async () => out(await getTask(client(), id)))());
+  task
+    .command("list")
+    .description("List recent tasks, newest first")
+    .option("--status <status>", "only this status (completed, failed, queued, running, ...)")
+    .option("--limit <n>", "at most this many (default 100)")
+    .action(async (o: { status?: string; limit?: string }) =>
+      guard(async () =>
+        out(
+          await listTasks(client(), {
+            ...(o.status ? { status: o.status } : {}),
+            ...(o.limit ? { limit: Number(o.limit) } : {}),
+          }),
+        ),
+      )(),
+    );
+  task
+    .command("cancel <id>")
+    .description("Cancel a task")
+    .action(async (id: string) => guard(async () => out(await cancelTask(client(), id)))());
+  return program;
+}

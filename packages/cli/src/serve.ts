@@ -1,0 +1,166 @@
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import type { Worker } from "@flotilla/core";
+import { Orchestrator } from "@flotilla/core/orchestrator";
+import { SqliteStore } from "@flotilla/core/sqlite";
+import {
+  createFleetRoutes,
+  createFlotillaApp,
+  type FlotillaAppOptions,
+  type FlotillaServer,
+  serveFlotilla,
+} from "@flotilla/http-adapter";
+import { resolveAdminKey } from "./admin-key.js";
+import type { ServeConfig } from "./config.js";
+import { buildWorkerFactories } from "./factories.js";
+import { createJsonLogger } from "./logger.js";
+import { detectWorkers } from "./workers.js";
+
+/** A running `flotilla serve`. */
+export interface RunningServer {
+  url: string;
+  server: FlotillaServer;
+  orchestrator: Orchestrator;
+  /** Graceful stop: stop accepting, let running tasks finish (or hand them back), close the store. */
+  stop(): Promise<void>;
+}
+
+/** Package version reported by `/health`. */
+export const VERSION = "0.1.0";
+
+/**
+ * Starts the standalone server: SQLite store in `config.dataDir`, the orchestrator, the
+ * workers this environment allows, the HTTP/WebSocket API and the fleet routes. Prints the
+ * URLs, the workers registered (and why others were not), and on first start the admin key.
+ *
+ * @example
+ * ```ts
+ * const running = await runServe(loadServeConfig({ port: "0", dataDir: "/tmp/f" }));
+ * await running.stop();
+ * ```
+ */
+export async function runServe(
+  config: ServeConfig,
+  env: Record<string, string | undefined> = process.env,
+  print: (line: string) => void = (l) => process.stdout.write(`${l}\n`),
+): Promise<RunningServer> {
+  const logger = createJsonLogger(config.logLevel);
+  await mkdir(config.dataDir, { recursive: true });
+  const dbPath = join(config.dataDir, "flotilla.db");
+  const store = new SqliteStore({ path: dbPath, logger });
+  // Opened before anything reads it (the fleet routes load nodes and keys at creation).
+  await store.open();
+
+  const orchestrator = new Orchestrator({
+    store,
+    logger,
+    leaseMs: Math.round(config.leaseSeconds * 1000),
+    ...(config.concurrency ? { concurrency: config.concurrency } : {}),
+  });
+
+  const decisions = await detectWorkers(config, env, logger);
+  for (const d of decisions) {
+    if (d.registered && d.worker) {
+      try {
+        await orchestrator.register(d.worker as Worker);
+      } catch (err) {
+        d.registered = false;
+        d.reason = `registration failed: ${(err as Error).message}`;
+      }
+    }
+  }
+
+  const admin = config.open ? undefined : await resolveAdminKey(config.dataDir, config.adminKey);
+  const { factories, notes } = await buildWorkerFactories();
+
+  const mount: NonNullable<FlotillaAppOptions["mount"]> = [];
+  let fleet: ReturnType<typeof createFleetRoutes> | undefined;
+  let fleetNote: string;
+  try {
+    fleet = createFleetRoutes({
+      orchestrator: orchestrator as unknown as Parameters<
+        typeof createFleetRoutes
+      >[0]["orchestrator"],
+      store,
+      ...(config.registrationToken ? { registrationToken: config.registrationToken } : {}),
+      leaseMs: Math.round(config.leaseSeconds * 1000),
+      nodeTimeoutMs: Math.round(config.nodeTimeoutSeconds * 1000),
+      adminKeys: admin?.hashes ?? [],
+      openAdmin: config.open,
+      logger,
+    });
+    mount.push({ app: fleet });
+    fleetNote = config.registrationToken
+      ? `on (nodes register with X-Registration-Token; lease ${config.leaseSeconds} s, node timeout ${config.nodeTimeoutSeconds} s)`
+      : "off (set --registration-token to let nodes register)";
+  } catch (err) {
+    fleetNote = `unavailable: ${(err as Error).message}`;
+  }
+
+  const app = createFlotillaApp({
+    orchestrator,
+    auth: config.open ? { mode: "open" } : { keyHashes: admin?.hashes ?? [] },
+    prefix: config.prefix,
+    workerFactories: factories,
+    bodyLimitBytes: config.bodyLimitBytes,
+    logger,
+    version: VERSION,
+    mount,
+    ...(config.corsOrigin ? { cors: { origin: config.corsOrigin } } : {}),
+  });
+
+  await orchestrator.start();
+  if (fleet) await fleet.ready;
+  let server: FlotillaServer;
+  try {
+    server = await serveFlotilla(app, { host: config.host, port: config.port });
+  } catch (err) {
+    await orchestrator.stop({ mode: "abort" }).catch(() => {});
+    await store.close().catch(() => {});
+    throw new Error(`cannot listen on ${config.host}:${config.port}: ${(err as Error).message}`);
+  }
+  const url = server.url;
+  print(`Flotilla ${VERSION} listening on ${url}`);
+  print(
+    `  API:       ${url}${config.prefix}   (WebSocket ${url.replace(/^http/, "ws")}${config.prefix}/ws/events)`,
+  );
+  print(`  Dashboard: ${url}/dashboard`);
+  print(`  Docs:      ${url}/docs   (OpenAPI ${url}/openapi.json)`);
+  print(`  Metrics:   ${url}/metrics   Health: ${url}/health`);
+  print(`  Data:      ${dbPath}`);
+  print("Workers:");
+  for (const d of decisions) print(`  ${d.registered ? "+" : "-"} ${d.name}: ${d.reason}`);
+  print(`Fleet: ${fleetNote}`);
+  for (const n of notes) print(`Note: ${n}`);
+  if (config.open) {
+    print("Auth: OPEN MODE, no API key required. Use only on a machine you trust.");
+  } else if (admin?.generated) {
+    print(`Admin key (shown once; stored hashed in ${admin.file}): ${admin.generated}`);
+  } else if (admin?.source === "stored") {
+    print(
+      `Auth: admin key stored hashed in ${admin.file} (printed on first start; delete the file to generate a new one)`,
+    );
+  } else {
+    print("Auth: admin key from --admin-key / FLOTILLA_ADMIN_KEY");
+  }
+
+  let stopping: Promise<void> | undefined;
+  const stop = () => {
+    stopping ??= (async () => {
+      logger.info({}, "shutting down: refusing new work, draining running tasks");
+      await server.close({ graceMs: 5000 });
+      await fleet
+        ?.close()
+        .catch((err: unknown) => logger.warn({ err: String(err) }, "fleet close failed"));
+      await orchestrator
+        .stop({ mode: "drain", timeoutMs: Math.round(config.shutdownTimeoutSeconds * 1000) })
+        .catch((err: unknown) => logger.error({ err: String(err) }, "orchestrator stop failed"));
+      await store
+        .close()
+        .catch((err: unknown) => logger.error({ err: String(err) }, "store close failed"));
+      logger.info({}, "stopped");
+    })();
+    return stopping;
+  };
+  return { url, server, orchestrator, stop };
+}

@@ -1,0 +1,85 @@
+/** Options shared by the `flotilla task` commands. */
+export interface ClientOptions {
+  url: string;
+  apiKey?: string;
+  prefix: string;
+}
+
+async function call(
+  opts: ClientOptions,
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<unknown> {
+  const headers: Record<string, string> = {};
+  if (opts.apiKey) headers["x-api-key"] = opts.apiKey;
+  if (body !== undefined) headers["content-type"] = "application/json";
+  const url = `${opts.url.replace(/\/+$/, "")}${opts.prefix}${path}`;
+  let res: Response;
+  try {
+    res = await fetch(url, {
+      method,
+      headers,
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    });
+  } catch (err) {
+    throw new Error(`cannot reach ${url}: ${(err as Error).message}`);
+  }
+  const text = await res.text();
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = text;
+  }
+  if (!res.ok) {
+    const msg = (json as { detail?: string })?.detail ?? text;
+    throw new Error(`${method} ${path}: ${res.status} ${msg}`);
+  }
+  return json;
+}
+
+/** `flotilla task submit`: submits (or with `wait`, executes) a task; resolves the server's answer. */
+export async function submitTask(
+  opts: ClientOptions,
+  input: {
+    type: string;
+    payload?: unknown;
+    priority?: string;
+    wait?: boolean;
+    dependsOn?: string[];
+    timeoutSeconds?: number;
+  },
+): Promise<unknown> {
+  const body: Record<string, unknown> = { type: input.type };
+  if (input.payload !== undefined) body.payload = input.payload;
+  if (input.priority !== undefined)
+    body.priority = /^-?\d+(\.\d+)?$/.test(input.priority)
+      ? Number(input.priority)
+      : input.priority;
+  if (input.dependsOn?.length) body.depends_on = input.dependsOn;
+  if (input.timeoutSeconds) body.timeout_seconds = input.timeoutSeconds;
+  return call(opts, "POST", input.wait ? "/tasks/execute" : "/tasks/submit", body);
+}
+
+/** `flotilla task get <id>`. */
+export function getTask(opts: ClientOptions, id: string): Promise<unknown> {
+  return call(opts, "GET", `/tasks/${encodeURIComponent(id)}`);
+}
+
+/** `flotilla task list`. */
+export function listTasks(
+  opts: ClientOptions,
+  q: { status?: string; limit?: number },
+): Promise<unknown> {
+  const params = new URLSearchParams();
+  if (q.status) params.set("status", q.status);
+  if (q.limit) params.set("limit", String(q.limit));
+  const qs = params.toString();
+  return call(opts, "GET", `/tasks/history${qs ? `?${qs}` : ""}`);
+}
+
+/** `flotilla task cancel <id>`. */
+export function cancelTask(opts: ClientOptions, id: string): Promise<unknown> {
+  return call(opts, "POST", `/tasks/${encodeURIComponent(id)}/cancel`);
+}

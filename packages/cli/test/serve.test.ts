@@ -1,0 +1,202 @@
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { afterAll, describe, expect, it } from "vitest";
+import { loadServeConfig, SERVE_OPTIONS } from "../src/index.js";
+
+const root = fileURLToPath(new URL("../../../", import.meta.url));
+const node = process.execPath;
+const tsx = join(root, "node_modules/tsx/dist/cli.mjs");
+const bin = join(root, "packages/cli/src/bin.ts");
+const env = {
+  ...process.env,
+  TSX_TSCONFIG_PATH: join(root, "packages/cli/tsconfig.json"),
+  FLOTILLA_DETECT_WORKERS: "false",
+  FLOTILLA_ADMIN_KEY: "",
+};
+const run = promisify(execFile);
+const dirs: string[] = [];
+const children = new Set<ChildProcess>();
+afterAll(() => {
+  for (const c of children) c.kill("SIGKILL");
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+function tempDir(): string {
+  const d = mkdtempSync(join(tmpdir(), "flotilla-cli-"));
+  dirs.push(d);
+  return d;
+}
+
+/** Spawns `flotilla serve` and resolves once it prints its URL (and the admin key when printed). */
+async function startServe(
+  args: string[],
+): Promise<{ child: ChildProcess; url: string; key?: string; out: () => string }> {
+  const child = spawn(node, [tsx, bin, "serve", "--port", "0", "--log-level", "warn", ...args], {
+    env,
+    cwd: root,
+  });
+  children.add(child);
+  let out = "";
+  child.stdout!.on("data", (d) => {
+    out += d;
+  });
+  child.stderr!.on("data", (d) => {
+    out += d;
+  });
+  await new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`serve did not start:\n${out}`)), 30_000);
+    const check = () => {
+      if (
+        /^(Fleet|Auth|Admin key).*$/m.test(out) &&
+        /Fleet:/.test(out) &&
+        /(Admin key|Auth)/.test(out)
+      ) {
+        clearTimeout(t);
+        resolve();
+      }
+    };
+    child.stdout!.on("data", check);
+    child.on("exit", (code) => {
+      clearTimeout(t);
+      reject(new Error(`serve exited (${code}):\n${out}`));
+    });
+  });
+  const url = /listening on (http:\/\/\S+)/.exec(out)![1]!;
+  const key = /Admin key \(shown once[^)]*\): (\S+)/.exec(out)?.[1];
+  return { child, url, ...(key ? { key } : {}), out: () => out };
+}
+
+async function stop(child: ChildProcess): Promise<number | null> {
+  const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
+  child.kill("SIGTERM");
+  const code = await exited;
+  children.delete(child);
+  return code;
+}
+
+describe("flotilla --help", () => {
+  it("documents every serve option and the task commands", async () => {
+    const top = await run(node, [tsx, bin, "--help"], { env, cwd: root });
+    expect(top.stdout).toContain("serve");
+    expect(top.stdout).toContain("task");
+    const serve = await run(node, [tsx, bin, "serve", "--help"], { env, cwd: root });
+    for (const o of SERVE_OPTIONS) {
+      expect(serve.stdout).toContain(o.flag.split(" ")[0]);
+      expect(serve.stdout).toContain(o.env);
+    }
+    expect(serve.stdout).toContain("--config");
+    const bad = await run(node, [tsx, bin, "serve", "--port", "nope"], { env, cwd: root }).catch(
+      (e) => e,
+    );
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("flag --port: expected an integer >= 0");
+  }, 60_000);
+});
+
+describe("configuration precedence", () => {
+  it("flags > environment > config file > defaults, errors name the source", () => {
+    const dir = tempDir();
+    const file = join(dir, "c.json");
+    writeFileSync(
+      file,
+      JSON.stringify({ port: 7001, host: "0.0.0.0", leaseSeconds: 60, allowHosts: ["a.example"] }),
+    );
+    const c = loadServeConfig({ config: file, host: "127.0.0.2" }, { FLOTILLA_PORT: "7002" });
+    expect(c.host).toBe("127.0.0.2");
+    expect(c.port).toBe(7002);
+    expect(c.leaseSeconds).toBe(60);
+    expect(c.allowHosts).toEqual(["a.example"]);
+    expect(c.nodeTimeoutSeconds).toBe(90);
+    expect(c.open).toBe(false);
+    expect(loadServeConfig({}, { FLOTILLA_OPEN: "1" }).open).toBe(true);
+    expect(() => loadServeConfig({}, { FLOTILLA_LOG_LEVEL: "loud" })).toThrow(
+      /environment FLOTILLA_LOG_LEVEL: expected one of/,
+    );
+    writeFileSync(file, JSON.stringify({ prot: 1 }));
+    expect(() => loadServeConfig({ config: file }, {})).toThrow(/unknown setting "prot"/);
+  });
+});
+
+describe("flotilla serve", () => {
+  it("prints the admin key once, keeps tasks across a restart, and answers `flotilla task`", async () => {
+    const dataDir = tempDir();
+    const first = await startServe(["--data-dir", dataDir]);
+    expect(first.key).toMatch(/^flt_/);
+    expect(first.out()).toContain("+ tool-call");
+    expect(first.out()).toContain("+ api-request");
+    const key = first.key!;
+    const api = `${first.url}/api/v2/orchestrator`;
+    const post = async (path: string, body: unknown) =>
+      (
+        await fetch(`${api}${path}`, {
+          method: "POST",
+          headers: { "x-api-key": key, "content-type": "application/json" },
+          body: JSON.stringify(body),
+        })
+      ).json() as Promise<Record<string, unknown>>;
+    const done = await post("/tasks/execute", {
+      type: "tool_call",
+      payload: { tool_name: "echo", tool_input: "kept" },
+    });
+    expect(done.success).toBe(true);
+    // `custom` has no worker here: it stays queued across the restart.
+    const waiting = await post("/tasks/submit", { type: "custom", payload: { n: 1 } });
+    expect(waiting.status).toBe("submitted");
+
+    const cli = await run(
+      node,
+      [
+        tsx,
+        bin,
+        "task",
+        "submit",
+        "--type",
+        "tool_call",
+        "--payload",
+        '{"tool_name":"math","tool_input":{"expression":"1+2"}}',
+        "--wait",
+        "--url",
+        first.url,
+        "--api-key",
+        key,
+      ],
+      { env, cwd: root },
+    );
+    expect(JSON.parse(cli.stdout)).toMatchObject({ success: true, data: { result: 3 } });
+
+    expect(await stop(first.child)).toBe(0);
+
+    const second = await startServe(["--data-dir", dataDir]);
+    expect(second.key).toBeUndefined();
+    expect(second.out()).toContain("stored hashed");
+    const api2 = `${second.url}/api/v2/orchestrator`;
+    const get = async (id: unknown) =>
+      (
+        await fetch(`${api2}/tasks/${id}`, { headers: { authorization: `Bearer ${key}` } })
+      ).json() as Promise<Record<string, unknown>>;
+    expect(await get(done.task_id)).toMatchObject({ status: "succeeded", result: "kept" });
+    expect(await get(waiting.task_id)).toMatchObject({ status: "queued", type: "custom" });
+    const listed = await run(
+      node,
+      [tsx, bin, "task", "list", "--limit", "10", "--url", second.url],
+      { env: { ...env, FLOTILLA_API_KEY: key }, cwd: root },
+    );
+    const ids = (JSON.parse(listed.stdout) as { tasks: Array<{ task_id: string }> }).tasks.map(
+      (t) => t.task_id,
+    );
+    expect(ids).toEqual(expect.arrayContaining([done.task_id, waiting.task_id]));
+    const got = await run(
+      node,
+      [tsx, bin, "task", "get", String(waiting.task_id), "--url", second.url, "--api-key", key],
+      { env, cwd: root },
+    );
+    expect(JSON.parse(got.stdout)).toMatchObject({ task_id: waiting.task_id });
+    const denied = await fetch(`${api2}/status`, { headers: { "x-api-key": "wrong" } });
+    expect(denied.status).toBe(401);
+    expect(await stop(second.child)).toBe(0);
+  }, 90_000);
+});
