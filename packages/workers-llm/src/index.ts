@@ -16,8 +16,11 @@ export {
 } from "./openai-compatible.js";
 export { createPriceBook, LLM_PRICES, type PricesOption, resolvePrices } from "./pricing.js";
 export {
+  type LimiterHookOptions,
+  type PausableLimiter,
   parseDurationMs,
   parseRateLimitHeaders,
+  pauseLimiterOnExhaustion,
   type RateLimitInfo,
   type RateLimitListener,
   retryAfterMs,

@@ -165,3 +165,46 @@ export function parseRateLimitHeaders(
   set("retryAfterMs", retryAfterMs(raw, now));
   return info;
 }
+
+/** Anything that can hold a rate-limit key until a time: core's `RateLimiter` (or `ResourceManager.limiter`). */
+export interface PausableLimiter {
+  pause(key: string, untilMs: number): void;
+}
+
+/** Options of {@link pauseLimiterOnExhaustion}. */
+export interface LimiterHookOptions {
+  /** The limiter key for a response. @default info.provider */
+  key?: (info: RateLimitInfo) => string;
+  /** Milliseconds since the epoch. @default Date.now */
+  now?: () => number;
+}
+
+/**
+ * Builds an `onRateLimit` listener that feeds core's keyed limiter: when the provider says no
+ * requests or tokens remain, the key is paused until the announced reset; a `retry-after`
+ * pauses it for that long. Tasks on that key then wait in the queue (keeping their place)
+ * instead of running into 429s.
+ *
+ * @example
+ * ```ts
+ * const resources = new ResourceManager({ limits: { openai: ["500/min"] } });
+ * const worker = new OpenAIWorker({ onRateLimit: pauseLimiterOnExhaustion(resources.limiter) });
+ * ```
+ */
+export function pauseLimiterOnExhaustion(
+  limiter: PausableLimiter,
+  options: LimiterHookOptions = {},
+): RateLimitListener {
+  const keyOf = options.key ?? ((info: RateLimitInfo) => info.provider);
+  const now = options.now ?? Date.now;
+  return (info) => {
+    const waits: number[] = [];
+    if (info.retryAfterMs !== undefined) waits.push(info.retryAfterMs);
+    if (info.remainingRequests === 0 && info.resetRequestsMs !== undefined)
+      waits.push(info.resetRequestsMs);
+    if (info.remainingTokens === 0 && info.resetTokensMs !== undefined)
+      waits.push(info.resetTokensMs);
+    if (waits.length === 0) return;
+    limiter.pause(keyOf(info), now() + Math.max(...waits));
+  };
+}

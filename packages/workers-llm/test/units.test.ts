@@ -1,5 +1,5 @@
-import { FlotillaError, PriceBook } from "@flotilla/core";
-import { startOpenAIServer } from "@flotilla/testing";
+import { FlotillaError, PriceBook, RateLimiter } from "@flotilla/core";
+import { FakeClock, startOpenAIServer } from "@flotilla/testing";
 import { describe, expect, it } from "vitest";
 import {
   AnthropicWorker,
@@ -10,6 +10,7 @@ import {
   parseDurationMs,
   parseLlmRequest,
   parseRateLimitHeaders,
+  pauseLimiterOnExhaustion,
   retryAfterMs,
 } from "../src/index.js";
 import { makeCtx, rejection, task } from "./helpers.js";
@@ -174,5 +175,50 @@ describe("request schema and capabilities", () => {
     expect(
       new AnthropicWorker({ apiKey: "a-123456", defaultMaxTokens: 256 }).defaultMaxTokens,
     ).toBe(256);
+  });
+});
+
+describe("feeding core's RateLimiter from provider headers", () => {
+  it("pauses the provider key until the announced reset when nothing remains", async () => {
+    const clock = new FakeClock();
+    const limiter = new RateLimiter({ clock });
+    await using server = await startOpenAIServer({
+      headers: {
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "2s",
+        "x-ratelimit-remaining-tokens": "100",
+        "x-ratelimit-reset-tokens": "30s",
+      },
+    });
+    const worker = new OpenAIWorker({
+      apiKey: "k-123456",
+      baseURL: server.baseURL,
+      onRateLimit: pauseLimiterOnExhaustion(limiter, { now: () => clock.now() }),
+    });
+    await worker.execute(task({ prompt: "hi" }), makeCtx());
+    expect(limiter.stats(clock.now()).openai?.pausedUntil).toBe(clock.now() + 2000);
+    expect(limiter.peek(["openai"]).ok).toBe(false);
+    await clock.advance(2000);
+    expect(limiter.peek(["openai"]).ok).toBe(true);
+    limiter.close();
+  });
+
+  it("leaves the limiter alone while allowance remains, and honours retry-after", () => {
+    const paused: [string, number][] = [];
+    const hook = pauseLimiterOnExhaustion(
+      { pause: (k, until) => paused.push([k, until]) },
+      { now: () => 1000, key: (i) => `${i.provider}:${i.model}` },
+    );
+    hook({
+      provider: "openai",
+      workerId: "w",
+      model: "m",
+      remainingRequests: 3,
+      resetRequestsMs: 50,
+      headers: {},
+    });
+    expect(paused).toEqual([]);
+    hook({ provider: "openai", workerId: "w", model: "m", retryAfterMs: 700, headers: {} });
+    expect(paused).toEqual([["openai:m", 1700]]);
   });
 });
