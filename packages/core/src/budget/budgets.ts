@@ -90,6 +90,8 @@ interface Spec {
 
 interface Entry extends Amounts {
   t: number;
+  /** Set once the entry has left the sliding window. */
+  gone?: boolean;
 }
 
 /** Usage of one budget for one subject (one provider or tenant, or everything). */
@@ -98,6 +100,7 @@ class Counter {
   windowEnd = 0;
   used: Amounts = { requests: 0, tokens: 0, cost: 0 };
   log: Entry[] = [];
+  head = 0;
 
   constructor(readonly spec: Spec) {}
 
@@ -112,22 +115,28 @@ class Counter {
       return;
     }
     const edge = now - this.spec.windowMs;
-    let i = 0;
-    while (i < this.log.length && this.log[i]!.t <= edge) {
-      const e = this.log[i]!;
+    const log = this.log;
+    while (this.head < log.length && log[this.head]!.t <= edge) {
+      const e = log[this.head]!;
       this.used.requests -= e.requests;
       this.used.tokens -= e.tokens;
       this.used.cost -= e.cost;
-      i++;
+      e.gone = true;
+      this.head++;
     }
-    if (i > 0) this.log.splice(0, i);
+    // Dropped entries stay before `head` until they are half the array, keeping pruning amortized O(1).
+    if (this.head > 1024 && this.head * 2 > log.length) {
+      this.log = log.slice(this.head);
+      this.head = 0;
+    }
   }
 
   /** The earliest time `need` fits under `limit` for `metric`. */
   freeAt(metric: Metric, need: number, limit: number, now: number): number {
     if (this.spec.reset === "calendar") return this.windowEnd;
     let used = this.used[metric];
-    for (const e of this.log) {
+    for (let i = this.head; i < this.log.length; i++) {
+      const e = this.log[i]!;
       used -= e[metric];
       if (fits(used, need, limit)) return e.t + this.spec.windowMs;
     }
@@ -376,7 +385,7 @@ export class Budgets implements DispatchGate {
         const delta = real[m] - h.amounts[m];
         if (delta < 0) freed = true;
         if (h.entry) {
-          if (!c.log.includes(h.entry)) continue;
+          if (h.entry.gone) continue;
           h.entry[m] += delta;
         }
         c.used[m] += delta;

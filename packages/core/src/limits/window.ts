@@ -4,6 +4,8 @@ import type { RateLimit } from "./rate.js";
 export interface LogEntry {
   t: number;
   w: number;
+  /** Set once the entry has left the window. */
+  gone?: boolean;
 }
 
 /** Smallest cost used for checks, so that a zero-cost call still waits while a limit is in debt. */
@@ -44,7 +46,9 @@ export class LimitWindow {
     const edge = now - this.spec.windowMs;
     const log = this.#log;
     while (this.#head < log.length && log[this.#head]!.t <= edge) {
-      this.#sum -= log[this.#head]!.w;
+      const e = log[this.#head]!;
+      this.#sum -= e.w;
+      e.gone = true;
       this.#head++;
     }
     if (this.#head === log.length) {
@@ -105,7 +109,7 @@ export class LimitWindow {
     this.tat += delta * this.interval;
     this.#prune(now);
     const w = Math.max(0, entry.w + delta);
-    if (entry.t > now - this.spec.windowMs && this.#log.includes(entry)) this.#sum += w - entry.w;
+    if (!entry.gone) this.#sum += w - entry.w;
     entry.w = w;
   }
 }
