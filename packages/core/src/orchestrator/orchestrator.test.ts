@@ -208,7 +208,7 @@ describe("failures and retries", () => {
     expect(h.status).toBe("running");
     await clock.advance(1);
     expect(signals[0]?.aborted).toBe(true);
-    expect((signals[0]?.reason as FlotillaError).code).toBe("TIMEOUT");
+    expect((signals[0]!.reason as FlotillaError).code).toBe("TIMEOUT");
     await clock.advance(1_500);
     const r = await h.result();
     expect(r.status).toBe("timed_out");

@@ -166,6 +166,11 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
   #execCount = 0;
   #recovered = false;
   readonly #settleListeners = new Set<() => void>();
+  readonly #dirty = new Map<
+    string,
+    { rec: TaskRecord; resolve: () => void; promise: Promise<void> }
+  >();
+  #dirtyFlushScheduled = false;
 
   constructor(options: OrchestratorOptions = {}) {
     super();
@@ -1196,7 +1201,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
 
   #failQueued(taskId: string, error: FlotillaError): void {
     const live = this.#tasks.get(taskId);
-    if (!live || live.rec.status !== "queued") return;
+    if (live?.rec.status !== "queued") return;
     this.#queue.remove(taskId);
     const err = error.toJSON();
     const now = this.clock.now();
@@ -1258,7 +1263,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     const live = att.live;
     const entry = att.entry;
     try {
-      await this.#transition(live, "leased", {
+      const leased = this.#transition(live, "leased", {
         workerId: entry.id,
         patch: (r) => {
           r.attempt = att.n;
@@ -1267,13 +1272,16 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
           delete r.notBefore;
         },
       });
-      if (att.settled) return;
-      const task = await this.#workerTask(live);
+      const prepared = this.#workerTask(live);
+      const task = prepared instanceof Promise ? await prepared : prepared;
       if (att.settled) return;
       const now = this.clock.now();
       att.startedAt = now;
       live.startedAt = now;
-      await this.#transition(live, "running", { workerId: entry.id });
+      // leased and running usually share one store write
+      const running = this.#transition(live, "running", { workerId: entry.id });
+      await leased;
+      await running;
       if (att.settled) return;
       if (live.rec.timeoutMs !== undefined) this.#armTimeout(att);
       const ctx: ExecutionContext = {
@@ -1726,10 +1734,27 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     }
   }
 
-  async #workerTask(live: Live): Promise<WorkerTask> {
+  /** The worker's view of a task (synchronous when every dependency output is in memory). */
+  #workerTask(live: Live): WorkerTask | Promise<WorkerTask> {
     const rec = live.rec;
     const outputs = new Map<string, unknown>();
-    for (const dep of rec.dependsOn) outputs.set(dep, await this.#outputOf(dep));
+    const missing: string[] = [];
+    for (const dep of rec.dependsOn) {
+      const known = this.#finished.get(dep) ?? this.#tasks.get(dep);
+      if (known) outputs.set(dep, known.rec.result?.output);
+      else missing.push(dep);
+    }
+    if (missing.length === 0) return this.#buildWorkerTask(rec, outputs);
+    return Promise.all(
+      missing.map(async (dep) => outputs.set(dep, (await this.store.getTask(dep))?.result?.output)),
+    ).then(() => {
+      const ordered = new Map<string, unknown>();
+      for (const dep of rec.dependsOn) ordered.set(dep, outputs.get(dep));
+      return this.#buildWorkerTask(rec, ordered);
+    });
+  }
+
+  #buildWorkerTask(rec: TaskRecord, outputs: Map<string, unknown>): WorkerTask {
     const task: WorkerTask = {
       id: rec.id,
       type: rec.type,
@@ -1744,12 +1769,6 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     if (rec.estimate !== undefined) task.estimate = rec.estimate;
     if (rec.tenant !== undefined) task.tenant = rec.tenant;
     return task;
-  }
-
-  async #outputOf(id: string): Promise<unknown> {
-    const live = this.#finished.get(id) ?? this.#tasks.get(id);
-    if (live) return live.rec.result?.output;
-    return (await this.store.getTask(id))?.result?.output;
   }
 
   // ───────────────────────────── state changes ─────────────────────────────
@@ -1799,13 +1818,36 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     return ev;
   }
 
+  /**
+   * Writes a task's record. Changes of one task within the same tick share one write (the
+   * latest state includes the earlier ones); every caller's promise resolves once it is stored.
+   */
   #persist(rec: TaskRecord): Promise<void> {
     rec.version++;
-    const p = this.store.saveTask(rec).then(
-      () => undefined,
-      (err) => this.#internalError(err, `store failed to save task ${rec.id}`),
-    );
-    return this.#track(p);
+    const pending = this.#dirty.get(rec.id);
+    if (pending) return pending.promise;
+    const d = deferred<void>();
+    this.#dirty.set(rec.id, { rec, resolve: d.resolve, promise: d.promise });
+    if (!this.#dirtyFlushScheduled) {
+      this.#dirtyFlushScheduled = true;
+      queueMicrotask(() => this.#flushDirty());
+    }
+    return this.#track(d.promise);
+  }
+
+  #flushDirty(): void {
+    this.#dirtyFlushScheduled = false;
+    const batch = [...this.#dirty.values()];
+    this.#dirty.clear();
+    for (const { rec, resolve } of batch) {
+      this.store.saveTask(rec).then(
+        () => resolve(),
+        (err) => {
+          this.#internalError(err, `store failed to save task ${rec.id}`);
+          resolve();
+        },
+      );
+    }
   }
 
   #emitTransition(ev: TransitionEvent): void {

@@ -16,6 +16,13 @@ export interface QueueEntry extends HeapNode {
 /** Why a lane is out of the running for push dispatch. */
 export type ParkReason = "worker" | "gate";
 
+/** All active lanes of one tenant, best head first. */
+class TenantNode implements HeapNode {
+  heapIndex = -1;
+  readonly lanes = new IndexedHeap<Lane>(laneBefore);
+  constructor(readonly tenant: string) {}
+}
+
 /**
  * All queued tasks with one constraint signature, best first. Lanes are the unit the
  * dispatcher skips: when the head of a lane cannot go (no free worker can run it, or a
@@ -25,14 +32,14 @@ export type ParkReason = "worker" | "gate";
 export class Lane implements HeapNode {
   heapIndex = -1;
   readonly entries = new IndexedHeap<QueueEntry>(entryBefore);
-  /** Tenant's virtual time when this lane was last keyed in the lane heap. */
-  vtStamp = 0;
   parked: ParkReason | undefined;
   /** Last block key a gate gave for this lane's head. */
   blockKey: string | undefined;
   /** Pending wake-up timer when parked by a gate with a retry time. */
   timer: unknown;
   retryAt: number | undefined;
+  /** @internal */
+  node: TenantNode | undefined;
   constructor(
     readonly key: string,
     readonly tenant: string,
@@ -42,6 +49,15 @@ export class Lane implements HeapNode {
   get head(): QueueEntry | undefined {
     return this.entries.peek();
   }
+}
+
+function laneBefore(a: Lane, b: Lane): boolean {
+  const ha = a.head;
+  const hb = b.head;
+  if (!ha || !hb) return ha !== undefined;
+  if (ha.band !== hb.band) return ha.band > hb.band;
+  if (ha.score !== hb.score) return ha.score > hb.score;
+  return ha.task.seq < hb.task.seq;
 }
 
 function entryBefore(a: QueueEntry, b: QueueEntry): boolean {
@@ -81,7 +97,9 @@ export interface ReadyQueueOptions {
 export class ReadyQueue {
   readonly fair: FairShare;
   readonly #lanes = new Map<string, Lane>();
-  readonly #active: IndexedHeap<Lane>;
+  readonly #tenants = new Map<string, TenantNode>();
+  /** Tenants with active lanes: best head band first, then smallest virtual time. */
+  readonly #active: IndexedHeap<TenantNode>;
   readonly #byId = new Map<string, QueueEntry>();
   readonly #parked = new Set<Lane>();
   readonly #tenantQueued = new Map<string, number>();
@@ -98,7 +116,7 @@ export class ReadyQueue {
     this.#aging = aging !== undefined && aging > 0 ? aging : undefined;
     this.#epoch = options.epoch ?? 0;
     this.#onLaneDropped = options.onLaneDropped;
-    this.#active = new IndexedHeap<Lane>((a, b) => this.#laneBefore(a, b));
+    this.#active = new IndexedHeap<TenantNode>((a, b) => this.#tenantBefore(a, b));
   }
 
   /** Queued tasks. */
@@ -150,12 +168,9 @@ export class ReadyQueue {
     this.#byId.set(task.id, entry);
     this.#byPriority.set(task.priority, (this.#byPriority.get(task.priority) ?? 0) + 1);
     if (lane.parked === undefined) {
-      if (this.#active.has(lane)) {
-        if (lane.head !== oldHead) this.#active.update(lane);
-      } else {
-        lane.vtStamp = this.fair.vt(tenant);
-        this.#active.push(lane);
-      }
+      if (lane.node) {
+        if (lane.head !== oldHead) this.#laneChanged(lane);
+      } else this.#activate(lane);
     }
     return entry;
   }
@@ -169,35 +184,31 @@ export class ReadyQueue {
     lane.entries.remove(entry);
     this.#forget(entry);
     if (lane.entries.size === 0) this.#dropLane(lane);
-    else if (wasHead && this.#active.has(lane)) this.#active.update(lane);
+    else if (wasHead && lane.node) this.#laneChanged(lane);
     return entry.task;
   }
 
   /**
    * Pops the best lane that is not parked (it leaves the active set until `restore`,
-   * `take` or `park`). Returns `undefined` when none is left.
+   * `take` or `park`). Returns `undefined` when none is left. O(log L).
    */
   popLane(): Lane | undefined {
-    for (;;) {
-      const lane = this.#active.pop();
-      if (!lane) return undefined;
-      const vt = this.fair.vt(lane.tenant);
-      if (lane.vtStamp < vt) {
-        // Its tenant was served since this lane was keyed: re-key lazily (virtual times only grow).
-        lane.vtStamp = vt;
-        this.#active.push(lane);
-        continue;
-      }
-      return lane;
+    const node = this.#active.peek();
+    if (!node) return undefined;
+    const lane = node.lanes.peek();
+    if (!lane) {
+      this.#active.remove(node);
+      return this.popLane();
     }
+    this.#deactivate(lane);
+    return lane;
   }
 
   /** Puts a popped lane back among the active ones. */
   restore(lane: Lane): void {
-    if (lane.entries.size === 0 || this.#active.has(lane) || lane.parked !== undefined) return;
+    if (lane.entries.size === 0 || lane.node || lane.parked !== undefined) return;
     if (this.#lanes.get(lane.key) !== lane) return;
-    lane.vtStamp = this.fair.vt(lane.tenant);
-    this.#active.push(lane);
+    this.#activate(lane);
   }
 
   /** Takes the head task of `lane` for dispatch, charging its tenant, and restores the lane. */
@@ -206,19 +217,20 @@ export class ReadyQueue {
     if (!entry) return undefined;
     this.#forget(entry);
     this.fair.charge(lane.tenant);
+    const node = this.#tenants.get(lane.tenant);
+    if (node && this.#active.has(node)) this.#active.update(node);
     if (lane.entries.size === 0) this.#dropLane(lane);
-    else if (this.#active.has(lane)) this.#active.update(lane);
+    else if (lane.node) this.#laneChanged(lane);
     else if (lane.parked === undefined) this.restore(lane);
     return entry.task;
   }
 
-  /** Takes a specific queued task (a pull claim may pick one not at the head of the active set). */
+  /** Takes a specific queued task (a pull claim takes the head of the lane it walks). */
   takeTask(taskId: string): TaskRecord | undefined {
     const entry = this.#byId.get(taskId);
     if (!entry) return undefined;
     const lane = entry.lane;
     if (lane.head === entry) return this.take(lane);
-    // Only heads are ever taken; keep the general path for safety.
     const task = this.remove(taskId);
     if (task) this.fair.charge(lane.tenant);
     return task;
@@ -226,7 +238,7 @@ export class ReadyQueue {
 
   /** Parks a popped (or active) lane: push dispatch skips it until `unpark`. */
   park(lane: Lane, reason: ParkReason): void {
-    this.#active.remove(lane);
+    this.#deactivate(lane);
     if (lane.entries.size === 0) return;
     lane.parked = reason;
     this.#parked.add(lane);
@@ -242,6 +254,7 @@ export class ReadyQueue {
 
   /** Unparks every lane parked for `reason` (optionally only those `filter` accepts). Returns how many. */
   unparkAll(reason: ParkReason, filter?: (lane: Lane) => boolean): number {
+    if (this.#parked.size === 0) return 0;
     let n = 0;
     for (const lane of [...this.#parked]) {
       if (lane.parked !== reason) continue;
@@ -263,8 +276,18 @@ export class ReadyQueue {
    */
   lanesInOrder(): Lane[] {
     const lanes = [...this.#lanes.values()].filter((l) => l.entries.size > 0);
-    for (const l of lanes) l.vtStamp = this.fair.vt(l.tenant);
-    return lanes.sort((a, b) => (this.#laneBefore(a, b) ? -1 : this.#laneBefore(b, a) ? 1 : 0));
+    const key = (l: Lane) => this.fair.vt(l.tenant);
+    return lanes.sort((a, b) => {
+      const ha = a.head!;
+      const hb = b.head!;
+      if (ha.band !== hb.band) return hb.band - ha.band;
+      if (a.tenant !== b.tenant) {
+        const d = key(a) - key(b);
+        if (d !== 0) return d;
+      }
+      if (ha.score !== hb.score) return hb.score - ha.score;
+      return ha.task.seq - hb.task.seq;
+    });
   }
 
   /** Every queued task, in no particular order. */
@@ -273,12 +296,44 @@ export class ReadyQueue {
   }
 
   clear(): void {
+    for (const lane of this.#lanes.values()) this.#onLaneDropped?.(lane);
     this.#lanes.clear();
+    this.#tenants.clear();
     this.#active.clear();
     this.#byId.clear();
     this.#parked.clear();
     this.#tenantQueued.clear();
     this.#byPriority.clear();
+  }
+
+  #activate(lane: Lane): void {
+    let node = this.#tenants.get(lane.tenant);
+    if (!node) {
+      node = new TenantNode(lane.tenant);
+      this.#tenants.set(lane.tenant, node);
+    }
+    lane.node = node;
+    node.lanes.push(lane);
+    if (this.#active.has(node)) this.#active.update(node);
+    else this.#active.push(node);
+  }
+
+  #deactivate(lane: Lane): void {
+    const node = lane.node;
+    if (!node) return;
+    lane.node = undefined;
+    node.lanes.remove(lane);
+    if (node.lanes.size === 0) {
+      this.#active.remove(node);
+      this.#tenants.delete(node.tenant);
+    } else this.#active.update(node);
+  }
+
+  #laneChanged(lane: Lane): void {
+    const node = lane.node;
+    if (!node) return;
+    node.lanes.update(lane);
+    this.#active.update(node);
   }
 
   #forget(entry: QueueEntry): void {
@@ -294,19 +349,24 @@ export class ReadyQueue {
   }
 
   #dropLane(lane: Lane): void {
-    this.#active.remove(lane);
+    this.#deactivate(lane);
     this.#parked.delete(lane);
     lane.parked = undefined;
     if (this.#lanes.get(lane.key) === lane) this.#lanes.delete(lane.key);
     this.#onLaneDropped?.(lane);
   }
 
-  #laneBefore(a: Lane, b: Lane): boolean {
-    const ha = a.head;
-    const hb = b.head;
-    if (!ha || !hb) return ha !== undefined;
+  /** Best head band first; at equal band the tenant with the smaller virtual time; then score and FIFO. */
+  #tenantBefore(a: TenantNode, b: TenantNode): boolean {
+    const la = a.lanes.peek();
+    const lb = b.lanes.peek();
+    if (!la || !lb) return la !== undefined;
+    const ha = la.head!;
+    const hb = lb.head!;
     if (ha.band !== hb.band) return ha.band > hb.band;
-    if (a.tenant !== b.tenant && a.vtStamp !== b.vtStamp) return a.vtStamp < b.vtStamp;
+    const va = this.fair.vt(a.tenant);
+    const vb = this.fair.vt(b.tenant);
+    if (va !== vb) return va < vb;
     if (ha.score !== hb.score) return ha.score > hb.score;
     return ha.task.seq < hb.task.seq;
   }
