@@ -10,7 +10,15 @@ import {
 } from "@flotilla/core";
 import { describe, expect, it } from "vitest";
 
-/** Names of the checks of the worker conformance suite. */
+/**
+ * Names of the checks of the worker conformance suite.
+ *
+ * @example
+ * ```ts
+ * const skip: WorkerCheckName[] = ["abort"];
+ * describeWorkerConformance("MyWorker", makeWorker, { skip });
+ * ```
+ */
 export const WORKER_CHECK_NAMES = [
   "declared-fields",
   "start-stop",

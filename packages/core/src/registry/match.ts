@@ -11,6 +11,11 @@ const globCache = new Map<string, GlobMatcher>();
  * Returns a cached matcher for a target name glob (`client-acme-*`, `gpu-{a,b}-?`).
  * Compiled globs are kept (up to 1024 distinct patterns) so matching on the dispatch path
  * does not recompile them.
+ *
+ * @example
+ * ```ts
+ * globMatcher("client-acme-*")("client-acme-prod-1"); // true
+ * ```
  */
 export function globMatcher(glob: string): GlobMatcher {
   let m = globCache.get(glob);

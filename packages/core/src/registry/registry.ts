@@ -94,7 +94,14 @@ export interface WorkerRegistryEvents {
   removed: [entry: WorkerEntry];
 }
 
-/** Default health monitoring options. */
+/**
+ * Default health monitoring options.
+ *
+ * @example
+ * ```ts
+ * new WorkerRegistry({ health: { ...DEFAULT_HEALTH_OPTIONS, intervalMs: 5_000 } });
+ * ```
+ */
 export const DEFAULT_HEALTH_OPTIONS: Readonly<HealthMonitorOptions> = Object.freeze({
   intervalMs: 30_000,
   timeoutMs: 5_000,
@@ -104,7 +111,14 @@ export const DEFAULT_HEALTH_OPTIONS: Readonly<HealthMonitorOptions> = Object.fre
   concurrency: 16,
 });
 
-/** Default circuit breaker options. */
+/**
+ * Default circuit breaker options.
+ *
+ * @example
+ * ```ts
+ * new WorkerRegistry({ circuit: { ...DEFAULT_CIRCUIT_OPTIONS, failureThreshold: 3 } });
+ * ```
+ */
 export const DEFAULT_CIRCUIT_OPTIONS: Readonly<CircuitBreakerOptions> = Object.freeze({
   failureThreshold: 5,
   cooldownMs: 30_000,
@@ -153,6 +167,11 @@ class Entry implements WorkerEntry {
   probeInFlight = false;
   check: PendingCheck | undefined;
   removed = false;
+  indexed: { types: string[]; capabilities: string[]; labels: string[] } = {
+    types: [],
+    capabilities: [],
+    labels: [],
+  };
 
   constructor(
     readonly worker: Worker,
@@ -217,7 +236,9 @@ function serializeError(error: unknown): SerializedError | undefined {
  *   (no new tasks); after `cooldownMs` it is `half_open` and admits one probe task; a success
  *   closes it, a failure opens it again.
  *
- * The registry does not start or stop workers; whoever owns their lifecycle does.
+ * The registry does not start or stop workers; whoever owns their lifecycle does. A
+ * worker's declared fields (task types, capabilities, labels, concurrency) are read when it
+ * is added: to change them, remove it and add it again.
  *
  * @example
  * ```ts
@@ -321,12 +342,18 @@ export class WorkerRegistry extends EventEmitter<WorkerRegistryEvents> {
     }
     const entry = new Entry(worker, this.#clock.now(), this.#seq++);
     this.#entries.set(entry.id, entry);
-    if (worker.taskTypes.includes("*")) this.#anyType.add(entry);
-    for (const type of new Set(worker.taskTypes))
-      if (type !== "*") addTo(this.#byType, type, entry);
-    for (const cap of new Set(worker.capabilities ?? [])) addTo(this.#byCapability, cap, entry);
-    for (const [k, v] of Object.entries(worker.labels ?? {}))
-      addTo(this.#byLabel, labelKey(k, v), entry);
+    // The keys are kept so that remove() undoes exactly what add() indexed.
+    entry.indexed = {
+      types: [...new Set(worker.taskTypes)],
+      capabilities: [...new Set(worker.capabilities ?? [])],
+      labels: Object.entries(worker.labels ?? {}).map(([k, v]) => labelKey(k, v)),
+    };
+    for (const type of entry.indexed.types) {
+      if (type === "*") this.#anyType.add(entry);
+      else addTo(this.#byType, type, entry);
+    }
+    for (const cap of entry.indexed.capabilities) addTo(this.#byCapability, cap, entry);
+    for (const key of entry.indexed.labels) addTo(this.#byLabel, key, entry);
     this.#logger.debug({ workerId: entry.id, kind: worker.kind }, "worker registered");
     this.#emit("added", entry);
     return entry;
@@ -347,13 +374,10 @@ export class WorkerRegistry extends EventEmitter<WorkerRegistryEvents> {
     this.#entries.delete(id);
     entry.removed = true;
     entry.accepting = false;
-    const worker = entry.worker;
     this.#anyType.delete(entry);
-    for (const type of worker.taskTypes) removeFrom(this.#byType, type, entry);
-    for (const cap of worker.capabilities ?? []) removeFrom(this.#byCapability, cap, entry);
-    for (const [k, v] of Object.entries(worker.labels ?? {})) {
-      removeFrom(this.#byLabel, labelKey(k, v), entry);
-    }
+    for (const type of entry.indexed.types) removeFrom(this.#byType, type, entry);
+    for (const cap of entry.indexed.capabilities) removeFrom(this.#byCapability, cap, entry);
+    for (const key of entry.indexed.labels) removeFrom(this.#byLabel, key, entry);
     this.#clearCooldown(entry);
     entry.check?.cancel();
     this.#logger.debug({ workerId: id }, "worker unregistered");

@@ -122,7 +122,15 @@ export function powerOfTwoChoices(options: PowerOfTwoOptions = {}): RoutingStrat
   };
 }
 
-/** The view of a task record a worker's `estimateCost` receives while routing. */
+/**
+ * The view of a task record a worker's `estimateCost` receives while routing (no resolved
+ * dependencies or inputs yet; `attempt` is the attempt about to start).
+ *
+ * @example
+ * ```ts
+ * const cost = entry.worker.estimateCost?.(routingView(task));
+ * ```
+ */
 export function routingView(task: TaskRecord): WorkerTask {
   const view: WorkerTask = {
     id: task.id,
@@ -253,7 +261,14 @@ export function lowestLatency(): RoutingStrategy {
   };
 }
 
-/** Built-in strategy names accepted by {@link createRouter}. */
+/**
+ * Built-in strategy names accepted by {@link createRouter} (camelCase factory names work too).
+ *
+ * @example
+ * ```ts
+ * for (const name of ROUTING_STRATEGY_NAMES) createRouter(name);
+ * ```
+ */
 export const ROUTING_STRATEGY_NAMES = [
   "least-loaded",
   "round-robin",

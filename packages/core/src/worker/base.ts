@@ -197,7 +197,15 @@ export interface FunctionWorkerOptions<TPayload = unknown, TOutput = unknown>
   fn: WorkerFunction<TPayload, TOutput>;
 }
 
-/** The error an aborted execution rejects with: the signal's reason when it is an Error. */
+/**
+ * The error an aborted execution rejects with: the signal's reason when it is an `Error`,
+ * else a `FlotillaError` `CANCELLED` (carrying a string reason as its message).
+ *
+ * @example
+ * ```ts
+ * if (ctx.signal.aborted) throw abortReason(ctx.signal);
+ * ```
+ */
 export function abortReason(signal: AbortSignal): Error {
   const reason: unknown = signal.reason;
   if (reason instanceof Error) return reason;

@@ -3,7 +3,17 @@ import { FlotillaError } from "../errors.js";
 import { UsageSchema } from "../task/schema.js";
 import type { HealthReport, Worker, WorkerResult } from "./types.js";
 
-/** Formats zod issues as `path: message; path: message`, with `prefix` before every path. */
+/**
+ * Formats zod issues as `path: message; path: message` (at most five), with `prefix` before
+ * every path, for `VALIDATION` messages that name the field.
+ *
+ * @example
+ * ```ts
+ * const r = schema.safeParse(input);
+ * if (!r.success) throw new FlotillaError("VALIDATION", formatIssues(r.error, "options"));
+ * // "options.maxConcurrency: expected an integer >= 1"
+ * ```
+ */
 export function formatIssues(error: z.ZodError, prefix: string): string {
   return error.issues
     .slice(0, 5)
@@ -19,7 +29,14 @@ const fn = z.custom<(...args: unknown[]) => unknown>((v) => typeof v === "functi
   message: "expected a function",
 });
 
-/** The shape every worker must have; {@link validateWorker} checks it. */
+/**
+ * The shape every worker must have; {@link validateWorker} checks it.
+ *
+ * @example
+ * ```ts
+ * WorkerShapeSchema.safeParse({ ...worker }).success;
+ * ```
+ */
 export const WorkerShapeSchema = z.object({
   id: z.string({ error: "expected a non-empty string" }).min(1, "expected a non-empty string"),
   kind: z.string({ error: "expected a non-empty string" }).min(1, "expected a non-empty string"),
@@ -78,7 +95,15 @@ export function validateWorker(worker: unknown): asserts worker is Worker {
   }
 }
 
-/** The schema of a valid {@link WorkerResult}: an object with an `output` key. */
+/**
+ * The schema of a valid {@link WorkerResult}: an object with an `output` key. Prefer
+ * {@link parseWorkerResult}, which also names what is wrong.
+ *
+ * @example
+ * ```ts
+ * WorkerResultSchema.safeParse({ output: "hi", usage: { inputTokens: 3 } }).success; // true
+ * ```
+ */
 export const WorkerResultSchema = z.object(
   {
     output: z.unknown(),
@@ -126,7 +151,14 @@ export function parseWorkerResult(value: unknown): WorkerResult {
   return out;
 }
 
-/** The schema of a valid {@link HealthReport}. */
+/**
+ * The schema of a valid {@link HealthReport}.
+ *
+ * @example
+ * ```ts
+ * HealthReportSchema.safeParse({ status: "degraded", message: "slow" }).success; // true
+ * ```
+ */
 export const HealthReportSchema = z.object({
   status: z.enum(["healthy", "degraded", "unhealthy"]),
   message: z.string().optional(),
