@@ -12,9 +12,9 @@ import { FlotillaError } from "@flotilla/core";
 /** A remote slot asking for work: one poll of one node. */
 export interface FleetSlot {
   holderId: string;
-  taskTypes: readonly string[];
-  capabilities: readonly string[];
-  labels: Readonly<Record<string, string>>;
+  taskTypes: string[];
+  capabilities: string[];
+  labels: Record<string, string>;
   name: string;
 }
 
@@ -34,15 +34,7 @@ export interface FleetOrchestrator {
   list?(query?: TaskQuery): Promise<TaskRecord[]> | TaskRecord[];
   cancel(id: string, reason?: string): unknown;
   status?(): unknown;
-  claim(
-    slot: FleetSlot,
-    options: { leaseMs: number },
-  ):
-    | Promise<FleetClaim | TaskRecord | null | undefined>
-    | FleetClaim
-    | TaskRecord
-    | null
-    | undefined;
+  claim(slot: FleetSlot, options: { leaseMs: number }): Promise<unknown> | unknown;
   renewLease(taskId: string, leaseId: string, extendMs?: number): unknown;
   reportProgress?(taskId: string, leaseId: string, data?: unknown): unknown;
   completeLease(taskId: string, leaseId: string, result: WorkerResult): unknown;

@@ -55,7 +55,7 @@ export async function startFleet(opts: StartOptions = {}): Promise<FleetUnderTes
   const leaseMs = opts.fleet?.leaseMs ?? 60_000;
   const orchestrator = await makeOrchestrator(store, clock, leaseMs);
   const fleet = createFleetRoutes({
-    orchestrator: orchestrator as never,
+    orchestrator: orchestrator as unknown as FleetRoutesOptions["orchestrator"],
     store,
     clock,
     registrationToken: REG_TOKEN,
