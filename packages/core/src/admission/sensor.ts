@@ -69,6 +69,7 @@ export class HostPressureSensor implements PressureSensor {
     this.#root = options.cgroupRoot ?? "/sys/fs/cgroup";
   }
 
+  /** Takes one sample. @example const { cpu, memory } = await sensor.sample(); */
   async sample(): Promise<PressureSample> {
     const now = cpuTimes();
     let cpu: number;

@@ -39,7 +39,16 @@ const SHORT: Record<number, string> = {
   86400000: "day",
 };
 
-/** Parses a window such as `minute`, `min`, `10s`, `100ms` or a number of ms; returns an error message on failure. */
+/**
+ * Parses a window such as `minute`, `min`, `10s`, `100ms` or a number of ms; returns an error
+ * message on failure.
+ *
+ * @example
+ * ```ts
+ * parseWindow("10s"); // 10000
+ * parseWindow("fortnight"); // 'unknown time unit "fortnight" (expected …)'
+ * ```
+ */
 export function parseWindow(per: string | number): number | string {
   if (typeof per === "number") {
     if (!Number.isFinite(per) || per <= 0)
@@ -80,7 +89,14 @@ const LimitObjectSchema = z
   })
   .strict();
 
-/** A limit as configured: a string such as `"500/min"` or `"90k tokens/min"`, or an object. */
+/**
+ * A limit as configured: a string such as `"500/min"` or `"90k tokens/min"`, or an object.
+ *
+ * @example
+ * ```ts
+ * LimitInputSchema.parse({ requests: 500, per: "minute", burst: 50 });
+ * ```
+ */
 export const LimitInputSchema = z.union([z.string(), LimitObjectSchema]);
 /** Input form of a limit. */
 export type LimitInput = z.input<typeof LimitInputSchema>;
@@ -134,7 +150,14 @@ export function toRateLimit(input: LimitInput): RateLimit | string {
   };
 }
 
-/** One limit or several for one key, validated and normalised (see {@link toRateLimit}). */
+/**
+ * One limit or several for one key, validated and normalised (see {@link toRateLimit}).
+ *
+ * @example
+ * ```ts
+ * KeyLimitsSchema.parse("500/min"); // [{ unit: "requests", limit: 500, windowMs: 60000, ... }]
+ * ```
+ */
 export const KeyLimitsSchema = z.unknown().transform((value, ctx): RateLimit[] => {
   const list = Array.isArray(value) ? value : [value];
   const out: RateLimit[] = [];
@@ -163,7 +186,14 @@ export const KeyLimitsSchema = z.unknown().transform((value, ctx): RateLimit[] =
   return out;
 });
 
-/** `{ [key]: limit | limit[] }`. */
+/**
+ * `{ [key]: limit | limit[] }`.
+ *
+ * @example
+ * ```ts
+ * parseConfig(RateLimitsConfigSchema, { openai: ["500/min", "90k tokens/min"] }, "limits");
+ * ```
+ */
 export const RateLimitsConfigSchema = z.record(z.string().min(1), KeyLimitsSchema);
 /** Input form of {@link RateLimitsConfigSchema}. */
 export type RateLimitsConfig = z.input<typeof RateLimitsConfigSchema>;

@@ -378,11 +378,17 @@ export class RateLimiter implements DispatchGate {
     if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#timerAt = Number.POSITIVE_INFINITY;
-    this.#listeners.clear();
   }
 }
 
-/** The Retry-After of an outcome, from `retryAfterMs` or a `RATE_LIMITED` error's details. */
+/**
+ * The Retry-After of an outcome, from `retryAfterMs` or a `RATE_LIMITED` error's details.
+ *
+ * @example
+ * ```ts
+ * retryAfterOf({ status: "failed", retryAfterMs: 2000 }); // 2000
+ * ```
+ */
 export function retryAfterOf(outcome: SettleOutcome): number | undefined {
   if (typeof outcome.retryAfterMs === "number" && Number.isFinite(outcome.retryAfterMs)) {
     return Math.max(0, outcome.retryAfterMs);
