@@ -73,13 +73,43 @@ describe("FakeClock", () => {
     expect(clock.pendingTimers).toBe(0);
   });
 
-  it("treats negative and NaN delays as 0", async () => {
+  it("treats negative and NaN delays as 0, and overlong ones as 1 ms like Node", async () => {
     const clock = new FakeClock({ now: 0 });
     let fired = 0;
     clock.setTimeout(() => fired++, -5);
     clock.setTimeout(() => fired++, Number.NaN);
     await clock.advance(0);
     expect(fired).toBe(2);
+    clock.setTimeout(() => fired++, Number.POSITIVE_INFINITY);
+    clock.setTimeout(() => fired++, 2 ** 31);
+    expect(clock.nextTimerAt).toBe(1);
+    await clock.advance(1);
+    expect(fired).toBe(4);
+  });
+
+  it("refuses a second advance while one is running (a missing await)", async () => {
+    const clock = new FakeClock({ now: 0 });
+    clock.setTimeout(() => {}, 10);
+    const first = clock.advance(10);
+    await expect(clock.advance(5)).rejects.toThrow(/already being advanced/);
+    await expect(clock.runUntilIdle()).rejects.toThrow(/already being advanced/);
+    await first;
+    expect(clock.now()).toBe(10);
+    await clock.advance(5);
+    expect(clock.now()).toBe(15);
+  });
+
+  it("propagates a throwing timer from advance and stays usable", async () => {
+    const clock = new FakeClock({ now: 0 });
+    let later = 0;
+    clock.setTimeout(() => {
+      throw new Error("timer bug");
+    }, 5);
+    clock.setTimeout(() => later++, 10);
+    await expect(clock.advance(20)).rejects.toThrow("timer bug");
+    expect(clock.now()).toBe(5);
+    await clock.advance(15);
+    expect(later).toBe(1);
   });
 
   it("advanceTo moves to an absolute time; runUntilIdle drains and reports the count", async () => {

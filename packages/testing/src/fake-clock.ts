@@ -16,6 +16,9 @@ export interface FakeClockOptions {
   flushTurns?: number;
 }
 
+/** Node's largest timer delay; longer ones fire after 1 ms. */
+const MAX_DELAY = 2 ** 31 - 1;
+
 class FakeTimer {
   constructor(
     readonly seq: number,
@@ -57,6 +60,7 @@ export class FakeClock implements Clock {
   #heap: FakeTimer[] = [];
   #live = 0;
   #flushTurns: number;
+  #advancing = false;
 
   constructor(options: FakeClockOptions = {}) {
     const start = options.now ?? 1_700_000_000_000;
@@ -71,7 +75,9 @@ export class FakeClock implements Clock {
   }
 
   /**
-   * Schedules `fn` at `now() + ms`. A negative, `NaN` or missing delay means 0.
+   * Schedules `fn` at `now() + ms`. A negative, `NaN` or missing delay means 0; a delay
+   * above 2³¹−1 ms (`Infinity` included) means 1 ms, as in Node, so a test shows what such a
+   * timer would really do.
    *
    * @example
    * ```ts
@@ -80,7 +86,7 @@ export class FakeClock implements Clock {
    * ```
    */
   setTimeout(fn: () => void, ms: number): TimerHandle {
-    const delay = Number.isFinite(ms) && ms > 0 ? ms : 0;
+    const delay = ms > MAX_DELAY ? 1 : ms > 0 ? ms : 0;
     const timer = new FakeTimer(this.#seq++, this.#now + delay, fn);
     this.#push(timer);
     this.#live++;
@@ -145,15 +151,32 @@ export class FakeClock implements Clock {
   async advanceTo(time: number | Date): Promise<void> {
     const target = time instanceof Date ? time.getTime() : time;
     if (!Number.isFinite(target)) throw new RangeError("FakeClock.advanceTo: time must be finite");
-    await this.flush();
-    for (;;) {
-      const next = this.#peek();
-      if (next === undefined || next.at > target) break;
-      this.#fire(next);
+    await this.#exclusive("advance", async () => {
       await this.flush();
+      for (;;) {
+        const next = this.#peek();
+        if (next === undefined || next.at > target) break;
+        this.#fire(next);
+        await this.flush();
+      }
+      if (target > this.#now) this.#now = target;
+      await this.flush();
+    });
+  }
+
+  /** Time moves in one place at a time: a second concurrent advance is a missing `await`. */
+  async #exclusive<T>(what: string, body: () => Promise<T>): Promise<T> {
+    if (this.#advancing) {
+      throw new Error(
+        `FakeClock.${what}: time is already being advanced; await the previous advance/runUntilIdle first`,
+      );
     }
-    if (target > this.#now) this.#now = target;
-    await this.flush();
+    this.#advancing = true;
+    try {
+      return await body();
+    } finally {
+      this.#advancing = false;
+    }
   }
 
   /**
@@ -169,21 +192,23 @@ export class FakeClock implements Clock {
    * await clock.runUntilIdle();
    * ```
    */
-  async runUntilIdle(limit = 10_000): Promise<number> {
-    let fired = 0;
-    await this.flush();
-    for (;;) {
-      const next = this.#peek();
-      if (next === undefined) return fired;
-      if (fired >= limit) {
-        throw new Error(
-          `FakeClock.runUntilIdle: still ${this.#live} timer(s) pending after firing ${limit}; is something re-arming a timer forever?`,
-        );
-      }
-      this.#fire(next);
-      fired++;
+  runUntilIdle(limit = 10_000): Promise<number> {
+    return this.#exclusive("runUntilIdle", async () => {
+      let fired = 0;
       await this.flush();
-    }
+      for (;;) {
+        const next = this.#peek();
+        if (next === undefined) return fired;
+        if (fired >= limit) {
+          throw new Error(
+            `FakeClock.runUntilIdle: still ${this.#live} timer(s) pending after firing ${limit}; is something re-arming a timer forever?`,
+          );
+        }
+        this.#fire(next);
+        fired++;
+        await this.flush();
+      }
+    });
   }
 
   /**

@@ -21,7 +21,11 @@ export function globMatcher(glob: string): GlobMatcher {
   let m = globCache.get(glob);
   if (m === undefined) {
     if (globCache.size >= GLOB_CACHE_LIMIT) globCache.clear();
-    m = picomatch(glob, { dot: true });
+    try {
+      m = picomatch(glob, { dot: true });
+    } catch {
+      m = () => false; // a pattern picomatch cannot compile matches nothing
+    }
     globCache.set(glob, m);
   }
   return m;
