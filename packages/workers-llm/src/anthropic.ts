@@ -259,6 +259,9 @@ export class AnthropicWorker extends LlmWorker {
       switch (ev.type) {
         case "message_start":
           message = { ...ev.message, usage: { ...(ev.message?.usage ?? {}) } };
+          if (typeof ev.message?.usage?.input_tokens === "number") {
+            call.usage({ inputTokens: ev.message.usage.input_tokens, outputTokens: 0 });
+          }
           break;
         case "content_block_start":
           content[ev.index] = { ...ev.content_block };
@@ -294,6 +297,10 @@ export class AnthropicWorker extends LlmWorker {
           Object.assign(message, ev.delta ?? {});
           for (const [k, v] of Object.entries(ev.usage ?? {}))
             if (v !== null && v !== undefined) message.usage[k] = v;
+          call.usage({
+            inputTokens: message.usage.input_tokens,
+            outputTokens: message.usage.output_tokens,
+          });
           break;
         case "message_stop":
           stopped = true;

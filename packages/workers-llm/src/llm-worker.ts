@@ -3,6 +3,7 @@ import {
   FlotillaError,
   type HealthReport,
   type PriceBook,
+  type Usage,
   type Worker,
   type WorkerResult,
   type WorkerTask,
@@ -66,6 +67,8 @@ export interface CallContext {
   ctx: ExecutionContext;
   /** Report response headers (feeds `onRateLimit`). */
   headers(headers: Headers | undefined, status: number): void;
+  /** Report usage known mid-stream, so a cut or cancelled stream still accounts for what it spent. */
+  usage(usage: { inputTokens?: number; outputTokens?: number }): void;
 }
 
 let counter = 0;
@@ -176,6 +179,19 @@ export abstract class LlmWorker implements Worker {
         signal,
         ctx,
         headers: (headers, status) => this.#rateLimit(headers, status, model, ctx.clock.now()),
+        usage: (u) => {
+          const inputTokens = u.inputTokens ?? 0;
+          const outputTokens = u.outputTokens ?? 0;
+          const partial: Usage = {
+            inputTokens,
+            outputTokens,
+            totalTokens: inputTokens + outputTokens,
+            requests: 1,
+          };
+          const cost = this.costUsd(model, inputTokens, outputTokens);
+          if (cost !== undefined) partial.costUsd = cost;
+          ctx.reportUsage(partial);
+        },
       });
     } catch (err) {
       const errHeaders = (err as { headers?: Headers }).headers;

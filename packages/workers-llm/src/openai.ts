@@ -271,7 +271,10 @@ export class OpenAIWorker extends LlmWorker {
         throw malformed(this.provider, "stream chunk is not an object");
       if (chunk.id) id = chunk.id;
       if (chunk.model) model = chunk.model;
-      if (chunk.usage) usage = chunk.usage;
+      if (chunk.usage) {
+        usage = chunk.usage;
+        call.usage({ inputTokens: usage.prompt_tokens, outputTokens: usage.completion_tokens });
+      }
       for (const choice of chunk.choices ?? []) {
         const delta = choice.delta ?? {};
         if (typeof delta.content === "string" && delta.content.length > 0) {

@@ -90,6 +90,11 @@ describe("AnthropicWorker against an Anthropic-shaped server (real @anthropic-ai
     ]);
     expect(res.output.text).toBe("alpha beta");
     expect(res.usage).toMatchObject({ inputTokens: 11, outputTokens: 5 });
+    expect(ctx.reported.at(-1)).toMatchObject({
+      inputTokens: 11,
+      outputTokens: 5,
+      totalTokens: 16,
+    });
     expect(server.completionRequests().at(-1)!.body.max_tokens).toBe(64);
     expect(res.raw).toMatchObject({
       type: "message",
@@ -226,6 +231,9 @@ describe("AnthropicWorker against an Anthropic-shaped server (real @anthropic-ai
     expect(err2.code).toBe("WORKER_ERROR");
     expect(err2.retryable).toBe(true);
     expect(ctx.events).toEqual([{ type: "token", text: "a " }]);
+    // the input tokens were spent even though the stream was cut: reported before the failure
+    expect(ctx.reported.at(-1)).toMatchObject({ inputTokens: expect.any(Number), outputTokens: 0 });
+    expect(ctx.reported.at(-1)!.inputTokens).toBeGreaterThan(0);
   });
 
   it("cancellation aborts the request mid-stream: the server sees the socket close", async () => {

@@ -82,6 +82,7 @@ describe("OpenAIWorker against an OpenAI-shaped server (real openai client)", ()
     ]);
     expect(res.output.text).toBe("one two three");
     expect(res.usage).toMatchObject({ inputTokens: 7, outputTokens: 3, totalTokens: 10 });
+    expect(ctx.reported).toEqual([res.usage]);
     expect(server.completionRequests().at(-1)!.body.stream_options).toEqual({
       include_usage: true,
     });
