@@ -49,6 +49,22 @@ describe("Budgets", () => {
     expect(b.stats(now)[0]).toMatchObject({ used: { costUsd: 1 }, remaining: { costUsd: 0 } });
   });
 
+  it("holds a cost budget to the cent with the wait policy, until the next calendar day", async () => {
+    const clock = new FakeClock({ now: Date.UTC(2026, 6, 1, 20) }); // 22:00 in Berlin
+    const b = new Budgets({ clock, timeZone: "Europe/Berlin", budgets: [{ costUsd: 0.1 }] });
+    const cents = (n: number) => makeTask({ estimate: { costUsd: n / 100 } });
+    for (let i = 0; i < 3; i++) expect(run(b, cents(3), clock.now()).ok).toBe(true); // $0.09
+    const d = b.check(cents(2), worker, clock.now());
+    const midnight = Date.UTC(2026, 6, 1, 22); // 00:00 CEST
+    expect(d).toMatchObject({ ok: false, retryAt: midnight });
+    expect(!d.ok && d.fail).toBeUndefined();
+    expect(run(b, cents(1), clock.now()).ok).toBe(true); // exactly $0.10
+    expect(b.check(cents(0.0001), worker, clock.now()).ok).toBe(false);
+    await clock.advanceTo(midnight);
+    expect(run(b, cents(10), clock.now()).ok).toBe(true);
+    expect(b.check(cents(1), worker, clock.now()).ok).toBe(false);
+  });
+
   it("waits until local midnight in the configured zone, then resets", async () => {
     // 2026-03-07 22:00 in New York (UTC-5) is 03:00 UTC on the 8th.
     const clock = new FakeClock({ now: Date.UTC(2026, 2, 8, 3, 0) });
