@@ -86,7 +86,7 @@ export class FakeClock implements Clock {
    * ```
    */
   setTimeout(fn: () => void, ms: number): TimerHandle {
-    const delay = ms > MAX_DELAY ? 1 : ms > 0 ? ms : 0;
+    const delay = ms > MAX_DELAY ? 1 : Number.isNaN(ms) ? 0 : Math.max(ms, 0);
     const timer = new FakeTimer(this.#seq++, this.#now + delay, fn);
     this.#push(timer);
     this.#live++;
