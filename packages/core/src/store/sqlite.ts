@@ -559,11 +559,10 @@ export class SqliteStore implements Store {
     return this.#write((db) => {
       try {
         if (expectedVersion !== undefined) {
-          const stored = this.#stmt(db, "SELECT version FROM tasks WHERE id = ?").get(task.id) as
-            | { version: number }
-            | undefined;
-          if (stored?.version !== expectedVersion) return false;
-          this.#stmt(db, SqliteStore.#UPDATE_TASK).run(row);
+          const changed = this.#stmt(db, `${SqliteStore.#UPDATE_TASK} AND version = :expected`).run(
+            { ...row, expected: expectedVersion },
+          ).changes;
+          if (Number(changed) === 0) return false;
         } else {
           const changed = this.#stmt(db, SqliteStore.#UPDATE_TASK).run(row).changes;
           if (Number(changed) === 0) {
