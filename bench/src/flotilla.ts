@@ -27,7 +27,7 @@ export async function flotillaRun(
       ...(options.usePriority ? { priority: p } : {}),
     })),
   );
-  await orchestrator.registerWorker(
+  await orchestrator.register(
     new FunctionWorker({
       id: "noop",
       taskTypes: ["noop"],

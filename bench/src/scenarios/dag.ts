@@ -33,7 +33,7 @@ async function flotillaDag(nodes: { id: string; deps: string[] }[], concurrency:
   let seq = 0;
   let violations = 0;
   const deps = new Map(nodes.map((n) => [n.id, n.deps]));
-  await orchestrator.registerWorker(
+  await orchestrator.register(
     new FunctionWorker({
       id: "w",
       taskTypes: ["noop"],

@@ -18,7 +18,7 @@ async function flotillaDurable(n: number, concurrency: number) {
   const store = new SqliteStore({ path: join(dir, "flotilla.db") });
   const orchestrator = new Orchestrator({ concurrency, store });
   let ran = 0;
-  await orchestrator.registerWorker(
+  await orchestrator.register(
     new FunctionWorker({
       id: "w",
       taskTypes: ["noop"],
@@ -39,6 +39,7 @@ async function flotillaDurable(n: number, concurrency: number) {
   const results = await Promise.all(handles.map((h) => h.result()));
   const ms = nowMs() - t0;
   await orchestrator.stop();
+  await store.close();
   const succeeded = results.filter((r) => r.status === "succeeded").length;
   // Re-open: every completion must be on disk.
   const reopened = new SqliteStore({ path: join(dir, "flotilla.db") });

@@ -27,7 +27,7 @@ async function flotillaBacklog(backlog: number, probe: number) {
     resolve = r;
   });
   const t1 = nowMs();
-  await orchestrator.registerWorker(
+  await orchestrator.register(
     new FunctionWorker({
       id: "w",
       taskTypes: ["noop"],
