@@ -56,6 +56,8 @@ export const REMOTE_NODE_KIND = "remote-node";
 /** Live state of one task in this process. */
 interface Live extends TaskState {
   attempt?: Attempt;
+  /** Attempts that ended without failing (released, handed back, shutdown): not counted against `maxAttempts`. */
+  freeAttempts?: number;
   firstQueuedAt?: number;
   startedAt?: number;
 }
@@ -1547,6 +1549,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
       return;
     }
     if (end.kind === "requeue") {
+      live.freeAttempts = (live.freeAttempts ?? 0) + 1;
       await this.#requeue(live, end.reason, undefined, now);
       return;
     }
@@ -1570,7 +1573,8 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
         end.error.retryable &&
         end.error.code !== "VALIDATION" &&
         end.error.code !== "CANCELLED");
-    if (retryable && att.n < rec.retry.maxAttempts && this.#state !== "stopped") {
+    const counted = att.n - (live.freeAttempts ?? 0);
+    if (retryable && counted < rec.retry.maxAttempts && this.#state !== "stopped") {
       let delay = end.kind === "lost" ? 0 : backoffDelay(rec.retry, att.n, this.#random);
       if (end.kind === "error" && end.retryAfterMs !== undefined)
         delay = Math.max(delay, end.retryAfterMs);
