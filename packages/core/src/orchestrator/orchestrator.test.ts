@@ -1,7 +1,5 @@
-import { FakeClock } from "@flotilla/testing";
 import { afterEach, describe, expect, it } from "vitest";
 import { type FlotillaError, RetryAfterError, UnrecoverableError } from "../errors.js";
-import type { TransitionEvent } from "../task/events.js";
 import type { Worker } from "../worker/types.js";
 import type { Orchestrator } from "./orchestrator.js";
 import { fnWorker, sleep, started } from "./testkit.test-helpers.js";
