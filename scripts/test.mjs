@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const filters = process.argv.slice(2);
-const env = { ...process.env };
+const env = { ...process.env, TURBO_TELEMETRY_DISABLED: "1" };
 const testEnv = join(root, "scripts/test-env.sh");
 const envFile = join(root, ".test-env/env.json");
 const report = join(root, ".test-env/vitest-report.json");

@@ -2,12 +2,16 @@ import type { Scenario } from "../report.js";
 import { dagScenario } from "./dag.js";
 import { dispatchScenario } from "./dispatch.js";
 import { durableScenario } from "./durable.js";
+import { fairnessScenario } from "./fairness.js";
 import { priorityScenario } from "./priority.js";
+import { rateLimitScenario } from "./ratelimit.js";
 
 /** Every scenario, in report order. */
 export const scenarios: Scenario[] = [
   dispatchScenario,
   priorityScenario,
+  rateLimitScenario,
+  fairnessScenario,
   dagScenario,
   durableScenario,
 ];
