@@ -28,7 +28,7 @@ const MetricThresholds = z
     error: "yellow thresholds must not be above red ones",
   });
 
-/** Validates {@link AdmissionOptions} (without the injected parts). */
+/** Validates {@link AdmissionOptions} (without the injected parts). @example AdmissionConfigSchema.parse({ intervalMs: 1000, holdAt: "yellow" }) */
 export const AdmissionConfigSchema = z
   .object({
     /** Sampling period. @default 2000 */
@@ -117,17 +117,17 @@ export class AdmissionControl extends EventEmitter<AdmissionEvents> implements D
     this.#logger = logger ?? silentLogger;
   }
 
-  /** The current level. @default "green" (before the first sample) */
+  /** The current level. @default "green" (before the first sample) @example if (admission.level === "red") shedLoad(); */
   get level(): PressureLevel {
     return this.#level;
   }
 
-  /** The last sample, if any. */
+  /** The last sample, if any. @example admission.lastSample?.cpu */
   get lastSample(): PressureSample | undefined {
     return this.#sample;
   }
 
-  /** Whether new local work is held now. */
+  /** Whether new local work is held now. @example if (admission.holding) return c.body(null, 503); */
   get holding(): boolean {
     return RANK[this.#level] >= RANK[this.#cfg.holdAt];
   }

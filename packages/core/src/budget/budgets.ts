@@ -17,7 +17,14 @@ const positive = (what: string) =>
     .finite()
     .positive({ error: `${what} must be greater than zero` });
 
-/** One budget as configured. */
+/**
+ * One budget as configured.
+ *
+ * @example
+ * ```ts
+ * BudgetConfigSchema.parse({ scope: "tenant", key: "acme", costUsd: 5, policy: "fail" });
+ * ```
+ */
 export const BudgetConfigSchema = z
   .object({
     /** Name used in errors and stats. @default `${scope}:${key ?? "*"}/${period}` */
@@ -66,7 +73,7 @@ export const BudgetConfigSchema = z
 /** Input form of a budget. */
 export type BudgetConfig = z.input<typeof BudgetConfigSchema>;
 
-/** A list of budgets. */
+/** A list of budgets. @example BudgetsConfigSchema.parse([{ costUsd: 100 }]) */
 export const BudgetsConfigSchema = z.array(BudgetConfigSchema);
 
 type Metric = "requests" | "tokens" | "cost";

@@ -21,13 +21,13 @@ const PriceSchema = z
   })
   .strict();
 
-/** Validates a {@link PriceTable}. */
+/** Validates a {@link PriceTable}. @example PriceTableSchema.parse({ openai: { "gpt-4o": { input: 2.5, output: 10 } } }) */
 export const PriceTableSchema = z.record(
   z.string().min(1),
   z.record(z.string().min(1), PriceSchema),
 );
 
-/** The date the {@link DEFAULT_PRICES} were copied from the providers' public price lists. */
+/** The date the {@link DEFAULT_PRICES} were copied from the providers' public price lists. @example console.log(`prices as of ${DEFAULT_PRICES_AS_OF}`) */
 export const DEFAULT_PRICES_AS_OF = "2025-08-01";
 
 /**
@@ -35,6 +35,11 @@ export const DEFAULT_PRICES_AS_OF = "2025-08-01";
  * as listed publicly on {@link DEFAULT_PRICES_AS_OF}. Prices change: pass your own table to
  * override any entry. Model names match by longest prefix, so `gpt-4o-2024-08-06` is priced
  * as `gpt-4o`.
+ *
+ * @example
+ * ```ts
+ * DEFAULT_PRICES.anthropic?.["claude-sonnet-4"]; // { input: 3, output: 15 }
+ * ```
  */
 export const DEFAULT_PRICES: PriceTable = {
   openai: {

@@ -5,13 +5,13 @@ import type { DispatchGate, GateDecision } from "../resources/gate.js";
 import { parseConfig } from "../resources/validate.js";
 import type { TaskRecord } from "../task/types.js";
 
-/** A concurrency cap: a whole number ≥ 1. */
+/** A concurrency cap: a whole number ≥ 1. @example ConcurrencyCapSchema.parse(4) */
 export const ConcurrencyCapSchema = z
   .number()
   .int({ error: "must be a whole number" })
   .positive({ error: "must be at least 1" });
 
-/** Validates {@link ConcurrencyLimiterOptions.limits} and `default`. */
+/** Validates {@link ConcurrencyLimiterOptions.limits} and `default`. @example ConcurrencyConfigSchema.parse({ limits: { acme: 4 }, default: 1 }) */
 export const ConcurrencyConfigSchema = z
   .object({
     limits: z.record(z.string().min(1), ConcurrencyCapSchema).default({}),

@@ -34,7 +34,7 @@ export interface PoolHost {
 
 const Int = (min: number) => z.number().int({ error: "must be a whole number" }).min(min);
 
-/** Validates the numeric options of {@link WorkerPool}. */
+/** Validates the numeric options of {@link WorkerPool}. @example WorkerPoolConfigSchema.parse({ min: 1, max: 4 }) */
 export const WorkerPoolConfigSchema = z
   .object({
     name: z.string().min(1).default("pool"),
@@ -143,7 +143,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
     this.#logger = logger ?? silentLogger;
   }
 
-  /** Workers in the pool now (draining ones excluded). */
+  /** Workers in the pool now (draining ones excluded). @example pool.size // 3 */
   get size(): number {
     return this.#members.size;
   }

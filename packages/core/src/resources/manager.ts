@@ -21,7 +21,7 @@ import type { TaskRecord } from "../task/types.js";
 import type { DispatchGate } from "./gate.js";
 import { parseConfig } from "./validate.js";
 
-/** Validates the top level of a {@link ResourceConfig}; each part is validated by its own schema. */
+/** Validates the top level of a {@link ResourceConfig}; each part is validated by its own schema. @example ResourceConfigSchema.parse({ timeZone: "UTC" }) */
 export const ResourceConfigSchema = z
   .object({
     timeZone: z
