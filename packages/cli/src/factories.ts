@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import type { Worker } from "@flotilla/core";
+import type { ResourceManager, Worker } from "@flotilla/core";
 import type { WorkerFactories } from "@flotilla/http-adapter";
 
 type Ctor = new (options: Record<string, unknown>) => Worker;
@@ -8,7 +8,7 @@ type Ctor = new (options: Record<string, unknown>) => Worker;
  * Worker factories for the adapter's run-time registration routes, built from the worker
  * packages present in this build. A route whose package is missing answers 501.
  */
-export async function buildWorkerFactories(): Promise<{
+export async function buildWorkerFactories(resources?: ResourceManager): Promise<{
   factories: WorkerFactories;
   notes: string[];
 }> {
@@ -19,6 +19,13 @@ export async function buildWorkerFactories(): Promise<{
     | undefined;
   if (llm?.OpenAIWorker) {
     factories.llmApi = (input) => {
+      const worker = makeLlm(input);
+      if (input.rate_limit_per_minute && resources) {
+        resources.limiter.setLimits(`worker:${worker.id}`, `${input.rate_limit_per_minute}/min`);
+      }
+      return worker;
+    };
+    const makeLlm = (input: Parameters<NonNullable<WorkerFactories["llmApi"]>>[0]): Worker => {
       const id = input.worker_id ?? `${input.api_type}-${randomUUID().slice(0, 8)}`;
       const common: Record<string, unknown> = { id, apiKey: input.api_key };
       if (input.base_url) common.baseURL = input.base_url;

@@ -1,6 +1,6 @@
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import type { Worker } from "@flotilla/core";
+import { ResourceManager, type Worker } from "@flotilla/core";
 import { Orchestrator } from "@flotilla/core/orchestrator";
 import { SqliteStore } from "@flotilla/core/sqlite";
 import {
@@ -51,9 +51,16 @@ export async function runServe(
   // Opened before anything reads it (the fleet routes load nodes and keys at creation).
   await store.open();
 
+  // Rate limits, budgets, cost ledger. Limits keyed `worker:<id>` apply to one worker
+  // (set by `rate_limit_per_minute` when an LLM API is registered through the API).
+  const resources = new ResourceManager(
+    {},
+    { logger, keys: (task, worker) => [...task.rateLimitKeys, `worker:${worker.id}`] },
+  );
   const orchestrator = new Orchestrator({
     store,
     logger,
+    gates: resources.gates,
     leaseMs: Math.round(config.leaseSeconds * 1000),
     ...(config.concurrency ? { concurrency: config.concurrency } : {}),
   });
@@ -71,7 +78,7 @@ export async function runServe(
   }
 
   const admin = config.open ? undefined : await resolveAdminKey(config.dataDir, config.adminKey);
-  const { factories, notes } = await buildWorkerFactories();
+  const { factories, notes } = await buildWorkerFactories(resources);
 
   const mount: NonNullable<FlotillaAppOptions["mount"]> = [];
   let fleet: ReturnType<typeof createFleetRoutes> | undefined;
@@ -104,11 +111,13 @@ export async function runServe(
     workerFactories: factories,
     bodyLimitBytes: config.bodyLimitBytes,
     logger,
+    resources,
     version: VERSION,
     mount,
     ...(config.corsOrigin ? { cors: { origin: config.corsOrigin } } : {}),
   });
 
+  resources.start();
   await orchestrator.start();
   if (fleet) await fleet.ready;
   let server: FlotillaServer;
@@ -116,6 +125,7 @@ export async function runServe(
     server = await serveFlotilla(app, { host: config.host, port: config.port });
   } catch (err) {
     await orchestrator.stop({ mode: "abort" }).catch(() => {});
+    resources.stop();
     await store.close().catch(() => {});
     throw new Error(`cannot listen on ${config.host}:${config.port}: ${(err as Error).message}`);
   }
@@ -155,6 +165,7 @@ export async function runServe(
       await orchestrator
         .stop({ mode: "drain", timeoutMs: Math.round(config.shutdownTimeoutSeconds * 1000) })
         .catch((err: unknown) => logger.error({ err: String(err) }, "orchestrator stop failed"));
+      resources.stop();
       await store
         .close()
         .catch((err: unknown) => logger.error({ err: String(err) }, "store close failed"));

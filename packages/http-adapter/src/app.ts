@@ -91,7 +91,10 @@ export interface WorkerFactories {
 
 /** The resource manager, as far as the adapter reads it. */
 export interface ResourcesLike {
+  /** The `/resources/stats` view (`ResourceManager.stats()`). */
   stats?(): unknown;
+  /** Host-pressure admission: at `red`, task-creating routes answer 503 with `Retry-After`. */
+  admission?: { readonly level: string; retryAfterSeconds(): number } | undefined;
 }
 
 /** CORS settings. `false` (the default) sends no CORS headers. */
@@ -282,17 +285,21 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
   };
 
   const resourceStats = () => {
-    let managed: unknown = null;
+    let managed: Record<string, unknown> | undefined;
     try {
-      managed = options.resources?.stats?.() ?? null;
+      const m = options.resources?.stats?.();
+      if (m && typeof m === "object") managed = m as Record<string, unknown>;
     } catch (err) {
       logger.warn({ err: String(err) }, "resources.stats() failed");
     }
-    const raw = safeStatus(o, logger);
-    return jsonSafe({
-      llm_api_usage: usageBlock(),
-      limits: managed ?? raw.resources ?? null,
-    }) as Record<string, unknown>;
+    if (managed) {
+      // The resource manager's view, plus Vera's `llm_api_usage` block built from it.
+      return jsonSafe({
+        ...managed,
+        llm_api_usage: { workers: managed.workers ?? {}, totals: managed.totals ?? {} },
+      }) as Record<string, unknown>;
+    }
+    return jsonSafe({ llm_api_usage: usageBlock() }) as Record<string, unknown>;
   };
 
   const workerStats = (list: WorkerInfo[]) => {
@@ -539,6 +546,13 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
   };
   const notShuttingDown = () => {
     if (shuttingDown) throw new FlotillaError("SHUTTING_DOWN", "server is shutting down");
+    const adm = options.resources?.admission;
+    if (adm?.level === "red") {
+      const secs = Math.max(1, Math.round(adm.retryAfterSeconds()));
+      throw new FlotillaError("SHUTTING_DOWN", `host under pressure (red): retry in ${secs} s`, {
+        details: { retryAfterMs: secs * 1000 },
+      });
+    }
   };
   const checkType = (raw: string): string => {
     const type = raw.trim().toLowerCase();

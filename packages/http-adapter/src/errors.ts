@@ -51,7 +51,7 @@ export function errorResponse(err: unknown, headers?: Record<string, string>): R
       : fe;
   const h: Record<string, string> = { "content-type": "application/json", ...headers };
   const retryAfterMs = (fe.details as { retryAfterMs?: number } | undefined)?.retryAfterMs;
-  if (status === 429 && typeof retryAfterMs === "number") {
+  if ((status === 429 || status === 503) && typeof retryAfterMs === "number") {
     h["retry-after"] = String(Math.max(1, Math.ceil(retryAfterMs / 1000)));
   }
   return new Response(JSON.stringify(errorBody(safe)), { status, headers: h });
