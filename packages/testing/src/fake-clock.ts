@@ -69,7 +69,16 @@ export class FakeClock implements Clock {
     this.#flushTurns = Math.max(0, Math.floor(options.flushTurns ?? 1));
   }
 
-  /** The fake current time, ms since the epoch. */
+  /**
+   * The fake current time, ms since the epoch.
+   *
+   * @example
+   * ```ts
+   * const t0 = clock.now();
+   * await clock.advance(50);
+   * clock.now() - t0; // 50
+   * ```
+   */
   now(): number {
     return this.#now;
   }
@@ -109,12 +118,27 @@ export class FakeClock implements Clock {
     this.#live--;
   }
 
-  /** Timers set and not yet fired or cleared. */
+  /**
+   * Timers set and not yet fired or cleared.
+   *
+   * @example
+   * ```ts
+   * await orchestrator.stop();
+   * expect(clock.pendingTimers).toBe(0);
+   * ```
+   */
   get pendingTimers(): number {
     return this.#live;
   }
 
-  /** Due time of the next timer, or `undefined` when none is pending. */
+  /**
+   * Due time of the next timer, or `undefined` when none is pending.
+   *
+   * @example
+   * ```ts
+   * if (clock.nextTimerAt !== undefined) await clock.advanceTo(clock.nextTimerAt);
+   * ```
+   */
   get nextTimerAt(): number | undefined {
     this.#dropCancelled();
     return this.#heap[0]?.at;

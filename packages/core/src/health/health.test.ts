@@ -139,3 +139,39 @@ describe("startHealthCheck / checkWorkerHealth", () => {
     expect(late.message).toBe("health check cancelled");
   });
 });
+
+describe("nextHealthState invariants over random sequences", () => {
+  it("holds for 2 000 random runs", () => {
+    let seed = 7;
+    const random = () => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed / 2 ** 31;
+    };
+    const statuses: HealthStatus[] = ["healthy", "degraded", "unhealthy"];
+    for (let run = 0; run < 2000; run++) {
+      const th = {
+        degradedAfter: 1 + Math.floor(random() * 3),
+        unhealthyAfter: 3 + Math.floor(random() * 3),
+        recoverAfter: 1 + Math.floor(random() * 3),
+      };
+      let state: WorkerHealthState = "healthy";
+      let counters = initialHealthCounters();
+      let failStreak = 0;
+      let healthyStreak = 0;
+      for (let i = 0; i < 30; i++) {
+        const status = statuses[Math.floor(random() * 3)]!;
+        const before: WorkerHealthState = state;
+        ({ state, counters } = nextHealthState(state, counters, { status }, th));
+        failStreak = status === "unhealthy" ? failStreak + 1 : 0;
+        healthyStreak = status === "healthy" ? healthyStreak + 1 : 0;
+        if (failStreak >= th.unhealthyAfter) expect(state).toBe("unhealthy");
+        if (healthyStreak >= th.recoverAfter) expect(state).toBe("healthy");
+        if (status === "unhealthy")
+          expect(state === "healthy" && failStreak >= th.degradedAfter).toBe(false);
+        if (before === "unhealthy" && state !== "unhealthy") expect(status).not.toBe("unhealthy");
+        if (before !== "unhealthy" && state === "unhealthy")
+          expect(failStreak).toBeGreaterThanOrEqual(th.unhealthyAfter);
+      }
+    }
+  });
+});

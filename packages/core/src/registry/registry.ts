@@ -308,17 +308,38 @@ export class WorkerRegistry extends EventEmitter<WorkerRegistryEvents> {
     this.#alpha = options.ewmaAlpha ?? 0.2;
   }
 
-  /** Effective health options (defaults applied). */
+  /**
+   * Effective health options (defaults applied).
+   *
+   * @example
+   * ```ts
+   * new WorkerRegistry().healthOptions.intervalMs; // 30000
+   * ```
+   */
   get healthOptions(): Readonly<HealthMonitorOptions> {
     return this.#health;
   }
 
-  /** Effective circuit breaker options (defaults applied). */
+  /**
+   * Effective circuit breaker options (defaults applied).
+   *
+   * @example
+   * ```ts
+   * new WorkerRegistry().circuitOptions.failureThreshold; // 5
+   * ```
+   */
   get circuitOptions(): Readonly<CircuitBreakerOptions> {
     return this.#circuit;
   }
 
-  /** Number of registered workers. */
+  /**
+   * Number of registered workers.
+   *
+   * @example
+   * ```ts
+   * registry.size; // 0 for a new registry
+   * ```
+   */
   get size(): number {
     return this.#entries.size;
   }

@@ -108,7 +108,15 @@ export abstract class BaseWorker implements Worker {
     this.local = options.local ?? true;
   }
 
-  /** Whether `start()` has completed and `stop()` has not been called since. */
+  /**
+   * Whether `start()` has completed and `stop()` has not been called since.
+   *
+   * @example
+   * ```ts
+   * await worker.start();
+   * worker.running; // true
+   * ```
+   */
   get running(): boolean {
     return this.#state === "running";
   }
