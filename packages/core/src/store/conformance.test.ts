@@ -31,3 +31,8 @@ describeStoreConformance(
     },
   },
 );
+
+describeStoreConformance(
+  "SqliteStore in memory",
+  ({ clock }) => new SqliteStore({ path: ":memory:", clock }),
+);

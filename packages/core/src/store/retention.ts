@@ -1,0 +1,100 @@
+import { type Clock, systemClock, type TimerHandle } from "../clock.js";
+import { FlotillaError } from "../errors.js";
+import { type Logger, silentLogger } from "../logger.js";
+import type { Store } from "./types.js";
+
+/** Options of {@link scheduleRetention}. */
+export interface RetentionOptions {
+  /** Delete finished tasks that finished more than this many ms ago. @default undefined (no age limit) */
+  olderThan?: number;
+  /** Keep at most this many finished tasks (the newest). @default undefined (no count limit) */
+  keep?: number;
+  /** How often to clean up. @default 3_600_000 (hourly) */
+  intervalMs?: number;
+  /** @default systemClock */
+  clock?: Clock;
+  /** Where a failed cleanup is reported. @default silentLogger */
+  logger?: Logger;
+  /** Called after each cleanup with how many tasks it deleted. */
+  onCleanup?: (deleted: number) => void;
+}
+
+/** A running retention schedule. */
+export interface RetentionHandle {
+  /** Runs a cleanup now; resolves with how many tasks were deleted. */
+  runNow(): Promise<number>;
+  /** Stops the schedule (a cleanup already running finishes). */
+  stop(): void;
+}
+
+/**
+ * Bounds the finished history of a store by age and/or count: calls
+ * `store.deleteFinished({ olderThan, keep })` every `intervalMs`. Unfinished tasks, and
+ * finished ones an unfinished task depends on, are never deleted.
+ *
+ * @example
+ * ```ts
+ * const retention = scheduleRetention(store, { olderThan: 7 * 86_400_000, keep: 100_000 });
+ * // …
+ * retention.stop();
+ * ```
+ */
+export function scheduleRetention(store: Store, options: RetentionOptions): RetentionHandle {
+  const { olderThan, keep } = options;
+  if (olderThan === undefined && keep === undefined) {
+    throw new FlotillaError("VALIDATION", "scheduleRetention: give olderThan and/or keep");
+  }
+  const intervalMs = options.intervalMs ?? 3_600_000;
+  if (!Number.isFinite(intervalMs) || intervalMs <= 0) {
+    throw new FlotillaError(
+      "VALIDATION",
+      `scheduleRetention: intervalMs must be a positive number, got ${String(intervalMs)}`,
+    );
+  }
+  const clock = options.clock ?? systemClock;
+  const logger = options.logger ?? silentLogger;
+  const criteria: { olderThan?: number; keep?: number } = {};
+  if (olderThan !== undefined) criteria.olderThan = olderThan;
+  if (keep !== undefined) criteria.keep = keep;
+
+  let timer: TimerHandle | undefined;
+  let stopped = false;
+  let running: Promise<number> | undefined;
+
+  const runNow = (): Promise<number> => {
+    running ??= store.deleteFinished(criteria).then(
+      (deleted) => {
+        running = undefined;
+        options.onCleanup?.(deleted);
+        return deleted;
+      },
+      (err: unknown) => {
+        running = undefined;
+        throw err;
+      },
+    );
+    return running;
+  };
+  const arm = () => {
+    if (stopped) return;
+    timer = clock.setTimeout(() => {
+      runNow()
+        .catch((err: unknown) =>
+          logger.warn(
+            { err: err instanceof Error ? err.message : String(err) },
+            "retention failed",
+          ),
+        )
+        .finally(arm);
+    }, intervalMs);
+  };
+  arm();
+  return {
+    runNow,
+    stop() {
+      stopped = true;
+      if (timer !== undefined) clock.clearTimeout(timer);
+      timer = undefined;
+    },
+  };
+}
