@@ -523,11 +523,9 @@ export class OllamaWorker implements Worker {
         headers: call.lastHeaders(),
         now: Date.now(),
       });
-      if (
-        mapped instanceof FlotillaError &&
-        mapped.code === "WORKER_ERROR" &&
-        !(err instanceof FlotillaError)
-      ) {
+      // An `{"error": …}` line in the pull stream (e.g. no such model on the registry) reaches us
+      // as a plain Error: retrying will not help. Network failures keep their retryable mapping.
+      if (err instanceof Error && err.constructor === Error && mapped instanceof FlotillaError) {
         throw new OllamaRequestError(
           undefined,
           `pull of ${model} failed: ${redact(String((err as Error).message), this.#secrets)}`,

@@ -254,17 +254,24 @@ describe("OllamaWorker against an Ollama-shaped server (real ollama client)", ()
   it("cancellation and timeouts abort the HTTP request", async () => {
     server.reply({ text: "never", delayMs: 5000 });
     const { ctx, controller } = makeCtx();
+    const before = server.completionRequests().length;
     const p = worker.execute(task({ prompt: "x" }), ctx);
-    while (
-      server.completionRequests().at(-1)?.body?.messages?.[0]?.content !== "x" ||
-      server.completionRequests().at(-1)!.aborted
-    ) {
+    while (server.completionRequests().length === before)
       await new Promise((r) => setTimeout(r, 5));
-    }
     const req = server.completionRequests().at(-1)!;
     controller.abort();
     expect((await rejection(p)).code).toBe("CANCELLED");
     expect(await req.done).toBe("aborted");
+
+    server.reply({ text: "one two three four", chunkDelayMs: 300 });
+    const streaming = makeCtx();
+    const sp = worker.execute(task({ prompt: "s", stream: true }), streaming.ctx);
+    while (streaming.events.length === 0) await new Promise((r) => setTimeout(r, 5));
+    const sreq = server.completionRequests().at(-1)!;
+    streaming.controller.abort();
+    expect((await rejection(sp)).code).toBe("CANCELLED");
+    expect(await sreq.done).toBe("aborted");
+    expect(streaming.events).toEqual([{ type: "token", text: "one " }]);
 
     const quick = new OllamaWorker({ host: server.host, timeoutMs: 100 });
     server.reply({ text: "late", delayMs: 3000 });
