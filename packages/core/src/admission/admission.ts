@@ -201,6 +201,15 @@ export class AdmissionControl extends EventEmitter<AdmissionEvents> implements D
     return { ok: false, reason: `host pressure is ${this.#level}${detail}; local dispatch held` };
   }
 
+  /**
+   * Gate: when a remote worker's attempt ends while local dispatch is held, wakes the
+   * scheduler, since held tasks may now go to that remote slot.
+   * @example admission.onSettle(task, entry)
+   */
+  onSettle(_task: TaskRecord, worker: WorkerEntry): void {
+    if (this.holding && worker.worker.local === false) this.#wake();
+  }
+
   /** Gate: registers the scheduler's wake-up (called when pressure falls back). @example admission.subscribe(() => {}) */
   subscribe(wake: () => void): () => void {
     this.#listeners.add(wake);

@@ -126,6 +126,63 @@ describe("resources with the orchestrator", () => {
     expect(at).toEqual({ "a@0": 0, "other@0": 100, "a@1": 5000, "b@0": 5000 });
   });
 
+  it("a limit raised at run time releases waiting work at once", async () => {
+    const clock = new FakeClock({ now: 0 });
+    const resources = new ResourceManager({ limits: { openai: "1/min" } }, { clock });
+    const { orchestrator, runs } = await setup(clock, resources);
+    await orchestrator.start();
+    await orchestrator.submitBatch(
+      [0, 1, 2].map((i) => ({ id: `t${i}`, type: "llm", rateLimitKey: "openai" })),
+    );
+    await clock.advance(1000);
+    expect(runs.map((r) => r.id)).toEqual(["t0"]);
+    resources.limiter.setLimits("openai", "3/min");
+    await clock.flush();
+    expect(runs.map((r) => [r.id, r.at])).toEqual([
+      ["t0", 0],
+      ["t1", 1000],
+      ["t2", 1000],
+    ]);
+  });
+
+  it("admission control holds local workers while red and lets remote ones work", async () => {
+    const clock = new FakeClock({ now: 0 });
+    let cpu = 0.99;
+    const resources = new ResourceManager(
+      { admission: { intervalMs: 1000 } },
+      { clock, sensor: { sample: () => ({ cpu, memory: 0.1 }) } },
+    );
+    const { orchestrator, runs } = await setup(clock, resources, { slots: 1 });
+    const remoteRuns: string[] = [];
+    await orchestrator.register(
+      new FunctionWorker({
+        id: "remote-1",
+        taskTypes: ["llm"],
+        local: false,
+        fn: async (_p, _ctx, task) => {
+          remoteRuns.push(task.id);
+          await sleep(clock, 10);
+        },
+      }),
+    );
+    resources.start();
+    await clock.flush();
+    expect(resources.admission?.level).toBe("red");
+    await orchestrator.start();
+    await orchestrator.submitBatch([0, 1, 2, 3].map((i) => ({ id: `t${i}`, type: "llm" })));
+    await clock.advance(100);
+    expect(runs).toEqual([]);
+    expect(remoteRuns).toEqual(["t0", "t1", "t2", "t3"]);
+    cpu = 0.5;
+    await clock.advance(1000);
+    expect(resources.admission?.level).toBe("green");
+    await orchestrator.submitBatch([4, 5].map((i) => ({ id: `t${i}`, type: "llm" })));
+    await clock.advance(100);
+    expect(runs).toHaveLength(1); // the local worker takes work again
+    expect(remoteRuns).toHaveLength(5);
+    resources.stop();
+  });
+
   it("reconciles tokens with reported usage end to end", async () => {
     const clock = new FakeClock({ now: 0 });
     const resources = new ResourceManager({ limits: { openai: "1000 tokens/min" } }, { clock });
