@@ -1184,8 +1184,9 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
         if (d.ok) continue;
         ok = false;
         if (d.fail) return { passing: [], fail: d.fail };
-        if (d.retryAt !== undefined)
-          retryAt = retryAt === undefined ? d.retryAt : Math.min(retryAt, d.retryAt);
+        // A gate that gives no retry time and cannot wake us is polled instead.
+        const at = d.retryAt ?? (gate.subscribe ? undefined : now + this.#recheckMs);
+        if (at !== undefined) retryAt = retryAt === undefined ? at : Math.min(retryAt, at);
         blockKey ??= d.blockKey;
         reason ??= d.reason;
         break;
