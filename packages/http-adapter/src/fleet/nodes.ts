@@ -37,7 +37,13 @@ export class NodeService {
   /** Registers every stored node with the orchestrator (after a restart). */
   async restore(): Promise<void> {
     for (const node of await this.#state.listNodes()) {
-      await this.#engine.registerWorker(this.worker(node));
+      try {
+        await this.#engine.registerWorker(this.worker(node));
+      } catch (err) {
+        // Already registered by whoever composed the server, or refused: the node still
+        // polls (a poll is matched by its own declaration), so carry on.
+        this.#o.logger.warn({ err, node: node.id }, "fleet: could not register a stored node");
+      }
     }
   }
 

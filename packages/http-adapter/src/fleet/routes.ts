@@ -227,7 +227,7 @@ export function mountFleetRoutes(app: Hono, parts: FleetParts): void {
 
   app.post(
     "/status",
-    jsonLimit,
+    limit(Math.max(o.maxBodyBytes, Math.min(o.maxLogBytes, 16 * 1024 * 1024))),
     h(async (c) => {
       const n = await node(c, "status");
       const body = await jsonBody(c, StatusBodySchema);

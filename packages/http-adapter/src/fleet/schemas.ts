@@ -40,7 +40,7 @@ export const StatusBodySchema = z
     job_id: z.string().min(1).max(256).optional(),
     status: z.enum(REPORTED_STATUSES),
     timestamp: z.union([z.string(), z.number()]).nullish(),
-    message: z.string().max(1_000_000).nullish(),
+    message: z.string().nullish(),
     progress: z.number().min(0).max(100).nullish(),
     crush_session_id: z.string().max(256).nullish(),
     agent_session_id: z.string().max(256).nullish(),
