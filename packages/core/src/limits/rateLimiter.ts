@@ -19,7 +19,11 @@ import { LimitWindow, type LogEntry } from "./window.js";
 export interface RateLimiterOptions {
   /** Limits per key, e.g. `{ openai: ["500/min", "90k tokens/min", "10000/day"] }`. @default {} */
   limits?: RateLimitsConfig;
-  /** Which keys a task is limited by. @default the task's `rateLimitKey`(s) */
+  /**
+   * Which keys a task is limited by on a worker (e.g. the worker's API key). When set, the
+   * scheduler is woken whenever an attempt settles, since held work may fit another worker.
+   * @default the task's `rateLimitKey`(s)
+   */
   keys?: (task: TaskRecord, worker: WorkerEntry) => readonly string[];
   /** Tokens charged for a task without an estimate (reconciled at settle). @default 0 */
   defaultTokens?: number;
@@ -100,6 +104,7 @@ export class RateLimiter implements DispatchGate {
   readonly #logger: Logger;
   readonly #keysOf: (task: TaskRecord, worker: WorkerEntry) => readonly string[];
   readonly #defaultTokens: number;
+  readonly #workerKeys: boolean;
   readonly #keys = new Map<string, KeyState>();
   readonly #reservations = new Map<string, Reservation>();
   readonly #listeners = new Set<() => void>();
@@ -111,6 +116,7 @@ export class RateLimiter implements DispatchGate {
     this.#clock = options.clock ?? systemClock;
     this.#logger = options.logger ?? silentLogger;
     this.#keysOf = options.keys ?? ((task) => task.rateLimitKeys ?? []);
+    this.#workerKeys = options.keys !== undefined;
     this.#defaultTokens = options.defaultTokens ?? 0;
     const limits = parseConfig(RateLimitsConfigSchema, options.limits ?? {}, "limits");
     const now = this.#clock.now();
@@ -343,6 +349,10 @@ export class RateLimiter implements DispatchGate {
       for (const key of reservation?.keys ?? this.#keysOf(task, worker)) {
         this.pause(key, now + retryAfterMs);
       }
+    } else if (this.#workerKeys) {
+      // Keys derived from the worker: a task held on one worker's key may now go to this
+      // worker's freed slot.
+      this.#wake();
     }
   }
 

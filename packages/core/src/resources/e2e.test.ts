@@ -183,6 +183,39 @@ describe("resources with the orchestrator", () => {
     resources.stop();
   });
 
+  it("limits keyed by the worker: work held on one worker's key goes to another's freed slot", async () => {
+    const clock = new FakeClock({ now: 0 });
+    const resources = new ResourceManager(
+      { limits: { "key-a": "1/min", "key-b": "100/s" } },
+      { clock, keys: (_task, worker) => [worker.worker.labels?.apiKey ?? "none"] },
+    );
+    const orchestrator = new Orchestrator({ clock, gates: resources.gates });
+    running.push(orchestrator);
+    const runs: [string, number][] = [];
+    for (const [k, ms] of [
+      ["a", 10],
+      ["b", 100],
+    ] as const) {
+      await orchestrator.register(
+        new FunctionWorker({
+          id: `w-${k}`,
+          taskTypes: ["llm"],
+          labels: { apiKey: `key-${k}` },
+          fn: async () => {
+            runs.push([`w-${k}`, clock.now()]);
+            await sleep(clock, ms);
+          },
+        }),
+      );
+    }
+    await orchestrator.start();
+    await orchestrator.submitBatch([0, 1, 2, 3].map((i) => ({ id: `t${i}`, type: "llm" })));
+    await clock.advance(1000);
+    // key-a admits one call per minute; everything else goes to w-b as soon as it is free.
+    expect(runs.filter(([w]) => w === "w-a")).toEqual([["w-a", 0]]);
+    expect(runs.filter(([w]) => w === "w-b").map(([, at]) => at)).toEqual([0, 100, 200]);
+  });
+
   it("reconciles tokens with reported usage end to end", async () => {
     const clock = new FakeClock({ now: 0 });
     const resources = new ResourceManager({ limits: { openai: "1000 tokens/min" } }, { clock });
