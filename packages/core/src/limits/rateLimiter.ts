@@ -20,8 +20,9 @@ export interface RateLimiterOptions {
   /** Limits per key, e.g. `{ openai: ["500/min", "90k tokens/min", "10000/day"] }`. @default {} */
   limits?: RateLimitsConfig;
   /**
-   * Which keys a task is limited by on a worker (e.g. the worker's API key). When set, the
-   * scheduler is woken whenever an attempt settles, since held work may fit another worker.
+   * Which keys a task is limited by on a worker (e.g. the worker's API key). When set and a
+   * task has been held, the scheduler is woken when an attempt settles, since held work may
+   * fit the freed worker.
    * @default the task's `rateLimitKey`(s)
    */
   keys?: (task: TaskRecord, worker: WorkerEntry) => readonly string[];
@@ -105,6 +106,8 @@ export class RateLimiter implements DispatchGate {
   readonly #keysOf: (task: TaskRecord, worker: WorkerEntry) => readonly string[];
   readonly #defaultTokens: number;
   readonly #workerKeys: boolean;
+  /** A task was held since the last settle-wake (only tracked with worker-derived keys). */
+  #heldSinceWake = false;
   readonly #keys = new Map<string, KeyState>();
   readonly #reservations = new Map<string, Reservation>();
   readonly #listeners = new Set<() => void>();
@@ -322,6 +325,7 @@ export class RateLimiter implements DispatchGate {
   check(task: TaskRecord, worker: WorkerEntry, now: number): GateDecision {
     const r = this.peek(this.#keysOf(task, worker), this.#tokens(task), now);
     if (r.ok) return r;
+    if (this.#workerKeys) this.#heldSinceWake = true;
     return { ok: false, reason: r.reason, retryAt: r.retryAt, blockKey: r.key };
   }
 
@@ -349,9 +353,10 @@ export class RateLimiter implements DispatchGate {
       for (const key of reservation?.keys ?? this.#keysOf(task, worker)) {
         this.pause(key, now + retryAfterMs);
       }
-    } else if (this.#workerKeys) {
+    } else if (this.#heldSinceWake) {
       // Keys derived from the worker: a task held on one worker's key may now go to this
       // worker's freed slot.
+      this.#heldSinceWake = false;
       this.#wake();
     }
   }
