@@ -153,6 +153,25 @@ describe("fleet lifecycle with a Victoria-style runner", () => {
     expect(stale.json).toEqual({ detail: expect.any(String) });
   });
 
+  it("gives up on a task its node keeps alive past timeout_seconds (plus a grace) and hands it out again", async () => {
+    const f = await fleet({ fleet: { leaseMs: 60_000 } });
+    const r1 = runner(f, "stuck-1");
+    const r2 = runner(f, "stuck-2");
+    await r1.register();
+    await r2.register();
+    const t = await f.admin("POST", "/tasks", { prompt: "hangs", timeout_seconds: 60 });
+    const got = await r1.poll();
+    await r1.status(t.json.id, "running");
+    for (let s = 0; s < 180; s += 30) {
+      await f.clock.advance(30_000);
+      await r1.heartbeat("busy", t.json.id);
+    }
+    const again = await r2.poll();
+    expect(again?.task_id).toBe(t.json.id);
+    const late = await r1.status(String(got?.task_id), "success", "too late");
+    expect(late.status).toBe(403);
+  });
+
   it("a busy heartbeat keeps a long task's lease alive", async () => {
     const f = await fleet({ fleet: { leaseMs: 60_000 } });
     const r1 = runner(f, "long-1");
@@ -615,6 +634,9 @@ describe("fleet admin", () => {
     expect((await f.admin("GET", `/nodes/${r.nodeId}`)).json.status).toBe("idle");
     await f.clock.advance(31_000);
     expect((await f.admin("GET", `/nodes/${r.nodeId}`)).json.status).toBe("offline");
+    // The registry sees it too (degraded: it gets work again on its first poll).
+    const workers = (f.orchestrator.listWorkers as () => Array<{ id: string; health: string }>)();
+    expect(workers.find((w) => w.id === r.nodeId)?.health).toBe("degraded");
     await r.heartbeat("idle", null);
     expect((await f.admin("GET", `/nodes/${r.nodeId}`)).json.status).toBe("idle");
   });
