@@ -196,7 +196,12 @@ const ConfigSchema = z.object({
   bodyLimitBytes: num(1024).default(1_048_576),
   concurrency: num(1).optional(),
   shutdownTimeoutSeconds: num(0, false).default(30),
-  ollamaUrl: z.url({ protocol: /^https?$/ }).default("http://127.0.0.1:11434"),
+  ollamaUrl: z
+    .preprocess(
+      (v) => (typeof v === "string" && !/^[a-z]+:\/\//i.test(v) ? `http://${v}` : v),
+      z.url({ protocol: /^https?$/ }),
+    )
+    .default("http://127.0.0.1:11434"),
   detectWorkers: bool.default(true),
 });
 

@@ -25,9 +25,9 @@ export function createProgram(env: Record<string, string | undefined> = process.
   const serve = program
     .command("serve")
     .description(
-      "Run the standalone server. Settings: flags > environment (FLOTILLA_*) > JSON config file > defaults.\n" +
-        "Registers the built-in tool_call and api_request workers, Docker when an engine answers at\n" +
-        "DOCKER_HOST, Ollama when reachable, OpenAI/Anthropic when OPENAI_API_KEY/ANTHROPIC_API_KEY are set.",
+      "Run the standalone server. Settings: flags > environment (FLOTILLA_*) > JSON config file > defaults. " +
+        "Registers the built-in tool_call and api_request workers, Docker when an engine answers at DOCKER_HOST, " +
+        "Ollama when reachable, OpenAI/Anthropic when OPENAI_API_KEY/ANTHROPIC_API_KEY are set.",
     )
     .addOption(
       new Option(

@@ -100,7 +100,7 @@ export async function detectWorkers(
     (async (): Promise<WorkerDecision> => {
       const dockerHost = env.DOCKER_HOST || "unix:///var/run/docker.sock";
       const mod = await load("@flotilla/workers-docker");
-      const Docker = (mod?.DockerWorker ?? mod?.CodeExecutionWorker) as Ctor | undefined;
+      const Docker = mod?.DockerWorker as Ctor | undefined;
       if (!(await pingDocker(dockerHost))) {
         return {
           name: "docker",
@@ -119,7 +119,7 @@ export async function detectWorkers(
         return {
           name: "docker",
           registered: true,
-          worker: new Docker({ dockerHost }),
+          worker: new Docker({ host: dockerHost }),
           reason: `engine at ${dockerHost}`,
         };
       } catch (err) {
@@ -148,7 +148,7 @@ export async function detectWorkers(
         return {
           name: "ollama",
           registered: true,
-          worker: new Ollama({ host: url, baseURL: url }),
+          worker: new Ollama({ host: url }),
           reason: `reachable at ${url}`,
         };
       } catch (err) {
