@@ -78,6 +78,30 @@ describe("SqliteStore", () => {
       expect(readFileSync(path).equals(bytes)).toBe(true);
     });
 
+    it("a Flotilla database damaged in the middle", async () => {
+      const path = join(dir, "damaged.db");
+      const store = new SqliteStore({ path });
+      await store.open();
+      const big = Array.from({ length: 400 }, (_, i) => {
+        const r = record(`t${i}`, i);
+        r.payload = { text: "x".repeat(500), i };
+        return r;
+      });
+      await store.insertTasks(big);
+      await store.close();
+      const bytes = readFileSync(path);
+      const pageSize = bytes.readUInt16BE(16);
+      expect(bytes.length / pageSize).toBeGreaterThan(20);
+      for (let p = 5; p < 15; p++) bytes.fill(0x5a, p * pageSize + 8, (p + 1) * pageSize - 8);
+      writeFileSync(path, bytes);
+
+      const err = await openError(new SqliteStore({ path }));
+      expect(err.code).toBe("STORE_ERROR");
+      expect(err.message).toContain(path);
+      expect(err.message).toContain("corrupt");
+      expect(readFileSync(path).equals(bytes)).toBe(true);
+    });
+
     it("a SQLite database of another application", async () => {
       const path = join(dir, "foreign.db");
       const foreign = new DatabaseSync(path);

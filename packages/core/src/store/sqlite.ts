@@ -47,6 +47,12 @@ export interface SqliteStoreOptions {
    * @default true
    */
   exclusive?: boolean;
+  /**
+   * Run SQLite's `quick_check` at `open()`, so a damaged file stops start-up instead of
+   * failing at the first query that touches the damage (≈ 100 ms per 100 MB).
+   * @default true
+   */
+  verifyOnOpen?: boolean;
 }
 
 type Row = Record<string, SQLInputValue>;
@@ -93,6 +99,7 @@ export class SqliteStore implements Store {
   readonly #synchronous: "full" | "normal";
   readonly #batch: boolean;
   readonly #exclusive: boolean;
+  readonly #verify: boolean;
   #db: DatabaseSync | undefined;
   #statements = new Map<string, StatementSync>();
   #queue: Op[] = [];
@@ -115,6 +122,7 @@ export class SqliteStore implements Store {
     this.#synchronous = options.synchronous ?? "full";
     this.#batch = options.batchWrites ?? true;
     this.#exclusive = options.exclusive ?? true;
+    this.#verify = options.verifyOnOpen ?? true;
   }
 
   // ---------------------------------------------------------------- open / close
@@ -207,6 +215,19 @@ export class SqliteStore implements Store {
         `${this.path}: schema version ${version} is newer than this version of Flotilla supports (${SCHEMA_VERSION}); upgrade Flotilla to open it`,
         { details: { path: this.path, schemaVersion: version, supported: SCHEMA_VERSION } },
       );
+    }
+
+    if (this.#verify && !fresh) {
+      const problems = (db.prepare("PRAGMA quick_check(5)").all() as Array<Record<string, unknown>>)
+        .map((r) => String(Object.values(r)[0]))
+        .filter((m) => m !== "ok");
+      if (problems.length > 0) {
+        throw new FlotillaError(
+          "STORE_ERROR",
+          `${this.path}: the database file is corrupt (${problems.join("; ")}); restore a backup or recover it with the sqlite3 tool's .recover`,
+          { details: { path: this.path, problems } },
+        );
+      }
     }
 
     if (this.#exclusive) db.exec("PRAGMA locking_mode = EXCLUSIVE");
