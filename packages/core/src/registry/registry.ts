@@ -863,8 +863,10 @@ export class WorkerRegistry extends EventEmitter<WorkerRegistryEvents> {
   #checkAll(): Promise<void> {
     if (this.#round !== undefined) return this.#round;
     const queue = [...this.#entries.values()].filter((e) => e.worker.healthCheck !== undefined);
+    let next = 0;
     const lane = async () => {
-      for (let e = queue.shift(); e !== undefined; e = queue.shift()) {
+      while (next < queue.length) {
+        const e = queue[next++]!;
         if (!e.removed) await this.#checkOne(e);
       }
     };
