@@ -28,6 +28,22 @@ export interface AnthropicWorkerOptions extends LlmWorkerOptions {
 }
 
 type Block = Record<string, unknown>;
+/** A Messages API response as assembled here (only the fields read are typed). */
+interface AMessageBody {
+  [key: string]: unknown;
+  content: Block[];
+  usage: Record<string, unknown>;
+}
+/** One streamed event (only the fields read are typed). */
+interface StreamEvent {
+  type: string;
+  index: number;
+  message?: { usage?: Record<string, unknown> } & Record<string, unknown>;
+  content_block?: Block;
+  delta?: { type?: string; text?: string; partial_json?: string } & Record<string, unknown>;
+  usage?: Record<string, unknown>;
+}
+const num = (v: unknown): number | undefined => (typeof v === "number" ? v : undefined);
 type AMessage = { role: "user" | "assistant"; content: Block[] };
 
 const STOP: Record<string, FinishReason> = {
@@ -199,7 +215,7 @@ export class AnthropicWorker extends LlmWorker {
       })
       .withResponse();
     call.headers(response.headers, response.status);
-    const msg = data as unknown as Record<string, any>;
+    const msg = data as unknown as AMessageBody;
     if (!msg || typeof msg !== "object" || !Array.isArray(msg.content)) {
       throw malformed(this.provider, "no content array");
     }
@@ -207,13 +223,13 @@ export class AnthropicWorker extends LlmWorker {
   }
 
   #assemble(
-    msg: Record<string, any>,
+    msg: AMessageBody,
     schemaTool: string | undefined,
     model: string,
   ): ProviderCall["response"] {
     let text = "";
     const toolCalls: ToolCall[] = [];
-    for (const b of msg.content as Block[]) {
+    for (const b of msg.content) {
       if (b.type === "text" && typeof b.text === "string") text += b.text;
       else if (b.type === "tool_use") {
         const input = (b.input && typeof b.input === "object" ? b.input : {}) as Record<
@@ -225,8 +241,10 @@ export class AnthropicWorker extends LlmWorker {
       }
     }
     const usage: { inputTokens?: number; outputTokens?: number } = {};
-    if (typeof msg.usage?.input_tokens === "number") usage.inputTokens = msg.usage.input_tokens;
-    if (typeof msg.usage?.output_tokens === "number") usage.outputTokens = msg.usage.output_tokens;
+    const inTok = num(msg.usage?.input_tokens);
+    const outTok = num(msg.usage?.output_tokens);
+    if (inTok !== undefined) usage.inputTokens = inTok;
+    if (outTok !== undefined) usage.outputTokens = outTok;
     let finishReason = STOP[String(msg.stop_reason)] ?? "other";
     if (schemaTool !== undefined && finishReason === "tool_calls" && toolCalls.length === 0)
       finishReason = "stop";
@@ -251,19 +269,22 @@ export class AnthropicWorker extends LlmWorker {
       })
       .withResponse();
     call.headers(response.headers, response.status);
-    let message: Record<string, any> | undefined;
+    let message: AMessageBody | undefined;
     const content: Block[] = [];
     const partialJson = new Map<number, string>();
     let stopped = false;
-    for await (const ev of stream as AsyncIterable<Record<string, any>>) {
+    for await (const ev of stream as unknown as AsyncIterable<StreamEvent>) {
       switch (ev.type) {
         case "message_start":
-          message = { ...ev.message, usage: { ...(ev.message?.usage ?? {}) } };
-          if (typeof ev.message?.usage?.input_tokens === "number") {
-            call.usage({ inputTokens: ev.message.usage.input_tokens, outputTokens: 0 });
+          message = { ...ev.message, content: [], usage: { ...(ev.message?.usage ?? {}) } };
+          if (num(message.usage.input_tokens) !== undefined) {
+            call.usage({ inputTokens: num(message.usage.input_tokens), outputTokens: 0 });
           }
           break;
         case "content_block_start":
+          if (!Number.isInteger(ev.index) || ev.index < 0 || ev.index > 1024) {
+            throw malformed(this.provider, "content_block_start without a valid index");
+          }
           content[ev.index] = { ...ev.content_block };
           break;
         case "content_block_delta": {
@@ -298,8 +319,8 @@ export class AnthropicWorker extends LlmWorker {
           for (const [k, v] of Object.entries(ev.usage ?? {}))
             if (v !== null && v !== undefined) message.usage[k] = v;
           call.usage({
-            inputTokens: message.usage.input_tokens,
-            outputTokens: message.usage.output_tokens,
+            inputTokens: num(message.usage.input_tokens),
+            outputTokens: num(message.usage.output_tokens),
           });
           break;
         case "message_stop":

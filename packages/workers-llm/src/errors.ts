@@ -73,18 +73,28 @@ interface ApiErrorLike {
   code?: unknown;
 }
 
+/** Error bodies as the SDKs keep them: OpenAI's inner `error` object, Anthropic's whole body. */
+interface ErrorBody {
+  message?: unknown;
+  code?: unknown;
+  type?: unknown;
+  error?: { message?: unknown; type?: unknown } | string;
+}
+
 function providerMessage(err: ApiErrorLike): string {
-  const body = err.error as Record<string, any> | undefined;
+  const body = err.error as ErrorBody | undefined;
+  const inner = typeof body?.error === "object" ? body.error : undefined;
   const fromBody =
     (typeof body?.message === "string" && body.message) ||
-    (typeof body?.error?.message === "string" && body.error.message) ||
+    (typeof inner?.message === "string" && inner.message) ||
     (typeof body?.error === "string" && body.error);
   return fromBody || err.message.replace(/^\d{3} /, "");
 }
 
 function providerType(err: ApiErrorLike): string | undefined {
-  const body = err.error as Record<string, any> | undefined;
-  const t = body?.code ?? body?.error?.type ?? body?.type ?? err.code ?? err.type;
+  const body = err.error as ErrorBody | undefined;
+  const inner = typeof body?.error === "object" ? body.error : undefined;
+  const t = body?.code ?? inner?.type ?? body?.type ?? err.code ?? err.type;
   return typeof t === "string" ? t : undefined;
 }
 
