@@ -1,0 +1,4 @@
+import { describeEngine, engineHost } from "./engine-suite.js";
+
+const host = engineHost("FLOTILLA_TEST_DOCKER_HOST", "dockerd");
+if (host) describeEngine("dockerd", host);
