@@ -240,10 +240,16 @@ describe("SqliteStore", () => {
   });
 
   it("validates its options", () => {
-    expect(() => new SqliteStore({ path: "" })).toThrow(/options.path/);
+    expect(() => new SqliteStore({ path: "" })).toThrow(
+      "SqliteStore options.path: expected a file path",
+    );
     expect(
       () => new SqliteStore({ path: "x.db", synchronous: "off" as unknown as "full" }),
-    ).toThrow(/synchronous/);
+    ).toThrow(/SqliteStore options.synchronous/);
+    expect(() => new SqliteStore({ path: "x.db", busyTimeoutMs: -1 })).toThrow(
+      /options.busyTimeoutMs/,
+    );
+    expect(() => new SqliteStore(undefined as never)).toThrow(FlotillaError);
   });
 
   it("works the same without write batching", async () => {

@@ -1,10 +1,12 @@
 import { statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
+import { z } from "zod";
 import { type Clock, systemClock } from "../clock.js";
 import { FlotillaError } from "../errors.js";
 import { type Logger, silentLogger } from "../logger.js";
 import type { TaskRecord } from "../task/types.js";
+import { parseOrThrow } from "../task/validation.js";
 import {
   attemptOf,
   checkKv,
@@ -54,6 +56,21 @@ export interface SqliteStoreOptions {
    */
   verifyOnOpen?: boolean;
 }
+
+const SqliteStoreOptionsSchema = z.object({
+  path: z.string().min(1, "expected a file path"),
+  clock: z
+    .custom((c) => typeof (c as { now?: unknown })?.now === "function", "expected a Clock")
+    .optional(),
+  logger: z
+    .custom((l) => typeof (l as { info?: unknown })?.info === "function", "expected a Logger")
+    .optional(),
+  busyTimeoutMs: z.number().int().nonnegative().optional(),
+  synchronous: z.enum(["full", "normal"]).optional(),
+  batchWrites: z.boolean().optional(),
+  exclusive: z.boolean().optional(),
+  verifyOnOpen: z.boolean().optional(),
+});
 
 type Row = Record<string, SQLInputValue>;
 
@@ -106,15 +123,7 @@ export class SqliteStore implements Store {
   #scheduled = false;
 
   constructor(options: SqliteStoreOptions) {
-    if (typeof options?.path !== "string" || options.path.length === 0) {
-      throw new FlotillaError("VALIDATION", "SqliteStore: options.path must be a non-empty string");
-    }
-    if (options.synchronous !== undefined && !["full", "normal"].includes(options.synchronous)) {
-      throw new FlotillaError(
-        "VALIDATION",
-        `SqliteStore: options.synchronous must be "full" or "normal", got ${String(options.synchronous)}`,
-      );
-    }
+    parseOrThrow(SqliteStoreOptionsSchema, options, "SqliteStore options");
     this.path = options.path === ":memory:" ? options.path : resolve(options.path);
     this.#clock = options.clock ?? systemClock;
     this.#logger = options.logger ?? silentLogger;
