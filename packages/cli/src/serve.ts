@@ -1,7 +1,6 @@
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { ResourceManager, type Worker } from "@flotilla/core";
-import { Orchestrator } from "@flotilla/core/orchestrator";
+import { Orchestrator, ResourceManager, type Worker } from "@flotilla/core";
 import { SqliteStore } from "@flotilla/core/sqlite";
 import {
   createFleetRoutes,

@@ -1,5 +1,4 @@
-import { FunctionWorker, ToolCallWorker, type Worker } from "@flotilla/core";
-import { Orchestrator } from "@flotilla/core/orchestrator";
+import { FunctionWorker, Orchestrator, ToolCallWorker, type Worker } from "@flotilla/core";
 import {
   createFlotillaApp,
   type FlotillaAppOptions,
