@@ -6,7 +6,7 @@
  * example runs anywhere without an API key; point `baseURL`/`apiKey` at a real endpoint to
  * run it for real.
  */
-import { Orchestrator } from "@flotilla/core/orchestrator";
+import { Orchestrator } from "@flotilla/core";
 import { type RecordedRequest, startOpenAIServer } from "@flotilla/testing";
 import { type LlmResponse, OpenAIWorker } from "@flotilla/workers-llm";
 

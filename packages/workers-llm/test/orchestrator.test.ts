@@ -1,4 +1,4 @@
-import { Orchestrator } from "@flotilla/core/orchestrator";
+import { Orchestrator } from "@flotilla/core";
 import { type OpenAIServer, startOpenAIServer } from "@flotilla/testing";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type LlmResponse, OpenAIWorker, type RateLimitInfo } from "../src/index.js";

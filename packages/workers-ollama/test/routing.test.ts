@@ -1,5 +1,4 @@
-import { cheapest, preferLocal } from "@flotilla/core";
-import { Orchestrator } from "@flotilla/core/orchestrator";
+import { cheapest, Orchestrator, preferLocal } from "@flotilla/core";
 import { startOllamaServer, startOpenAIServer } from "@flotilla/testing";
 import { OpenAIWorker } from "@flotilla/workers-llm";
 import { describe, expect, it } from "vitest";
