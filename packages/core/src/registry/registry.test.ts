@@ -84,6 +84,10 @@ describe("WorkerRegistry: registration", () => {
       /degradedAfter/,
     );
     expect(() => new WorkerRegistry({ circuit: { failureThreshold: 1.5 } })).toThrow(FlotillaError);
+    expect(() => new WorkerRegistry({ onChange: "log" as never })).toThrow(/options\.onChange/);
+    expect(() => new WorkerRegistry({ clock: { now: () => 0 } as never })).toThrow(
+      /options\.clock/,
+    );
   });
 
   it("emits added and removed events", () => {

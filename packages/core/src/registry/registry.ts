@@ -294,6 +294,24 @@ export class WorkerRegistry extends EventEmitter<WorkerRegistryEvents> {
         `invalid registry options: ${formatIssues(parsed.error, "options")}`,
       );
     }
+    if (options.onChange !== undefined && typeof options.onChange !== "function") {
+      throw new FlotillaError(
+        "VALIDATION",
+        "invalid registry options: options.onChange: expected a function",
+      );
+    }
+    const clock = options.clock;
+    if (
+      clock !== undefined &&
+      (typeof clock?.now !== "function" ||
+        typeof clock.setTimeout !== "function" ||
+        typeof clock.clearTimeout !== "function")
+    ) {
+      throw new FlotillaError(
+        "VALIDATION",
+        "invalid registry options: options.clock: expected a Clock (now, setTimeout, clearTimeout)",
+      );
+    }
     this.#clock = options.clock ?? systemClock;
     this.#logger = options.logger ?? silentLogger;
     this.#health = { ...DEFAULT_HEALTH_OPTIONS, ...stripUndefined(options.health) };
