@@ -50,6 +50,9 @@ import {
   type UnregisterOptions,
 } from "./options.js";
 
+/** Lease ids of in-process dispatches start with this. */
+const LOCAL_LEASE_PREFIX = "local-";
+
 /** The kind of a registered worker whose slots are filled only by pull claims. */
 export const REMOTE_NODE_KIND = "remote-node";
 
@@ -1003,16 +1006,21 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
   }
 
   /**
-   * Gives a leased task back: it returns to `queued` (a new attempt on the next claim).
+   * Gives a leased task back: it returns to `queued` (a new attempt on the next claim that
+   * does not count against `maxAttempts`). `reason` goes into the transition event.
    *
    * @example
    * ```ts
    * await orchestrator.releaseLease(taskId, leaseId);
    * ```
    */
-  async releaseLease(taskId: string, leaseId: string): Promise<TaskRecord> {
+  async releaseLease(
+    taskId: string,
+    leaseId: string,
+    reason = "lease released",
+  ): Promise<TaskRecord> {
     const att = await this.#leaseAttempt(taskId, leaseId);
-    await this.#settle(att, { kind: "requeue", reason: "lease released" });
+    await this.#settle(att, { kind: "requeue", reason: String(reason) });
     return structuredClone(att.live.rec);
   }
 
@@ -1231,7 +1239,13 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
       entry,
       remote: o.remote,
       slot: o.slot,
-      lease: { id: newId(), holder: entry.id, acquiredAt: now, expiresAt: now + o.leaseMs },
+      // Local leases are marked, so a restart knows their holder died with the old process.
+      lease: {
+        id: o.remote ? newId() : `${LOCAL_LEASE_PREFIX}${newId()}`,
+        holder: entry.id,
+        acquiredAt: now,
+        expiresAt: now + o.leaseMs,
+      },
       leaseMs: o.leaseMs,
       controller: new AbortController(),
       settled: false,
@@ -2094,12 +2108,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
       } else if (rec.status === "leased" || rec.status === "running") {
         // It was held when the previous process stopped: a new attempt, or WORKER_LOST when spent.
         const lease = rec.lease;
-        if (
-          lease &&
-          lease.expiresAt > now &&
-          lease.holder &&
-          !this.registry.get(lease.holder)?.worker.local
-        ) {
+        if (lease && lease.expiresAt > now && !lease.id.startsWith(LOCAL_LEASE_PREFIX)) {
           // A remote holder may still be working: keep its lease until it expires.
           const entry =
             this.registry.get(lease.holder) ?? this.#syntheticEntry({ holderId: lease.holder });

@@ -63,7 +63,8 @@ export function normalizeTaskSpec(
   }
   const parsed = parseOrThrow(TaskSpecSchema, spec, where);
   const defaults = options.defaults ?? {};
-  const retry: RetryPolicy = RetryPolicySchema.parse({ ...defaults.retry, ...parsed.retry });
+  // The raw (already validated) retry object: only the fields the caller set override defaults.
+  const retry: RetryPolicy = RetryPolicySchema.parse({ ...defaults.retry, ...spec.retry });
   if (retry.maxDelayMs < retry.initialDelayMs) {
     throw new FlotillaError(
       "VALIDATION",

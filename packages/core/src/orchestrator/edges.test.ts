@@ -1,0 +1,115 @@
+import { FakeClock } from "@flotilla/testing";
+import { afterEach, describe, expect, it } from "vitest";
+import { MemoryStore } from "../store/memory.js";
+import type { Worker } from "../worker/types.js";
+import { Orchestrator } from "./orchestrator.js";
+import { fnWorker, sleep, started } from "./testkit.test-helpers.js";
+
+const running: Orchestrator[] = [];
+afterEach(async () => {
+  for (const o of running.splice(0)) await o.stop({ mode: "abort" });
+});
+
+async function setup(options: Parameters<typeof started>[0] = {}) {
+  const s = await started(options);
+  running.push(s.orchestrator);
+  return s;
+}
+
+describe("edge cases", () => {
+  it("streams progress of a local worker and ends the stream with the task", async () => {
+    const { orchestrator, clock } = await setup();
+    await orchestrator.register(
+      fnWorker("llm", ["llm_request"], async (_p, ctx) => {
+        for (const token of ["Hel", "lo", "!"]) {
+          await sleep(clock, 10);
+          ctx.progress(token);
+        }
+        ctx.reportUsage({ inputTokens: 3, outputTokens: 3 });
+        return "Hello!";
+      }),
+    );
+    const h = await orchestrator.submit({ type: "llm_request" });
+    const tokens: unknown[] = [];
+    const reading = (async () => {
+      for await (const p of h.progress()) tokens.push(p.data);
+    })();
+    await clock.advance(100);
+    await reading;
+    expect(tokens).toEqual(["Hel", "lo", "!"]);
+    const r = await h.result();
+    expect(r.usage).toEqual({ inputTokens: 3, outputTokens: 3 });
+    expect(r.timings).toMatchObject({ durationMs: 30, queueWaitMs: 0 });
+  });
+
+  it("a batch is atomic: a duplicate id stores nothing", async () => {
+    const { orchestrator } = await setup();
+    await orchestrator.submit({ id: "taken", type: "t" });
+    await expect(
+      orchestrator.submitBatch([
+        { id: "new-1", type: "t" },
+        { id: "taken", type: "t" },
+      ]),
+    ).rejects.toMatchObject({ code: "CONFLICT", message: expect.stringContaining("taken") });
+    expect(await orchestrator.get("new-1")).toBeUndefined();
+    expect(orchestrator.status().counts.queued).toBe(1);
+  });
+
+  it("drops malformed usage but keeps the result", async () => {
+    const { orchestrator } = await setup();
+    const w: Worker = {
+      id: "w",
+      kind: "custom",
+      taskTypes: ["t"],
+      maxConcurrency: 1,
+      execute: async () => ({ output: "ok", usage: { inputTokens: -5 } }),
+    };
+    await orchestrator.register(w);
+    const r = await (await orchestrator.submit({ type: "t" })).result();
+    expect(r.status).toBe("succeeded");
+    expect(r.usage).toBeUndefined();
+  });
+
+  it("validates orchestrator options", () => {
+    expect(() => new Orchestrator({ concurrency: 0 })).toThrow(/options\.concurrency/);
+    expect(() => new Orchestrator({ routing: "fastest" as never })).toThrow(/routing/);
+    expect(() => new Orchestrator({ fairness: { weights: { a: -1 } } })).toThrow(
+      /options\.fairness\.weights\.a/,
+    );
+  });
+
+  it("a task running in a process that died is retried on restart, or fails WORKER_LOST when spent", async () => {
+    const clock = new FakeClock();
+    const store = new MemoryStore({ clock });
+    const first = new Orchestrator({ clock, store });
+    await first.start();
+    await first.register(fnWorker("w", ["t"], () => new Promise(() => {}), { maxConcurrency: 2 }));
+    await first.submitBatch([
+      { id: "again", type: "t", retry: { maxAttempts: 2 } },
+      { id: "spent", type: "t" },
+    ]);
+    await clock.advance(10);
+    expect((await store.getTask("again"))?.status).toBe("running");
+    // the first process "dies": nothing of it runs again
+    const second = new Orchestrator({ clock, store });
+    running.push(second);
+    await second.register(fnWorker("w2", ["t"], async () => "second"));
+    await second.start();
+    const again = (await second.handle("again"))!;
+    const spent = (await second.handle("spent"))!;
+    expect((await again.result()).output).toBe("second");
+    expect((await again.result()).attempts).toBe(2);
+    expect((await spent.result()).error?.code).toBe("WORKER_LOST");
+    first.removeAllListeners();
+  });
+
+  it("a routing strategy that picks nobody leaves the task queued without spinning", async () => {
+    const { orchestrator, clock } = await setup({
+      routing: { name: "never", pick: () => undefined },
+    });
+    await orchestrator.register(fnWorker("w", ["t"], async () => 1));
+    const h = await orchestrator.submit({ type: "t" });
+    await clock.advance(5_000);
+    expect(h.status).toBe("queued");
+  });
+});
