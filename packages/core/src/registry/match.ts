@@ -38,12 +38,16 @@ interface WorkerSets {
 }
 const setsCache = new WeakMap<object, WorkerSets>();
 
+/**
+ * Keyed by entry, not by worker: a worker removed, changed and added again gets a new entry,
+ * so its new fields are used.
+ */
 function setsOf(entry: WorkerEntry): WorkerSets {
-  const worker = entry.worker;
-  let sets = setsCache.get(worker);
+  let sets = setsCache.get(entry);
   if (sets === undefined) {
+    const worker = entry.worker;
     sets = { types: new Set(worker.taskTypes), capabilities: new Set(worker.capabilities ?? []) };
-    setsCache.set(worker, sets);
+    setsCache.set(entry, sets);
   }
   return sets;
 }

@@ -156,6 +156,23 @@ describe("WorkerRegistry: matching", () => {
     expect(registry.eligible(x).map((e) => e.id)).toEqual(["s1", "t2", "s2", "t3", "t1"]);
   });
 
+  it("uses a worker's new fields after it is removed, changed and added again", () => {
+    const { registry } = setup();
+    const worker = { ...makeStubWorker({ id: "w" }), taskTypes: ["a"], capabilities: ["x"] };
+    registry.add(worker);
+    const task = makeTaskRecord({ type: "a", requirements: { capabilities: ["x"] } });
+    expect(registry.eligible(task)).toHaveLength(1);
+    registry.remove("w");
+    worker.taskTypes = ["b"];
+    worker.capabilities = ["y"];
+    registry.add(worker);
+    expect(registry.eligible(task)).toHaveLength(0);
+    expect(
+      registry.eligible(makeTaskRecord({ type: "b", requirements: { capabilities: ["y"] } })),
+    ).toHaveLength(1);
+    expect(registry.eligible(makeTaskRecord({ type: "b" }))).toHaveLength(1);
+  });
+
   it("requires every capability and label", () => {
     const r = fleet();
     const t = (requirements: object) =>
