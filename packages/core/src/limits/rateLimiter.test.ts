@@ -109,6 +109,17 @@ describe("RateLimiter windows", () => {
     expect(events.length / 10).toBeGreaterThan(25);
   });
 
+  it("a margin keeps calls counted longer than the window", async () => {
+    const clock = new FakeClock({ now: 0 });
+    const limiter = new RateLimiter({ clock, limits: { k: "10/s" }, marginMs: 50 });
+    const events = await saturate(clock, limiter, ["k"], 10_000);
+    expect(maxInWindow(events, 1050)).toBeLessThanOrEqual(10);
+    expect(events.length).toBeGreaterThanOrEqual(Math.floor(0.97 * 100 * (1000 / 1050)));
+    expect(() => new RateLimiter({ marginMs: -1 })).toThrow(
+      /marginMs: expected a number of milliseconds >= 0/,
+    );
+  });
+
   it("a smooth limit has no fixed-window double burst at window edges", async () => {
     const clock = new FakeClock({ now: 59_000 });
     const limiter = new RateLimiter({ clock, limits: { k: "100/min" } });

@@ -1,5 +1,6 @@
 import { type Clock, systemClock } from "../clock.js";
 import { estimatedTokens, resolveUsage } from "../cost/usage.js";
+import { FlotillaError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import { silentLogger } from "../logger.js";
 import type { WorkerEntry } from "../registry/types.js";
@@ -28,6 +29,15 @@ export interface RateLimiterOptions {
   keys?: (task: TaskRecord, worker: WorkerEntry) => readonly string[];
   /** Tokens charged for a task without an estimate (reconciled at settle). @default 0 */
   defaultTokens?: number;
+  /**
+   * Extra milliseconds an admitted call is counted in each sliding window beyond the window
+   * itself. A call is admitted when it is dispatched, but reaches the provider a little later
+   * (the worker starts it; under a burst of hundreds of dispatches that takes tens of ms), so
+   * a margin keeps the limit even as the provider measures it, at the cost of
+   * `windowMs / (windowMs + marginMs)` of the throughput.
+   * @default 0
+   */
+  marginMs?: number;
   /** @default systemClock */
   clock?: Clock;
   /** @default silentLogger */
@@ -105,6 +115,7 @@ export class RateLimiter implements DispatchGate {
   readonly #logger: Logger;
   readonly #keysOf: (task: TaskRecord, worker: WorkerEntry) => readonly string[];
   readonly #defaultTokens: number;
+  readonly #marginMs: number;
   readonly #workerKeys: boolean;
   /** A task was held since the last settle-wake (only tracked with worker-derived keys). */
   #heldSinceWake = false;
@@ -121,6 +132,14 @@ export class RateLimiter implements DispatchGate {
     this.#keysOf = options.keys ?? ((task) => task.rateLimitKeys ?? []);
     this.#workerKeys = options.keys !== undefined;
     this.#defaultTokens = options.defaultTokens ?? 0;
+    const margin = options.marginMs ?? 0;
+    if (!Number.isFinite(margin) || margin < 0) {
+      throw new FlotillaError(
+        "VALIDATION",
+        `marginMs: expected a number of milliseconds >= 0, got ${String(options.marginMs)}`,
+      );
+    }
+    this.#marginMs = margin;
     const limits = parseConfig(RateLimitsConfigSchema, options.limits ?? {}, "limits");
     const now = this.#clock.now();
     for (const [key, list] of Object.entries(limits)) this.#install(key, list, now);
@@ -132,7 +151,7 @@ export class RateLimiter implements DispatchGate {
       const match = prev?.windows.find(
         (w) => w.spec.unit === spec.unit && w.spec.windowMs === spec.windowMs,
       );
-      return new LimitWindow(spec, match, now);
+      return new LimitWindow(spec, match, now, this.#marginMs);
     });
     this.#keys.set(key, { windows, pausedUntil: prev?.pausedUntil ?? 0 });
   }

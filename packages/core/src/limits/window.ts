@@ -30,8 +30,12 @@ export class LimitWindow {
   #head = 0;
   #sum = 0;
 
-  constructor(spec: RateLimit, previous?: LimitWindow, now = 0) {
+  /** Extra time an admitted call stays in the log (absorbs dispatch-to-request latency). */
+  readonly marginMs: number;
+
+  constructor(spec: RateLimit, previous?: LimitWindow, now = 0, marginMs = 0) {
     this.spec = spec;
+    this.marginMs = marginMs;
     this.interval = spec.windowMs / spec.limit;
     if (previous && previous.spec.unit === spec.unit && previous.spec.windowMs === spec.windowMs) {
       previous.#prune(now);
@@ -43,7 +47,7 @@ export class LimitWindow {
   }
 
   #prune(now: number): void {
-    const edge = now - this.spec.windowMs;
+    const edge = now - this.spec.windowMs - this.marginMs;
     const log = this.#log;
     while (this.#head < log.length && log[this.#head]!.t <= edge) {
       const e = log[this.#head]!;
@@ -89,7 +93,7 @@ export class LimitWindow {
         if (sum + need <= limit + EPS) break;
       }
       const last = log[Math.min(i, log.length - 1)]!;
-      at = Math.max(at, last.t + windowMs);
+      at = Math.max(at, last.t + windowMs + this.marginMs);
     }
     return at;
   }

@@ -42,6 +42,7 @@ export const ResourceConfigSchema = z
       .optional(),
     admission: z.union([z.boolean(), z.record(z.string(), z.unknown())]).default(false),
     defaultTokens: z.number().nonnegative().default(0),
+    limitMarginMs: z.number().nonnegative().finite().default(0),
   })
   .strict();
 
@@ -77,6 +78,8 @@ export interface ResourceConfig {
   admission?: boolean | AdmissionConfig;
   /** Tokens charged for a task without an estimate (reconciled at settle). @default 0 */
   defaultTokens?: number;
+  /** Extra ms each admitted call counts in rate-limit windows (see `RateLimiterOptions.marginMs`). @default 0 */
+  limitMarginMs?: number;
 }
 
 /** Injected parts of a {@link ResourceManager}. */
@@ -186,6 +189,7 @@ export class ResourceManager extends EventEmitter<ResourceManagerEvents> {
       clock,
       logger,
       defaultTokens: cfg.defaultTokens,
+      marginMs: cfg.limitMarginMs,
     };
     if (options.keys) limiterOptions.keys = options.keys;
     this.limiter = new RateLimiter(limiterOptions);
