@@ -23,3 +23,15 @@ export {
   type TaskAssignment,
   TaskAssignmentSchema,
 } from "./fleet/schemas.js";
+export {
+  type CommandExecutorOptions,
+  commandExecutor,
+  workersExecutor,
+} from "./runner/executors.js";
+export {
+  NodeRunner,
+  type NodeRunnerOptions,
+  type RunContext,
+  type RunOutcome,
+  type TaskExecutor,
+} from "./runner/runner.js";

@@ -147,12 +147,30 @@ export class NodeService {
         return this.mutex.run(existing.id, async () => {
           const node = (await this.#state.getNode(existing.id)) ?? existing;
           await this.requeueAll(node, "node registered again");
-          const { secret } = await this.#keys.rotate(
-            node.key_id,
-            this.#o.reregistrationGraceMs,
-            `node:${node.id}`,
-            source,
-          );
+          // A fresh key; the old one keeps working for the grace period. When the old key
+          // was revoked or deleted, the node gets a new key record (the registration token
+          // is what admits a node; to shut one out, delete it and change the token).
+          const current = await this.#state.getKey(node.key_id);
+          let secret: string;
+          if (current && current.revoked_at === null) {
+            ({ secret } = await this.#keys.rotate(
+              node.key_id,
+              this.#o.reregistrationGraceMs,
+              `node:${node.id}`,
+              source,
+            ));
+          } else {
+            const created = await this.#keys.create({
+              name: `node:${name}`,
+              kind: "node",
+              scopes: [],
+              nodeId: node.id,
+              actor: "registration",
+              source,
+            });
+            node.key_id = created.key.id;
+            secret = created.secret;
+          }
           node.hostname = body.hostname;
           node.os_type = body.os_type;
           node.capabilities = body.capabilities ?? node.capabilities;
