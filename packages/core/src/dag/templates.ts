@@ -25,7 +25,14 @@ export function splitReference(
   return undefined;
 }
 
-/** Reads a reference from dependency outputs, or `undefined`. */
+/**
+ * Reads a reference (`taskId[.path]`) from dependency outputs.
+ *
+ * @example
+ * ```ts
+ * readReference("fetch.title", new Map([["fetch", { title: "Hi" }]])); // { found: true, value: "Hi" }
+ * ```
+ */
 export function readReference(
   ref: string,
   outputs: ReadonlyMap<string, unknown>,

@@ -60,7 +60,14 @@ export interface OrchestratorOptions {
 
 const positive = z.number().positive();
 
-/** Validates the plain-data fields of {@link OrchestratorOptions}. */
+/**
+ * Validates the plain-data fields of {@link OrchestratorOptions} (the constructor does it).
+ *
+ * @example
+ * ```ts
+ * OrchestratorOptionsSchema.parse({ concurrency: 8 });
+ * ```
+ */
 export const OrchestratorOptionsSchema = z.object({
   concurrency: z.union([z.number().int().min(1), z.literal(Number.POSITIVE_INFINITY)]).optional(),
   aging: z.object({ intervalMs: positive }).optional(),
@@ -90,7 +97,14 @@ export const OrchestratorOptionsSchema = z.object({
   finishedCacheSize: z.number().int().min(0).optional(),
 });
 
-/** Options of {@link Orchestrator.stop}. */
+/**
+ * Options of `Orchestrator.stop`.
+ *
+ * @example
+ * ```ts
+ * await orchestrator.stop({ mode: "abort" });
+ * ```
+ */
 export interface StopOptions {
   /**
    * `drain`: take no new work and let running tasks finish (up to `timeoutMs`, then abort
@@ -103,7 +117,14 @@ export interface StopOptions {
   timeoutMs?: number;
 }
 
-/** Options of {@link Orchestrator.unregister}. */
+/**
+ * Options of `Orchestrator.unregister`.
+ *
+ * @example
+ * ```ts
+ * await orchestrator.unregister("gpu-1", { mode: "drain", timeoutMs: 60_000 });
+ * ```
+ */
 export interface UnregisterOptions {
   /** `drain`: let its tasks finish (up to `timeoutMs`), `handback`: requeue them at once. @default "drain" */
   mode?: "drain" | "handback";
@@ -111,7 +132,14 @@ export interface UnregisterOptions {
   timeoutMs?: number;
 }
 
-/** A snapshot of the orchestrator, from {@link Orchestrator.status}. */
+/**
+ * A snapshot of the orchestrator, from `Orchestrator.status()`. JSON-safe.
+ *
+ * @example
+ * ```ts
+ * const { counts, queueDepth, inFlight, avgExecutionMs } = orchestrator.status();
+ * ```
+ */
 export interface OrchestratorStatus {
   state: "idle" | "running" | "stopping" | "stopped";
   /** Tasks by status (tasks known to this process). */

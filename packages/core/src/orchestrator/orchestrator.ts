@@ -53,7 +53,14 @@ import {
 /** Lease ids of in-process dispatches start with this. */
 const LOCAL_LEASE_PREFIX = "local-";
 
-/** The kind of a registered worker whose slots are filled only by pull claims. */
+/**
+ * The kind of a registered worker whose slots are filled only by pull claims.
+ *
+ * @example
+ * ```ts
+ * await orchestrator.register({ id: "node-7", kind: REMOTE_NODE_KIND, taskTypes: ["*"], maxConcurrency: 1, local: false, execute });
+ * ```
+ */
 export const REMOTE_NODE_KIND = "remote-node";
 
 /** Live state of one task in this process. */

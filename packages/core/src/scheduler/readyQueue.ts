@@ -24,7 +24,15 @@ class TenantNode implements HeapNode {
 }
 
 /**
- * All queued tasks with one constraint signature, best first. Lanes are the unit the
+ * All queued tasks with one constraint signature, best first. Obtained from
+ * `ReadyQueue.popLane()`:
+ *
+ * @example
+ * ```ts
+ * const lane = queue.popLane();
+ * if (lane) console.log(lane.key, lane.head?.task.id, lane.entries.size);
+ * ```
+ * Lanes are the unit the
  * dispatcher skips: when the head of a lane cannot go (no free worker can run it, or a
  * gate holds it), nothing behind it can either, so the whole lane waits without losing its
  * place and without costing a scan per dispatch.

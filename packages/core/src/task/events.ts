@@ -5,7 +5,13 @@ import type { TaskStatus } from "./schema.js";
 import type { TaskRecord } from "./types.js";
 
 /**
- * One lifecycle transition. Every transition produces exactly one of these, delivered
+ * One lifecycle transition.
+ *
+ * @example
+ * ```ts
+ * orchestrator.on("task:failed", (e: TransitionEvent) => console.error(e.taskId, e.error?.code));
+ * ```
+ * Every transition produces exactly one of these, delivered
  * under the event named after the new status (`task:queued`, `task:succeeded`, …) and
  * under the catch-all `task:transition`.
  */
@@ -25,7 +31,14 @@ export interface TransitionEvent {
   task: Readonly<TaskRecord>;
 }
 
-/** A progress report of a running task (a streamed token, a percentage, a log line). */
+/**
+ * A progress report of a running task (a streamed token, a percentage, a log line).
+ *
+ * @example
+ * ```ts
+ * orchestrator.on("task:progress", (p: ProgressEvent) => process.stdout.write(String(p.data)));
+ * ```
+ */
 export interface ProgressEvent {
   taskId: string;
   attempt: number;
@@ -33,7 +46,14 @@ export interface ProgressEvent {
   data: unknown;
 }
 
-/** Typed events of an `Orchestrator` (eventemitter3). */
+/**
+ * Typed events of an `Orchestrator` (eventemitter3).
+ *
+ * @example
+ * ```ts
+ * orchestrator.on("worker:circuit", (c) => console.warn(c.workerId, c.from, "->", c.to));
+ * ```
+ */
 export interface OrchestratorEvents {
   "task:transition": [TransitionEvent];
   "task:pending": [TransitionEvent];

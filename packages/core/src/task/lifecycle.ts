@@ -4,6 +4,11 @@ import { type TaskStatus, TERMINAL_STATUSES } from "./schema.js";
 /**
  * The task lifecycle: every allowed transition, and nothing else.
  *
+ * @example
+ * ```ts
+ * TRANSITIONS.running; // ["queued", "succeeded", "failed", "cancelled", "timed_out", "awaiting_approval"]
+ * ```
+ *
  * ```
  * pending ─▶ queued ─▶ leased ─▶ running ─▶ succeeded | failed | cancelled | timed_out
  *    │ ▲        ▲         │          │
@@ -76,7 +81,14 @@ export function isTerminalStatus(status: TaskStatus): boolean {
   return TERMINAL_STATUSES.has(status);
 }
 
-/** Terminal statuses that count as a dependency failure for dependents. */
+/**
+ * Terminal statuses that count as a dependency failure for dependents (all but `succeeded`).
+ *
+ * @example
+ * ```ts
+ * isFailureStatus("timed_out"); // true
+ * ```
+ */
 export function isFailureStatus(status: TaskStatus): boolean {
   return isTerminalStatus(status) && status !== "succeeded";
 }

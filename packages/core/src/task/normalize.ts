@@ -30,7 +30,15 @@ export interface TaskDefaults {
   tenant?: string;
 }
 
-/** Maps a priority name or number to its number (higher runs first). */
+/**
+ * Maps a priority name or number to its number (higher runs first).
+ *
+ * @example
+ * ```ts
+ * priorityValue("high"); // 30
+ * priorityValue(undefined); // 20 (normal)
+ * ```
+ */
 export function priorityValue(priority: PriorityName | number | undefined): number {
   if (priority === undefined) return PRIORITY_VALUES.normal;
   return typeof priority === "number" ? priority : PRIORITY_VALUES[priority];
