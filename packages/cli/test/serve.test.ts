@@ -195,6 +195,13 @@ describe("flotilla serve", () => {
       { env, cwd: root },
     );
     expect(JSON.parse(got.stdout)).toMatchObject({ task_id: waiting.task_id });
+    // The fleet routes are mounted at the root; registration is off without a token.
+    const reg = await fetch(`${second.url}/register`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ name: "n1" }),
+    });
+    expect(reg.status).toBe(503);
     const denied = await fetch(`${api2}/status`, { headers: { "x-api-key": "wrong" } });
     expect(denied.status).toBe(401);
     expect(await stop(second.child)).toBe(0);

@@ -132,6 +132,36 @@ describe("auth on every protected route", () => {
     app.flotilla.close();
   });
 
+  it("CORS only when configured", async () => {
+    const plain = await fetch(`${h.url}/api/v2/orchestrator/health`, {
+      headers: { origin: "https://ui.example" },
+    });
+    expect(plain.headers.get("access-control-allow-origin")).toBeNull();
+    const app = createFlotillaApp({
+      orchestrator: h.orchestrator,
+      auth: { keys: [KEY] },
+      cors: { origin: ["https://ui.example"] },
+    });
+    const pre = await app.fetch(
+      new Request("http://x/api/v2/orchestrator/status", {
+        method: "OPTIONS",
+        headers: {
+          origin: "https://ui.example",
+          "access-control-request-method": "GET",
+          "access-control-request-headers": "x-api-key",
+        },
+      }),
+    );
+    expect(pre.status).toBeLessThan(300);
+    expect(pre.headers.get("access-control-allow-origin")).toBe("https://ui.example");
+    expect(pre.headers.get("access-control-allow-headers")?.toLowerCase()).toContain("x-api-key");
+    const other = await app.fetch(
+      new Request("http://x/health", { headers: { origin: "https://evil.example" } }),
+    );
+    expect(other.headers.get("access-control-allow-origin")).not.toBe("https://evil.example");
+    app.flotilla.close();
+  });
+
   it("app.fetch works without a socket (mountable in any framework)", async () => {
     const app = createFlotillaApp({
       orchestrator: h.orchestrator,
