@@ -299,6 +299,13 @@ describe("OpenAIWorker against an OpenAI-shaped server (real openai client)", ()
     const err = await rejection(slow.execute(task({ prompt: "hi" }), makeCtx()));
     expect(err.code).toBe("TIMEOUT");
     expect(err.retryable).toBe(true);
+
+    // a stream that stalls after its headers times out too, and the request is aborted
+    server.reply({ text: "one two three", chunkDelayMs: 1_000 });
+    const ctx = makeCtx();
+    const err2 = await rejection(slow.execute(task({ prompt: "hi", stream: true }), ctx));
+    expect(err2.code).toBe("TIMEOUT");
+    expect(await server.completionRequests().at(-1)!.done).toBe("aborted");
   });
 
   it("health check lists models and never asks for a completion", async () => {
