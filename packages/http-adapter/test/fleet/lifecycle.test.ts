@@ -301,6 +301,11 @@ describe("fleet lifecycle with a Victoria-style runner", () => {
       files: [up.json.filename],
     });
     const scoped = await f.admin("POST", "/keys", { name: "ci", scopes: ["tasks:read"] });
+    const held = await f.admin("POST", "/tasks", { prompt: "held", priority: "critical" });
+    expect((await r.poll())?.task_id).toBe(held.json.id);
+    await r.status(held.json.id, "running");
+    const hourly = await f.admin("POST", "/tasks", { prompt: "hourly", recurrence: "0 * * * *" });
+    expect(hourly.status).toBe(201);
     await f.stop();
 
     const g = await fleet({ dir: f.dir, clock: f.clock });
@@ -316,11 +321,18 @@ describe("fleet lifecycle with a Victoria-style runner", () => {
     expect(logs.json.count).toBe(1);
     expect((await g.admin("GET", `/tasks/${done.json.id}`)).json.status).toBe("completed");
     expect((await g.admin("GET", "/tasks", undefined, scoped.json.api_key)).status).toBe(200);
+    // The lease survived the restart: the node finishes what it held.
+    const heldDone = await r2.status(held.json.id, "success", "held done");
+    expect(heldDone.json).toMatchObject({ status: "completed", result: "held done", attempts: 1 });
     const next = await r2.poll();
     expect(next?.task_id).toBe(pending.json.id);
     const fin = await r2.run(next!, { kind: "exit", code: 0 });
     expect(fin?.json.status).toBe("completed");
     expect(r2.downloaded.get("keep.txt")?.toString()).toBe("kept bytes");
+    // The recurrence is still armed.
+    await g.clock.advance(3_600_000);
+    const occurrence = await r2.poll();
+    expect(occurrence?.prompt).toBe("hourly");
   });
 });
 
