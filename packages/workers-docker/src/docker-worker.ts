@@ -1,4 +1,5 @@
 import type { Readable } from "node:stream";
+import { StringDecoder } from "node:string_decoder";
 import {
   abortReason,
   BaseWorker,
@@ -313,7 +314,7 @@ export class DockerWorker extends BaseWorker {
         ...lang.command.map((a) => a.replaceAll("{file}", `${workdir}/${lang.file}`)),
         ...(p.args ?? []),
       ];
-      return this.#limits(p, {
+      return this.#limits(task, p, {
         image: lang.image ?? o.image,
         cmd,
         workdir,
@@ -329,7 +330,7 @@ export class DockerWorker extends BaseWorker {
           : typeof p.command === "string"
             ? ["/bin/sh", "-c", p.command]
             : p.command;
-      return this.#limits(p, {
+      return this.#limits(task, p, {
         image: p.image,
         ...(cmd ? { cmd } : {}),
         workdir: p.workdir ?? o.workdir,
@@ -343,11 +344,19 @@ export class DockerWorker extends BaseWorker {
   }
 
   #limits(
+    task: WorkerTask,
     p: CodeExecutionPayload | DockerTaskPayload,
     base: Pick<RunSpec, "image" | "workdir" | "files"> & Partial<RunSpec>,
   ): RunSpec {
     const d = this.#opts.defaults;
-    const timeouts = [p.timeoutMs, p.limits?.timeoutMs].filter((t): t is number => t !== undefined);
+    // The task's own timeout (the orchestrator's) counts too, held to the ceiling.
+    const taskTimeout =
+      task.timeoutMs === undefined
+        ? undefined
+        : Math.min(task.timeoutMs, this.#opts.ceilings.timeoutMs);
+    const timeouts = [p.timeoutMs, p.limits?.timeoutMs, taskTimeout].filter(
+      (t): t is number => t !== undefined,
+    );
     return {
       env: [
         "HOME=/tmp",
@@ -492,18 +501,23 @@ export class DockerWorker extends BaseWorker {
     const onAbort = () => kill("cancel");
     const onStop = () => kill("stop");
     try {
+      ctx.signal.throwIfAborted();
       await container.putArchive(await buildInputTar(spec.files, volume.dir), {
         path: volume.mount,
       });
       let stdout = new CappedBuffer(o.sizes.maxOutputBytes);
       let stderr = new CappedBuffer(o.sizes.maxOutputBytes);
+      // Decoders keep a UTF-8 character split across chunks whole in the progress text.
+      const decoders = { 1: new StringDecoder("utf8"), 2: new StringDecoder("utf8") };
       const demux = new Demuxer((stream, data) => {
         const kept = (stream === 1 ? stdout : stderr).push(data);
         if (kept.length && o.streamOutput) {
+          const text = decoders[stream].write(kept);
+          if (!text) return;
           const ev: ContainerOutputProgress = {
             type: "output",
             stream: stream === 1 ? "stdout" : "stderr",
-            text: kept.toString("utf8"),
+            text,
           };
           ctx.progress(ev);
         }
