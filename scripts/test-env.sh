@@ -3,7 +3,9 @@
 #
 #   bash scripts/test-env.sh up      install (apt-get) and start everything; skips what is
 #                                    already present and running; writes .test-env/env.json
-#   bash scripts/test-env.sh down    stop what `up` started (containers, dockerd, podman service)
+#   bash scripts/test-env.sh down    stop what `up` started (containers, dockerd, podman service),
+#                                    once no other process that ran `up` is still alive
+#   bash scripts/test-env.sh down --force   stop it whoever else uses it
 #   bash scripts/test-env.sh status  show what is running
 #   bash scripts/test-env.sh purge   `down`, then delete .test-env/ (engine data, test image)
 #
@@ -259,8 +261,25 @@ EOF
   mv "$STATE/env.json.new" "$STATE/env.json"
 }
 
+# Several test runs may share one checkout's environment: each `up` leaves a lease named after
+# its caller's pid, and `down` stops the engines only when no leaseholder is alive any more.
+LEASES="$STATE/leases"
+take_lease() {
+  mkdir -p "$LEASES"
+  : >"$LEASES/$PPID"
+}
+live_leases() {
+  local f n=0
+  for f in "$LEASES"/*; do
+    [[ -e $f ]] || continue
+    if kill -0 "$(basename "$f")" 2>/dev/null; then n=$((n + 1)); else rm -f "$f"; fi
+  done
+  echo "$n"
+}
+
 up() {
   local t0=$SECONDS
+  take_lease
   install_packages
   start_dockerd
   start_podman
@@ -274,6 +293,13 @@ up() {
 # --- down ----------------------------------------------------------------------------------
 
 down() {
+  rm -f "$LEASES/$PPID"
+  local others
+  others="$(live_leases)"
+  if [[ ${1:-} != --force && $others -gt 0 ]]; then
+    log "leaving the engines running: $others other test run(s) still use them (down --force stops them)"
+    return 0
+  fi
   STEP="remove dockerd containers"
   if pid_alive "$DOCKERD_PID" && ping_sock "$DOCKER_SOCK"; then
     local ids
@@ -311,10 +337,13 @@ flock -w 600 9 || die "another test-env.sh held $STATE/.lock for 10 minutes"
 
 case "${1:-}" in
 up) up ;;
-down) down ;;
-status) status ;;
+down) down "${2:-}" ;;
+status)
+  trap - ERR
+  status
+  ;;
 purge)
-  down
+  down --force
   STEP="purge"
   # Engine data may hold overlay mounts if a daemon died uncleanly.
   grep -F " $STATE/" /proc/mounts | awk '{ print $2 }' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
