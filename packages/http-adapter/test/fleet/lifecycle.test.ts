@@ -605,6 +605,44 @@ describe("fleet bad input", () => {
 });
 
 describe("fleet admin", () => {
+  it("accepts Bearer node auth, pages and filters lists, and never stores a secret in plain text", async () => {
+    const f = await fleet();
+    const r = runner(f, "bearer-node");
+    await r.register();
+    const bearer = { Authorization: `Bearer ${r.apiKey}` };
+    expect((await httpRequest("GET", `${f.url}/tasks/pending`, bearer)).status).toBe(200);
+    const hb404 = await httpRequest(
+      "POST",
+      `${f.url}/nodes/heartbeat`,
+      { ...bearer, "Content-Type": "application/json" },
+      JSON.stringify({ node_id: "no-such-node", status: "idle", current_task_id: null }),
+    );
+    expect(hb404.status).toBe(404);
+    expect(hb404.json).toEqual({ detail: expect.any(String) });
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      ids.push((await f.admin("POST", "/tasks", { prompt: `t${i}` })).json.id);
+    }
+    const got = await r.poll();
+    const page = await f.admin("GET", "/tasks?limit=2&offset=1");
+    expect(page.json).toMatchObject({ total: 5, limit: 2, offset: 1 });
+    expect(page.json.tasks).toHaveLength(2);
+    const mine = await f.admin("GET", `/tasks?node_id=${r.nodeId}`);
+    expect(mine.json.tasks.map((t: { id: string }) => t.id)).toEqual([got?.task_id]);
+    expect((await f.admin("GET", "/tasks?limit=0")).status).toBe(400);
+
+    const key = await f.admin("POST", "/keys", { name: "plain-check", scopes: ["admin"] });
+    const secrets = [key.json.api_key as string, r.apiKey as string, REG_TOKEN, ADMIN_KEY];
+    await f.stop();
+    const { readFile } = await import("node:fs/promises");
+    const files = [f.dbPath, `${f.dbPath}-wal`];
+    let bytes = "";
+    for (const file of files) bytes += await readFile(file, "latin1").catch(() => "");
+    expect(bytes.length).toBeGreaterThan(0);
+    for (const secret of secrets) expect(bytes).not.toContain(secret);
+    expect(bytes).toContain(sha(key.json.api_key));
+  });
+
   it("cancel, list with filters, stats, cleanup, node removal requeues", async () => {
     const f = await fleet();
     const r = runner(f, "admin-node");
