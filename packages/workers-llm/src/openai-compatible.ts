@@ -36,7 +36,7 @@ const LOOPBACK = /^https?:\/\/(localhost|127\.\d+\.\d+\.\d+|\[::1\])(:\d+)?(\/|$
 /**
  * A worker for any endpoint that speaks OpenAI's chat completions API: vLLM, LM Studio,
  * llama.cpp server, Ollama's `/v1`, Gemini's OpenAI-compatible endpoint, or a `baseURL` of
- * your own. Local endpoints need no API key.
+ * your own. Local endpoints need no API key and cost nothing unless `prices` says otherwise.
  *
  * @example
  * ```ts
@@ -58,12 +58,15 @@ export class OpenAICompatibleWorker extends OpenAIWorker {
       throw new FlotillaError("VALIDATION", `apiKey: required for the ${options.preset} preset`);
     }
     const kind = options.kind ?? options.preset ?? "openai-compatible";
+    const local = options.local ?? preset?.local ?? LOOPBACK.test(baseURL);
     super(
       {
         ...options,
         baseURL,
         apiKey: options.apiKey ?? "not-needed",
-        local: options.local ?? preset?.local ?? LOOPBACK.test(baseURL),
+        local,
+        // A local endpoint costs nothing unless told otherwise, so cost-aware routing prefers it.
+        prices: options.prices ?? (local ? { "*": { input: 0, output: 0 } } : undefined),
         providerOptionsKey: options.providerOptionsKey ?? kind,
         maxTokensField: options.maxTokensField ?? "max_tokens",
       },

@@ -105,6 +105,9 @@ describe("OpenAI-compatible endpoints", () => {
     expect(await vllm.healthCheck(new AbortController().signal)).toMatchObject({
       status: "healthy",
     });
+    // local endpoints are free by default, so `cheapest` routing prefers them
+    expect(res.usage?.costUsd).toBe(0);
+    expect(vllm.estimateCost(task({ prompt: "hi" }))).toBe(0);
   });
 
   it("gemini needs a key and is priced; a bare baseURL is required without preset", () => {
