@@ -178,6 +178,7 @@ export class NodeRunner {
     for (const wake of this.#sleepers) wake();
     if (options.abort) for (const r of this.#running.values()) r.abort.abort();
     await Promise.allSettled(this.#loops);
+    this.#loops = [];
     if (this.#heartbeatTimer !== undefined) this.#o.clock.clearTimeout(this.#heartbeatTimer);
     this.#heartbeatTimer = undefined;
     if (this.client.hasApiKey) await this.client.heartbeat("offline").catch(() => undefined);
@@ -264,7 +265,8 @@ export class NodeRunner {
   }
 
   #armHeartbeat(): void {
-    if (this.#stopping) return;
+    // Keeps beating while tasks drain after stop(), so their leases stay alive.
+    if (this.#stopping && this.#running.size === 0) return;
     this.#heartbeatTimer = this.#o.clock.setTimeout(() => {
       void this.#beat().finally(() => this.#armHeartbeat());
     }, this.#o.heartbeatIntervalMs);
