@@ -25,15 +25,11 @@ export function orderBatch(
   const byId = new Map<string, TaskRecord>();
   for (const t of batch) byId.set(t.id, t);
   const unknown: Array<{ taskId: string; dependency: string }> = [];
-  const graph = new Graph({ directed: true });
   let internalEdges = 0;
-  for (const t of batch) graph.setNode(t.id);
   for (const t of batch) {
     for (const dep of t.dependsOn) {
-      if (byId.has(dep)) {
-        graph.setEdge(dep, t.id);
-        internalEdges++;
-      } else if (!known(dep)) unknown.push({ taskId: t.id, dependency: dep });
+      if (byId.has(dep)) internalEdges++;
+      else if (!known(dep)) unknown.push({ taskId: t.id, dependency: dep });
     }
     if (t.inputs) {
       const deps = new Set(t.dependsOn);
@@ -60,6 +56,9 @@ export function orderBatch(
     );
   }
   if (internalEdges === 0) return [...batch];
+  const graph = new Graph({ directed: true });
+  for (const t of batch) graph.setNode(t.id);
+  for (const t of batch) for (const dep of t.dependsOn) if (byId.has(dep)) graph.setEdge(dep, t.id);
   if (!alg.isAcyclic(graph)) {
     const cycles = alg.findCycles(graph);
     throw new FlotillaError(

@@ -2000,7 +2000,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
   }
 
   #workerInfo(id: string): WorkerInfo | undefined {
-    return this.registry.snapshot().find((w) => w.id === id);
+    return this.registry.info(id);
   }
 
   #localAttempts(): number {
