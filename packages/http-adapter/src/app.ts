@@ -361,7 +361,7 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
       },
       workers: { ...ws.statistics, list: ws.views },
       resources: resourceStats(),
-      engine: raw,
+      engine: { ...raw, workers: undefined },
     }) as Record<string, unknown>;
   };
 
@@ -419,6 +419,7 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
           };
           if (TERMINAL_STATUSES.has(ev.to as TaskStatus)) onFinished(ev.task);
           if (ev.from === null) counters.submitted++;
+          if (hub.clientCount === 0) return; // nobody listening: skip building the view
           hub.publish(
             `task:${ev.to}`,
             {
@@ -752,11 +753,8 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
       const ollama = ws.some((w) => w.taskTypes.includes("ollama_request"));
       const type = input.prefer_ollama && ollama ? "ollama_request" : "llm_request";
       requireWorkerFor(type);
-      const messages = [
-        ...(input.system ? [{ role: "system", content: input.system }] : []),
-        { role: "user", content: input.prompt },
-      ];
-      const payload: Record<string, unknown> = { prompt: input.prompt, messages };
+      // The LLM workers' request shape: `prompt` is folded into `messages`, `system` sent as each provider expects.
+      const payload: Record<string, unknown> = { prompt: input.prompt };
       if (input.system) payload.system = input.system;
       if (input.model) payload.model = input.model;
       if (input.temperature !== undefined) payload.temperature = input.temperature;

@@ -29,14 +29,10 @@ const taskId = z.string().min(1).max(256);
 /** Body of `POST /tasks/submit` and `POST /tasks/execute`. */
 export const TaskSubmitSchema = z
   .object({
-    type: z
-      .string()
-      .min(1)
-      .max(256)
-      .openapi({
-        description: "Task type (llm_request, tool_call, api_request, ...)",
-        example: "tool_call",
-      }),
+    type: z.string().min(1).max(256).openapi({
+      description: "Task type (llm_request, tool_call, api_request, ...)",
+      example: "tool_call",
+    }),
     payload: z
       .record(z.string(), z.unknown())
       .optional()
