@@ -173,6 +173,27 @@ describe("DAG in the orchestrator", () => {
     expect((await late.result()).status).toBe("skipped");
   });
 
+  it("orders ready tasks of a batch by submission order, not by the dependency sort", async () => {
+    const { orchestrator, clock } = await setup();
+    const order: string[] = [];
+    await orchestrator.submitBatch([
+      { id: "z", type: "t" },
+      { id: "y", type: "t" },
+      { id: "after-z", type: "t", dependsOn: ["z"] },
+      { id: "x", type: "t" },
+    ]);
+    await orchestrator.register(
+      fnWorker("w", ["t"], async (_p, _c, t) => {
+        order.push(t.id);
+        await sleep(clock, 1);
+        return null;
+      }),
+    );
+    await clock.advance(100);
+    // FIFO is by submission order: after-z (submitted before x) goes first once z is done
+    expect(order).toEqual(["z", "y", "after-z", "x"]);
+  });
+
   it("runs independent tasks of a batch in parallel", async () => {
     const { orchestrator, clock } = await setup();
     await orchestrator.register(

@@ -545,6 +545,8 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
       }),
     );
     const ordered = orderBatch(batch, (id) => external.has(id));
+    // FIFO follows submission order, whatever order the dependency sort produced.
+    for (const rec of batch) rec.seq = ++this.#seq;
     // Initial status in dependency order.
     const statusOf = (id: string): TaskStatus | undefined =>
       this.#tasks.get(id)?.rec.status ??
@@ -554,7 +556,6 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     const batchStatus = new Map<string, TaskStatus>();
     const now = this.clock.now();
     for (const rec of ordered) {
-      rec.seq = ++this.#seq;
       const initial = this.#initialStatus(rec, statusOf);
       rec.status = initial.status;
       if (initial.status === "skipped") {
