@@ -257,7 +257,9 @@ export abstract class LlmWorker implements Worker {
   async healthCheck(signal: AbortSignal): Promise<HealthReport> {
     try {
       const ids = await this.listModels(signal);
-      if (!ids.includes(this.defaultModel)) {
+      // Gemini lists `models/<id>`, Ollama's /v1 lists `<id>:latest`.
+      const bare = (id: string) => id.replace(/^models\//, "").replace(/:latest$/, "");
+      if (!ids.some((id) => bare(id) === bare(this.defaultModel))) {
         return {
           status: "degraded",
           message: `model ${this.defaultModel} is not listed by ${this.provider}`,

@@ -110,6 +110,22 @@ describe("OpenAI-compatible endpoints", () => {
     expect(vllm.estimateCost(task({ prompt: "hi" }))).toBe(0);
   });
 
+  it("health checks understand Gemini's and Ollama's model ids", async () => {
+    await using server = await startOpenAIServer({
+      models: ["models/gemini-2.5-flash", "llama3.2:latest"],
+    });
+    for (const defaultModel of ["gemini-2.5-flash", "llama3.2"]) {
+      const w = new OpenAICompatibleWorker({
+        baseURL: server.baseURL,
+        apiKey: "k-123456",
+        defaultModel,
+      });
+      expect(await w.healthCheck(new AbortController().signal)).toMatchObject({
+        status: "healthy",
+      });
+    }
+  });
+
   it("gemini needs a key and is priced; a bare baseURL is required without preset", () => {
     expect(
       () => new OpenAICompatibleWorker({ preset: "gemini", defaultModel: "gemini-2.5-flash" }),
