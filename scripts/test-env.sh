@@ -95,7 +95,7 @@ stop_pid() { # pidfile what
 
 install_packages() {
   STEP="install packages"
-  local want=(docker.io podman runc conmon chromium redis-server curl tar) missing=() p
+  local want=(docker.io podman runc conmon python3 chromium redis-server curl tar) missing=() p
   for p in "${want[@]}"; do
     if [[ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null)" != ii* ]]; then missing+=("$p"); fi
   done
