@@ -186,10 +186,16 @@ export function mapProviderError(err: unknown, ctx: ErrorContext): Error {
 }
 
 function causeText(err: unknown, secrets: readonly string[]): string {
-  const cause = err instanceof Error ? (err.cause as unknown) : undefined;
-  if (!(cause instanceof Error)) return "";
-  const code = (cause as { code?: unknown }).code;
-  return ` (${redact(typeof code === "string" ? code : cause.message, secrets)})`;
+  // fetch wraps the socket error twice (`Connection error.` ← `fetch failed` ← `ECONNREFUSED`).
+  let cause = err instanceof Error ? (err.cause as unknown) : undefined;
+  let last: string | undefined;
+  for (let depth = 0; depth < 5 && cause instanceof Error; depth++) {
+    const code = (cause as { code?: unknown }).code;
+    if (typeof code === "string") return ` (${redact(code, secrets)})`;
+    last = cause.message;
+    cause = cause.cause;
+  }
+  return last ? ` (${redact(last, secrets)})` : "";
 }
 
 /** A response whose shape is not what the provider documents. */

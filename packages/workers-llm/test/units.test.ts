@@ -241,3 +241,18 @@ describe("feeding core's RateLimiter from provider headers", () => {
     expect(paused).toEqual([["openai:m", 1700]]);
   });
 });
+
+describe("unreachable endpoints", () => {
+  it("a refused connection is a retryable WORKER_ERROR naming the cause", async () => {
+    const server = await startOpenAIServer();
+    const baseURL = server.baseURL;
+    await server.close();
+    const w = new OpenAIWorker({ apiKey: "k-123456", baseURL });
+    const err = await rejection(w.execute(task({ prompt: "hi" }), makeCtx()));
+    expect(err).toBeInstanceOf(FlotillaError);
+    expect(err.code).toBe("WORKER_ERROR");
+    expect(err.retryable).toBe(true);
+    expect(err.message).toMatch(/connection to openai failed.*ECONNREFUSED/);
+    expect((await w.healthCheck(new AbortController().signal)).status).toBe("unhealthy");
+  });
+});
