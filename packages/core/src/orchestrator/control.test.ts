@@ -286,6 +286,28 @@ describe("scheduling under load", () => {
     void clock;
   });
 
+  it("work waiting for an unhealthy worker runs when its health recovers", async () => {
+    const { orchestrator, clock } = await setup({
+      registry: {
+        health: { intervalMs: 1_000, unhealthyAfter: 1, degradedAfter: 1, recoverAfter: 1 },
+      },
+    });
+    let healthy = false;
+    const w = fnWorker("w", ["t"], async () => "ran");
+    Object.assign(w, {
+      healthCheck: async () => ({ status: healthy ? "healthy" : "unhealthy" }),
+    });
+    await orchestrator.register(w);
+    await clock.advance(1);
+    expect(orchestrator.registry.get("w")?.health).toBe("unhealthy");
+    const h = await orchestrator.submit({ type: "t" });
+    await clock.advance(5_000);
+    expect(h.status).toBe("queued");
+    healthy = true;
+    await clock.advance(1_000);
+    expect((await h.result()).output).toBe("ran");
+  });
+
   it("status() reports counts, queue depth by priority, workers, uptime and execution time", async () => {
     const { orchestrator, clock } = await setup();
     await orchestrator.submitBatch([

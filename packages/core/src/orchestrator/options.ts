@@ -50,7 +50,7 @@ export interface OrchestratorOptions {
   registry?: Omit<WorkerRegistryOptions, "clock" | "logger">;
   /** Default lease of a pull claim (renewed by progress/renew calls). @default 60_000 */
   leaseMs?: number;
-  /** While some queued work has no worker able to take it, how often to look again (health and circuit changes also trigger a look). @default 1_000 */
+  /** How often a gate that blocks without a retry time and cannot wake the scheduler is asked again. @default 1_000 */
   recheckIntervalMs?: number;
   /** Finished tasks kept in memory for fast `get` and dependency outputs (the store keeps all). @default 10_000 */
   finishedCacheSize?: number;

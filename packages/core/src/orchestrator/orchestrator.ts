@@ -167,7 +167,6 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
   #inFlight = 0;
   #delayTimer: TimerHandle | undefined;
   #delayTimerAt: number | undefined;
-  #recheckTimer: TimerHandle | undefined;
   #pumpScheduled = false;
   #pumping = false;
   #pumpAgain = false;
@@ -249,8 +248,19 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
       this.#queue.unparkAll("worker");
       this.#schedulePump();
     };
+    // Work parked for want of a worker comes back on any registry change.
+    const onWorkers = () => {
+      this.#queue.unparkAll("worker");
+      this.#schedulePump();
+    };
     this.registry.on("change", onChange);
-    this.#unsubscribers.push(() => this.registry.off("change", onChange));
+    this.registry.on("added", onWorkers);
+    this.registry.on("removed", onWorkers);
+    this.#unsubscribers.push(() => {
+      this.registry.off("change", onChange);
+      this.registry.off("added", onWorkers);
+      this.registry.off("removed", onWorkers);
+    });
     for (const gate of this.#gates) {
       const unsubscribe = gate.subscribe?.(() => {
         this.#queue.unparkAll("gate");
@@ -1136,7 +1146,6 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
       for (const lane of skipped) this.#queue.restore(lane);
       this.#pumping = false;
     }
-    this.#armRecheck();
   }
 
   #parkOnGate(lane: Lane, retryAt: number | undefined): void {
@@ -1160,24 +1169,6 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     if (lane.timer !== undefined) this.clock.clearTimeout(lane.timer as TimerHandle);
     lane.timer = undefined;
     this.#laneTimers.delete(lane);
-  }
-
-  /** While work waits for a worker, look again now and then (health and circuits change over time). */
-  #armRecheck(): void {
-    if (this.#recheckTimer !== undefined || this.#state !== "running") return;
-    let waiting = false;
-    for (const lane of this.#queue.parkedLanes()) {
-      if (lane.parked === "worker") {
-        waiting = true;
-        break;
-      }
-    }
-    if (!waiting) return;
-    this.#recheckTimer = this.clock.setTimeout(() => {
-      this.#recheckTimer = undefined;
-      this.#queue.unparkAll("worker");
-      this.#schedulePump();
-    }, this.#recheckMs);
   }
 
   #checkGates(task: TaskRecord, entries: WorkerEntry[]): GateCheck {
@@ -2035,8 +2026,6 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     if (this.#delayTimer !== undefined) this.clock.clearTimeout(this.#delayTimer);
     this.#delayTimer = undefined;
     this.#delayTimerAt = undefined;
-    if (this.#recheckTimer !== undefined) this.clock.clearTimeout(this.#recheckTimer);
-    this.#recheckTimer = undefined;
     for (const lane of [...this.#laneTimers]) {
       this.#clearLaneTimer(lane);
       this.#queue.unpark(lane);
