@@ -93,7 +93,9 @@ export async function startFleet(opts: StartOptions = {}): Promise<FleetUnderTes
       return { status: res.status, json: res.json as Json, text: res.text };
     },
     async stop() {
-      await new Promise<void>((r) => server.close(() => r()));
+      const closed = new Promise<void>((r) => server.close(() => r()));
+      (server as { closeAllConnections?: () => void }).closeAllConnections?.();
+      await closed;
       await fleet.close();
       await orchestrator.stop?.();
       await store.close();

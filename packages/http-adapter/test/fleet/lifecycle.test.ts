@@ -670,9 +670,12 @@ describe("fleet admin", () => {
     expect(
       (await httpRequest("GET", `${f.url}/tasks/pending`, { "X-API-Key": r.apiKey! })).status,
     ).toBe(401);
-    await f.clock.advance(3 * 86_400_000);
-    const clean = await f.admin("POST", "/tasks/cleanup?days=1");
+    await f.clock.advance(20 * 60_000);
+    expect((await f.admin("POST", "/tasks/cleanup?days=1")).json.deleted).toBe(0);
+    expect((await f.admin("POST", "/tasks/cleanup?days=-1")).status).toBe(400);
+    const clean = await f.admin("POST", "/tasks/cleanup?days=0.01");
     expect(clean.json.deleted).toBe(2);
+    expect((await f.admin("GET", `/tasks/${t2.json.id}`)).status).toBe(200);
     expect((await f.admin("GET", `/tasks/${t1.json.id}`)).status).toBe(404);
     expect((await f.admin("GET", `/logs/${t1.json.id}`)).status).toBe(404);
   });
