@@ -127,6 +127,10 @@ describe("fleet on `flotilla serve`", () => {
     const fin = await a.run(got!, { kind: "exit", code: 0, output: "summary" });
     expect(fin?.json).toMatchObject({ status: "completed", result: "summary" });
     expect((await admin("GET", `/logs/${t1.json.id}`)).json.count).toBe(1);
+    // A session log of 10 MiB goes through the whole server (its own body limits included).
+    const big = await a.logs(t1.json.id, 10 * 1024 * 1024 - 8192);
+    expect(big.status).toBe(200);
+    expect((await admin("GET", `/logs/${t1.json.id}`)).json.count).toBe(2);
 
     // Killed mid-task: the 2 s lease expires and the other node gets the task.
     const t2 = await admin("POST", "/tasks", {
@@ -169,7 +173,7 @@ describe("fleet on `flotilla serve`", () => {
     const nodes = await httpRequest("GET", `${next.url}/nodes`, { "X-API-Key": ADMIN });
     expect(nodes.json.count).toBe(2);
     const logs = await httpRequest("GET", `${next.url}/logs/${t1.json.id}`, { "X-API-Key": ADMIN });
-    expect(logs.json.count).toBe(1);
+    expect(logs.json.count).toBe(2);
     await stop(next.child);
   }, 90_000);
 });
