@@ -268,7 +268,11 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
       });
       if (unsubscribe) this.#unsubscribers.push(unsubscribe);
     }
-    for (const att of this.#attempts) if (att.remote) this.#armLeaseTimer(att);
+    for (const att of this.#attempts) {
+      if (!att.remote) continue;
+      this.#armLeaseTimer(att);
+      if (att.live.rec.timeoutMs !== undefined) this.#armTimeout(att);
+    }
     this.#armDelayTimer();
     this.#logger.info("orchestrator started");
     this.emit("orchestrator:started");
@@ -667,6 +671,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
    * ```
    */
   async get(id: string): Promise<TaskRecord | undefined> {
+    checkId(id);
     const live = this.#tasks.get(id) ?? this.#finished.get(id);
     if (live) return structuredClone(live.rec);
     return this.store.getTask(id);
@@ -683,6 +688,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
    * ```
    */
   async handle(id: string): Promise<TaskHandle | undefined> {
+    checkId(id);
     const live = this.#tasks.get(id) ?? this.#finished.get(id);
     if (live) return new TaskHandle(live, (i, r) => this.cancel(i, r));
     const rec = await this.store.getTask(id);
@@ -744,6 +750,8 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
    * ```
    */
   async cancel(id: string, reason = "cancelled by request"): Promise<boolean> {
+    checkId(id);
+    reason = String(reason);
     const live = this.#tasks.get(id);
     if (!live) {
       if (this.#finished.has(id) || (await this.store.getTask(id))) return false;
@@ -808,6 +816,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     decision: "approved" | "rejected",
     info: { by?: string; comment?: string },
   ): Promise<TaskRecord> {
+    checkId(id);
     if (info === null || typeof info !== "object") {
       throw new FlotillaError(
         "VALIDATION",
@@ -1720,9 +1729,9 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     this.#tasks.delete(rec.id);
     if (rec.idempotencyKey !== undefined) this.#idem.delete(rec.idempotencyKey);
     this.#remember(live);
-    live.done.resolve(
-      structuredClone(rec.result ?? this.#result(rec, live, rec.status, this.clock.now(), {})),
-    );
+    rec.result ??= this.#result(rec, live, rec.status, this.clock.now(), {});
+    // A copy of the envelope (the output itself is shared, not cloned, to keep completion cheap).
+    live.done.resolve({ ...rec.result, timings: { ...rec.result.timings } });
     for (const ch of live.subscribers) ch.close();
     live.subscribers.clear();
     const ok = rec.status === "succeeded";
@@ -1869,6 +1878,10 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
   }
 
   #emitTransition(ev: TransitionEvent): void {
+    this.#logger.debug(
+      { taskId: ev.taskId, from: ev.from, to: ev.to, attempt: ev.attempt, reason: ev.reason },
+      "task transition",
+    );
     const stored: StoredEvent = {
       type: `task:${ev.to}`,
       taskId: ev.taskId,
@@ -2148,6 +2161,12 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
       }
     }
     await Promise.all(follow);
+  }
+}
+
+function checkId(id: unknown): asserts id is string {
+  if (typeof id !== "string" || id.length === 0) {
+    throw new FlotillaError("VALIDATION", `id: expected a non-empty string, got ${typeof id}`);
   }
 }
 
