@@ -5,6 +5,7 @@ import {
 } from "@asteasolutions/zod-to-openapi";
 import {
   BUILTIN_TASK_TYPES,
+  type Clock,
   FlotillaError,
   type Logger,
   PRIORITY_NAMES,
@@ -134,6 +135,8 @@ export interface FlotillaAppOptions {
   mount?: Array<{ path?: string; app: Hono }>;
   /** Extra task types accepted besides built-in ones and those claimed by registered workers. */
   taskTypes?: readonly string[];
+  /** Drives WebSocket ping and status intervals. @default systemClock */
+  clock?: Clock;
 }
 
 /** Runtime handles of an app made by {@link createFlotillaApp}. */
@@ -376,6 +379,7 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
       return rec ? { status: rec.status, view: taskView(rec) } : undefined;
     },
     options: options.websocket ?? {},
+    ...(options.clock ? { clock: options.clock } : {}),
   });
 
   const metrics = new FlotillaMetrics(metricsSnapshot, {

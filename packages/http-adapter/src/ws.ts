@@ -1,6 +1,6 @@
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
-import type { Logger } from "@flotilla/core";
+import { type Clock, type Logger, systemClock, type TimerHandle } from "@flotilla/core";
 import { WebSocket, WebSocketServer } from "ws";
 import type { KeyVerifier } from "./auth.js";
 import { keyFromHeaders } from "./auth.js";
@@ -64,6 +64,8 @@ export interface HubDeps {
   /** Current state of a task, or undefined when unknown. */
   taskState: (id: string) => Promise<{ status: string; view: unknown } | undefined>;
   options: WebSocketOptions;
+  /** Drives the ping and status intervals. @default systemClock */
+  clock?: Clock;
 }
 
 /**
@@ -75,14 +77,16 @@ export class EventHub {
   readonly #deps: HubDeps;
   readonly #clients = new Set<Client>();
   readonly #wss: WebSocketServer;
-  #statusTimer: ReturnType<typeof setInterval> | undefined;
-  #pingTimer: ReturnType<typeof setInterval> | undefined;
+  readonly #clock: Clock;
+  #statusTimer: TimerHandle | undefined;
+  #pingTimer: TimerHandle | undefined;
   #closed = false;
   /** Messages skipped or clients dropped because they read too slowly. */
   slowConsumerEvents = 0;
 
   constructor(deps: HubDeps) {
     this.#deps = deps;
+    this.#clock = deps.clock ?? systemClock;
     this.#wss = new WebSocketServer({
       noServer: true,
       maxPayload: deps.options.maxPayloadBytes ?? 65_536,
@@ -94,21 +98,25 @@ export class EventHub {
     return this.#clients.size;
   }
 
+  // Intervals are re-armed one-shot clock timers, so a fake clock drives them exactly.
+  // They run only while clients are connected.
   #ensureTimers(): void {
     if (this.#closed) return;
     if (!this.#pingTimer) {
-      this.#pingTimer = setInterval(
-        () => this.#pingAll(),
-        this.#deps.options.pingIntervalMs ?? 30_000,
-      );
-      this.#pingTimer.unref?.();
+      const tick = () => {
+        this.#pingTimer = undefined;
+        this.#pingAll();
+        if (this.#clients.size > 0) this.#ensureTimers();
+      };
+      this.#pingTimer = this.#clock.setTimeout(tick, this.#deps.options.pingIntervalMs ?? 30_000);
     }
     if (!this.#statusTimer) {
-      this.#statusTimer = setInterval(
-        () => void this.#sendSnapshots(),
-        this.#deps.options.statusIntervalMs ?? 2000,
-      );
-      this.#statusTimer.unref?.();
+      const tick = () => {
+        this.#statusTimer = undefined;
+        void this.#sendSnapshots();
+        if (this.#clients.size > 0) this.#ensureTimers();
+      };
+      this.#statusTimer = this.#clock.setTimeout(tick, this.#deps.options.statusIntervalMs ?? 2000);
     }
   }
 
@@ -327,8 +335,8 @@ export class EventHub {
   /** Closes every socket (1001 going away) and stops the timers. */
   close(): void {
     this.#closed = true;
-    if (this.#pingTimer) clearInterval(this.#pingTimer);
-    if (this.#statusTimer) clearInterval(this.#statusTimer);
+    if (this.#pingTimer) this.#clock.clearTimeout(this.#pingTimer);
+    if (this.#statusTimer) this.#clock.clearTimeout(this.#statusTimer);
     this.#pingTimer = this.#statusTimer = undefined;
     for (const c of this.#clients) {
       try {

@@ -1,3 +1,4 @@
+import { FakeClock } from "@flotilla/testing";
 import { afterEach, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import type { EventEnvelope } from "../src/index.js";
@@ -8,6 +9,14 @@ afterEach(async () => {
   await h?.close();
   h = undefined;
 });
+
+async function until(cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
 
 const wsUrl = (h: Harness, path: string) => `${h.api.replace(/^http/, "ws")}${path}`;
 
@@ -44,12 +53,24 @@ function open(url: string, opts: WebSocket.ClientOptions = {}, protocols?: strin
 
 describe("WebSocket", () => {
   it("/ws/status sends versioned status snapshots on an interval", async () => {
-    h = await startHarness({ websocket: { statusIntervalMs: 100 } });
+    const clock = new FakeClock();
+    h = await startHarness({ websocket: { statusIntervalMs: 100 }, clock });
     const c = open(wsUrl(h, "/ws/status"));
     await c.opened;
-    await c.until((m) => m.filter((x) => x.type === "status").length >= 3);
+    await c.until((m) => m.filter((x) => x.type === "status").length === 1); // sent on connect
+    await clock.advance(99);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(c.messages.filter((x) => x.type === "status")).toHaveLength(1);
+    await clock.advance(1);
+    await c.until((m) => m.filter((x) => x.type === "status").length === 2);
+    await clock.advance(100);
+    await c.until((m) => m.filter((x) => x.type === "status").length === 3);
     const hello = c.messages[0]!;
-    expect(hello).toMatchObject({ v: 1, type: "hello", data: { stream: "status" } });
+    expect(hello).toMatchObject({
+      v: 1,
+      type: "hello",
+      data: { stream: "status", status_interval_ms: 100 },
+    });
     const snap = c.messages.find((m) => m.type === "status")!;
     expect(snap.v).toBe(1);
     expect(Date.parse(snap.ts)).toBeGreaterThan(0);
@@ -141,17 +162,25 @@ describe("WebSocket", () => {
   });
 
   it("ping/pong keep-alive: answering clients stay, silent ones are dropped", async () => {
-    h = await startHarness({ websocket: { pingIntervalMs: 100 } });
+    const clock = new FakeClock();
+    h = await startHarness({ websocket: { pingIntervalMs: 100 }, clock });
     const live = open(wsUrl(h, "/ws/events"));
     const silent = open(wsUrl(h, "/ws/events"), { autoPong: false });
     let pings = 0;
+    let silentPings = 0;
     live.ws.on("ping", () => pings++);
+    silent.ws.on("ping", () => silentPings++);
     await Promise.all([live.opened, silent.opened]);
+    await clock.advance(100); // first ping to both
+    await until(() => pings === 1 && silentPings === 1);
+    await new Promise((r) => setTimeout(r, 50)); // the live client's pong reaches the server
+    expect(silent.ws.readyState).toBe(WebSocket.OPEN);
+    await clock.advance(100); // no pong from the silent one: dropped; the live one pinged again
     const closed = await silent.closed;
     expect(closed.code).toBe(1006); // terminated without a close frame
-    await new Promise((r) => setTimeout(r, 250));
-    expect(pings).toBeGreaterThanOrEqual(2);
+    await until(() => pings === 2);
     expect(live.ws.readyState).toBe(WebSocket.OPEN);
+    expect(h.app.flotilla.hub.clientCount).toBe(1);
     live.ws.close();
   });
 
