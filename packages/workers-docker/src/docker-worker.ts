@@ -193,8 +193,19 @@ export class DockerWorker extends BaseWorker {
   /** Removes containers this worker's id left behind (a crash, a killed process). */
   protected override async onStart(): Promise<void> {
     this.#stopping = new AbortController();
-    await this.docker.ping();
-    await this.removeOrphans();
+    try {
+      await this.docker.ping();
+      await this.removeOrphans();
+    } catch (err) {
+      throw new FlotillaError(
+        "WORKER_ERROR",
+        `docker worker ${this.id} cannot use the engine: ${messageOf(err)}`,
+        {
+          cause: err,
+          retryable: true,
+        },
+      );
+    }
   }
 
   /** Kills and removes every container it started; running executions reject with `SHUTTING_DOWN`. */
@@ -279,7 +290,12 @@ export class DockerWorker extends BaseWorker {
     if (this.#stopping.signal.aborted) throw this.#stopping.signal.reason;
     await this.#ensureImage(spec.image, ctx);
     ctx.signal.throwIfAborted();
-    const output = await this.#run(task, spec, ctx);
+    let output: ContainerRunOutput;
+    try {
+      output = await this.#run(task, spec, ctx);
+    } catch (err) {
+      throw this.#typed(err, ctx);
+    }
     if (output.exitCode !== 0 && spec.failOnNonZeroExit) {
       const why = output.killed ? ` (${output.killed})` : "";
       const tail = (output.stderr || output.stdout).slice(-500);
@@ -629,6 +645,22 @@ export class DockerWorker extends BaseWorker {
         ctx.logger.warn({ err, containerId: container.id }, "cannot remove container"),
       );
     }
+  }
+
+  /**
+   * Errors leave as `FlotillaError`: the signal's reason when aborted, `SHUTTING_DOWN` when the
+   * worker is stopping (its containers vanish under running calls), else `WORKER_ERROR`
+   * (retryable: an engine hiccup).
+   */
+  #typed(err: unknown, ctx: ExecutionContext): Error {
+    if (err instanceof FlotillaError) return err;
+    if (ctx.signal.aborted && err === ctx.signal.reason) return err as Error;
+    if (ctx.signal.aborted) return abortReason(ctx.signal);
+    if (this.#stopping.signal.aborted) return this.#stopping.signal.reason as Error;
+    return new FlotillaError("WORKER_ERROR", `container engine error: ${messageOf(err)}`, {
+      cause: err,
+      retryable: true,
+    });
   }
 
   /** The container's whole log (after exit), split and capped like the live output. */

@@ -81,4 +81,11 @@ describe("DockerWorker options", () => {
     expect(r.status).toBe("unhealthy");
     expect(r.message).toContain("engine ping failed");
   });
+  it("fails start() with a typed error when the engine is unreachable", async () => {
+    const w = new DockerWorker({ id: "unreachable", host: "unix:///nonexistent/flotilla.sock" });
+    await expect(w.start()).rejects.toMatchObject({
+      code: "WORKER_ERROR",
+      message: expect.stringContaining("docker worker unreachable cannot use the engine"),
+    });
+  });
 });
