@@ -49,6 +49,38 @@ await orchestrator.register(
   }),
 );
 await orchestrator.start();
+
+// The parent plays a remote node over IPC: it claims `remote` tasks, runs them in its own
+// process (which survives this one being killed) and completes them, possibly through the
+// next life of this process.
+type Request =
+  | { op: "claim"; reqId: number; holderId: string; leaseMs: number }
+  | { op: "complete"; reqId: number; taskId: string; leaseId: string; output: unknown };
+process.on("message", (msg: Request) => {
+  const reply = (body: Record<string, unknown>) => process.send?.({ reqId: msg.reqId, ...body });
+  const work =
+    msg.op === "claim"
+      ? orchestrator
+          .claim({ holderId: msg.holderId, taskTypes: ["remote"] }, { leaseMs: msg.leaseMs })
+          .then((c) =>
+            reply({
+              ok: true,
+              claim: c && {
+                taskId: c.task.id,
+                attempt: c.task.attempt,
+                leaseId: c.lease.id,
+                expiresAt: c.lease.expiresAt,
+                payload: c.task.payload,
+              },
+            }),
+          )
+      : orchestrator
+          .completeLease(msg.taskId, msg.leaseId, { output: msg.output })
+          .then((rec) => reply({ ok: true, status: rec.status }));
+  work.catch((err: { code?: string; message?: string }) =>
+    reply({ ok: false, code: err.code, message: err.message }),
+  );
+});
 process.stdout.write("ready\n");
 
 const acked = new Set(
@@ -61,7 +93,8 @@ for (let start = 0; start < total; start += BATCH) {
     if (acked.has(id)) continue;
     specs.push({
       id,
-      type: "crash",
+      // every fourth task runs on the parent's remote node
+      type: i % 4 === 3 ? "remote" : "crash",
       payload: { n: i },
       // chains of five: t0 <- t1 <- t2 <- t3 <- t4, t5 <- t6 …
       dependsOn: i % 5 === 0 ? [] : [`t${i - 1}`],
@@ -83,3 +116,4 @@ for (;;) {
 await orchestrator.stop();
 await store.close();
 process.stdout.write("done\n");
+process.disconnect?.();

@@ -18,7 +18,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, "../../../..");
 const childScript = join(here, "child.ts");
 
-const TOTAL = Number(process.env.FLOTILLA_CRASH_TASKS ?? 400);
+const TOTAL = Number(process.env.FLOTILLA_CRASH_TASKS ?? 300);
 const KILLS = Number(process.env.FLOTILLA_CRASH_KILLS ?? 20);
 const SEED = Number(process.env.FLOTILLA_CRASH_SEED ?? Date.now() % 1_000_000);
 
@@ -53,7 +53,7 @@ function launch(files: { db: string; exec: string; ack: string }) {
   const child = spawn(
     process.execPath,
     ["--import", "tsx", childScript, files.db, files.exec, files.ack, String(TOTAL)],
-    { cwd: root, stdio: ["ignore", "pipe", "pipe"] },
+    { cwd: root, stdio: ["ignore", "pipe", "pipe", "ipc"] },
   );
   children.add(child);
   const life: Life = {
@@ -96,6 +96,142 @@ function launch(files: { db: string; exec: string; ack: string }) {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Remote leases: longer than the longest remote run, so only a dead node's lease expires. */
+const LEASE_MS = 4_000;
+
+interface RemoteRun {
+  id: string;
+  attempt: number;
+  holder: string;
+  from: number;
+  expiresAt: number;
+  /** When the orchestrator answered the completion. */
+  to: number | undefined;
+  outcome: string | undefined;
+}
+
+interface Reply {
+  reqId: number;
+  ok: boolean;
+  code?: string;
+  claim?: {
+    taskId: string;
+    attempt: number;
+    leaseId: string;
+    expiresAt: number;
+    payload: { n: number };
+  } | null;
+}
+
+/**
+ * A remote node living in the test process: its slots claim `remote` tasks from whichever
+ * life of the child is current, run them here (so a run outlives the orchestrator being
+ * killed), and deliver the completion, to the next life if need be.
+ */
+class RemoteNode {
+  readonly runs: RemoteRun[] = [];
+  #current: ChildProcess | undefined;
+  #pending = new Map<
+    number,
+    { child: ChildProcess; resolve: (r: Reply) => void; reject: (e: Error) => void }
+  >();
+  #nextReq = 1;
+  #stopped = false;
+  #slots: Promise<void>[] = [];
+
+  constructor(readonly random: () => number) {}
+
+  attach(child: ChildProcess): void {
+    this.#current = child;
+    child.on("message", (m: Reply) => {
+      const p = this.#pending.get(m.reqId);
+      if (!p) return;
+      this.#pending.delete(m.reqId);
+      p.resolve(m);
+    });
+  }
+
+  detach(child: ChildProcess): void {
+    if (this.#current === child) this.#current = undefined;
+    for (const [id, p] of this.#pending) {
+      if (p.child !== child) continue;
+      this.#pending.delete(id);
+      p.reject(new Error("the orchestrator died before answering"));
+    }
+  }
+
+  #request(body: Record<string, unknown>): Promise<Reply> {
+    const child = this.#current;
+    if (!child?.connected) return Promise.reject(new Error("no orchestrator"));
+    const reqId = this.#nextReq++;
+    return new Promise<Reply>((resolve, reject) => {
+      this.#pending.set(reqId, { child, resolve, reject });
+      try {
+        child.send({ ...body, reqId });
+      } catch (err) {
+        this.#pending.delete(reqId);
+        reject(err as Error);
+      }
+    });
+  }
+
+  start(slots: number): void {
+    for (let i = 0; i < slots; i++) this.#slots.push(this.#slot(`node-${i}`));
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    await Promise.all(this.#slots);
+  }
+
+  async #slot(holderId: string): Promise<void> {
+    while (!this.#stopped) {
+      let reply: Reply;
+      try {
+        reply = await this.#request({ op: "claim", holderId, leaseMs: LEASE_MS });
+      } catch {
+        await sleep(20);
+        continue;
+      }
+      const claim = reply.ok ? reply.claim : undefined;
+      if (!claim) {
+        await sleep(15);
+        continue;
+      }
+      const run: RemoteRun = {
+        id: claim.taskId,
+        attempt: claim.attempt,
+        holder: holderId,
+        from: Date.now(),
+        expiresAt: claim.expiresAt,
+        to: undefined,
+        outcome: undefined,
+      };
+      this.runs.push(run);
+      // most runs are short; one in five spans a restart of the orchestrator
+      const long = this.random() < 0.2;
+      await sleep(
+        long ? 600 + Math.floor(this.random() * 1200) : 20 + Math.floor(this.random() * 150),
+      );
+      while (!this.#stopped) {
+        try {
+          const r = await this.#request({
+            op: "complete",
+            taskId: claim.taskId,
+            leaseId: claim.leaseId,
+            output: { n: claim.payload.n, remote: holderId },
+          });
+          run.to = Date.now();
+          run.outcome = r.ok ? "accepted" : `refused ${r.code}`;
+          break;
+        } catch {
+          await sleep(20);
+        }
+      }
+    }
+  }
+}
+
 describe("crash safety under SIGKILL", () => {
   it(`every acknowledged task ends exactly once across ${KILLS} kills (seed ${SEED})`, async () => {
     const dir = mkdtempSync(join(tmpdir(), "flotilla-crash-"));
@@ -105,6 +241,8 @@ describe("crash safety under SIGKILL", () => {
       ack: join(dir, "ack.log"),
     };
     const random = seeded(SEED);
+    const node = new RemoteNode(seeded(SEED + 1));
+    node.start(4);
     const lives: Life[] = [];
     const startedAll = Date.now();
     let killedBeforeReady = 0;
@@ -117,13 +255,16 @@ describe("crash safety under SIGKILL", () => {
         // somewhere in start-up: opening the file, recovery, the first dispatches
         await sleep(Math.floor(random() * 400));
         if (!run.life.stdout.includes("ready")) killedBeforeReady++;
+        else node.attach(run.child);
       } else {
         expect(await run.until("ready", 15_000), run.life.stderr).toBe(true);
+        node.attach(run.child);
         await sleep(Math.floor(random() * 350));
         if (!run.life.stdout.includes("submitted")) killedWhileSubmitting++;
       }
       run.life.killed = run.child.kill("SIGKILL");
       const { signal, code } = await run.exited;
+      node.detach(run.child);
       if (signal !== "SIGKILL") {
         // it finished on its own before the kill landed: it must have exited cleanly
         expect(code, run.life.stderr).toBe(0);
@@ -133,6 +274,7 @@ describe("crash safety under SIGKILL", () => {
 
     const last = launch(files);
     lives.push(last.life);
+    if (await last.until("ready", 15_000)) node.attach(last.child);
     const final = await Promise.race([
       last.exited,
       sleep(45_000).then(() => {
@@ -145,6 +287,8 @@ describe("crash safety under SIGKILL", () => {
       `the last run did not finish all work (${JSON.stringify(final)}): ${last.life.stderr}`,
     ).toBe(0);
     expect(last.life.stdout).toContain("done");
+    node.detach(last.child);
+    await node.stop();
     const elapsed = Date.now() - startedAll;
 
     // ---- what the parent knows was acknowledged, what the store says, what ran
@@ -238,13 +382,49 @@ describe("crash safety under SIGKILL", () => {
         reruns++;
       }
     }
+    // remote runs: a task is never claimed again while an earlier claim's lease is live
+    // (live until its completion was answered, or until the lease expired)
+    const remoteByTask = new Map<string, RemoteRun[]>();
+    for (const run of node.runs) {
+      const list = remoteByTask.get(run.id) ?? [];
+      list.push(run);
+      remoteByTask.set(run.id, list);
+    }
+    let remoteReclaims = 0;
+    for (const [id, list] of remoteByTask) {
+      expect(byTask.has(id), `${id} ran both locally and remotely`).toBe(false);
+      list.sort((a, b) => a.from - b.from);
+      for (let i = 1; i < list.length; i++) {
+        const prev = list[i - 1]!;
+        const next = list[i]!;
+        const leaseEnd = Math.min(prev.to ?? Number.POSITIVE_INFINITY, prev.expiresAt);
+        expect(
+          next.from >= leaseEnd,
+          `${id}: claimed by ${next.holder} (attempt ${next.attempt}) while ${prev.holder}'s lease (attempt ${prev.attempt}) was live`,
+        ).toBe(true);
+        expect(next.attempt).toBeGreaterThan(prev.attempt);
+        remoteReclaims++;
+      }
+      const accepted = list.filter((r) => r.outcome === "accepted");
+      expect(accepted.length, `${id}: accepted completions`).toBeLessThanOrEqual(1);
+      const stored = tasks.find((t) => t.id === id)!;
+      if (accepted[0]) expect(stored.result?.attempts).toBe(accepted[0].attempt);
+      expect(stored.result?.output).toMatchObject({ remote: expect.any(String) });
+    }
+    const refusedCodes = node.runs
+      .filter((r) => r.outcome?.startsWith("refused"))
+      .map((r) => r.outcome!.slice("refused ".length));
+    const refused = `${refusedCodes.length}${refusedCodes.length ? ` (${[...new Set(refusedCodes)].join(", ")})` : ""}`;
+
     // every task ran at least once
-    for (const t of tasks) expect(byTask.has(t.id), `${t.id} never ran`).toBe(true);
+    for (const t of tasks) {
+      expect(byTask.has(t.id) || remoteByTask.has(t.id), `${t.id} never ran`).toBe(true);
+    }
 
     const killed = lives.filter((l) => l.killed).length;
     expect(killed).toBeGreaterThanOrEqual(KILLS - 2);
     console.log(
-      `crash test (seed ${SEED}): ${TOTAL} tasks, ${killed} SIGKILLs (${killedBeforeReady} during start-up, ${killedWhileSubmitting} during submission), ${runs.length} executions (${reruns} re-runs after a kill), ${elapsed} ms`,
+      `crash test (seed ${SEED}): ${TOTAL} tasks, ${killed} SIGKILLs (${killedBeforeReady} during start-up, ${killedWhileSubmitting} during submission), ${runs.length} local executions (${reruns} re-runs after a kill), ${node.runs.length} remote claims (${remoteReclaims} re-claims after a kill or an expired lease, ${refused} completions refused), ${elapsed} ms`,
     );
     rmSync(dir, { recursive: true, force: true });
   }, 90_000);
