@@ -116,10 +116,7 @@ export function mountFleetRoutes(app: Hono, parts: FleetParts): void {
       nodes.admit(token, source);
       const body = await jsonBody(c, RegisterBodySchema);
       const { node, apiKey, reregistered } = await nodes.register(body, source);
-      return c.json(
-        { ...nodes.view(node), api_key: apiKey, reregistered },
-        reregistered ? 200 : 201,
-      );
+      return c.json({ ...nodes.view(node), api_key: apiKey, reregistered }, 200);
     }),
   );
 
@@ -215,10 +212,10 @@ export function mountFleetRoutes(app: Hono, parts: FleetParts): void {
           cancelled.push(taskId);
         }
       }
+      // The node as it now stands (the protocol's Node), plus what the node may act on.
       return c.json({
-        status: "ok",
+        ...nodes.view(updated),
         node_id: n.id,
-        node_status: body.status,
         lease_renewed: renewed,
         cancelled_task_ids: cancelled,
       });
@@ -309,7 +306,13 @@ export function mountFleetRoutes(app: Hono, parts: FleetParts): void {
         }
         return stored;
       });
-      return c.json({ status: "ok", task_id: taskId, log_count: count }, 200);
+      // The stored session (the protocol's LogSession) without its messages, which can be
+      // megabytes: the caller has them.
+      const { messages, ...session } = body.session;
+      return c.json(
+        { ...session, task_id: taskId, message_count: messages.length, log_count: count },
+        200,
+      );
     }),
   );
 

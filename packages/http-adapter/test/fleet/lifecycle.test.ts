@@ -258,7 +258,7 @@ describe("fleet lifecycle with a Victoria-style runner", () => {
         tags: { env: "production", gpu: "a100" },
       }),
     );
-    expect(reg.status).toBe(201);
+    expect(reg.status).toBe(200);
     tagged.apiKey = (reg.json as { api_key: string }).api_key;
     tagged.nodeId = (reg.json as { id: string }).id;
     const byTag = await f.admin("POST", "/tasks", {
@@ -478,6 +478,8 @@ describe("fleet bad input", () => {
     await r.poll();
     const big = await r.logs(t.json.id, 10 * 1024 * 1024 - 8192);
     expect(big.status).toBe(200);
+    expect(big.json).toMatchObject({ task_id: t.json.id, title: "Task Session", message_count: 2 });
+    expect(big.text.length).toBeLessThan(2048);
     const huge = JSON.stringify({
       task_id: t.json.id,
       session: {
@@ -567,7 +569,7 @@ describe("fleet bad input", () => {
       const rr = await httpRequest("POST", `${f.url}/register`, h(REG_TOKEN), body);
       statuses.push(rr.status);
     }
-    expect(statuses.slice(0, 4)).toEqual([201, 200, 200, 200]);
+    expect(statuses.slice(0, 4)).toEqual([200, 200, 200, 200]);
     expect(statuses.slice(4)).toEqual([429, 429]);
     const flooded = await httpRequest("POST", `${f.url}/register`, h(REG_TOKEN), body);
     expect(flooded.json).toEqual({ detail: expect.any(String) });
@@ -690,7 +692,9 @@ describe("fleet admin", () => {
     // The registry sees it too (degraded: it gets work again on its first poll).
     const workers = (f.orchestrator.listWorkers as () => Array<{ id: string; health: string }>)();
     expect(workers.find((w) => w.id === r.nodeId)?.health).toBe("degraded");
-    await r.heartbeat("idle", null);
+    const hb = await r.heartbeat("idle", null);
+    expect(hb.json).toMatchObject({ id: r.nodeId, name: "sleepy", status: "idle" });
+    expect(hb.json.api_key).toBeUndefined();
     expect((await f.admin("GET", `/nodes/${r.nodeId}`)).json.status).toBe("idle");
   });
 
