@@ -132,6 +132,46 @@ describe("auth on every protected route", () => {
     app.flotilla.close();
   });
 
+  it("answers 503 with Retry-After while host pressure is red", async () => {
+    const resources = {
+      admission: { level: "red", retryAfterSeconds: () => 7 },
+      stats: () => ({ totals: { requests_today: 3 } }),
+    };
+    const app = createFlotillaApp({
+      orchestrator: h.orchestrator,
+      auth: { keys: [KEY] },
+      resources,
+    });
+    const res = await app.fetch(
+      new Request("http://x/api/v2/orchestrator/tasks/submit", {
+        method: "POST",
+        headers: { "x-api-key": KEY, "content-type": "application/json" },
+        body: JSON.stringify({ type: "tool_call" }),
+      }),
+    );
+    expect(res.status).toBe(503);
+    expect(res.headers.get("retry-after")).toBe("7");
+    const stats = await app.fetch(
+      new Request("http://x/api/v2/orchestrator/resources/stats", {
+        headers: { "x-api-key": KEY },
+      }),
+    );
+    expect(await stats.json()).toMatchObject({
+      totals: { requests_today: 3 },
+      llm_api_usage: { totals: { requests_today: 3 } },
+    });
+    resources.admission.level = "green";
+    const ok = await app.fetch(
+      new Request("http://x/api/v2/orchestrator/tasks/submit", {
+        method: "POST",
+        headers: { "x-api-key": KEY, "content-type": "application/json" },
+        body: JSON.stringify({ type: "tool_call", payload: { tool_name: "echo" } }),
+      }),
+    );
+    expect(ok.status).toBe(200);
+    app.flotilla.close();
+  });
+
   it("CORS only when configured", async () => {
     const plain = await fetch(`${h.url}/api/v2/orchestrator/health`, {
       headers: { origin: "https://ui.example" },
