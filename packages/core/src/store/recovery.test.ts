@@ -181,6 +181,35 @@ describe("restart recovery on SqliteStore", () => {
     expect(stored.result?.error?.code).toBe("WORKER_LOST");
   });
 
+  it("retries a local worker's task at once even when the restarted process names its workers differently", async () => {
+    const store0 = new SqliteStore({ path, clock });
+    stores.push(store0);
+    const first = new Orchestrator({ store: store0, clock, random: () => 0, leaseMs: 10_000 });
+    first.on("error", () => {});
+    orchestrators.push(first);
+    await first.register(worker("w-old", ["slow"], () => new Promise(() => {})));
+    await first.start();
+    await first.submit({ id: "s", type: "slow", retry: { maxAttempts: 3, initialDelayMs: 0 } });
+    await waitFor(
+      async () => ((await store0.getTask("s"))?.status === "running" ? true : undefined),
+      "s running",
+    );
+    await crash(store0);
+
+    const second = boot();
+    const attempts: number[] = [];
+    await second.orchestrator.register(
+      worker("w-new", ["slow"], async (_p, _ctx, task) => {
+        attempts.push(task.attempt);
+        return "ok";
+      }),
+    );
+    await second.orchestrator.start();
+    const handle = await second.orchestrator.handle("s");
+    expect(await handle!.result()).toMatchObject({ status: "succeeded", attempts: 2 });
+    expect(attempts).toEqual([2]);
+  });
+
   it("keeps a live remote lease across a restart, and requeues it once it expires", async () => {
     const first = boot();
     await first.orchestrator.start();
