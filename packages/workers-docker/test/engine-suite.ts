@@ -15,6 +15,7 @@ import {
   LABEL_MANAGED,
   LABEL_WORKER,
 } from "../src/index.js";
+import { startTestRegistry } from "./registry.js";
 
 export const IMAGE = process.env.FLOTILLA_TEST_IMAGE ?? "localhost/flotilla-sandbox:latest";
 const HAS_NODE = process.env.FLOTILLA_TEST_IMAGE_HAS_NODE === "true";
@@ -404,6 +405,37 @@ export function describeEngine(engine: string, host: string): void {
       );
       expect(create).not.toHaveBeenCalled();
     });
+
+    it.runIf(engine === "dockerd")(
+      "pulls a missing image with progress where allowed",
+      async () => {
+        const registry = await startTestRegistry();
+        try {
+          const w = make({ pull: "missing" });
+          const { ctx: c, events } = ctx();
+          const err = await rejection(
+            w.execute(task("docker_task", { image: registry.image, command: ["/hello"] }), c),
+          );
+          // The image holds one text file and no program: the pull worked, the start could not.
+          expect(err.message).toContain(`/hello is not available in image ${registry.image}`);
+          const pulls = events.filter((e) => (e as { type: string }).type === "pull") as {
+            status?: string;
+          }[];
+          expect(pulls.length).toBeGreaterThan(0);
+          expect(
+            pulls.some((p) => /Pull complete|Downloaded newer image/.test(p.status ?? "")),
+          ).toBe(true);
+          expect(registry.requests.some((r) => r.includes("/blobs/sha256:"))).toBe(true);
+          await docker.getImage(registry.image).inspect();
+        } finally {
+          await docker
+            .getImage(registry.image)
+            .remove({ force: true })
+            .catch(() => {});
+          await registry.close();
+        }
+      },
+    );
 
     it("checks health with an engine ping", async () => {
       expect(await worker.healthCheck(AbortSignal.timeout(5000))).toEqual({ status: "healthy" });
