@@ -77,7 +77,7 @@ export class ApiRequestWorker extends BaseWorker {
     if (p.timeout_ms) spec.timeoutMs = p.timeout_ms;
     if (p.response_type) spec.responseType = p.response_type;
     const out = await policyFetch(spec, this.#policy, ctx.signal, p.accept_any_status ?? false);
-    return { output: out, usage: { requests: 1 } };
+    return { output: out, usage: { requests: 1, totalTokens: 0, costUsd: 0 } };
   }
 
   override async healthCheck(): Promise<HealthReport> {

@@ -231,6 +231,10 @@ export class ToolCallWorker extends BaseWorker {
       logger: ctx.logger,
       http: this.#http,
     });
-    return { output: output === undefined ? null : output };
+    // No tokens, no cost: said explicitly so that budgets do not fall back to estimates.
+    return {
+      output: output === undefined ? null : output,
+      usage: { requests: 1, totalTokens: 0, costUsd: 0 },
+    };
   }
 }
