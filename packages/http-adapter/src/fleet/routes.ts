@@ -196,7 +196,8 @@ export function mountFleetRoutes(app: Hono, parts: FleetParts): void {
       if (body.status === "busy" && current) {
         const t = await engine.get(current);
         if (t?.lease && t.lease.holder === n.id && !TERMINAL_STATUSES.has(t.status)) {
-          await engine.renew(current, t.lease.id, o.leaseMs);
+          // Busy with it: the task is running there (the Victoria runner sends no "running").
+          await engine.progress(current, t.lease.id, undefined, o.leaseMs);
           renewed = current;
         }
       }
