@@ -1,8 +1,10 @@
 import type { Scenario } from "../report.js";
+import { budgetScenario } from "./budget.js";
 import { dagScenario } from "./dag.js";
 import { dispatchScenario } from "./dispatch.js";
 import { durableScenario } from "./durable.js";
 import { fairnessScenario } from "./fairness.js";
+import { httpScenario } from "./http.js";
 import { priorityScenario } from "./priority.js";
 import { rateLimitScenario } from "./ratelimit.js";
 
@@ -12,6 +14,8 @@ export const scenarios: Scenario[] = [
   priorityScenario,
   rateLimitScenario,
   fairnessScenario,
+  budgetScenario,
+  httpScenario,
   dagScenario,
   durableScenario,
 ];
