@@ -121,6 +121,36 @@ describe("configuration precedence", () => {
   });
 });
 
+describe("flotilla serve shutdown", () => {
+  it("on SIGTERM lets a running task finish before exiting", async () => {
+    const dataDir = tempDir();
+    const s = await startServe(["--data-dir", dataDir, "--admin-key", "drain-test-key-123"]);
+    const api = `${s.url}/api/v2/orchestrator`;
+    const headers = { "x-api-key": "drain-test-key-123", "content-type": "application/json" };
+    const { task_id } = (await (
+      await fetch(`${api}/tasks/submit`, {
+        method: "POST",
+        headers,
+        body: JSON.stringify({
+          type: "tool_call",
+          payload: { tool_name: "sleep", tool_input: { ms: 1500 } },
+        }),
+      })
+    ).json()) as { task_id: string };
+    const running = async () =>
+      ((await (await fetch(`${api}/tasks/${task_id}`, { headers })).json()) as { status: string })
+        .status;
+    while ((await running()) !== "running") await new Promise((r) => setTimeout(r, 20));
+    expect(await stop(s.child)).toBe(0);
+    const again = await startServe(["--data-dir", dataDir, "--admin-key", "drain-test-key-123"]);
+    const rec = (await (
+      await fetch(`${again.url}/api/v2/orchestrator/tasks/${task_id}`, { headers })
+    ).json()) as { status: string; attempts: number; result: unknown };
+    expect(rec).toMatchObject({ status: "succeeded", attempts: 1, result: { slept_ms: 1500 } });
+    expect(await stop(again.child)).toBe(0);
+  }, 60_000);
+});
+
 describe("flotilla serve", () => {
   it("prints the admin key once, keeps tasks across a restart, and answers `flotilla task`", async () => {
     const dataDir = tempDir();
