@@ -122,6 +122,40 @@ function messageOf(err: unknown): string {
   return String(err);
 }
 
+/** Settles with `work`, or rejects as soon as one of the signals aborts (with its reason). */
+function untilAborted<T>(work: Promise<T>, ...signals: AbortSignal[]): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (signal: AbortSignal) => () => {
+      cleanup();
+      reject(signal === signals[0] ? abortReason(signal) : signal.reason);
+    };
+    const listeners = signals.map((signal) => {
+      const fn = onAbort(signal);
+      signal.addEventListener("abort", fn, { once: true });
+      return [signal, fn] as const;
+    });
+    const cleanup = () => {
+      for (const [signal, fn] of listeners) signal.removeEventListener("abort", fn);
+    };
+    for (const signal of signals) {
+      if (signal.aborted) {
+        onAbort(signal)();
+        return;
+      }
+    }
+    work.then(
+      (v) => {
+        cleanup();
+        resolve(v);
+      },
+      (err: unknown) => {
+        cleanup();
+        reject(err);
+      },
+    );
+  });
+}
+
 /**
  * Where the working directory's volume is mounted. Engines do not let an archive change the
  * owner or mode of the directory it is unpacked into, so a working directory two or more
@@ -160,6 +194,8 @@ export class DockerWorker extends BaseWorker {
   readonly docker: Docker;
   readonly #opts: ResolvedOptions;
   readonly #schemas: ReturnType<typeof payloadSchemas>;
+  /** Executions still running (including those whose caller already got an abort). */
+  readonly #inflight = new Set<Promise<unknown>>();
   /** Containers this worker created and has not removed yet. */
   readonly #live = new Set<string>();
   /** Aborted by stop(): running executions kill their containers. */
@@ -214,6 +250,11 @@ export class DockerWorker extends BaseWorker {
       new FlotillaError("SHUTTING_DOWN", `docker worker ${this.id} is stopping`),
     );
     await Promise.all([...this.#live].map((id) => this.#remove(id)));
+    // Executions wind down (their containers are gone); give them a bounded moment.
+    await Promise.race([
+      Promise.allSettled([...this.#inflight]),
+      new Promise((resolve) => setTimeout(resolve, 10_000).unref()),
+    ]);
     await this.removeOrphans().catch(() => {});
   }
 
@@ -288,11 +329,21 @@ export class DockerWorker extends BaseWorker {
     const spec = this.#spec(task);
     ctx.signal.throwIfAborted();
     if (this.#stopping.signal.aborted) throw this.#stopping.signal.reason;
-    await this.#ensureImage(spec.image, ctx);
-    ctx.signal.throwIfAborted();
+    // The work goes on in the background after an abort (killing and removing the
+    // container); the caller gets the abort at once. stop() waits for what is left.
+    const work = (async () => {
+      await this.#ensureImage(spec.image, ctx);
+      ctx.signal.throwIfAborted();
+      return this.#run(task, spec, ctx);
+    })();
+    this.#inflight.add(work);
+    work.then(
+      () => this.#inflight.delete(work),
+      () => this.#inflight.delete(work),
+    );
     let output: ContainerRunOutput;
     try {
-      output = await this.#run(task, spec, ctx);
+      output = await untilAborted(work, ctx.signal, this.#stopping.signal);
     } catch (err) {
       throw this.#typed(err, ctx);
     }

@@ -313,8 +313,14 @@ export function describeEngine(engine: string, host: string): void {
       ac.abort(new FlotillaError("CANCELLED", "cancelled by test"));
       const err = await rejection(p);
       expect(err.code).toBe("CANCELLED");
-      expect(Date.now() - started).toBeLessThan(3000);
-      expect(await containersOf(w.id)).toEqual([]);
+      expect(Date.now() - started).toBeLessThan(1000);
+      // The container is killed and removed right after the caller got the cancellation.
+      let left = await containersOf(w.id);
+      for (let i = 0; i < 100 && left.length > 0; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        left = await containersOf(w.id);
+      }
+      expect(left).toEqual([]);
     });
 
     it("samples CPU and memory into progress while running", async () => {
