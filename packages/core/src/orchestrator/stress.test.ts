@@ -123,4 +123,82 @@ describe("under load and failure", () => {
     },
     60_000,
   );
+
+  it("remote holders that complete, fail, release, renew or vanish: each task ends once, never two live holders", async () => {
+    const random = rng(7);
+    const clock = new FakeClock();
+    const o = new Orchestrator({ clock, random, leaseMs: 1_000 });
+    await o.start();
+    const handles = await o.submitBatch(
+      Array.from({ length: 300 }, (_, i) => ({
+        id: `j${i}`,
+        type: "remote_compute",
+        priority: (i % 5) * 10,
+        retry: { maxAttempts: 3, initialDelayMs: 10 },
+      })),
+    );
+    const holding = new Map<string, { holder: string; leaseId: string }>();
+    let doubleHold = 0;
+    let reclaimed = 0;
+    const ended = new Map<string, number>();
+    o.on("task:transition", (e) => {
+      if (TERMINAL_STATUSES.has(e.to)) ended.set(e.taskId, (ended.get(e.taskId) ?? 0) + 1);
+    });
+    for (
+      let step = 0;
+      step < 400 && handles.some((h) => !TERMINAL_STATUSES.has(h.status));
+      step++
+    ) {
+      for (let n = 0; n < 5; n++) {
+        const holder = `node-${n}`;
+        const claim = await o.claim({ holderId: holder });
+        if (!claim) continue;
+        const current = holding.get(claim.task.id);
+        if (current) {
+          reclaimed++;
+          // the previous holder's lease must be dead by now: renewing it must be refused
+          const stillValid = await o.renewLease(claim.task.id, current.leaseId).then(
+            () => true,
+            () => false,
+          );
+          if (stillValid) doubleHold++;
+        }
+        holding.set(claim.task.id, { holder, leaseId: claim.lease.id });
+      }
+      for (const [taskId, h] of [...holding]) {
+        const roll = random();
+        const call =
+          roll < 0.3
+            ? o.completeLease(taskId, h.leaseId, { output: h.holder })
+            : roll < 0.4
+              ? o.failLease(taskId, h.leaseId, new Error("remote error"))
+              : roll < 0.5
+                ? o.releaseLease(taskId, h.leaseId)
+                : roll < 0.7
+                  ? o.reportProgress(taskId, h.leaseId, roll)
+                  : undefined; // silence: the lease may expire
+        if (call === undefined) continue;
+        try {
+          await call;
+          if (roll < 0.5) holding.delete(taskId);
+        } catch (err) {
+          // the lease expired meanwhile: the holder lost it
+          expect((err as { code: string }).code).toMatch(/FORBIDDEN|INVALID_STATE/);
+          holding.delete(taskId);
+        }
+      }
+      await clock.advance(200);
+    }
+    const results = await Promise.all(handles.map((h) => h.result()));
+    expect(reclaimed).toBeGreaterThan(10); // expired leases were handed out again…
+    expect(doubleHold).toBe(0); // …but never while the previous lease was alive
+    for (const r of results) {
+      expect(ended.get(r.taskId)).toBe(1);
+      if (r.status === "succeeded") expect(r.output).toMatch(/^node-/);
+      else expect(["WORKER_LOST", "WORKER_ERROR"]).toContain(r.error?.code);
+    }
+    expect(o.status().inFlight).toBe(0);
+    await o.stop();
+    expect(clock.pendingTimers).toBe(0);
+  }, 60_000);
 });
