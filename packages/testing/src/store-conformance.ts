@@ -354,6 +354,24 @@ export function describeStoreConformance(
         expect((await rejection(store.listTasks({ offset: 1.5 }))).code).toBe("VALIDATION");
       });
 
+      it("orders by seq whatever order the tasks were written in", async () => {
+        await store.insertTasks([
+          storeTestRecord({ id: "z9", seq: 9 }),
+          storeTestRecord({ id: "z0", seq: 0 }),
+          storeTestRecord({ id: "z7", seq: 7 }),
+        ]);
+        expect(ids(await store.listTasks({ newestFirst: false, limit: 3 }))).toEqual([
+          "z0",
+          "t1",
+          "t2",
+        ]);
+        expect(ids(await store.listTasks({ limit: 2 }))).toEqual(["z9", "z7"]);
+        const t1 = (await store.getTask("t1"))!;
+        await store.saveTask({ ...t1, seq: 8, version: 2 }, 1);
+        expect(ids(await store.listTasks({ limit: 3 }))).toEqual(["z9", "t1", "z7"]);
+        expect(ids(await store.loadUnfinished()).slice(0, 2)).toEqual(["z0", "t2"]);
+      });
+
       it("loads unfinished tasks in submission order", async () => {
         await store.insertTasks([
           storeTestRecord({ id: "late", seq: 0, status: "awaiting_approval" }),

@@ -39,7 +39,10 @@ const copy = <T>(value: T, where = "value"): T => jsonCopy(value, where);
  */
 export class MemoryStore implements Store {
   readonly #clock: Clock;
-  readonly #tasks = new Map<string, TaskRecord>();
+  /** Tasks in submission (`seq`) order while `#ordered`; re-sorted lazily otherwise. */
+  #tasks = new Map<string, TaskRecord>();
+  #ordered = true;
+  #last: TaskRecord | undefined;
   readonly #byIdempotencyKey = new Map<string, string>();
   readonly #attempts = new Map<string, AttemptRecord[]>();
   #events: StoredEvent[] = [];
@@ -93,6 +96,7 @@ export class MemoryStore implements Store {
     }
     const copies = tasks.map((t) => copy(t, `insertTasks: task ${t.id}`));
     for (const task of copies) {
+      this.#noteOrder(task);
       this.#tasks.set(task.id, task);
       if (task.idempotencyKey !== undefined)
         this.#byIdempotencyKey.set(task.idempotencyKey, task.id);
@@ -118,6 +122,8 @@ export class MemoryStore implements Store {
       this.#byIdempotencyKey.delete(current.idempotencyKey);
     }
     const stored = copy(task, `saveTask: task ${task.id}`);
+    if (!current) this.#noteOrder(stored);
+    else if (current.seq !== stored.seq) this.#ordered = false;
     this.#tasks.set(stored.id, stored);
     if (key !== undefined) this.#byIdempotencyKey.set(key, stored.id);
     this.#trackAttempt(stored);
@@ -150,41 +156,67 @@ export class MemoryStore implements Store {
     return task && copy(task);
   }
 
-  #matching(query: TaskQuery | undefined): TaskRecord[] {
+  /** Tasks usually arrive in `seq` order; one that does not makes the next read sort once. */
+  #noteOrder(task: TaskRecord): void {
+    if (this.#last && compareSeq(task, this.#last) <= 0) this.#ordered = false;
+    else this.#last = task;
+  }
+
+  /** Every task in submission order (re-sorting the map only after out-of-order writes). */
+  #inOrder(): TaskRecord[] {
+    const all = [...this.#tasks.values()];
+    if (this.#ordered) return all;
+    all.sort(compareSeq);
+    this.#tasks = new Map(all.map((t) => [t.id, t]));
+    this.#ordered = true;
+    this.#last = all[all.length - 1];
+    return all;
+  }
+
+  #filter(query: TaskQuery | undefined): ((task: TaskRecord) => boolean) | undefined {
     checkPaging(query);
     const statuses = queryStatuses(query);
-    const out: TaskRecord[] = [];
-    for (const task of this.#tasks.values()) {
-      if (statuses && !statuses.includes(task.status)) continue;
-      if (query?.type !== undefined && task.type !== query.type) continue;
-      if (query?.tenant !== undefined && task.tenant !== query.tenant) continue;
-      if (query?.workerId !== undefined && task.workerId !== query.workerId) continue;
-      out.push(task);
+    const { type, tenant, workerId } = query ?? {};
+    if (!statuses && type === undefined && tenant === undefined && workerId === undefined) {
+      return undefined;
     }
-    return out;
+    return (task) =>
+      (!statuses || statuses.includes(task.status)) &&
+      (type === undefined || task.type === type) &&
+      (tenant === undefined || task.tenant === tenant) &&
+      (workerId === undefined || task.workerId === workerId);
   }
 
   async listTasks(query?: TaskQuery): Promise<TaskRecord[]> {
     this.#check();
+    const keep = this.#filter(query);
+    const all = this.#inOrder();
     const newestFirst = query?.newestFirst ?? true;
-    const found = this.#matching(query).sort((a, b) =>
-      newestFirst ? compareSeq(b, a) : compareSeq(a, b),
-    );
-    const offset = query?.offset ?? 0;
-    const end = query?.limit === undefined ? undefined : offset + query.limit;
-    return found.slice(offset, end).map((v) => copy(v));
+    let skip = query?.offset ?? 0;
+    const limit = query?.limit ?? Number.POSITIVE_INFINITY;
+    const out: TaskRecord[] = [];
+    for (let k = 0; k < all.length && out.length < limit; k++) {
+      const task = all[newestFirst ? all.length - 1 - k : k]!;
+      if (keep && !keep(task)) continue;
+      if (skip > 0) skip--;
+      else out.push(copy(task));
+    }
+    return out;
   }
 
   async countTasks(query?: TaskQuery): Promise<number> {
     this.#check();
-    return this.#matching(query).length;
+    const keep = this.#filter(query);
+    if (!keep) return this.#tasks.size;
+    let n = 0;
+    for (const task of this.#tasks.values()) if (keep(task)) n++;
+    return n;
   }
 
   async loadUnfinished(): Promise<TaskRecord[]> {
     this.#check();
-    return [...this.#tasks.values()]
+    return this.#inOrder()
       .filter((t) => !isTerminal(t.status))
-      .sort(compareSeq)
       .map((v) => copy(v));
   }
 
