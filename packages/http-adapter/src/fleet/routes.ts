@@ -191,7 +191,6 @@ export function mountFleetRoutes(app: Hono, parts: FleetParts): void {
         throw new FleetHttpError(403, "this key belongs to another node");
       }
       let renewed: string | null = null;
-      let cancelled: string[] = [];
       const current = body.current_task_id ?? null;
       if (body.status === "busy" && current) {
         const t = await engine.get(current);
@@ -206,7 +205,8 @@ export function mountFleetRoutes(app: Hono, parts: FleetParts): void {
         rec.current_task_id = current;
         rec.last_heartbeat_at = o.clock.now();
       });
-      cancelled = [];
+      // Tasks the node should stop: cancelled, or no longer its own (lease lost).
+      const cancelled: string[] = [];
       for (const taskId of Object.keys(updated.leases)) {
         const t = await engine.get(taskId);
         if (t && (t.status === "cancelled" || (t.lease && t.lease.holder !== n.id))) {
