@@ -410,6 +410,9 @@ export function describeStoreConformance(
         ]);
         expect((await store.listEvents({ limit: 2 })).map((e) => e.seq)).toEqual(seqs.slice(0, 2));
         expect(await store.listEvents({ afterSeq: seqs[3]! })).toEqual([]);
+        expect(await store.listEvents({ limit: 0 })).toEqual([]);
+        expect((await rejection(store.listEvents({ limit: -1 }))).code).toBe("VALIDATION");
+        expect((await rejection(store.listEvents({ afterSeq: 0.5 }))).code).toBe("VALIDATION");
       });
 
       it("keeps sequence numbers increasing across many concurrent appends", async () => {

@@ -32,6 +32,19 @@ export function checkPaging(query: TaskQuery | undefined): void {
   }
 }
 
+/** Checks the numbers of an event query (non-negative integers). */
+export function checkEventQuery(query: { afterSeq?: number; limit?: number }): void {
+  for (const field of ["afterSeq", "limit"] as const) {
+    const value = query?.[field];
+    if (value !== undefined && (!Number.isInteger(value) || value < 0)) {
+      throw new FlotillaError(
+        "VALIDATION",
+        `listEvents.${field}: expected a non-negative integer, got ${String(value)}`,
+      );
+    }
+  }
+}
+
 /** Checks the shape a store needs from a record before writing it. */
 export function checkRecord(task: TaskRecord, where: string): void {
   if (task === null || typeof task !== "object") {

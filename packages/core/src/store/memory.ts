@@ -3,6 +3,7 @@ import { FlotillaError } from "../errors.js";
 import type { TaskRecord } from "../task/types.js";
 import {
   attemptOf,
+  checkEventQuery,
   checkKv,
   checkPaging,
   checkRecord,
@@ -247,13 +248,15 @@ export class MemoryStore implements Store {
     query: { taskId?: string; afterSeq?: number; limit?: number } = {},
   ): Promise<StoredEvent[]> {
     this.#check();
+    checkEventQuery(query);
     const out: StoredEvent[] = [];
     const after = query.afterSeq ?? 0;
+    const limit = query.limit ?? Number.POSITIVE_INFINITY;
     for (const event of this.#events) {
+      if (out.length >= limit) break;
       if ((event.seq ?? 0) <= after) continue;
       if (query.taskId !== undefined && event.taskId !== query.taskId) continue;
       out.push(copy(event));
-      if (query.limit !== undefined && out.length >= query.limit) break;
     }
     return out;
   }

@@ -9,6 +9,7 @@ import type { TaskRecord } from "../task/types.js";
 import { parseOrThrow } from "../task/validation.js";
 import {
   attemptOf,
+  checkEventQuery,
   checkKv,
   checkPaging,
   checkRecord,
@@ -746,6 +747,7 @@ export class SqliteStore implements Store {
   async listEvents(
     query: { taskId?: string; afterSeq?: number; limit?: number } = {},
   ): Promise<StoredEvent[]> {
+    checkEventQuery(query);
     const params: SQLInputValue[] = [query.afterSeq ?? 0];
     let sql = "SELECT seq, type, task_id, at, data FROM events WHERE seq > ?";
     if (query.taskId !== undefined) {
