@@ -54,10 +54,7 @@ export const BUILTIN_TASK_TYPES = [
 
 const key = z.string().min(1).max(256);
 
-export const PrioritySchema = z.union([
-  z.enum(PRIORITY_NAMES),
-  z.number().finite(),
-]);
+export const PrioritySchema = z.union([z.enum(PRIORITY_NAMES), z.number().finite()]);
 
 export const UsageSchema = z.object({
   inputTokens: z.number().nonnegative().optional(),

@@ -1,12 +1,5 @@
 import type { SerializedError } from "../errors.js";
-import type {
-  Estimate,
-  Requirements,
-  RetryPolicy,
-  Target,
-  TaskStatus,
-  Usage,
-} from "./schema.js";
+import type { Estimate, Requirements, RetryPolicy, Target, TaskStatus, Usage } from "./schema.js";
 
 /** A lease: time-bounded ownership of a task by one worker slot or remote node. */
 export interface Lease {
