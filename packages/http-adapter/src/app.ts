@@ -222,18 +222,33 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
     }
   };
 
-  const allowedTypes = (): string[] => {
-    const set = new Set<string>([
-      ...BUILTIN_TASK_TYPES,
-      ...VERA_TASK_TYPES,
-      ...(options.taskTypes ?? []),
-    ]);
-    for (const w of workers()) for (const t of w.taskTypes) if (t !== "*") set.add(t);
-    return [...set].sort();
+  // Task types of registered workers, cached between worker (un)registrations so that a
+  // submit does not snapshot every worker.
+  let typeCache: { allowed: string[]; claimed: Set<string>; wildcard: boolean } | undefined;
+  const typeInfo = () => {
+    if (!typeCache) {
+      const claimed = new Set<string>();
+      let wildcard = false;
+      for (const w of workers()) {
+        for (const t of w.taskTypes) {
+          if (t === "*") wildcard = true;
+          else claimed.add(t);
+        }
+      }
+      const all = new Set<string>([
+        ...BUILTIN_TASK_TYPES,
+        ...VERA_TASK_TYPES,
+        ...(options.taskTypes ?? []),
+        ...claimed,
+      ]);
+      typeCache = { allowed: [...all].sort(), claimed, wildcard };
+    }
+    return typeCache;
   };
-  const anyWorkerFor = (type: string): boolean | undefined => {
-    const ws = workers();
-    return ws.some((w) => w.taskTypes.includes(type) || w.taskTypes.includes("*"));
+  const allowedTypes = (): string[] => typeInfo().allowed;
+  const anyWorkerFor = (type: string): boolean => {
+    const t = typeInfo();
+    return t.wildcard || t.claimed.has(type);
   };
 
   /** Engine status fields the adapter reads (`OrchestratorStatus` of @flotilla/core). */
@@ -409,6 +424,7 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
   };
   for (const name of RELAYED_EVENTS) {
     const fn = (payload: unknown) => {
+      if (name === "worker:registered" || name === "worker:unregistered") typeCache = undefined;
       try {
         if (name === "task:transition") {
           const ev = payload as {
@@ -919,6 +935,7 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
       );
     }
     await registerWorker(o, worker);
+    typeCache = undefined;
     logger.info({ workerId: worker.id, kind: worker.kind }, `${what} worker registered`);
     return c.json({
       worker_id: worker.id,
@@ -1017,6 +1034,12 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
     });
   });
   app.get("/dashboard", (c) => c.html(dashboardHtml(prefix)));
+  app.get(`${prefix}/ws/*`, (c) => {
+    const message = `${c.req.path} is a WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket)`;
+    return c.json({ error: { code: "UPGRADE_REQUIRED", message }, detail: message }, 426, {
+      upgrade: "websocket",
+    });
+  });
 
   for (const m of options.mount ?? []) app.route(m.path ?? "/", m.app);
 

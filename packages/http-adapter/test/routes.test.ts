@@ -118,6 +118,20 @@ describe("Vera routes", () => {
     expect(n.status).toBe(200);
   });
 
+  it("accepts the task types of workers registered later", async () => {
+    const before = await h.req("/tasks/submit", { json: { type: "late_type" } });
+    expect(before.status).toBe(400);
+    await h.orchestrator.register(
+      new FunctionWorker({ id: "late", taskTypes: ["late_type"], fn: async () => "late ok" }),
+    );
+    const after = await h.req("/tasks/execute", { json: { type: "late_type" } });
+    expect(after.status).toBe(200);
+    expect(await after.json()).toMatchObject({ success: true, data: "late ok" });
+    await h.orchestrator.unregister("late");
+    const gone = await h.req("/tasks/execute", { json: { type: "late_type" } });
+    expect(gone.status).toBe(400);
+  });
+
   it("dependencies: unknown ids rejected; dependents of a failure are skipped", async () => {
     const unknown = await h.req("/tasks/submit", {
       json: { type: "tool_call", depends_on: ["nope-123"] },
@@ -259,6 +273,9 @@ describe("Vera routes", () => {
       json: { type: "tool_call", payload: { x: "y".repeat(1_100_000) } },
     });
     expect(big.status).toBe(413);
+    const plainWs = await h.req("/ws/events");
+    expect(plainWs.status).toBe(426);
+    expect(((await plainWs.json()) as { detail: string }).detail).toContain("WebSocket endpoint");
     const nf = await h.req("/nope");
     expect(nf.status).toBe(404);
     expect(((await nf.json()) as { error: { code: string } }).error.code).toBe("NOT_FOUND");
