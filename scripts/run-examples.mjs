@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Runs every example under examples/ (its `start` script) and fails if one fails.
 import { spawnSync } from "node:child_process";
-import { readdirSync, readFileSync, existsSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
