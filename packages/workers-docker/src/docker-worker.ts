@@ -21,7 +21,14 @@ import {
   payloadSchemas,
 } from "./payload.js";
 
-/** Label every container of a Flotilla worker carries (value `"true"`). */
+/**
+ * Label every container of a Flotilla worker carries (value `"true"`).
+ *
+ * @example
+ * ```ts
+ * await docker.listContainers({ all: true, filters: { label: [`${LABEL_MANAGED}=true`] } });
+ * ```
+ */
 export const LABEL_MANAGED = "io.flotilla.managed";
 /** Label with the id of the worker that created the container. */
 export const LABEL_WORKER = "io.flotilla.worker";
@@ -221,7 +228,14 @@ export class DockerWorker extends BaseWorker {
     this.docker = new Docker(connection(options.host));
   }
 
-  /** Languages `code_execution` accepts. */
+  /**
+   * Languages `code_execution` accepts.
+   *
+   * @example
+   * ```ts
+   * new DockerWorker().languages; // ["python", "bash", "node"]
+   * ```
+   */
   get languages(): string[] {
     return Object.keys(this.#opts.languages);
   }

@@ -11,7 +11,14 @@ export interface LanguageSpec {
   command: readonly string[];
 }
 
-/** The languages a {@link DockerWorker} knows unless `languages` says otherwise. */
+/**
+ * The languages a {@link DockerWorker} knows unless `languages` says otherwise.
+ *
+ * @example
+ * ```ts
+ * DEFAULT_LANGUAGES.python; // { file: "main.py", command: ["python3", "-u", "{file}"] }
+ * ```
+ */
 export const DEFAULT_LANGUAGES: Readonly<Record<string, LanguageSpec>> = Object.freeze({
   python: { file: "main.py", command: ["python3", "-u", "{file}"] },
   bash: { file: "main.sh", command: ["bash", "{file}"] },
@@ -42,7 +49,21 @@ export interface SizeLimits {
   maxOutputFileBytes: number;
 }
 
-/** Options of {@link DockerWorker}. */
+/**
+ * Options of {@link DockerWorker}. Every field is optional.
+ *
+ * @example
+ * ```ts
+ * const options: DockerWorkerOptions = {
+ *   id: "docker-1",
+ *   host: "unix:///run/podman/podman.sock",
+ *   image: "python:3.12-slim",
+ *   ceilings: { memoryMb: 1024, timeoutMs: 120_000 },
+ *   allowedImages: ["ghcr.io/acme/*"],
+ *   pull: "never",
+ * };
+ * ```
+ */
 export interface DockerWorkerOptions {
   /** Unique id; also the label that marks this worker's containers, so keep it stable across restarts to have orphans cleaned. @default `docker-` followed by 8 random hex characters */
   id?: string;
