@@ -23,6 +23,7 @@ export {
   type TaskAssignment,
   TaskAssignmentSchema,
 } from "./fleet/schemas.js";
+export { RemoteWorker, type RemoteWorkerOptions } from "./push/remote-worker.js";
 export {
   type CommandExecutorOptions,
   commandExecutor,
