@@ -247,6 +247,28 @@ describe("scheduling under load", () => {
     expect(quiet / served.length).toBeLessThan(0.55);
   });
 
+  it("fair share follows weights (3:1) between two backlogged tenants", async () => {
+    const { orchestrator, clock } = await setup({ fairness: { weights: { gold: 3, free: 1 } } });
+    const served: string[] = [];
+    await orchestrator.submitBatch(
+      Array.from({ length: 500 }, () => ({ type: "t", tenant: "free" })),
+    );
+    await orchestrator.submitBatch(
+      Array.from({ length: 500 }, () => ({ type: "t", tenant: "gold" })),
+    );
+    await orchestrator.register(
+      fnWorker("w", ["t"], async (_p, _c, t) => {
+        served.push(t.tenant!);
+        await sleep(clock, 10);
+        return null;
+      }),
+    );
+    await clock.advance(2_000); // 200 tasks
+    const gold = served.filter((t) => t === "gold").length;
+    expect(gold / served.length).toBeGreaterThan(0.7);
+    expect(gold / served.length).toBeLessThan(0.8);
+  });
+
   it("honours the global concurrency cap and per-worker slots", async () => {
     const { orchestrator, clock } = await setup({ concurrency: 3 });
     let now = 0;
