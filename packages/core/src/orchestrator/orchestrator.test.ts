@@ -242,4 +242,20 @@ describe("failures and retries", () => {
     expect((await orchestrator.get(h.id))?.status).toBe("cancelled");
     expect(await h.cancel()).toBe(false);
   });
+
+  it("cancelling a waiting task cancels it at once and skips its dependents", async () => {
+    const { orchestrator } = await setup();
+    const [a, b] = await orchestrator.submitBatch([
+      { id: "a", type: "nobody" },
+      { id: "b", type: "nobody", dependsOn: ["a"] },
+    ]);
+    expect(await a!.cancel("changed my mind")).toBe(true);
+    expect((await a!.result()).error).toMatchObject({
+      code: "CANCELLED",
+      message: "changed my mind",
+    });
+    expect((await b!.result()).status).toBe("skipped");
+    expect(orchestrator.status().queued).toBe(0);
+    await expect(orchestrator.cancel("unknown")).rejects.toMatchObject({ code: "NOT_FOUND" });
+  });
 });
