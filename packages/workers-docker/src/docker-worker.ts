@@ -637,13 +637,21 @@ export class DockerWorker extends BaseWorker {
       // The attach stream ends when the process exits; one inspect then is about twice as
       // fast as podman's wait().
       await streamEnded;
-      if (killedBy) throw this.#abortError(killedBy, ctx, spec, stdout.text(), stderr.text());
+      if (killedBy === "cancel" || killedBy === "stop") throw this.#abortError(killedBy, ctx);
       let info = await container.inspect();
       if (info.State.Running) {
-        // The stream can end a moment before the engine records the exit.
+        // The stream can end a moment before the engine records the exit (the time limit
+        // still holds while waiting).
         await container.wait();
         info = await container.inspect();
       }
+      exited = true;
+      for (const t of timers) clock.clearTimeout(t);
+      // A time limit that fired as the process was exiting on its own does not count.
+      if (killedBy === "timeout" && info.State.ExitCode === 137) {
+        throw this.#abortError(killedBy, ctx, spec, stdout.text(), stderr.text());
+      }
+      if (killedBy === "cancel" || killedBy === "stop") throw this.#abortError(killedBy, ctx);
       if (!stdout.full && !stderr.full) {
         // podman can connect an attach too late for a process that exits at once; the
         // container's log has everything, so it wins when it holds more.
@@ -656,14 +664,12 @@ export class DockerWorker extends BaseWorker {
           ({ stdout, stderr } = fromLog);
         }
       }
-      exited = true;
       const finishedAt = Date.parse(info.State.FinishedAt);
       const engineStart = Date.parse(info.State.StartedAt);
       const durationMs =
         Number.isFinite(finishedAt) && Number.isFinite(engineStart) && finishedAt >= engineStart
           ? finishedAt - engineStart
           : clock.now() - startedAt;
-      if (killedBy) throw this.#abortError(killedBy, ctx, spec, stdout.text(), stderr.text());
       const exitCode = info.State.ExitCode;
       // dockerd reports OOMKilled; podman never does, so a SIGKILL the worker did not send counts.
       const oomKilled = info.State.OOMKilled === true || exitCode === 137;
