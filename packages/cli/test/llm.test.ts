@@ -56,6 +56,14 @@ describe("LLM API registration and /llm/request through flotilla serve", () => {
     expect(reg.status).toBe(200);
     expect(regText).not.toContain(SECRET);
 
+    const events: Array<{ type: string; task_id?: string; data: Record<string, unknown> }> = [];
+    const ws = new WebSocket(
+      `${running.url.replace(/^http/, "ws")}/api/v2/orchestrator/ws/events?types=resource`,
+      ["flotilla.v1", `flotilla-key.${KEY}`],
+    );
+    ws.addEventListener("message", (e) => events.push(JSON.parse(String(e.data))));
+    await new Promise((r) => ws.addEventListener("open", r, { once: true }));
+
     const res = await fetch(`${api}/llm/request`, {
       method: "POST",
       headers,
@@ -73,6 +81,15 @@ describe("LLM API registration and /llm/request through flotilla serve", () => {
     };
     expect(body).toMatchObject({ success: true, response: "Paris." });
     expect(body.metrics.worker_id).toBe("openai-test");
+
+    const deadline = Date.now() + 5000;
+    while (!events.some((e) => e.type === "resource:cost") && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    ws.close();
+    const cost = events.find((e) => e.type === "resource:cost");
+    expect(cost?.data).toMatchObject({ workerId: "openai-test", totalTokens: expect.any(Number) });
+    expect(events.every((e) => e.type === "hello" || e.type.startsWith("resource:"))).toBe(true);
 
     const chat = llm.requests.find((r) => r.path.endsWith("/chat/completions"))!;
     expect(chat.headers.authorization).toBe(`Bearer ${SECRET}`);

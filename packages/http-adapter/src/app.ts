@@ -96,6 +96,11 @@ export interface ResourcesLike {
   stats?(): unknown;
   /** Host-pressure admission: at `red`, task-creating routes answer 503 with `Retry-After`. */
   admission?: { readonly level: string; retryAfterSeconds(): number } | undefined;
+  /** Its `cost` and `pressure` events are relayed as `resource:cost` / `resource:pressure`. */
+  // biome-ignore lint/suspicious/noExplicitAny: emitters type their listeners per event
+  on?(event: any, listener: (...args: any[]) => void): unknown;
+  // biome-ignore lint/suspicious/noExplicitAny: emitters type their listeners per event
+  off?(event: any, listener: (...args: any[]) => void): unknown;
 }
 
 /** CORS settings. `false` (the default) sends no CORS headers. */
@@ -481,6 +486,22 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
     };
     o.on(name, fn);
     listeners.push([name, fn as (...args: unknown[]) => void]);
+  }
+
+  const res = options.resources;
+  const resourceListeners: Array<[string, (...args: unknown[]) => void]> = [];
+  if (res && typeof res.on === "function") {
+    const onCost = (entry: { taskId?: string }) => {
+      if (hub.clientCount > 0) hub.publish("resource:cost", entry, entry?.taskId);
+    };
+    const onPressure = (level: unknown, previous: unknown, sample: unknown) =>
+      hub.publish("resource:pressure", { level, previous, sample });
+    res.on("cost", onCost);
+    res.on("pressure", onPressure);
+    resourceListeners.push(
+      ["cost", onCost as (...args: unknown[]) => void],
+      ["pressure", onPressure as (...args: unknown[]) => void],
+    );
   }
 
   // ---- middleware --------------------------------------------------------------------
@@ -1060,6 +1081,7 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
       shuttingDown = true;
       hub.close();
       for (const [name, fn] of listeners) o.off(name, fn);
+      for (const [name, fn] of resourceListeners) res?.off?.(name, fn);
     },
   };
   return app;
