@@ -3,7 +3,13 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { TaskRecord } from "../../src/index.js";
+import {
+  FunctionWorker,
+  MemoryStore,
+  Orchestrator,
+  type Store,
+  type TaskRecord,
+} from "../../src/index.js";
 import { SqliteStore, type SqliteStoreOptions } from "../../src/sqlite/index.js";
 
 function record(id: string, seq: number): TaskRecord {
@@ -76,3 +82,35 @@ await run("batched, synchronous=NORMAL", 10_000, { synchronous: "normal" });
 await run("unbatched, synchronous=FULL", 2_000, { batchWrites: false });
 await run("unbatched, synchronous=NORMAL", 2_000, { batchWrites: false, synchronous: "normal" });
 await bulk(10_000);
+
+/** End to end: an orchestrator running no-op tasks on each store. */
+async function endToEnd(label: string, makeStore: (path: string) => Store, n = 5_000) {
+  const dir = mkdtempSync(join(tmpdir(), "flotilla-bench-"));
+  const store = makeStore(join(dir, "e2e.db"));
+  const orchestrator = new Orchestrator({ store });
+  await orchestrator.register(
+    new FunctionWorker({ id: "w", taskTypes: ["noop"], maxConcurrency: 64, fn: async () => 1 }),
+  );
+  await orchestrator.start();
+  const t0 = performance.now();
+  const handles = await orchestrator.submitBatch(
+    Array.from({ length: n }, () => ({ type: "noop" })),
+  );
+  await Promise.all(handles.map((h) => h.result()));
+  const ms = performance.now() - t0;
+  await orchestrator.stop();
+  await store.close();
+  rmSync(dir, { recursive: true, force: true });
+  console.log(`end to end, ${label.padEnd(28)} ${Math.round((n / ms) * 1000)} tasks/s`);
+}
+
+await endToEnd("MemoryStore", () => new MemoryStore());
+await endToEnd("SqliteStore batched, full", (path) => new SqliteStore({ path }));
+await endToEnd(
+  "SqliteStore batched, normal",
+  (path) => new SqliteStore({ path, synchronous: "normal" }),
+);
+await endToEnd(
+  "SqliteStore unbatched, full",
+  (path) => new SqliteStore({ path, batchWrites: false }),
+);
