@@ -205,7 +205,7 @@ export const DockerWorkerOptionsSchema = z.object(
       .optional(),
     workdir: z
       .string()
-      .regex(/^\/[^\0]*$/, "expected an absolute path")
+      .regex(/^\/[^\0]*[^/\0]\/*$/, "expected an absolute path other than /")
       .optional(),
     tmpfsMb: positiveInt("a whole number of MiB > 0").optional(),
     ulimits: z

@@ -115,10 +115,11 @@ function commonShape(opts: ResolvedOptions) {
   return {
     files: z
       .record(relPath, fileSchema, { error: "expected an object of files by relative path" })
+      .refine((f) => Object.keys(f).length <= 1000, "expected at most 1000 files")
       .optional(),
     outputFiles: z
       .array(relPath, { error: "expected an array of relative paths" })
-      .max(100)
+      .max(100, "expected at most 100 paths")
       .optional(),
     env: envSchema.optional(),
     limits: limitsSchema(opts.ceilings).optional(),
@@ -183,7 +184,7 @@ export function payloadSchemas(opts: ResolvedOptions) {
           .optional(),
         workdir: z
           .string()
-          .regex(/^\/[^\0]*$/, "expected an absolute path")
+          .regex(/^\/[^\0]*[^/\0]\/*$/, "expected an absolute path other than /")
           .optional(),
         ...commonShape(opts),
       },

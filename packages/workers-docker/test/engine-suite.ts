@@ -379,6 +379,11 @@ export function describeEngine(engine: string, host: string): void {
         ],
         [{ language: "python", code: "1", env: { "A-B": "x" } }, "code_execution", "payload.env"],
         [{ command: ["true"] }, "docker_task", "payload.image"],
+        [
+          { image: IMAGE, workdir: "/" },
+          "docker_task",
+          "payload.workdir: expected an absolute path other than /",
+        ],
         [{ image: IMAGE, command: [] }, "docker_task", "payload.command"],
         [
           { image: "localhost/flotilla-no-such-image:1", command: ["true"] },
