@@ -4,6 +4,7 @@ import { type Clock, systemClock } from "../clock.js";
 import { FlotillaError } from "../errors.js";
 import type { DispatchGate, SettleOutcome } from "../resources/gate.js";
 import { MemoryStore } from "../store/memory.js";
+import type { Worker } from "../worker/types.js";
 import { Orchestrator } from "./orchestrator.js";
 import { fnWorker, sleep, started } from "./testkit.test-helpers.js";
 
@@ -426,6 +427,28 @@ describe("workers and shutdown", () => {
     expect(live.size).toBeGreaterThan(0);
     await o.stop();
     expect(live.size).toBe(0);
+  });
+
+  it("stops registered workers on stop and starts them again on start", async () => {
+    const calls: string[] = [];
+    const w: Worker = {
+      id: "w",
+      kind: "custom",
+      taskTypes: ["t"],
+      maxConcurrency: 1,
+      start: async () => {
+        calls.push("start");
+      },
+      stop: async () => {
+        calls.push("stop");
+      },
+      execute: async () => ({ output: 1 }),
+    };
+    const { orchestrator } = await setup();
+    await orchestrator.register(w);
+    await orchestrator.stop();
+    await orchestrator.start();
+    expect(calls).toEqual(["start", "stop", "start"]);
   });
 
   it("restores unfinished tasks from the store on start", async () => {

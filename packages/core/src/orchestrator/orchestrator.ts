@@ -176,6 +176,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
   #execTotalMs = 0;
   #execCount = 0;
   #recovered = false;
+  #workersStopped = false;
   readonly #settleListeners = new Set<() => void>();
   readonly #dirty = new Map<
     string,
@@ -239,6 +240,16 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
       this.#recovered = true;
       await this.#recover();
     }
+    if (this.#workersStopped) {
+      this.#workersStopped = false;
+      for (const entry of this.registry.list()) {
+        try {
+          await entry.worker.start?.();
+        } catch (err) {
+          this.#internalError(err, `worker ${entry.id} failed to restart`);
+        }
+      }
+    }
     this.#state = "running";
     this.#startedAt = this.clock.now();
     this.registry.start();
@@ -282,7 +293,8 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
   /**
    * Stops dispatching and leaves no timer or handle behind. `drain` (default) lets running
    * tasks finish for up to `timeoutMs`; then (or at once with `abort`) running tasks are
-   * aborted and go back to `queued`. Remote leases stay as they are (in the store) and their
+   * aborted and go back to `queued`. Registered workers are stopped (and started again by
+   * the next `start()`). Remote leases stay as they are (in the store) and their
    * timers are cleared; they run again on the next `start()`. Idempotent.
    *
    * @example
@@ -320,6 +332,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     this.#clearTimers();
     for (const u of this.#unsubscribers.splice(0)) u();
     this.registry.stop();
+    await this.#stopWorkers();
     await this.#flushWrites();
     this.#state = "stopped";
     this.#logger.info("orchestrator stopped");
@@ -1597,7 +1610,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
         end.error.code !== "VALIDATION" &&
         end.error.code !== "CANCELLED");
     const counted = att.n - (live.freeAttempts ?? 0);
-    if (retryable && counted < rec.retry.maxAttempts && this.#state !== "stopped") {
+    if (retryable && counted < rec.retry.maxAttempts) {
       let delay = end.kind === "lost" ? 0 : backoffDelay(rec.retry, att.n, this.#random);
       if (end.kind === "error" && end.retryAfterMs !== undefined)
         delay = Math.max(delay, end.retryAfterMs);
@@ -2006,6 +2019,20 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
 
   #workerInfo(id: string): WorkerInfo | undefined {
     return this.registry.info(id);
+  }
+
+  /** Stops every registered worker (they are started again by the next `start()`). */
+  async #stopWorkers(): Promise<void> {
+    this.#workersStopped = true;
+    await Promise.all(
+      this.registry.list().map(async (entry) => {
+        try {
+          await entry.worker.stop?.();
+        } catch (err) {
+          this.#logger.warn({ workerId: entry.id, err: String(err) }, "worker stop failed");
+        }
+      }),
+    );
   }
 
   #localAttempts(): number {
