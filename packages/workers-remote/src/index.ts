@@ -24,6 +24,12 @@ export {
   TaskAssignmentSchema,
 } from "./fleet/schemas.js";
 export { RemoteWorker, type RemoteWorkerOptions } from "./push/remote-worker.js";
+export { findCrushDb, readCrushSessions } from "./reporter/crush.js";
+export {
+  createStatusReporter,
+  runStatusReporter,
+  type StatusReporterOptions,
+} from "./reporter/server.js";
 export {
   type CommandExecutorOptions,
   commandExecutor,
