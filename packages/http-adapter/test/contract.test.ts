@@ -55,7 +55,9 @@ describe("OpenAPI", () => {
     ]) {
       expect(Object.keys(doc.paths)).toContain(`${p}${route}`);
     }
-    const submit = (doc as any).components.schemas.TaskSubmit;
+    const submit = (
+      doc as unknown as { components: { schemas: Record<string, { properties: object }> } }
+    ).components.schemas.TaskSubmit!;
     expect(Object.keys(submit.properties)).toEqual(
       expect.arrayContaining([
         "type",

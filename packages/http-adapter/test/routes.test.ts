@@ -219,7 +219,14 @@ describe("Vera routes", () => {
   });
 
   it("GET /status and /resources/stats", async () => {
-    const s = (await (await h.req("/status")).json()) as Record<string, any>;
+    type Totals = { llm_api_usage: { totals: Record<string, number> } };
+    const s = (await (await h.req("/status")).json()) as {
+      is_running: boolean;
+      uptime_seconds: number;
+      metrics: Record<string, number>;
+      workers: Record<string, unknown>;
+      resources: Totals;
+    };
     expect(s.is_running).toBe(true);
     expect(typeof s.uptime_seconds).toBe("number");
     expect(s.metrics).toMatchObject({
@@ -241,7 +248,7 @@ describe("Vera routes", () => {
       tokens_today: expect.any(Number),
       cost_today: expect.any(Number),
     });
-    const r = (await (await h.req("/resources/stats")).json()) as Record<string, any>;
+    const r = (await (await h.req("/resources/stats")).json()) as Totals;
     expect(r.llm_api_usage.totals.requests_today).toBeGreaterThan(0);
   });
 
