@@ -221,7 +221,14 @@ export class MemoryStore implements Store {
       .map((v) => copy(v));
   }
 
-  /** Every attempt of a task, oldest first. */
+  /**
+   * Every attempt of a task, oldest first.
+   *
+   * @example
+   * ```ts
+   * const attempts = await store.listAttempts("task-1"); // [{ attempt: 1, status: "queued", … }, …]
+   * ```
+   */
   async listAttempts(taskId: string): Promise<AttemptRecord[]> {
     this.#check();
     return (this.#attempts.get(taskId) ?? []).map((v) => copy(v));

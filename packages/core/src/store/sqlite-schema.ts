@@ -3,6 +3,12 @@ import type { DatabaseSync } from "node:sqlite";
 /**
  * `PRAGMA application_id` of a Flotilla database: the bytes "FLOT". A SQLite file with
  * another application id (or with tables but no id) is not ours and is never touched.
+ *
+ * @example
+ * ```ts
+ * import { APPLICATION_ID } from "@flotilla/core/sqlite";
+ * const ours = db.prepare("PRAGMA application_id").get().application_id === APPLICATION_ID;
+ * ```
  */
 export const APPLICATION_ID = 0x464c4f54;
 
@@ -98,5 +104,14 @@ export const MIGRATIONS: ReadonlyArray<(db: DatabaseSync) => void> = [
   },
 ];
 
-/** The schema version this code writes. */
+/**
+ * The schema version this code writes (`PRAGMA user_version`). A file with a higher one is
+ * refused at `open()`.
+ *
+ * @example
+ * ```ts
+ * import { SCHEMA_VERSION } from "@flotilla/core/sqlite";
+ * console.log(`flotilla database schema v${SCHEMA_VERSION}`);
+ * ```
+ */
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -693,7 +693,14 @@ export class SqliteStore implements Store {
     );
   }
 
-  /** Every attempt of a task, oldest first. */
+  /**
+   * Every attempt of a task, oldest first.
+   *
+   * @example
+   * ```ts
+   * const attempts = await store.listAttempts("task-1"); // [{ attempt: 1, status: "queued", … }, …]
+   * ```
+   */
   async listAttempts(taskId: string): Promise<AttemptRecord[]> {
     return this.#read((db) =>
       (
