@@ -106,6 +106,7 @@ export class NodeRunner {
   };
   readonly #running = new Map<string, Running>();
   #stopping = false;
+  #started = false;
   #loops: Promise<void>[] = [];
   #registering: Promise<void> | undefined;
   #heartbeatTimer: TimerHandle | undefined;
@@ -163,6 +164,8 @@ export class NodeRunner {
 
   /** Registers (retrying with back-off until it works or `stop()`), then starts polling. */
   async start(): Promise<void> {
+    if (this.#started) throw new FlotillaError("INVALID_STATE", "this runner was already started");
+    this.#started = true;
     await this.#register();
     this.#armHeartbeat();
     for (let i = 0; i < this.#o.slots; i++) this.#loops.push(this.#loop(i));
