@@ -162,7 +162,12 @@ export class SqliteStore implements Store {
   /** Clear messages for paths SQLite would only call "unable to open database file". */
   #checkPath(): void {
     if (this.path === ":memory:") return;
-    const stat = statSync(this.path, { throwIfNoEntry: false });
+    let stat: ReturnType<typeof statSync>;
+    try {
+      stat = statSync(this.path, { throwIfNoEntry: false });
+    } catch (err) {
+      throw this.#error("cannot reach the file", err);
+    }
     if (stat?.isDirectory()) {
       throw new FlotillaError("STORE_ERROR", `${this.path}: is a directory, not a database file`, {
         details: { path: this.path },
