@@ -1,5 +1,5 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -234,6 +234,18 @@ describe("flotilla serve", () => {
     expect(reg.status).toBe(503);
     const denied = await fetch(`${api2}/status`, { headers: { "x-api-key": "wrong" } });
     expect(denied.status).toBe(401);
+    // A second server on the same port fails clearly, and its data dir gets no orphan key.
+    const port = new URL(second.url).port;
+    const otherDir = tempDir();
+    const clash = await run(
+      node,
+      [tsx, bin, "serve", "--port", port, "--data-dir", otherDir, "--log-level", "silent"],
+      { env, cwd: root },
+    ).catch((e) => e);
+    expect(clash.code).toBe(1);
+    expect(clash.stderr).toContain(`cannot listen on 127.0.0.1:${port}`);
+    expect(clash.stdout).not.toContain("Admin key");
+    expect(existsSync(join(otherDir, "admin-key.json"))).toBe(false);
     expect(await stop(second.child)).toBe(0);
   }, 90_000);
 });
