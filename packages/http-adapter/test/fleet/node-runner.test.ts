@@ -137,4 +137,34 @@ describe("NodeRunner against the fleet routes", () => {
     expect(runner.client.nodeId).toBe(firstId);
     expect((await f.admin("GET", `/nodes/${firstId}`)).json.registrations).toBe(2);
   });
+
+  it("stops a task the server cancelled (told by the heartbeat answer)", async () => {
+    f = await startFleet();
+    let sawAbort = false;
+    let started = false;
+    const runner = new NodeRunner({
+      orchestratorUrl: f.url,
+      registrationToken: REG_TOKEN,
+      name: "cancel-node",
+      workDir: join(f.dir, "cancel"),
+      pollIntervalMs: 20,
+      heartbeatIntervalMs: 40,
+      execute: (_task, ctx) =>
+        new Promise((_resolve, reject) => {
+          started = true;
+          ctx.signal.addEventListener("abort", () => {
+            sawAbort = true;
+            reject(ctx.signal.reason);
+          });
+        }),
+    });
+    runners.push(runner);
+    await runner.start();
+    const t = await f.admin("POST", "/tasks", { prompt: "forever" });
+    await until(async () => started);
+    expect((await f.admin("DELETE", `/tasks/${t.json.id}`)).json.status).toBe("cancelled");
+    await until(async () => sawAbort);
+    await until(async () => runner.runningTaskIds.length === 0);
+    expect((await f.admin("GET", `/tasks/${t.json.id}`)).json.status).toBe("cancelled");
+  });
 });
