@@ -292,15 +292,18 @@ export class MemoryStore implements Store {
   async deleteFinished(options: { olderThan?: number; keep?: number }): Promise<number> {
     this.#check();
     checkRetention(options);
-    const doomed = selectForRetention([...this.#tasks.values()], options, this.#clock.now());
-    if (doomed.size === 0) return 0;
+    const now = this.#clock.now();
+    const doomed = selectForRetention([...this.#tasks.values()], options, now);
+    const cutoff = options.olderThan === undefined ? undefined : now - options.olderThan;
+    this.#events = this.#events.filter((e) =>
+      e.taskId === undefined ? cutoff === undefined || e.at >= cutoff : !doomed.has(e.taskId),
+    );
     for (const id of doomed) {
       const task = this.#tasks.get(id);
       if (task?.idempotencyKey !== undefined) this.#byIdempotencyKey.delete(task.idempotencyKey);
       this.#tasks.delete(id);
       this.#attempts.delete(id);
     }
-    this.#events = this.#events.filter((e) => e.taskId === undefined || !doomed.has(e.taskId));
     return doomed.size;
   }
 

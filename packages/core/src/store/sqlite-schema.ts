@@ -81,6 +81,7 @@ export const MIGRATIONS: ReadonlyArray<(db: DatabaseSync) => void> = [
         data TEXT
       );
       CREATE INDEX events_task ON events (task_id, seq) WHERE task_id IS NOT NULL;
+      CREATE INDEX events_untied_at ON events (at) WHERE task_id IS NULL;
 
       CREATE TABLE usage (
         id INTEGER PRIMARY KEY,

@@ -852,6 +852,11 @@ export class SqliteStore implements Store {
         SELECT d.depends_on FROM dependencies d JOIN tasks u ON u.id = d.task_id
         WHERE u.finished_at IS NULL)`);
       db.exec("DELETE FROM events WHERE task_id IN (SELECT id FROM temp.doomed)");
+      if (options.olderThan !== undefined) {
+        this.#stmt(db, "DELETE FROM events WHERE task_id IS NULL AND at < ?").run(
+          now - options.olderThan,
+        );
+      }
       db.exec("DELETE FROM attempts WHERE task_id IN (SELECT id FROM temp.doomed)");
       db.exec("DELETE FROM dependencies WHERE task_id IN (SELECT id FROM temp.doomed)");
       const removed = Number(

@@ -88,7 +88,8 @@ export interface Store {
    * Deletes finished tasks (and their events and attempts): those that finished more than
    * `olderThan` ms ago (by the store's clock), and those beyond the newest `keep` finished
    * ones. Never an unfinished task, nor a finished one an unfinished task depends on.
-   * Returns how many tasks were deleted.
+   * With `olderThan`, events not tied to a task (worker and node events) older than that
+   * go too. Returns how many tasks were deleted.
    */
   deleteFinished(options: { olderThan?: number; keep?: number }): Promise<number>;
   /** A small durable key-value space for adapters (nodes, API keys, files, logs), by collection. */
