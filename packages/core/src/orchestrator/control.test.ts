@@ -429,6 +429,21 @@ describe("workers and shutdown", () => {
     expect(live.size).toBe(0);
   });
 
+  it("keeps the process alive only while it has a timer pending for work", async () => {
+    const refd = () =>
+      (process as unknown as { getActiveResourcesInfo(): string[] })
+        .getActiveResourcesInfo()
+        .filter((r) => r === "Timeout").length;
+    const before = refd();
+    const o = new Orchestrator();
+    await o.start();
+    expect(refd()).toBe(before); // idle: holds nothing
+    await o.submit({ type: "t", runAt: Date.now() + 60_000 });
+    expect(refd()).toBe(before + 1); // a delayed task: one handle
+    await o.stop();
+    expect(refd()).toBe(before);
+  });
+
   it("stops registered workers on stop and starts them again on start", async () => {
     const calls: string[] = [];
     const w: Worker = {

@@ -54,6 +54,13 @@ export interface OrchestratorOptions {
   recheckIntervalMs?: number;
   /** Finished tasks kept in memory for fast `get` and dependency outputs (the store keeps all). @default 10_000 */
   finishedCacheSize?: number;
+  /**
+   * While the orchestrator has a timer pending for work (a retry delay, a rate-limit wait, a
+   * timeout, a lease), keep the Node process alive, so `await handle.result()` in a script
+   * does not exit under it. Nothing pending: nothing held.
+   * @default true with the system clock, false with any other clock
+   */
+  keepAlive?: boolean;
   /** Random source for retry jitter, in [0, 1). @default Math.random */
   random?: () => number;
 }
@@ -95,6 +102,7 @@ export const OrchestratorOptionsSchema = z.object({
   leaseMs: z.number().int().positive().optional(),
   recheckIntervalMs: z.number().int().positive().optional(),
   finishedCacheSize: z.number().int().min(0).optional(),
+  keepAlive: z.boolean().optional(),
 });
 
 /**

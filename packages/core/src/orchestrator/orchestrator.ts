@@ -49,6 +49,7 @@ import {
   type StopOptions,
   type UnregisterOptions,
 } from "./options.js";
+import { OrchestratorTimers } from "./timers.js";
 
 /** Lease ids of in-process dispatches start with this. */
 const LOCAL_LEASE_PREFIX = "local-";
@@ -149,6 +150,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
   readonly #recheckMs: number;
   readonly #finishedCacheSize: number;
   readonly #random: () => number;
+  readonly #timers: OrchestratorTimers;
 
   readonly #queue: ReadyQueue;
   readonly #delayed = new DelayQueue<string>();
@@ -199,6 +201,10 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     this.#recheckMs = options.recheckIntervalMs ?? 1_000;
     this.#finishedCacheSize = options.finishedCacheSize ?? 10_000;
     this.#random = random ?? Math.random;
+    this.#timers = new OrchestratorTimers(
+      this.clock,
+      options.keepAlive ?? this.clock === systemClock,
+    );
     this.registry = new WorkerRegistry({
       ...registry,
       clock: this.clock,
@@ -1175,7 +1181,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     this.#clearLaneTimer(lane);
     if (retryAt === undefined) return;
     lane.retryAt = retryAt;
-    lane.timer = this.clock.setTimeout(
+    lane.timer = this.#timers.set(
       () => {
         lane.timer = undefined;
         this.#laneTimers.delete(lane);
@@ -1188,7 +1194,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
   }
 
   #clearLaneTimer(lane: Lane): void {
-    if (lane.timer !== undefined) this.clock.clearTimeout(lane.timer as TimerHandle);
+    if (lane.timer !== undefined) this.#timers.clear(lane.timer as TimerHandle);
     lane.timer = undefined;
     this.#laneTimers.delete(lane);
   }
@@ -1380,16 +1386,16 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
 
   #armTimeout(att: Attempt): void {
     const ms = att.live.rec.timeoutMs!;
-    att.timeoutTimer = this.clock.setTimeout(() => {
+    att.timeoutTimer = this.#timers.set(() => {
       att.timeoutTimer = undefined;
       this.#track(this.#settle(att, { kind: "timeout" }));
     }, ms);
   }
 
   #armLeaseTimer(att: Attempt): void {
-    if (att.leaseTimer !== undefined) this.clock.clearTimeout(att.leaseTimer);
+    if (att.leaseTimer !== undefined) this.#timers.clear(att.leaseTimer);
     if (this.#state !== "running" || att.settled) return;
-    att.leaseTimer = this.clock.setTimeout(
+    att.leaseTimer = this.#timers.set(
       () => {
         att.leaseTimer = undefined;
         this.#track(this.#settle(att, { kind: "lost", reason: `lease ${att.lease.id} expired` }));
@@ -1425,8 +1431,8 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
   }
 
   #clearAttemptTimers(att: Attempt): void {
-    if (att.timeoutTimer !== undefined) this.clock.clearTimeout(att.timeoutTimer);
-    if (att.leaseTimer !== undefined) this.clock.clearTimeout(att.leaseTimer);
+    if (att.timeoutTimer !== undefined) this.#timers.clear(att.timeoutTimer);
+    if (att.leaseTimer !== undefined) this.#timers.clear(att.leaseTimer);
     att.timeoutTimer = undefined;
     att.leaseTimer = undefined;
   }
@@ -1672,15 +1678,15 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     if (this.#state !== "running") return;
     const next = this.#delayed.nextAt();
     if (next === undefined) {
-      if (this.#delayTimer !== undefined) this.clock.clearTimeout(this.#delayTimer);
+      if (this.#delayTimer !== undefined) this.#timers.clear(this.#delayTimer);
       this.#delayTimer = undefined;
       this.#delayTimerAt = undefined;
       return;
     }
     if (this.#delayTimer !== undefined && this.#delayTimerAt === next) return;
-    if (this.#delayTimer !== undefined) this.clock.clearTimeout(this.#delayTimer);
+    if (this.#delayTimer !== undefined) this.#timers.clear(this.#delayTimer);
     this.#delayTimerAt = next;
-    this.#delayTimer = this.clock.setTimeout(
+    this.#delayTimer = this.#timers.set(
       () => {
         this.#delayTimer = undefined;
         this.#delayTimerAt = undefined;
@@ -2050,20 +2056,20 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     if (done()) return Promise.resolve();
     return new Promise<void>((resolve) => {
       const finish = () => {
-        this.clock.clearTimeout(timer);
+        this.#timers.clear(timer);
         this.#settleListeners.delete(check);
         resolve();
       };
       const check = () => {
         if (done()) finish();
       };
-      const timer = this.clock.setTimeout(finish, timeoutMs);
+      const timer = this.#timers.set(finish, timeoutMs);
       this.#settleListeners.add(check);
     });
   }
 
   #clearTimers(): void {
-    if (this.#delayTimer !== undefined) this.clock.clearTimeout(this.#delayTimer);
+    if (this.#delayTimer !== undefined) this.#timers.clear(this.#delayTimer);
     this.#delayTimer = undefined;
     this.#delayTimerAt = undefined;
     for (const lane of [...this.#laneTimers]) {
