@@ -291,6 +291,35 @@ describe("scheduling under load", () => {
     expect(peak).toBe(3);
   });
 
+  it("thousands of lanes waiting on a busy worker cost nothing per completion elsewhere", async () => {
+    const { orchestrator, clock } = await setup();
+    await orchestrator.register(fnWorker("busy", ["t"], () => new Promise(() => {})));
+    await orchestrator.register(
+      fnWorker("free", ["t"], async () => sleep(clock, 1), { maxConcurrency: 4 }),
+    );
+    await orchestrator.submit({ type: "t", target: { workerId: "busy" } }); // occupies busy for good
+    // 3 000 distinct lanes (one rate-limit key each) that only "busy" may run
+    await orchestrator.submitBatch(
+      Array.from({ length: 3_000 }, (_, i) => ({
+        type: "t",
+        priority: "critical" as const,
+        target: { workerId: "busy" },
+        rateLimitKey: `k${i}`,
+      })),
+    );
+    const work = await orchestrator.submitBatch(
+      Array.from({ length: 3_000 }, () => ({ type: "t" })),
+    );
+    const t0 = performance.now();
+    for (let i = 0; i < 100 && work.some((h) => h.status !== "succeeded"); i++)
+      await clock.advance(1_000);
+    const ms = performance.now() - t0;
+    for (const h of work) expect(h.status).toBe("succeeded");
+    // rescanning 3 000 parked lanes on each of 3 000 completions would take far longer
+    expect(ms).toBeLessThan(15_000);
+    expect(orchestrator.status().queued).toBe(3_000);
+  }, 60_000);
+
   it("a task no worker can run keeps its place and does not block others", async () => {
     const { orchestrator, clock } = await setup();
     await orchestrator.register(fnWorker("cpu", ["t"], async () => "cpu"));

@@ -162,6 +162,9 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
   readonly #counts = new Map<TaskStatus, number>();
   readonly #pendingWrites = new Set<Promise<unknown>>();
   readonly #laneTimers = new Set<Lane>();
+  /** Lanes parked for want of a worker, by the ids of the workers that could run them. */
+  readonly #waitingOn = new Map<string, Set<Lane>>();
+  readonly #laneWaits = new Map<Lane, string[]>();
 
   #state: State = "idle";
   #startedAt = 0;
@@ -212,7 +215,10 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     });
     const queueOptions: ConstructorParameters<typeof ReadyQueue>[0] = {
       epoch: this.clock.now(),
-      onLaneDropped: (lane) => this.#clearLaneTimer(lane),
+      onLaneDropped: (lane) => {
+        this.#clearLaneTimer(lane);
+        this.#forgetWaits(lane);
+      },
     };
     if (options.aging) queueOptions.agingIntervalMs = options.aging.intervalMs;
     if (options.fairness?.weights) queueOptions.tenantWeights = options.fairness.weights;
@@ -262,22 +268,17 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     const onChange = (change: RegistryChange) => {
       if (change.kind === "health") this.emit("worker:health", change);
       else this.emit("worker:circuit", change);
-      this.#queue.unparkAll("worker");
-      this.#schedulePump();
+      this.#wakeWorker(change.workerId);
     };
-    // Work parked for want of a worker comes back on any registry change.
-    const onWorkers = () => {
-      this.#queue.unparkAll("worker");
-      this.#schedulePump();
-    };
+    // A new worker may run anything that was waiting.
+    const onAdded = () => this.#wakeAllWaiting();
     this.registry.on("change", onChange);
-    this.registry.on("added", onWorkers);
-    this.registry.on("removed", onWorkers);
+    this.registry.on("added", onAdded);
     this.#unsubscribers.push(() => {
       this.registry.off("change", onChange);
-      this.registry.off("added", onWorkers);
-      this.registry.off("removed", onWorkers);
+      this.registry.off("added", onAdded);
     });
+    this.#wakeAllWaiting();
     for (const gate of this.#gates) {
       const unsubscribe = gate.subscribe?.(() => {
         this.#queue.unparkAll("gate");
@@ -372,8 +373,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     }
     const info = this.#workerInfo(entry.id)!;
     this.emit("worker:registered", info);
-    this.#queue.unparkAll("worker");
-    this.#schedulePump();
+    this.#wakeAllWaiting();
     return info;
   }
 
@@ -1133,11 +1133,12 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
             this.#parkOnGate(lane, blocked.get(lane.blockKey));
             continue;
           }
-          const candidates = this.registry
-            .available(task)
-            .filter((e) => e.worker.kind !== REMOTE_NODE_KIND);
+          const eligible = this.registry.eligible(task);
+          const candidates = eligible.filter(
+            (e) => e.worker.kind !== REMOTE_NODE_KIND && this.registry.canTake(e),
+          );
           if (candidates.length === 0) {
-            this.#queue.park(lane, "worker");
+            this.#parkForWorkers(lane, eligible);
             continue;
           }
           const check = this.#checkGates(task, candidates);
@@ -1174,6 +1175,56 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
       for (const lane of skipped) this.#queue.restore(lane);
       this.#pumping = false;
     }
+  }
+
+  /**
+   * Parks a lane no free worker can take, indexed by the workers that could run it: only a
+   * slot freeing on one of them (or its health or circuit changing, or a new worker)
+   * brings it back — a completion never scans unrelated parked lanes.
+   */
+  #parkForWorkers(lane: Lane, eligible: readonly WorkerEntry[]): void {
+    this.#queue.park(lane, "worker");
+    const ids = eligible.map((e) => e.id);
+    this.#laneWaits.set(lane, ids);
+    for (const id of ids) {
+      let set = this.#waitingOn.get(id);
+      if (!set) {
+        set = new Set();
+        this.#waitingOn.set(id, set);
+      }
+      set.add(lane);
+    }
+  }
+
+  #forgetWaits(lane: Lane): void {
+    const ids = this.#laneWaits.get(lane);
+    if (!ids) return;
+    this.#laneWaits.delete(lane);
+    for (const id of ids) {
+      const set = this.#waitingOn.get(id);
+      if (!set) continue;
+      set.delete(lane);
+      if (set.size === 0) this.#waitingOn.delete(id);
+    }
+  }
+
+  #wakeWorker(workerId: string): void {
+    const set = this.#waitingOn.get(workerId);
+    if (!set || set.size === 0) return;
+    for (const lane of [...set]) {
+      this.#forgetWaits(lane);
+      this.#queue.unpark(lane);
+    }
+    this.#schedulePump();
+  }
+
+  #wakeAllWaiting(): void {
+    for (const lane of [...this.#laneWaits.keys()]) {
+      this.#forgetWaits(lane);
+      this.#queue.unpark(lane);
+    }
+    this.#queue.unparkAll("worker");
+    this.#schedulePump();
   }
 
   #parkOnGate(lane: Lane, retryAt: number | undefined): void {
@@ -1547,11 +1598,8 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
       if (rec.tenant !== undefined) line.tenant = rec.tenant;
       this.#track(this.store.recordUsage(line));
     }
-    // The slot is free: lanes this worker can run may go again.
-    this.#queue.unparkAll("worker", (lane) => {
-      const head = lane.head?.task;
-      return head !== undefined && matchesTask(entry, head);
-    });
+    // The slot is free: lanes waiting for this worker may go again.
+    this.#wakeWorker(entry.id);
 
     const done = this.#afterAttempt(att, end, error, usage, now);
     this.#schedulePump();
