@@ -4,5 +4,12 @@ export { buildWorkerFactories } from "./factories.js";
 export { createJsonLogger, LOG_LEVELS, type LogLevel } from "./logger.js";
 export { createProgram } from "./program.js";
 export { type RunningServer, runServe, VERSION } from "./serve.js";
-export { type ClientOptions, cancelTask, getTask, listTasks, submitTask } from "./task.js";
+export {
+  type ClientOptions,
+  cancelTask,
+  getTask,
+  listTasks,
+  submitTask,
+  watchTask,
+} from "./task.js";
 export { detectWorkers, type WorkerDecision } from "./workers.js";

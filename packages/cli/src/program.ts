@@ -1,7 +1,14 @@
 import { Command, Option } from "commander";
 import { loadServeConfig, SERVE_OPTIONS } from "./config.js";
 import { runServe, VERSION } from "./serve.js";
-import { type ClientOptions, cancelTask, getTask, listTasks, submitTask } from "./task.js";
+import {
+  type ClientOptions,
+  cancelTask,
+  getTask,
+  listTasks,
+  submitTask,
+  watchTask,
+} from "./task.js";
 
 /**
  * Builds the `flotilla` command (commander). `flotilla --help` and `flotilla serve --help`
@@ -156,6 +163,19 @@ export function createProgram(env: Record<string, string | undefined> = process.
           }),
         ),
       )(),
+    );
+  task
+    .command("watch <id>")
+    .description("Follow a task's events until it ends (exit 0 when it succeeded)")
+    .action(async (id: string) =>
+      guard(async () => {
+        const status = await watchTask(client(), id, (e) => {
+          const d = e.data as { status?: string; progress?: unknown; error?: { message?: string } };
+          const extra = d?.progress !== undefined ? ` ${JSON.stringify(d.progress)}` : "";
+          process.stdout.write(`${e.ts} ${e.type}${d?.status ? ` (${d.status})` : ""}${extra}\n`);
+        });
+        if (status !== "succeeded") process.exitCode = 1;
+      })(),
     );
   task
     .command("cancel <id>")

@@ -83,3 +83,50 @@ export function listTasks(
 export function cancelTask(opts: ClientOptions, id: string): Promise<unknown> {
   return call(opts, "POST", `/tasks/${encodeURIComponent(id)}/cancel`);
 }
+
+/**
+ * `flotilla task watch <id>`: follows `/ws/tasks/{id}` and calls `onEvent` for each envelope
+ * until the server closes the stream (when the task ends). Resolves with the last status seen.
+ *
+ * @example
+ * ```ts
+ * const status = await watchTask(opts, id, (e) => console.log(e.type));
+ * ```
+ */
+export function watchTask(
+  opts: ClientOptions,
+  id: string,
+  onEvent: (envelope: { type: string; ts: string; data: unknown }) => void,
+): Promise<string | undefined> {
+  const base = opts.url.replace(/\/+$/, "").replace(/^http/, "ws");
+  const url = `${base}${opts.prefix}/ws/tasks/${encodeURIComponent(id)}`;
+  const safe = opts.apiKey && /^[A-Za-z0-9_\-.~]+$/.test(opts.apiKey);
+  const ws = new WebSocket(
+    safe || !opts.apiKey ? url : `${url}?api_key=${encodeURIComponent(opts.apiKey)}`,
+    safe ? ["flotilla.v1", `flotilla-key.${opts.apiKey}`] : ["flotilla.v1"],
+  );
+  let status: string | undefined;
+  return new Promise((resolve, reject) => {
+    let opened = false;
+    ws.addEventListener("open", () => {
+      opened = true;
+    });
+    ws.addEventListener("message", (m) => {
+      const env = JSON.parse(String(m.data)) as {
+        type: string;
+        ts: string;
+        data: { status?: string };
+      };
+      if (typeof env.data?.status === "string") status = env.data.status;
+      onEvent(env);
+    });
+    ws.addEventListener("error", () => {
+      if (!opened)
+        reject(new Error(`cannot open ${url} (server down, wrong key, or not a Flotilla server)`));
+    });
+    ws.addEventListener("close", (e) => {
+      if (e.code === 4404) reject(new Error(`task ${id} not found`));
+      else if (opened) resolve(status);
+    });
+  });
+}

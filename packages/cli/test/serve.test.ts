@@ -225,6 +225,23 @@ describe("flotilla serve", () => {
       { env, cwd: root },
     );
     expect(JSON.parse(got.stdout)).toMatchObject({ task_id: waiting.task_id });
+    const sleeper = (await (
+      await fetch(`${api2}/tasks/submit`, {
+        method: "POST",
+        headers: { "x-api-key": key, "content-type": "application/json" },
+        body: JSON.stringify({
+          type: "tool_call",
+          payload: { tool_name: "sleep", tool_input: { ms: 4000 } },
+        }),
+      })
+    ).json()) as { task_id: string };
+    const watched = await run(
+      node,
+      [tsx, bin, "task", "watch", sleeper.task_id, "--url", second.url, "--api-key", key],
+      { env, cwd: root },
+    );
+    expect(watched.stdout).toMatch(/task:snapshot \((queued|running)\)/);
+    expect(watched.stdout).toContain("task:succeeded (succeeded)");
     // The fleet routes are mounted at the root; registration is off without a token.
     const reg = await fetch(`${second.url}/register`, {
       method: "POST",

@@ -196,10 +196,9 @@ export class EventHub {
     if (this.#clients.size === 0) return;
     const env = this.#envelope(type, data, taskId);
     let msg: string | undefined;
-    const status = (data as { status?: unknown } | null)?.status;
-    const ends =
-      (typeof status === "string" && TERMINAL.has(status)) ||
-      TERMINAL.has(type.split(":")[1] ?? "");
+    // Only the task's own terminal transition ends its stream (not, say, a cost entry
+    // that carries the finished status and arrives just before it).
+    const ends = type.startsWith("task:") && TERMINAL.has(type.slice(5));
     for (const c of [...this.#clients]) {
       if (c.kind === "task") {
         if (!taskId || c.taskId !== taskId) continue;

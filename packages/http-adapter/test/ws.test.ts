@@ -132,6 +132,9 @@ describe("WebSocket", () => {
     ).json()) as { task_id: string };
     const c = open(wsUrl(h, `/ws/tasks/${task_id}`));
     await c.opened;
+    await c.until((m) => m.some((x) => x.type === "task:snapshot"));
+    // Another event about the task that carries a finished status does not end the stream.
+    h.app.flotilla.hub.publish("resource:cost", { status: "succeeded" }, task_id);
     const closed = await c.closed;
     expect(closed.code).toBe(1000);
     expect(c.messages.some((m) => m.type === "task:snapshot")).toBe(true);
