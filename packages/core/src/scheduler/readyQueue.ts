@@ -109,7 +109,8 @@ export class ReadyQueue {
   /** Tenants with active lanes: best head band first, then smallest virtual time. */
   readonly #active: IndexedHeap<TenantNode>;
   readonly #byId = new Map<string, QueueEntry>();
-  readonly #parked = new Set<Lane>();
+  /** Parked lanes by reason, so waking one kind never walks the other. */
+  readonly #parked: Record<ParkReason, Set<Lane>> = { worker: new Set(), gate: new Set() };
   readonly #tenantQueued = new Map<string, number>();
   readonly #byPriority = new Map<number, number>();
   readonly #aging: number | undefined;
@@ -248,24 +249,25 @@ export class ReadyQueue {
   park(lane: Lane, reason: ParkReason): void {
     this.#deactivate(lane);
     if (lane.entries.size === 0) return;
+    if (lane.parked !== undefined) this.#parked[lane.parked].delete(lane);
     lane.parked = reason;
-    this.#parked.add(lane);
+    this.#parked[reason].add(lane);
   }
 
   /** Returns a parked lane to the active set. */
   unpark(lane: Lane): void {
     if (lane.parked === undefined) return;
+    this.#parked[lane.parked].delete(lane);
     lane.parked = undefined;
-    this.#parked.delete(lane);
     this.restore(lane);
   }
 
   /** Unparks every lane parked for `reason` (optionally only those `filter` accepts). Returns how many. */
   unparkAll(reason: ParkReason, filter?: (lane: Lane) => boolean): number {
-    if (this.#parked.size === 0) return 0;
+    const set = this.#parked[reason];
+    if (set.size === 0) return 0;
     let n = 0;
-    for (const lane of [...this.#parked]) {
-      if (lane.parked !== reason) continue;
+    for (const lane of [...set]) {
       if (filter && !filter(lane)) continue;
       this.unpark(lane);
       n++;
@@ -273,9 +275,9 @@ export class ReadyQueue {
     return n;
   }
 
-  /** Parked lanes (for the dispatcher's bookkeeping). */
-  parkedLanes(): ReadonlySet<Lane> {
-    return this.#parked;
+  /** Lanes parked for `reason` (for the dispatcher's bookkeeping). */
+  parkedLanes(reason: ParkReason): ReadonlySet<Lane> {
+    return this.#parked[reason];
   }
 
   /**
@@ -309,7 +311,8 @@ export class ReadyQueue {
     this.#tenants.clear();
     this.#active.clear();
     this.#byId.clear();
-    this.#parked.clear();
+    this.#parked.worker.clear();
+    this.#parked.gate.clear();
     this.#tenantQueued.clear();
     this.#byPriority.clear();
   }
@@ -358,7 +361,7 @@ export class ReadyQueue {
 
   #dropLane(lane: Lane): void {
     this.#deactivate(lane);
-    this.#parked.delete(lane);
+    if (lane.parked !== undefined) this.#parked[lane.parked].delete(lane);
     lane.parked = undefined;
     if (this.#lanes.get(lane.key) === lane) this.#lanes.delete(lane.key);
     this.#onLaneDropped?.(lane);
