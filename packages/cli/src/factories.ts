@@ -7,6 +7,12 @@ type Ctor = new (options: Record<string, unknown>) => Worker;
 /**
  * Worker factories for the adapter's run-time registration routes, built from the worker
  * packages present in this build. A route whose package is missing answers 501.
+ *
+ * @example
+ * ```ts
+ * const { factories } = await buildWorkerFactories(resources);
+ * createFlotillaApp({ orchestrator, auth, workerFactories: factories });
+ * ```
  */
 export async function buildWorkerFactories(resources?: ResourceManager): Promise<{
   factories: WorkerFactories;

@@ -39,7 +39,14 @@ async function call(
   return json;
 }
 
-/** `flotilla task submit`: submits (or with `wait`, executes) a task; resolves the server's answer. */
+/**
+ * `flotilla task submit`: submits (or with `wait`, executes) a task; resolves the server's answer.
+ *
+ * @example
+ * ```ts
+ * await submitTask({ url: "http://127.0.0.1:8000", prefix: "/api/v2/orchestrator", apiKey }, { type: "tool_call", payload: { tool_name: "echo" }, wait: true });
+ * ```
+ */
 export async function submitTask(
   opts: ClientOptions,
   input: {
@@ -62,12 +69,26 @@ export async function submitTask(
   return call(opts, "POST", input.wait ? "/tasks/execute" : "/tasks/submit", body);
 }
 
-/** `flotilla task get <id>`. */
+/**
+ * `flotilla task get <id>`: one task as `GET /tasks/{id}` answers it.
+ *
+ * @example
+ * ```ts
+ * const task = await getTask(opts, "7c0…");
+ * ```
+ */
 export function getTask(opts: ClientOptions, id: string): Promise<unknown> {
   return call(opts, "GET", `/tasks/${encodeURIComponent(id)}`);
 }
 
-/** `flotilla task list`. */
+/**
+ * `flotilla task list`: `GET /tasks/history`, newest first.
+ *
+ * @example
+ * ```ts
+ * const { tasks } = (await listTasks(opts, { status: "failed", limit: 20 })) as { tasks: unknown[] };
+ * ```
+ */
 export function listTasks(
   opts: ClientOptions,
   q: { status?: string; limit?: number },
@@ -79,7 +100,14 @@ export function listTasks(
   return call(opts, "GET", `/tasks/history${qs ? `?${qs}` : ""}`);
 }
 
-/** `flotilla task cancel <id>`. */
+/**
+ * `flotilla task cancel <id>`.
+ *
+ * @example
+ * ```ts
+ * await cancelTask(opts, "7c0…");
+ * ```
+ */
 export function cancelTask(opts: ClientOptions, id: string): Promise<unknown> {
   return call(opts, "POST", `/tasks/${encodeURIComponent(id)}/cancel`);
 }

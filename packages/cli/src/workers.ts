@@ -63,6 +63,11 @@ async function pingDocker(dockerHost: string, timeoutMs = 1500): Promise<boolean
  * Decides which workers `flotilla serve` registers: the built-ins always; Docker when an
  * engine answers at DOCKER_HOST; Ollama when it answers; OpenAI / Anthropic when their
  * keys are set. Every decision carries its reason for the startup report.
+ *
+ * @example
+ * ```ts
+ * for (const d of await detectWorkers(config, process.env, logger)) console.log(d.registered, d.name, d.reason);
+ * ```
  */
 export async function detectWorkers(
   config: ServeConfig,

@@ -24,17 +24,40 @@ export type AuthOptions =
       verify?: (key: string) => boolean | Promise<boolean>;
     };
 
-/** Hashes an API key for storage: `sha256:<hex>`. Keys are random and long, so a fast hash is enough. */
+/**
+ * Hashes an API key for storage: `sha256:<hex>`. Keys are random and long, so a fast hash is enough.
+ *
+ * @example
+ * ```ts
+ * createFlotillaApp({ orchestrator, auth: { keyHashes: [hashApiKey(key)] } });
+ * ```
+ */
 export function hashApiKey(key: string): string {
   return `sha256:${createHash("sha256").update(key, "utf8").digest("hex")}`;
 }
 
-/** Generates a new random admin key (`flt_` + 32 random bytes, base64url). */
+/**
+ * Generates a new random admin key (`flt_` + 32 random bytes, base64url).
+ *
+ * @example
+ * ```ts
+ * const key = generateApiKey(); // show it once, store hashApiKey(key)
+ * ```
+ */
 export function generateApiKey(): string {
   return `flt_${randomBytes(32).toString("base64url")}`;
 }
 
-/** Checks presented keys against stored hashes in constant time. */
+/**
+ * Checks presented keys against stored hashes in constant time (`crypto.timingSafeEqual`
+ * on SHA-256 digests, every stored digest compared).
+ *
+ * @example
+ * ```ts
+ * const verifier = new KeyVerifier({ keys: ["s3cret-admin-key"] });
+ * await verifier.check(keyFromHeaders(request.headers)); // true or false
+ * ```
+ */
 export class KeyVerifier {
   readonly open: boolean;
   readonly #digests: Buffer[];
@@ -76,7 +99,14 @@ export class KeyVerifier {
   }
 }
 
-/** Extracts a presented key from `X-API-Key` or `Authorization: Bearer`. */
+/**
+ * Extracts a presented key from `X-API-Key` or `Authorization: Bearer`.
+ *
+ * @example
+ * ```ts
+ * keyFromHeaders(new Headers({ authorization: "Bearer abc" })); // "abc"
+ * ```
+ */
 export function keyFromHeaders(headers: {
   get(name: string): string | null | undefined;
 }): string | undefined {

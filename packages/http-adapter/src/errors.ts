@@ -34,14 +34,29 @@ export interface ErrorBody {
   detail: string;
 }
 
-/** Builds the JSON error body for `err`. */
+/**
+ * Builds the JSON error body for `err`.
+ *
+ * @example
+ * ```ts
+ * errorBody(new FlotillaError("CONFLICT", "duplicate id")); // {error: {code: "CONFLICT", …}, detail: "duplicate id"}
+ * ```
+ */
 export function errorBody(err: FlotillaError): ErrorBody {
   const body: ErrorBody = { error: { code: err.code, message: err.message }, detail: err.message };
   if (err.details !== undefined && err.code !== "INTERNAL") body.error.details = err.details;
   return body;
 }
 
-/** Builds a JSON error `Response` for anything thrown. Unknown errors become `INTERNAL` without leaking internals. */
+/**
+ * Builds a JSON error `Response` for anything thrown. Unknown errors become `INTERNAL`
+ * without leaking internals; 429/503 carry `Retry-After` when the error knows it.
+ *
+ * @example
+ * ```ts
+ * errorResponse(new FlotillaError("NOT_FOUND", "task x not found")); // 404 {error, detail}
+ * ```
+ */
 export function errorResponse(err: unknown, headers?: Record<string, string>): Response {
   const fe = err instanceof FlotillaError ? err : FlotillaError.from(err);
   const status = HTTP_STATUS_BY_CODE[fe.code] ?? 500;
@@ -57,7 +72,15 @@ export function errorResponse(err: unknown, headers?: Record<string, string>): R
   return new Response(JSON.stringify(errorBody(safe)), { status, headers: h });
 }
 
-/** Turns a zod error into a `VALIDATION` error naming each field and what was expected. */
+/**
+ * Turns a zod error into a `VALIDATION` error naming each field and what was expected.
+ *
+ * @example
+ * ```ts
+ * const r = TaskSubmitSchema.safeParse(body);
+ * if (!r.success) throw validationError(r.error); // "body.type: Invalid input: expected string…"
+ * ```
+ */
 export function validationError(err: ZodError, where = "body"): FlotillaError {
   const issues = err.issues.map((i) => {
     const path = i.path.length ? `${where}.${i.path.map(String).join(".")}` : where;

@@ -18,6 +18,11 @@ const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
  * `flotilla_worker_in_flight{worker}`, `flotilla_tokens_total{direction}`,
  * `flotilla_cost_usd_total`, `flotilla_http_requests_total{method,status}`,
  * `flotilla_ws_slow_consumer_total`, `flotilla_ws_clients`.
+ *
+ * @example
+ * ```ts
+ * const text = await app.flotilla.metrics.text(); // what GET /metrics serves
+ * ```
  */
 export class FlotillaMetrics {
   readonly registry = new Registry();

@@ -38,7 +38,14 @@ export interface HttpResponseData {
   bytes: number;
 }
 
-/** Whether `url`'s host is on the allow-list. */
+/**
+ * Whether `url`'s host is on the allow-list (`host`, `host:port`, `*.domain`, or `*`).
+ *
+ * @example
+ * ```ts
+ * hostAllowed(new URL("https://api.example.com/x"), ["*.example.com"]); // true
+ * ```
+ */
 export function hostAllowed(url: URL, allowedHosts: readonly string[]): boolean {
   const host = url.hostname.toLowerCase().replace(/^\[|\]$/g, "");
   const port = url.port || (url.protocol === "https:" ? "443" : "80");

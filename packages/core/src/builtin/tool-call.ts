@@ -34,7 +34,14 @@ export const ToolCallPayloadSchema = z
   })
   .refine((p) => p.tool_name ?? p.tool, { message: "expected tool_name (the tool to call)" });
 
-/** Reads a dotted/bracketed path (`a.b[0].c`) out of a value. */
+/**
+ * Reads a dotted/bracketed path (`a.b[0].c`) out of a value; `undefined` when absent.
+ *
+ * @example
+ * ```ts
+ * pickPath({ a: { b: [5, 6] } }, "a.b[1]"); // 6
+ * ```
+ */
 export function pickPath(value: unknown, path: string): unknown {
   if (path === "" || path === ".") return value;
   const parts = path
@@ -65,7 +72,14 @@ const abortableSleep = (ms: number, signal: AbortSignal) =>
     signal.addEventListener("abort", onAbort, { once: true });
   });
 
-/** The tools every {@link ToolCallWorker} starts with. */
+/**
+ * The tools every {@link ToolCallWorker} starts with: echo, json_transform, sleep, math, http_get.
+ *
+ * @example
+ * ```ts
+ * builtinTools().map((t) => t.name); // ["echo", "json_transform", "sleep", "math", "http_get"]
+ * ```
+ */
 export function builtinTools(): ToolDefinition[] {
   const tools: ToolDefinition[] = [
     {
