@@ -33,7 +33,7 @@ import {
   registerWorker,
   safeStatus,
 } from "./engine.js";
-import { errorResponse, validationError } from "./errors.js";
+import { errorResponse, HttpError, validationError } from "./errors.js";
 import { FlotillaMetrics, type MetricsSnapshot } from "./metrics.js";
 import {
   ErrorResponseSchema,
@@ -559,8 +559,8 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
   };
 
   app.onError((err, c) => {
-    const fe = err instanceof FlotillaError ? err : undefined;
-    if (!fe)
+    const known = err instanceof FlotillaError || err instanceof HttpError;
+    if (!known)
       logger.error(
         { err: String((err as Error)?.stack ?? err), path: c.req.path },
         "unhandled error",
@@ -591,8 +591,8 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
     const adm = options.resources?.admission;
     if (adm?.level === "red") {
       const secs = Math.max(1, Math.round(adm.retryAfterSeconds()));
-      throw new FlotillaError("SHUTTING_DOWN", `host under pressure (red): retry in ${secs} s`, {
-        details: { retryAfterMs: secs * 1000 },
+      throw new HttpError(503, "OVERLOADED", `host under pressure (red): retry in ${secs} s`, {
+        "retry-after": String(secs),
       });
     }
   };

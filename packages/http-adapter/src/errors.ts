@@ -49,6 +49,27 @@ export function errorBody(err: FlotillaError): ErrorBody {
 }
 
 /**
+ * An HTTP-level refusal that is not an engine error (e.g. `OVERLOADED` under host pressure):
+ * its own status, code and headers, answered with the usual JSON body.
+ *
+ * @example
+ * ```ts
+ * throw new HttpError(503, "OVERLOADED", "host under pressure", { "retry-after": "5" });
+ * ```
+ */
+export class HttpError extends Error {
+  override readonly name = "HttpError";
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+  }
+}
+
+/**
  * Builds a JSON error `Response` for anything thrown. Unknown errors become `INTERNAL`
  * without leaking internals; 429/503 carry `Retry-After` when the error knows it.
  *
@@ -58,6 +79,13 @@ export function errorBody(err: FlotillaError): ErrorBody {
  * ```
  */
 export function errorResponse(err: unknown, headers?: Record<string, string>): Response {
+  if (err instanceof HttpError) {
+    const body = { error: { code: err.code, message: err.message }, detail: err.message };
+    return new Response(JSON.stringify(body), {
+      status: err.status,
+      headers: { "content-type": "application/json", ...err.headers, ...headers },
+    });
+  }
   const fe = err instanceof FlotillaError ? err : FlotillaError.from(err);
   const status = HTTP_STATUS_BY_CODE[fe.code] ?? 500;
   const safe =

@@ -22,6 +22,7 @@ export {
   errorBody,
   errorResponse,
   HTTP_STATUS_BY_CODE,
+  HttpError,
   validationError,
 } from "./errors.js";
 export * from "./fleet/index.js";

@@ -153,6 +153,7 @@ describe("auth on every protected route", () => {
     );
     expect(res.status).toBe(503);
     expect(res.headers.get("retry-after")).toBe("7");
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe("OVERLOADED");
     const stats = await app.fetch(
       new Request("http://x/api/v2/orchestrator/resources/stats", {
         headers: { "x-api-key": KEY },
