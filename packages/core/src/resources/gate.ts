@@ -1,5 +1,6 @@
 import type { FlotillaError, SerializedError } from "../errors.js";
 import type { WorkerEntry } from "../registry/types.js";
+import type { UsageEntry } from "../store/types.js";
 import type { TaskStatus, Usage } from "../task/schema.js";
 import type { TaskRecord } from "../task/types.js";
 
@@ -43,4 +44,10 @@ export interface DispatchGate {
   onSettle?(task: TaskRecord, worker: WorkerEntry, outcome: SettleOutcome, now: number): void;
   /** Registers the scheduler's wake-up; the gate calls it when blocked work may now go. Returns an unsubscribe. */
   subscribe?(wake: () => void): () => void;
+  /**
+   * Called once at `start()` with the store's usage ledger of the last 48 hours (oldest
+   * first), so that windows, budgets and totals continue across a restart instead of
+   * starting empty. `now` is the orchestrator clock's time.
+   */
+  restore?(entries: UsageEntry[], now: number): void;
 }
