@@ -243,6 +243,9 @@ export class EventHub {
     const url = new URL(req.url ?? "/", "http://localhost");
     const route = this.#route(url.pathname);
     if (!route) return false;
+    // A client that resets during the key check must not become an unhandled 'error'.
+    const onSocketError = () => socket.destroy();
+    socket.on("error", onSocketError);
     const reject = (status: number, code: string, message: string) => {
       const body = JSON.stringify({ error: { code, message }, detail: message });
       socket.end(
@@ -261,13 +264,21 @@ export class EventHub {
       .map((s) => s.trim());
     const keyProto = protocols.find((p) => p.startsWith("flotilla-key."));
     if (!key && keyProto) key = keyProto.slice("flotilla-key.".length);
-    void this.#deps.verifier.check(key).then((ok) => {
-      if (!ok) {
+    void this.#deps.verifier.check(key).then(
+      (ok) => {
+        if (!ok) {
+          reject(401, "UNAUTHORIZED", "missing or invalid API key");
+          return;
+        }
+        if (socket.destroyed) return;
+        socket.off("error", onSocketError);
+        this.#wss.handleUpgrade(req, socket, head, (ws) => this.#accept(ws, route, url));
+      },
+      (err: unknown) => {
+        this.#deps.logger.error({ err: String(err) }, "websocket key check failed");
         reject(401, "UNAUTHORIZED", "missing or invalid API key");
-        return;
-      }
-      this.#wss.handleUpgrade(req, socket, head, (ws) => this.#accept(ws, route, url));
-    });
+      },
+    );
     return true;
   }
 
@@ -316,18 +327,25 @@ export class EventHub {
     }
     if (c.kind === "task" && c.taskId) {
       const id = c.taskId;
-      void this.#deps.taskState(id).then((state) => {
-        if (!state) {
+      void this.#deps.taskState(id).then(
+        (state) => {
+          if (!state) {
+            this.#clients.delete(c);
+            ws.close(4404, "unknown task");
+            return;
+          }
+          this.#send(c, JSON.stringify(this.#envelope("task:snapshot", state.view, id)));
+          if (TERMINAL.has(state.status)) {
+            this.#clients.delete(c);
+            ws.close(1000, "task finished");
+          }
+        },
+        (err: unknown) => {
+          this.#deps.logger.error({ err: String(err), taskId: id }, "task lookup failed");
           this.#clients.delete(c);
-          ws.close(4404, "unknown task");
-          return;
-        }
-        this.#send(c, JSON.stringify(this.#envelope("task:snapshot", state.view, id)));
-        if (TERMINAL.has(state.status)) {
-          this.#clients.delete(c);
-          ws.close(1000, "task finished");
-        }
-      });
+          ws.close(1011, "task lookup failed");
+        },
+      );
     }
   }
 
