@@ -226,6 +226,26 @@ describe("WebSocket", () => {
     slow.ws.close();
   });
 
+  it("garbage from clients never hurts the server", async () => {
+    h = await startHarness({ websocket: { maxPayloadBytes: 1024 } });
+    const c = open(wsUrl(h, "/ws/events"));
+    await c.opened;
+    for (const m of ["", "{", "null", '{"type":"ping"}', "\u0000\u0001", "x".repeat(500)])
+      c.ws.send(m);
+    c.ws.send(Buffer.from([0xff, 0xfe, 0x00]));
+    await c.until((m) => m.some((x) => x.type === "pong"));
+    c.ws.send("y".repeat(5000)); // over maxPayloadBytes: the server closes with 1009
+    expect((await c.closed).code).toBe(1009);
+    for (const path of ["/ws/tasks/", "/ws/tasks/%E0%A4%A", "/ws/statusx", "/ws/tasks/a/b"]) {
+      const bad = open(wsUrl(h, path));
+      await expect(bad.opened, path).rejects.toThrow();
+    }
+    expect((await fetch(`${h.url}/health`)).status).toBe(200);
+    const again = open(wsUrl(h, "/ws/events"));
+    await again.opened;
+    again.ws.close();
+  });
+
   it("graceful shutdown closes sockets with 1001 and refuses new work", async () => {
     h = await startHarness();
     const c = open(wsUrl(h, "/ws/events"));
