@@ -60,29 +60,130 @@ export interface AttemptRecord {
  * `@flotilla/testing` has a conformance suite a new store runs first.
  */
 export interface Store {
-  /** Opens the store (migrations, checks). Rejects with a clear message on a bad file. */
+  /**
+   * Opens the store (migrations, checks). Rejects with a clear message on a bad file.
+   *
+   * @example
+   * ```ts
+   * const store = new MemoryStore();
+   * await store.open();
+   * ```
+   */
   open(): Promise<void>;
+  /**
+   * Closes the store; pending writes are durable once it resolves. Idempotent.
+   *
+   * @example
+   * ```ts
+   * await store.close();
+   * ```
+   */
   close(): Promise<void>;
-  /** Inserts new tasks atomically: all or none. Rejects with `CONFLICT` on a duplicate id. */
+  /**
+   * Inserts new tasks atomically: all or none. Rejects with `CONFLICT` on a duplicate id.
+   *
+   * @example
+   * ```ts
+   * await store.insertTasks([taskA, taskB]); // both or neither
+   * ```
+   */
   insertTasks(tasks: readonly TaskRecord[]): Promise<void>;
   /**
    * Saves a task. With `expectedVersion`, saves only if the stored version equals it
    * (compare-and-set) and resolves `false` otherwise.
+   *
+   * @example
+   * ```ts
+   * const saved = await store.saveTask({ ...task, status: "running", version: task.version + 1 }, task.version);
+   * if (!saved) console.log("someone else changed it first");
+   * ```
    */
   saveTask(task: TaskRecord, expectedVersion?: number): Promise<boolean>;
+  /**
+   * The task with this id, or `undefined`.
+   *
+   * @example
+   * ```ts
+   * const task = await store.getTask("t1");
+   * console.log(task?.status);
+   * ```
+   */
   getTask(id: string): Promise<TaskRecord | undefined>;
+  /**
+   * The task submitted with this idempotency key, or `undefined`.
+   *
+   * @example
+   * ```ts
+   * const earlier = await store.getTaskByIdempotencyKey("order-42");
+   * ```
+   */
   getTaskByIdempotencyKey(key: string): Promise<TaskRecord | undefined>;
+  /**
+   * Tasks matching `query` (newest first by default).
+   *
+   * @example
+   * ```ts
+   * const failed = await store.listTasks({ status: "failed", limit: 20 });
+   * ```
+   */
   listTasks(query?: TaskQuery): Promise<TaskRecord[]>;
+  /**
+   * How many tasks match `query`.
+   *
+   * @example
+   * ```ts
+   * const active = await store.countTasks({ status: ["queued", "leased", "running"] });
+   * ```
+   */
   countTasks(query?: TaskQuery): Promise<number>;
-  /** Every task not in a terminal status, in submission order (for recovery). */
+  /**
+   * Every task not in a terminal status, in submission order (for recovery).
+   *
+   * @example
+   * ```ts
+   * for (const task of await store.loadUnfinished()) console.log(task.id, task.status);
+   * ```
+   */
   loadUnfinished(): Promise<TaskRecord[]>;
+  /**
+   * Appends events to the history; the store assigns each its `seq`.
+   *
+   * @example
+   * ```ts
+   * await store.appendEvents([{ type: "task:transition", taskId: "t1", at: Date.now(), data: { to: "running" } }]);
+   * ```
+   */
   appendEvents(events: readonly StoredEvent[]): Promise<void>;
+  /**
+   * Stored events in `seq` order, optionally of one task and after a `seq` (for resuming a stream).
+   *
+   * @example
+   * ```ts
+   * const events = await store.listEvents({ taskId: "t1", afterSeq: 0, limit: 100 });
+   * ```
+   */
   listEvents(query?: {
     taskId?: string;
     afterSeq?: number;
     limit?: number;
   }): Promise<StoredEvent[]>;
+  /**
+   * Appends a line to the usage/cost ledger.
+   *
+   * @example
+   * ```ts
+   * await store.recordUsage({ at: Date.now(), taskId: "t1", model: "gpt-4o-mini", usage: { inputTokens: 120, outputTokens: 40, costUsd: 0.0001 } });
+   * ```
+   */
   recordUsage(entry: UsageEntry): Promise<void>;
+  /**
+   * Ledger lines with `since <= at < until` (both optional), oldest first.
+   *
+   * @example
+   * ```ts
+   * const today = await store.listUsage({ since: Date.now() - 86_400_000 });
+   * ```
+   */
   listUsage(query?: { since?: number; until?: number }): Promise<UsageEntry[]>;
   /**
    * Deletes finished tasks (and their events and attempts): those that finished more than
@@ -90,12 +191,49 @@ export interface Store {
    * ones. Never an unfinished task, nor a finished one an unfinished task depends on.
    * With `olderThan`, events not tied to a task (worker and node events) older than that
    * go too. Returns how many tasks were deleted.
+   *
+   * @example
+   * ```ts
+   * const deleted = await store.deleteFinished({ olderThan: 7 * 86_400_000, keep: 10_000 });
+   * ```
    */
   deleteFinished(options: { olderThan?: number; keep?: number }): Promise<number>;
-  /** A small durable key-value space for adapters (nodes, API keys, files, logs), by collection. */
+  /**
+   * A small durable key-value space for adapters (nodes, API keys, files, logs), by collection.
+   *
+   * @example
+   * ```ts
+   * await store.kvPut("nodes", "gpu-1", { status: "online" });
+   * const node = await store.kvGet<{ status: string }>("nodes", "gpu-1");
+   * ```
+   */
   kvGet<T = unknown>(collection: string, key: string): Promise<T | undefined>;
+  /**
+   * Stores a JSON-serialisable value under `collection`/`key`, replacing any previous one.
+   *
+   * @example
+   * ```ts
+   * await store.kvPut("nodes", "gpu-1", { status: "online" });
+   * ```
+   */
   kvPut(collection: string, key: string, value: unknown): Promise<void>;
+  /**
+   * Deletes a key; resolves whether it existed.
+   *
+   * @example
+   * ```ts
+   * const existed = await store.kvDelete("nodes", "gpu-1");
+   * ```
+   */
   kvDelete(collection: string, key: string): Promise<boolean>;
+  /**
+   * Every key and value of a collection.
+   *
+   * @example
+   * ```ts
+   * for (const { key, value } of await store.kvList("nodes")) console.log(key, value);
+   * ```
+   */
   kvList<T = unknown>(collection: string): Promise<Array<{ key: string; value: T }>>;
   /** Every attempt of a task, oldest first (optional: stores that keep attempt history). */
   listAttempts?(taskId: string): Promise<AttemptRecord[]>;
