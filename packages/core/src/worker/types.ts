@@ -87,9 +87,42 @@ export interface Worker {
   start?(): Promise<void>;
   /** Stops the worker. Must be idempotent. */
   stop?(): Promise<void>;
+  /**
+   * Runs one task and resolves to its output (and usage). Reject to fail the attempt (retried
+   * unless the error is an `UnrecoverableError`); stop promptly when `ctx.signal` aborts.
+   *
+   * @example
+   * ```ts
+   * async execute(task: WorkerTask, ctx: ExecutionContext): Promise<WorkerResult> {
+   *   ctx.progress("starting");
+   *   const res = await fetch("http://127.0.0.1:8080/run", { signal: ctx.signal, method: "POST", body: JSON.stringify(task.payload) });
+   *   return { output: await res.json(), usage: { requests: 1 } };
+   * }
+   * ```
+   */
   execute(task: WorkerTask, ctx: ExecutionContext): Promise<WorkerResult>;
-  /** A check that costs nothing (list models, ping). Must honour `signal`. */
+  /**
+   * A check that costs nothing (list models, ping). Must honour `signal`.
+   *
+   * @example
+   * ```ts
+   * async healthCheck(signal: AbortSignal): Promise<HealthReport> {
+   *   const res = await fetch("http://127.0.0.1:8080/health", { signal });
+   *   return res.ok ? { status: "healthy" } : { status: "unhealthy", message: `HTTP ${res.status}` };
+   * }
+   * ```
+   */
   healthCheck?(signal: AbortSignal): Promise<HealthReport>;
-  /** Estimated cost in USD of running `task` here, for cost-aware routing. */
+  /**
+   * Estimated cost in USD of running `task` here, for cost-aware routing.
+   *
+   * @example
+   * ```ts
+   * estimateCost(task: WorkerTask): number | undefined {
+   *   const chars = JSON.stringify(task.payload).length;
+   *   return (chars / 4) * 0.000_001; // USD, about $1 per million input tokens
+   * }
+   * ```
+   */
   estimateCost?(task: WorkerTask): number | undefined;
 }
