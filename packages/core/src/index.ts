@@ -16,6 +16,7 @@ export * from "./lease/index.js";
 export * from "./limits/concurrency.js";
 export * from "./limits/rate.js";
 export * from "./limits/rateLimiter.js";
+export * from "./llm/index.js";
 export * from "./logger.js";
 export * from "./orchestrator/index.js";
 export * from "./pools/orchestratorHost.js";

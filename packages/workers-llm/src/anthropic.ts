@@ -1,5 +1,12 @@
 import Anthropic from "@anthropic-ai/sdk";
-import { FlotillaError } from "@flotilla/core";
+import {
+  contentText,
+  type FinishReason,
+  FlotillaError,
+  type LlmRequest,
+  type Message,
+  type ToolCall,
+} from "@flotilla/core";
 import { malformed, truncated } from "./errors.js";
 import {
   type CallContext,
@@ -7,13 +14,6 @@ import {
   type LlmWorkerOptions,
   type ProviderCall,
 } from "./llm-worker.js";
-import {
-  contentText,
-  type FinishReason,
-  type LlmRequest,
-  type Message,
-  type ToolCall,
-} from "./schema.js";
 
 /** Options of {@link AnthropicWorker}. */
 export interface AnthropicWorkerOptions extends LlmWorkerOptions {

@@ -1,3 +1,31 @@
+import { formatIssues as formatZodIssues } from "@flotilla/core";
+import type { z } from "zod";
+
+// The `llm_request` payload schema lives in @flotilla/core; re-exported for existing imports.
+export {
+  type ContentPart,
+  ContentPartSchema,
+  contentText,
+  estimateInputTokens,
+  type FinishReason,
+  hasImages,
+  ImagePartSchema,
+  type LlmRequest,
+  type LlmRequestInput,
+  LlmRequestSchema,
+  type LlmResponse,
+  MESSAGE_ROLES,
+  type Message,
+  MessageSchema,
+  parseLlmRequest,
+  type ResponseFormat,
+  ResponseFormatSchema,
+  TextPartSchema,
+  type Tool,
+  type ToolCall,
+  ToolCallSchema,
+  ToolSchema,
+} from "@flotilla/core";
 export { AnthropicWorker, type AnthropicWorkerOptions, toAnthropicBody } from "./anthropic.js";
 export { mapProviderError, ProviderRequestError, redact } from "./errors.js";
 export {
@@ -25,4 +53,17 @@ export {
   type RateLimitListener,
   retryAfterMs,
 } from "./rate-limit.js";
-export * from "./schema.js";
+
+/**
+ * Formats every zod issue as a `<root>.<path>: <message>` line, joined with `; `.
+ *
+ * @param root The name before each path. @default "payload"
+ * @example
+ * ```ts
+ * const r = LlmRequestSchema.safeParse({});
+ * if (!r.success) formatIssues(r.error); // "payload.messages: at least one message is required (or a prompt)"
+ * ```
+ */
+export function formatIssues(error: z.ZodError, root = "payload"): string {
+  return formatZodIssues(error, root, Number.POSITIVE_INFINITY);
+}

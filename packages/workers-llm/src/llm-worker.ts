@@ -1,8 +1,14 @@
 import {
   type ExecutionContext,
+  estimateInputTokens,
   FlotillaError,
   type HealthReport,
+  hasImages,
+  type LlmRequest,
+  LlmRequestSchema,
+  type LlmResponse,
   type PriceBook,
+  parseLlmRequest,
   type Usage,
   type Worker,
   type WorkerResult,
@@ -12,14 +18,6 @@ import { mapProviderError, redact } from "./errors.js";
 import { type ModelInfo, normaliseModels } from "./models.js";
 import { type PricesOption, resolvePrices } from "./pricing.js";
 import { parseRateLimitHeaders, type RateLimitInfo, type RateLimitListener } from "./rate-limit.js";
-import {
-  estimateInputTokens,
-  hasImages,
-  type LlmRequest,
-  LlmRequestSchema,
-  type LlmResponse,
-  parseLlmRequest,
-} from "./schema.js";
 
 /** Options every LLM worker takes. */
 export interface LlmWorkerOptions {

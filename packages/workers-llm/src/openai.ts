@@ -1,4 +1,10 @@
-import { FlotillaError } from "@flotilla/core";
+import {
+  contentText,
+  type FinishReason,
+  FlotillaError,
+  type LlmRequest,
+  type ToolCall,
+} from "@flotilla/core";
 import OpenAI from "openai";
 import { malformed, truncated } from "./errors.js";
 import {
@@ -7,7 +13,6 @@ import {
   type LlmWorkerOptions,
   type ProviderCall,
 } from "./llm-worker.js";
-import { contentText, type FinishReason, type LlmRequest, type ToolCall } from "./schema.js";
 
 /** Options of {@link OpenAIWorker}. */
 export interface OpenAIWorkerOptions extends LlmWorkerOptions {

@@ -1,11 +1,11 @@
-export { malformed, mapOllamaError, OllamaRequestError, redact, retryAfterMs } from "./errors.js";
 export {
   type LlmRequest,
   type LlmRequestInput,
   LlmRequestSchema,
   type LlmResponse,
   parseLlmRequest,
-} from "./llm-schema.js";
+} from "@flotilla/core";
+export { malformed, mapOllamaError, OllamaRequestError, redact, retryAfterMs } from "./errors.js";
 export {
   type EmbedResponse,
   inferOllamaCapabilities,

@@ -1,8 +1,14 @@
 import {
+  contentText,
   type ExecutionContext,
+  estimateInputTokens,
+  type FinishReason,
   FlotillaError,
   type HealthReport,
+  type LlmRequest,
+  type LlmResponse,
   type TimerHandle,
+  type ToolCall,
   type Usage,
   type Worker,
   type WorkerResult,
@@ -15,14 +21,6 @@ import {
   type Message as OllamaMessage,
 } from "ollama";
 import { malformed, mapOllamaError, OllamaRequestError, redact } from "./errors.js";
-import {
-  contentText,
-  estimateInputTokens,
-  type FinishReason,
-  type LlmRequest,
-  type LlmResponse,
-  type ToolCall,
-} from "./llm-schema.js";
 import { type OllamaRequest, parseOllamaRequest } from "./request.js";
 
 /** A model an Ollama worker serves, with what it can do. */

@@ -1,6 +1,5 @@
-import { FlotillaError } from "@flotilla/core";
+import { FlotillaError, formatIssues, type LlmRequest, parseLlmRequest } from "@flotilla/core";
 import { z } from "zod";
-import { formatIssues, type LlmRequest, parseLlmRequest } from "./llm-schema.js";
 
 const OptionsSchema = z.record(z.string(), z.unknown());
 
@@ -81,7 +80,10 @@ export function parseOllamaRequest(payload: unknown, force?: "chat"): OllamaRequ
   }
   const parsed = schema.safeParse(payload);
   if (!parsed.success) {
-    throw new FlotillaError("VALIDATION", `invalid ollama_request: ${formatIssues(parsed.error)}`);
+    throw new FlotillaError(
+      "VALIDATION",
+      `invalid ollama_request: ${formatIssues(parsed.error, "payload", Number.POSITIVE_INFINITY)}`,
+    );
   }
   return parsed.data;
 }

@@ -1,4 +1,3 @@
-import { readFileSync } from "node:fs";
 import { inspect } from "node:util";
 import {
   type ExecutionContext,
@@ -327,11 +326,5 @@ describe("OllamaWorker against an Ollama-shaped server (real ollama client)", ()
     expect(worker.estimateCost(task({ prompt: "x" }))).toBe(0);
     expect(JSON.stringify(worker)).not.toContain(TOKEN);
     expect(inspect(worker, { depth: 10, showHidden: true })).not.toContain(TOKEN);
-  });
-
-  it("keeps the llm_request schema identical to @flotilla/workers-llm's", () => {
-    const here = readFileSync(new URL("../src/llm-schema.ts", import.meta.url), "utf8");
-    const there = readFileSync(new URL("../../workers-llm/src/schema.ts", import.meta.url), "utf8");
-    expect(here.slice(here.indexOf("\n") + 1)).toBe(there);
   });
 });

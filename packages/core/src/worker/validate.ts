@@ -4,8 +4,10 @@ import { UsageSchema } from "../task/schema.js";
 import type { HealthReport, Worker, WorkerResult } from "./types.js";
 
 /**
- * Formats zod issues as `path: message; path: message` (at most five), with `prefix` before
+ * Formats zod issues as `path: message; path: message` (at most `max`), with `prefix` before
  * every path, for `VALIDATION` messages that name the field.
+ *
+ * @param max How many issues to list. @default 5
  *
  * @example
  * ```ts
@@ -14,9 +16,9 @@ import type { HealthReport, Worker, WorkerResult } from "./types.js";
  * // "options.maxConcurrency: expected an integer >= 1"
  * ```
  */
-export function formatIssues(error: z.ZodError, prefix: string): string {
+export function formatIssues(error: z.ZodError, prefix: string, max = 5): string {
   return error.issues
-    .slice(0, 5)
+    .slice(0, max)
     .map((issue) => {
       const path = issue.path.map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`));
       return `${prefix}${path.join("")}: ${issue.message}`;

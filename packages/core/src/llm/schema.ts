@@ -1,5 +1,9 @@
-import { FlotillaError, type Usage } from "@flotilla/core";
 import { z } from "zod";
+import { FlotillaError } from "../errors.js";
+import type { Usage } from "../task/schema.js";
+import { formatIssues } from "../worker/validate.js";
+
+// The payload of the built-in `llm_request` task type, shared by every LLM worker package.
 
 /** A text part of a message. */
 export const TextPartSchema = z.object({ type: z.literal("text"), text: z.string() });
@@ -157,16 +161,6 @@ export interface LlmResponse {
   raw: unknown;
 }
 
-/** Formats zod issues as `payload.<path>: <message>` lines. */
-export function formatIssues(error: z.ZodError, root = "payload"): string {
-  return error.issues
-    .map((i) => {
-      const path = i.path.map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`)).join("");
-      return `${root}${path}: ${i.message}`;
-    })
-    .join("; ");
-}
-
 /**
  * Validates an `llm_request` payload; throws a `FlotillaError` with code `VALIDATION`
  * naming the field when it is invalid. `prompt` is folded into `messages`.
@@ -179,9 +173,13 @@ export function formatIssues(error: z.ZodError, root = "payload"): string {
 export function parseLlmRequest(payload: unknown): LlmRequest {
   const parsed = LlmRequestSchema.safeParse(payload);
   if (!parsed.success) {
-    throw new FlotillaError("VALIDATION", `invalid llm_request: ${formatIssues(parsed.error)}`, {
-      details: { issues: parsed.error.issues.map((i) => ({ path: i.path, message: i.message })) },
-    });
+    throw new FlotillaError(
+      "VALIDATION",
+      `invalid llm_request: ${formatIssues(parsed.error, "payload", Number.POSITIVE_INFINITY)}`,
+      {
+        details: { issues: parsed.error.issues.map((i) => ({ path: i.path, message: i.message })) },
+      },
+    );
   }
   const req = parsed.data;
   if (req.prompt !== undefined) {
