@@ -105,7 +105,17 @@ export async function runServe(
 
   const app = createFlotillaApp({
     orchestrator,
-    auth: config.open ? { mode: "open" } : { keyHashes: admin?.hashes ?? [] },
+    // One key store for both surfaces: fleet keys with the `admin` scope (POST /keys) work
+    // on the Vera routes too; node keys never do. Read per request, so revocation and
+    // rotation apply at once.
+    auth: config.open
+      ? { mode: "open" }
+      : {
+          keyHashes: admin?.hashes ?? [],
+          ...(fleet
+            ? { verify: (key: string, what: string) => fleet.verifyAdminKey(key, what) }
+            : {}),
+        },
     prefix: config.prefix,
     workerFactories: factories,
     bodyLimitBytes: config.bodyLimitBytes,

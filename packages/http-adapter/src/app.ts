@@ -545,7 +545,7 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
   const denyWithoutKey = async (c: Context): Promise<Response | undefined> => {
     if (!verifier.open) {
       const key = keyFromHeaders(c.req.raw.headers);
-      if (!(await verifier.check(key))) {
+      if (!(await verifier.check(key, `${c.req.method} ${c.req.path}`))) {
         return errorResponse(
           new FlotillaError(
             "UNAUTHORIZED",

@@ -20,8 +20,12 @@ export type AuthOptions =
       keys?: readonly string[];
       /** Hashed admin keys (`sha256:<hex>`, as {@link hashApiKey} returns). */
       keyHashes?: readonly string[];
-      /** Extra check for keys the adapter does not know (e.g. scoped keys kept elsewhere). */
-      verify?: (key: string) => boolean | Promise<boolean>;
+      /**
+       * Extra check for keys the adapter does not know (e.g. keys kept in the fleet's key
+       * store: `verify: (k, what) => fleet.verifyAdminKey(k, what)`). Called on every request
+       * whose key is not one of `keys`/`keyHashes`; `what` names the request (`GET /path`).
+       */
+      verify?: (key: string, what: string) => boolean | Promise<boolean>;
     };
 
 /**
@@ -61,7 +65,7 @@ export function generateApiKey(): string {
 export class KeyVerifier {
   readonly open: boolean;
   readonly #digests: Buffer[];
-  readonly #verify: ((key: string) => boolean | Promise<boolean>) | undefined;
+  readonly #verify: ((key: string, what: string) => boolean | Promise<boolean>) | undefined;
 
   constructor(options: AuthOptions, logger?: Logger) {
     if (options.mode === "open") {
@@ -85,8 +89,11 @@ export class KeyVerifier {
     this.#verify = options.verify;
   }
 
-  /** Whether `key` is accepted. Compares every stored digest (constant time per digest). */
-  async check(key: string | undefined | null): Promise<boolean> {
+  /**
+   * Whether `key` is accepted. Compares every stored digest (constant time per digest), then
+   * asks the `verify` hook, if any. `what` (e.g. `GET /path`) is handed to the hook.
+   */
+  async check(key: string | undefined | null, what = ""): Promise<boolean> {
     if (this.open) return true;
     if (!key || key.length > 4096) return false;
     const digest = createHash("sha256").update(key, "utf8").digest();
@@ -94,7 +101,7 @@ export class KeyVerifier {
     for (const d of this.#digests) {
       if (timingSafeEqual(d, digest)) ok = true;
     }
-    if (!ok && this.#verify) ok = await this.#verify(key);
+    if (!ok && this.#verify) ok = await this.#verify(key, what);
     return ok;
   }
 }

@@ -264,7 +264,7 @@ export class EventHub {
       .map((s) => s.trim());
     const keyProto = protocols.find((p) => p.startsWith("flotilla-key."));
     if (!key && keyProto) key = keyProto.slice("flotilla-key.".length);
-    void this.#deps.verifier.check(key).then(
+    void this.#deps.verifier.check(key, `WEBSOCKET ${url.pathname}`).then(
       (ok) => {
         if (!ok) {
           reject(401, "UNAUTHORIZED", "missing or invalid API key");

@@ -46,6 +46,14 @@ export type FleetApp = Hono & {
   readonly ready: Promise<void>;
   /** Stops the fleet's timers (offline sweep, recurring tasks). Idempotent. */
   close(): Promise<void>;
+  /**
+   * Whether `key` is a stored fleet key with the `admin` scope (created through `POST /keys`,
+   * not revoked, not expired; a rotated-out secret only during its grace period). Node keys
+   * never pass. Plug it into the Vera routes so one key store serves both surfaces:
+   * `createFlotillaApp({ auth: { keyHashes, verify: (k, what) => fleet.verifyAdminKey(k, what) } })`.
+   * Every call reads the store, so revocation and rotation take effect at once.
+   */
+  verifyAdminKey(key: string, what?: string): Promise<boolean>;
 };
 
 function defaultSource(_req: Request, env: unknown): string {
@@ -150,6 +158,10 @@ export function createFleetRoutes(options: FleetRoutesOptions): FleetApp {
       if (sweepTimer !== undefined) o.clock.clearTimeout(sweepTimer);
       tasks.close();
       await ready.catch(() => undefined);
+    },
+    async verifyAdminKey(key: string, what = "vera route") {
+      await ready;
+      return keys.verifyAdmin(key, what, null);
     },
   });
 }

@@ -129,6 +129,25 @@ export class KeyService {
     );
   }
 
+  /**
+   * Whether `secret` is a stored key that may act as an admin elsewhere (the Vera routes):
+   * an unrevoked, unexpired admin or scoped key holding the `admin` scope. Node keys never
+   * qualify. The use is recorded like any admin-route use; a refusal is audited.
+   */
+  async verifyAdmin(
+    secret: string | undefined,
+    what: string,
+    source: string | null,
+  ): Promise<boolean> {
+    const key = await this.lookup(secret);
+    if (key && key.kind !== "node" && key.scopes.includes("admin")) {
+      await this.recordUse(key, what, source);
+      return true;
+    }
+    if (secret) await this.audit("denied", key, { source, detail: `${what}: not an admin key` });
+    return false;
+  }
+
   /** Throws 403 unless the principal holds `scope` (or `admin`). */
   require(principal: AdminPrincipal, scope: KeyScope): void {
     if (principal.source !== "stored") return;
