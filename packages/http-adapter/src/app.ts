@@ -136,8 +136,12 @@ export interface FlotillaAppOptions {
   executeTimeoutMs?: number;
   /** Reported by `/health`. @default "0.1.0" */
   version?: string;
-  /** Further apps mounted at the root (e.g. the fleet routes); mounted after the built-in routes. */
-  mount?: Array<{ path?: string; app: Hono }>;
+  /**
+   * Further apps mounted at the root (e.g. the fleet routes); mounted after the built-in
+   * routes. An app with an `openapiRoutes(base)` method (the fleet app has one) has its
+   * operations added to `/openapi.json` and `/docs`.
+   */
+  mount?: Array<{ path?: string; app: Hono & { openapiRoutes?(base: string): RouteConfig[] } }>;
   /** Extra task types accepted besides built-in ones and those claimed by registered workers. */
   taskTypes?: readonly string[];
   /** Drives WebSocket ping and status intervals. @default systemClock */
@@ -217,6 +221,11 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
     name: "X-API-Key",
   });
   registry.registerComponent("securitySchemes", "Bearer", { type: "http", scheme: "bearer" });
+  registry.registerComponent("securitySchemes", "RegistrationToken", {
+    type: "apiKey",
+    in: "header",
+    name: "X-Registration-Token",
+  });
 
   // ---- engine reads ------------------------------------------------------------------
   const workers = (): WorkerInfo[] => {
@@ -677,6 +686,7 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
     extraResponses?: Record<number, string>;
     handler: (c: Context) => Promise<Response> | Response;
   };
+  const registered = new Set<string>();
   const openApiPath = (p: string) => p.replace(/:([A-Za-z_]+)/g, "{$1}");
   const define = (d: RouteDef) => {
     const responses: RouteConfig["responses"] = { 200: ok(d.response) };
@@ -689,6 +699,7 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
     if (d.body) Object.assign(request, jsonBody(d.body));
     if (d.query) request.query = d.query as never;
     if (d.params) request.params = d.params as never;
+    registered.add(`${d.method} ${openApiPath(d.path)}`);
     registry.registerPath({
       method: d.method,
       path: openApiPath(d.path),
@@ -1036,7 +1047,7 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
         title: "Flotilla orchestrator API",
         version,
         description:
-          "Vera-compatible orchestration routes, operations endpoints, and WebSockets " +
+          "Vera-compatible orchestration routes, fleet routes (when mounted), operations endpoints, and WebSockets " +
           `(${prefix}/ws/status, ${prefix}/ws/events, ${prefix}/ws/tasks/{id}).`,
       },
       servers: [{ url: "/" }],
@@ -1062,7 +1073,15 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
     });
   });
 
-  for (const m of options.mount ?? []) app.route(m.path ?? "/", m.app);
+  for (const m of options.mount ?? []) {
+    app.route(m.path ?? "/", m.app);
+    const base = (m.path ?? "").replace(/\/+$/, "");
+    for (const route of m.app.openapiRoutes?.(base) ?? []) {
+      // A path the adapter serves itself (e.g. `/health`) shadows the mounted one.
+      if (registered.has(`${route.method} ${route.path}`)) continue;
+      registry.registerPath(route);
+    }
+  }
 
   let closed = false;
   app.flotilla = {

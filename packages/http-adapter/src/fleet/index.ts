@@ -25,11 +25,13 @@
  * GET /keys/audit, GET /dashboard/stats. The /dashboard page itself is not served here.
  * Mount the fleet app before routes of your own that could shadow these paths.
  */
+import type { RouteConfig } from "@asteasolutions/zod-to-openapi";
 import { silentLogger, systemClock } from "@flotilla/core";
 import { Hono } from "hono";
 import { FleetEngine } from "./engine.js";
 import { KeyService } from "./keys.js";
 import { NodeService } from "./nodes.js";
+import { fleetOpenApiRoutes } from "./openapi.js";
 import type { FleetRoutesOptions, ResolvedFleetOptions } from "./options.js";
 import { mountFleetRoutes } from "./routes.js";
 import { FleetState } from "./state.js";
@@ -54,6 +56,12 @@ export type FleetApp = Hono & {
    * Every call reads the store, so revocation and rotation take effect at once.
    */
   verifyAdminKey(key: string, what?: string): Promise<boolean>;
+  /**
+   * The fleet routes as OpenAPI operations (built from the zod schemas that validate them),
+   * with paths under `base`. `createFlotillaApp({ mount: [{ app: fleet }] })` adds them to
+   * its `/openapi.json` and `/docs`.
+   */
+  openapiRoutes(base?: string): RouteConfig[];
 };
 
 function defaultSource(_req: Request, env: unknown): string {
@@ -159,6 +167,7 @@ export function createFleetRoutes(options: FleetRoutesOptions): FleetApp {
       tasks.close();
       await ready.catch(() => undefined);
     },
+    openapiRoutes: fleetOpenApiRoutes,
     async verifyAdminKey(key: string, what = "vera route") {
       await ready;
       return keys.verifyAdmin(key, what, null);

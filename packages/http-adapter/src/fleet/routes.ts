@@ -8,12 +8,15 @@ import { KEY_SCOPES, type KeyScope, type KeyService } from "./keys.js";
 import type { NodeService } from "./nodes.js";
 import type { ResolvedFleetOptions } from "./options.js";
 import {
+  AuditQuerySchema,
+  CleanupQuerySchema,
   CreateKeyBodySchema,
   CreateTaskBodySchema,
   HeartbeatBodySchema,
   ListTasksQuerySchema,
   LogsBodySchema,
   RegisterBodySchema,
+  RotateQuerySchema,
   StatusBodySchema,
 } from "./schemas.js";
 import type { FleetState, NodeRecord } from "./state.js";
@@ -57,6 +60,12 @@ async function jsonBody<T>(c: Context, schema: ZodType<T>): Promise<T> {
   }
   const parsed = schema.safeParse(raw);
   if (!parsed.success) throw validationError(parsed.error);
+  return parsed.data;
+}
+
+function queryOf<T>(c: Context, schema: ZodType<T>): T {
+  const parsed = schema.safeParse(c.req.query());
+  if (!parsed.success) throw validationError(parsed.error, "query");
   return parsed.data;
 }
 
@@ -403,10 +412,7 @@ export function mountFleetRoutes(app: Hono, parts: FleetParts): void {
     "/tasks/cleanup",
     h(async (c) => {
       await admin(c, "admin");
-      const days = Number(c.req.query("days") ?? "30");
-      if (!Number.isFinite(days) || days < 0) {
-        throw new FleetHttpError(400, "query.days: expected a number of days >= 0");
-      }
+      const { days } = queryOf(c, CleanupQuerySchema);
       const cutoff = o.clock.now() - days * 86_400_000;
       const finished = await o.store.listTasks({ status: [...TERMINAL_STATUSES] });
       const candidates = finished.filter((t) => t.updatedAt < cutoff).map((t) => t.id);
@@ -538,8 +544,7 @@ export function mountFleetRoutes(app: Hono, parts: FleetParts): void {
     "/keys/audit",
     h(async (c) => {
       await admin(c, "admin");
-      const keyId = c.req.query("key_id");
-      const lim = Math.min(Math.max(Number(c.req.query("limit") ?? "1000") || 1000, 1), 10_000);
+      const { key_id: keyId, limit: lim } = queryOf(c, AuditQuerySchema);
       let entries = await state.listAudit();
       if (keyId) entries = entries.filter((e) => e.key_id === keyId);
       const slice = entries.slice(-lim).map((e) => ({ ...e, at: iso(e.at) }));
@@ -571,10 +576,7 @@ export function mountFleetRoutes(app: Hono, parts: FleetParts): void {
     "/keys/:id/rotate",
     h(async (c) => {
       const p = await admin(c, "admin");
-      const hours = Number(c.req.query("grace_period_hours") ?? "24");
-      if (!Number.isFinite(hours) || hours < 0 || hours > 24 * 365) {
-        throw new FleetHttpError(400, "query.grace_period_hours: expected a number of hours >= 0");
-      }
+      const { grace_period_hours: hours } = queryOf(c, RotateQuerySchema);
       const { key, secret } = await keys.rotate(
         c.req.param("id") ?? "",
         hours * 3_600_000,

@@ -1,5 +1,8 @@
+import { extendZodWithOpenApi } from "@asteasolutions/zod-to-openapi";
 import { PRIORITY_NAMES } from "@flotilla/core";
 import { z } from "zod";
+
+extendZodWithOpenApi(z);
 
 const name = z.string().min(1).max(256);
 const stringMap = z.record(z.string().max(256), z.union([z.string(), z.number(), z.boolean()]));
@@ -131,3 +134,41 @@ export const ListTasksQuerySchema = z.object({
   limit: z.coerce.number().int().min(1).max(1000).default(100),
   offset: z.coerce.number().int().min(0).default(0),
 });
+
+/** `POST /tasks/cleanup?days=`. */
+export const CleanupQuerySchema = z.object({
+  days: z.coerce
+    .number()
+    .min(0)
+    .default(30)
+    .openapi({ description: "Delete finished tasks older than this many days. Default 30." }),
+});
+
+/** `GET /keys/audit?key_id=&limit=`. */
+export const AuditQuerySchema = z.object({
+  key_id: z.string().max(256).optional(),
+  limit: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(10_000)
+    .default(1000)
+    .openapi({ description: "Newest entries to return. Default 1000." }),
+});
+
+/** `POST /keys/{id}/rotate?grace_period_hours=`. */
+export const RotateQuerySchema = z.object({
+  grace_period_hours: z.coerce
+    .number()
+    .min(0)
+    .max(24 * 365)
+    .default(24)
+    .openapi({ description: "How long the old secret keeps working. Default 24; 0 for none." }),
+});
+
+/** `{id}` of the node, task and key routes. */
+export const IdParamsSchema = z.object({ id: z.string().min(1).max(256) });
+/** `{task_id}` of `GET /logs/{task_id}`. */
+export const TaskIdParamsSchema = z.object({ task_id: z.string().min(1).max(256) });
+/** `{name}` of `GET /files/{name}` (percent-encoded basename). */
+export const FileNameParamsSchema = z.object({ name: z.string().min(1).max(256) });
