@@ -138,16 +138,39 @@ export class ReadyQueue {
     return this.#lanes.size;
   }
 
+  /**
+   * Whether a task is queued.
+   *
+   * @example
+   * ```ts
+   * if (q.has("t1")) q.remove("t1");
+   * ```
+   */
   has(taskId: string): boolean {
     return this.#byId.has(taskId);
   }
 
-  /** Queued tasks by numeric priority. */
+  /**
+   * Queued tasks by numeric priority.
+   *
+   * @example
+   * ```ts
+   * for (const [priority, n] of q.depthByPriority()) console.log(priority, n);
+   * ```
+   */
   depthByPriority(): Map<number, number> {
     return new Map(this.#byPriority);
   }
 
-  /** Adds a ready task. `enqueuedAt` fixes its aging score for good. */
+  /**
+   * Adds a ready task. `enqueuedAt` fixes its aging score for good.
+   *
+   * @example
+   * ```ts
+   * const entry = q.enqueue(task, Date.now());
+   * console.log(entry.lane.key, entry.score);
+   * ```
+   */
   enqueue(task: TaskRecord, enqueuedAt: number): QueueEntry {
     const existing = this.#byId.get(task.id);
     if (existing) return existing;
@@ -184,7 +207,14 @@ export class ReadyQueue {
     return entry;
   }
 
-  /** Removes a queued task (cancelled, failed by a gate). */
+  /**
+   * Removes a queued task (cancelled, failed by a gate).
+   *
+   * @example
+   * ```ts
+   * const removed = q.remove("t1"); // undefined when it was not queued
+   * ```
+   */
   remove(taskId: string): TaskRecord | undefined {
     const entry = this.#byId.get(taskId);
     if (!entry) return undefined;
@@ -200,6 +230,12 @@ export class ReadyQueue {
   /**
    * Pops the best lane that is not parked (it leaves the active set until `restore`,
    * `take` or `park`). Returns `undefined` when none is left. O(log L).
+   *
+   * @example
+   * ```ts
+   * const lane = q.popLane();
+   * if (lane) console.log(lane.head?.task.id); // then q.take(lane), q.restore(lane) or q.park(lane, "worker")
+   * ```
    */
   popLane(): Lane | undefined {
     const node = this.#active.peek();
@@ -213,14 +249,30 @@ export class ReadyQueue {
     return lane;
   }
 
-  /** Puts a popped lane back among the active ones. */
+  /**
+   * Puts a popped lane back among the active ones.
+   *
+   * @example
+   * ```ts
+   * const lane = q.popLane();
+   * if (lane) q.restore(lane); // looked, but did not dispatch
+   * ```
+   */
   restore(lane: Lane): void {
     if (lane.entries.size === 0 || lane.node || lane.parked !== undefined) return;
     if (this.#lanes.get(lane.key) !== lane) return;
     this.#activate(lane);
   }
 
-  /** Takes the head task of `lane` for dispatch, charging its tenant, and restores the lane. */
+  /**
+   * Takes the head task of `lane` for dispatch, charging its tenant, and restores the lane.
+   *
+   * @example
+   * ```ts
+   * const lane = q.popLane();
+   * const task = lane ? q.take(lane) : undefined;
+   * ```
+   */
   take(lane: Lane): TaskRecord | undefined {
     const entry = lane.entries.pop();
     if (!entry) return undefined;
@@ -234,7 +286,14 @@ export class ReadyQueue {
     return entry.task;
   }
 
-  /** Takes a specific queued task (a pull claim takes the head of the lane it walks). */
+  /**
+   * Takes a specific queued task (a pull claim takes the head of the lane it walks).
+   *
+   * @example
+   * ```ts
+   * const claimed = q.takeTask("t1");
+   * ```
+   */
   takeTask(taskId: string): TaskRecord | undefined {
     const entry = this.#byId.get(taskId);
     if (!entry) return undefined;
@@ -245,7 +304,15 @@ export class ReadyQueue {
     return task;
   }
 
-  /** Parks a popped (or active) lane: push dispatch skips it until `unpark`. */
+  /**
+   * Parks a popped (or active) lane: push dispatch skips it until `unpark`.
+   *
+   * @example
+   * ```ts
+   * const lane = q.popLane();
+   * if (lane) q.park(lane, "worker"); // no free worker can run its head
+   * ```
+   */
   park(lane: Lane, reason: ParkReason): void {
     this.#deactivate(lane);
     if (lane.entries.size === 0) return;
@@ -254,7 +321,14 @@ export class ReadyQueue {
     this.#parked[reason].add(lane);
   }
 
-  /** Returns a parked lane to the active set. */
+  /**
+   * Returns a parked lane to the active set.
+   *
+   * @example
+   * ```ts
+   * for (const lane of q.parkedLanes("gate")) q.unpark(lane);
+   * ```
+   */
   unpark(lane: Lane): void {
     if (lane.parked === undefined) return;
     this.#parked[lane.parked].delete(lane);
@@ -262,7 +336,14 @@ export class ReadyQueue {
     this.restore(lane);
   }
 
-  /** Unparks every lane parked for `reason` (optionally only those `filter` accepts). Returns how many. */
+  /**
+   * Unparks every lane parked for `reason` (optionally only those `filter` accepts). Returns how many.
+   *
+   * @example
+   * ```ts
+   * const woken = q.unparkAll("worker", (lane) => lane.type === "summarize");
+   * ```
+   */
   unparkAll(reason: ParkReason, filter?: (lane: Lane) => boolean): number {
     const set = this.#parked[reason];
     if (set.size === 0) return 0;
@@ -275,7 +356,14 @@ export class ReadyQueue {
     return n;
   }
 
-  /** Lanes parked for `reason` (for the dispatcher's bookkeeping). */
+  /**
+   * Lanes parked for `reason` (for the dispatcher's bookkeeping).
+   *
+   * @example
+   * ```ts
+   * console.log(q.parkedLanes("worker").size, "lanes wait for a worker");
+   * ```
+   */
   parkedLanes(reason: ParkReason): ReadonlySet<Lane> {
     return this.#parked[reason];
   }
@@ -283,6 +371,11 @@ export class ReadyQueue {
   /**
    * Every lane with queued tasks, best head first (active and parked): the order a pull
    * claim walks. O(L log L) in the number of lanes.
+   *
+   * @example
+   * ```ts
+   * for (const lane of q.lanesInOrder()) console.log(lane.key, lane.entries.size);
+   * ```
    */
   lanesInOrder(): Lane[] {
     const lanes = [...this.#lanes.values()].filter((l) => l.entries.size > 0);
@@ -300,11 +393,27 @@ export class ReadyQueue {
     });
   }
 
-  /** Every queued task, in no particular order. */
+  /**
+   * Every queued task, in no particular order.
+   *
+   * @example
+   * ```ts
+   * const ids = [...q.tasks()].map((t) => t.id);
+   * ```
+   */
   *tasks(): IterableIterator<TaskRecord> {
     for (const entry of this.#byId.values()) yield entry.task;
   }
 
+  /**
+   * Drops every queued task and lane (calling `onLaneDropped` for each lane).
+   *
+   * @example
+   * ```ts
+   * q.clear();
+   * console.log(q.size); // 0
+   * ```
+   */
   clear(): void {
     for (const lane of this.#lanes.values()) this.#onLaneDropped?.(lane);
     this.#lanes.clear();
