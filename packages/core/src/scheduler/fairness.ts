@@ -25,27 +25,65 @@ export class FairShare {
     for (const [tenant, w] of Object.entries(options.weights ?? {})) this.setWeight(tenant, w);
   }
 
-  /** Sets a tenant's weight (> 0) at run time. */
+  /**
+   * Sets a tenant's weight (> 0) at run time.
+   *
+   * @example
+   * ```ts
+   * fair.setWeight("acme", 4); // acme now gets 4 dispatches for every 1 of a weight-1 tenant
+   * ```
+   */
   setWeight(tenant: string, weight: number): void {
     this.#weights.set(tenant, checkWeight(weight, `weights.${tenant}`));
   }
 
+  /**
+   * A tenant's weight (the default weight when none was set).
+   *
+   * @example
+   * ```ts
+   * fair.weight("unknown-tenant"); // 1
+   * ```
+   */
   weight(tenant: string): number {
     return this.#weights.get(tenant) ?? this.#defaultWeight;
   }
 
-  /** The tenant's virtual time. */
+  /**
+   * The tenant's virtual time.
+   *
+   * @example
+   * ```ts
+   * fair.charge("acme");
+   * fair.vt("acme"); // 1 / weight of acme
+   * ```
+   */
   vt(tenant: string): number {
     return this.#vt.get(tenant) ?? this.#systemVt;
   }
 
-  /** Called when a tenant goes from no queued work to some: it starts at the system virtual time. */
+  /**
+   * Called when a tenant goes from no queued work to some: it starts at the system virtual time.
+   *
+   * @example
+   * ```ts
+   * fair.activate("beta"); // beta had nothing queued and now has work
+   * ```
+   */
   activate(tenant: string): void {
     const cur = this.#vt.get(tenant);
     if (cur === undefined || cur < this.#systemVt) this.#vt.set(tenant, this.#systemVt);
   }
 
-  /** Charges one dispatched task to `tenant`. */
+  /**
+   * Charges one dispatched task to `tenant`.
+   *
+   * @example
+   * ```ts
+   * fair.charge("acme"); // one task
+   * fair.charge("beta", 2); // a task that counts double
+   * ```
+   */
   charge(tenant: string, cost = 1): void {
     const start = this.vt(tenant);
     if (start > this.#systemVt) this.#systemVt = start;
