@@ -19,7 +19,15 @@ export class DependencyTracker {
     return this.#remaining.size;
   }
 
-  /** Registers `taskId` waiting on `unresolved` (dependencies not finished yet). */
+  /**
+   * Registers `taskId` waiting on `unresolved` (dependencies not finished yet).
+   *
+   * @example
+   * ```ts
+   * dag.add("report", ["fetch", "parse"]);
+   * dag.remaining("report"); // 2
+   * ```
+   */
   add(taskId: string, unresolved: readonly string[]): void {
     if (unresolved.length === 0) return;
     this.#remaining.set(taskId, unresolved.length);
@@ -30,12 +38,28 @@ export class DependencyTracker {
     }
   }
 
-  /** Unresolved dependency count of a task (0 when ready or unknown). */
+  /**
+   * Unresolved dependency count of a task (0 when ready or unknown).
+   *
+   * @example
+   * ```ts
+   * dag.add("b", ["a"]);
+   * dag.remaining("b"); // 1
+   * ```
+   */
   remaining(taskId: string): number {
     return this.#remaining.get(taskId) ?? 0;
   }
 
-  /** Whether anything waits on `taskId`. */
+  /**
+   * Whether anything waits on `taskId`.
+   *
+   * @example
+   * ```ts
+   * dag.add("b", ["a"]);
+   * dag.hasDependents("a"); // true
+   * ```
+   */
   hasDependents(taskId: string): boolean {
     return this.#dependents.has(taskId);
   }
@@ -44,6 +68,14 @@ export class DependencyTracker {
    * `taskId` finished. Dependents whose policy accepts the outcome (`ok`, or policy `run`)
    * lose one unresolved dependency and are returned in `ready` when none is left; the rest
    * are returned in `skip` (the caller skips them and resolves them in turn).
+   *
+   * @example
+   * ```ts
+   * dag.add("b", ["a"]);
+   * dag.add("c", ["a"]);
+   * // "a" failed: "b" skips on failure, "c" runs anyway
+   * dag.resolve("a", false, (id) => (id === "b" ? "skip" : "run")); // { ready: ["c"], skip: ["b"] }
+   * ```
    */
   resolve(
     taskId: string,
@@ -76,11 +108,27 @@ export class DependencyTracker {
     return { ready, skip };
   }
 
-  /** Forgets a task that ended by other means (cancelled while waiting). */
+  /**
+   * Forgets a task that ended by other means (cancelled while waiting).
+   *
+   * @example
+   * ```ts
+   * dag.forget("b"); // "b" was cancelled while it waited
+   * ```
+   */
   forget(taskId: string): void {
     this.#remaining.delete(taskId);
   }
 
+  /**
+   * Forgets everything.
+   *
+   * @example
+   * ```ts
+   * dag.clear();
+   * dag.waiting; // 0
+   * ```
+   */
   clear(): void {
     this.#remaining.clear();
     this.#dependents.clear();
