@@ -39,7 +39,13 @@ export interface SerializedError {
 
 /** Options for {@link FlotillaError}. */
 export interface FlotillaErrorOptions {
+  /**
+   * The underlying error, kept as the standard `Error.cause`. @default undefined
+   */
   cause?: unknown;
+  /**
+   * Extra data for the caller (serialised by `toJSON`), e.g. the offending field. @default undefined
+   */
   details?: unknown;
   /** Whether a task that failed with this error may be retried. @default false */
   retryable?: boolean;
@@ -70,7 +76,15 @@ export class FlotillaError extends Error {
     this.retryable = options.retryable ?? false;
   }
 
-  /** Normalises anything thrown into a `FlotillaError` (`fallback` code for foreign errors). */
+  /**
+   * Normalises anything thrown into a `FlotillaError` (`fallback` code for foreign errors).
+   *
+   * @example
+   * ```ts
+   * FlotillaError.from(new Error("disk full"), "STORE_ERROR").code; // "STORE_ERROR"
+   * FlotillaError.from(new RetryAfterError(5_000)).code; // "RATE_LIMITED", retryable
+   * ```
+   */
   static from(err: unknown, fallback: ErrorCode = "INTERNAL"): FlotillaError {
     if (err instanceof FlotillaError) return err;
     if (err instanceof UnrecoverableError) {

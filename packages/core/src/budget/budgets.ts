@@ -191,6 +191,9 @@ export interface BudgetStats {
 
 /** Options of {@link Budgets}. */
 export interface BudgetsOptions {
+  /**
+   * Budgets to enforce (see {@link BudgetConfig}). @default []
+   */
   budgets?: BudgetConfig[];
   /** Default IANA zone for calendar budgets. @default "UTC" */
   timeZone?: string;

@@ -219,7 +219,14 @@ export class ToolCallWorker extends BaseWorker {
     return this;
   }
 
-  /** Names and descriptions of the tools it knows. */
+  /**
+   * Names and descriptions of the tools it knows.
+   *
+   * @example
+   * ```ts
+   * for (const { name, description } of new ToolCallWorker().listTools()) console.log(name, description);
+   * ```
+   */
   listTools(): Array<{ name: string; description: string }> {
     return [...this.#tools.values()].map((t) => ({ name: t.name, description: t.description }));
   }

@@ -79,7 +79,15 @@ export interface WorkerRegistryOptions {
   clock?: Clock;
   /** @default silentLogger */
   logger?: Logger;
+  /**
+   * Health rounds: interval, timeout and the thresholds between states.
+   * @default { intervalMs: 30_000, timeoutMs: 5_000, degradedAfter: 1, unhealthyAfter: 3, recoverAfter: 2, concurrency: 16 }
+   */
   health?: Partial<HealthMonitorOptions>;
+  /**
+   * Circuit breaker per worker.
+   * @default { failureThreshold: 5, cooldownMs: 30_000 }
+   */
   circuit?: Partial<CircuitBreakerOptions>;
   /** Called on every health or circuit state change (after the state has changed). */
   onChange?: (change: RegistryChange) => void;

@@ -54,8 +54,14 @@ export const BUILTIN_TASK_TYPES = [
 
 const key = z.string().min(1).max(256);
 
+/**
+ * A priority: a name (`critical`, `high`, `normal`, `low`, `background`) or any finite number (higher runs first).
+ */
 export const PrioritySchema = z.union([z.enum(PRIORITY_NAMES), z.number().finite()]);
 
+/**
+ * Zod schema of {@link Usage}: token counts, cost in USD and request count, all optional.
+ */
 export const UsageSchema = z.object({
   inputTokens: z.number().nonnegative().optional(),
   outputTokens: z.number().nonnegative().optional(),
@@ -66,6 +72,9 @@ export const UsageSchema = z.object({
 /** Token and cost usage of one call or task. */
 export type Usage = z.infer<typeof UsageSchema>;
 
+/**
+ * Zod schema of {@link RetryPolicy}: exponential backoff with jitter between attempts.
+ */
 export const RetryPolicySchema = z.object({
   /** Total attempts including the first. @default 1 */
   maxAttempts: z.number().int().min(1).max(100).default(1),
@@ -80,6 +89,9 @@ export const RetryPolicySchema = z.object({
 });
 export type RetryPolicy = z.infer<typeof RetryPolicySchema>;
 
+/**
+ * Zod schema of {@link Requirements}: capabilities and labels a worker must offer to run the task.
+ */
 export const RequirementsSchema = z.object({
   /** Every capability listed must be offered by the worker. */
   capabilities: z.array(key).optional(),
@@ -88,6 +100,9 @@ export const RequirementsSchema = z.object({
 });
 export type Requirements = z.infer<typeof RequirementsSchema>;
 
+/**
+ * Zod schema of {@link Target}: pins a task to a worker id, a name glob or tags.
+ */
 export const TargetSchema = z.object({
   /** Only this worker (or node) id. */
   workerId: key.optional(),
@@ -98,6 +113,9 @@ export const TargetSchema = z.object({
 });
 export type Target = z.infer<typeof TargetSchema>;
 
+/**
+ * Zod schema of {@link Estimate}: expected tokens or cost, used by budgets and cost-aware routing before the task runs.
+ */
 export const EstimateSchema = z.object({
   inputTokens: z.number().nonnegative().optional(),
   outputTokens: z.number().nonnegative().optional(),
