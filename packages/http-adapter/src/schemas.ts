@@ -149,16 +149,28 @@ export type RemoteRegisterInput = z.infer<typeof RemoteRegisterSchema>;
 
 // Responses (documentation only).
 const ErrorObject = z.object({ code: z.string(), message: z.string() });
+/**
+ * Body of every error answer: `{ error: { code, message }, detail }` (`detail` repeats the message).
+ */
 export const ErrorResponseSchema = z
   .object({ error: ErrorObject, detail: z.string() })
   .openapi("Error");
 
+/**
+ * Metrics in a response (per task, or of the whole orchestrator), keyed by name.
+ */
 export const MetricsObject = z.record(z.string(), z.unknown()).openapi("Metrics");
 
+/**
+ * Answer of `POST …/tasks/submit`: the new task's id, `status: "submitted"` and a message.
+ */
 export const SubmitResponseSchema = z
   .object({ task_id: z.string(), status: z.literal("submitted"), message: z.string() })
   .openapi("SubmitResponse");
 
+/**
+ * Answer of `POST …/tasks/execute` (submit and wait): the outcome, output and metrics.
+ */
 export const ExecuteResponseSchema = z
   .object({
     task_id: z.string(),
@@ -173,6 +185,9 @@ export const ExecuteResponseSchema = z
   })
   .openapi("ExecuteResponse");
 
+/**
+ * A task as the API shows it (`GET …/tasks/:task_id`, history entries), in snake_case.
+ */
 export const TaskViewSchema = z
   .object({
     task_id: z.string(),
@@ -192,10 +207,16 @@ export const TaskViewSchema = z
   })
   .openapi("Task");
 
+/**
+ * Answer of `GET …/tasks/history`: the matching tasks and their count.
+ */
 export const HistoryResponseSchema = z
   .object({ tasks: z.array(TaskViewSchema), count: z.number() })
   .openapi("TaskHistory");
 
+/**
+ * Answer of `POST …/llm/request`: the model's text (or the error) and metrics.
+ */
 export const LlmResponseSchema = z
   .object({
     task_id: z.string(),
@@ -206,6 +227,9 @@ export const LlmResponseSchema = z
   })
   .openapi("LlmResponse");
 
+/**
+ * Answer of `POST …/tools/execute`: the tool's result (or the error) and metrics.
+ */
 export const ToolResponseSchema = z
   .object({
     task_id: z.string(),
@@ -216,14 +240,23 @@ export const ToolResponseSchema = z
   })
   .openapi("ToolResponse");
 
+/**
+ * Answer of `POST …/workers/llm-api/register` and `…/workers/remote/register`.
+ */
 export const RegisteredResponseSchema = z
   .object({ worker_id: z.string(), status: z.literal("registered"), message: z.string() })
   .openapi("RegisteredResponse");
 
+/**
+ * Answer of `GET /health` and `GET …/health`: `healthy` while running, and the version.
+ */
 export const HealthResponseSchema = z
   .object({ status: z.enum(["healthy", "stopped"]), version: z.string() })
   .openapi("Health");
 
+/**
+ * Answer of `GET …/status`: running state, uptime, metrics, workers and resources.
+ */
 export const StatusResponseSchema = z
   .object({
     is_running: z.boolean(),
@@ -234,6 +267,9 @@ export const StatusResponseSchema = z
   })
   .openapi("Status");
 
+/**
+ * Answer of `GET …/workers/list`: every worker and aggregate statistics.
+ */
 export const WorkerListResponseSchema = z
   .object({
     workers: z.array(z.record(z.string(), z.unknown())),
@@ -241,6 +277,9 @@ export const WorkerListResponseSchema = z
   })
   .openapi("WorkerList");
 
+/**
+ * Answer of `GET …/resources/stats`: the resource manager's `stats()` view.
+ */
 export const ResourceStatsSchema = z.record(z.string(), z.unknown()).openapi("ResourceStats");
 
 export { z };
