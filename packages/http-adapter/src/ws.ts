@@ -72,6 +72,15 @@ export interface HubDeps {
  * Fans engine events out to WebSocket clients: `/ws/status` (snapshots + events),
  * `/ws/events` (events, filterable with `?task_id=` and `?types=`), `/ws/tasks/{id}`
  * (one task's events; closes with 1000 when the task ends).
+ *
+ * @example
+ * ```ts
+ * const app = createFlotillaApp({ orchestrator, auth: { mode: "open" } });
+ * const hub = app.flotilla.hub; // created by the app; serveFlotilla wires its upgrades
+ * server.on("upgrade", (req, socket, head) => {
+ *   if (!hub.handleUpgrade(req, socket, head)) socket.destroy();
+ * });
+ * ```
  */
 export class EventHub {
   readonly #deps: HubDeps;
@@ -215,7 +224,14 @@ export class EventHub {
     }
   }
 
-  /** Whether `pathname` is one of the hub's WebSocket routes. */
+  /**
+   * Whether `pathname` is one of the hub's WebSocket routes.
+   *
+   * @example
+   * ```ts
+   * hub.matches("/api/v2/orchestrator/ws/events"); // true with the default prefix
+   * ```
+   */
   matches(pathname: string): boolean {
     return this.#route(pathname) !== undefined;
   }
@@ -238,6 +254,13 @@ export class EventHub {
   /**
    * Handles an HTTP `upgrade` from a Node server. Returns false when the path is not a
    * WebSocket route of this app (so another handler may take it).
+   *
+   * @example
+   * ```ts
+   * server.on("upgrade", (req, socket, head) => {
+   *   if (!hub.handleUpgrade(req, socket, head)) socket.destroy(); // not a WebSocket route of ours
+   * });
+   * ```
    */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): boolean {
     const url = new URL(req.url ?? "/", "http://localhost");
@@ -349,7 +372,14 @@ export class EventHub {
     }
   }
 
-  /** Closes every socket (1001 going away) and stops the timers. */
+  /**
+   * Closes every socket (1001 going away) and stops the timers.
+   *
+   * @example
+   * ```ts
+   * hub.close(); // on shutdown, before closing the HTTP server
+   * ```
+   */
   close(): void {
     this.#closed = true;
     if (this.#pingTimer) this.#clock.clearTimeout(this.#pingTimer);
