@@ -1,40 +1,32 @@
 import {
+  type ChatReply,
+  type ChatServer,
+  type ChatServerOptions,
   control,
+  nextId,
   type PlannedResponse,
-  type ProtocolServer,
   type RecordedRequest,
-  ReplyQueue,
-  resolveScripted,
+  replyText,
+  retryHeaders,
   roughTokens,
-  type Scripted,
+  type ScriptedError,
   splitTokens,
-  startProtocolServer,
+  startChatServer,
   textOf,
 } from "./base.js";
-import type { ChatReply, ScriptedError } from "./openai.js";
 
 /** Options of {@link startAnthropicServer}. */
-export interface AnthropicServerOptions {
+export interface AnthropicServerOptions extends ChatServerOptions<ChatReply> {
   /** Models `/v1/models` lists and `/v1/messages` accepts; others get a 404. @default ["claude-sonnet-4-5", "claude-haiku-4-5"] */
   models?: string[];
-  /** Replies served in order before `defaultReply`. */
-  replies?: Scripted<ChatReply>[];
-  /** @default { text: "Hello from the test server." } */
-  defaultReply?: Scripted<ChatReply>;
-  /** Headers added to every response (e.g. `anthropic-ratelimit-*`). */
-  headers?: Record<string, string>;
   /** When set, requests must carry `x-api-key: <apiKey>` or `Authorization: Bearer <apiKey>` (401 otherwise). */
   apiKey?: string;
 }
 
 /** A local Anthropic-shaped server (messages and models). */
-export interface AnthropicServer extends ProtocolServer {
+export interface AnthropicServer extends ChatServer<ChatReply> {
   /** What `@anthropic-ai/sdk` takes as `baseURL` (the server's origin). */
   readonly baseURL: string;
-  reply(...replies: Scripted<ChatReply>[]): void;
-  setDefaultReply(reply: Scripted<ChatReply>): void;
-  /** Requests to `/v1/messages` only. */
-  completionRequests(): RecordedRequest[];
 }
 
 const ANTHROPIC_ERROR_TYPES: Record<number, string> = {
@@ -50,12 +42,9 @@ const ANTHROPIC_ERROR_TYPES: Record<number, string> = {
 
 /** Builds an Anthropic-shaped error response. */
 export function anthropicErrorPlan(err: ScriptedError): PlannedResponse {
-  const headers: Record<string, string> = {};
-  if (err.retryAfterSeconds !== undefined) headers["retry-after"] = String(err.retryAfterSeconds);
-  if (err.retryAfterMs !== undefined) headers["retry-after-ms"] = String(err.retryAfterMs);
   return {
     status: err.status,
-    headers,
+    headers: retryHeaders(err),
     body: {
       type: "error",
       error: {
@@ -66,9 +55,6 @@ export function anthropicErrorPlan(err: ScriptedError): PlannedResponse {
     },
   };
 }
-
-let seq = 0;
-const nextId = (prefix: string) => `${prefix}_${Date.now().toString(36)}${(++seq).toString(36)}`;
 
 /**
  * Starts a local server that speaks Anthropic's Messages API (`POST /v1/messages`, JSON and
@@ -85,19 +71,12 @@ export async function startAnthropicServer(
   options: AnthropicServerOptions = {},
 ): Promise<AnthropicServer> {
   const models = options.models ?? ["claude-sonnet-4-5", "claude-haiku-4-5"];
-  const queue = new ReplyQueue<Scripted<ChatReply>>(
-    options.defaultReply ?? { text: "Hello from the test server." },
-  );
-  if (options.replies) queue.push(...options.replies);
-  const common = options.headers ?? {};
+  const base = await startChatServer<ChatReply>(options, (path) => path === "/v1/messages", route);
 
-  const base = await startProtocolServer(async (req) => {
-    const plan = await route(req);
-    plan.headers = { ...common, ...(plan.headers ?? {}) };
-    return plan;
-  });
-
-  async function route(req: RecordedRequest): Promise<PlannedResponse> {
+  async function route(
+    req: RecordedRequest,
+    nextReply: () => Promise<ChatReply>,
+  ): Promise<PlannedResponse> {
     if (
       options.apiKey !== undefined &&
       req.headers["x-api-key"] !== options.apiKey &&
@@ -120,11 +99,14 @@ export async function startAnthropicServer(
         },
       };
     }
-    if (req.method === "POST" && req.path === "/v1/messages") return messages(req);
+    if (req.method === "POST" && req.path === "/v1/messages") return messages(req, nextReply);
     return anthropicErrorPlan({ status: 404, message: `Not found: ${req.method} ${req.path}` });
   }
 
-  async function messages(req: RecordedRequest): Promise<PlannedResponse> {
+  async function messages(
+    req: RecordedRequest,
+    nextReply: () => Promise<ChatReply>,
+  ): Promise<PlannedResponse> {
     const body = (req.body ?? {}) as Record<string, any>;
     const model = typeof body.model === "string" ? body.model : "";
     if (typeof body.max_tokens !== "number") {
@@ -139,12 +121,12 @@ export async function startAnthropicServer(
     if (!models.includes(model)) {
       return anthropicErrorPlan({ status: 404, message: `model: ${model}` });
     }
-    const reply = await resolveScripted(queue.next(), req);
+    const reply = await nextReply();
     if (reply.error) return control(reply, anthropicErrorPlan(reply.error));
-    const text = reply.text ?? (reply.toolCalls ? "" : "Hello from the test server.");
+    const text = replyText(reply);
     const tools = (reply.toolCalls ?? []).map((c) => ({
       type: "tool_use" as const,
-      id: c.id ?? nextId("toolu"),
+      id: c.id ?? nextId("toolu", "_"),
       name: c.name,
       input: c.arguments,
     }));
@@ -155,7 +137,7 @@ export async function startAnthropicServer(
     const outputTokens =
       reply.usage?.outputTokens ??
       roughTokens(text + tools.map((t) => JSON.stringify(t.input)).join(""));
-    const id = nextId("msg");
+    const id = nextId("msg", "_");
     const content = [...(text ? [{ type: "text" as const, text }] : []), ...tools];
     if (body.stream !== true) {
       return control(reply, {
@@ -238,10 +220,5 @@ export async function startAnthropicServer(
     });
   }
 
-  return Object.assign(base, {
-    baseURL: base.url,
-    reply: (...replies: Scripted<ChatReply>[]) => queue.push(...replies),
-    setDefaultReply: (reply: Scripted<ChatReply>) => queue.setDefault(reply),
-    completionRequests: () => base.requests.filter((r) => r.path === "/v1/messages"),
-  });
+  return Object.assign(base, { baseURL: base.url });
 }

@@ -254,3 +254,105 @@ export function control(reply: ReplyControl, plan: PlannedResponse): PlannedResp
   out.headers = { ...(plan.headers ?? {}), ...(reply.headers ?? {}) };
   return out;
 }
+
+/** A tool call the server answers with. */
+export interface ScriptedToolCall {
+  id?: string;
+  name: string;
+  arguments: Record<string, unknown>;
+}
+
+/** A provider-shaped error the server answers with. */
+export interface ScriptedError {
+  /** HTTP status. */
+  status: number;
+  message: string;
+  /** Provider error type (e.g. `invalid_request_error`); derived from the status when absent. */
+  type?: string;
+  code?: string;
+  param?: string;
+  /** Adds a `retry-after` header (seconds). */
+  retryAfterSeconds?: number;
+  /** Adds a `retry-after-ms` header. */
+  retryAfterMs?: number;
+}
+
+/** What a chat-style server answers with. Every field is optional. */
+export interface ChatReply extends ReplyControl {
+  /** Assistant text. @default "Hello from the test server." */
+  text?: string;
+  toolCalls?: ScriptedToolCall[];
+  /** @default "stop" ("tool_calls" when there are tool calls) */
+  finishReason?: string;
+  /** Token counts; estimated from the request and the text when absent. */
+  usage?: { inputTokens?: number; outputTokens?: number };
+  /** Answer with this error instead. */
+  error?: ScriptedError;
+}
+
+const DEFAULT_TEXT = "Hello from the test server.";
+
+/** A reply's assistant text: its `text`, else `""` when it has tool calls, else the default text. */
+export function replyText(reply: ChatReply): string {
+  return reply.text ?? (reply.toolCalls ? "" : DEFAULT_TEXT);
+}
+
+/** The `retry-after` / `retry-after-ms` headers a scripted error asks for. */
+export function retryHeaders(err: ScriptedError): Record<string, string> {
+  const headers: Record<string, string> = {};
+  if (err.retryAfterSeconds !== undefined) headers["retry-after"] = String(err.retryAfterSeconds);
+  if (err.retryAfterMs !== undefined) headers["retry-after-ms"] = String(err.retryAfterMs);
+  return headers;
+}
+
+let seq = 0;
+/** A unique provider-looking id, `<prefix><separator><time><counter>` (e.g. `msg_lx2k1`). */
+export function nextId(prefix: string, separator: string): string {
+  return `${prefix}${separator}${Date.now().toString(36)}${(++seq).toString(36)}`;
+}
+
+/** Options every chat-style server takes. */
+export interface ChatServerOptions<TReply> {
+  /** Replies served in order before `defaultReply`. */
+  replies?: Scripted<TReply>[];
+  /** The reply once the queue is empty. @default { text: "Hello from the test server." } */
+  defaultReply?: Scripted<TReply>;
+  /** Headers added to every response (e.g. rate-limit headers). */
+  headers?: Record<string, string>;
+}
+
+/** A chat-style protocol server: scripted replies, served in order, then the default. */
+export interface ChatServer<TReply> extends ProtocolServer {
+  /** Queues replies, served in order. */
+  reply(...replies: Scripted<TReply>[]): void;
+  setDefaultReply(reply: Scripted<TReply>): void;
+  /** Requests to the completion endpoints only. */
+  completionRequests(): RecordedRequest[];
+}
+
+/**
+ * Starts a chat-style protocol server: `route` answers each request and takes the next
+ * scripted reply with `nextReply()`; `options.headers` are added to every response, and
+ * `completionRequests()` keeps the requests whose path `isCompletion` accepts.
+ */
+export async function startChatServer<TReply extends ChatReply>(
+  options: ChatServerOptions<TReply>,
+  isCompletion: (path: string) => boolean,
+  route: (req: RecordedRequest, nextReply: () => Promise<TReply>) => Promise<PlannedResponse>,
+): Promise<ChatServer<TReply>> {
+  const queue = new ReplyQueue<Scripted<TReply>>(
+    options.defaultReply ?? ({ text: DEFAULT_TEXT } as TReply),
+  );
+  if (options.replies) queue.push(...options.replies);
+  const common = options.headers ?? {};
+  const base = await startProtocolServer(async (req) => {
+    const plan = await route(req, () => resolveScripted(queue.next(), req));
+    plan.headers = { ...common, ...(plan.headers ?? {}) };
+    return plan;
+  });
+  return Object.assign(base, {
+    reply: (...replies: Scripted<TReply>[]) => queue.push(...replies),
+    setDefaultReply: (reply: Scripted<TReply>) => queue.setDefault(reply),
+    completionRequests: () => base.requests.filter((r) => isCompletion(r.path)),
+  });
+}

@@ -5,11 +5,16 @@ export {
   startAnthropicServer,
 } from "./anthropic.js";
 export type {
+  ChatReply,
+  ChatServer,
+  ChatServerOptions,
   PlannedResponse,
   ProtocolServer,
   RecordedRequest,
   ReplyControl,
   Scripted,
+  ScriptedError,
+  ScriptedToolCall,
 } from "./base.js";
 export {
   type OllamaReply,
@@ -19,11 +24,8 @@ export {
   startOllamaServer,
 } from "./ollama.js";
 export {
-  type ChatReply,
   type OpenAIServer,
   type OpenAIServerOptions,
   openAIErrorPlan,
-  type ScriptedError,
-  type ScriptedToolCall,
   startOpenAIServer,
 } from "./openai.js";

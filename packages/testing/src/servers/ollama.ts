@@ -1,17 +1,18 @@
 import {
+  type ChatReply,
+  type ChatServer,
+  type ChatServerOptions,
   control,
   type PlannedResponse,
-  type ProtocolServer,
   type RecordedRequest,
-  ReplyQueue,
-  resolveScripted,
+  replyText,
+  retryHeaders,
   roughTokens,
-  type Scripted,
+  type ScriptedError,
   splitTokens,
-  startProtocolServer,
+  startChatServer,
   textOf,
 } from "./base.js";
-import type { ChatReply, ScriptedError } from "./openai.js";
 
 /** What the Ollama server answers with (`finishReason` becomes `done_reason`). */
 export interface OllamaReply extends ChatReply {
@@ -20,39 +21,26 @@ export interface OllamaReply extends ChatReply {
 }
 
 /** Options of {@link startOllamaServer}. */
-export interface OllamaServerOptions {
+export interface OllamaServerOptions extends ChatServerOptions<OllamaReply> {
   /** Models present locally (`/api/tags`); others get Ollama's "not found" error. @default ["llama3.2", "nomic-embed-text"] */
   models?: string[];
   /** Models `/api/pull` can fetch (they join `models` once pulled). @default [] */
   pullable?: string[];
-  /** Replies for chat/generate/embed, served in order before `defaultReply`. */
-  replies?: Scripted<OllamaReply>[];
-  /** @default { text: "Hello from the test server." } */
-  defaultReply?: Scripted<OllamaReply>;
-  /** Headers added to every response. */
-  headers?: Record<string, string>;
   /** Delay between pull progress lines. @default 0 */
   pullChunkDelayMs?: number;
 }
 
 /** A local Ollama-shaped server. */
-export interface OllamaServer extends ProtocolServer {
+export interface OllamaServer extends ChatServer<OllamaReply> {
   /** What the `ollama` client takes as `host`. */
   readonly host: string;
   /** The models currently "installed". */
   readonly models: string[];
-  reply(...replies: Scripted<OllamaReply>[]): void;
-  setDefaultReply(reply: Scripted<OllamaReply>): void;
-  /** Requests to chat, generate and embed endpoints. */
-  completionRequests(): RecordedRequest[];
 }
 
 /** Builds an Ollama-shaped error response (`{"error": "..."}`). */
 export function ollamaErrorPlan(err: ScriptedError): PlannedResponse {
-  const headers: Record<string, string> = {};
-  if (err.retryAfterSeconds !== undefined) headers["retry-after"] = String(err.retryAfterSeconds);
-  if (err.retryAfterMs !== undefined) headers["retry-after-ms"] = String(err.retryAfterMs);
-  return { status: err.status, headers, body: { error: err.message } };
+  return { status: err.status, headers: retryHeaders(err), body: { error: err.message } };
 }
 
 function fakeEmbedding(text: string, dims = 8): number[] {
@@ -81,23 +69,21 @@ const COMPLETION_PATHS = new Set(["/api/chat", "/api/generate", "/api/embed", "/
 export async function startOllamaServer(options: OllamaServerOptions = {}): Promise<OllamaServer> {
   const models = [...(options.models ?? ["llama3.2", "nomic-embed-text"])];
   const pullable = new Set(options.pullable ?? []);
-  const queue = new ReplyQueue<Scripted<OllamaReply>>(
-    options.defaultReply ?? { text: "Hello from the test server." },
-  );
-  if (options.replies) queue.push(...options.replies);
-  const common = options.headers ?? {};
   const has = (name: string) =>
     models.includes(name) ||
     models.includes(name.replace(/:latest$/, "")) ||
     models.includes(`${name}:latest`);
 
-  const base = await startProtocolServer(async (req) => {
-    const plan = await route(req);
-    plan.headers = { ...common, ...(plan.headers ?? {}) };
-    return plan;
-  });
+  const base = await startChatServer<OllamaReply>(
+    options,
+    (path) => COMPLETION_PATHS.has(path),
+    route,
+  );
 
-  async function route(req: RecordedRequest): Promise<PlannedResponse> {
+  async function route(
+    req: RecordedRequest,
+    nextReply: () => Promise<OllamaReply>,
+  ): Promise<PlannedResponse> {
     const body = (req.body ?? {}) as Record<string, any>;
     if (req.method === "GET" && req.path === "/api/version") return { body: { version: "0.12.0" } };
     if (req.method === "GET" && req.path === "/api/tags") {
@@ -131,7 +117,7 @@ export async function startOllamaServer(options: OllamaServerOptions = {}): Prom
           message: `model "${model}" not found, try pulling it first`,
         });
       }
-      const reply = await resolveScripted(queue.next(), req);
+      const reply = await nextReply();
       if (reply.error) return control(reply, ollamaErrorPlan(reply.error));
       if (req.path === "/api/embed" || req.path === "/api/embeddings")
         return embed(req.path, body, reply);
@@ -159,7 +145,7 @@ export async function startOllamaServer(options: OllamaServerOptions = {}): Prom
   }
 
   function generate(chat: boolean, body: Record<string, any>, reply: OllamaReply): PlannedResponse {
-    const text = reply.text ?? (reply.toolCalls ? "" : "Hello from the test server.");
+    const text = replyText(reply);
     const toolCalls = (reply.toolCalls ?? []).map((c) => ({
       function: { name: c.name, arguments: c.arguments },
     }));
@@ -258,11 +244,5 @@ export async function startOllamaServer(options: OllamaServerOptions = {}): Prom
     };
   }
 
-  return Object.assign(base, {
-    host: base.url,
-    models,
-    reply: (...replies: Scripted<OllamaReply>[]) => queue.push(...replies),
-    setDefaultReply: (reply: Scripted<OllamaReply>) => queue.setDefault(reply),
-    completionRequests: () => base.requests.filter((r) => COMPLETION_PATHS.has(r.path)),
-  });
+  return Object.assign(base, { host: base.url, models });
 }

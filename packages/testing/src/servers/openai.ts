@@ -1,76 +1,32 @@
 import {
+  type ChatReply,
+  type ChatServer,
+  type ChatServerOptions,
   control,
+  nextId,
   type PlannedResponse,
-  type ProtocolServer,
   type RecordedRequest,
-  type ReplyControl,
-  ReplyQueue,
-  resolveScripted,
+  replyText,
+  retryHeaders,
   roughTokens,
-  type Scripted,
+  type ScriptedError,
   splitTokens,
-  startProtocolServer,
+  startChatServer,
   textOf,
 } from "./base.js";
 
-/** A tool call the server answers with. */
-export interface ScriptedToolCall {
-  id?: string;
-  name: string;
-  arguments: Record<string, unknown>;
-}
-
-/** A provider-shaped error the server answers with. */
-export interface ScriptedError {
-  /** HTTP status. */
-  status: number;
-  message: string;
-  /** Provider error type (e.g. `invalid_request_error`); derived from the status when absent. */
-  type?: string;
-  code?: string;
-  param?: string;
-  /** Adds a `retry-after` header (seconds). */
-  retryAfterSeconds?: number;
-  /** Adds a `retry-after-ms` header. */
-  retryAfterMs?: number;
-}
-
-/** What a chat-style server answers with. Every field is optional. */
-export interface ChatReply extends ReplyControl {
-  /** Assistant text. @default "Hello from the test server." */
-  text?: string;
-  toolCalls?: ScriptedToolCall[];
-  /** @default "stop" ("tool_calls" when there are tool calls) */
-  finishReason?: string;
-  /** Token counts; estimated from the request and the text when absent. */
-  usage?: { inputTokens?: number; outputTokens?: number };
-  /** Answer with this error instead. */
-  error?: ScriptedError;
-}
-
 /** Options of {@link startOpenAIServer}. */
-export interface OpenAIServerOptions {
+export interface OpenAIServerOptions extends ChatServerOptions<ChatReply> {
   /** Models `/v1/models` lists and completions accept; any other model gets a 404. @default ["gpt-4o-mini", "gpt-4o"] */
   models?: string[];
-  /** Replies served in order before `defaultReply`. */
-  replies?: Scripted<ChatReply>[];
-  /** The reply once the queue is empty. @default { text: "Hello from the test server." } */
-  defaultReply?: Scripted<ChatReply>;
-  /** Headers added to every response (e.g. rate-limit headers). */
-  headers?: Record<string, string>;
   /** When set, requests must carry `Authorization: Bearer <apiKey>` (401 otherwise). */
   apiKey?: string;
 }
 
 /** A local OpenAI-shaped server (chat completions and models). */
-export interface OpenAIServer extends ProtocolServer {
+export interface OpenAIServer extends ChatServer<ChatReply> {
   /** `<url>/v1`, what the `openai` client takes as `baseURL`. */
   readonly baseURL: string;
-  /** Queues replies, served in order. */
-  reply(...replies: Scripted<ChatReply>[]): void;
-  setDefaultReply(reply: Scripted<ChatReply>): void;
-  /** Requests to the completions endpoint only. */
-  completionRequests(): RecordedRequest[];
 }
 
 const OPENAI_ERROR_TYPES: Record<number, string> = {
@@ -85,12 +41,9 @@ const OPENAI_ERROR_TYPES: Record<number, string> = {
 
 /** Builds an OpenAI-shaped error response. */
 export function openAIErrorPlan(err: ScriptedError): PlannedResponse {
-  const headers: Record<string, string> = {};
-  if (err.retryAfterSeconds !== undefined) headers["retry-after"] = String(err.retryAfterSeconds);
-  if (err.retryAfterMs !== undefined) headers["retry-after-ms"] = String(err.retryAfterMs);
   return {
     status: err.status,
-    headers,
+    headers: retryHeaders(err),
     body: {
       error: {
         message: err.message,
@@ -101,9 +54,6 @@ export function openAIErrorPlan(err: ScriptedError): PlannedResponse {
     },
   };
 }
-
-let seq = 0;
-const nextId = (prefix: string) => `${prefix}-${Date.now().toString(36)}${(++seq).toString(36)}`;
 
 /**
  * Starts a local server that speaks OpenAI's chat completions API
@@ -118,19 +68,16 @@ const nextId = (prefix: string) => `${prefix}-${Date.now().toString(36)}${(++seq
  */
 export async function startOpenAIServer(options: OpenAIServerOptions = {}): Promise<OpenAIServer> {
   const models = options.models ?? ["gpt-4o-mini", "gpt-4o"];
-  const queue = new ReplyQueue<Scripted<ChatReply>>(
-    options.defaultReply ?? { text: "Hello from the test server." },
+  const base = await startChatServer<ChatReply>(
+    options,
+    (path) => path === "/v1/chat/completions",
+    route,
   );
-  if (options.replies) queue.push(...options.replies);
-  const common = options.headers ?? {};
 
-  const base = await startProtocolServer(async (req) => {
-    const plan = await route(req);
-    plan.headers = { ...common, ...(plan.headers ?? {}) };
-    return plan;
-  });
-
-  async function route(req: RecordedRequest): Promise<PlannedResponse> {
+  async function route(
+    req: RecordedRequest,
+    nextReply: () => Promise<ChatReply>,
+  ): Promise<PlannedResponse> {
     if (options.apiKey !== undefined && req.headers.authorization !== `Bearer ${options.apiKey}`) {
       return openAIErrorPlan({
         status: 401,
@@ -151,14 +98,18 @@ export async function startOpenAIServer(options: OpenAIServerOptions = {}): Prom
         },
       };
     }
-    if (req.method === "POST" && req.path === "/v1/chat/completions") return completion(req);
+    if (req.method === "POST" && req.path === "/v1/chat/completions")
+      return completion(req, nextReply);
     return openAIErrorPlan({
       status: 404,
       message: `Unknown request URL: ${req.method} ${req.path}.`,
     });
   }
 
-  async function completion(req: RecordedRequest): Promise<PlannedResponse> {
+  async function completion(
+    req: RecordedRequest,
+    nextReply: () => Promise<ChatReply>,
+  ): Promise<PlannedResponse> {
     const body = (req.body ?? {}) as Record<string, any>;
     const model = typeof body.model === "string" ? body.model : "";
     if (!Array.isArray(body.messages) || body.messages.length === 0) {
@@ -176,11 +127,11 @@ export async function startOpenAIServer(options: OpenAIServerOptions = {}): Prom
         code: "model_not_found",
       });
     }
-    const reply = await resolveScripted(queue.next(), req);
+    const reply = await nextReply();
     if (reply.error) return control(reply, openAIErrorPlan(reply.error));
-    const text = reply.text ?? (reply.toolCalls ? "" : "Hello from the test server.");
+    const text = replyText(reply);
     const toolCalls = (reply.toolCalls ?? []).map((c) => ({
-      id: c.id ?? nextId("call"),
+      id: c.id ?? nextId("call", "-"),
       type: "function" as const,
       function: { name: c.name, arguments: JSON.stringify(c.arguments) },
     }));
@@ -194,7 +145,7 @@ export async function startOpenAIServer(options: OpenAIServerOptions = {}): Prom
       completion_tokens: outputTokens,
       total_tokens: inputTokens + outputTokens,
     };
-    const id = nextId("chatcmpl");
+    const id = nextId("chatcmpl", "-");
     const created = Math.floor(Date.now() / 1000);
     if (body.stream !== true) {
       return control(reply, {
@@ -286,10 +237,5 @@ export async function startOpenAIServer(options: OpenAIServerOptions = {}): Prom
     });
   }
 
-  return Object.assign(base, {
-    baseURL: `${base.url}/v1`,
-    reply: (...replies: Scripted<ChatReply>[]) => queue.push(...replies),
-    setDefaultReply: (reply: Scripted<ChatReply>) => queue.setDefault(reply),
-    completionRequests: () => base.requests.filter((r) => r.path === "/v1/chat/completions"),
-  });
+  return Object.assign(base, { baseURL: `${base.url}/v1` });
 }
