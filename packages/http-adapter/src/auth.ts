@@ -92,6 +92,12 @@ export class KeyVerifier {
   /**
    * Whether `key` is accepted. Compares every stored digest (constant time per digest), then
    * asks the `verify` hook, if any. `what` (e.g. `GET /path`) is handed to the hook.
+   *
+   * @example
+   * ```ts
+   * const ok = await verifier.check(keyFromHeaders(req.headers), "GET /api/v2/orchestrator/status");
+   * if (!ok) return new Response("unauthorized", { status: 401 });
+   * ```
    */
   async check(key: string | undefined | null, what = ""): Promise<boolean> {
     if (this.open) return true;

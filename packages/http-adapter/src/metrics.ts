@@ -150,7 +150,15 @@ export class FlotillaMetrics {
     });
   }
 
-  /** Records a finished task. */
+  /**
+   * Records a finished task.
+   *
+   * @example
+   * ```ts
+   * const result = await handle.result();
+   * metrics.observeResult("summarize", result); // duration, queue wait, tokens, cost
+   * ```
+   */
   observeResult(type: string, result: TaskResult): void {
     this.#finished.inc({ type, status: result.status });
     const d = result.timings?.durationMs;
@@ -167,12 +175,27 @@ export class FlotillaMetrics {
     }
   }
 
-  /** Counts an HTTP answer. */
+  /**
+   * Counts an HTTP answer.
+   *
+   * @example
+   * ```ts
+   * metrics.observeHttp("POST", 201);
+   * ```
+   */
   observeHttp(method: string, status: number): void {
     this.#http.inc({ method, status: String(status) });
   }
 
-  /** The exposition text. */
+  /**
+   * The exposition text.
+   *
+   * @example
+   * ```ts
+   * const body = await metrics.text();
+   * return new Response(body, { headers: { "content-type": metrics.contentType } });
+   * ```
+   */
   async text(): Promise<string> {
     return this.registry.metrics();
   }
