@@ -12,6 +12,7 @@ import {
   ClaimSlotSchema,
 } from "../lease/types.js";
 import { type Logger, silentLogger } from "../logger.js";
+import { toJsonSafe } from "../registry/json-safe.js";
 import { matchesTask } from "../registry/match.js";
 import { type RegistryChange, WorkerRegistry } from "../registry/registry.js";
 import type { WorkerEntry, WorkerInfo } from "../registry/types.js";
@@ -21,8 +22,10 @@ import type { RoutingStrategy } from "../router/types.js";
 import { backoffDelay } from "../scheduler/backoff.js";
 import { DelayQueue } from "../scheduler/delayQueue.js";
 import { type Lane, ReadyQueue } from "../scheduler/readyQueue.js";
+import { toJson } from "../store/common.js";
 import { MemoryStore } from "../store/memory.js";
-import type { Store, StoredEvent, TaskQuery } from "../store/types.js";
+import { OWNED_WRITES, type OwnedWrites, snapshotRecord } from "../store/owned.js";
+import type { Store, StoredEvent, TaskQuery, UsageEntry } from "../store/types.js";
 import type { OrchestratorEvents, ProgressEvent, TransitionEvent } from "../task/events.js";
 import { assertTransition, isTerminalStatus } from "../task/lifecycle.js";
 import { normalizeTaskSpec, type TaskDefaults } from "../task/normalize.js";
@@ -50,6 +53,20 @@ import {
   type UnregisterOptions,
 } from "./options.js";
 import { OrchestratorTimers } from "./timers.js";
+
+/** A pending write of a task's record; `resolve` acknowledges it once stored. */
+interface DirtyWrite {
+  rec: TaskRecord;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+  promise: Promise<void>;
+  failures: number;
+  sanitized?: boolean;
+}
+
+/** First and longest wait before a refused task write is tried again. */
+const WRITE_RETRY_MIN_MS = 50;
+const WRITE_RETRY_MAX_MS = 5_000;
 
 /** Lease ids of in-process dispatches start with this. */
 const LOCAL_LEASE_PREFIX = "local-";
@@ -83,7 +100,10 @@ interface Attempt {
   slot: boolean;
   lease: Lease;
   leaseMs: number;
-  controller: AbortController;
+  /** Created on first use of `ctx.signal` (most workers never look at it). */
+  controller?: AbortController;
+  /** Why the attempt was aborted, for a signal created after the fact. */
+  abortReason?: FlotillaError;
   timeoutTimer?: TimerHandle;
   leaseTimer?: TimerHandle;
   settled: boolean;
@@ -183,11 +203,15 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
   #recovered = false;
   #workersStopped = false;
   readonly #settleListeners = new Set<() => void>();
-  readonly #dirty = new Map<
-    string,
-    { rec: TaskRecord; resolve: () => void; promise: Promise<void> }
-  >();
+  readonly #dirty = new Map<string, DirtyWrite>();
+  /** Writes the store refused, waiting for the retry timer (by task id). */
+  readonly #retrying = new Map<string, DirtyWrite>();
+  /** Promises of task writes refused at least once (stop does not wait for them). */
+  readonly #unacked = new Set<Promise<unknown>>();
+  #retryTimer: TimerHandle | undefined;
+  #retryDelayMs = WRITE_RETRY_MIN_MS;
   #dirtyFlushScheduled = false;
+  readonly #owned: OwnedWrites | undefined;
 
   constructor(options: OrchestratorOptions = {}) {
     super();
@@ -195,6 +219,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     parseOrThrow(OrchestratorOptionsSchema, plain, "options");
     this.clock = clock ?? systemClock;
     this.store = store ?? new MemoryStore({ clock: this.clock });
+    this.#owned = (this.store as { [OWNED_WRITES]?: OwnedWrites })[OWNED_WRITES];
     this.#logger = (logger ?? silentLogger).child({ component: "orchestrator" });
     this.#routing = createRouter(routing ?? "least-loaded");
     this.#gates = [...(options.gates ?? [])];
@@ -292,6 +317,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
       if (att.live.rec.timeoutMs !== undefined) this.#armTimeout(att);
     }
     this.#armDelayTimer();
+    this.#armWriteRetry();
     this.#logger.info("orchestrator started");
     this.emit("orchestrator:started");
     this.#schedulePump();
@@ -313,6 +339,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     if (this.#state === "stopped" || this.#state === "idle") {
       this.#state = "stopped";
       this.#clearTimers();
+      this.#clearWriteRetry();
       await this.#flushWrites();
       return;
     }
@@ -335,11 +362,12 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
       }
       settles.push(this.#settle(att, { kind: "requeue", reason: "orchestrator stopped" }));
     }
-    await Promise.all(settles);
+    await Promise.allSettled(settles);
     this.#clearTimers();
     for (const u of this.#unsubscribers.splice(0)) u();
     this.registry.stop();
     await this.#stopWorkers();
+    this.#clearWriteRetry();
     await this.#flushWrites();
     this.#state = "stopped";
     this.#logger.info("orchestrator stopped");
@@ -602,7 +630,12 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
       batchStatus.set(rec.id, rec.status);
     }
     try {
-      await this.store.insertTasks(ordered);
+      if (this.#owned) {
+        // One JSON round trip per task: refuses what JSON cannot hold (VALIDATION), and
+        // detaches the record from the caller's objects, so later writes need no copy.
+        for (const rec of ordered) Object.assign(rec, JSON.parse(toJson(rec, `task ${rec.id}`)));
+        await this.#owned.insertTasks(ordered.map(snapshotRecord));
+      } else await this.store.insertTasks(ordered);
     } catch (err) {
       throw err instanceof FlotillaError ? err : FlotillaError.from(err, "STORE_ERROR");
     }
@@ -1325,7 +1358,6 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
         expiresAt: now + o.leaseMs,
       },
       leaseMs: o.leaseMs,
-      controller: new AbortController(),
       settled: false,
       dispatchedAt: now,
       gates: [],
@@ -1379,13 +1411,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
       await running;
       if (att.settled) return;
       if (live.rec.timeoutMs !== undefined) this.#armTimeout(att);
-      const ctx: ExecutionContext = {
-        signal: att.controller.signal,
-        progress: (data) => this.#progress(att, data),
-        reportUsage: (usage) => this.#reportUsage(att, usage),
-        logger: this.#logger.child({ taskId: live.rec.id, attempt: att.n, workerId: entry.id }),
-        clock: this.clock,
-      };
+      const ctx = this.#context(att);
       let value: unknown;
       try {
         value = await Promise.resolve().then(() => entry.worker.execute(task, ctx));
@@ -1405,6 +1431,32 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     }
   }
 
+  /** The worker's context; its signal and logger are made on first use. */
+  #context(att: Attempt): ExecutionContext {
+    let logger: Logger | undefined;
+    const baseLogger = this.#logger;
+    return {
+      get signal() {
+        if (!att.controller) {
+          att.controller = new AbortController();
+          if (att.abortReason !== undefined) att.controller.abort(att.abortReason);
+        }
+        return att.controller.signal;
+      },
+      progress: (data) => this.#progress(att, data),
+      reportUsage: (usage) => this.#reportUsage(att, usage),
+      get logger() {
+        logger ??= baseLogger.child({
+          taskId: att.live.rec.id,
+          attempt: att.n,
+          workerId: att.entry.id,
+        });
+        return logger;
+      },
+      clock: this.clock,
+    };
+  }
+
   #toEnd(value: unknown): AttemptEnd {
     try {
       let v = value;
@@ -1416,7 +1468,12 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
           v = rest;
         }
       }
-      return { kind: "success", result: parseWorkerResult(v) };
+      const result = parseWorkerResult(v);
+      const out = result.output;
+      if (out !== null && (typeof out === "object" || typeof out === "bigint")) {
+        toJson(out, "output"); // refused now rather than failing every store write later
+      }
+      return { kind: "success", result };
     } catch (err) {
       return { kind: "error", error: FlotillaError.from(err, "WORKER_ERROR") };
     }
@@ -1465,7 +1522,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     if (att.settled) return;
     const live = att.live;
     this.#renew(att);
-    live.rec.progress = data;
+    live.rec.progress = storable(data);
     const ev: ProgressEvent = { taskId: live.rec.id, attempt: att.n, at: this.clock.now(), data };
     for (const ch of live.subscribers) ch.push(ev);
     this.emit("task:progress", ev);
@@ -1505,14 +1562,15 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     const durationMs = now - (att.startedAt ?? att.dispatchedAt);
 
     // Abort the worker's signal unless it finished on its own.
-    if (end.kind !== "success" && end.kind !== "error" && !att.controller.signal.aborted) {
+    if (end.kind !== "success" && end.kind !== "error" && att.abortReason === undefined) {
       const reason =
         end.kind === "timeout"
           ? new FlotillaError("TIMEOUT", `task ${rec.id} timed out after ${rec.timeoutMs} ms`)
           : end.kind === "cancelled"
             ? new FlotillaError("CANCELLED", end.reason)
             : new FlotillaError("WORKER_LOST", end.reason);
-      att.controller.abort(reason);
+      att.abortReason = reason;
+      att.controller?.abort(reason);
     }
 
     const usage = mergeUsage(att.usage, end.kind === "success" ? end.result.usage : undefined);
@@ -1921,7 +1979,21 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     const pending = this.#dirty.get(rec.id);
     if (pending) return pending.promise;
     const d = deferred<void>();
-    this.#dirty.set(rec.id, { rec, resolve: d.resolve, promise: d.promise });
+    const w: DirtyWrite = {
+      rec,
+      resolve: d.resolve,
+      reject: d.reject,
+      promise: d.promise,
+      failures: 0,
+    };
+    // A refused earlier write of this task is covered by this one (it holds the latest state).
+    const refused = this.#retrying.get(rec.id);
+    if (refused) {
+      this.#retrying.delete(rec.id);
+      w.failures = refused.failures;
+      d.promise.then(refused.resolve, refused.reject);
+    }
+    this.#dirty.set(rec.id, w);
     if (!this.#dirtyFlushScheduled) {
       this.#dirtyFlushScheduled = true;
       queueMicrotask(() => this.#flushDirty());
@@ -1931,17 +2003,85 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
 
   #flushDirty(): void {
     this.#dirtyFlushScheduled = false;
+    if (this.#dirty.size === 0) return;
     const batch = [...this.#dirty.values()];
     this.#dirty.clear();
-    for (const { rec, resolve } of batch) {
-      this.store.saveTask(rec).then(
-        () => resolve(),
-        (err) => {
-          this.#internalError(err, `store failed to save task ${rec.id}`);
-          resolve();
-        },
+    for (const w of batch) this.#write(w);
+  }
+
+  /**
+   * Writes one task's latest state (a snapshot the store may keep as is). A refused write
+   * is never acknowledged: it is tried again (backing off up to 5 s) until it is stored,
+   * and only then does the transition it carries get emitted or resolve a handle.
+   */
+  #write(w: DirtyWrite): void {
+    let p: Promise<unknown>;
+    try {
+      p = this.#owned ? this.#owned.saveTask(snapshotRecord(w.rec)) : this.store.saveTask(w.rec);
+    } catch (err) {
+      p = Promise.reject(err);
+    }
+    p.then(
+      () => {
+        this.#retryDelayMs = WRITE_RETRY_MIN_MS;
+        w.resolve();
+      },
+      (err) => this.#writeFailed(w, err),
+    );
+  }
+
+  #writeFailed(w: DirtyWrite, err: unknown): void {
+    const id = w.rec.id;
+    w.failures++;
+    if (w.failures === 1) {
+      this.#unacked.add(w.promise);
+      const forget = () => this.#unacked.delete(w.promise);
+      w.promise.then(forget, forget);
+      this.#internalError(
+        err,
+        `store failed to save task ${id}; retrying (the change is not acknowledged until stored)`,
       );
     }
+    const newer = this.#dirty.get(id);
+    if (newer) {
+      newer.promise.then(w.resolve, w.reject);
+      return;
+    }
+    if (this.#state !== "running") {
+      // Stopping (or not started): give up without acknowledging; the store keeps its last state.
+      w.reject(FlotillaError.from(err, "STORE_ERROR"));
+      return;
+    }
+    if ((err as { code?: unknown })?.code === "VALIDATION" && !w.sanitized) {
+      // Something JSON cannot hold slipped into the record: store a JSON-safe version.
+      w.sanitized = true;
+      const rec = w.rec as unknown as Record<string, unknown>;
+      for (const key of ["progress", "result", "metadata", "payload"]) {
+        if (rec[key] !== undefined) rec[key] = toJsonSafe(rec[key]);
+      }
+      this.#dirty.set(id, w);
+      this.#flushDirty();
+      return;
+    }
+    this.#retrying.set(id, w);
+    this.#armWriteRetry();
+  }
+
+  #armWriteRetry(): void {
+    if (this.#retryTimer !== undefined || this.#retrying.size === 0) return;
+    if (this.#state === "stopped" || this.#state === "idle") return;
+    const delay = this.#retryDelayMs;
+    this.#retryDelayMs = Math.min(WRITE_RETRY_MAX_MS, delay * 2);
+    this.#retryTimer = this.#timers.set(() => {
+      this.#retryTimer = undefined;
+      for (const [id, w] of this.#retrying) {
+        const newer = this.#dirty.get(id);
+        if (!newer) this.#dirty.set(id, w);
+        else newer.promise.then(w.resolve, w.reject);
+      }
+      this.#retrying.clear();
+      this.#flushDirty();
+    }, delay);
   }
 
   #emitTransition(ev: TransitionEvent): void {
@@ -1980,11 +2120,13 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     if (this.#eventBuffer.length === 0) return Promise.resolve();
     const batch = this.#eventBuffer;
     this.#eventBuffer = [];
-    return this.#track(
-      this.store
-        .appendEvents(batch)
-        .catch((err) => this.#internalError(err, "store failed to append events")),
-    );
+    let p: Promise<void>;
+    try {
+      p = this.#owned ? this.#owned.appendEvents(batch) : this.store.appendEvents(batch);
+    } catch (err) {
+      p = Promise.reject(err);
+    }
+    return this.#track(p.catch((err) => this.#internalError(err, "store failed to append events")));
   }
 
   #count(from: TaskStatus | undefined, to: TaskStatus): void {
@@ -2136,11 +2278,26 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     return p;
   }
 
+  /** Waits for every write issued so far, except task writes the store keeps refusing. */
   async #flushWrites(): Promise<void> {
-    while (this.#pendingWrites.size > 0 || this.#eventBuffer.length > 0) {
+    for (;;) {
       await this.#flushEvents();
-      await Promise.allSettled([...this.#pendingWrites]);
+      const waiting = [...this.#pendingWrites].filter((p) => !this.#unacked.has(p));
+      if (waiting.length === 0 && this.#eventBuffer.length === 0) return;
+      await Promise.allSettled(waiting);
     }
+  }
+
+  /** At stop: task writes still refused are given up (never acknowledged) and rejected. */
+  #clearWriteRetry(): void {
+    if (this.#retryTimer !== undefined) this.#timers.clear(this.#retryTimer);
+    this.#retryTimer = undefined;
+    for (const w of this.#retrying.values()) {
+      w.reject(
+        new FlotillaError("STORE_ERROR", `task ${w.rec.id}: the store refused its last change`),
+      );
+    }
+    this.#retrying.clear();
   }
 
   #internalError(err: unknown, message: string): void {
@@ -2211,7 +2368,6 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
             slot: false,
             lease: { ...lease },
             leaseMs: Math.max(1, lease.expiresAt - lease.acquiredAt),
-            controller: new AbortController(),
             settled: false,
             dispatchedAt: lease.acquiredAt,
             gates: [],
@@ -2277,6 +2433,17 @@ function mergeUsage(a: Usage | undefined, b: Usage | undefined): Usage | undefin
   if (!a) return b ? { ...b } : undefined;
   if (!b) return { ...a };
   return { ...a, ...b };
+}
+
+/** `value` itself when JSON can hold it, else a JSON-safe copy (so a later store write cannot fail on it). */
+function storable(value: unknown): unknown {
+  if (value === null || (typeof value !== "object" && typeof value !== "bigint")) return value;
+  try {
+    JSON.stringify(value);
+    return value;
+  } catch {
+    return toJsonSafe(value);
+  }
 }
 
 function safeJson(value: unknown): string {

@@ -13,12 +13,20 @@ import {
   queryStatuses,
   selectForRetention,
 } from "./common.js";
+import { OWNED_WRITES, type OwnedWrites } from "./owned.js";
 import type { AttemptRecord, Store, StoredEvent, TaskQuery, UsageEntry } from "./types.js";
 
 /** Options of {@link MemoryStore}. */
 export interface MemoryStoreOptions {
   /** Time source for retention ages. @default systemClock */
   clock?: Clock;
+  /**
+   * How many of the newest events (`task:*` transition lines and others) `listEvents`
+   * keeps; older ones are dropped, so a long-running process does not grow without bound.
+   * Sequence numbers are never reused. `Infinity` keeps every event; `0` keeps none.
+   * @default 10000
+   */
+  maxEvents?: number;
 }
 
 const copy = <T>(value: T, where = "value"): T => jsonCopy(value, where);
@@ -30,7 +38,10 @@ const copy = <T>(value: T, where = "value"): T => jsonCopy(value, where);
  *
  * Values are deep-copied (through JSON, like every store) on the way in and out, so a
  * caller mutating an object it passed in or got back never changes what is stored, and
- * what comes back has the same shape `SqliteStore` would give.
+ * what comes back has the same shape `SqliteStore` would give. (The orchestrator's own
+ * writes skip the copy on the way in: it hands over snapshots it never mutates again.)
+ *
+ * The event history is bounded: the newest `maxEvents` (default 10 000) are kept.
  *
  * @example
  * ```ts
@@ -50,11 +61,38 @@ export class MemoryStore implements Store {
   #eventSeq = 0;
   #usage: UsageEntry[] = [];
   readonly #kv = new Map<string, Map<string, unknown>>();
+  /** Index of the first event still listed (older ones are trimmed in chunks). */
+  #eventStart = 0;
+  readonly #maxEvents: number;
   #closed = false;
 
   constructor(options: MemoryStoreOptions = {}) {
     this.#clock = options.clock ?? systemClock;
+    const max = options.maxEvents ?? 10_000;
+    if (!(max >= 0)) {
+      throw new FlotillaError(
+        "VALIDATION",
+        `MemoryStore.maxEvents: expected a number >= 0, got ${String(max)}`,
+      );
+    }
+    this.#maxEvents = max;
   }
+
+  /** @internal The orchestrator's no-copy write path (see `OWNED_WRITES`). */
+  readonly [OWNED_WRITES]: OwnedWrites = {
+    insertTasks: async (tasks) => {
+      this.#check();
+      this.#insert(tasks, false);
+    },
+    saveTask: async (task) => {
+      this.#check();
+      return this.#save(task, undefined, false);
+    },
+    appendEvents: async (events) => {
+      this.#check();
+      this.#append(events, false);
+    },
+  };
 
   /** Nothing to open: a new `MemoryStore` is usable at once. Reopens a closed one. */
   async open(): Promise<void> {
@@ -72,6 +110,10 @@ export class MemoryStore implements Store {
 
   async insertTasks(tasks: readonly TaskRecord[]): Promise<void> {
     this.#check();
+    this.#insert(tasks, true);
+  }
+
+  #insert(tasks: readonly TaskRecord[], copyIn: boolean): void {
     if (!Array.isArray(tasks)) {
       throw new FlotillaError("VALIDATION", "insertTasks: expected an array of task records");
     }
@@ -95,7 +137,7 @@ export class MemoryStore implements Store {
         keys.add(key);
       }
     }
-    const copies = tasks.map((t) => copy(t, `insertTasks: task ${t.id}`));
+    const copies = copyIn ? tasks.map((t) => copy(t, `insertTasks: task ${t.id}`)) : tasks;
     for (const task of copies) {
       this.#noteOrder(task);
       this.#tasks.set(task.id, task);
@@ -107,6 +149,10 @@ export class MemoryStore implements Store {
 
   async saveTask(task: TaskRecord, expectedVersion?: number): Promise<boolean> {
     this.#check();
+    return this.#save(task, expectedVersion, true);
+  }
+
+  #save(task: TaskRecord, expectedVersion: number | undefined, copyIn: boolean): boolean {
     checkRecord(task, "saveTask");
     const current = this.#tasks.get(task.id);
     if (expectedVersion !== undefined && current?.version !== expectedVersion) return false;
@@ -122,7 +168,7 @@ export class MemoryStore implements Store {
     if (current?.idempotencyKey !== undefined && current.idempotencyKey !== key) {
       this.#byIdempotencyKey.delete(current.idempotencyKey);
     }
-    const stored = copy(task, `saveTask: task ${task.id}`);
+    const stored = copyIn ? copy(task, `saveTask: task ${task.id}`) : task;
     if (!current) this.#noteOrder(stored);
     else if (current.seq !== stored.seq) this.#ordered = false;
     this.#tasks.set(stored.id, stored);
@@ -236,6 +282,10 @@ export class MemoryStore implements Store {
 
   async appendEvents(events: readonly StoredEvent[]): Promise<void> {
     this.#check();
+    this.#append(events, true);
+  }
+
+  #append(events: readonly StoredEvent[], copyIn: boolean): void {
     if (!Array.isArray(events)) {
       throw new FlotillaError("VALIDATION", "appendEvents: expected an array of events");
     }
@@ -244,10 +294,22 @@ export class MemoryStore implements Store {
         throw new FlotillaError("VALIDATION", "appendEvents: every event needs a type and `at`");
       }
     }
-    const copies = events.map((e) => copy(e, `appendEvents: event ${e.type}`));
+    const copies = copyIn ? events.map((e) => copy(e, `appendEvents: event ${e.type}`)) : events;
     for (const event of copies) {
       event.seq = ++this.#eventSeq;
       this.#events.push(event);
+    }
+    this.#trimEvents();
+  }
+
+  /** Keeps the newest `maxEvents`; the array is compacted once the dropped part is as large (amortised O(1)). */
+  #trimEvents(): void {
+    const events = this.#events;
+    if (events.length - this.#eventStart <= this.#maxEvents) return;
+    this.#eventStart = Math.max(0, events.length - this.#maxEvents);
+    if (this.#eventStart >= 1024 && this.#eventStart >= events.length - this.#eventStart) {
+      this.#events = events.slice(this.#eventStart);
+      this.#eventStart = 0;
     }
   }
 
@@ -259,7 +321,9 @@ export class MemoryStore implements Store {
     const out: StoredEvent[] = [];
     const after = query.afterSeq ?? 0;
     const limit = query.limit ?? Number.POSITIVE_INFINITY;
-    for (const event of this.#events) {
+    const events = this.#events;
+    for (let i = this.#eventStart; i < events.length; i++) {
+      const event = events[i]!;
       if (out.length >= limit) break;
       if ((event.seq ?? 0) <= after) continue;
       if (query.taskId !== undefined && event.taskId !== query.taskId) continue;
@@ -295,9 +359,12 @@ export class MemoryStore implements Store {
     const now = this.#clock.now();
     const doomed = selectForRetention([...this.#tasks.values()], options, now);
     const cutoff = options.olderThan === undefined ? undefined : now - options.olderThan;
-    this.#events = this.#events.filter((e) =>
-      e.taskId === undefined ? cutoff === undefined || e.at >= cutoff : !doomed.has(e.taskId),
-    );
+    this.#events = this.#events
+      .slice(this.#eventStart)
+      .filter((e) =>
+        e.taskId === undefined ? cutoff === undefined || e.at >= cutoff : !doomed.has(e.taskId),
+      );
+    this.#eventStart = 0;
     for (const id of doomed) {
       const task = this.#tasks.get(id);
       if (task?.idempotencyKey !== undefined) this.#byIdempotencyKey.delete(task.idempotencyKey);
