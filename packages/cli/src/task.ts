@@ -1,7 +1,16 @@
 /** Options shared by the `flotilla task` commands. */
 export interface ClientOptions {
+  /**
+   * Server base URL; the CLI passes `--url`, `FLOTILLA_URL` or `http://127.0.0.1:8000`.
+   */
   url: string;
+  /**
+   * Admin API key sent as `X-API-Key`. @default undefined (no key: works against an `--open` server)
+   */
   apiKey?: string;
+  /**
+   * API prefix of the task routes; the CLI passes `--prefix`, `FLOTILLA_PREFIX` or `/api/v2/orchestrator`.
+   */
   prefix: string;
 }
 
