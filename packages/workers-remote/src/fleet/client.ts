@@ -74,14 +74,32 @@ const HTTP_CODES: Record<number, ErrorCode> = {
   503: "SHUTTING_DOWN",
 };
 
-/** The HTTP status of a `FlotillaError` thrown by {@link FleetClient}, if it came from a response. */
+/**
+ * The HTTP status of a `FlotillaError` thrown by {@link FleetClient}, if it came from a response.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await client.heartbeat("idle");
+ * } catch (err) {
+ *   if (fleetErrorStatus(err) === 401) await client.register({ name: "edge-1", hostname: "edge-1.lan", os_type: "linux" });
+ * }
+ * ```
+ */
 export function fleetErrorStatus(err: unknown): number | undefined {
   if (!(err instanceof FlotillaError)) return undefined;
   const d = err.details as { status?: unknown } | undefined;
   return typeof d?.status === "number" ? d.status : undefined;
 }
 
-/** Lowercase hex SHA-256 of some bytes, as the fleet protocol's `file_checksums` carry it. */
+/**
+ * Lowercase hex SHA-256 of some bytes, as the fleet protocol's `file_checksums` carry it.
+ *
+ * @example
+ * ```ts
+ * sha256Hex(new TextEncoder().encode("abc")); // "ba7816bf8f01cfea…"
+ * ```
+ */
 export function sha256Hex(data: Uint8Array): string {
   return createHash("sha256").update(data).digest("hex");
 }
@@ -158,6 +176,12 @@ export class FleetClient {
   /**
    * Registers this node (`POST /register`) and keeps the issued id and key for later calls.
    * Registering again under the same name issues a fresh key for the same node.
+   *
+   * @example
+   * ```ts
+   * const reg = await client.register({ name: "edge-1", hostname: "edge-1.lan", os_type: "linux" });
+   * console.log(client.nodeId === reg.id); // true: later calls use this id and key
+   * ```
    */
   async register(input: RegisterInput, options: RequestOptions = {}): Promise<Registration> {
     if (!this.#registrationToken) {
@@ -176,7 +200,15 @@ export class FleetClient {
     return reg;
   }
 
-  /** Asks for work for one free slot (`GET /tasks/pending`): an assignment or `null`. */
+  /**
+   * Asks for work for one free slot (`GET /tasks/pending`): an assignment or `null`.
+   *
+   * @example
+   * ```ts
+   * const task = await client.pollTask();
+   * if (task) console.log(task.task_id, task.files);
+   * ```
+   */
   async pollTask(options: RequestOptions = {}): Promise<TaskAssignment | null> {
     return this.#request(
       "GET",
@@ -188,7 +220,15 @@ export class FleetClient {
     );
   }
 
-  /** Sends a heartbeat; `busy` with `currentTaskId` renews that task's lease. */
+  /**
+   * Sends a heartbeat; `busy` with `currentTaskId` renews that task's lease.
+   *
+   * @example
+   * ```ts
+   * await client.heartbeat("busy", task.task_id); // keeps the lease of the running task
+   * await client.heartbeat("idle");
+   * ```
+   */
   async heartbeat(
     status: NodeStatus,
     currentTaskId: string | null = null,
@@ -205,7 +245,15 @@ export class FleetClient {
     );
   }
 
-  /** Reports a task's status (`POST /status`); answers the task as the server sees it. */
+  /**
+   * Reports a task's status (`POST /status`); answers the task as the server sees it.
+   *
+   * @example
+   * ```ts
+   * await client.reportStatus({ taskId: task.task_id, status: "running" });
+   * await client.reportStatus({ taskId: task.task_id, status: "success", message: "done" });
+   * ```
+   */
   async reportStatus(
     update: StatusUpdate,
     options: RequestOptions = {},
@@ -221,7 +269,14 @@ export class FleetClient {
     return this.#request("POST", "/status", this.#nodeAuth(), body, undefined, options);
   }
 
-  /** Uploads a task's session log (`POST /logs`); send it before the final status. */
+  /**
+   * Uploads a task's session log (`POST /logs`); send it before the final status.
+   *
+   * @example
+   * ```ts
+   * await client.uploadLogs(task.task_id, { title: "run", messages: [] });
+   * ```
+   */
   async uploadLogs(
     taskId: string,
     session: SessionLog,
@@ -241,6 +296,14 @@ export class FleetClient {
    * Downloads one of a task's files from the task's `orchestrator_url` and verifies its
    * SHA-256 when `expectedSha256` is given (a mismatch throws `VALIDATION`). The name is
    * reduced to its basename and percent-encoded, as the protocol requires.
+   *
+   * @example
+   * ```ts
+   * for (const [i, name] of (task.files ?? []).entries()) {
+   *   const bytes = await client.downloadFile(task, name, task.file_checksums?.[i] ?? undefined);
+   *   await writeFile(join(workDir, basename(name)), bytes);
+   * }
+   * ```
    */
   async downloadFile(
     assignment: Pick<TaskAssignment, "orchestrator_url">,
