@@ -25,7 +25,13 @@ export interface RemoteWorkerOptions {
   name?: string;
   /** Task types it takes. @default ["remote_compute"] */
   taskTypes?: string[];
+  /**
+   * Capabilities it offers, matched by `requirements.capabilities`. @default []
+   */
   capabilities?: string[];
+  /**
+   * Labels matched by `requirements.labels` and `target.tags`. @default {}
+   */
   labels?: Record<string, string>;
   /** Tasks sent at once. @default 4 */
   maxConcurrency?: number;

@@ -50,7 +50,13 @@ export interface NodeRunnerOptions {
   slots?: number;
   /** Task types this node runs. @default ["agent_run"] */
   taskTypes?: string[];
+  /**
+   * Capabilities reported at registration, matched by `requirements.capabilities`. @default []
+   */
   capabilities?: string[];
+  /**
+   * Labels reported at registration, matched by `requirements.labels` and `target.tags`. @default {}
+   */
   labels?: Record<string, string>;
   /** Reported at registration. @default CPU count, memory, platform */
   resources?: Record<string, unknown>;
@@ -62,7 +68,13 @@ export interface NodeRunnerOptions {
   maxBackoffMs?: number;
   /** Per-request timeout. @default 30000 */
   requestTimeoutMs?: number;
+  /**
+   * Time source for polls, heartbeats and back-off. @default systemClock
+   */
   clock?: Clock;
+  /**
+   * Where the runner logs (never secrets). @default silentLogger
+   */
   logger?: Logger;
   /** Random source for jitter, in [0, 1). @default Math.random */
   random?: () => number;
@@ -162,7 +174,15 @@ export class NodeRunner {
     return [...this.#running.keys()];
   }
 
-  /** Registers (retrying with back-off until it works or `stop()`), then starts polling. */
+  /**
+   * Registers (retrying with back-off until it works or `stop()`), then starts polling.
+   *
+   * @example
+   * ```ts
+   * await runner.start();
+   * process.once("SIGTERM", () => void runner.stop());
+   * ```
+   */
   async start(): Promise<void> {
     if (this.#started) throw new FlotillaError("INVALID_STATE", "this runner was already started");
     this.#started = true;
@@ -174,6 +194,12 @@ export class NodeRunner {
   /**
    * Stops polling. Graceful (default): running tasks finish and report first. With
    * `{ abort: true }` they are aborted (and report an error). Resolves when all is done.
+   *
+   * @example
+   * ```ts
+   * await runner.stop(); // let running tasks finish and report
+   * await runner.stop({ abort: true }); // or abort them
+   * ```
    */
   async stop(options: { abort?: boolean } = {}): Promise<void> {
     this.#stopping = true;
