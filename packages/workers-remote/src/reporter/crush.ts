@@ -3,7 +3,15 @@ import { homedir } from "node:os";
 import { join } from "node:path";
 import type { SessionLog } from "../fleet/schemas.js";
 
-/** Where a Crush database is looked for, in order: `<home>/.crush/crush.db`, `./.crush/crush.db`, `$XDG_DATA_HOME/crush/crush.db`. */
+/**
+ * Where a Crush database is looked for, in order: `<home>/.crush/crush.db`, `./.crush/crush.db`, `$XDG_DATA_HOME/crush/crush.db`.
+ *
+ * @example
+ * ```ts
+ * const db = findCrushDb(); // e.g. "/home/me/Victoria/.crush/crush.db", or undefined
+ * if (db) console.log(readCrushSessions(db).length, "sessions");
+ * ```
+ */
 export function findCrushDb(
   victoriaHome: string = process.env.VICTORIA_HOME ?? join(homedir(), "Victoria"),
 ): string | undefined {
@@ -30,6 +38,12 @@ interface SqliteModule {
  * Reads Crush sessions (newest first, top-level only) with their messages, as the fleet's
  * `POST /logs` carries them (`parts` becomes `content`). Read-only; an empty list when the
  * file has no such tables.
+ *
+ * @example
+ * ```ts
+ * const [latest] = readCrushSessions("/home/me/Victoria/.crush/crush.db");
+ * if (latest) await client.uploadLogs(taskId, latest);
+ * ```
  */
 export function readCrushSessions(dbPath: string): SessionLog[] {
   // node:sqlite is loaded lazily: only the reporter needs it.

@@ -216,7 +216,15 @@ export function createStatusReporter(options: StatusReporterOptions = {}): McpSe
   return server;
 }
 
-/** Runs {@link createStatusReporter} over stdio until stdin closes. */
+/**
+ * Runs {@link createStatusReporter} over stdio until stdin closes.
+ *
+ * @example
+ * ```ts
+ * // the entry of an MCP stdio server process started by the agent
+ * await runStatusReporter({ orchestratorUrl: "http://127.0.0.1:8000", taskId: process.env.TASK_ID });
+ * ```
+ */
 export async function runStatusReporter(options: StatusReporterOptions = {}): Promise<void> {
   const server = createStatusReporter(options);
   await server.connect(new StdioServerTransport());
