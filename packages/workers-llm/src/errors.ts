@@ -14,6 +14,13 @@ import { retryAfterMs } from "./rate-limit.js";
 /**
  * A request the provider refused and that retrying cannot fix (a 4xx other than 408/409/429):
  * bad parameters, unknown model, bad credentials. Its message is the provider's own.
+ *
+ * @example
+ * ```ts
+ * const err = new ProviderRequestError("openai", 404, "The model `gpt-9` does not exist", "model_not_found");
+ * err.message; // "openai 404: The model `gpt-9` does not exist"
+ * err instanceof UnrecoverableError; // true: the task fails without retries
+ * ```
  */
 export class ProviderRequestError extends UnrecoverableError {
   readonly provider: string;
@@ -44,7 +51,14 @@ export class ProviderRequestError extends UnrecoverableError {
   }
 }
 
-/** Replaces every secret in `text` with `[redacted]`. */
+/**
+ * Replaces every secret in `text` with `[redacted]`.
+ *
+ * @example
+ * ```ts
+ * redact("bad key sk-test-1234", ["sk-test-1234"]); // "bad key [redacted]"
+ * ```
+ */
 export function redact(text: string, secrets: readonly string[]): string {
   let out = text;
   for (const s of secrets) {
@@ -110,6 +124,15 @@ function isApiError(err: unknown): err is ApiErrorLike {
  * {@link ProviderRequestError} (not retried) carrying the provider's message; a timeout →
  * retryable `TIMEOUT`; a lost connection → retryable `WORKER_ERROR`; a malformed response →
  * `WORKER_ERROR`. Secrets are scrubbed from every message.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   return await client.chat.completions.create(body, { signal });
+ * } catch (err) {
+ *   throw mapProviderError(err, { provider: "openai", secrets: [apiKey], signal, now: Date.now() });
+ * }
+ * ```
  */
 export function mapProviderError(err: unknown, ctx: ErrorContext): Error {
   const { provider, secrets } = ctx;
