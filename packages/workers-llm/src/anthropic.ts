@@ -85,7 +85,16 @@ function blocks(m: Message): Block[] {
   return out;
 }
 
-/** Maps a Flotilla request to an Anthropic Messages body. */
+/**
+ * Maps a Flotilla request to an Anthropic Messages body.
+ *
+ * @example
+ * ```ts
+ * const req = parseLlmRequest({ system: "Be brief.", prompt: "Name a colour." });
+ * const { body } = toAnthropicBody(req, "claude-3-5-haiku-latest", { defaultMaxTokens: 1024 });
+ * // body: { model, system: "Be brief.", messages: [{ role: "user", … }], max_tokens: 1024, … }
+ * ```
+ */
 export function toAnthropicBody(
   req: LlmRequest,
   model: string,

@@ -35,7 +35,15 @@ export function inferCapabilities(model: string): string[] {
   return [...out];
 }
 
-/** Normalises a `models` option to `ModelInfo` with capabilities filled in. */
+/**
+ * Normalises a `models` option to `ModelInfo` with capabilities filled in.
+ *
+ * @example
+ * ```ts
+ * normaliseModels(["gpt-4o-mini", { name: "my-model", capabilities: ["tools"] }]);
+ * // [{ name: "gpt-4o-mini", capabilities: inferCapabilities("gpt-4o-mini") }, { name: "my-model", capabilities: ["tools"] }]
+ * ```
+ */
 export function normaliseModels(models: readonly (string | ModelInfo)[]): Required<ModelInfo>[] {
   return models.map((m) =>
     typeof m === "string"

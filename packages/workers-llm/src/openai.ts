@@ -59,7 +59,16 @@ function parseArgs(provider: string, name: string, text: string): Record<string,
   );
 }
 
-/** Maps a Flotilla request to an OpenAI chat-completions body. */
+/**
+ * Maps a Flotilla request to an OpenAI chat-completions body.
+ *
+ * @example
+ * ```ts
+ * const req = parseLlmRequest({ prompt: "Name a colour.", maxTokens: 20 });
+ * const body = toOpenAIBody(req, "gpt-4o-mini", { maxTokensField: "max_completion_tokens" });
+ * // { model: "gpt-4o-mini", messages: [{ role: "user", content: "Name a colour." }], max_completion_tokens: 20, … }
+ * ```
+ */
 export function toOpenAIBody(
   req: LlmRequest,
   model: string,

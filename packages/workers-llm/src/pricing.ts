@@ -46,7 +46,15 @@ export function createPriceBook(overrides: PriceTable = {}): PriceBook {
 /** A worker's `prices` option: a whole `PriceBook`, or per-model prices for the worker's provider. */
 export type PricesOption = PriceBook | Record<string, ModelPrice>;
 
-/** Resolves a `prices` option into a book. */
+/**
+ * Resolves a `prices` option into a book.
+ *
+ * @example
+ * ```ts
+ * const book = resolvePrices("openai", { "my-fine-tune": { input: 0.3, output: 1.2 } });
+ * book.price("openai", "my-fine-tune"); // { input: 0.3, output: 1.2 } (USD per 1M tokens)
+ * ```
+ */
 export function resolvePrices(provider: string, prices: PricesOption | undefined): PriceBook {
   if (prices instanceof PriceBook) return prices;
   return createPriceBook(prices ? { [provider]: prices } : {});
