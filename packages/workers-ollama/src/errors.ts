@@ -1,6 +1,15 @@
 import { FlotillaError, RetryAfterError, UnrecoverableError } from "@flotilla/core";
 
-/** Ollama refused a request in a way retrying cannot fix (unknown model, bad parameters). */
+/**
+ * Ollama refused a request in a way retrying cannot fix (unknown model, bad parameters).
+ *
+ * @example
+ * ```ts
+ * const err = new OllamaRequestError(404, "model \"llama9\" not found");
+ * err.message; // 'ollama 404: model "llama9" not found'
+ * err instanceof UnrecoverableError; // true: the task fails without retries
+ * ```
+ */
 export class OllamaRequestError extends UnrecoverableError {
   readonly status: number | undefined;
 
@@ -14,14 +23,29 @@ export class OllamaRequestError extends UnrecoverableError {
   }
 }
 
-/** Replaces every secret in `text` with `[redacted]`. */
+/**
+ * Replaces every secret in `text` with `[redacted]`.
+ *
+ * @example
+ * ```ts
+ * redact("401 for token abcd1234", ["abcd1234"]); // "401 for token [redacted]"
+ * ```
+ */
 export function redact(text: string, secrets: readonly string[]): string {
   let out = text;
   for (const s of secrets) if (s && s.length >= 4) out = out.split(s).join("[redacted]");
   return out;
 }
 
-/** `retry-after-ms` or `retry-after` (seconds or HTTP date) in milliseconds. */
+/**
+ * `retry-after-ms` or `retry-after` (seconds or HTTP date) in milliseconds.
+ *
+ * @example
+ * ```ts
+ * retryAfterMs(new Headers({ "retry-after": "2" }), Date.now()); // 2000
+ * retryAfterMs(new Headers({ "retry-after-ms": "150" }), Date.now()); // 150
+ * ```
+ */
 export function retryAfterMs(headers: Headers | undefined, now: number): number | undefined {
   if (!headers) return undefined;
   const ms = Number(headers.get("retry-after-ms") ?? Number.NaN);
@@ -49,6 +73,15 @@ export interface OllamaErrorContext {
  * `TIMEOUT`; HTTP 429 → `RetryAfterError`; 5xx → retryable `WORKER_ERROR` (or `RetryAfterError`
  * with the server's delay); other 4xx → {@link OllamaRequestError} with Ollama's message;
  * malformed JSON → `WORKER_ERROR`; connection failures → retryable `WORKER_ERROR`.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   return await ollama.chat(request);
+ * } catch (err) {
+ *   throw mapOllamaError(err, { secrets: [], signal, timedOut: false, headers: undefined, now: Date.now() });
+ * }
+ * ```
  */
 export function mapOllamaError(err: unknown, ctx: OllamaErrorContext): Error {
   const clean = (m: string) => redact(m, ctx.secrets);
@@ -91,7 +124,14 @@ export function mapOllamaError(err: unknown, ctx: OllamaErrorContext): Error {
   });
 }
 
-/** A response whose shape is not what Ollama documents. */
+/**
+ * A response whose shape is not what Ollama documents.
+ *
+ * @example
+ * ```ts
+ * if (typeof res.message?.content !== "string") throw malformed("chat response without message.content");
+ * ```
+ */
 export function malformed(what: string): FlotillaError {
   return new FlotillaError("WORKER_ERROR", `malformed response from ollama: ${what}`, {
     details: { provider: "ollama" },
