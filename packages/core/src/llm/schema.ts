@@ -21,6 +21,9 @@ export const ImagePartSchema = z
     message: "an image part needs exactly one of url or data",
   });
 
+/**
+ * One part of a message's content: text or an image.
+ */
 export const ContentPartSchema = z.discriminatedUnion("type", [TextPartSchema, ImagePartSchema]);
 export type ContentPart = z.infer<typeof ContentPartSchema>;
 
@@ -32,8 +35,14 @@ export const ToolCallSchema = z.object({
 });
 export type ToolCall = z.infer<typeof ToolCallSchema>;
 
+/**
+ * Roles a message may have.
+ */
 export const MESSAGE_ROLES = ["system", "user", "assistant", "tool"] as const;
 
+/**
+ * A chat message: a role and its content (a string or parts), plus tool-call fields.
+ */
 export const MessageSchema = z
   .object({
     role: z.enum(MESSAGE_ROLES),
@@ -67,6 +76,9 @@ export const ToolSchema = z.object({
 });
 export type Tool = z.infer<typeof ToolSchema>;
 
+/**
+ * The answer's format: plain `text`, any `json` object, or JSON matching a `json_schema`.
+ */
 export const ResponseFormatSchema = z.discriminatedUnion("type", [
   z.object({ type: z.literal("text") }),
   z.object({ type: z.literal("json") }),
@@ -188,7 +200,14 @@ export function parseLlmRequest(payload: unknown): LlmRequest {
   return req;
 }
 
-/** The plain text of a message's content. */
+/**
+ * The plain text of a message's content.
+ *
+ * @example
+ * ```ts
+ * contentText([{ type: "text", text: "a " }, { type: "image", url: "https://x/y.png" }, { type: "text", text: "cat" }]); // "a cat"
+ * ```
+ */
 export function contentText(content: Message["content"]): string {
   if (typeof content === "string") return content;
   return content
@@ -197,14 +216,28 @@ export function contentText(content: Message["content"]): string {
     .join("");
 }
 
-/** Whether any message carries an image. */
+/**
+ * Whether any message carries an image.
+ *
+ * @example
+ * ```ts
+ * hasImages(parseLlmRequest({ prompt: "hi" })); // false
+ * ```
+ */
 export function hasImages(req: LlmRequest): boolean {
   return req.messages.some(
     (m) => Array.isArray(m.content) && m.content.some((p) => p.type === "image"),
   );
 }
 
-/** A rough token estimate (four characters per token) of a request's input. */
+/**
+ * A rough token estimate (four characters per token) of a request's input.
+ *
+ * @example
+ * ```ts
+ * estimateInputTokens(parseLlmRequest({ prompt: "hello" })); // 3: (5 characters + 4 per message) / 4, rounded up
+ * ```
+ */
 export function estimateInputTokens(req: LlmRequest): number {
   let chars = req.system?.length ?? 0;
   for (const m of req.messages) chars += contentText(m.content).length + 4;
