@@ -40,7 +40,16 @@ const ANTHROPIC_ERROR_TYPES: Record<number, string> = {
   529: "overloaded_error",
 };
 
-/** Builds an Anthropic-shaped error response. */
+/**
+ * Builds an Anthropic-shaped error response.
+ *
+ * @example
+ * ```ts
+ * anthropicErrorPlan({ status: 529, message: "Overloaded", retryAfterSeconds: 2 });
+ * // { status: 529, headers: { "retry-after": "2" },
+ * //   body: { type: "error", error: { type: "overloaded_error", message: "Overloaded" }, request_id: "req_…" } }
+ * ```
+ */
 export function anthropicErrorPlan(err: ScriptedError): PlannedResponse {
   return {
     status: err.status,

@@ -38,7 +38,15 @@ export interface OllamaServer extends ChatServer<OllamaReply> {
   readonly models: string[];
 }
 
-/** Builds an Ollama-shaped error response (`{"error": "..."}`). */
+/**
+ * Builds an Ollama-shaped error response (`{"error": "..."}`).
+ *
+ * @example
+ * ```ts
+ * ollamaErrorPlan({ status: 404, message: "model \"llama9\" not found" });
+ * // { status: 404, headers: {}, body: { error: 'model "llama9" not found' } }
+ * ```
+ */
 export function ollamaErrorPlan(err: ScriptedError): PlannedResponse {
   return { status: err.status, headers: retryHeaders(err), body: { error: err.message } };
 }

@@ -39,7 +39,16 @@ const OPENAI_ERROR_TYPES: Record<number, string> = {
   503: "server_error",
 };
 
-/** Builds an OpenAI-shaped error response. */
+/**
+ * Builds an OpenAI-shaped error response.
+ *
+ * @example
+ * ```ts
+ * openAIErrorPlan({ status: 429, message: "Rate limit reached", retryAfterMs: 500 });
+ * // { status: 429, headers: { "retry-after-ms": "500" },
+ * //   body: { error: { message: "Rate limit reached", type: "rate_limit_exceeded", param: null, code: null } } }
+ * ```
+ */
 export function openAIErrorPlan(err: ScriptedError): PlannedResponse {
   return {
     status: err.status,
