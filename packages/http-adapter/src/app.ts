@@ -35,6 +35,7 @@ import {
 } from "./engine.js";
 import { errorResponse, HttpError, validationError } from "./errors.js";
 import { FlotillaMetrics, type MetricsSnapshot } from "./metrics.js";
+import type { WorkerQuotaGate } from "./quota.js";
 import {
   ErrorResponseSchema,
   ExecuteResponseSchema,
@@ -146,6 +147,14 @@ export interface FlotillaAppOptions {
   taskTypes?: readonly string[];
   /** Drives WebSocket ping and status intervals. @default systemClock */
   clock?: Clock;
+  /**
+   * Per-worker daily quotas (a {@link WorkerQuotaGate} that is also one of the
+   * orchestrator's gates): the `quota_*_per_day` fields of `POST /workers/llm-api/register`
+   * are set on it, and `/resources/stats` shows them as `worker_quotas`. Without it, a
+   * registration carrying quota fields answers 501 instead of ignoring them.
+   * @default none
+   */
+  workerQuotas?: WorkerQuotaGate;
 }
 
 /** Runtime handles of an app made by {@link createFlotillaApp}. */
@@ -316,7 +325,11 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
     return { workers: byWorker, totals, day };
   };
 
-  const resourceStats = () => {
+  const resourceStats = () => ({
+    ...managedStats(),
+    ...(options.workerQuotas ? { worker_quotas: options.workerQuotas.stats(Date.now()) } : {}),
+  });
+  const managedStats = () => {
     let managed: Record<string, unknown> | undefined;
     try {
       const m = options.resources?.stats?.();
@@ -439,6 +452,10 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
   for (const name of RELAYED_EVENTS) {
     const fn = (payload: unknown) => {
       if (name === "worker:registered" || name === "worker:unregistered") typeCache = undefined;
+      if (name === "worker:unregistered") {
+        const id = (payload as { id?: unknown } | undefined)?.id;
+        if (typeof id === "string") options.workerQuotas?.delete(id);
+      }
       try {
         if (name === "task:transition") {
           const ev = payload as {
@@ -933,6 +950,7 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
     factory: ((input: T, ctx: WorkerFactoryContext) => Worker | Promise<Worker>) | undefined,
     input: T,
     what: string,
+    beforeRegister?: (worker: Worker) => void,
   ) => {
     notShuttingDown();
     if (!factory) {
@@ -966,6 +984,7 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
         `cannot create ${what} worker: ${(err as Error).message}`,
       );
     }
+    beforeRegister?.(worker);
     await registerWorker(o, worker);
     typeCache = undefined;
     logger.info({ workerId: worker.id, kind: worker.kind }, `${what} worker registered`);
@@ -982,14 +1001,35 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
     tags: ["vera"],
     body: LlmApiRegisterSchema,
     response: RegisteredResponseSchema,
-    extraResponses: { 409: "Worker id taken", 501: "No LLM worker factory configured" },
-    handler: async (c) =>
-      registerVia(
+    extraResponses: {
+      409: "Worker id taken",
+      501: "No LLM worker factory configured, or quota fields without a quota gate",
+    },
+    handler: async (c) => {
+      const input = parse(LlmApiRegisterSchema, await readJson(c), "body");
+      const quota = {
+        ...(input.quota_requests_per_day ? { requestsPerDay: input.quota_requests_per_day } : {}),
+        ...(input.quota_tokens_per_day ? { tokensPerDay: input.quota_tokens_per_day } : {}),
+        ...(input.quota_cost_limit_per_day
+          ? { costUsdPerDay: input.quota_cost_limit_per_day }
+          : {}),
+      };
+      const hasQuota = Object.keys(quota).length > 0;
+      if (hasQuota && !options.workerQuotas) {
+        throw new HttpError(
+          501,
+          "NOT_IMPLEMENTED",
+          "this server does not enforce per-worker quotas (no workerQuotas configured): register without quota_* fields",
+        );
+      }
+      return registerVia(
         c,
         options.workerFactories?.llmApi?.bind(options.workerFactories),
-        parse(LlmApiRegisterSchema, await readJson(c), "body"),
+        input,
         "LLM API",
-      ),
+        hasQuota ? (w) => options.workerQuotas?.set(w.id, quota) : undefined,
+      );
+    },
   });
   define({
     method: "post",

@@ -27,6 +27,7 @@ export {
 } from "./errors.js";
 export * from "./fleet/index.js";
 export { FlotillaMetrics } from "./metrics.js";
+export { type WorkerQuota, WorkerQuotaGate, type WorkerQuotaGateOptions } from "./quota.js";
 export * from "./schemas.js";
 export {
   attachWebSockets,
