@@ -1,4 +1,5 @@
 import {
+  callSignal,
   type ExecutionContext,
   estimateInputTokens,
   FlotillaError,
@@ -168,16 +169,8 @@ export abstract class LlmWorker implements Worker {
     this.validate(req, model);
     // One signal for the whole exchange, streamed body included: the caller's (cancellation,
     // task timeout) or our own `timeoutMs` (the SDKs' timeouts stop at the response headers).
-    const controller = new AbortController();
-    const signal = controller.signal;
-    let timedOut = false;
-    const onAbort = () => controller.abort(ctx.signal.reason);
-    if (ctx.signal.aborted) onAbort();
-    else ctx.signal.addEventListener("abort", onAbort, { once: true });
-    const timer = ctx.clock.setTimeout(() => {
-      timedOut = true;
-      controller.abort(new Error("timeout"));
-    }, this.timeoutMs);
+    const deadline = callSignal(ctx.signal, { clock: ctx.clock, ms: this.timeoutMs });
+    const signal = deadline.signal;
     const log = ctx.logger.child({ workerId: this.id, provider: this.provider, model });
     log.debug({ stream: req.stream === true, messages: req.messages.length }, "llm request");
     const started = ctx.clock.now();
@@ -207,7 +200,7 @@ export abstract class LlmWorker implements Worker {
       const status = (err as { status?: number }).status;
       if (errHeaders && typeof status === "number")
         this.#rateLimit(errHeaders, status, model, ctx.clock.now());
-      const mapped = timedOut
+      const mapped = deadline.timedOut
         ? new FlotillaError(
             "TIMEOUT",
             `${this.provider} request timed out after ${this.timeoutMs} ms`,
@@ -224,8 +217,7 @@ export abstract class LlmWorker implements Worker {
       log.debug({ error: mapped.message }, "llm request failed");
       throw mapped;
     } finally {
-      ctx.clock.clearTimeout(timer);
-      ctx.signal.removeEventListener("abort", onAbort);
+      deadline.dispose();
     }
     const r = result.response;
     const inputTokens = r.usage.inputTokens ?? estimateInputTokens(req);

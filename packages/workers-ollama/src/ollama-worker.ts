@@ -1,4 +1,5 @@
 import {
+  callSignal,
   contentText,
   type ExecutionContext,
   estimateInputTokens,
@@ -7,7 +8,6 @@ import {
   type HealthReport,
   type LlmRequest,
   type LlmResponse,
-  type TimerHandle,
   type ToolCall,
   type Usage,
   type Worker,
@@ -433,24 +433,13 @@ export class OllamaWorker implements Worker {
 
   /** An `ollama` client bound to one call: aborts with `signal` or the timeout, keeps the last response headers. */
   #client(signal: AbortSignal | undefined, ctx?: ExecutionContext) {
-    const controller = new AbortController();
-    let timedOut = false;
+    const deadline = callSignal(signal, ctx && { clock: ctx.clock, ms: this.timeoutMs });
     let lastHeaders: Headers | undefined;
-    const onAbort = () => controller.abort(signal?.reason);
-    signal?.addEventListener("abort", onAbort, { once: true });
-    if (signal?.aborted) controller.abort(signal.reason);
-    let timer: TimerHandle | undefined;
-    if (ctx) {
-      timer = ctx.clock.setTimeout(() => {
-        timedOut = true;
-        controller.abort(new Error("timeout"));
-      }, this.timeoutMs);
-    }
     const client = new Ollama({
       host: this.host,
       headers: this.#headers,
       fetch: async (input, init) => {
-        const signals = [controller.signal, ...(init?.signal ? [init.signal] : [])];
+        const signals = [deadline.signal, ...(init?.signal ? [init.signal] : [])];
         const res = await fetch(input, { ...init, signal: AbortSignal.any(signals) });
         lastHeaders = res.headers;
         return res;
@@ -458,12 +447,9 @@ export class OllamaWorker implements Worker {
     });
     return {
       client,
-      timedOut: () => timedOut,
+      timedOut: () => deadline.timedOut,
       lastHeaders: () => lastHeaders,
-      dispose: () => {
-        signal?.removeEventListener("abort", onAbort);
-        if (timer !== undefined) ctx?.clock.clearTimeout(timer);
-      },
+      dispose: () => deadline.dispose(),
     };
   }
 

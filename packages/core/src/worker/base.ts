@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { z } from "zod";
+import type { Clock } from "../clock.js";
 import { FlotillaError } from "../errors.js";
 import type { ExecutionContext, HealthReport, Worker, WorkerResult, WorkerTask } from "./types.js";
 import { formatIssues } from "./validate.js";
@@ -218,6 +219,59 @@ export function abortReason(signal: AbortSignal): Error {
   const reason: unknown = signal.reason;
   if (reason instanceof Error) return reason;
   return new FlotillaError("CANCELLED", typeof reason === "string" ? reason : "execution aborted");
+}
+
+/** The abort signal of one outgoing call; see {@link callSignal}. */
+export interface CallSignal {
+  /** Aborts with the parent's reason when the parent aborts, or with `Error("timeout")` on timeout. */
+  readonly signal: AbortSignal;
+  /** Whether the timeout (not the parent) aborted the call. */
+  readonly timedOut: boolean;
+  /** Stops following the parent and clears the timer. Call it once the call is over. */
+  dispose(): void;
+}
+
+/**
+ * One signal for a whole outgoing call (a streamed body included): it follows `parent`
+ * (cancellation, the task's timeout) and, when `timeout` is given, aborts after `timeout.ms`
+ * on `timeout.clock`, setting `timedOut`. Without `timeout` it only follows `parent`.
+ *
+ * @example
+ * ```ts
+ * const call = callSignal(ctx.signal, { clock: ctx.clock, ms: 60_000 });
+ * try {
+ *   return await fetch(url, { signal: call.signal });
+ * } catch (err) {
+ *   if (call.timedOut) throw new FlotillaError("TIMEOUT", "no answer in 60000 ms", { retryable: true });
+ *   throw err;
+ * } finally {
+ *   call.dispose();
+ * }
+ * ```
+ */
+export function callSignal(
+  parent: AbortSignal | undefined,
+  timeout?: { clock: Clock; ms: number },
+): CallSignal {
+  const controller = new AbortController();
+  let timedOut = false;
+  const onAbort = () => controller.abort(parent?.reason);
+  if (parent?.aborted) onAbort();
+  else parent?.addEventListener("abort", onAbort, { once: true });
+  const timer = timeout?.clock.setTimeout(() => {
+    timedOut = true;
+    controller.abort(new Error("timeout"));
+  }, timeout.ms);
+  return {
+    signal: controller.signal,
+    get timedOut() {
+      return timedOut;
+    },
+    dispose() {
+      parent?.removeEventListener("abort", onAbort);
+      if (timer !== undefined) timeout?.clock.clearTimeout(timer);
+    },
+  };
 }
 
 /**
