@@ -124,6 +124,10 @@ export interface FlotillaAppOptions {
   auth: AuthOptions;
   /** Where the Vera routes live. @default "/api/v2/orchestrator" */
   prefix?: string;
+  /**
+   * Builds workers for `POST …/workers/llm-api/register` and `…/workers/remote/register`;
+   * a route without its factory answers 501. @default {} (both routes answer 501)
+   */
   workerFactories?: WorkerFactories;
   /** @default false */
   cors?: CorsOptions;
@@ -131,7 +135,14 @@ export interface FlotillaAppOptions {
   bodyLimitBytes?: number;
   /** pino-compatible logger. @default silent */
   logger?: Logger;
+  /**
+   * The resource manager: `/resources/stats`, host-pressure 503s and `resource:*` events.
+   * @default undefined (empty stats, no admission control)
+   */
   resources?: ResourcesLike;
+  /**
+   * WebSocket intervals and limits (see {@link WebSocketOptions}). @default {} (each field's own default)
+   */
   websocket?: WebSocketOptions;
   /** How long `/tasks/execute` waits for a task that has no `timeout_seconds`. @default 300000 */
   executeTimeoutMs?: number;

@@ -128,7 +128,16 @@ export class WorkerQuotaGate implements DispatchGate {
     return d;
   }
 
-  /** What is exhausted for `workerId` now, as a sentence; undefined while within its quota. */
+  /**
+   * What is exhausted for `workerId` now, as a sentence; undefined while within its quota.
+   *
+   * @example
+   * ```ts
+   * quotas.set("openai-1", { requestsPerDay: 1 });
+   * quotas.onDispatch(task, worker, Date.now()); // worker.id === "openai-1"
+   * quotas.exceeded("openai-1", Date.now()); // 'worker "openai-1" daily quota exceeded: requests 1 of 1 used today (…)'
+   * ```
+   */
   exceeded(workerId: string, now: number): string | undefined {
     const q = this.#quotas.get(workerId);
     if (!q) return undefined;
@@ -196,7 +205,15 @@ export class WorkerQuotaGate implements DispatchGate {
     if (Number.isFinite(usd) && usd > 0) d.micros += toMicros(usd);
   }
 
-  /** Gate: today's usage from the store's ledger, so a restart keeps counting. */
+  /**
+   * Gate: today's usage from the store's ledger, so a restart keeps counting.
+   *
+   * @example
+   * ```ts
+   * const now = Date.now();
+   * quotas.restore(await store.listUsage({ since: now - 86_400_000 }), now);
+   * ```
+   */
   restore(entries: UsageEntry[], now: number): void {
     for (const e of entries) {
       if (!e.workerId) continue;
