@@ -75,6 +75,24 @@ let counter = 0;
 /**
  * The shared part of every LLM worker: payload validation, usage and cost, rate-limit
  * headers, error mapping, secret hygiene, capabilities and cost estimates.
+ *
+ * @example
+ * ```ts
+ * // a provider of your own: implement `call` and `listModels`, the base does the rest
+ * class EchoLlmWorker extends LlmWorker {
+ *   constructor(options: LlmWorkerOptions = {}) {
+ *     super("echo-llm", { ...options, defaultModel: "echo-1", baseURL: "http://127.0.0.1:9" }, []);
+ *   }
+ *   protected async call(req: LlmRequest, call: CallContext): Promise<ProviderCall> {
+ *     const text = contentText(req.messages.at(-1)?.content ?? "");
+ *     const usage = { inputTokens: estimateInputTokens(req), outputTokens: 1 };
+ *     return { response: { text, model: call.model, finishReason: "stop", toolCalls: [], raw: null, usage } };
+ *   }
+ *   protected async listModels(): Promise<string[]> {
+ *     return ["echo-1"];
+ *   }
+ * }
+ * ```
  */
 export abstract class LlmWorker implements Worker {
   readonly id: string;

@@ -65,6 +65,9 @@ export interface OllamaWorkerOptions {
   keepAlive?: string | number;
   /** Cost in USD per million tokens, to account for local compute. @default 0 */
   pricePerMTok?: { input: number; output: number };
+  /**
+   * Extra labels, merged over `{ provider: "ollama", locality }`. @default {}
+   */
   labels?: Record<string, string>;
   /** Task types claimed. @default ["ollama_request", "llm_request"] */
   taskTypes?: string[];
@@ -83,7 +86,15 @@ const CAPABILITY_RULES: [RegExp, string[]][] = [
   [/(embed|bge|minilm|e5-)/, ["embeddings"]],
 ];
 
-/** Capabilities of a well-known Ollama model, by name. Every chat model gets `json` and `streaming`. */
+/**
+ * Capabilities of a well-known Ollama model, by name. Every chat model gets `json` and `streaming`.
+ *
+ * @example
+ * ```ts
+ * inferOllamaCapabilities("llava:13b"); // ["vision", "json", "streaming"]
+ * inferOllamaCapabilities("nomic-embed-text"); // ["embeddings"]
+ * ```
+ */
 export function inferOllamaCapabilities(model: string): string[] {
   const name = model.toLowerCase();
   const caps = new Set<string>();
@@ -453,7 +464,14 @@ export class OllamaWorker implements Worker {
     };
   }
 
-  /** Names of the models Ollama has locally (`GET /api/tags`, free). */
+  /**
+   * Names of the models Ollama has locally (`GET /api/tags`, free).
+   *
+   * @example
+   * ```ts
+   * const models = await worker.listModels(); // e.g. ["llama3.2:latest", "nomic-embed-text:latest"]
+   * ```
+   */
   async listModels(signal?: AbortSignal): Promise<string[]> {
     const call = this.#client(signal);
     try {
@@ -612,7 +630,15 @@ function formatOf(r: LlmRequest): { format?: string | object } {
   return {};
 }
 
-/** Maps the portable messages to Ollama's (images as base64 strings). */
+/**
+ * Maps the portable messages to Ollama's (images as base64 strings).
+ *
+ * @example
+ * ```ts
+ * toOllamaMessages(parseLlmRequest({ system: "Be brief.", prompt: "hi" }));
+ * // [{ role: "system", content: "Be brief." }, { role: "user", content: "hi" }]
+ * ```
+ */
 export function toOllamaMessages(r: LlmRequest): OllamaMessage[] {
   const out: OllamaMessage[] = [];
   if (r.system) out.push({ role: "system", content: r.system });
