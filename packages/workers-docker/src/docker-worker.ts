@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import type { Readable } from "node:stream";
 import { StringDecoder } from "node:string_decoder";
 import {
@@ -20,6 +21,7 @@ import {
   parsePayload,
   payloadSchemas,
 } from "./payload.js";
+import { WarmPool } from "./warm-pool.js";
 
 /**
  * Label every container of a Flotilla worker carries (value `"true"`).
@@ -32,8 +34,10 @@ import {
 export const LABEL_MANAGED = "io.flotilla.managed";
 /** Label with the id of the worker that created the container. */
 export const LABEL_WORKER = "io.flotilla.worker";
-/** Label with the id of the task the container runs. */
+/** Label with the id of the task the container runs (a warm container has none: it was started before its task was known). */
 export const LABEL_TASK = "io.flotilla.task";
+/** Label of a container started ahead of its task by the warm pool (value `"true"`). */
+export const LABEL_WARM = "io.flotilla.warm";
 
 /** The output of a task run in a container. */
 export interface ContainerRunOutput {
@@ -104,6 +108,27 @@ interface RunSpec {
 }
 
 const KILLED_OOM = "killed (likely out of memory)";
+/** How engines word an executable that is not in the image. */
+const NOT_FOUND = /executable file not found|no such file or directory|not found in \$PATH/i;
+
+/** What a container is started for: a warm container serves only a task of the same profile. */
+interface Profile {
+  key: string;
+  image: string;
+  memoryMb: number;
+  cpus: number;
+  pids: number;
+  network: boolean;
+  /** Where the working directory's tmpfs is mounted. */
+  mount: string;
+}
+
+/** A started container whose idle process keeps it up until its one task runs in it. */
+interface Sandbox {
+  container: Docker.Container;
+  /** The tmpfs volume of the working directory (dockerd), removed with the container. */
+  volume?: string;
+}
 
 function connection(host: DockerWorkerOptions["host"]): Docker.DockerOptions | undefined {
   if (host === undefined) return undefined;
@@ -204,7 +229,12 @@ export class DockerWorker extends BaseWorker {
   /** Executions still running (including those whose caller already got an abort). */
   readonly #inflight = new Set<Promise<unknown>>();
   /** Containers this worker created and has not removed yet. */
-  readonly #live = new Set<string>();
+  readonly #live = new Map<string, Sandbox>();
+  /** Removals of used containers going on in the background. */
+  readonly #removals = new Set<Promise<unknown>>();
+  /** Idle containers started ahead of tasks (when `warmPool` is set). */
+  #pool: WarmPool<Profile, Sandbox> | undefined;
+  #kind: Promise<"docker" | "podman"> | undefined;
   /** Aborted by stop(): running executions kill their containers. */
   #stopping = new AbortController();
 
@@ -226,6 +256,34 @@ export class DockerWorker extends BaseWorker {
     this.#opts = opts;
     this.#schemas = payloadSchemas(opts);
     this.docker = new Docker(connection(options.host));
+    this.#pool = this.#newPool();
+  }
+
+  #newPool(): WarmPool<Profile, Sandbox> | undefined {
+    const w = this.#opts.warmPool;
+    if (!w) return undefined;
+    return new WarmPool<Profile, Sandbox>({
+      size: w.size,
+      maxProfiles: w.maxProfiles,
+      create: (p) => this.#createSandbox(p),
+      destroy: (sb) => this.#remove(sb),
+      onError: () => {},
+      now: () => Date.now(),
+    });
+  }
+
+  /**
+   * Idle containers of the warm pool, ready for a task (0 without `warmPool`).
+   *
+   * @example
+   * ```ts
+   * const w = new DockerWorker({ warmPool: { size: 2 } });
+   * await w.start();
+   * w.warmIdle; // 0 at first, 2 once the pool has filled
+   * ```
+   */
+  get warmIdle(): number {
+    return this.#pool?.idle() ?? 0;
   }
 
   /**
@@ -246,6 +304,7 @@ export class DockerWorker extends BaseWorker {
     try {
       await this.docker.ping();
       await this.removeOrphans();
+      if (this.#pool?.closed) this.#pool = this.#newPool();
     } catch (err) {
       throw new FlotillaError(
         "WORKER_ERROR",
@@ -256,6 +315,39 @@ export class DockerWorker extends BaseWorker {
         },
       );
     }
+    // The default code_execution profile is warmed at once when its image is here (no pull).
+    const pool = this.#pool;
+    if (pool) {
+      const o = this.#opts;
+      const profile = this.#profileOf({
+        image: o.image,
+        ...o.defaults,
+        network: false,
+        workdir: o.workdir,
+      });
+      this.docker
+        .getImage(o.image)
+        .inspect()
+        .then(
+          () => pool.warm(profile.key, profile),
+          () => {},
+        );
+    }
+  }
+
+  /**
+   * Stops the worker: kills and removes every container it started (see `onStop`). A worker
+   * that was never started still waits for the removal of the containers of tasks it ran.
+   *
+   * @example
+   * ```ts
+   * await worker.stop(); // nothing of this worker is left on the engine
+   * ```
+   */
+  override async stop(): Promise<void> {
+    await super.stop();
+    await this.#pool?.close();
+    await Promise.allSettled([...this.#removals]);
   }
 
   /** Kills and removes every container it started; running executions reject with `SHUTTING_DOWN`. */
@@ -263,10 +355,11 @@ export class DockerWorker extends BaseWorker {
     this.#stopping.abort(
       new FlotillaError("SHUTTING_DOWN", `docker worker ${this.id} is stopping`),
     );
-    await Promise.all([...this.#live].map((id) => this.#remove(id)));
+    await this.#pool?.close();
+    await Promise.all([...this.#live.values()].map((sb) => this.#remove(sb).catch(() => {})));
     // Executions wind down (their containers are gone); give them a bounded moment.
     await Promise.race([
-      Promise.allSettled([...this.#inflight]),
+      Promise.allSettled([...this.#inflight, ...this.#removals]),
       new Promise((resolve) => setTimeout(resolve, 10_000).unref()),
     ]);
     await this.removeOrphans().catch(() => {});
@@ -286,7 +379,12 @@ export class DockerWorker extends BaseWorker {
       all: true,
       filters: { label: [`${LABEL_WORKER}=${this.id}`] },
     });
-    await Promise.all(list.map((c) => this.#remove(c.Id)));
+    await Promise.all(list.map((c) => this.#remove({ container: this.docker.getContainer(c.Id) })));
+    // dockerd's working-directory volumes outlive their containers only after a crash.
+    const { Volumes } = await this.docker.listVolumes({
+      filters: { label: [`${LABEL_WORKER}=${this.id}`] },
+    });
+    await Promise.all((Volumes ?? []).map((v) => this.#removeVolume(v.Name).catch(() => {})));
     return list.length;
   }
 
@@ -346,9 +444,9 @@ export class DockerWorker extends BaseWorker {
     // The work goes on in the background after an abort (killing and removing the
     // container); the caller gets the abort at once. stop() waits for what is left.
     const work = (async () => {
-      await this.#ensureImage(spec.image, ctx);
+      const image = await this.#ensureImage(spec.image, ctx);
       ctx.signal.throwIfAborted();
-      return this.#run(task, spec, ctx);
+      return this.#run(task, spec, ctx, image);
     })();
     this.#inflight.add(work);
     work.then(
@@ -457,10 +555,9 @@ export class DockerWorker extends BaseWorker {
   }
 
   /** Checks the image is present; pulls it (with progress) where allowed. */
-  async #ensureImage(image: string, ctx: ExecutionContext): Promise<void> {
+  async #ensureImage(image: string, ctx: ExecutionContext): Promise<Docker.ImageInspectInfo> {
     try {
-      await this.docker.getImage(image).inspect();
-      return;
+      return await this.docker.getImage(image).inspect();
     } catch (err) {
       if (statusOf(err) !== 404) {
         throw new FlotillaError(
@@ -510,8 +607,7 @@ export class DockerWorker extends BaseWorker {
     if (pullError === undefined) {
       // Some engines end the stream without an error line although nothing was pulled.
       try {
-        await this.docker.getImage(image).inspect();
-        return;
+        return await this.docker.getImage(image).inspect();
       } catch {
         pullError = "the pull ended but the image is still missing";
       }
@@ -525,52 +621,170 @@ export class DockerWorker extends BaseWorker {
     );
   }
 
-  async #run(task: WorkerTask, spec: RunSpec, ctx: ExecutionContext): Promise<ContainerRunOutput> {
+  /** Profile of the container a spec needs: what a warm container must match. */
+  #profileOf(
+    spec: Pick<RunSpec, "image" | "memoryMb" | "cpus" | "pids" | "network" | "workdir">,
+  ): Profile {
+    const mount = volumeLayout(spec.workdir).mount;
+    const { image, memoryMb, cpus, pids, network } = spec;
+    return {
+      key: JSON.stringify([image, memoryMb, cpus, pids, network, mount]),
+      image,
+      memoryMb,
+      cpus,
+      pids,
+      network,
+      mount,
+    };
+  }
+
+  /** dockerd or podman (they need different mounts for a sized working directory). */
+  #engineKind(): Promise<"docker" | "podman"> {
+    if (!this.#kind) {
+      this.#kind = this.docker.version().then((v) => {
+        const names = [
+          ...(v.Components ?? []).map((c) => c.Name),
+          (v as { Platform?: { Name?: string } }).Platform?.Name ?? "",
+        ];
+        return names.some((n) => /podman/i.test(n)) ? "podman" : "docker";
+      });
+      this.#kind.catch(() => {
+        this.#kind = undefined;
+      });
+    }
+    return this.#kind;
+  }
+
+  /**
+   * Creates and starts a container of the profile whose idle process keeps it up; the task's
+   * process runs in it later (`exec`). The working directory's parent is a tmpfs of
+   * `workdirMb`: on dockerd a tmpfs volume (files can be copied into a volume of a running
+   * container), on podman a tmpfs mount (podman copies into the running container's mounts).
+   */
+  async #createSandbox(p: Profile, taskId?: string): Promise<Sandbox> {
+    const o = this.#opts;
+    const kind = await this.#engineKind();
+    const labels: Record<string, string> = {
+      [LABEL_MANAGED]: "true",
+      [LABEL_WORKER]: this.id,
+      ...(taskId === undefined ? { [LABEL_WARM]: "true" } : { [LABEL_TASK]: taskId }),
+    };
+    const sized = `size=${o.workdirMb}m,mode=1777`;
+    const tmpfs: Record<string, string> = {};
+    if (p.mount !== "/tmp") tmpfs["/tmp"] = `rw,nosuid,nodev,size=${o.tmpfsMb}m,mode=1777`;
+    const mounts: { Type: "volume"; Source: string; Target: string }[] = [];
+    let volume: string | undefined;
+    if (kind === "podman") tmpfs[p.mount] = `rw,nosuid,nodev,${sized}`;
+    else {
+      volume = `flotilla-${randomUUID()}`;
+      await this.docker.createVolume({
+        Name: volume,
+        Driver: "local",
+        DriverOpts: { type: "tmpfs", device: "tmpfs", o: `${sized},nosuid,nodev` },
+        Labels: labels,
+      });
+      mounts.push({ Type: "volume", Source: volume, Target: p.mount });
+    }
+    const [entry, ...args] = o.idleCommand;
+    let container: Docker.Container;
+    try {
+      container = await this.docker.createContainer({
+        Image: p.image,
+        // The image's entrypoint is replaced so the idle command runs as it is; the task's
+        // command gets the entrypoint back (see #command).
+        Entrypoint: [entry!],
+        Cmd: args,
+        Env: [],
+        User: o.user,
+        Labels: labels,
+        AttachStdin: false,
+        AttachStdout: false,
+        AttachStderr: false,
+        OpenStdin: false,
+        Tty: false,
+        NetworkDisabled: !p.network,
+        HostConfig: {
+          NetworkMode: p.network ? o.networkMode : "none",
+          Memory: p.memoryMb * 1024 * 1024,
+          MemorySwap: p.memoryMb * 1024 * 1024,
+          NanoCpus: Math.round(p.cpus * 1e9),
+          // The idle process takes one.
+          PidsLimit: p.pids + 1,
+          ReadonlyRootfs: true,
+          Tmpfs: tmpfs,
+          ...(mounts.length ? { Mounts: mounts } : {}),
+          CapDrop: ["ALL"],
+          SecurityOpt: ["no-new-privileges"],
+          // podman needs both or neither.
+          Ulimits: [
+            { Name: "nofile", Soft: o.ulimits.nofile, Hard: o.ulimits.nofile },
+            { Name: "nproc", Soft: o.ulimits.nproc, Hard: o.ulimits.nproc },
+          ],
+          Privileged: false,
+          AutoRemove: false,
+          LogConfig: { Type: "json-file", Config: {} },
+        },
+      });
+    } catch (err) {
+      if (volume) await this.#removeVolume(volume).catch(() => {});
+      throw err;
+    }
+    const sandbox: Sandbox = { container, ...(volume ? { volume } : {}) };
+    this.#live.set(container.id, sandbox);
+    try {
+      await container.start();
+    } catch (err) {
+      await this.#remove(sandbox).catch(() => {});
+      throw this.#startError(err, p.image, o.idleCommand[0]!, "the idle command ");
+    }
+    return sandbox;
+  }
+
+  /** Removes a used (or unusable) container in the background; stop() waits for it. */
+  #discard(sandbox: Sandbox, logger?: ExecutionContext["logger"]): void {
+    const removal = this.#remove(sandbox).catch((err: unknown) =>
+      logger?.warn({ err, containerId: sandbox.container.id }, "cannot remove container"),
+    );
+    this.#removals.add(removal);
+    removal.finally(() => this.#removals.delete(removal));
+  }
+
+  async #run(
+    task: WorkerTask,
+    spec: RunSpec,
+    ctx: ExecutionContext,
+    image: Docker.ImageInspectInfo,
+  ): Promise<ContainerRunOutput> {
     const o = this.#opts;
     const clock = ctx.clock;
-    const volume = volumeLayout(spec.workdir);
-    const container = await this.docker.createContainer({
-      Image: spec.image,
-      ...(spec.cmd ? { Cmd: spec.cmd } : {}),
-      Env: spec.env,
-      WorkingDir: spec.workdir,
-      User: o.user,
-      Labels: {
-        [LABEL_MANAGED]: "true",
-        [LABEL_WORKER]: this.id,
-        [LABEL_TASK]: task.id,
-      },
-      // The working directory lives in an anonymous volume: the task's files can be put in
-      // while the root filesystem stays read-only, and output files read after exit.
-      Volumes: { [volume.mount]: {} },
-      AttachStdin: false,
-      AttachStdout: true,
-      AttachStderr: true,
-      OpenStdin: false,
-      Tty: false,
-      NetworkDisabled: !spec.network,
-      HostConfig: {
-        NetworkMode: spec.network ? o.networkMode : "none",
-        Memory: spec.memoryMb * 1024 * 1024,
-        MemorySwap: spec.memoryMb * 1024 * 1024,
-        NanoCpus: Math.round(spec.cpus * 1e9),
-        PidsLimit: spec.pids,
-        ReadonlyRootfs: true,
-        Tmpfs: { "/tmp": `rw,nosuid,nodev,size=${o.tmpfsMb}m,mode=1777` },
-        CapDrop: ["ALL"],
-        SecurityOpt: ["no-new-privileges"],
-        // podman needs both or neither.
-        Ulimits: [
-          { Name: "nofile", Soft: o.ulimits.nofile, Hard: o.ulimits.nofile },
-          { Name: "nproc", Soft: o.ulimits.nproc, Hard: o.ulimits.nproc },
-        ],
-        Privileged: false,
-        AutoRemove: false,
-        LogConfig: { Type: "json-file", Config: {} },
-      },
-    });
-    this.#live.add(container.id);
-    ctx.logger.debug({ containerId: container.id, image: spec.image }, "container created");
+    const layout = volumeLayout(spec.workdir);
+    const cmd = this.#command(spec, image);
+    const profile = this.#profileOf(spec);
+    const tar = await buildInputTar(spec.files, layout.dir);
+    // A warm container serves exactly this task and is removed after it, like a cold one.
+    let sandbox = this.#pool?.take(profile.key, profile);
+    if (sandbox) {
+      try {
+        await sandbox.container.putArchive(tar, { path: layout.mount });
+      } catch (err) {
+        // It died while idle (an engine restart): use a fresh one.
+        ctx.logger.warn({ err, containerId: sandbox.container.id }, "warm container unusable");
+        this.#discard(sandbox, ctx.logger);
+        sandbox = undefined;
+      }
+    }
+    if (!sandbox) {
+      ctx.signal.throwIfAborted();
+      sandbox = await this.#createSandbox(profile, task.id);
+      try {
+        await sandbox.container.putArchive(tar, { path: layout.mount });
+      } catch (err) {
+        this.#discard(sandbox, ctx.logger);
+        throw err;
+      }
+    }
+    const container = sandbox.container;
+    ctx.logger.debug({ containerId: container.id, image: spec.image }, "container ready");
     let killedBy: "timeout" | "cancel" | "stop" | undefined;
     let exited = false;
     const timers: TimerHandle[] = [];
@@ -582,12 +796,8 @@ export class DockerWorker extends BaseWorker {
     const onAbort = () => kill("cancel");
     const onStop = () => kill("stop");
     try {
-      ctx.signal.throwIfAborted();
-      await container.putArchive(await buildInputTar(spec.files, volume.dir), {
-        path: volume.mount,
-      });
-      let stdout = new CappedBuffer(o.sizes.maxOutputBytes);
-      let stderr = new CappedBuffer(o.sizes.maxOutputBytes);
+      const stdout = new CappedBuffer(o.sizes.maxOutputBytes);
+      const stderr = new CappedBuffer(o.sizes.maxOutputBytes);
       // Decoders keep a UTF-8 character split across chunks whole in the progress text.
       const decoders = { 1: new StringDecoder("utf8"), 2: new StringDecoder("utf8") };
       const demux = new Demuxer((stream, data) => {
@@ -603,86 +813,81 @@ export class DockerWorker extends BaseWorker {
           ctx.progress(ev);
         }
       });
-      // Attached before start so output streams live; no stdin (podman would feed the
-      // request body to it). podman prepares the container here, so a missing executable can
-      // fail this call rather than start().
-      const attach = (await container
-        .attach({ stream: true, stdout: true, stderr: true })
-        .catch((err: unknown) => {
-          throw this.#startError(err, spec);
-        })) as unknown as Readable;
-      const streamEnded = new Promise<void>((resolve) => {
-        attach.on("data", (c: Buffer) => demux.push(c));
-        attach.on("end", resolve);
-        attach.on("close", resolve);
-        attach.on("error", () => resolve());
+      // No stdin: podman would feed an attach request's body to it.
+      const exec = await container.exec({
+        Cmd: cmd,
+        Env: spec.env,
+        WorkingDir: spec.workdir,
+        User: o.user,
+        AttachStdin: false,
+        AttachStdout: true,
+        AttachStderr: true,
+        Tty: false,
       });
       ctx.signal.addEventListener("abort", onAbort, { once: true });
       this.#stopping.signal.addEventListener("abort", onStop, { once: true });
       if (ctx.signal.aborted) kill("cancel");
       if (this.#stopping.signal.aborted) kill("stop");
-      if (killedBy) {
-        attach.destroy();
-        throw this.#abortError(killedBy, ctx);
-      }
+      if (killedBy) throw this.#abortError(killedBy, ctx);
       const startedAt = clock.now();
+      let stream: Readable;
       try {
-        await container.start();
+        stream = (await exec.start({ hijack: true, stdin: false })) as unknown as Readable;
       } catch (err) {
-        attach.destroy();
-        throw this.#startError(err, spec);
+        if (killedBy) throw this.#abortError(killedBy, ctx);
+        throw this.#startError(
+          err,
+          spec.image,
+          cmd[0] ?? "",
+          spec.language ? `language ${spec.language}: ` : "",
+        );
       }
       timers.push(clock.setTimeout(() => kill("timeout"), spec.timeoutMs));
       if (o.statsIntervalMs > 0) this.#sampleStats(container, ctx, () => exited, timers);
-      // The attach stream ends when the process exits; one inspect then is about twice as
-      // fast as podman's wait().
-      await streamEnded;
+      await new Promise<void>((resolve) => {
+        stream.on("data", (c: Buffer) => demux.push(c));
+        stream.on("end", resolve);
+        stream.on("close", resolve);
+        stream.on("error", () => resolve());
+      });
       if (killedBy === "cancel" || killedBy === "stop") throw this.#abortError(killedBy, ctx);
-      let info = await container.inspect();
-      if (info.State.Running) {
-        // The stream can end a moment before the engine records the exit (the time limit
-        // still holds while waiting).
-        await container.wait();
-        info = await container.inspect();
+      // The stream can end a moment before the engine records the exit (the time limit still
+      // holds while waiting).
+      let info = await exec.inspect();
+      for (let i = 0; i < 200 && info.Running && !killedBy; i++) {
+        await new Promise((r) => setTimeout(r, 25));
+        info = await exec.inspect();
       }
+      const durationMs = clock.now() - startedAt;
       exited = true;
       for (const t of timers) clock.clearTimeout(t);
+      const exitCode = typeof info.ExitCode === "number" && !info.Running ? info.ExitCode : 137;
       // A time limit that fired as the process was exiting on its own does not count.
-      if (killedBy === "timeout" && info.State.ExitCode === 137) {
+      if (killedBy === "timeout" && exitCode !== 0) {
         throw this.#abortError(killedBy, ctx, spec, stdout.text(), stderr.text());
       }
       if (killedBy === "cancel" || killedBy === "stop") throw this.#abortError(killedBy, ctx);
-      if (!stdout.full && !stderr.full) {
-        // podman can connect an attach too late for a process that exits at once; the
-        // container's log has everything, so it wins when it holds more.
-        const fromLog = await this.#readLog(container, o.sizes.maxOutputBytes);
-        if (
-          fromLog &&
-          fromLog.stdout.totalBytes + fromLog.stderr.totalBytes >
-            stdout.totalBytes + stderr.totalBytes
-        ) {
-          ({ stdout, stderr } = fromLog);
-        }
+      if ((exitCode === 126 || exitCode === 127) && NOT_FOUND.test(stdout.text() + stderr.text())) {
+        throw this.#startError(
+          new Error((stdout.text() + stderr.text()).trim()),
+          spec.image,
+          cmd[0] ?? "",
+          spec.language ? `language ${spec.language}: ` : "",
+        );
       }
-      const finishedAt = Date.parse(info.State.FinishedAt);
-      const engineStart = Date.parse(info.State.StartedAt);
-      const durationMs =
-        Number.isFinite(finishedAt) && Number.isFinite(engineStart) && finishedAt >= engineStart
-          ? finishedAt - engineStart
-          : clock.now() - startedAt;
-      const exitCode = info.State.ExitCode;
-      // dockerd reports OOMKilled; podman never does, so a SIGKILL the worker did not send counts.
-      const oomKilled = info.State.OOMKilled === true || exitCode === 137;
+      // The kernel's OOM kill is a SIGKILL the worker did not send (podman never reports
+      // OOMKilled, and an exec'd process has no such flag on either engine).
+      const oomKilled = exitCode === 137;
       const files: Record<string, OutputFile> = {};
       const missingFiles: string[] = [];
       const budget = { left: o.sizes.maxOutputFileBytes };
       for (const path of spec.outputFiles) {
         try {
-          const tar = (await container.getArchive({
+          const tarOut = (await container.getArchive({
             path: `${spec.workdir}/${path}`,
           })) as unknown as Readable;
           const parent = path.includes("/") ? path.slice(0, path.lastIndexOf("/")) : "";
-          await readOutputTar(tar, parent, budget, files);
+          await readOutputTar(tarOut, parent, budget, files);
         } catch (err) {
           if (statusOf(err) === 404) missingFiles.push(path);
           else
@@ -712,10 +917,22 @@ export class DockerWorker extends BaseWorker {
       for (const t of timers) clock.clearTimeout(t);
       ctx.signal.removeEventListener("abort", onAbort);
       this.#stopping.signal.removeEventListener("abort", onStop);
-      await this.#remove(container.id).catch((err: unknown) =>
-        ctx.logger.warn({ err, containerId: container.id }, "cannot remove container"),
+      this.#discard(sandbox, ctx.logger);
+    }
+  }
+
+  /** The task's argv: the image's entrypoint, then the task's command or the image's. */
+  #command(spec: RunSpec, image: Docker.ImageInspectInfo): string[] {
+    const entrypoint = image.Config?.Entrypoint;
+    const ep = Array.isArray(entrypoint) ? entrypoint : entrypoint ? [entrypoint] : [];
+    const cmd = [...ep, ...(spec.cmd ?? image.Config?.Cmd ?? [])];
+    if (cmd.length === 0) {
+      throw new FlotillaError(
+        "VALIDATION",
+        `invalid docker_task payload: payload.command: image ${spec.image} has no command of its own, so one is required`,
       );
     }
+    return cmd;
   }
 
   /**
@@ -732,26 +949,6 @@ export class DockerWorker extends BaseWorker {
       cause: err,
       retryable: true,
     });
-  }
-
-  /** The container's whole log (after exit), split and capped like the live output. */
-  async #readLog(
-    container: Docker.Container,
-    max: number,
-  ): Promise<{ stdout: CappedBuffer; stderr: CappedBuffer } | undefined> {
-    try {
-      const raw = (await container.logs({ follow: false, stdout: true, stderr: true })) as unknown;
-      const stdout = new CappedBuffer(max);
-      const stderr = new CappedBuffer(max);
-      const demux = new Demuxer((stream, data) => (stream === 1 ? stdout : stderr).push(data));
-      if (Buffer.isBuffer(raw)) demux.push(raw);
-      else {
-        for await (const chunk of raw as Readable) demux.push(chunk as Buffer);
-      }
-      return { stdout, stderr };
-    } catch {
-      return undefined;
-    }
   }
 
   #abortError(
@@ -773,18 +970,14 @@ export class DockerWorker extends BaseWorker {
     );
   }
 
-  #startError(err: unknown, spec: RunSpec): FlotillaError {
+  /** A start failure; a missing executable is named (`prefix` says whose: a language, the idle command). */
+  #startError(err: unknown, image: string, exe: string, prefix = ""): FlotillaError {
     const msg = messageOf(err);
-    if (/executable file not found|no such file or directory|not found in \$PATH/i.test(msg)) {
-      const what = spec.language ? `language ${spec.language}: ` : "";
-      const exe = spec.cmd?.[0] ?? "the image's command";
+    if (NOT_FOUND.test(msg)) {
       return new FlotillaError(
         "WORKER_ERROR",
-        `${what}${exe} is not available in image ${spec.image} (${msg})`,
-        {
-          cause: err,
-          retryable: false,
-        },
+        `${prefix}${exe} is not available in image ${image} (${msg})`,
+        { cause: err, retryable: false },
       );
     }
     return new FlotillaError("WORKER_ERROR", `container failed to start: ${msg}`, {
@@ -831,7 +1024,9 @@ export class DockerWorker extends BaseWorker {
   }
 
   /** Force-removes a container with its anonymous volume; a missing container is fine. */
-  async #remove(id: string): Promise<void> {
+  async #remove(sandbox: Sandbox): Promise<void> {
+    const id = sandbox.container.id;
+    const volume = sandbox.volume ?? this.#live.get(id)?.volume;
     try {
       await this.docker.getContainer(id).remove({ force: true, v: true });
     } catch (err) {
@@ -847,5 +1042,21 @@ export class DockerWorker extends BaseWorker {
       }
     }
     this.#live.delete(id);
+    if (volume) await this.#removeVolume(volume);
+  }
+
+  /** Removes a volume; one still in use by a container being removed is retried briefly. */
+  async #removeVolume(name: string): Promise<void> {
+    for (let i = 0; ; i++) {
+      try {
+        await this.docker.getVolume(name).remove();
+        return;
+      } catch (err) {
+        const s = statusOf(err);
+        if (s === 404) return;
+        if (s !== 409 || i >= 20) throw err;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
   }
 }

@@ -6,6 +6,7 @@ export {
   type ImagePullProgress,
   LABEL_MANAGED,
   LABEL_TASK,
+  LABEL_WARM,
   LABEL_WORKER,
 } from "./docker-worker.js";
 export type { OutputFile } from "./io.js";
@@ -18,6 +19,7 @@ export {
   type DockerWorkerOptions,
   type LanguageSpec,
   type SizeLimits,
+  type WarmPoolOptions,
 } from "./options.js";
 export type {
   CodeExecutionPayload,

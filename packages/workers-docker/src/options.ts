@@ -37,6 +37,14 @@ export interface ContainerLimits {
   timeoutMs: number;
 }
 
+/** Options of the warm pool (see {@link DockerWorkerOptions.warmPool}). */
+export interface WarmPoolOptions {
+  /** Idle containers kept per profile. */
+  size: number;
+  /** Profiles kept warm at once; the least recently used beyond it is dropped. @default 4 */
+  maxProfiles?: number;
+}
+
 /** Size limits on what goes into and comes out of a container. */
 export interface SizeLimits {
   /** Bytes of code in a `code_execution` task. @default 262144 (256 KiB) */
@@ -114,6 +122,27 @@ export interface DockerWorkerOptions {
   workdir?: string;
   /** Size of the writable `/tmp` tmpfs, in MiB. @default 64 */
   tmpfsMb?: number;
+  /**
+   * Size of the working directory's tmpfs, in MiB: a task writing past it gets "No space
+   * left on device". Like `/tmp`, what is written there counts against the task's memory.
+   * @default 128
+   */
+  workdirMb?: number;
+  /**
+   * Command of the idle process that keeps a task's container up while the task's own
+   * process runs beside it (`exec`). The image must have it.
+   * @default ["sleep", "infinity"]
+   */
+  idleCommand?: readonly string[];
+  /**
+   * Keep containers started ahead of tasks: `size` idle containers per profile (image,
+   * limits, network, working directory), each used by exactly one task and then removed,
+   * refilled in the background. The profile of the worker's `image` with the `defaults` is
+   * warmed at `start()`; other profiles are warmed after their first task, at most
+   * `maxProfiles` of them (the least recently used is dropped). Off when omitted.
+   * @default undefined (no warm pool)
+   */
+  warmPool?: WarmPoolOptions;
   /** `nofile` and `nproc` limits (both always set, as podman requires). @default { nofile: 1024, nproc: 4096 } */
   ulimits?: { nofile?: number; nproc?: number };
   /** A non-zero exit fails the task (`WORKER_ERROR` with the output in `details`); tasks may override with `failOnNonZeroExit`. @default true */
@@ -208,6 +237,20 @@ export const DockerWorkerOptionsSchema = z.object(
       .regex(/^\/[^\0]*[^/\0]\/*$/, "expected an absolute path other than /")
       .optional(),
     tmpfsMb: positiveInt("a whole number of MiB > 0").optional(),
+    workdirMb: positiveInt("a whole number of MiB > 0").optional(),
+    idleCommand: z
+      .array(nonEmpty, { error: "expected an array of strings" })
+      .min(1, "expected a command")
+      .optional(),
+    warmPool: z
+      .object(
+        {
+          size: positiveInt("an integer >= 1").max(64, "expected at most 64"),
+          maxProfiles: positiveInt("an integer >= 1").max(64, "expected at most 64").optional(),
+        },
+        { error: "expected { size, maxProfiles? }" },
+      )
+      .optional(),
     ulimits: z
       .object({
         nofile: positiveInt("an integer > 0").optional(),
@@ -235,6 +278,9 @@ export interface ResolvedOptions {
   user: string;
   workdir: string;
   tmpfsMb: number;
+  workdirMb: number;
+  idleCommand: readonly string[];
+  warmPool: { size: number; maxProfiles: number } | undefined;
   ulimits: { nofile: number; nproc: number };
   failOnNonZeroExit: boolean;
   statsIntervalMs: number;
@@ -293,6 +339,11 @@ export function resolveOptions(options: DockerWorkerOptions): ResolvedOptions {
     user: options.user ?? "65534:65534",
     workdir: options.workdir ?? "/workspace/job",
     tmpfsMb: options.tmpfsMb ?? 64,
+    workdirMb: options.workdirMb ?? 128,
+    idleCommand: options.idleCommand ?? ["sleep", "infinity"],
+    warmPool: options.warmPool
+      ? { size: options.warmPool.size, maxProfiles: options.warmPool.maxProfiles ?? 4 }
+      : undefined,
     ulimits: { nofile: options.ulimits?.nofile ?? 1024, nproc: options.ulimits?.nproc ?? 4096 },
     failOnNonZeroExit: options.failOnNonZeroExit ?? true,
     statsIntervalMs: options.statsIntervalMs ?? 2000,

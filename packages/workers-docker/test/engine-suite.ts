@@ -13,6 +13,7 @@ import {
   DockerWorker,
   type DockerWorkerOptions,
   LABEL_MANAGED,
+  LABEL_WARM,
   LABEL_WORKER,
 } from "../src/index.js";
 import { startTestRegistry } from "./registry.js";
@@ -165,9 +166,10 @@ export function describeEngine(engine: string, host: string): void {
       expect(out.stdout).toMatch(/NoNewPrivs:\s+1/);
     });
 
-    it.runIf(HAS_NODE)("runs node", async () => {
-      const out = await run({ language: "node", code: "console.log(6 * 7)" });
-      expect(out.stdout).toBe("42\n");
+    it("runs node, or says clearly that the image lacks it", async () => {
+      const p = run({ language: "node", code: "console.log(6 * 7)" });
+      if (HAS_NODE) expect((await p).stdout).toBe("42\n");
+      else expect((await rejection(p)).message).toContain("language node: node is not available");
     });
 
     it("says clearly when a language's interpreter is not in the image", async () => {
@@ -291,6 +293,39 @@ export function describeEngine(engine: string, host: string): void {
       );
       expect(out.files["big.txt"]).toMatchObject({ size: 5000, truncated: true });
       expect(out.files["big.txt"]?.content).toBe("b".repeat(1000));
+    });
+
+    it("bounds the working directory: writing past workdirMb fails cleanly", async () => {
+      const w = make({ workdirMb: 8 });
+      const code = [
+        "df -k . | tail -1",
+        "head -c 20000000 /dev/zero > big.bin",
+        "echo rc=$? size=$(stat -c %s big.bin)",
+        "rm big.bin && echo small > small.txt && echo still-writable",
+      ].join("\n");
+      const out = await run(
+        { language: "bash", code, outputFiles: ["small.txt"] },
+        "code_execution",
+        w,
+      );
+      expect(out.exitCode).toBe(0);
+      expect(out.oomKilled).toBe(false);
+      expect(out.stderr).toContain("No space left on device");
+      expect(out.stdout).toMatch(/^tmpfs\s+8192\s/);
+      const size = Number(/rc=1 size=(\d+)/.exec(out.stdout)?.[1]);
+      expect(size).toBeLessThanOrEqual(8 * 1024 * 1024);
+      expect(out.stdout).toContain("still-writable");
+      expect(out.files["small.txt"]?.content).toBe("small\n");
+      // The task is told and can go on; nothing outside the container filled up.
+      const err = await rejection(
+        run(
+          { language: "bash", code: "head -c 20000000 /dev/zero > big.bin" },
+          "code_execution",
+          w,
+        ),
+      );
+      expect(err.code).toBe("WORKER_ERROR");
+      expect(err.message).toContain("No space left on device");
     });
 
     it("has no network but loopback", async () => {
@@ -428,7 +463,7 @@ export function describeEngine(engine: string, host: string): void {
             w.execute(task("docker_task", { image: registry.image, command: ["/hello"] }), c),
           );
           // The image holds one text file and no program: the pull worked, the start could not.
-          expect(err.message).toContain(`/hello is not available in image ${registry.image}`);
+          expect(err.message).toContain(`sleep is not available in image ${registry.image}`);
           const pulls = events.filter((e) => (e as { type: string }).type === "pull") as {
             status?: string;
           }[];
@@ -489,6 +524,54 @@ export function describeEngine(engine: string, host: string): void {
       expect(err.code).toBe("SHUTTING_DOWN");
       expect(await containersOf(w.id)).toEqual([]);
       await w.stop();
+    });
+
+    it("serves tasks from a warm pool: each container is started ahead and used once", async () => {
+      const w = make({ warmPool: { size: 2 } });
+      await w.start();
+      const warmOf = async () =>
+        (
+          await docker.listContainers({
+            all: true,
+            filters: { label: [`${LABEL_WORKER}=${w.id}`, `${LABEL_WARM}=true`] },
+          })
+        ).map((c) => c.Id);
+      const until = async (what: () => Promise<boolean> | boolean) => {
+        for (let i = 0; i < 400 && !(await what()); i++)
+          await new Promise((r) => setTimeout(r, 50));
+        expect(await what()).toBe(true);
+      };
+      await until(() => w.warmIdle === 2);
+      const idle = await warmOf();
+      expect(idle).toHaveLength(2);
+      // Each task finds an empty working directory and /tmp: nothing of an earlier task.
+      const code =
+        "ls -A; ls -A /tmp; echo secret > left-behind.txt; echo secret > /tmp/left-behind.txt";
+      const used: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const out = await run({ language: "bash", code }, "code_execution", w);
+        expect(out.stdout).toBe("main.sh\n");
+        used.push(out.containerId);
+        await until(async () => !(await warmOf()).includes(out.containerId));
+      }
+      expect(new Set(used).size).toBe(3);
+      expect(idle).toContain(used[0]);
+      // Refilled in the background up to the size.
+      await until(() => w.warmIdle === 2);
+      // Another profile (other limits) runs cold, then is kept warm too.
+      const other = await run(
+        { language: "bash", code: "true", limits: { memoryMb: 64 } },
+        "code_execution",
+        w,
+      );
+      expect(idle).not.toContain(other.containerId);
+      await until(() => w.warmIdle === 4);
+      await w.stop();
+      expect(await containersOf(w.id)).toEqual([]);
+      const { Volumes } = await docker.listVolumes({
+        filters: { label: [`${LABEL_WORKER}=${w.id}`] },
+      });
+      expect(Volumes ?? []).toEqual([]);
     });
 
     it("measures per-container latency (create, start, wait, remove)", async () => {
