@@ -15,6 +15,8 @@
 #   - a local test image, localhost/flotilla-sandbox:latest (bash, coreutils, python3, and node
 #     when the host has /usr/bin/node), built from the host's installed packages and imported
 #     into both engines
+#   - a registries.conf for podman that allows plain HTTP to 127.0.0.1:47600-47607, where the
+#     pull tests serve an image (dockerd allows 127.0.0.0/8 by itself)
 #   - Debian's chromium and redis-server (installed only)
 # .test-env/env.json is a flat JSON object of environment variables that scripts/test.mjs
 # merges into the test run. Logs go to .test-env/*.log.
@@ -38,6 +40,12 @@ PODMAN_SOCK="$RUN/podman.sock"
 DOCKERD_PID="$STATE/dockerd.pid"
 PODMAN_PID="$STATE/podman.pid"
 CONTAINERS_CONF_FILE="$STATE/containers.conf"
+REGISTRIES_CONF_FILE="$STATE/registries.conf"
+# Plain-HTTP test registries on 127.0.0.1 (the workers' pull tests serve an image there).
+# dockerd trusts 127.0.0.0/8 without TLS; podman only the locations listed in registries.conf,
+# so the tests listen on one of these fixed ports (several, for concurrent test runs).
+REGISTRY_PORT_FIRST=47600
+REGISTRY_PORT_COUNT=8
 DOCKER_CLI=/usr/bin/docker
 
 STEP="start"
@@ -49,7 +57,7 @@ die() {
 trap 'rc=$?; ((BASH_SUBSHELL > 0)) || log "FAILED at step '"'"'$STEP'"'"' (exit $rc, line $LINENO); logs in $STATE/"; exit $rc' ERR
 
 podman_cmd() {
-  CONTAINERS_CONF="$CONTAINERS_CONF_FILE" podman --root "$STATE/podman-root" \
+  CONTAINERS_CONF="$CONTAINERS_CONF_FILE" CONTAINERS_REGISTRIES_CONF="$REGISTRIES_CONF_FILE" podman --root "$STATE/podman-root" \
     --runroot "$RUN/podman-runroot" --storage-driver overlay "$@"
 }
 
@@ -142,19 +150,33 @@ events_logger = "file"
 tmp_dir = "$RUN/podman-tmp"
 EOF
   mv "$CONTAINERS_CONF_FILE.new" "$CONTAINERS_CONF_FILE"
-  if pid_alive "$PODMAN_PID" && ping_sock "$PODMAN_SOCK"; then return 0; fi
+  {
+    echo "# Written by scripts/test-env.sh: the test registries on 127.0.0.1 speak plain HTTP."
+    echo 'unqualified-search-registries = []'
+    local port
+    for ((port = REGISTRY_PORT_FIRST; port < REGISTRY_PORT_FIRST + REGISTRY_PORT_COUNT; port++)); do
+      printf '\n[[registry]]\nlocation = "127.0.0.1:%d"\ninsecure = true\n' "$port"
+    done
+  } >"$REGISTRIES_CONF_FILE.new"
+  mv "$REGISTRIES_CONF_FILE.new" "$REGISTRIES_CONF_FILE"
+  # A service started with other configuration files is restarted.
+  local fp
+  fp="$(cat "$CONTAINERS_CONF_FILE" "$REGISTRIES_CONF_FILE" | md5sum | cut -c1-16)"
+  if pid_alive "$PODMAN_PID" && ping_sock "$PODMAN_SOCK" &&
+    [[ "$(cat "$STATE/podman.config" 2>/dev/null)" == "$fp" ]]; then return 0; fi
   stop_pid "$PODMAN_PID" "podman service"
   mkdir -p "$STATE/podman-root" "$RUN/podman-runroot" "$RUN/podman-tmp" "$STATE/podman-cwd"
   rm -f "$PODMAN_SOCK"
   log "starting podman service on $PODMAN_SOCK (log: $STATE/podman.log)"
   # setsid: a Ctrl-C in the test run does not reach the service; 9>&-: it does not hold our lock.
   pushd "$STATE/podman-cwd" >/dev/null
-  CONTAINERS_CONF="$CONTAINERS_CONF_FILE" setsid podman \
+  CONTAINERS_CONF="$CONTAINERS_CONF_FILE" CONTAINERS_REGISTRIES_CONF="$REGISTRIES_CONF_FILE" setsid podman \
     --root "$STATE/podman-root" --runroot "$RUN/podman-runroot" --storage-driver overlay \
     system service --time=0 "unix://$PODMAN_SOCK" </dev/null >>"$STATE/podman.log" 2>&1 9>&- &
   echo $! >"$PODMAN_PID"
   popd >/dev/null
   wait_ping "$PODMAN_SOCK" "$PODMAN_PID" "$STATE/podman.log" "podman service"
+  echo "$fp" >"$STATE/podman.config"
 }
 
 # The packages whose files make up the image, with their dependency closure (as installed on
@@ -254,6 +276,7 @@ write_env() {
   "FLOTILLA_TEST_PODMAN_HOST": "unix://$PODMAN_SOCK",
   "FLOTILLA_TEST_IMAGE": "$IMAGE",
   "FLOTILLA_TEST_IMAGE_HAS_NODE": "$has_node",
+  "FLOTILLA_TEST_REGISTRY_PORTS": "$REGISTRY_PORT_FIRST-$((REGISTRY_PORT_FIRST + REGISTRY_PORT_COUNT - 1))",
   "FLOTILLA_CHROMIUM": "$(command -v chromium || echo /usr/bin/chromium)",
   "FLOTILLA_REDIS_SERVER": "$(command -v redis-server || echo /usr/bin/redis-server)"
 }

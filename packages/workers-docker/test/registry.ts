@@ -27,7 +27,25 @@ export interface TestRegistry {
   close(): Promise<void>;
 }
 
-export async function startTestRegistry(): Promise<TestRegistry> {
+/**
+ * The ports the engines accept a plain-HTTP registry on (`FLOTILLA_TEST_REGISTRY_PORTS`,
+ * `first-last`, from scripts/test-env.sh: podman trusts only the ones in its registries.conf).
+ */
+export function registryPorts(): number[] {
+  const spec = process.env.FLOTILLA_TEST_REGISTRY_PORTS;
+  const m = spec ? /^(\d+)-(\d+)$/.exec(spec) : null;
+  if (!m) {
+    throw new Error(
+      `FLOTILLA_TEST_REGISTRY_PORTS is ${JSON.stringify(spec)}, expected "first-last" (run \`bash scripts/test-env.sh up\`)`,
+    );
+  }
+  const ports: number[] = [];
+  for (let p = Number(m[1]); p <= Number(m[2]); p++) ports.push(p);
+  return ports;
+}
+
+/** Serves the test image on the first free port of `ports` (several test runs may share them). */
+export async function startTestRegistry(ports: readonly number[]): Promise<TestRegistry> {
   const layerTar = await tarOf({ "hello.txt": "pulled from a registry\n" });
   const layer = gzipSync(layerTar);
   const config = Buffer.from(
@@ -85,7 +103,19 @@ export async function startTestRegistry(): Promise<TestRegistry> {
       "application/json",
     );
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  let bound = false;
+  for (const port of ports) {
+    bound = await new Promise<boolean>((resolve) => {
+      const onError = () => resolve(false);
+      server.once("error", onError);
+      server.listen(port, "127.0.0.1", () => {
+        server.off("error", onError);
+        resolve(true);
+      });
+    });
+    if (bound) break;
+  }
+  if (!bound) throw new Error(`no free port for the test registry among ${ports.join(", ")}`);
   const host = `127.0.0.1:${(server.address() as AddressInfo).port}`;
   return {
     host,
