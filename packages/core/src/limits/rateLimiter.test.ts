@@ -1,7 +1,7 @@
 import { FakeClock } from "@flotilla/testing";
 import { describe, expect, it } from "vitest";
 import { makeEntry, makeTask, maxInWindow } from "../resources/__tests__/fixtures.js";
-import { RateLimiter } from "./rateLimiter.js";
+import { marginFor, RateLimiter } from "./rateLimiter.js";
 
 /** Offers calls as fast as the limiter admits them; jumps straight to each retryAt. */
 async function saturate(
@@ -35,6 +35,90 @@ function rng(seed: number) {
     return s / 2 ** 32;
   };
 }
+
+/**
+ * The most events in any window of `windowMs` starting at any event, counted both half-open
+ * `[s, s + windowMs)` and closed `[s, s + windowMs]` — the closed form is what a clock with
+ * millisecond resolution may turn a half-open real-time window into. Checks EVERY boundary
+ * by brute force (no sliding-sum shortcut to get wrong).
+ */
+function worstWindow(times: readonly number[], windowMs: number, closed: boolean): number {
+  const sorted = [...times].sort((a, b) => a - b);
+  let worst = 0;
+  for (let i = 0; i < sorted.length; i++) {
+    const s = sorted[i]!;
+    let n = 0;
+    for (let j = i; j < sorted.length; j++) {
+      const t = sorted[j]!;
+      if (closed ? t > s + windowMs : t >= s + windowMs) break;
+      n++;
+    }
+    worst = Math.max(worst, n);
+  }
+  return worst;
+}
+
+describe("RateLimiter exact sliding windows", () => {
+  it("200/s: a t=0 burst, then refills just after t=windowMs; no window (half-open or closed) holds more than 200", async () => {
+    const clock = new FakeClock({ now: 0 });
+    const limiter = new RateLimiter({ clock, limits: { provider: ["200/s"] } });
+    const events = await saturate(clock, limiter, ["provider"], 10_000);
+    const times = events.map((e) => e.t);
+    // The whole limit goes at once...
+    expect(times.filter((t) => t === 0)).toHaveLength(200);
+    // ...and comes back after the window, its margin (auto: 2 % = 20 ms) and one clock tick.
+    expect(times[200]).toBe(1000 + 20 + 1);
+    expect(times.filter((t) => t === 1021)).toHaveLength(200);
+    expect(worstWindow(times, 1000, false)).toBe(200);
+    expect(worstWindow(times, 1000, true)).toBe(200);
+    // Under saturation: 1000 / 1021 of the limit.
+    const used = times.length / ((200 * 10_000) / 1000);
+    expect(used).toBeGreaterThanOrEqual(0.97);
+  });
+
+  it("keeps the limit for starts that lag their dispatch by less than the margin", async () => {
+    const clock = new FakeClock({ now: 0 });
+    const limiter = new RateLimiter({ clock, limits: { provider: ["200/s"] } });
+    const events = await saturate(clock, limiter, ["provider"], 20_000);
+    const margin = marginFor(1000, "auto");
+    const r = rng(3);
+    // Worst case for a sliding window: the first burst starts as late as possible, the refill
+    // as early as possible; in between, random lags. Fractional times model real time.
+    const starts = events.map((e) => {
+      const cycle = Math.floor(e.t / 1021);
+      const lag = cycle === 0 ? margin - 1e-6 : cycle === 1 ? 0 : r() * margin;
+      return e.t + lag + r() * 0.999; // + where inside the millisecond the clock read fell
+    });
+    expect(worstWindow(starts, 1000, false)).toBeLessThanOrEqual(200);
+  });
+
+  it.each([
+    ["200/s", 1000, 200, 5000],
+    ["5/100ms", 100, 5, 2000],
+    ["600/min", 60_000, 600, 5 * 60_000],
+    [{ requests: 50, per: "second", burst: 10 }, 1000, 50, 5000],
+    [{ requests: 7, per: 250 }, 250, 7, 5000],
+  ] as const)(
+    "%j: every window boundary holds under saturation from an idle start (default margin)",
+    async (limit, windowMs, max, duration) => {
+      const clock = new FakeClock({ now: Date.UTC(2026, 2, 29, 0, 59, 59, 990) });
+      const limiter = new RateLimiter({ clock, limits: { k: limit } });
+      const times = (await saturate(clock, limiter, ["k"], duration)).map((e) => e.t);
+      expect(worstWindow(times, windowMs, true)).toBeLessThanOrEqual(max);
+      expect(times.length / ((max * duration) / windowMs)).toBeGreaterThanOrEqual(0.97);
+    },
+  );
+
+  it("marginMs: 0 counts from dispatch only (plus the clock tick)", async () => {
+    const clock = new FakeClock({ now: 0 });
+    const limiter = new RateLimiter({ clock, limits: { k: "10/s" }, marginMs: 0 });
+    const times = (await saturate(clock, limiter, ["k"], 3000)).map((e) => e.t);
+    expect(times.slice(9, 12)).toEqual([0, 1001, 1001]);
+    expect(worstWindow(times, 1000, true)).toBe(10);
+    expect(marginFor(100, "auto")).toBe(2);
+    expect(marginFor(3_600_000, "auto")).toBe(50);
+  });
+});
 
 describe("RateLimiter windows", () => {
   it.each([
@@ -116,7 +200,7 @@ describe("RateLimiter windows", () => {
     expect(maxInWindow(events, 1050)).toBeLessThanOrEqual(10);
     expect(events.length).toBeGreaterThanOrEqual(Math.floor(0.97 * 100 * (1000 / 1050)));
     expect(() => new RateLimiter({ marginMs: -1 })).toThrow(
-      /marginMs: expected a number of milliseconds >= 0/,
+      /marginMs: expected "auto" or a number of milliseconds >= 0/,
     );
   });
 
@@ -155,7 +239,7 @@ describe("RateLimiter reconciliation", () => {
 
   it("charges the difference when the call used more than estimated (debt)", async () => {
     const clock = new FakeClock({ now: Date.UTC(2026, 0, 1) });
-    const limiter = new RateLimiter({ clock, limits: { k: "1000 tokens/min" } });
+    const limiter = new RateLimiter({ clock, limits: { k: "1000 tokens/min" }, marginMs: 0 });
     const a = limiter.acquire(["k"], 100);
     expect(limiter.peek(["k"], 100).ok).toBe(true);
     await clock.advance(1000);
@@ -163,7 +247,7 @@ describe("RateLimiter reconciliation", () => {
     const r = limiter.peek(["k"], 100);
     expect(r.ok).toBe(false);
     // The 1500-token call (admitted at t0) leaves the sliding minute at t0 + 60 s.
-    if (!r.ok) expect(r.retryAt).toBe(clock.now() - 1000 + 60_000);
+    if (!r.ok) expect(r.retryAt).toBe(clock.now() - 1000 + 60_000 + 1);
     a.reconcile(10); // idempotent
     expect(limiter.peek(["k"], 100).ok).toBe(false);
   });

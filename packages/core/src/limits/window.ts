@@ -11,6 +11,12 @@ export interface LogEntry {
 /** Smallest cost used for checks, so that a zero-cost call still waits while a limit is in debt. */
 const MIN_COST = 1e-9;
 const EPS = 1e-7;
+/**
+ * Resolution of a millisecond clock: `Date.now()` floors, so two calls read `t` and `t + W`
+ * may be less than `W` apart in real time. An entry is held one tick longer, which makes the
+ * limit hold in real time too.
+ */
+const TICK_MS = 1;
 
 /**
  * The state of one limit of one key: a GCRA (virtual scheduling) bucket for smoothness and
@@ -32,10 +38,13 @@ export class LimitWindow {
 
   /** Extra time an admitted call stays in the log (absorbs dispatch-to-request latency). */
   readonly marginMs: number;
+  /** How long an admitted call stays in the log: `windowMs + marginMs + 1` (clock tick). */
+  readonly holdMs: number;
 
   constructor(spec: RateLimit, previous?: LimitWindow, now = 0, marginMs = 0) {
     this.spec = spec;
     this.marginMs = marginMs;
+    this.holdMs = spec.windowMs + marginMs + TICK_MS;
     this.interval = spec.windowMs / spec.limit;
     if (previous && previous.spec.unit === spec.unit && previous.spec.windowMs === spec.windowMs) {
       previous.#prune(now);
@@ -47,7 +56,7 @@ export class LimitWindow {
   }
 
   #prune(now: number): void {
-    const edge = now - this.spec.windowMs - this.marginMs;
+    const edge = now - this.holdMs;
     const log = this.#log;
     while (this.#head < log.length && log[this.#head]!.t <= edge) {
       const e = log[this.#head]!;
@@ -77,7 +86,7 @@ export class LimitWindow {
    * fit otherwise) and leaves the key in debt.
    */
   readyAt(cost: number, now: number): number {
-    const { burst, limit, windowMs } = this.spec;
+    const { burst, limit } = this.spec;
     const c = Math.max(MIN_COST, cost);
     let at = now;
     const gcra = this.tat + (Math.min(c, burst) - burst) * this.interval;
@@ -93,7 +102,7 @@ export class LimitWindow {
         if (sum + need <= limit + EPS) break;
       }
       const last = log[Math.min(i, log.length - 1)]!;
-      at = Math.max(at, last.t + windowMs + this.marginMs);
+      at = Math.max(at, last.t + this.holdMs);
     }
     return at;
   }

@@ -83,7 +83,9 @@ describe("resources with the orchestrator", () => {
       "low-7",
       "background-3",
     ]);
-    expect(runs.map((r) => r.at)).toEqual([0, 500, 1000, 1500, 2000, 2500, 3000, 3500]);
+    // GCRA spaces calls 500 ms apart; the sliding log holds each call one window plus its
+    // margin (auto: 20 ms) and a clock tick, so every third call waits for the first to leave.
+    expect(runs.map((r) => r.at)).toEqual([0, 500, 1021, 1521, 2042, 2542, 3063, 3563]);
 
     // A higher-priority task submitted while limited goes before the waiting ones.
     const more: TaskSpec[] = [0, 1, 2].map((i) => ({

@@ -42,7 +42,7 @@ export const ResourceConfigSchema = z
       .optional(),
     admission: z.union([z.boolean(), z.record(z.string(), z.unknown())]).default(false),
     defaultTokens: z.number().nonnegative().default(0),
-    limitMarginMs: z.number().nonnegative().finite().default(0),
+    limitMarginMs: z.union([z.literal("auto"), z.number().nonnegative().finite()]).default("auto"),
   })
   .strict();
 
@@ -78,8 +78,8 @@ export interface ResourceConfig {
   admission?: boolean | AdmissionConfig;
   /** Tokens charged for a task without an estimate (reconciled at settle). @default 0 */
   defaultTokens?: number;
-  /** Extra ms each admitted call counts in rate-limit windows (see `RateLimiterOptions.marginMs`). @default 0 */
-  limitMarginMs?: number;
+  /** Extra ms each admitted call counts in rate-limit windows (see `RateLimiterOptions.marginMs`). @default "auto" (2 % of each window, at most 50 ms) */
+  limitMarginMs?: number | "auto";
 }
 
 /** Injected parts of a {@link ResourceManager}. */
