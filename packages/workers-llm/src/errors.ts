@@ -3,7 +3,7 @@ import {
   APIConnectionError as AnthropicConnectionError,
   APIConnectionTimeoutError as AnthropicTimeoutError,
 } from "@anthropic-ai/sdk";
-import { FlotillaError, RetryAfterError, UnrecoverableError } from "@flotilla/core";
+import { FlotillaError, RetryAfterError, redact, UnrecoverableError } from "@flotilla/core";
 import {
   APIUserAbortError as OpenAIAbortError,
   APIConnectionError as OpenAIConnectionError,
@@ -49,22 +49,6 @@ export class ProviderRequestError extends UnrecoverableError {
       providerType: this.providerType,
     };
   }
-}
-
-/**
- * Replaces every secret in `text` with `[redacted]`.
- *
- * @example
- * ```ts
- * redact("bad key sk-test-1234", ["sk-test-1234"]); // "bad key [redacted]"
- * ```
- */
-export function redact(text: string, secrets: readonly string[]): string {
-  let out = text;
-  for (const s of secrets) {
-    if (s && s.length >= 4) out = out.split(s).join("[redacted]");
-  }
-  return out;
 }
 
 /** What the mapper needs to know about the call. */

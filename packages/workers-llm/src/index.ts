@@ -1,7 +1,7 @@
 import { formatIssues as formatZodIssues } from "@flotilla/core";
 import type { z } from "zod";
 
-// The `llm_request` payload schema lives in @flotilla/core; re-exported for existing imports.
+// The `llm_request` payload schema and `redact` live in @flotilla/core; re-exported for existing imports.
 export {
   type ContentPart,
   ContentPartSchema,
@@ -20,6 +20,7 @@ export {
   parseLlmRequest,
   type ResponseFormat,
   ResponseFormatSchema,
+  redact,
   TextPartSchema,
   type Tool,
   type ToolCall,
@@ -27,7 +28,7 @@ export {
   ToolSchema,
 } from "@flotilla/core";
 export { AnthropicWorker, type AnthropicWorkerOptions, toAnthropicBody } from "./anthropic.js";
-export { mapProviderError, ProviderRequestError, redact } from "./errors.js";
+export { mapProviderError, ProviderRequestError } from "./errors.js";
 export {
   type CallContext,
   LlmWorker,

@@ -10,12 +10,13 @@ import {
   type LlmResponse,
   type PriceBook,
   parseLlmRequest,
+  redact,
   type Usage,
   type Worker,
   type WorkerResult,
   type WorkerTask,
 } from "@flotilla/core";
-import { mapProviderError, redact } from "./errors.js";
+import { mapProviderError } from "./errors.js";
 import { type ModelInfo, normaliseModels } from "./models.js";
 import { type PricesOption, resolvePrices } from "./pricing.js";
 import { parseRateLimitHeaders, type RateLimitInfo, type RateLimitListener } from "./rate-limit.js";

@@ -1,4 +1,4 @@
-import { FlotillaError, RetryAfterError, UnrecoverableError } from "@flotilla/core";
+import { FlotillaError, RetryAfterError, redact, UnrecoverableError } from "@flotilla/core";
 
 /**
  * Ollama refused a request in a way retrying cannot fix (unknown model, bad parameters).
@@ -21,20 +21,6 @@ export class OllamaRequestError extends UnrecoverableError {
   toJSON() {
     return { name: this.name, message: this.message, status: this.status };
   }
-}
-
-/**
- * Replaces every secret in `text` with `[redacted]`.
- *
- * @example
- * ```ts
- * redact("401 for token abcd1234", ["abcd1234"]); // "401 for token [redacted]"
- * ```
- */
-export function redact(text: string, secrets: readonly string[]): string {
-  let out = text;
-  for (const s of secrets) if (s && s.length >= 4) out = out.split(s).join("[redacted]");
-  return out;
 }
 
 /**

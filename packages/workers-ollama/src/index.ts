@@ -4,8 +4,9 @@ export {
   LlmRequestSchema,
   type LlmResponse,
   parseLlmRequest,
+  redact,
 } from "@flotilla/core";
-export { malformed, mapOllamaError, OllamaRequestError, redact, retryAfterMs } from "./errors.js";
+export { malformed, mapOllamaError, OllamaRequestError, retryAfterMs } from "./errors.js";
 export {
   type EmbedResponse,
   inferOllamaCapabilities,

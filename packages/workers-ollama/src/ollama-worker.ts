@@ -8,6 +8,7 @@ import {
   type HealthReport,
   type LlmRequest,
   type LlmResponse,
+  redact,
   type ToolCall,
   type Usage,
   type Worker,
@@ -20,7 +21,7 @@ import {
   Ollama,
   type Message as OllamaMessage,
 } from "ollama";
-import { malformed, mapOllamaError, OllamaRequestError, redact } from "./errors.js";
+import { malformed, mapOllamaError, OllamaRequestError } from "./errors.js";
 import { type OllamaRequest, parseOllamaRequest } from "./request.js";
 
 /** A model an Ollama worker serves, with what it can do. */

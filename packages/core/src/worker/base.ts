@@ -221,6 +221,23 @@ export function abortReason(signal: AbortSignal): Error {
   return new FlotillaError("CANCELLED", typeof reason === "string" ? reason : "execution aborted");
 }
 
+/**
+ * Replaces every secret (of 4 characters or more) in `text` with `[redacted]`, for error
+ * messages and logs that may quote a provider's answer.
+ *
+ * @example
+ * ```ts
+ * redact("bad key sk-test-1234", ["sk-test-1234"]); // "bad key [redacted]"
+ * ```
+ */
+export function redact(text: string, secrets: readonly string[]): string {
+  let out = text;
+  for (const s of secrets) {
+    if (s && s.length >= 4) out = out.split(s).join("[redacted]");
+  }
+  return out;
+}
+
 /** The abort signal of one outgoing call; see {@link callSignal}. */
 export interface CallSignal {
   /** Aborts with the parent's reason when the parent aborts, or with `Error("timeout")` on timeout. */

@@ -1,6 +1,6 @@
 import { FakeClock } from "@flotilla/testing";
 import { describe, expect, it } from "vitest";
-import { callSignal } from "./base.js";
+import { callSignal, redact } from "./base.js";
 
 describe("callSignal", () => {
   it("aborts with Error('timeout') after ms on the clock and says so", async () => {
@@ -47,5 +47,13 @@ describe("callSignal", () => {
     const call = callSignal(undefined, { clock, ms: 10 });
     await clock.advance(10);
     expect(call.timedOut).toBe(true);
+  });
+});
+
+describe("redact", () => {
+  it("replaces every occurrence of each secret of 4 characters or more", () => {
+    expect(redact("key sk-1234 and sk-1234 again; abc stays", ["sk-1234", "abc", ""])).toBe(
+      "key [redacted] and [redacted] again; abc stays",
+    );
   });
 });
