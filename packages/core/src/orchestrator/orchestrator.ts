@@ -64,6 +64,9 @@ interface DirtyWrite {
   sanitized?: boolean;
 }
 
+/** How far back the usage ledger is replayed into the gates at start. */
+const USAGE_REPLAY_MS = 48 * 3_600_000;
+
 /** First and longest wait before a refused task write is tried again. */
 const WRITE_RETRY_MIN_MS = 50;
 const WRITE_RETRY_MAX_MS = 5_000;
@@ -212,6 +215,9 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
   #retryDelayMs = WRITE_RETRY_MIN_MS;
   #dirtyFlushScheduled = false;
   readonly #owned: OwnedWrites | undefined;
+  /** States of handles on unfinished tasks known only from the store, by id. */
+  readonly #foreign = new Map<string, TaskState>();
+  #foreignTimer: TimerHandle | undefined;
 
   constructor(options: OrchestratorOptions = {}) {
     super();
@@ -275,6 +281,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     await this.store.open();
     if (!this.#recovered) {
       this.#recovered = true;
+      await this.#restoreGates();
       await this.#recover();
     }
     if (this.#workersStopped) {
@@ -318,6 +325,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     }
     this.#armDelayTimer();
     this.#armWriteRetry();
+    this.#armForeignPoll();
     this.#logger.info("orchestrator started");
     this.emit("orchestrator:started");
     this.#schedulePump();
@@ -785,6 +793,29 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
       workers: this.registry.snapshot(),
       uptimeMs: this.#state === "running" ? this.clock.now() - this.#startedAt : 0,
       avgExecutionMs: this.#execCount === 0 ? 0 : this.#execTotalMs / this.#execCount,
+    };
+  }
+
+  /**
+   * A cheap reading of the ready queue for autoscaling: how many tasks (of `taskTypes`, or
+   * of every type) are queued and ready to run, and how long the oldest of them has waited
+   * since it became ready (0 when none). Tasks waiting for dependencies, an approval, a
+   * retry delay or `runAt` are not counted. O(number of task types asked for).
+   *
+   * @example
+   * ```ts
+   * const { depth, oldestWaitMs } = orchestrator.queueReading(["llm_request"]);
+   * if (depth > 100 || oldestWaitMs > 30_000) pool.scaleUp();
+   * ```
+   */
+  queueReading(taskTypes?: string[]): { depth: number; oldestWaitMs: number } {
+    if (taskTypes !== undefined && !Array.isArray(taskTypes)) {
+      throw new FlotillaError("VALIDATION", "taskTypes: expected an array of task types");
+    }
+    const { depth, oldestAt } = this.#queue.reading(taskTypes);
+    return {
+      depth,
+      oldestWaitMs: oldestAt === undefined ? 0 : Math.max(0, this.clock.now() - oldestAt),
     };
   }
 
@@ -1646,18 +1677,11 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
         this.#internalError(err, `gate ${gate.name} threw in onSettle`);
       }
     }
-    if (usage) {
-      const line: Parameters<Store["recordUsage"]>[0] = {
-        at: now,
-        taskId: rec.id,
-        workerId: entry.id,
-        usage,
-      };
-      if (rec.tenant !== undefined) line.tenant = rec.tenant;
-      this.#track(this.store.recordUsage(line));
-    }
-    // The slot is free: lanes waiting for this worker may go again.
+    if (usage) this.#track(this.store.recordUsage(usageLine(rec, entry.id, usage, now)));
+    // The slot is free: lanes waiting for this worker may go again, and so may lanes a
+    // gate held (its answer may depend on what was running).
     this.#wakeWorker(entry.id);
+    this.#queue.unparkGateHeads();
 
     const done = this.#afterAttempt(att, end, error, usage, now);
     this.#schedulePump();
@@ -2174,18 +2198,77 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
   #handleFor(rec: TaskRecord): TaskHandle {
     const live = this.#tasks.get(rec.id) ?? this.#finished.get(rec.id);
     if (live) return new TaskHandle(live, (i, r) => this.cancel(i, r));
+    if (!isTerminalStatus(rec.status)) return this.#foreignHandle(rec);
     const state: TaskState = {
       rec,
       done: deferred<TaskResult>(),
       finished: true,
       subscribers: new Set(),
     };
-    if (isTerminalStatus(rec.status)) {
-      state.done.resolve(
-        structuredClone(rec.result ?? this.#result(rec, undefined, rec.status, rec.updatedAt, {})),
-      );
-    } else state.finished = false; // known only from the store: result() waits for a process that owns it
+    state.done.resolve(
+      structuredClone(rec.result ?? this.#result(rec, undefined, rec.status, rec.updatedAt, {})),
+    );
     return new TaskHandle(state, (i, r) => this.cancel(i, r));
+  }
+
+  /**
+   * A handle on an unfinished task known only from the store. Before the first start it
+   * becomes the live task's handle when recovery loads it; otherwise (another process owns
+   * the task) the store is read every `recheckIntervalMs` until the task has finished.
+   */
+  #foreignHandle(rec: TaskRecord): TaskHandle {
+    let state = this.#foreign.get(rec.id);
+    if (!state) {
+      state = { rec, done: deferred<TaskResult>(), finished: false, subscribers: new Set() };
+      this.#foreign.set(rec.id, state);
+      if (this.#recovered) this.#armForeignPoll();
+    }
+    return new TaskHandle(state, (i, r) => this.cancel(i, r));
+  }
+
+  #armForeignPoll(): void {
+    if (this.#foreignTimer !== undefined || this.#foreign.size === 0) return;
+    if (this.#state !== "running") return;
+    this.#foreignTimer = this.#timers.set(() => {
+      this.#foreignTimer = undefined;
+      void this.#pollForeign();
+    }, this.#recheckMs);
+  }
+
+  async #pollForeign(): Promise<void> {
+    for (const [id, state] of [...this.#foreign]) {
+      const live = this.#tasks.get(id) ?? this.#finished.get(id);
+      let rec: TaskRecord | undefined = live?.rec;
+      if (!rec) {
+        try {
+          rec = await this.store.getTask(id);
+        } catch (err) {
+          this.#internalError(err, `store failed to read task ${id}`);
+          continue;
+        }
+      }
+      if (live) {
+        this.#foreign.delete(id);
+        live.done.promise.then((r) => this.#finishForeign(state, r));
+        continue;
+      }
+      if (!rec) continue;
+      state.rec = rec;
+      if (!isTerminalStatus(rec.status)) continue;
+      this.#foreign.delete(id);
+      this.#finishForeign(
+        state,
+        rec.result ?? this.#result(rec, undefined, rec.status, rec.updatedAt, {}),
+      );
+    }
+    this.#armForeignPoll();
+  }
+
+  #finishForeign(state: TaskState, result: TaskResult): void {
+    state.finished = true;
+    state.done.resolve({ ...result, timings: { ...result.timings } });
+    for (const ch of state.subscribers) ch.close();
+    state.subscribers.clear();
   }
 
   #syntheticEntry(s: ReturnType<typeof ClaimSlotSchema.parse>): WorkerEntry {
@@ -2259,6 +2342,8 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
   }
 
   #clearTimers(): void {
+    if (this.#foreignTimer !== undefined) this.#timers.clear(this.#foreignTimer);
+    this.#foreignTimer = undefined;
     if (this.#delayTimer !== undefined) this.#timers.clear(this.#delayTimer);
     this.#delayTimer = undefined;
     this.#delayTimerAt = undefined;
@@ -2310,6 +2395,24 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     }
   }
 
+  /**
+   * Hands every gate that can take it the usage ledger of the last 48 hours (first start),
+   * so rate-limit windows and budgets continue where the previous process left them.
+   */
+  async #restoreGates(): Promise<void> {
+    const gates = this.#gates.filter((g) => typeof g.restore === "function");
+    if (gates.length === 0) return;
+    const now = this.clock.now();
+    const entries = await this.store.listUsage({ since: now - USAGE_REPLAY_MS });
+    for (const gate of gates) {
+      try {
+        gate.restore!(entries, now);
+      } catch (err) {
+        this.#internalError(err, `gate ${gate.name} threw in restore`);
+      }
+    }
+  }
+
   /** Restores unfinished tasks from the store (first start). */
   async #recover(): Promise<void> {
     const unfinished = await this.store.loadUnfinished();
@@ -2318,12 +2421,16 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     const fresh = unfinished.filter((r) => !this.#tasks.has(r.id));
     for (const rec of fresh) {
       this.#seq = Math.max(this.#seq, rec.seq);
-      const live: Live = {
+      // A handle taken before the start becomes this task's own handle.
+      const known = this.#foreign.get(rec.id);
+      this.#foreign.delete(rec.id);
+      const live: Live = known ?? {
         rec,
         done: deferred<TaskResult>(),
         finished: false,
         subscribers: new Set(),
       };
+      live.rec = rec;
       this.#tasks.set(rec.id, live);
       this.#count(undefined, rec.status);
       if (rec.idempotencyKey !== undefined) {
@@ -2444,6 +2551,20 @@ function storable(value: unknown): unknown {
   } catch {
     return toJsonSafe(value);
   }
+}
+
+/**
+ * The ledger line of one settled attempt: what budgets and rate limits replay after a
+ * restart (provider: the task's first rate-limit key; model: `payload.model` when a string).
+ */
+function usageLine(rec: TaskRecord, workerId: string, usage: Usage, at: number): UsageEntry {
+  const line: UsageEntry = { at, taskId: rec.id, workerId, usage };
+  const provider = rec.rateLimitKeys[0];
+  if (provider !== undefined) line.provider = provider;
+  const model = (rec.payload as { model?: unknown } | null | undefined)?.model;
+  if (typeof model === "string") line.model = model;
+  if (rec.tenant !== undefined) line.tenant = rec.tenant;
+  return line;
 }
 
 function safeJson(value: unknown): string {

@@ -43,6 +43,8 @@ export class Lane implements HeapNode {
   parked: ParkReason | undefined;
   /** Last block key a gate gave for this lane's head. */
   blockKey: string | undefined;
+  /** @internal The gate group (block key) this lane is parked in. */
+  gateGroup: string | undefined;
   /** Pending wake-up timer when parked by a gate with a retry time. */
   timer: unknown;
   retryAt: number | undefined;
@@ -111,8 +113,12 @@ export class ReadyQueue {
   readonly #byId = new Map<string, QueueEntry>();
   /** Parked lanes by reason, so waking one kind never walks the other. */
   readonly #parked: Record<ParkReason, Set<Lane>> = { worker: new Set(), gate: new Set() };
+  /** Gate-parked lanes by block key ("" for none), longest parked first. */
+  readonly #gateGroups = new Map<string, Set<Lane>>();
   readonly #tenantQueued = new Map<string, number>();
   readonly #byPriority = new Map<number, number>();
+  /** Per task type, queued task ids with their enqueue time, oldest first (insertion order). */
+  readonly #byType = new Map<string, Map<string, number>>();
   readonly #aging: number | undefined;
   readonly #epoch: number;
   readonly #onLaneDropped: ((lane: Lane) => void) | undefined;
@@ -198,6 +204,12 @@ export class ReadyQueue {
     const oldHead = lane.head;
     lane.entries.push(entry);
     this.#byId.set(task.id, entry);
+    let ofType = this.#byType.get(task.type);
+    if (!ofType) {
+      ofType = new Map();
+      this.#byType.set(task.type, ofType);
+    }
+    ofType.set(task.id, enqueuedAt);
     this.#byPriority.set(task.priority, (this.#byPriority.get(task.priority) ?? 0) + 1);
     if (lane.parked === undefined) {
       if (lane.node) {
@@ -316,9 +328,19 @@ export class ReadyQueue {
   park(lane: Lane, reason: ParkReason): void {
     this.#deactivate(lane);
     if (lane.entries.size === 0) return;
-    if (lane.parked !== undefined) this.#parked[lane.parked].delete(lane);
+    this.#unlinkParked(lane);
     lane.parked = reason;
     this.#parked[reason].add(lane);
+    if (reason === "gate") {
+      const key = lane.blockKey ?? "";
+      let group = this.#gateGroups.get(key);
+      if (!group) {
+        group = new Set();
+        this.#gateGroups.set(key, group);
+      }
+      group.add(lane);
+      lane.gateGroup = key;
+    }
   }
 
   /**
@@ -331,8 +353,7 @@ export class ReadyQueue {
    */
   unpark(lane: Lane): void {
     if (lane.parked === undefined) return;
-    this.#parked[lane.parked].delete(lane);
-    lane.parked = undefined;
+    this.#unlinkParked(lane);
     this.restore(lane);
   }
 
@@ -354,6 +375,42 @@ export class ReadyQueue {
       n++;
     }
     return n;
+  }
+
+  /**
+   * A worker slot freed: the gate-parked lane waiting longest in each block-key group is
+   * returned to the active set, so a gate whose answer depends on what is running (a
+   * concurrency cap, a per-worker quota) is asked again without being woken. One lane per
+   * group, so the cost is O(groups) whatever the number of parked lanes; a lane held again
+   * goes to the back of its group, so the others get their turn on the next release.
+   * Returns how many lanes were unparked.
+   *
+   * @example
+   * ```ts
+   * if (q.unparkGateHeads() > 0) schedulePump();
+   * ```
+   */
+  unparkGateHeads(): number {
+    if (this.#gateGroups.size === 0) return 0;
+    let n = 0;
+    for (const group of [...this.#gateGroups.values()]) {
+      const first = group.values().next().value;
+      if (first === undefined) continue;
+      this.unpark(first);
+      n++;
+    }
+    return n;
+  }
+
+  #unlinkParked(lane: Lane): void {
+    if (lane.parked === undefined) return;
+    this.#parked[lane.parked].delete(lane);
+    if (lane.gateGroup !== undefined) {
+      const group = this.#gateGroups.get(lane.gateGroup);
+      if (group?.delete(lane) && group.size === 0) this.#gateGroups.delete(lane.gateGroup);
+      lane.gateGroup = undefined;
+    }
+    lane.parked = undefined;
   }
 
   /**
@@ -394,6 +451,29 @@ export class ReadyQueue {
   }
 
   /**
+   * How many tasks are queued (of `types`, or all) and since when the oldest has waited.
+   * O(number of types asked for).
+   *
+   * @example
+   * ```ts
+   * const { depth, oldestAt } = queue.reading(["llm_request"]);
+   * ```
+   */
+  reading(types?: readonly string[]): { depth: number; oldestAt: number | undefined } {
+    let depth = 0;
+    let oldestAt: number | undefined;
+    const visit = (ofType: Map<string, number> | undefined) => {
+      if (!ofType || ofType.size === 0) return;
+      depth += ofType.size;
+      const first = ofType.values().next().value as number;
+      if (oldestAt === undefined || first < oldestAt) oldestAt = first;
+    };
+    if (types === undefined) for (const ofType of this.#byType.values()) visit(ofType);
+    else for (const type of new Set(types)) visit(this.#byType.get(type));
+    return { depth, oldestAt };
+  }
+
+  /**
    * Every queued task, in no particular order.
    *
    * @example
@@ -422,8 +502,10 @@ export class ReadyQueue {
     this.#byId.clear();
     this.#parked.worker.clear();
     this.#parked.gate.clear();
+    this.#gateGroups.clear();
     this.#tenantQueued.clear();
     this.#byPriority.clear();
+    this.#byType.clear();
   }
 
   #activate(lane: Lane): void {
@@ -458,6 +540,8 @@ export class ReadyQueue {
 
   #forget(entry: QueueEntry): void {
     this.#byId.delete(entry.task.id);
+    const ofType = this.#byType.get(entry.task.type);
+    if (ofType?.delete(entry.task.id) && ofType.size === 0) this.#byType.delete(entry.task.type);
     const p = entry.task.priority;
     const n = (this.#byPriority.get(p) ?? 1) - 1;
     if (n <= 0) this.#byPriority.delete(p);
@@ -470,8 +554,7 @@ export class ReadyQueue {
 
   #dropLane(lane: Lane): void {
     this.#deactivate(lane);
-    if (lane.parked !== undefined) this.#parked[lane.parked].delete(lane);
-    lane.parked = undefined;
+    this.#unlinkParked(lane);
     if (this.#lanes.get(lane.key) === lane) this.#lanes.delete(lane.key);
     this.#onLaneDropped?.(lane);
   }

@@ -78,8 +78,23 @@ export class MemoryStore implements Store {
     this.#maxEvents = max;
   }
 
-  /** @internal The orchestrator's no-copy write path (see `OWNED_WRITES`). */
-  readonly [OWNED_WRITES]: OwnedWrites = {
+  /**
+   * @internal The orchestrator's no-copy write path (see `OWNED_WRITES`); absent when a
+   * subclass or the instance replaces a write method, so that override is always called.
+   */
+  get [OWNED_WRITES](): OwnedWrites | undefined {
+    const proto = MemoryStore.prototype;
+    if (
+      this.insertTasks !== proto.insertTasks ||
+      this.saveTask !== proto.saveTask ||
+      this.appendEvents !== proto.appendEvents
+    ) {
+      return undefined;
+    }
+    return this.#ownedWrites;
+  }
+
+  readonly #ownedWrites: OwnedWrites = {
     insertTasks: async (tasks) => {
       this.#check();
       this.#insert(tasks, false);
