@@ -119,6 +119,17 @@ const sameModel = (a: string, b: string) =>
 
 let counter = 0;
 
+/** A chat or generate answer, with the token counts Ollama gave (if any). */
+type Answer = Omit<LlmResponse, "usage"> & {
+  usage: { inputTokens?: number; outputTokens?: number };
+};
+
+/** A stream that stopped before its `done` chunk (usually a lost connection): retryable. */
+const endedEarly = () =>
+  new FlotillaError("WORKER_ERROR", "ollama stream ended early: no final chunk", {
+    retryable: true,
+  });
+
 /** What an `embed` request outputs. */
 export interface EmbedResponse {
   embeddings: number[][];
@@ -301,9 +312,7 @@ export class OllamaWorker implements Worker {
     model: string,
     client: Ollama,
     ctx: ExecutionContext,
-  ): Promise<
-    Omit<LlmResponse, "usage"> & { usage: { inputTokens?: number; outputTokens?: number } }
-  > {
+  ): Promise<Answer> {
     const r = req.request;
     const body = {
       model,
@@ -341,10 +350,7 @@ export class OllamaWorker implements Worker {
           toolCalls.push(toolCall(c, toolCalls.length));
         if (part.done) last = part;
       }
-      if (!last)
-        throw new FlotillaError("WORKER_ERROR", "ollama stream ended early: no final chunk", {
-          retryable: true,
-        });
+      if (!last) throw endedEarly();
       return {
         text,
         toolCalls,
@@ -380,9 +386,7 @@ export class OllamaWorker implements Worker {
     model: string,
     client: Ollama,
     ctx: ExecutionContext,
-  ): Promise<
-    Omit<LlmResponse, "usage"> & { usage: { inputTokens?: number; outputTokens?: number } }
-  > {
+  ): Promise<Answer> {
     const body = {
       model,
       prompt: req.prompt,
@@ -405,10 +409,7 @@ export class OllamaWorker implements Worker {
         }
         if (part.done) res = part;
       }
-      if (!res)
-        throw new FlotillaError("WORKER_ERROR", "ollama stream ended early: no final chunk", {
-          retryable: true,
-        });
+      if (!res) throw endedEarly();
       res = { ...res, response: text };
     } else {
       res = await client.generate({ ...body, stream: false });
@@ -618,8 +619,8 @@ function toolCall(
   };
 }
 
-function counts(r: { prompt_eval_count?: number; eval_count?: number }) {
-  const out: { inputTokens?: number; outputTokens?: number } = {};
+function counts(r: { prompt_eval_count?: number; eval_count?: number }): Answer["usage"] {
+  const out: Answer["usage"] = {};
   if (typeof r.prompt_eval_count === "number") out.inputTokens = r.prompt_eval_count;
   if (typeof r.eval_count === "number") out.outputTokens = r.eval_count;
   return out;
