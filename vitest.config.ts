@@ -12,6 +12,7 @@ export default defineConfig({
   resolve: {
     alias: [
       { find: /^@flotilla\/core\/(.+)$/, replacement: src("core", "$1/index.ts") },
+      { find: /^@flotilla\/testing\/(.+)$/, replacement: src("testing", "$1/index.ts") },
       { find: /^@flotilla\/([a-z-]+)$/, replacement: src("$1") },
     ],
   },

@@ -8,9 +8,9 @@ import {
   type WorkerTask,
 } from "@flotilla/core";
 import { describe, expect, it } from "vitest";
+import { describeWorkerConformance } from "./vitest/index.js";
 import {
   checkWorkerConformance,
-  describeWorkerConformance,
   WORKER_CHECK_NAMES,
   workerConformanceChecks,
 } from "./worker-conformance.js";

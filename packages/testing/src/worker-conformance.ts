@@ -8,7 +8,6 @@ import {
   type Worker,
   type WorkerTask,
 } from "@flotilla/core";
-import { describe, expect, it } from "vitest";
 
 /**
  * Names of the checks of the worker conformance suite.
@@ -16,7 +15,7 @@ import { describe, expect, it } from "vitest";
  * @example
  * ```ts
  * const skip: WorkerCheckName[] = ["abort"];
- * describeWorkerConformance("MyWorker", makeWorker, { skip });
+ * const findings = await checkWorkerConformance(makeWorker, { skip });
  * ```
  */
 export const WORKER_CHECK_NAMES = [
@@ -423,42 +422,15 @@ export async function checkWorkerConformance(
 }
 
 /**
- * Declares a vitest `describe` block that checks a custom worker against Flotilla's worker
- * contract: valid declared fields, idempotent `start`/`stop`, a health check that answers
- * within a timeout, `execute` rejecting promptly when its signal aborts, and typed results
- * and errors. Run it in your worker package's tests.
+ * How long one check of the suite may take in all under `options`: three calls, two health
+ * checks, two abort waits and the abort delay (used as the per-check test timeout).
  *
- * @param name shown in the test report.
- * @param makeWorker builds a fresh worker; called once or more per check.
  * @example
  * ```ts
- * import { describeWorkerConformance } from "@flotilla/testing";
- *
- * describeWorkerConformance("MyWorker", () => new MyWorker({ baseUrl }), {
- *   task: { type: "my_task", payload: { text: "hi" } },
- *   slowTask: { type: "my_task", payload: { text: "hi", delayMs: 5_000 } },
- * });
+ * workerConformanceTimeoutMs({}); // 3 * 10_000 + 2 * 5_000 + 2 * 1_000 + 20 = 42_020
  * ```
  */
-export function describeWorkerConformance(
-  name: string,
-  makeWorker: MakeWorker,
-  options: WorkerConformanceOptions = {},
-): void {
+export function workerConformanceTimeoutMs(options: WorkerConformanceOptions = {}): number {
   const d = defaults(options);
-  const timeout =
-    3 * d.callTimeoutMs + 2 * d.healthTimeoutMs + 2 * d.abortWithinMs + d.abortAfterMs;
-  describe(`${name}: worker conformance`, () => {
-    for (const check of workerConformanceChecks) {
-      const test = options.skip?.includes(check.name) ? it.skip : it;
-      test(
-        check.title,
-        async () => {
-          const problems = await check.run(makeWorker, options);
-          expect(problems, problems.join("\n")).toEqual([]);
-        },
-        timeout,
-      );
-    }
-  });
+  return 3 * d.callTimeoutMs + 2 * d.healthTimeoutMs + 2 * d.abortWithinMs + d.abortAfterMs;
 }

@@ -1,5 +1,5 @@
 import { ToolCallWorker } from "@flotilla/core";
-import { describeWorkerConformance } from "@flotilla/testing";
+import { describeWorkerConformance } from "@flotilla/testing/vitest";
 
 // Flotilla's own built-in workers pass the suite that custom workers run.
 describeWorkerConformance("ToolCallWorker", () => new ToolCallWorker(), {

@@ -1,4 +1,4 @@
-import { describeWorkerConformance } from "@flotilla/testing";
+import { describeWorkerConformance } from "@flotilla/testing/vitest";
 import { DockerWorker } from "../src/index.js";
 import { engineHost, IMAGE } from "./engine-suite.js";
 

@@ -1,8 +1,5 @@
-import {
-  describeWorkerConformance,
-  startAnthropicServer,
-  startOpenAIServer,
-} from "@flotilla/testing";
+import { startAnthropicServer, startOpenAIServer } from "@flotilla/testing";
+import { describeWorkerConformance } from "@flotilla/testing/vitest";
 import { afterAll } from "vitest";
 import { AnthropicWorker, OpenAIWorker } from "../src/index.js";
 

@@ -1,4 +1,5 @@
-import { describeWorkerConformance, startOllamaServer } from "@flotilla/testing";
+import { startOllamaServer } from "@flotilla/testing";
+import { describeWorkerConformance } from "@flotilla/testing/vitest";
 import { afterAll } from "vitest";
 import { OllamaWorker } from "../src/index.js";
 

@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describeStoreConformance } from "@flotilla/testing";
+import { describeStoreConformance } from "@flotilla/testing/vitest";
 import { MemoryStore } from "./memory.js";
 import { SqliteStore } from "./sqlite.js";
 
