@@ -3,6 +3,18 @@ export { loadServeConfig, type OptionSpec, SERVE_OPTIONS, type ServeConfig } fro
 export { buildWorkerFactories } from "./factories.js";
 export { createJsonLogger, LOG_LEVELS, type LogLevel } from "./logger.js";
 export { createProgram } from "./program.js";
+export {
+  type CliOptionSpec,
+  EXEC_OPTION,
+  loadRunnerConfig,
+  REPORTER_OPTIONS,
+  RUNNER_OPTIONS,
+  type RunnerConfig,
+  type RunningRunner,
+  reporterOptions,
+  runMcpReporter,
+  runRunner,
+} from "./runner.js";
 export { type RunningServer, runServe, VERSION } from "./serve.js";
 export {
   type ClientOptions,

@@ -1,5 +1,14 @@
 import { Command, Option } from "commander";
 import { loadServeConfig, SERVE_OPTIONS } from "./config.js";
+import {
+  EXEC_OPTION,
+  loadRunnerConfig,
+  REPORTER_OPTIONS,
+  RUNNER_OPTIONS,
+  reporterOptions,
+  runMcpReporter,
+  runRunner,
+} from "./runner.js";
 import { runServe, VERSION } from "./serve.js";
 import {
   type ClientOptions,
@@ -24,7 +33,9 @@ export function createProgram(env: Record<string, string | undefined> = process.
     .description(
       "Flotilla: orchestration for AI-agent workloads.\n" +
         "  flotilla serve            run the standalone server (HTTP API, WebSocket, dashboard, fleet)\n" +
-        "  flotilla task <command>   submit, inspect and list tasks on a running server",
+        "  flotilla task <command>   submit, inspect and list tasks on a running server\n" +
+        "  flotilla runner           run a fleet node that pulls tasks from a server and runs a command\n" +
+        "  flotilla mcp-reporter     status-reporter MCP server (stdio) for an agent inside a task",
     )
     .version(VERSION)
     .showHelpAfterError();
@@ -78,6 +89,80 @@ export function createProgram(env: Record<string, string | undefined> = process.
     };
     process.on("SIGINT", () => onSignal("SIGINT"));
     process.on("SIGTERM", () => onSignal("SIGTERM"));
+  });
+
+  const runner = program
+    .command("runner")
+    .description(
+      "Run a fleet node: register with a server (POST /register), poll for tasks, run each with a command " +
+        "(the prompt as its last argument; TASK_ID, TASK_PROMPT, TASK_FILES_DIR, ORCHESTRATOR_URL and NODE_API_KEY " +
+        "in its environment), heartbeat, upload its log and report the outcome (exit 0: success, else error). " +
+        "Settings: flags > environment (FLOTILLA_*) > defaults. SIGINT/SIGTERM: running tasks finish first; a second signal aborts them.",
+    )
+    .usage("[options] [-- <command> [args...]]")
+    .argument("[command...]", "the command each task runs (instead of --exec)");
+  for (const o of [...RUNNER_OPTIONS, EXEC_OPTION]) {
+    runner.addOption(
+      new Option(
+        o.flag,
+        `${o.description} [env: ${o.env}]${o.default ? ` (default: ${o.default})` : ""}`,
+      ),
+    );
+  }
+  runner.action(async (command: string[], opts: Record<string, unknown>, cmd: Command) => {
+    const flags: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(opts)) {
+      if (cmd.getOptionValueSource(k) === "cli") flags[k] = v;
+    }
+    let config: ReturnType<typeof loadRunnerConfig>;
+    try {
+      config = loadRunnerConfig(flags, env, command);
+    } catch (err) {
+      process.stderr.write(`flotilla runner: ${(err as Error).message}\n`);
+      process.exitCode = 2;
+      return;
+    }
+    let started: Awaited<ReturnType<typeof runRunner>> | undefined;
+    let signals = 0;
+    const onSignal = (sig: string) => {
+      signals++;
+      if (!started) process.exit(130);
+      if (signals === 1) {
+        process.stderr.write(
+          `flotilla runner: ${sig}: finishing running tasks (again to abort them)\n`,
+        );
+        void started.stop().then(() => process.exit(0));
+      } else {
+        void started.stop({ abort: true }).then(() => process.exit(130));
+      }
+    };
+    process.on("SIGINT", () => onSignal("SIGINT"));
+    process.on("SIGTERM", () => onSignal("SIGTERM"));
+    started = await runRunner(config);
+  });
+
+  const reporter = program
+    .command("mcp-reporter")
+    .description(
+      "Serve the status-reporter MCP tools (report_status, report_started, report_complete, report_error, " +
+        "submit_crush_logs, get_job_info) on stdio, for an agent running inside a task. Inside a task started by " +
+        "`flotilla runner` it needs no options: ORCHESTRATOR_URL, TASK_ID and NODE_API_KEY are set.",
+    );
+  for (const o of REPORTER_OPTIONS) {
+    reporter.addOption(
+      new Option(
+        o.flag,
+        `${o.description} [env: ${o.env}]${o.default ? ` (default: ${o.default})` : ""}`,
+      ),
+    );
+  }
+  reporter.action(async (opts: Record<string, string | undefined>) => {
+    try {
+      await runMcpReporter(reporterOptions(opts, env));
+    } catch (err) {
+      process.stderr.write(`flotilla mcp-reporter: ${(err as Error).message}\n`);
+      process.exitCode = 2;
+    }
   });
 
   const task = program
