@@ -287,18 +287,27 @@ export interface ResolvedOptions {
   streamOutput: boolean;
 }
 
+/**
+ * Limits of a container whose task asks for none (the `defaults` option overrides them field by field).
+ */
 export const DEFAULT_LIMITS: ContainerLimits = {
   memoryMb: 256,
   cpus: 1,
   pids: 128,
   timeoutMs: 60_000,
 };
+/**
+ * The most a task may ask for unless the `ceilings` option says otherwise.
+ */
 export const DEFAULT_CEILINGS: ContainerLimits = {
   memoryMb: 2048,
   cpus: 2,
   pids: 1024,
   timeoutMs: 600_000,
 };
+/**
+ * Code, input, output and output-file size limits unless the `sizes` option says otherwise.
+ */
 export const DEFAULT_SIZES: SizeLimits = {
   maxCodeBytes: 256 * 1024,
   maxInputBytes: 10 * 1024 * 1024,
