@@ -55,6 +55,7 @@ if (existsSync(testEnv) && !process.env.FLOTILLA_SKIP_TEST_ENV) {
 if (filters.length === 0) {
   run("lint", "npx", ["biome", "check", "."]);
   run("typecheck", "npx", ["turbo", "run", "typecheck", "--output-logs=errors-only"]);
+  run("public API docs", "node", ["scripts/check-docs.mjs"]);
 }
 run("tests", "npx", [
   "vitest",
