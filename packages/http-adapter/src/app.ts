@@ -645,17 +645,25 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
     }
     return type;
   };
+  /** The request's `priority` and `timeout_seconds`, as every task-creating route reads them. */
+  const withPriorityAndTimeout = (
+    spec: TaskSpec,
+    input: { priority?: string | number | undefined; timeout_seconds?: number | undefined },
+  ): TaskSpec => {
+    const p = priorityValue(input.priority);
+    if (p !== undefined) spec.priority = p;
+    if (input.timeout_seconds) spec.timeoutMs = Math.ceil(input.timeout_seconds * 1000);
+    return spec;
+  };
   const toSpec = (input: TaskSubmitInput): TaskSpec => {
     const spec: TaskSpec = { type: checkType(input.type) };
     if (input.payload !== undefined) spec.payload = input.payload;
-    const p = priorityValue(input.priority);
-    if (p !== undefined) spec.priority = p;
+    withPriorityAndTimeout(spec, input);
     if (input.max_retries !== undefined) spec.retry = { maxAttempts: input.max_retries + 1 };
     if (input.depends_on) spec.dependsOn = input.depends_on;
     if (input.metadata) spec.metadata = input.metadata;
     if (input.task_id) spec.id = input.task_id;
     if (input.idempotency_key) spec.idempotencyKey = input.idempotency_key;
-    if (input.timeout_seconds) spec.timeoutMs = Math.ceil(input.timeout_seconds * 1000);
     return spec;
   };
   const requireWorkerFor = (type: string) => {
@@ -699,6 +707,30 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
     } finally {
       if (timer) clearTimeout(timer);
     }
+  };
+
+  /**
+   * Runs `spec`, waits, and answers Vera's `{task_id, success, <field>, error, metrics}`:
+   * `<field>` is `value(output)` when the task succeeded, else null.
+   */
+  const runAndAnswer = async (
+    c: Context,
+    spec: TaskSpec,
+    field: "response" | "result",
+    value: (output: unknown) => unknown,
+  ): Promise<Response> => {
+    const r = await submitAndWait(c, spec);
+    if (r instanceof Response) return r;
+    const ok = r.result.status === "succeeded";
+    return c.json(
+      jsonSafe({
+        task_id: r.id,
+        success: ok,
+        [field]: ok ? value(r.result.output) : null,
+        error: ok ? null : (r.result.error?.message ?? r.result.status),
+        metrics: { ...taskMetrics(undefined, r.result), worker_id: r.result.workerId ?? null },
+      }),
+    );
   };
 
   type RouteDef = {
@@ -751,26 +783,21 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
     const running = !shuttingDown && engineRunning();
     return c.json({ status: running ? "healthy" : "stopped", version }, running ? 200 : 503);
   };
-  define({
-    method: "get",
-    path: "/health",
-    summary: "Liveness (no authentication)",
-    tags: ["operations"],
-    auth: false,
-    response: HealthResponseSchema,
-    extraResponses: { 503: "Stopped or shutting down" },
-    handler: health,
-  });
-  define({
-    method: "get",
-    path: `${prefix}/health`,
-    summary: "Health check (no authentication)",
-    tags: ["vera"],
-    auth: false,
-    response: HealthResponseSchema,
-    extraResponses: { 503: "Stopped or shutting down" },
-    handler: health,
-  });
+  for (const [path, summary, tag] of [
+    ["/health", "Liveness (no authentication)", "operations"],
+    [`${prefix}/health`, "Health check (no authentication)", "vera"],
+  ] as const) {
+    define({
+      method: "get",
+      path,
+      summary,
+      tags: [tag],
+      auth: false,
+      response: HealthResponseSchema,
+      extraResponses: { 503: "Stopped or shutting down" },
+      handler: health,
+    });
+  }
   define({
     method: "get",
     path: `${prefix}/status`,
@@ -839,23 +866,9 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
       if (input.model) payload.model = input.model;
       if (input.temperature !== undefined) payload.temperature = input.temperature;
       if (input.max_tokens !== undefined) payload.maxTokens = input.max_tokens;
-      const spec: TaskSpec = { type, payload };
-      const p = priorityValue(input.priority);
-      if (p !== undefined) spec.priority = p;
+      const spec = withPriorityAndTimeout({ type, payload }, input);
       if (input.prefer_ollama) spec.metadata = { prefer_ollama: true };
-      if (input.timeout_seconds) spec.timeoutMs = Math.ceil(input.timeout_seconds * 1000);
-      const r = await submitAndWait(c, spec);
-      if (r instanceof Response) return r;
-      const ok = r.result.status === "succeeded";
-      return c.json(
-        jsonSafe({
-          task_id: r.id,
-          success: ok,
-          response: ok ? llmText(r.result.output) : null,
-          error: ok ? null : (r.result.error?.message ?? r.result.status),
-          metrics: { ...taskMetrics(undefined, r.result), worker_id: r.result.workerId ?? null },
-        }),
-      );
+      return runAndAnswer(c, spec, "response", llmText);
     },
   });
   define({
@@ -869,25 +882,14 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
     handler: async (c) => {
       const input = parse(ToolExecuteSchema, await readJson(c), "body");
       requireWorkerFor("tool_call");
-      const spec: TaskSpec = {
-        type: "tool_call",
-        payload: { tool_name: input.tool_name, tool_input: input.tool_input ?? {} },
-      };
-      const p = priorityValue(input.priority);
-      if (p !== undefined) spec.priority = p;
-      if (input.timeout_seconds) spec.timeoutMs = Math.ceil(input.timeout_seconds * 1000);
-      const r = await submitAndWait(c, spec);
-      if (r instanceof Response) return r;
-      const ok = r.result.status === "succeeded";
-      return c.json(
-        jsonSafe({
-          task_id: r.id,
-          success: ok,
-          result: ok ? (r.result.output ?? null) : null,
-          error: ok ? null : (r.result.error?.message ?? r.result.status),
-          metrics: { ...taskMetrics(undefined, r.result), worker_id: r.result.workerId ?? null },
-        }),
+      const spec = withPriorityAndTimeout(
+        {
+          type: "tool_call",
+          payload: { tool_name: input.tool_name, tool_input: input.tool_input ?? {} },
+        },
+        input,
       );
+      return runAndAnswer(c, spec, "result", (output) => output ?? null);
     },
   });
   define({
@@ -920,6 +922,12 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
     },
   });
   const TaskIdParams = z.object({ task_id: z.string().min(1).max(256) });
+  const taskOr404 = async (c: Context): Promise<{ id: string; rec: TaskRecord }> => {
+    const id = c.req.param("task_id") ?? "";
+    const rec = await o.get(id);
+    if (!rec) throw new FlotillaError("NOT_FOUND", `task ${id} not found`);
+    return { id, rec };
+  };
   define({
     method: "get",
     path: `${prefix}/tasks/:task_id`,
@@ -928,12 +936,7 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
     params: TaskIdParams,
     response: TaskViewSchema,
     extraResponses: { 404: "Unknown task" },
-    handler: async (c) => {
-      const id = c.req.param("task_id") ?? "";
-      const rec = await o.get(id);
-      if (!rec) throw new FlotillaError("NOT_FOUND", `task ${id} not found`);
-      return c.json(taskView(rec));
-    },
+    handler: async (c) => c.json(taskView((await taskOr404(c)).rec)),
   });
   define({
     method: "post",
@@ -944,9 +947,7 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
     response: TaskViewSchema,
     extraResponses: { 404: "Unknown task", 409: "Already finished" },
     handler: async (c) => {
-      const id = c.req.param("task_id") ?? "";
-      const rec = await o.get(id);
-      if (!rec) throw new FlotillaError("NOT_FOUND", `task ${id} not found`);
+      const { id, rec } = await taskOr404(c);
       if (TERMINAL_STATUSES.has(rec.status)) {
         throw new FlotillaError("INVALID_STATE", `task ${id} already finished (${rec.status})`);
       }
@@ -965,15 +966,10 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
   ) => {
     notShuttingDown();
     if (!factory) {
-      return c.json(
-        {
-          error: {
-            code: "NOT_IMPLEMENTED",
-            message: `this server cannot create ${what} workers: no factory was configured for it`,
-          },
-          detail: `this server cannot create ${what} workers: no factory was configured for it`,
-        },
+      throw new HttpError(
         501,
+        "NOT_IMPLEMENTED",
+        `this server cannot create ${what} workers: no factory was configured for it`,
       );
     }
     if (input.worker_id && workers().some((w) => w.id === input.worker_id)) {
@@ -1005,19 +1001,42 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
       message: `${what} worker ${worker.id} (${worker.kind}) registered`,
     });
   };
-  define({
-    method: "post",
-    path: `${prefix}/workers/llm-api/register`,
+  /** A run-time worker registration route: validate, build with the factory, register. */
+  const defineRegistration = <T extends { worker_id?: string | undefined }>(d: {
+    path: string;
+    summary: string;
+    body: ZodType<T>;
+    factory: keyof WorkerFactories;
+    what: string;
+    notImplemented: string;
+    /** Checks the input further; may return what to do with the worker before it registers. */
+    prepare?: (input: T) => ((worker: Worker) => void) | undefined;
+  }) =>
+    define({
+      method: "post",
+      path: `${prefix}${d.path}`,
+      summary: d.summary,
+      tags: ["vera"],
+      body: d.body,
+      response: RegisteredResponseSchema,
+      extraResponses: { 409: "Worker id taken", 501: d.notImplemented },
+      handler: async (c) => {
+        const input = parse(d.body, await readJson(c), "body");
+        const before = d.prepare?.(input);
+        const factory = options.workerFactories?.[d.factory] as
+          | ((input: T, ctx: WorkerFactoryContext) => Worker | Promise<Worker>)
+          | undefined;
+        return registerVia(c, factory?.bind(options.workerFactories), input, d.what, before);
+      },
+    });
+  defineRegistration({
+    path: "/workers/llm-api/register",
     summary: "Register a cloud LLM API worker (the key is never echoed)",
-    tags: ["vera"],
     body: LlmApiRegisterSchema,
-    response: RegisteredResponseSchema,
-    extraResponses: {
-      409: "Worker id taken",
-      501: "No LLM worker factory configured, or quota fields without a quota gate",
-    },
-    handler: async (c) => {
-      const input = parse(LlmApiRegisterSchema, await readJson(c), "body");
+    factory: "llmApi",
+    what: "LLM API",
+    notImplemented: "No LLM worker factory configured, or quota fields without a quota gate",
+    prepare: (input) => {
       const quota = {
         ...(input.quota_requests_per_day ? { requestsPerDay: input.quota_requests_per_day } : {}),
         ...(input.quota_tokens_per_day ? { tokensPerDay: input.quota_tokens_per_day } : {}),
@@ -1025,38 +1044,25 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
           ? { costUsdPerDay: input.quota_cost_limit_per_day }
           : {}),
       };
-      const hasQuota = Object.keys(quota).length > 0;
-      if (hasQuota && !options.workerQuotas) {
+      if (Object.keys(quota).length === 0) return undefined;
+      const quotas = options.workerQuotas;
+      if (!quotas) {
         throw new HttpError(
           501,
           "NOT_IMPLEMENTED",
           "this server does not enforce per-worker quotas (no workerQuotas configured): register without quota_* fields",
         );
       }
-      return registerVia(
-        c,
-        options.workerFactories?.llmApi?.bind(options.workerFactories),
-        input,
-        "LLM API",
-        hasQuota ? (w) => options.workerQuotas?.set(w.id, quota) : undefined,
-      );
+      return (w) => quotas.set(w.id, quota);
     },
   });
-  define({
-    method: "post",
-    path: `${prefix}/workers/remote/register`,
+  defineRegistration({
+    path: "/workers/remote/register",
     summary: "Register a remote (push-mode) worker (the token is never echoed)",
-    tags: ["vera"],
     body: RemoteRegisterSchema,
-    response: RegisteredResponseSchema,
-    extraResponses: { 409: "Worker id taken", 501: "No remote worker factory configured" },
-    handler: async (c) =>
-      registerVia(
-        c,
-        options.workerFactories?.remote?.bind(options.workerFactories),
-        parse(RemoteRegisterSchema, await readJson(c), "body"),
-        "remote",
-      ),
+    factory: "remote",
+    what: "remote",
+    notImplemented: "No remote worker factory configured",
   });
   define({
     method: "get",
