@@ -64,6 +64,8 @@ interface DirtyWrite {
   sanitized?: boolean;
 }
 
+const NO_OUTPUTS: ReadonlyMap<string, unknown> = new Map();
+
 /** How far back the usage ledger is replayed into the gates at start. */
 const USAGE_REPLAY_MS = 48 * 3_600_000;
 
@@ -180,6 +182,8 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
   readonly #dag = new DependencyTracker();
   readonly #tasks = new Map<string, Live>();
   readonly #finished = new Map<string, Live>();
+  readonly #finishedRing: string[] = [];
+  #finishedHead = 0;
   readonly #idem = new Map<string, Promise<TaskHandle>>();
   readonly #attempts = new Set<Attempt>();
   readonly #counts = new Map<TaskStatus, number>();
@@ -189,6 +193,9 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
   readonly #waitingOn = new Map<string, Set<Lane>>();
   readonly #laneWaits = new Map<Lane, string[]>();
 
+  /** Local lease ids: a per-process random prefix and a counter (no UUID per dispatch). */
+  readonly #localLeasePrefix = `${LOCAL_LEASE_PREFIX}${newId()}-`;
+  #localLeases = 0;
   #state: State = "idle";
   #startedAt = 0;
   #seq = 0;
@@ -1025,7 +1032,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
           r.attempt = att.n;
           r.lease = att.lease;
           r.workerId = entry.id;
-          delete r.notBefore;
+          r.notBefore = undefined;
         },
       });
       const task = await this.#workerTask(live);
@@ -1383,7 +1390,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
       slot: o.slot,
       // Local leases are marked, so a restart knows their holder died with the old process.
       lease: {
-        id: o.remote ? newId() : `${LOCAL_LEASE_PREFIX}${newId()}`,
+        id: o.remote ? newId() : `${this.#localLeasePrefix}${++this.#localLeases}`,
         holder: entry.id,
         acquiredAt: now,
         expiresAt: now + o.leaseMs,
@@ -1427,7 +1434,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
           r.attempt = att.n;
           r.lease = att.lease;
           r.workerId = entry.id;
-          delete r.notBefore;
+          r.notBefore = undefined;
         },
       });
       const prepared = this.#workerTask(live);
@@ -1700,7 +1707,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     const rec = live.rec;
     const workerId = att.entry.id;
     const clearLease = (r: TaskRecord) => {
-      delete r.lease;
+      r.lease = undefined;
     };
     if (end.kind === "success") {
       const held = rec.approval === "after_run";
@@ -1781,9 +1788,9 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
       reason,
       error,
       patch: (r) => {
-        delete r.lease;
+        r.lease = undefined;
         if (notBefore !== undefined && notBefore > now) r.notBefore = notBefore;
-        else delete r.notBefore;
+        else r.notBefore = undefined;
       },
     });
     if (live.rec.status === "queued" && !live.attempt) {
@@ -1901,18 +1908,31 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     await Promise.all(follow);
   }
 
+  /**
+   * Keeps the newest finished tasks in memory. Eviction order is a ring of ids: asking a
+   * Map for its oldest key walks the holes earlier deletions left, which made this O(cache).
+   */
   #remember(live: Live): void {
-    if (this.#finishedCacheSize === 0) return;
-    this.#finished.set(live.rec.id, live);
-    if (this.#finished.size > this.#finishedCacheSize) {
-      const oldest = this.#finished.keys().next().value;
-      if (oldest !== undefined) this.#finished.delete(oldest);
+    const size = this.#finishedCacheSize;
+    if (size === 0) return;
+    const id = live.rec.id;
+    this.#finished.set(id, live);
+    if (!Number.isFinite(size)) return;
+    const ring = this.#finishedRing;
+    if (ring.length < size) {
+      ring.push(id);
+      return;
     }
+    const oldest = ring[this.#finishedHead]!;
+    ring[this.#finishedHead] = id;
+    this.#finishedHead = (this.#finishedHead + 1) % size;
+    if (oldest !== id) this.#finished.delete(oldest);
   }
 
   /** The worker's view of a task (synchronous when every dependency output is in memory). */
   #workerTask(live: Live): WorkerTask | Promise<WorkerTask> {
     const rec = live.rec;
+    if (rec.dependsOn.length === 0) return this.#buildWorkerTask(rec, NO_OUTPUTS);
     const outputs = new Map<string, unknown>();
     const missing: string[] = [];
     for (const dep of rec.dependsOn) {
@@ -1930,7 +1950,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     });
   }
 
-  #buildWorkerTask(rec: TaskRecord, outputs: Map<string, unknown>): WorkerTask {
+  #buildWorkerTask(rec: TaskRecord, outputs: ReadonlyMap<string, unknown>): WorkerTask {
     const task: WorkerTask = {
       id: rec.id,
       type: rec.type,
@@ -2109,10 +2129,12 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
   }
 
   #emitTransition(ev: TransitionEvent): void {
-    this.#logger.debug(
-      { taskId: ev.taskId, from: ev.from, to: ev.to, attempt: ev.attempt, reason: ev.reason },
-      "task transition",
-    );
+    if (this.#logger !== silentLogger) {
+      this.#logger.debug(
+        { taskId: ev.taskId, from: ev.from, to: ev.to, attempt: ev.attempt, reason: ev.reason },
+        "task transition",
+      );
+    }
     const stored: StoredEvent = {
       type: `task:${ev.to}`,
       taskId: ev.taskId,
@@ -2496,7 +2518,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
               error,
               reason: "recovered after restart",
               patch: (r) => {
-                delete r.lease;
+                r.lease = undefined;
                 r.result = this.#result(r, live, "failed", now, { error });
               },
             }).then(() => this.#onTerminal(live)),

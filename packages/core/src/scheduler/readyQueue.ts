@@ -11,6 +11,15 @@ export interface QueueEntry extends HeapNode {
   /** Priority band for fairness: tasks in one band are shared fairly between tenants. */
   readonly band: number;
   readonly lane: Lane;
+  /** When it was enqueued (for the queue reading). */
+  readonly enqueuedAt: number;
+}
+
+/** Queued tasks of one type: a count, and entries in enqueue order (removed ones skipped lazily). */
+interface TypeQueue {
+  count: number;
+  fifo: QueueEntry[];
+  head: number;
 }
 
 /** Why a lane is out of the running for push dispatch. */
@@ -117,8 +126,8 @@ export class ReadyQueue {
   readonly #gateGroups = new Map<string, Set<Lane>>();
   readonly #tenantQueued = new Map<string, number>();
   readonly #byPriority = new Map<number, number>();
-  /** Per task type, queued task ids with their enqueue time, oldest first (insertion order). */
-  readonly #byType = new Map<string, Map<string, number>>();
+  /** Per task type: how many are queued and which was enqueued first. */
+  readonly #byType = new Map<string, TypeQueue>();
   readonly #aging: number | undefined;
   readonly #epoch: number;
   readonly #onLaneDropped: ((lane: Lane) => void) | undefined;
@@ -200,16 +209,23 @@ export class ReadyQueue {
       score,
       band: this.#aging === undefined ? score : Math.floor(score),
       lane,
+      enqueuedAt,
     };
     const oldHead = lane.head;
     lane.entries.push(entry);
     this.#byId.set(task.id, entry);
     let ofType = this.#byType.get(task.type);
     if (!ofType) {
-      ofType = new Map();
+      ofType = { count: 0, fifo: [], head: 0 };
       this.#byType.set(task.type, ofType);
     }
-    ofType.set(task.id, enqueuedAt);
+    ofType.count++;
+    ofType.fifo.push(entry);
+    if (ofType.fifo.length > 2 * ofType.count + 1024) {
+      // Drop dequeued entries (amortised O(1): runs after as many removals as live entries).
+      ofType.fifo = ofType.fifo.slice(ofType.head).filter((e) => this.#byId.get(e.task.id) === e);
+      ofType.head = 0;
+    }
     this.#byPriority.set(task.priority, (this.#byPriority.get(task.priority) ?? 0) + 1);
     if (lane.parked === undefined) {
       if (lane.node) {
@@ -402,6 +418,17 @@ export class ReadyQueue {
     return n;
   }
 
+  /** The oldest entry still queued; entries dequeued since are dropped from the front (amortised O(1)). */
+  #oldest(q: TypeQueue): QueueEntry | undefined {
+    const fifo = q.fifo;
+    while (q.head < fifo.length && this.#byId.get(fifo[q.head]!.task.id) !== fifo[q.head]) q.head++;
+    if (q.head > 1024 && q.head * 2 > fifo.length) {
+      q.fifo = fifo.slice(q.head);
+      q.head = 0;
+    }
+    return q.fifo[q.head];
+  }
+
   #unlinkParked(lane: Lane): void {
     if (lane.parked === undefined) return;
     this.#parked[lane.parked].delete(lane);
@@ -462,11 +489,13 @@ export class ReadyQueue {
   reading(types?: readonly string[]): { depth: number; oldestAt: number | undefined } {
     let depth = 0;
     let oldestAt: number | undefined;
-    const visit = (ofType: Map<string, number> | undefined) => {
-      if (!ofType || ofType.size === 0) return;
-      depth += ofType.size;
-      const first = ofType.values().next().value as number;
-      if (oldestAt === undefined || first < oldestAt) oldestAt = first;
+    const visit = (ofType: TypeQueue | undefined) => {
+      if (!ofType || ofType.count === 0) return;
+      depth += ofType.count;
+      const first = this.#oldest(ofType);
+      if (first && (oldestAt === undefined || first.enqueuedAt < oldestAt)) {
+        oldestAt = first.enqueuedAt;
+      }
     };
     if (types === undefined) for (const ofType of this.#byType.values()) visit(ofType);
     else for (const type of new Set(types)) visit(this.#byType.get(type));
@@ -541,7 +570,7 @@ export class ReadyQueue {
   #forget(entry: QueueEntry): void {
     this.#byId.delete(entry.task.id);
     const ofType = this.#byType.get(entry.task.type);
-    if (ofType?.delete(entry.task.id) && ofType.size === 0) this.#byType.delete(entry.task.type);
+    if (ofType && --ofType.count === 0) this.#byType.delete(entry.task.type);
     const p = entry.task.priority;
     const n = (this.#byPriority.get(p) ?? 1) - 1;
     if (n <= 0) this.#byPriority.delete(p);
