@@ -2,12 +2,14 @@ import { z } from "zod";
 import { type Clock, systemClock } from "../clock.js";
 import { CostModel } from "../cost/costModel.js";
 import { formatUsd, toMicros } from "../cost/prices.js";
+import { resolveUsageEntries } from "../cost/restore.js";
 import { FlotillaError } from "../errors.js";
 import { parseWindow } from "../limits/rate.js";
 import { type Logger, silentLogger } from "../logger.js";
 import type { WorkerEntry } from "../registry/types.js";
 import type { DispatchGate, GateDecision, SettleOutcome } from "../resources/gate.js";
 import { parseConfig } from "../resources/validate.js";
+import type { UsageEntry } from "../store/types.js";
 import type { TaskRecord } from "../task/types.js";
 import { dayBounds, isTimeZone } from "./calendar.js";
 
@@ -150,6 +152,19 @@ class Counter {
     return now + this.spec.windowMs;
   }
 
+  /** Counts usage from before a restart; `entries` sorted by time, all inside the current window. */
+  restore(entries: Entry[]): void {
+    for (const e of entries) {
+      this.used.requests += e.requests;
+      this.used.tokens += e.tokens;
+      this.used.cost += e.cost;
+    }
+    if (this.spec.reset === "sliding") {
+      this.log = [...entries, ...this.log.slice(this.head)].sort((a, b) => a.t - b.t);
+      this.head = 0;
+    }
+  }
+
   add(a: Amounts, now: number): Entry | undefined {
     this.used.requests += a.requests;
     this.used.tokens += a.tokens;
@@ -246,6 +261,9 @@ export class Budgets implements DispatchGate {
   readonly #listeners = new Set<() => void>();
   readonly #clock: Clock;
   readonly #logger: Logger;
+  /** Creation time: usage lines from then on were counted live, never restored. */
+  readonly #born: number;
+  #restored = false;
 
   constructor(options: BudgetsOptions = {}) {
     const tz = options.timeZone ?? "UTC";
@@ -286,6 +304,63 @@ export class Budgets implements DispatchGate {
     this.costModel = options.costModel ?? new CostModel();
     this.#clock = options.clock ?? systemClock;
     this.#logger = options.logger ?? silentLogger;
+    this.#born = this.#clock.now();
+  }
+
+  /**
+   * Counts the spend recorded before a restart (the store's usage ledger), so that a budget
+   * does not start empty: a calendar budget counts the lines of its current day in its time
+   * zone, a sliding one the lines of its last period. A line counts its reported requests,
+   * total tokens and cost (the reported `costUsd`, else its tokens priced on the line's
+   * provider and model) for the global budget, its tenant (`"default"` without one) and its
+   * provider (the task's first rate-limit key). Lines recorded after these budgets were
+   * created (counted live) are ignored; only the first call restores. The orchestrator calls
+   * it at `start()`.
+   *
+   * @example
+   * ```ts
+   * budgets.restore(await store.listUsage({ since: Date.now() - 48 * 3_600_000 }), Date.now());
+   * ```
+   */
+  restore(entries: UsageEntry[], now: number = this.#clock.now()): void {
+    if (this.#restored) return;
+    this.#restored = true;
+    const lines = resolveUsageEntries(entries, this.costModel.prices).filter(
+      (l) => l.at < this.#born && l.at <= now,
+    );
+    const perCounter = new Map<Counter, Entry[]>();
+    for (const line of lines) {
+      for (let i = 0; i < this.#specs.length; i++) {
+        const spec = this.#specs[i]!;
+        let subjects: string[];
+        if (spec.scope === "global") subjects = ["*"];
+        else if (spec.scope === "tenant") subjects = [line.tenant ?? "default"];
+        else subjects = line.provider === undefined ? [] : [line.provider];
+        for (const subject of subjects) {
+          if (spec.key !== undefined && spec.key !== subject) continue;
+          const c = this.#counter(i, spec, subject, now);
+          const inside =
+            spec.reset === "calendar"
+              ? line.at >= c.windowStart && line.at < c.windowEnd
+              : line.at > now - spec.windowMs;
+          if (!inside) continue;
+          let list = perCounter.get(c);
+          if (!list) {
+            list = [];
+            perCounter.set(c, list);
+          }
+          list.push({
+            t: line.at,
+            requests: line.requests,
+            tokens: line.totalTokens,
+            cost: line.costMicros,
+          });
+        }
+      }
+    }
+    for (const [counter, list] of perCounter) counter.restore(list);
+    if (perCounter.size > 0)
+      this.#logger.info({ lines: lines.length }, "budgets restored from usage");
   }
 
   #subjects(spec: Spec, task: TaskRecord, worker: WorkerEntry | undefined): string[] {

@@ -5,10 +5,12 @@ import { FlotillaError } from "../errors.js";
 import { type Logger, silentLogger } from "../logger.js";
 import type { WorkerEntry } from "../registry/types.js";
 import type { DispatchGate, GateDecision, SettleOutcome } from "../resources/gate.js";
+import type { UsageEntry } from "../store/types.js";
 import type { TaskStatus } from "../task/schema.js";
 import type { TaskRecord } from "../task/types.js";
 import { CostModel } from "./costModel.js";
 import { fromMicros } from "./prices.js";
+import { resolveUsageEntries } from "./restore.js";
 
 /** Totals of a group of attempts. Money is kept in integer micro-dollars; `costUsd` is derived. */
 export interface CostAggregate {
@@ -165,6 +167,9 @@ export class CostLedger extends EventEmitter<CostLedgerEvents> implements Dispat
   readonly #byWorker = new Map<string, CostAggregate>();
   readonly #byTenant = new Map<string, CostAggregate>();
   readonly #byDay = new Map<string, DayMaps>();
+  /** Creation time: usage lines from then on were recorded live, never restored. */
+  readonly #born: number;
+  #restored = false;
 
   constructor(options: CostLedgerOptions = {}) {
     super();
@@ -180,6 +185,52 @@ export class CostLedger extends EventEmitter<CostLedgerEvents> implements Dispat
     this.#logger = options.logger ?? silentLogger;
     this.#maxTasks = options.maxTasks ?? 10_000;
     this.#maxDays = options.maxDays ?? 31;
+    this.#born = this.#clock.now();
+  }
+
+  /**
+   * Brings back today's totals (in the ledger's time zone) after a restart from the store's
+   * usage ledger: each line of today is recorded again — by provider and key (the task's
+   * first rate-limit key), model, worker, tenant, task and day — without emitting `cost`
+   * events. Its cost is the reported `costUsd`, else its tokens priced on the line's
+   * provider and model. Lines recorded after this ledger was created (recorded live) are
+   * ignored; only the first call restores. The orchestrator calls it at `start()`.
+   *
+   * @example
+   * ```ts
+   * ledger.restore(await store.listUsage({ since: Date.now() - 48 * 3_600_000 }), Date.now());
+   * ledger.day().total.costUsd; // today's spend, across the restart
+   * ```
+   */
+  restore(entries: UsageEntry[], now: number = this.#clock.now()): void {
+    if (this.#restored) return;
+    this.#restored = true;
+    const today = dayKey(now, this.timeZone);
+    for (const line of resolveUsageEntries(entries, this.costModel.prices)) {
+      if (line.at >= this.#born || line.at > now) continue;
+      const day = dayKey(line.at, this.timeZone);
+      if (day !== today) continue;
+      const entry: CostEntry = {
+        taskId: line.taskId ?? "unknown",
+        attempt: 0,
+        status: "succeeded",
+        workerId: line.workerId ?? "unknown",
+        provider: line.provider ?? "unknown",
+        keys: line.provider === undefined ? [] : [line.provider],
+        day,
+        at: line.at,
+        inputTokens: line.inputTokens,
+        outputTokens: line.outputTokens,
+        totalTokens: line.totalTokens,
+        requests: line.requests,
+        costMicros: line.costMicros,
+        costUsd: fromMicros(line.costMicros),
+        source: "reported",
+      };
+      if (line.model !== undefined) entry.model = line.model;
+      if (line.tenant !== undefined) entry.tenant = line.tenant;
+      this.#add(entry);
+    }
   }
 
   /** Gate: never blocks. @example ledger.check(task, entry, Date.now()) // { ok: true } */

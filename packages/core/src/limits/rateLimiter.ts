@@ -1,4 +1,5 @@
 import { type Clock, systemClock } from "../clock.js";
+import { resolveUsageEntries } from "../cost/restore.js";
 import { estimatedTokens, resolveUsage } from "../cost/usage.js";
 import { FlotillaError } from "../errors.js";
 import type { Logger } from "../logger.js";
@@ -6,6 +7,7 @@ import { silentLogger } from "../logger.js";
 import type { WorkerEntry } from "../registry/types.js";
 import type { DispatchGate, GateDecision, SettleOutcome } from "../resources/gate.js";
 import { parseConfig } from "../resources/validate.js";
+import type { UsageEntry } from "../store/types.js";
 import type { TaskRecord } from "../task/types.js";
 import {
   KeyLimitsSchema,
@@ -131,6 +133,9 @@ export class RateLimiter implements DispatchGate {
   readonly #listeners = new Set<() => void>();
   #timer: ReturnType<Clock["setTimeout"]> | undefined;
   #timerAt = Number.POSITIVE_INFINITY;
+  /** Creation time: usage lines from then on were counted live, never restored. */
+  readonly #born: number;
+  #restored = false;
 
   constructor(options: RateLimiterOptions = {}) {
     this.name = options.name ?? "rate-limit";
@@ -152,7 +157,51 @@ export class RateLimiter implements DispatchGate {
     this.#marginMs = margin;
     const limits = parseConfig(RateLimitsConfigSchema, options.limits ?? {}, "limits");
     const now = this.#clock.now();
+    this.#born = now;
     for (const [key, list] of Object.entries(limits)) this.#install(key, list, now);
+  }
+
+  /**
+   * Refills the sliding windows from the store's usage ledger after a restart, so that calls
+   * made just before it still count and the first window after it cannot spend the limit a
+   * second time. Each line counts one request and its total tokens on its `provider` (the
+   * task's first rate-limit key), at the time it was recorded (when the attempt ended, so
+   * at or after the call: never earlier than the live count). Lines of keys without limits,
+   * lines older than a window, and lines recorded after this limiter was created (it counted
+   * them live) are ignored; only the first call restores. The orchestrator calls it at
+   * `start()`.
+   *
+   * @example
+   * ```ts
+   * limiter.restore(await store.listUsage({ since: Date.now() - 48 * 3_600_000 }), Date.now());
+   * ```
+   */
+  restore(entries: UsageEntry[], now: number = this.#clock.now()): void {
+    if (this.#restored) return;
+    this.#restored = true;
+    const byKey = new Map<string, Array<{ t: number; tokens: number }>>();
+    for (const line of resolveUsageEntries(entries)) {
+      if (line.provider === undefined || line.at >= this.#born) continue;
+      if (!this.#keys.has(line.provider)) continue;
+      let list = byKey.get(line.provider);
+      if (!list) {
+        list = [];
+        byKey.set(line.provider, list);
+      }
+      list.push({ t: line.at, tokens: line.totalTokens });
+    }
+    for (const [key, list] of byKey) {
+      for (const w of this.#keys.get(key)?.windows ?? []) {
+        const tokens = w.spec.unit === "tokens";
+        w.restore(
+          list.map((e) => ({ t: e.t, w: tokens ? e.tokens : 1 })),
+          now,
+        );
+      }
+    }
+    if (byKey.size > 0) {
+      this.#logger.info({ keys: [...byKey.keys()] }, "rate limit windows restored from usage");
+    }
   }
 
   #install(key: string, list: RateLimit[], now: number): void {

@@ -117,6 +117,28 @@ export class LimitWindow {
     return entry;
   }
 
+  /**
+   * Counts calls admitted before this window existed (a restart): each `{ t, w }` held as if
+   * taken at `t`. Entries that already left the window are ignored; the GCRA state is
+   * replayed so a burst spent before the restart is not granted again.
+   */
+  restore(entries: ReadonlyArray<{ t: number; w: number }>, now: number): void {
+    const edge = now - this.holdMs;
+    const fresh = entries
+      .filter((e) => e.t > edge && Number.isFinite(e.w) && e.w >= 0)
+      .map((e) => ({ t: Math.min(e.t, now), w: e.w }))
+      .sort((a, b) => a.t - b.t);
+    if (fresh.length === 0) return;
+    this.#prune(now);
+    const merged = [...fresh, ...this.#log.slice(this.#head)].sort((a, b) => a.t - b.t);
+    let tat = Number.NEGATIVE_INFINITY;
+    for (const e of merged) tat = Math.max(tat, e.t) + e.w * this.interval;
+    this.tat = Math.max(this.tat, tat);
+    this.#log = merged;
+    this.#head = 0;
+    this.#sum += sumOf(fresh);
+  }
+
   /** Changes an admitted call's cost by `delta` (refund when negative, debt when positive). */
   adjust(entry: LogEntry, delta: number, now: number): void {
     this.tat += delta * this.interval;
@@ -125,4 +147,10 @@ export class LimitWindow {
     if (!entry.gone) this.#sum += w - entry.w;
     entry.w = w;
   }
+}
+
+function sumOf(entries: ReadonlyArray<{ w: number }>): number {
+  let n = 0;
+  for (const e of entries) n += e.w;
+  return n;
 }

@@ -17,6 +17,7 @@ import type { RateLimitsConfig } from "../limits/rate.js";
 import { type LimitStats, RateLimiter } from "../limits/rateLimiter.js";
 import { type Logger, silentLogger } from "../logger.js";
 import type { WorkerEntry } from "../registry/types.js";
+import type { UsageEntry } from "../store/types.js";
 import type { TaskRecord } from "../task/types.js";
 import type { DispatchGate } from "./gate.js";
 import { parseConfig } from "./validate.js";
@@ -241,6 +242,23 @@ export class ResourceManager extends EventEmitter<ResourceManagerEvents> {
   /** Starts admission sampling (no-op without admission control). @example resources.start() */
   start(): void {
     this.admission?.start();
+  }
+
+  /**
+   * Continues rate-limit windows, budgets and today's cost totals across a restart from the
+   * store's usage ledger (see `RateLimiter.restore`, `Budgets.restore`, `CostLedger.restore`).
+   * An orchestrator given `resources.gates` calls each gate's `restore` at `start()`; call this
+   * yourself when you use the gates without one.
+   *
+   * @example
+   * ```ts
+   * resources.restore(await store.listUsage({ since: Date.now() - 48 * 3_600_000 }));
+   * ```
+   */
+  restore(entries: UsageEntry[], now: number = this.#clock.now()): void {
+    this.limiter.restore(entries, now);
+    this.budgets.restore(entries, now);
+    this.ledger.restore(entries, now);
   }
 
   /** Stops timers (admission sampling, pause wake-ups). @example resources.stop() */
