@@ -646,9 +646,10 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     }
     try {
       if (this.#owned) {
-        // One JSON round trip per task: refuses what JSON cannot hold (VALIDATION), and
-        // detaches the record from the caller's objects, so later writes need no copy.
-        for (const rec of ordered) Object.assign(rec, JSON.parse(toJson(rec, `task ${rec.id}`)));
+        // The free-form parts go through JSON once: what JSON cannot hold is refused
+        // (VALIDATION), and the record no longer shares objects with the caller, so later
+        // writes need no copy. (Every other field was built from the validated spec.)
+        for (const rec of ordered) detach(rec);
         await this.#owned.insertTasks(ordered.map(snapshotRecord));
       } else await this.store.insertTasks(ordered);
     } catch (err) {
@@ -2562,6 +2563,21 @@ function mergeUsage(a: Usage | undefined, b: Usage | undefined): Usage | undefin
   if (!a) return b ? { ...b } : undefined;
   if (!b) return { ...a };
   return { ...a, ...b };
+}
+
+/** Replaces a new record's payload and metadata by JSON copies (refusing what JSON cannot hold). */
+function detach(rec: TaskRecord): void {
+  const p = rec.payload;
+  if (p !== null && (typeof p === "object" || typeof p === "bigint")) {
+    rec.payload = JSON.parse(toJson(p, `task ${rec.id}: payload`));
+  }
+  const m = rec.metadata;
+  if (m !== null && typeof m === "object") {
+    for (const _ in m) {
+      rec.metadata = JSON.parse(toJson(m, `task ${rec.id}: metadata`));
+      break;
+    }
+  }
 }
 
 /** `value` itself when JSON can hold it, else a JSON-safe copy (so a later store write cannot fail on it). */
