@@ -34,13 +34,20 @@ export interface SettleOutcome {
  * limiters, budgets, tenant concurrency caps and admission control are gates.
  *
  * Order of calls per attempt: `check` (may be called many times, must be side-effect free)
- * → `onDispatch` (exactly once when the task is handed to the slot) → `onSettle` (exactly
- * once when that attempt ends, whatever the outcome).
+ * → `onDispatch` (exactly once when the task is handed to the slot) → `onStart` (at most
+ * once, when the worker starts it; optional) → `onSettle` (exactly once when that attempt
+ * ends, whatever the outcome).
  */
 export interface DispatchGate {
   readonly name: string;
   check(task: TaskRecord, worker: WorkerEntry, now: number): GateDecision;
   onDispatch?(task: TaskRecord, worker: WorkerEntry, now: number): void;
+  /**
+   * The attempt really starts now (the worker is about to run it), some time after
+   * `onDispatch`. Optional for both sides: a rate limiter told of the start counts the call
+   * from then, so its limit holds at the provider whatever the dispatch-to-start lag.
+   */
+  onStart?(task: TaskRecord, worker: WorkerEntry, now: number): void;
   onSettle?(task: TaskRecord, worker: WorkerEntry, outcome: SettleOutcome, now: number): void;
   /** Registers the scheduler's wake-up; the gate calls it when blocked work may now go. Returns an unsubscribe. */
   subscribe?(wake: () => void): () => void;
