@@ -109,6 +109,45 @@ describe("RateLimiter exact sliding windows", () => {
     },
   );
 
+  it.each([true, false])(
+    "a start lag of up to 300 ms: with onStart (%s) no 1 s window of starts exceeds the limit",
+    async (reportStarts) => {
+      const clock = new FakeClock({ now: 0 });
+      const limiter = new RateLimiter({ clock, limits: { k: "200/s" }, marginMs: 0 });
+      const worker = makeEntry();
+      const starts: number[] = [];
+      const pending: Array<{ at: number; task: ReturnType<typeof makeTask> }> = [];
+      let n = 0;
+      while (clock.now() < 5000) {
+        const task = makeTask({ rateLimitKeys: ["k"] });
+        const d = limiter.check(task, worker, clock.now());
+        if (d.ok) {
+          limiter.onDispatch(task, worker, clock.now());
+          // The first burst starts late (a cold process: up to 300 ms), later calls at once.
+          pending.push({ at: clock.now() + (n < 200 ? n * 1.5 : 0), task });
+          n++;
+          continue;
+        }
+        pending.sort((a, b) => a.at - b.at);
+        const first = pending[0];
+        if (first && first.at <= (d.retryAt ?? Number.POSITIVE_INFINITY)) {
+          pending.shift();
+          await clock.advanceTo(Math.max(clock.now(), Math.ceil(first.at)));
+          if (reportStarts) limiter.onStart(first.task, worker, clock.now());
+          starts.push(clock.now());
+        } else {
+          await clock.advanceTo(d.retryAt!);
+        }
+      }
+      for (const p of pending) starts.push(Math.ceil(p.at));
+      if (reportStarts) expect(worstWindow(starts, 1000, false)).toBe(200);
+      // Counted from dispatch only, the late first burst and its refill overlap.
+      else expect(worstWindow(starts, 1000, false)).toBeGreaterThan(200);
+      // Under saturation: ≥ 97 % of the limit still used.
+      expect(n / (200 * 5)).toBeGreaterThanOrEqual(0.97);
+    },
+  );
+
   it("marginMs: 0 counts from dispatch only (plus the clock tick)", async () => {
     const clock = new FakeClock({ now: 0 });
     const limiter = new RateLimiter({ clock, limits: { k: "10/s" }, marginMs: 0 });

@@ -130,6 +130,8 @@ export class RateLimiter implements DispatchGate {
   #heldSinceWake = false;
   readonly #keys = new Map<string, KeyState>();
   readonly #reservations = new Map<string, Reservation>();
+  /** Every log entry a reservation made (requests and tokens), for re-timing at start. */
+  readonly #charges = new WeakMap<Reservation, Charge[]>();
   readonly #listeners = new Set<() => void>();
   #timer: ReturnType<Clock["setTimeout"]> | undefined;
   #timerAt = Number.POSITIVE_INFINITY;
@@ -335,11 +337,11 @@ export class RateLimiter implements DispatchGate {
       for (const window of st.windows) {
         const cost = window.spec.unit === "tokens" ? tokens : 1;
         const entry = window.take(cost, now);
-        if (window.spec.unit === "tokens") charges.push({ key, window, entry });
+        charges.push({ key, window, entry });
       }
     }
     let settled = false;
-    return {
+    const reservation: Reservation = {
       keys,
       tokens,
       reconcile: (actual: number) => {
@@ -349,19 +351,25 @@ export class RateLimiter implements DispatchGate {
         if (delta === 0 || !Number.isFinite(delta)) return;
         const at = this.#clock.now();
         for (const c of charges) {
-          // After setLimits the key may hold a new window that carried the entry over.
-          const current =
-            this.#keys
-              .get(c.key)
-              ?.windows.find(
-                (w) =>
-                  w.spec.unit === c.window.spec.unit && w.spec.windowMs === c.window.spec.windowMs,
-              ) ?? c.window;
-          current.adjust(c.entry, delta, at);
+          if (c.window.spec.unit !== "tokens") continue;
+          this.#current(c).adjust(c.entry, delta, at);
         }
         if (delta < 0) this.#wake();
       },
     };
+    this.#charges.set(reservation, charges);
+    return reservation;
+  }
+
+  /** The window holding a charge now: after setLimits a new window carries the entry over. */
+  #current(c: Charge): LimitWindow {
+    return (
+      this.#keys
+        .get(c.key)
+        ?.windows.find(
+          (w) => w.spec.unit === c.window.spec.unit && w.spec.windowMs === c.window.spec.windowMs,
+        ) ?? c.window
+    );
   }
 
   /**
@@ -413,6 +421,27 @@ export class RateLimiter implements DispatchGate {
       task.id,
       this.acquire(this.#keysOf(task, worker), this.#tokens(task), now),
     );
+  }
+
+  /**
+   * Gate: the task's call really starts now (the worker runs it). Its calls are counted from
+   * now instead of from dispatch, so later calls wait a full window after it started: the
+   * limit then holds at the provider whatever the lag between dispatch and start.
+   *
+   * @example
+   * ```ts
+   * limiter.onStart(task, worker, Date.now());
+   * ```
+   */
+  onStart(task: TaskRecord, _worker: WorkerEntry, now: number): void {
+    const reservation = this.#reservations.get(task.id);
+    const charges = reservation && this.#charges.get(reservation);
+    if (!charges) return;
+    for (const c of charges) {
+      const window = this.#current(c);
+      c.entry = window.retime(c.entry, now);
+      c.window = window;
+    }
   }
 
   /** Gate: reconciles tokens with reported usage and applies Retry-After pauses. @example limiter.onSettle(task, worker, { status: "succeeded" }, Date.now()) */

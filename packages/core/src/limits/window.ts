@@ -96,13 +96,16 @@ export class LimitWindow {
     let sum = this.#sum;
     if (sum + need > limit + EPS) {
       const log = this.#log;
-      let i = this.#head;
-      for (; i < log.length; i++) {
-        sum -= log[i]!.w;
+      // The log is ordered by time except after a `retime` to an earlier clock reading;
+      // the latest time among the entries that must leave is when they have all left.
+      let leaveAt = Number.NEGATIVE_INFINITY;
+      for (let i = this.#head; i < log.length; i++) {
+        const e = log[i]!;
+        sum -= e.w;
+        if (e.t > leaveAt) leaveAt = e.t;
         if (sum + need <= limit + EPS) break;
       }
-      const last = log[Math.min(i, log.length - 1)]!;
-      at = Math.max(at, last.t + this.holdMs);
+      at = Math.max(at, leaveAt + this.holdMs);
     }
     return at;
   }
@@ -137,6 +140,28 @@ export class LimitWindow {
     this.#log = merged;
     this.#head = 0;
     this.#sum += sumOf(fresh);
+  }
+
+  /**
+   * Counts an admitted call from `now` (when it really started) instead of from when it was
+   * taken: the old entry is emptied and a new one appended. (Starts reported out of clock
+   * order leave the log slightly unordered; pruning then keeps an entry longer, never
+   * shorter, and `readyAt` waits for the latest entry that must leave.) A call whose entry already left the window is counted again from
+   * `now`. Returns the entry that now holds the call.
+   */
+  retime(entry: LogEntry, now: number): LogEntry {
+    if (entry.t >= now) return entry;
+
+    this.#prune(now);
+    if (!entry.gone) {
+      this.#sum -= entry.w;
+      entry.gone = true;
+    }
+    const moved = { t: now, w: entry.w };
+    entry.w = 0;
+    this.#log.push(moved);
+    this.#sum += moved.w;
+    return moved;
   }
 
   /** Changes an admitted call's cost by `delta` (refund when negative, debt when positive). */
