@@ -1453,7 +1453,8 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
       const ctx = this.#context(att);
       let value: unknown;
       try {
-        value = await Promise.resolve().then(() => entry.worker.execute(task, ctx));
+        // A synchronous throw lands in the catch below like a rejection.
+        value = await entry.worker.execute(task, ctx);
       } catch (err) {
         if (!att.settled) await this.#settle(att, this.#errorEnd(toFlotillaError(err), err));
         return;
@@ -1891,6 +1892,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     live.done.resolve({ ...rec.result, timings: { ...rec.result.timings } });
     for (const ch of live.subscribers) ch.close();
     live.subscribers.clear();
+    if (!this.#dag.hasDependents(rec.id)) return;
     const ok = rec.status === "succeeded";
     const { ready, skip } = this.#dag.resolve(rec.id, ok, (id) => {
       const dep = this.#tasks.get(id);
