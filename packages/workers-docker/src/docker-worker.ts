@@ -762,22 +762,38 @@ export class DockerWorker extends BaseWorker {
     const profile = this.#profileOf(spec);
     const tar = await buildInputTar(spec.files, layout.dir);
     // A warm container serves exactly this task and is removed after it, like a cold one.
+    // Files in, and the task's process made (not started yet), in a container of the profile.
+    const prepare = async (sb: Sandbox) => {
+      await sb.container.putArchive(tar, { path: layout.mount });
+      return sb.container.exec({
+        Cmd: cmd,
+        Env: spec.env,
+        WorkingDir: spec.workdir,
+        User: o.user,
+        // No stdin: podman would feed an attach request's body to it.
+        AttachStdin: false,
+        AttachStdout: true,
+        AttachStderr: true,
+        Tty: false,
+      });
+    };
     let sandbox = this.#pool?.take(profile.key, profile);
+    let exec: Docker.Exec | undefined;
     if (sandbox) {
       try {
-        await sandbox.container.putArchive(tar, { path: layout.mount });
+        exec = await prepare(sandbox);
       } catch (err) {
-        // It died while idle (an engine restart): use a fresh one.
+        // It died while idle (killed, an engine restart): the task gets a fresh one.
         ctx.logger.warn({ err, containerId: sandbox.container.id }, "warm container unusable");
         this.#discard(sandbox, ctx.logger);
         sandbox = undefined;
       }
     }
-    if (!sandbox) {
+    if (!sandbox || !exec) {
       ctx.signal.throwIfAborted();
       sandbox = await this.#createSandbox(profile, task.id);
       try {
-        await sandbox.container.putArchive(tar, { path: layout.mount });
+        exec = await prepare(sandbox);
       } catch (err) {
         this.#discard(sandbox, ctx.logger);
         throw err;
@@ -812,17 +828,6 @@ export class DockerWorker extends BaseWorker {
           };
           ctx.progress(ev);
         }
-      });
-      // No stdin: podman would feed an attach request's body to it.
-      const exec = await container.exec({
-        Cmd: cmd,
-        Env: spec.env,
-        WorkingDir: spec.workdir,
-        User: o.user,
-        AttachStdin: false,
-        AttachStdout: true,
-        AttachStderr: true,
-        Tty: false,
       });
       ctx.signal.addEventListener("abort", onAbort, { once: true });
       this.#stopping.signal.addEventListener("abort", onStop, { once: true });

@@ -550,6 +550,23 @@ export function describeEngine(engine: string, host: string): void {
       }
       expect(new Set(used).size).toBe(3);
       expect(idle).toContain(used[0]);
+      // A failed task's container is not reused either.
+      const failed = await rejection(
+        run({ language: "bash", code: "ls -A; exit 3" }, "code_execution", w),
+      );
+      expect(failed.details).toMatchObject({ exitCode: 3, stdout: "main.sh\n" });
+      await until(() => w.warmIdle === 2);
+      // A warm container that died while idle is replaced by a fresh one for the task.
+      const [dead] = await warmOf();
+      await docker.getContainer(dead!).kill();
+      await until(async () => (await docker.getContainer(dead!).inspect()).State.Running === false);
+      const afterDeath: string[] = [];
+      for (let i = 0; i < 2; i++) {
+        const out = await run({ language: "bash", code: "ls -A" }, "code_execution", w);
+        expect(out.stdout).toBe("main.sh\n");
+        afterDeath.push(out.containerId);
+      }
+      expect(afterDeath).not.toContain(dead);
       // Refilled in the background up to the size.
       await until(() => w.warmIdle === 2);
       // Another profile (other limits) runs cold, then is kept warm too.
