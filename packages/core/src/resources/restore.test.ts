@@ -1,8 +1,14 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { FakeClock } from "@flotilla/testing";
 import { describe, expect, it } from "vitest";
+import { Orchestrator } from "../orchestrator/orchestrator.js";
+import { SqliteStore } from "../store/sqlite.js";
 import type { UsageEntry } from "../store/types.js";
 import type { Usage } from "../task/schema.js";
 import type { TaskRecord } from "../task/types.js";
+import { FunctionWorker } from "../worker/base.js";
 import { makeEntry, makeTask } from "./__tests__/fixtures.js";
 import { ResourceManager } from "./manager.js";
 
@@ -193,5 +199,67 @@ describe("restore after a restart", () => {
     const names = r.gates.filter((g) => typeof g.restore === "function").map((g) => g.name);
     expect(names).toEqual(["rate-limit", "budget", "cost-ledger"]);
     r.stop();
+  });
+
+  it("end to end: an orchestrator restarted on the same SQLite store keeps the day's budget to the cent", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "flotilla-restore-"));
+    const path = join(dir, "flotilla.db");
+    const clock = new FakeClock({ now: Date.UTC(2026, 5, 1, 10) });
+    const config = {
+      timeZone: "Europe/Berlin",
+      limits: { openai: "100/min" },
+      budgets: [{ name: "acme-daily", scope: "tenant" as const, key: "acme", costUsd: 1 }],
+    };
+    const boot = async () => {
+      const resources = new ResourceManager(config, { clock });
+      const store = new SqliteStore({ path, clock });
+      const o = new Orchestrator({ clock, store, gates: resources.gates });
+      await o.register(
+        new FunctionWorker({
+          id: "w",
+          taskTypes: ["llm"],
+          fn: async (_p, ctx) => {
+            ctx.reportUsage({ inputTokens: 10, outputTokens: 10, costUsd: 0.3 });
+            return "ok";
+          },
+        }),
+      );
+      await o.start();
+      return { o, resources, store };
+    };
+    const spec = {
+      type: "llm",
+      tenant: "acme",
+      rateLimitKey: "openai",
+      estimate: { costUsd: 0.3 },
+    };
+    try {
+      const first = await boot();
+      for (let i = 0; i < 3; i++) {
+        const h = await first.o.submit(spec);
+        await clock.advance(10);
+        expect((await h.result()).status).toBe("succeeded");
+      }
+      await first.o.stop();
+      await first.store.close();
+      first.resources.stop();
+      await clock.advance(60_000);
+
+      const second = await boot();
+      expect(second.resources.ledger.day().total.costUsd).toBe(0.9);
+      expect(second.resources.budgets.stats()[0]?.used.costUsd).toBe(0.9);
+      // $0.10 are left: a $0.10 task goes; then the next one waits for the next day in Berlin.
+      const small = await second.o.submit({ ...spec, estimate: { costUsd: 0.1 } });
+      await clock.advance(10);
+      expect((await small.result()).status).toBe("succeeded");
+      const big = await second.o.submit(spec);
+      await clock.advance(60_000);
+      expect((await second.o.get(big.id))?.status).toBe("queued");
+      await second.o.stop({ mode: "abort" });
+      await second.store.close();
+      second.resources.stop();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
