@@ -196,6 +196,8 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
   /** Local lease ids: a per-process random prefix and a counter (no UUID per dispatch). */
   readonly #localLeasePrefix = `${LOCAL_LEASE_PREFIX}${newId()}-`;
   #localLeases = 0;
+  /** Shared by every handle (one function, not one closure per task). */
+  readonly #cancelFn = (id: string, reason?: string): Promise<boolean> => this.cancel(id, reason);
   #state: State = "idle";
   #startedAt = 0;
   #seq = 0;
@@ -758,7 +760,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
   async handle(id: string): Promise<TaskHandle | undefined> {
     checkId(id);
     const live = this.#tasks.get(id) ?? this.#finished.get(id);
-    if (live) return new TaskHandle(live, (i, r) => this.cancel(i, r));
+    if (live) return new TaskHandle(live, this.#cancelFn);
     const rec = await this.store.getTask(id);
     return rec ? this.#handleFor(rec) : undefined;
   }
@@ -2217,12 +2219,12 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
   #handleOf(id: string): TaskHandle {
     const live = this.#tasks.get(id) ?? this.#finished.get(id);
     if (!live) throw new FlotillaError("INTERNAL", `task ${id} vanished after submit`);
-    return new TaskHandle(live, (i, r) => this.cancel(i, r));
+    return new TaskHandle(live, this.#cancelFn);
   }
 
   #handleFor(rec: TaskRecord): TaskHandle {
     const live = this.#tasks.get(rec.id) ?? this.#finished.get(rec.id);
-    if (live) return new TaskHandle(live, (i, r) => this.cancel(i, r));
+    if (live) return new TaskHandle(live, this.#cancelFn);
     if (!isTerminalStatus(rec.status)) return this.#foreignHandle(rec);
     const state: TaskState = {
       rec,
@@ -2233,7 +2235,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     state.done.resolve(
       structuredClone(rec.result ?? this.#result(rec, undefined, rec.status, rec.updatedAt, {})),
     );
-    return new TaskHandle(state, (i, r) => this.cancel(i, r));
+    return new TaskHandle(state, this.#cancelFn);
   }
 
   /**
@@ -2248,7 +2250,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
       this.#foreign.set(rec.id, state);
       if (this.#recovered) this.#armForeignPoll();
     }
-    return new TaskHandle(state, (i, r) => this.cancel(i, r));
+    return new TaskHandle(state, this.#cancelFn);
   }
 
   #armForeignPoll(): void {
@@ -2459,10 +2461,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
       this.#tasks.set(rec.id, live);
       this.#count(undefined, rec.status);
       if (rec.idempotencyKey !== undefined) {
-        this.#idem.set(
-          rec.idempotencyKey,
-          Promise.resolve(new TaskHandle(live, (i, r) => this.cancel(i, r))),
-        );
+        this.#idem.set(rec.idempotencyKey, Promise.resolve(new TaskHandle(live, this.#cancelFn)));
       }
     }
     const follow: Promise<void>[] = [];
