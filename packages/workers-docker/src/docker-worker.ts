@@ -203,9 +203,11 @@ function volumeLayout(workdir: string): { mount: string; dir: string } {
 
 /**
  * Runs `code_execution` snippets (python, bash, node) and `docker_task` containers on a
- * Docker Engine or podman's Docker-compatible API, one container per task, locked down by
- * default: no network, memory/CPU/pids limits, read-only root with a writable `/tmp` tmpfs,
- * user nobody, all capabilities dropped, no-new-privileges.
+ * Docker Engine or podman's Docker-compatible API, one container per task (never reused),
+ * locked down by default: no network, memory/CPU/pids limits, read-only root with tmpfs
+ * `/tmp` and working directory (`workdirMb`), user nobody, all capabilities dropped,
+ * no-new-privileges. The container is started with an idle process and the task's command
+ * runs in it (`exec`); with `warmPool`, containers are started ahead of their tasks.
  *
  * `code_execution` payload: `{ language, code, args?, files?, outputFiles?, env?, limits?,
  * timeoutMs?, network?, failOnNonZeroExit? }`. `docker_task` payload: `{ image, command?,

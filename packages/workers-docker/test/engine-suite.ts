@@ -555,9 +555,12 @@ export function describeEngine(engine: string, host: string): void {
         run({ language: "bash", code: "ls -A; exit 3" }, "code_execution", w),
       );
       expect(failed.details).toMatchObject({ exitCode: 3, stdout: "main.sh\n" });
+      const failedId = (failed.details as ContainerRunOutput).containerId;
+      expect(used).not.toContain(failedId);
+      await until(async () => !(await warmOf()).includes(failedId));
       await until(() => w.warmIdle === 2);
       // A warm container that died while idle is replaced by a fresh one for the task.
-      const [dead] = await warmOf();
+      const [dead] = (await warmOf()).filter((id) => !used.includes(id));
       await docker.getContainer(dead!).kill();
       await until(async () => (await docker.getContainer(dead!).inspect()).State.Running === false);
       const afterDeath: string[] = [];
