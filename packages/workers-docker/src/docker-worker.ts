@@ -860,10 +860,16 @@ export class DockerWorker extends BaseWorker {
       if (killedBy === "cancel" || killedBy === "stop") throw this.#abortError(killedBy, ctx);
       // The stream can end a moment before the engine records the exit (the time limit still
       // holds while waiting).
-      let info = await exec.inspect();
+      // An engine may forget the exec of a container it just killed: then it was the kill.
+      const inspectExec = () =>
+        exec.inspect().catch((err: unknown) => {
+          if (killedBy) return { Running: false, ExitCode: 137 } as Docker.ExecInspectInfo;
+          throw err;
+        });
+      let info = await inspectExec();
       for (let i = 0; i < 200 && info.Running && !killedBy; i++) {
         await new Promise((r) => setTimeout(r, 25));
-        info = await exec.inspect();
+        info = await inspectExec();
       }
       const durationMs = clock.now() - startedAt;
       exited = true;
