@@ -115,7 +115,13 @@ export function describeEngine(engine: string, host: string): void {
   });
   afterAll(async () => {
     await Promise.all(made.map((w) => w.stop()));
-    for (const w of made) expect(await containersOf(w.id)).toEqual([]);
+    for (const w of made) {
+      expect(await containersOf(w.id)).toEqual([]);
+      const { Volumes } = await docker.listVolumes({
+        filters: { label: [`${LABEL_WORKER}=${w.id}`] },
+      });
+      expect(Volumes ?? []).toEqual([]);
+    }
   });
 
   const run = async (payload: unknown, type = "code_execution", w = worker) =>
