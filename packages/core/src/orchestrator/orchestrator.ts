@@ -238,7 +238,9 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     this.#logger = (logger ?? silentLogger).child({ component: "orchestrator" });
     this.#routing = createRouter(routing ?? "least-loaded");
     this.#gates = [...(options.gates ?? [])];
-    this.#defaults = options.defaults ?? {};
+    // A copy: defaults are read once (a task's default retry policy is parsed once).
+    const d = options.defaults;
+    this.#defaults = d ? { ...d, ...(d.retry ? { retry: { ...d.retry } } : {}) } : {};
     this.#concurrency = options.concurrency ?? Number.POSITIVE_INFINITY;
     this.#leaseMs = options.leaseMs ?? 60_000;
     this.#recheckMs = options.recheckIntervalMs ?? 1_000;

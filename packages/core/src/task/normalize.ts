@@ -72,7 +72,10 @@ export function normalizeTaskSpec(
   const parsed = parseOrThrow(TaskSpecSchema, spec, where);
   const defaults = options.defaults ?? {};
   // The raw (already validated) retry object: only the fields the caller set override defaults.
-  const retry: RetryPolicy = RetryPolicySchema.parse({ ...defaults.retry, ...spec.retry });
+  const retry: RetryPolicy =
+    spec.retry === undefined
+      ? defaultRetry(defaults.retry)
+      : RetryPolicySchema.parse({ ...defaults.retry, ...spec.retry });
   if (retry.maxDelayMs < retry.initialDelayMs) {
     throw new FlotillaError(
       "VALIDATION",
@@ -121,6 +124,23 @@ export function normalizeTaskSpec(
   if (tenant !== undefined) record.tenant = tenant;
   if (parsed.runAt !== undefined) record.runAt = parsed.runAt;
   return record;
+}
+
+const NO_RETRY_DEFAULTS = {};
+const retryByDefaults = new WeakMap<object, RetryPolicy>();
+
+/**
+ * The policy of a task that sets no `retry`: parsed once per defaults object and shared
+ * (frozen) by every such task, instead of one parse and one object per task.
+ */
+function defaultRetry(defaults: Partial<RetryPolicy> | undefined): RetryPolicy {
+  const key = defaults ?? NO_RETRY_DEFAULTS;
+  let policy = retryByDefaults.get(key);
+  if (!policy) {
+    policy = Object.freeze(RetryPolicySchema.parse({ ...defaults })) as RetryPolicy;
+    retryByDefaults.set(key, policy);
+  }
+  return policy;
 }
 
 function describe(value: unknown): string {
