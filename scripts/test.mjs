@@ -31,23 +31,33 @@ function summary() {
   );
 }
 
-function run(title, cmd, args) {
+const failed = [];
+
+/** Runs one step; a failed step is recorded (and, with `fatal`, ends the run at once). */
+function run(title, cmd, args, { fatal = false } = {}) {
   console.log(`\n=== ${title}: ${cmd} ${args.join(" ")}`);
   const started = Date.now();
   const r = spawnSync(cmd, args, { cwd: root, stdio: "inherit", env });
   const secs = ((Date.now() - started) / 1000).toFixed(1);
-  if (r.status !== 0) {
-    console.error(`\n=== ${title} failed (exit ${r.status ?? r.signal}) after ${secs}s`);
-    teardown();
-    summary();
-    process.exit(r.status || 1);
+  if (r.status === 0) {
+    console.log(`=== ${title} ok (${secs}s)`);
+    return;
   }
-  console.log(`=== ${title} ok (${secs}s)`);
+  console.error(`\n=== ${title} failed (exit ${r.status ?? r.signal}) after ${secs}s`);
+  failed.push(title);
+  if (fatal) finish();
+}
+
+function finish() {
+  teardown();
+  summary();
+  if (failed.length) console.error(`\nFailed steps: ${failed.join(", ")}`);
+  process.exit(failed.length ? 1 : 0);
 }
 
 rmSync(report, { force: true });
 if (existsSync(testEnv) && !process.env.FLOTILLA_SKIP_TEST_ENV) {
-  run("provision test environment", "bash", [testEnv, "up"]);
+  run("provision test environment", "bash", [testEnv, "up"], { fatal: true });
   provisioned = true;
   if (existsSync(envFile)) Object.assign(env, JSON.parse(readFileSync(envFile, "utf8")));
 }
@@ -74,5 +84,4 @@ if (filters.length === 0) {
     "--output-logs=errors-only",
   ]);
 }
-teardown();
-summary();
+finish();
