@@ -112,6 +112,8 @@ interface Attempt {
   timeoutTimer?: TimerHandle;
   leaseTimer?: TimerHandle;
   settled: boolean;
+  /** Whether the gates were told the attempt started. */
+  started?: boolean;
   dispatchedAt: number;
   startedAt?: number;
   usage?: Usage;
@@ -1028,6 +1030,8 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
         return null;
       }
       const att = this.#newAttempt(live, entry, { remote: true, slot: !!registered, leaseMs });
+      // A remote holder starts the attempt when it claims it.
+      this.#startGates(att);
       this.#armLeaseTimer(att);
       if (live.rec.timeoutMs !== undefined) this.#armTimeout(att);
       await this.#transition(live, "leased", {
@@ -1419,6 +1423,24 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     return att;
   }
 
+  /** Tells the attempt's gates that the worker starts it now (once, never after settle). */
+  #startGates(att: Attempt): void {
+    if (att.settled || att.started) return;
+    att.started = true;
+    const gates = att.gates;
+    if (gates.length === 0) return;
+    const now = this.clock.now();
+    const rec = att.live.rec;
+    for (const gate of gates) {
+      if (gate.onStart === undefined) continue;
+      try {
+        gate.onStart(rec, att.entry, now);
+      } catch (err) {
+        this.#internalError(err, `gate ${gate.name} threw in onStart`);
+      }
+    }
+  }
+
   #dispatchLocal(live: Live, entry: WorkerEntry): void {
     if (!this.registry.acquireSlot(entry.id)) {
       this.#queue.enqueue(live.rec, this.clock.now());
@@ -1455,6 +1477,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
       if (att.settled) return;
       if (live.rec.timeoutMs !== undefined) this.#armTimeout(att);
       const ctx = this.#context(att);
+      this.#startGates(att);
       let value: unknown;
       try {
         // A synchronous throw lands in the catch below like a rejection.
