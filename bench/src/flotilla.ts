@@ -43,3 +43,18 @@ export async function flotillaRun(
   await orchestrator.stop();
   return { startOrder, completed };
 }
+
+/** Submits `n` tasks with priorities and no worker, and holds them queued until `release`. */
+export async function flotillaQueued(n: number): Promise<{ release(): Promise<void> }> {
+  const orchestrator = new Orchestrator();
+  await orchestrator.start();
+  for (let i = 0; i < n; i += 10_000) {
+    await orchestrator.submitBatch(
+      Array.from({ length: Math.min(10_000, n - i) }, (_, k) => ({
+        type: "noop",
+        priority: ((i + k) % 5) * 10,
+      })),
+    );
+  }
+  return { release: () => orchestrator.stop({ mode: "abort" }) };
+}

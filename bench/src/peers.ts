@@ -114,12 +114,20 @@ export async function bottleneckRun(
 }
 
 /** Paused-queue memory per queued task, for p-queue. */
-export function pQueueQueued(n: number, usePriority: boolean): { hold: unknown; release(): void } {
+export function pQueueQueued(
+  n: number,
+  usePriority: boolean,
+): { hold: unknown; release(): Promise<void> } {
   const q = new PQueue({ concurrency: 1, autoStart: false });
   for (let i = 0; i < n; i++) {
     void q.add(noop, usePriority ? { priority: i % 5 } : {});
   }
-  return { hold: q, release: () => q.clear() };
+  return {
+    hold: q,
+    release: async () => {
+      q.clear();
+    },
+  };
 }
 
 export function peerVersions(): Record<string, string> {

@@ -4,17 +4,18 @@
  */
 
 import { bullmqRun } from "../bullmq.js";
-import { flotillaRun } from "../flotilla.js";
+import { flotillaQueued, flotillaRun } from "../flotilla.js";
 import {
   bottleneckRun,
   type DispatchRun,
   fastqRun,
   pLimitRun,
+  pQueueQueued,
   pQueueRun,
   promiseAll,
 } from "../peers.js";
 import { type BenchContext, check, type Scenario } from "../report.js";
-import { countInversions, medianOf, nowMs } from "../stats.js";
+import { countInversions, heapUsed, medianOf, nowMs } from "../stats.js";
 
 const NAME = "1. Dispatch overhead";
 
@@ -98,6 +99,29 @@ export const dispatchScenario: Scenario = {
           }
         }
       }
+    }
+    // Heap per queued task: a paused backlog (no worker), measured after a full GC
+    // (run with --expose-gc, as `npm run bench` does; without it the figure is noisier).
+    const queued = ctx.smoke ? 20_000 : 100_000;
+    for (const [subject, make] of [
+      ["p-queue", async () => pQueueQueued(queued, true)],
+      ["Flotilla", () => flotillaQueued(queued)],
+    ] as const) {
+      await new Promise((r) => setTimeout(r, 50));
+      const before = heapUsed();
+      const held = await make();
+      const perTask = (heapUsed() - before) / queued;
+      await held.release();
+      await new Promise((r) => setTimeout(r, 50));
+      ctx.rows.push({
+        scenario: NAME,
+        case: `${queued.toLocaleString("en")} queued, priorities on`,
+        subject,
+        metric: "heap per queued task",
+        value: perTask,
+        unit: "B",
+        better: "lower",
+      });
     }
   },
 };

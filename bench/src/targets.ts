@@ -1,0 +1,83 @@
+import type { BenchContext } from "./report.js";
+
+const fmt = (v: number) => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2));
+
+function value(
+  ctx: BenchContext,
+  scenario: string,
+  caseName: string,
+  subject: string,
+  metric: string,
+) {
+  return ctx.rows.find(
+    (r) =>
+      r.scenario.startsWith(scenario) &&
+      r.case === caseName &&
+      r.subject === subject &&
+      r.metric === metric,
+  )?.value;
+}
+
+function checksLike(ctx: BenchContext, scenario: string, text: string) {
+  return ctx.checks.filter((c) => c.scenario.startsWith(scenario) && c.name.includes(text));
+}
+
+/**
+ * The targets the benchmarks are held to, each with what this run measured and whether it
+ * is met, as Markdown lines.
+ */
+export function renderTargets(ctx: BenchContext): string {
+  const lines = ["| target | measured | met |", "|---|---|---|"];
+  const row = (target: string, measured: string, met: boolean | undefined) =>
+    lines.push(`| ${target} | ${measured} | ${met === undefined ? "—" : met ? "yes" : "no"} |`);
+
+  const overhead: string[] = [];
+  let overheadMet = true;
+  for (const c of [1, 16, 256]) {
+    const caseName = `concurrency ${c}, priorities on`;
+    const f = value(ctx, "1.", caseName, "Flotilla", "µs per task");
+    const p = value(ctx, "1.", caseName, "p-queue", "µs per task");
+    if (f === undefined || p === undefined) continue;
+    overhead.push(`c${c}: ${fmt(f)} vs ${fmt(p)} µs`);
+    if (f > p) overheadMet = false;
+  }
+  if (overhead.length)
+    row("Per-task overhead with priorities ≤ p-queue's", overhead.join("; "), overheadMet);
+
+  const ratio = ctx.rows.find(
+    (r) => r.scenario.startsWith("2.") && r.metric === "enqueue cost ratio",
+  );
+  if (ratio)
+    row(`Enqueue cost flat (±20%): ${ratio.case}`, `${fmt(ratio.value)}×`, ratio.value <= 1.2);
+
+  const windows = checksLike(ctx, "3.", "no sliding");
+  if (windows.length)
+    row(
+      "No sliding window above a limit",
+      windows.map((c) => c.detail).join("; "),
+      windows.every((c) => c.ok),
+    );
+
+  const fair = checksLike(ctx, "5.", "share within");
+  if (fair.length)
+    row(
+      "Fairness within ±10% of weight",
+      fair.map((c) => c.detail).join("; "),
+      fair.every((c) => c.ok),
+    );
+
+  const dag = checksLike(ctx, "6.", "10k-node DAG planned");
+  if (dag[0]) row("10k-node DAG planned in under 500 ms", dag[0].detail, dag[0].ok);
+
+  const durable: string[] = [];
+  let durableMet = true;
+  for (const c of [1, 16, 100]) {
+    const f = value(ctx, "7.", `concurrency ${c}`, "Flotilla + SQLite", "tasks/s");
+    const b = value(ctx, "7.", `concurrency ${c}`, "BullMQ + Redis", "tasks/s");
+    if (f === undefined || b === undefined) continue;
+    durable.push(`c${c}: ${fmt(f)} vs ${fmt(b)} /s`);
+    if (f < b) durableMet = false;
+  }
+  if (durable.length) row("Durable throughput ≥ BullMQ + Redis", durable.join("; "), durableMet);
+  return lines.join("\n");
+}
