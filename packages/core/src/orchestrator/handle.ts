@@ -9,7 +9,8 @@ export interface TaskState {
   rec: TaskRecord;
   done: Deferred<TaskResult>;
   finished: boolean;
-  subscribers: Set<Channel<ProgressEvent>>;
+  /** Progress listeners; made on the first `progress()` (most tasks never have one). */
+  subscribers?: Set<Channel<ProgressEvent>>;
 }
 
 /**
@@ -84,9 +85,11 @@ export class TaskHandle<TOutput = unknown> {
     const channel = new Channel<ProgressEvent>();
     if (this.#state.finished) channel.close();
     else {
-      this.#state.subscribers.add(channel);
+      this.#state.subscribers ??= new Set();
+      const subscribers = this.#state.subscribers;
+      subscribers.add(channel);
       void this.#state.done.promise.then(() => {
-        this.#state.subscribers.delete(channel);
+        subscribers.delete(channel);
         channel.close();
       });
     }
@@ -94,7 +97,7 @@ export class TaskHandle<TOutput = unknown> {
     return {
       next: () => it.next(),
       return: async () => {
-        this.#state.subscribers.delete(channel);
+        this.#state.subscribers?.delete(channel);
         channel.close();
         return { value: undefined as never, done: true };
       },

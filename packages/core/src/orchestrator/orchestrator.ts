@@ -668,7 +668,6 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
         rec,
         done: deferred<TaskResult>(),
         finished: false,
-        subscribers: new Set(),
       };
       this.#tasks.set(rec.id, live);
       this.#count(undefined, rec.status);
@@ -680,6 +679,14 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
       this.#emitTransition(this.#event(rec, null, rec.status, { reason: "submitted" }));
       if (rec.status === "skipped") {
         follow.push(this.#onTerminal(live));
+        continue;
+      }
+      if (rec.dependsOn.length === 0) {
+        if (rec.status === "queued") {
+          live.firstQueuedAt = now;
+          this.#enqueue(live);
+        } else if (rec.status === "pending")
+          follow.push(this.#makeReady(live, "dependencies done"));
         continue;
       }
       const unresolved = rec.dependsOn.filter((d) => {
@@ -1591,7 +1598,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     this.#renew(att);
     live.rec.progress = storable(data);
     const ev: ProgressEvent = { taskId: live.rec.id, attempt: att.n, at: this.clock.now(), data };
-    for (const ch of live.subscribers) ch.push(ev);
+    if (live.subscribers) for (const ch of live.subscribers) ch.push(ev);
     this.emit("task:progress", ev);
   }
 
@@ -1917,8 +1924,10 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     rec.result ??= this.#result(rec, live, rec.status, this.clock.now(), {});
     // A copy of the envelope (the output itself is shared, not cloned, to keep completion cheap).
     live.done.resolve({ ...rec.result, timings: { ...rec.result.timings } });
-    for (const ch of live.subscribers) ch.close();
-    live.subscribers.clear();
+    if (live.subscribers) {
+      for (const ch of live.subscribers) ch.close();
+      live.subscribers.clear();
+    }
     if (!this.#dag.hasDependents(rec.id)) return;
     const ok = rec.status === "succeeded";
     const { ready, skip } = this.#dag.resolve(rec.id, ok, (id) => {
@@ -2255,7 +2264,6 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
       rec,
       done: deferred<TaskResult>(),
       finished: true,
-      subscribers: new Set(),
     };
     state.done.resolve(
       structuredClone(rec.result ?? this.#result(rec, undefined, rec.status, rec.updatedAt, {})),
@@ -2271,7 +2279,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
   #foreignHandle(rec: TaskRecord): TaskHandle {
     let state = this.#foreign.get(rec.id);
     if (!state) {
-      state = { rec, done: deferred<TaskResult>(), finished: false, subscribers: new Set() };
+      state = { rec, done: deferred<TaskResult>(), finished: false };
       this.#foreign.set(rec.id, state);
       if (this.#recovered) this.#armForeignPoll();
     }
@@ -2319,8 +2327,10 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
   #finishForeign(state: TaskState, result: TaskResult): void {
     state.finished = true;
     state.done.resolve({ ...result, timings: { ...result.timings } });
-    for (const ch of state.subscribers) ch.close();
-    state.subscribers.clear();
+    if (state.subscribers) {
+      for (const ch of state.subscribers) ch.close();
+      state.subscribers.clear();
+    }
   }
 
   #syntheticEntry(s: ReturnType<typeof ClaimSlotSchema.parse>): WorkerEntry {
@@ -2480,7 +2490,6 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
         rec,
         done: deferred<TaskResult>(),
         finished: false,
-        subscribers: new Set(),
       };
       live.rec = rec;
       this.#tasks.set(rec.id, live);
