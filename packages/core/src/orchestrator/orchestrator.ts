@@ -128,6 +128,25 @@ type AttemptEnd =
   | { kind: "lost"; reason: string }
   | { kind: "requeue"; reason: string };
 
+/** A transition as written to the store's event log. */
+interface StoredTransition extends StoredEvent {
+  taskId: string;
+  data: {
+    from: TaskStatus | null;
+    to: TaskStatus;
+    attempt: number;
+    reason: string | undefined;
+    error: SerializedError | undefined;
+    workerId: string | undefined;
+  };
+}
+
+/** `task:<status>` for every status, made once. */
+const EVENT_TYPE = Object.fromEntries(TASK_STATUSES.map((s) => [s, `task:${s}`])) as Record<
+  TaskStatus,
+  string
+>;
+
 interface GateCheck {
   passing: WorkerEntry[];
   fail?: FlotillaError;
@@ -676,7 +695,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     const follow: Array<Promise<void>> = [];
     for (const live of lives) {
       const rec = live.rec;
-      this.#emitTransition(this.#event(rec, null, rec.status, { reason: "submitted" }));
+      this.#emitTransition(this.#event(rec, null, rec.status, { reason: "submitted" }), rec);
       if (rec.status === "skipped") {
         follow.push(this.#onTerminal(live));
         continue;
@@ -2029,28 +2048,30 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     rec.status = to;
     rec.updatedAt = this.clock.now();
     this.#count(from, to);
-    const ev = this.#event(rec, from, to, o);
-    return this.#persist(rec).then(() => this.#emitTransition(ev));
+    const stored = this.#event(rec, from, to, o);
+    return this.#persist(rec).then(() => this.#emitTransition(stored, rec));
   }
 
+  /** The transition as the store keeps it, taken when it happens (emitted once written). */
   #event(
     rec: TaskRecord,
     from: TaskStatus | null,
     to: TaskStatus,
     o: { reason?: string | undefined; error?: SerializedError | undefined; workerId?: string },
-  ): TransitionEvent {
-    const ev: TransitionEvent = {
+  ): StoredTransition {
+    return {
+      type: EVENT_TYPE[to],
       taskId: rec.id,
-      from,
-      to,
       at: rec.updatedAt,
-      attempt: rec.attempt,
-      task: rec,
+      data: {
+        from,
+        to,
+        attempt: rec.attempt,
+        reason: o.reason,
+        error: o.error,
+        workerId: o.workerId,
+      },
     };
-    if (o.reason !== undefined) ev.reason = o.reason;
-    if (o.error !== undefined) ev.error = o.error;
-    if (o.workerId !== undefined) ev.workerId = o.workerId;
-    return ev;
   }
 
   /**
@@ -2167,33 +2188,39 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     }, delay);
   }
 
-  #emitTransition(ev: TransitionEvent): void {
+  /**
+   * Logs, records and emits a stored transition. The listeners' event object is only built
+   * when someone listens.
+   */
+  #emitTransition(stored: StoredTransition, rec: TaskRecord): void {
+    const d = stored.data;
     if (this.#logger !== silentLogger) {
       this.#logger.debug(
-        { taskId: ev.taskId, from: ev.from, to: ev.to, attempt: ev.attempt, reason: ev.reason },
+        { taskId: stored.taskId, from: d.from, to: d.to, attempt: d.attempt, reason: d.reason },
         "task transition",
       );
     }
-    const stored: StoredEvent = {
-      type: `task:${ev.to}`,
-      taskId: ev.taskId,
-      at: ev.at,
-      data: {
-        from: ev.from,
-        to: ev.to,
-        attempt: ev.attempt,
-        reason: ev.reason,
-        error: ev.error,
-        workerId: ev.workerId,
-      },
-    };
     this.#eventBuffer.push(stored);
     if (!this.#eventFlushScheduled) {
       this.#eventFlushScheduled = true;
       queueMicrotask(() => this.#flushEvents());
     }
+    const type = stored.type as "task:queued";
+    const specific = this.listenerCount(type) > 0;
+    if (!specific && this.listenerCount("task:transition") === 0) return;
+    const ev: TransitionEvent = {
+      taskId: stored.taskId,
+      from: d.from,
+      to: d.to,
+      at: stored.at,
+      attempt: d.attempt,
+      task: rec,
+    };
+    if (d.reason !== undefined) ev.reason = d.reason;
+    if (d.error !== undefined) ev.error = d.error;
+    if (d.workerId !== undefined) ev.workerId = d.workerId;
     try {
-      this.emit(`task:${ev.to}` as "task:queued", ev);
+      if (specific) this.emit(type, ev);
       this.emit("task:transition", ev);
     } catch (err) {
       this.#internalError(err, "an event listener threw");

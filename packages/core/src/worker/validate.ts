@@ -140,6 +140,12 @@ export function parseWorkerResult(value: unknown): WorkerResult {
       "worker returned a malformed result: result.output: missing (return `{ output }`)",
     );
   }
+  if ((value as { usage?: unknown }).usage === undefined) {
+    // Nothing left for the schema to refuse: `output` and `raw` may be anything.
+    const out: WorkerResult = { output: (value as { output: unknown }).output };
+    if ("raw" in value) out.raw = (value as { raw?: unknown }).raw;
+    return out;
+  }
   const parsed = WorkerResultSchema.safeParse(value);
   if (!parsed.success) {
     throw new FlotillaError(
