@@ -1,6 +1,8 @@
 import { FlotillaError } from "../errors.js";
 import { newId } from "../util/ids.js";
 import {
+  type ParsedTaskSpec,
+  PRIORITY_NAMES,
   PRIORITY_VALUES,
   type PriorityName,
   type RetryPolicy,
@@ -69,7 +71,7 @@ export function normalizeTaskSpec(
       `${where}: expected a task object, got ${describe(spec)}`,
     );
   }
-  const parsed = parseOrThrow(TaskSpecSchema, spec, where);
+  const parsed = plainSpec(spec) ?? parseOrThrow(TaskSpecSchema, spec, where);
   const defaults = options.defaults ?? {};
   // The raw (already validated) retry object: only the fields the caller set override defaults.
   const retry: RetryPolicy =
@@ -124,6 +126,58 @@ export function normalizeTaskSpec(
   if (tenant !== undefined) record.tenant = tenant;
   if (parsed.runAt !== undefined) record.runAt = parsed.runAt;
   return record;
+}
+
+/** Fields the fast path leaves to the schema (objects the schema copies, or rarer checks). */
+const SCHEMA_FIELDS = [
+  "onDependencyFailure",
+  "inputs",
+  "requirements",
+  "target",
+  "retry",
+  "estimate",
+  "approval",
+  "metadata",
+] as const;
+const PRIORITY_NAME_SET: ReadonlySet<unknown> = new Set(PRIORITY_NAMES);
+
+function isKey(v: unknown): boolean {
+  return typeof v === "string" && v.length >= 1 && v.length <= 256;
+}
+
+function isKeyList(v: unknown): boolean {
+  if (!Array.isArray(v)) return false;
+  for (const item of v) if (!isKey(item)) return false;
+  return true;
+}
+
+/**
+ * The spec itself when its fields are plainly valid and none needs copying or a rarer
+ * check, else `undefined` — the schema then parses it (and names what is wrong, so every
+ * error message comes from the schema). Only ever stricter than the schema.
+ */
+function plainSpec(spec: TaskSpec): ParsedTaskSpec | undefined {
+  const s = spec as Record<string, unknown>;
+  if (!isKey(s.type)) return undefined;
+  for (const field of SCHEMA_FIELDS) if (s[field] !== undefined) return undefined;
+  const { id, priority, dependsOn, timeoutMs, rateLimitKey, idempotencyKey, tenant, runAt } = s;
+  if (id !== undefined && !isKey(id)) return undefined;
+  if (
+    priority !== undefined &&
+    !(typeof priority === "number" ? Number.isFinite(priority) : PRIORITY_NAME_SET.has(priority))
+  ) {
+    return undefined;
+  }
+  if (dependsOn !== undefined && !isKeyList(dependsOn)) return undefined;
+  if (timeoutMs !== undefined && !(Number.isSafeInteger(timeoutMs) && (timeoutMs as number) > 0))
+    return undefined;
+  if (rateLimitKey !== undefined && !isKey(rateLimitKey) && !isKeyList(rateLimitKey))
+    return undefined;
+  if (idempotencyKey !== undefined && !isKey(idempotencyKey)) return undefined;
+  if (tenant !== undefined && !isKey(tenant)) return undefined;
+  if (runAt !== undefined && !(Number.isSafeInteger(runAt) && (runAt as number) >= 0))
+    return undefined;
+  return s as ParsedTaskSpec;
 }
 
 const NO_RETRY_DEFAULTS = {};

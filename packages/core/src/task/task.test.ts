@@ -85,3 +85,53 @@ describe("normalizeTaskSpec", () => {
     expect(bad(null)).toBe("task: expected a task object, got null");
   });
 });
+
+describe("normalizeTaskSpec fast path", () => {
+  const opts = { now: 1_000, seq: 1 };
+  const valid: Array<Record<string, unknown>> = [
+    { id: "a", type: "t" },
+    { id: "b", type: "t", priority: "high", payload: { x: [1, 2] } },
+    { id: "c", type: "t", priority: -3.5, dependsOn: ["x", "y", "x"], timeoutMs: 5 },
+    { id: "d", type: "t", rateLimitKey: ["k", "k", "j"], tenant: "acme", runAt: 0 },
+    { id: "e", type: "t", rateLimitKey: "k", idempotencyKey: "i", unknownField: 1 },
+    { id: "f", type: "t", priority: undefined, metadata: undefined },
+  ];
+  it("gives the record the schema path gives", () => {
+    for (const spec of valid) {
+      // `approval: "none"` is the default, and sends the spec through the schema.
+      const viaSchema = normalizeTaskSpec({ ...spec, approval: "none" } as never, opts);
+      expect(normalizeTaskSpec(spec as never, opts)).toEqual(viaSchema);
+    }
+  });
+
+  it("leaves every refusal, and its message, to the schema", () => {
+    const invalid: Array<Record<string, unknown>> = [
+      { type: "" },
+      { type: "t", id: "x".repeat(257) },
+      { type: "t", priority: Number.NaN },
+      { type: "t", priority: "urgent" },
+      { type: "t", priority: Number.POSITIVE_INFINITY },
+      { type: "t", timeoutMs: 1.5 },
+      { type: "t", timeoutMs: 0 },
+      { type: "t", runAt: -1 },
+      { type: "t", dependsOn: ["ok", ""] },
+      { type: "t", dependsOn: "a" },
+      { type: "t", rateLimitKey: [1] },
+      { type: "t", tenant: "" },
+      { type: "t", idempotencyKey: 5 },
+      { type: 5 },
+    ];
+    for (const spec of invalid) {
+      const slow = (() => {
+        try {
+          normalizeTaskSpec({ ...spec, approval: "none" } as never, opts);
+        } catch (err) {
+          return (err as FlotillaError).message;
+        }
+        return "accepted";
+      })();
+      expect(slow).not.toBe("accepted");
+      expect(() => normalizeTaskSpec(spec as never, opts)).toThrow(slow);
+    }
+  });
+});
