@@ -2,15 +2,34 @@ import type { ProgressEvent } from "../task/events.js";
 import type { TaskStatus } from "../task/schema.js";
 import type { TaskRecord, TaskResult } from "../task/types.js";
 import { Channel } from "../util/channel.js";
-import type { Deferred } from "../util/deferred.js";
+import { type Deferred, deferred } from "../util/deferred.js";
 
 /** The orchestrator's live state of one task, shared with its handles. @internal */
 export interface TaskState {
   rec: TaskRecord;
-  done: Deferred<TaskResult>;
+  /** The result's promise; made on the first wait for it (many handles are never awaited). */
+  done?: Deferred<TaskResult>;
+  /** The result, once the task has finished (the first one given wins). */
+  final?: TaskResult;
   finished: boolean;
   /** Progress listeners; made on the first `progress()` (most tasks never have one). */
   subscribers?: Set<Channel<ProgressEvent>>;
+}
+
+/** The promise of a task's result, made on first demand. @internal */
+export function resultPromise(state: TaskState): Promise<TaskResult> {
+  if (!state.done) {
+    state.done = deferred<TaskResult>();
+    if (state.final !== undefined) state.done.resolve(state.final);
+  }
+  return state.done.promise;
+}
+
+/** Gives a task its result (once; later calls are ignored) and wakes who waits for it. @internal */
+export function settleResult(state: TaskState, result: TaskResult): void {
+  if (state.final !== undefined) return;
+  state.final = result;
+  state.done?.resolve(result);
 }
 
 /**
@@ -56,7 +75,7 @@ export class TaskHandle<TOutput = unknown> {
    * ```
    */
   result(): Promise<TaskResult<TOutput>> {
-    return this.#state.done.promise as Promise<TaskResult<TOutput>>;
+    return resultPromise(this.#state) as Promise<TaskResult<TOutput>>;
   }
 
   /**
@@ -88,7 +107,7 @@ export class TaskHandle<TOutput = unknown> {
       this.#state.subscribers ??= new Set();
       const subscribers = this.#state.subscribers;
       subscribers.add(channel);
-      void this.#state.done.promise.then(() => {
+      void resultPromise(this.#state).then(() => {
         subscribers.delete(channel);
         channel.close();
       });

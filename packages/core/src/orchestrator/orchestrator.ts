@@ -44,7 +44,7 @@ import { deferred } from "../util/deferred.js";
 import { newId } from "../util/ids.js";
 import type { ExecutionContext, Worker, WorkerResult, WorkerTask } from "../worker/types.js";
 import { parseWorkerResult } from "../worker/validate.js";
-import { TaskHandle, type TaskState } from "./handle.js";
+import { resultPromise, settleResult, TaskHandle, type TaskState } from "./handle.js";
 import {
   type OrchestratorOptions,
   OrchestratorOptionsSchema,
@@ -685,7 +685,6 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     for (const rec of ordered) {
       const live: Live = {
         rec,
-        done: deferred<TaskResult>(),
         finished: false,
       };
       this.#tasks.set(rec.id, live);
@@ -1942,7 +1941,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     this.#remember(live);
     rec.result ??= this.#result(rec, live, rec.status, this.clock.now(), {});
     // A copy of the envelope (the output itself is shared, not cloned, to keep completion cheap).
-    live.done.resolve({ ...rec.result, timings: { ...rec.result.timings } });
+    settleResult(live, { ...rec.result, timings: { ...rec.result.timings } });
     if (live.subscribers) {
       for (const ch of live.subscribers) ch.close();
       live.subscribers.clear();
@@ -2289,12 +2288,11 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     if (!isTerminalStatus(rec.status)) return this.#foreignHandle(rec);
     const state: TaskState = {
       rec,
-      done: deferred<TaskResult>(),
       finished: true,
+      final: structuredClone(
+        rec.result ?? this.#result(rec, undefined, rec.status, rec.updatedAt, {}),
+      ),
     };
-    state.done.resolve(
-      structuredClone(rec.result ?? this.#result(rec, undefined, rec.status, rec.updatedAt, {})),
-    );
     return new TaskHandle(state, this.#cancelFn);
   }
 
@@ -2306,7 +2304,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
   #foreignHandle(rec: TaskRecord): TaskHandle {
     let state = this.#foreign.get(rec.id);
     if (!state) {
-      state = { rec, done: deferred<TaskResult>(), finished: false };
+      state = { rec, finished: false };
       this.#foreign.set(rec.id, state);
       if (this.#recovered) this.#armForeignPoll();
     }
@@ -2336,7 +2334,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
       }
       if (live) {
         this.#foreign.delete(id);
-        live.done.promise.then((r) => this.#finishForeign(state, r));
+        resultPromise(live).then((r) => this.#finishForeign(state, r));
         continue;
       }
       if (!rec) continue;
@@ -2353,7 +2351,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
 
   #finishForeign(state: TaskState, result: TaskResult): void {
     state.finished = true;
-    state.done.resolve({ ...result, timings: { ...result.timings } });
+    settleResult(state, { ...result, timings: { ...result.timings } });
     if (state.subscribers) {
       for (const ch of state.subscribers) ch.close();
       state.subscribers.clear();
@@ -2515,7 +2513,6 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
       this.#foreign.delete(rec.id);
       const live: Live = known ?? {
         rec,
-        done: deferred<TaskResult>(),
         finished: false,
       };
       live.rec = rec;
