@@ -13,6 +13,9 @@ const env = { ...process.env, TURBO_TELEMETRY_DISABLED: "1" };
 const testEnv = join(root, "scripts/test-env.sh");
 const envFile = join(root, ".test-env/env.json");
 const report = join(root, ".test-env/vitest-report.json");
+// The benchmark smoke run measures real time (rate-limit windows), so it runs on its own,
+// after the other tests, never beside them.
+const benchReport = join(root, ".test-env/vitest-bench-report.json");
 let provisioned = false;
 
 function teardown() {
@@ -56,6 +59,7 @@ function finish() {
 }
 
 rmSync(report, { force: true });
+rmSync(benchReport, { force: true });
 if (existsSync(testEnv) && !process.env.FLOTILLA_SKIP_TEST_ENV) {
   run("provision test environment", "bash", [testEnv, "up"], { fatal: true });
   provisioned = true;
@@ -67,14 +71,20 @@ if (filters.length === 0) {
   run("typecheck", "npx", ["turbo", "run", "typecheck", "--output-logs=errors-only"]);
   run("public API docs", "node", ["scripts/check-docs.mjs"]);
 }
-run("tests", "npx", [
+const vitest = (out, extra) => [
   "vitest",
   "run",
   "--reporter=default",
   "--reporter=json",
-  `--outputFile.json=${report}`,
-  ...filters,
-]);
+  `--outputFile.json=${out}`,
+  ...extra,
+];
+if (filters.length === 0) {
+  run("tests", "npx", vitest(report, ["--exclude", "bench/test/**"]));
+  run("benchmark smoke (correctness checks)", "npx", vitest(benchReport, ["bench/test"]));
+} else {
+  run("tests", "npx", vitest(report, filters));
+}
 if (filters.length === 0) {
   run("examples", "node", ["scripts/run-examples.mjs"]);
   run("build and package checks", "npx", [
