@@ -1,3 +1,3 @@
-export * from "./handle.js";
+export { TaskHandle } from "./handle.js";
 export * from "./options.js";
 export * from "./orchestrator.js";
