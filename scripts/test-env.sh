@@ -339,6 +339,9 @@ down() {
   fi
   STEP="stop podman service"
   stop_pid "$PODMAN_PID" "podman service"
+  # podman leaves its storage's overlay mount behind; release it so the folder can be removed.
+  grep -F " $STATE/podman-root" /proc/mounts | awk '{ print $2 }' | sort -r |
+    xargs -r -n1 umount -l 2>/dev/null || true
   rm -f "$STATE/env.json"
   STEP="done"
 }
