@@ -2,6 +2,7 @@ import {
   PRIORITY_NAMES,
   PRIORITY_VALUES,
   type PriorityName,
+  TASK_STATUSES,
   type TaskRecord,
   type TaskResult,
   type TaskStatus,
@@ -56,19 +57,7 @@ export function engineStatuses(status: string): TaskStatus[] | undefined {
     assigned: ["leased"],
   };
   if (aliases[s]) return aliases[s];
-  const all: readonly string[] = [
-    "pending",
-    "awaiting_approval",
-    "queued",
-    "leased",
-    "running",
-    "succeeded",
-    "failed",
-    "cancelled",
-    "timed_out",
-    "rejected",
-    "skipped",
-  ];
+  const all: readonly string[] = TASK_STATUSES;
   return all.includes(s) ? [s as TaskStatus] : undefined;
 }
 

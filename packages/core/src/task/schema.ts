@@ -13,7 +13,7 @@ export const PRIORITY_VALUES: Readonly<Record<PriorityName, number>> = {
   background: 0,
 };
 
-/** Every task status. DESIGN: one state machine, guarded transitions (see `task/lifecycle`). */
+/** Every task status: one state machine with guarded transitions (see `task/lifecycle`). */
 export const TASK_STATUSES = [
   "pending",
   "awaiting_approval",
