@@ -28,6 +28,7 @@ export * from "./registry/types.js";
 export * from "./resources/gate.js";
 export * from "./resources/manager.js";
 export * from "./resources/validate.js";
+export * from "./resources/wakers.js";
 export * from "./router/strategies.js";
 export * from "./router/types.js";
 export * from "./scheduler/index.js";

@@ -5,6 +5,7 @@ import { type Logger, silentLogger } from "../logger.js";
 import type { WorkerEntry } from "../registry/types.js";
 import type { DispatchGate, GateDecision } from "../resources/gate.js";
 import { parseConfig } from "../resources/validate.js";
+import { Wakers } from "../resources/wakers.js";
 import type { TaskRecord } from "../task/types.js";
 import { HostPressureSensor, type PressureSample, type PressureSensor } from "./sensor.js";
 
@@ -98,7 +99,7 @@ export class AdmissionControl extends EventEmitter<AdmissionEvents> implements D
   readonly #sensor: PressureSensor;
   readonly #clock: Clock;
   readonly #logger: Logger;
-  readonly #listeners = new Set<() => void>();
+  readonly #wakers: Wakers;
   #cpuLevel: PressureLevel = "green";
   #memLevel: PressureLevel = "green";
   #level: PressureLevel = "green";
@@ -115,6 +116,7 @@ export class AdmissionControl extends EventEmitter<AdmissionEvents> implements D
     this.#sensor = sensor ?? new HostPressureSensor();
     this.#clock = clock ?? systemClock;
     this.#logger = logger ?? silentLogger;
+    this.#wakers = new Wakers(this.#logger);
   }
 
   /** The current level. @default "green" (before the first sample) @example if (admission.level === "red") shedLoad(); */
@@ -212,18 +214,11 @@ export class AdmissionControl extends EventEmitter<AdmissionEvents> implements D
 
   /** Gate: registers the scheduler's wake-up (called when pressure falls back). @example admission.subscribe(() => {}) */
   subscribe(wake: () => void): () => void {
-    this.#listeners.add(wake);
-    return () => this.#listeners.delete(wake);
+    return this.#wakers.subscribe(wake);
   }
 
   #wake(): void {
-    for (const fn of this.#listeners) {
-      try {
-        fn();
-      } catch (err) {
-        this.#logger.error({ err }, "wake listener threw");
-      }
-    }
+    this.#wakers.wake();
   }
 
   /** Level, last sample and hold state, for stats. @example admission.snapshot().level */

@@ -9,6 +9,7 @@ import { type Logger, silentLogger } from "../logger.js";
 import type { WorkerEntry } from "../registry/types.js";
 import type { DispatchGate, GateDecision, SettleOutcome } from "../resources/gate.js";
 import { parseConfig } from "../resources/validate.js";
+import { Wakers } from "../resources/wakers.js";
 import type { UsageEntry } from "../store/types.js";
 import type { TaskRecord } from "../task/types.js";
 import { dayBounds, isTimeZone } from "./calendar.js";
@@ -258,7 +259,7 @@ export class Budgets implements DispatchGate {
   readonly #specs: Spec[];
   readonly #counters = new Map<string, Counter>();
   readonly #holds = new Map<string, Hold[]>();
-  readonly #listeners = new Set<() => void>();
+  readonly #wakers: Wakers;
   readonly #clock: Clock;
   readonly #logger: Logger;
   /** Creation time: usage lines from then on were counted live, never restored. */
@@ -304,6 +305,7 @@ export class Budgets implements DispatchGate {
     this.costModel = options.costModel ?? new CostModel();
     this.#clock = options.clock ?? systemClock;
     this.#logger = options.logger ?? silentLogger;
+    this.#wakers = new Wakers(this.#logger);
     this.#born = this.#clock.now();
   }
 
@@ -481,18 +483,11 @@ export class Budgets implements DispatchGate {
 
   /** Gate: registers the scheduler's wake-up (called when a settle frees budget). @example budgets.subscribe(() => {}) */
   subscribe(wake: () => void): () => void {
-    this.#listeners.add(wake);
-    return () => this.#listeners.delete(wake);
+    return this.#wakers.subscribe(wake);
   }
 
   #wake(): void {
-    for (const fn of this.#listeners) {
-      try {
-        fn();
-      } catch (err) {
-        this.#logger.error({ err }, "wake listener threw");
-      }
-    }
+    this.#wakers.wake();
   }
 
   /**

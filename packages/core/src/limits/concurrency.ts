@@ -3,6 +3,7 @@ import { type Logger, silentLogger } from "../logger.js";
 import type { WorkerEntry } from "../registry/types.js";
 import type { DispatchGate, GateDecision } from "../resources/gate.js";
 import { parseConfig } from "../resources/validate.js";
+import { Wakers } from "../resources/wakers.js";
 import type { TaskRecord } from "../task/types.js";
 
 /** A concurrency cap: a whole number ≥ 1. @example ConcurrencyCapSchema.parse(4) */
@@ -56,7 +57,7 @@ export class ConcurrencyLimiter implements DispatchGate {
   readonly #label: string;
   readonly #inFlight = new Map<string, number>();
   readonly #held = new Map<string, string>();
-  readonly #listeners = new Set<() => void>();
+  readonly #wakers: Wakers;
   readonly #logger: Logger;
 
   constructor(options: ConcurrencyLimiterOptions = {}) {
@@ -71,6 +72,7 @@ export class ConcurrencyLimiter implements DispatchGate {
     this.#label = options.label ?? "tenant";
     this.name = options.name ?? "concurrency";
     this.#logger = options.logger ?? silentLogger;
+    this.#wakers = new Wakers(this.#logger);
   }
 
   /** The cap of `key`, if any. @example perTenant.limitOf("acme") // 8 */
@@ -136,18 +138,11 @@ export class ConcurrencyLimiter implements DispatchGate {
 
   /** Gate: registers the scheduler's wake-up. @example perTenant.subscribe(() => {}) */
   subscribe(wake: () => void): () => void {
-    this.#listeners.add(wake);
-    return () => this.#listeners.delete(wake);
+    return this.#wakers.subscribe(wake);
   }
 
   #wake(): void {
-    for (const fn of this.#listeners) {
-      try {
-        fn();
-      } catch (err) {
-        this.#logger.error({ err }, "wake listener threw");
-      }
-    }
+    this.#wakers.wake();
   }
 
   /**

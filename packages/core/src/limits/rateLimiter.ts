@@ -7,6 +7,7 @@ import { silentLogger } from "../logger.js";
 import type { WorkerEntry } from "../registry/types.js";
 import type { DispatchGate, GateDecision, SettleOutcome } from "../resources/gate.js";
 import { parseConfig } from "../resources/validate.js";
+import { Wakers } from "../resources/wakers.js";
 import type { UsageEntry } from "../store/types.js";
 import type { TaskRecord } from "../task/types.js";
 import {
@@ -132,7 +133,7 @@ export class RateLimiter implements DispatchGate {
   readonly #reservations = new Map<string, Reservation>();
   /** Every log entry a reservation made (requests and tokens), for re-timing at start. */
   readonly #charges = new WeakMap<Reservation, Charge[]>();
-  readonly #listeners = new Set<() => void>();
+  readonly #wakers: Wakers;
   #timer: ReturnType<Clock["setTimeout"]> | undefined;
   #timerAt = Number.POSITIVE_INFINITY;
   /** Creation time: usage lines from then on were counted live, never restored. */
@@ -143,6 +144,7 @@ export class RateLimiter implements DispatchGate {
     this.name = options.name ?? "rate-limit";
     this.#clock = options.clock ?? systemClock;
     this.#logger = options.logger ?? silentLogger;
+    this.#wakers = new Wakers(this.#logger);
     this.#keysOf = options.keys ?? ((task) => task.rateLimitKeys ?? []);
     this.#workerKeys = options.keys !== undefined;
     this.#defaultTokens = options.defaultTokens ?? 0;
@@ -470,8 +472,7 @@ export class RateLimiter implements DispatchGate {
 
   /** Gate: registers the scheduler's wake-up. @example const off = limiter.subscribe(() => scheduler.poke()) */
   subscribe(wake: () => void): () => void {
-    this.#listeners.add(wake);
-    return () => this.#listeners.delete(wake);
+    return this.#wakers.subscribe(wake);
   }
 
   #armWake(at: number): void {
@@ -486,13 +487,7 @@ export class RateLimiter implements DispatchGate {
   }
 
   #wake(): void {
-    for (const fn of this.#listeners) {
-      try {
-        fn();
-      } catch (err) {
-        this.#logger.error({ err }, "wake listener threw");
-      }
-    }
+    this.#wakers.wake();
   }
 
   /** Cancels the pending wake-up timer (call when discarding the limiter). @example limiter.close() */
