@@ -20,52 +20,45 @@ export interface DispatchRun {
 export type Noop = () => Promise<void>;
 export const noop: Noop = async () => {};
 
+/**
+ * One no-op job per priority, recording the order jobs start in: `job(p)` is what each peer
+ * schedules, `run` what it resolves to.
+ */
+function recorder() {
+  const run: DispatchRun = { startOrder: [], completed: 0 };
+  const job = async (p: number) => {
+    run.startOrder.push(p);
+    await noop();
+    run.completed++;
+  };
+  return { run, job };
+}
+
 /** The floor: no queue at all. */
 export async function promiseAll(priorities: readonly number[]): Promise<DispatchRun> {
-  const startOrder: number[] = [];
-  let completed = 0;
-  await Promise.all(
-    priorities.map(async (p) => {
-      startOrder.push(p);
-      await noop();
-      completed++;
-    }),
-  );
-  return { startOrder, completed };
+  const { run, job } = recorder();
+  await Promise.all(priorities.map(job));
+  return run;
 }
 
 export async function fastqRun(
   priorities: readonly number[],
   concurrency: number,
 ): Promise<DispatchRun> {
-  const startOrder: number[] = [];
-  let completed = 0;
-  const q = fastq.promise(async (p: number) => {
-    startOrder.push(p);
-    await noop();
-    completed++;
-  }, concurrency);
+  const { run, job } = recorder();
+  const q = fastq.promise(job, concurrency);
   await Promise.all(priorities.map((p) => q.push(p)));
-  return { startOrder, completed };
+  return run;
 }
 
 export async function pLimitRun(
   priorities: readonly number[],
   concurrency: number,
 ): Promise<DispatchRun> {
-  const startOrder: number[] = [];
-  let completed = 0;
+  const { run, job } = recorder();
   const limit = pLimit(concurrency);
-  await Promise.all(
-    priorities.map((p) =>
-      limit(async () => {
-        startOrder.push(p);
-        await noop();
-        completed++;
-      }),
-    ),
-  );
-  return { startOrder, completed };
+  await Promise.all(priorities.map((p) => limit(() => job(p))));
+  return run;
 }
 
 export async function pQueueRun(
@@ -73,21 +66,10 @@ export async function pQueueRun(
   concurrency: number,
   usePriority: boolean,
 ): Promise<DispatchRun> {
-  const startOrder: number[] = [];
-  let completed = 0;
+  const { run, job } = recorder();
   const q = new PQueue({ concurrency });
-  const all = priorities.map((p) =>
-    q.add(
-      async () => {
-        startOrder.push(p);
-        await noop();
-        completed++;
-      },
-      usePriority ? { priority: p } : {},
-    ),
-  );
-  await Promise.all(all);
-  return { startOrder, completed };
+  await Promise.all(priorities.map((p) => q.add(() => job(p), usePriority ? { priority: p } : {})));
+  return run;
 }
 
 export async function bottleneckRun(
@@ -95,22 +77,17 @@ export async function bottleneckRun(
   concurrency: number,
   usePriority: boolean,
 ): Promise<DispatchRun> {
-  const startOrder: number[] = [];
-  let completed = 0;
+  const { run, job } = recorder();
   const limiter = new Bottleneck({ maxConcurrent: concurrency });
   // Bottleneck: 0 is the highest of its 10 levels; map larger numbers to smaller levels.
   const level = (p: number) => Math.max(0, Math.min(9, 9 - Math.round(p / 5)));
   await Promise.all(
     priorities.map((p) =>
-      limiter.schedule(usePriority ? { priority: level(p) } : {}, async () => {
-        startOrder.push(p);
-        await noop();
-        completed++;
-      }),
+      limiter.schedule(usePriority ? { priority: level(p) } : {}, () => job(p)),
     ),
   );
   await limiter.stop({ dropWaitingJobs: false });
-  return { startOrder, completed };
+  return run;
 }
 
 /** Paused-queue memory per queued task, for p-queue. */
