@@ -1,0 +1,150 @@
+import { FlotillaError } from "../errors.js";
+import { isTerminalStatus } from "../task/lifecycle.js";
+import type { TaskRecord } from "../task/types.js";
+import type { Attempts } from "./attempts.js";
+import type { EngineContext } from "./context.js";
+import type { Dependencies } from "./dependencies.js";
+import type { Dispatcher } from "./dispatcher.js";
+import type { TaskTable } from "./taskTable.js";
+import { buildResult, type Transitions } from "./transitions.js";
+
+/** The collaborators a cancel or an approval decision talks to. */
+export interface ControlParts {
+  table: TaskTable;
+  transitions: Transitions;
+  dependencies: Dependencies;
+  dispatcher: Dispatcher;
+  attempts: Attempts;
+}
+
+/** Who decided, and why. */
+export interface Decision {
+  by?: string;
+  comment?: string;
+}
+
+/**
+ * Operator actions on one task: cancel (a waiting task at once, a running one through its
+ * attempt) and approval decisions (approve or reject a task awaiting approval). @internal
+ */
+export class Control {
+  readonly #ctx: EngineContext;
+  readonly #p: ControlParts;
+
+  constructor(ctx: EngineContext, parts: ControlParts) {
+    this.#ctx = ctx;
+    this.#p = parts;
+  }
+
+  async cancel(id: string, reason: string): Promise<boolean> {
+    const { table, attempts, dispatcher, dependencies, transitions } = this.#p;
+    const live = table.live(id);
+    if (!live) {
+      if (table.finished(id) || (await this.#ctx.store.getTask(id))) return false;
+      throw new FlotillaError("NOT_FOUND", `no task with id ${id}`);
+    }
+    const rec = live.rec;
+    if (isTerminalStatus(rec.status)) return false;
+    if (live.attempt) {
+      await attempts.settle(live.attempt, { kind: "cancelled", reason });
+      return rec.status === "cancelled";
+    }
+    if (rec.status === "leased" || rec.status === "running") return false;
+    dispatcher.remove(id);
+    dependencies.forget(id);
+    const error = new FlotillaError("CANCELLED", reason).toJSON();
+    const now = this.#ctx.clock.now();
+    await transitions.apply(live, "cancelled", {
+      reason,
+      error,
+      patch: (r) => {
+        r.result = buildResult(r, live, "cancelled", now, { error });
+      },
+    });
+    await dependencies.onTerminal(live);
+    dispatcher.schedule();
+    return true;
+  }
+
+  async decide(id: string, decision: "approved" | "rejected", info: Decision): Promise<TaskRecord> {
+    if (info === null || typeof info !== "object") {
+      throw new FlotillaError(
+        "VALIDATION",
+        `${decision === "approved" ? "approve" : "reject"}: expected an options object`,
+      );
+    }
+    for (const f of ["by", "comment"] as const) {
+      if (info[f] !== undefined && typeof info[f] !== "string") {
+        throw new FlotillaError("VALIDATION", `${f}: expected a string`);
+      }
+    }
+    const { table, transitions, dependencies, dispatcher } = this.#p;
+    const live = table.live(id);
+    const rec = live?.rec ?? table.finished(id)?.rec ?? (await this.#ctx.store.getTask(id));
+    if (!rec) throw new FlotillaError("NOT_FOUND", `no task with id ${id}`);
+    if (rec.approvalDecision?.decision === decision && rec.status !== "awaiting_approval") {
+      return structuredClone(rec);
+    }
+    if (!live || rec.status !== "awaiting_approval") {
+      throw new FlotillaError(
+        "INVALID_STATE",
+        `task ${id} is ${rec.status}, not awaiting approval`,
+        {
+          details: { taskId: id, status: rec.status },
+        },
+      );
+    }
+    const now = this.#ctx.clock.now();
+    const approval = { decision, at: now, ...info };
+    const by = info.by ? ` by ${info.by}` : "";
+    if (decision === "rejected") {
+      const error = new FlotillaError(
+        "REJECTED",
+        `rejected${by}${info.comment ? `: ${info.comment}` : ""}`,
+      ).toJSON();
+      dependencies.forget(id);
+      await transitions.apply(live, "rejected", {
+        reason: `rejected${by}`,
+        error,
+        patch: (r) => {
+          r.approvalDecision = approval;
+          r.result = buildResult(r, live, "rejected", now, {
+            error,
+            output: r.result?.output,
+            usage: r.result?.usage,
+          });
+        },
+      });
+      await dependencies.onTerminal(live);
+    } else if (rec.approval === "after_run") {
+      await transitions.apply(live, "succeeded", {
+        reason: `approved${by}`,
+        patch: (r) => {
+          r.approvalDecision = approval;
+          if (r.result) {
+            r.result = {
+              ...r.result,
+              status: "succeeded",
+              timings: { ...r.result.timings, finishedAt: now },
+            };
+          }
+        },
+      });
+      await dependencies.onTerminal(live);
+    } else {
+      const ready = dependencies.remaining(id) === 0;
+      await transitions.apply(live, ready ? "queued" : "pending", {
+        reason: `approved${by}`,
+        patch: (r) => {
+          r.approvalDecision = approval;
+        },
+      });
+      if (ready) {
+        live.firstQueuedAt ??= now;
+        dispatcher.enqueue(live);
+        dispatcher.schedule();
+      }
+    }
+    return structuredClone(live.rec);
+  }
+}

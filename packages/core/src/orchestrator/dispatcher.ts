@@ -1,0 +1,328 @@
+import type { TimerHandle } from "../clock.js";
+import type { FlotillaError } from "../errors.js";
+import type { WorkerEntry } from "../registry/types.js";
+import type { RoutingStrategy } from "../router/types.js";
+import { DelayQueue } from "../scheduler/delayQueue.js";
+import { type Lane, ReadyQueue, type ReadyQueueOptions } from "../scheduler/readyQueue.js";
+import type { EngineContext } from "./context.js";
+import type { GateChain } from "./gateChain.js";
+import type { Live, TaskTable } from "./taskTable.js";
+import { buildResult, type Transitions } from "./transitions.js";
+
+/** The kind of a registered worker whose slots are filled only by pull claims. */
+export const REMOTE_NODE_KIND = "remote-node";
+
+/** Where the dispatcher hands work and finished tasks (the attempts and dependencies parts). */
+export interface DispatchTargets {
+  /** Attempts leased or running now, local and remote. */
+  inFlight(): number;
+  /** Starts an attempt of `live` on `entry` (a free local slot). */
+  launch(live: Live, entry: WorkerEntry): void;
+  /** A task reached a terminal status: release or skip its dependents. */
+  finished(live: Live): Promise<void>;
+  /** Keeps a write in flight among those `stop()` waits for. */
+  track(p: Promise<unknown>): void;
+}
+
+/** Dispatcher settings from the orchestrator's options. */
+export interface DispatcherOptions {
+  concurrency: number;
+  routing: RoutingStrategy;
+  queue: ReadyQueueOptions;
+}
+
+/**
+ * The pump: takes lanes from the ready queue in priority order, asks the gate chain and the
+ * router, and hands each task to a free local slot until the global cap is reached. Lanes
+ * that no free worker can take, or that a gate holds, are parked whole and woken in
+ * priority order (a slot frees, a worker changes, a gate wakes, a retry time comes). Tasks
+ * with a retry delay or `runAt` wait in the delay queue. @internal
+ */
+export class Dispatcher {
+  readonly queue: ReadyQueue;
+  readonly delayed = new DelayQueue<string>();
+  readonly #ctx: EngineContext;
+  readonly #table: TaskTable;
+  readonly #gates: GateChain;
+  readonly #transitions: Transitions;
+  readonly #targets: DispatchTargets;
+  readonly #concurrency: number;
+  readonly #routing: RoutingStrategy;
+  readonly #laneTimers = new Set<Lane>();
+  /** Lanes parked for want of a worker, by the ids of the workers that could run them. */
+  readonly #waitingOn = new Map<string, Set<Lane>>();
+  readonly #laneWaits = new Map<Lane, string[]>();
+  #delayTimer: TimerHandle | undefined;
+  #delayTimerAt: number | undefined;
+  #pumpScheduled = false;
+  #pumping = false;
+  #pumpAgain = false;
+
+  constructor(
+    ctx: EngineContext,
+    table: TaskTable,
+    gates: GateChain,
+    transitions: Transitions,
+    targets: DispatchTargets,
+    options: DispatcherOptions,
+  ) {
+    this.#ctx = ctx;
+    this.#table = table;
+    this.#gates = gates;
+    this.#transitions = transitions;
+    this.#targets = targets;
+    this.#concurrency = options.concurrency;
+    this.#routing = options.routing;
+    this.queue = new ReadyQueue({
+      ...options.queue,
+      onLaneDropped: (lane) => {
+        this.#clearLaneTimer(lane);
+        this.#forgetWaits(lane);
+      },
+    });
+  }
+
+  /** Whether the global cap leaves room for another attempt. */
+  get hasRoom(): boolean {
+    return this.#targets.inFlight() < this.#concurrency;
+  }
+
+  /** Puts a queued task where it belongs: the ready queue, or the delay queue until `notBefore`. */
+  enqueue(live: Live): void {
+    const rec = live.rec;
+    const now = this.#ctx.clock.now();
+    if (rec.notBefore !== undefined && rec.notBefore > now) {
+      this.delayed.add(rec.id, rec.notBefore);
+      this.armDelayTimer();
+      return;
+    }
+    this.queue.enqueue(rec, now);
+  }
+
+  /** Takes a task out of both queues (cancelled while waiting). */
+  remove(id: string): void {
+    this.queue.remove(id);
+    this.delayed.remove(id);
+  }
+
+  /** Runs the pump on the next microtask (once, however often it is asked). */
+  schedule(): void {
+    if (this.#pumpScheduled || !this.#ctx.running) return;
+    this.#pumpScheduled = true;
+    queueMicrotask(() => {
+      this.#pumpScheduled = false;
+      this.#pump();
+    });
+  }
+
+  /**
+   * Hands ready tasks to free local slots until the global cap is reached or no lane can
+   * go. Lanes that no free worker can take, or that a gate holds, are parked whole; they
+   * come back when a slot frees, a worker changes, a gate wakes or its retry time comes.
+   */
+  #pump(): void {
+    if (!this.#ctx.running) return;
+    if (this.#pumping) {
+      this.#pumpAgain = true;
+      return;
+    }
+    this.#pumping = true;
+    const skipped: Lane[] = [];
+    const blocked = new Map<string, number | undefined>();
+    const registry = this.#ctx.registry;
+    try {
+      do {
+        this.#pumpAgain = false;
+        while (this.hasRoom) {
+          const lane = this.queue.popLane();
+          if (!lane) break;
+          const task = lane.head!.task;
+          if (lane.blockKey !== undefined && blocked.has(lane.blockKey)) {
+            this.#parkOnGate(lane, blocked.get(lane.blockKey));
+            continue;
+          }
+          const eligible = registry.eligible(task);
+          const candidates = eligible.filter(
+            (e) => e.worker.kind !== REMOTE_NODE_KIND && registry.canTake(e),
+          );
+          if (candidates.length === 0) {
+            this.#parkForWorkers(lane, eligible);
+            continue;
+          }
+          const check = this.#gates.check(task, candidates);
+          if (check.fail) {
+            this.queue.restore(lane);
+            this.failQueued(task.id, check.fail);
+            continue;
+          }
+          if (check.passing.length === 0) {
+            lane.blockKey = check.blockKey;
+            if (check.blockKey !== undefined) blocked.set(check.blockKey, check.retryAt);
+            this.#parkOnGate(lane, check.retryAt);
+            continue;
+          }
+          lane.blockKey = undefined;
+          let chosen: WorkerEntry | undefined;
+          try {
+            chosen = this.#routing.pick(task, check.passing);
+          } catch (err) {
+            this.#ctx.internalError(err, "routing strategy threw");
+          }
+          if (!chosen || !check.passing.includes(chosen)) {
+            skipped.push(lane);
+            continue;
+          }
+          const live = this.#table.live(task.id);
+          this.queue.take(lane);
+          if (!live) continue;
+          this.#targets.launch(live, chosen);
+        }
+        for (const lane of skipped.splice(0)) this.queue.restore(lane);
+      } while (this.#pumpAgain && this.#ctx.running);
+    } finally {
+      for (const lane of skipped) this.queue.restore(lane);
+      this.#pumping = false;
+    }
+  }
+
+  /** A gate refused a queued task for good: it fails with the gate's error. */
+  failQueued(taskId: string, error: FlotillaError): void {
+    const live = this.#table.live(taskId);
+    if (live?.rec.status !== "queued") return;
+    this.queue.remove(taskId);
+    const err = error.toJSON();
+    const now = this.#ctx.clock.now();
+    const done = this.#transitions
+      .apply(live, "failed", {
+        reason: "refused by a dispatch gate",
+        error: err,
+        patch: (r) => {
+          r.result = buildResult(r, live, "failed", now, { error: err });
+        },
+      })
+      .then(() => this.#targets.finished(live));
+    this.#targets.track(done);
+  }
+
+  /**
+   * Parks a lane no free worker can take, indexed by the workers that could run it: only a
+   * slot freeing on one of them (or its health or circuit changing, or a new worker)
+   * brings it back — a completion never scans unrelated parked lanes.
+   */
+  #parkForWorkers(lane: Lane, eligible: readonly WorkerEntry[]): void {
+    this.queue.park(lane, "worker");
+    const ids = eligible.map((e) => e.id);
+    this.#laneWaits.set(lane, ids);
+    for (const id of ids) {
+      let set = this.#waitingOn.get(id);
+      if (!set) {
+        set = new Set();
+        this.#waitingOn.set(id, set);
+      }
+      set.add(lane);
+    }
+  }
+
+  #forgetWaits(lane: Lane): void {
+    const ids = this.#laneWaits.get(lane);
+    if (!ids) return;
+    this.#laneWaits.delete(lane);
+    for (const id of ids) {
+      const set = this.#waitingOn.get(id);
+      if (!set) continue;
+      set.delete(lane);
+      if (set.size === 0) this.#waitingOn.delete(id);
+    }
+  }
+
+  /** A slot freed on a worker, or its health or circuit changed: lanes waiting for it go again. */
+  wakeWorker(workerId: string): void {
+    const set = this.#waitingOn.get(workerId);
+    if (!set || set.size === 0) return;
+    for (const lane of [...set]) {
+      this.#forgetWaits(lane);
+      this.queue.unpark(lane);
+    }
+    this.schedule();
+  }
+
+  /** A worker was added: every lane waiting for a worker goes again. */
+  wakeAllWaiting(): void {
+    for (const lane of [...this.#laneWaits.keys()]) {
+      this.#forgetWaits(lane);
+      this.queue.unpark(lane);
+    }
+    this.queue.unparkAll("worker");
+    this.schedule();
+  }
+
+  /** A gate says held work may go now. */
+  wakeGates(): void {
+    this.queue.unparkAll("gate");
+    this.schedule();
+  }
+
+  #parkOnGate(lane: Lane, retryAt: number | undefined): void {
+    this.queue.park(lane, "gate");
+    this.#clearLaneTimer(lane);
+    if (retryAt === undefined) return;
+    lane.retryAt = retryAt;
+    lane.timer = this.#ctx.timers.set(
+      () => {
+        lane.timer = undefined;
+        this.#laneTimers.delete(lane);
+        this.queue.unpark(lane);
+        this.schedule();
+      },
+      Math.max(0, retryAt - this.#ctx.clock.now()),
+    );
+    this.#laneTimers.add(lane);
+  }
+
+  #clearLaneTimer(lane: Lane): void {
+    if (lane.timer !== undefined) this.#ctx.timers.clear(lane.timer as TimerHandle);
+    lane.timer = undefined;
+    this.#laneTimers.delete(lane);
+  }
+
+  /** Arms the timer that moves delayed tasks to the ready queue when they are due. */
+  armDelayTimer(): void {
+    if (!this.#ctx.running) return;
+    const timers = this.#ctx.timers;
+    const next = this.delayed.nextAt();
+    if (next === undefined) {
+      timers.clear(this.#delayTimer);
+      this.#delayTimer = undefined;
+      this.#delayTimerAt = undefined;
+      return;
+    }
+    if (this.#delayTimer !== undefined && this.#delayTimerAt === next) return;
+    timers.clear(this.#delayTimer);
+    this.#delayTimerAt = next;
+    this.#delayTimer = timers.set(
+      () => {
+        this.#delayTimer = undefined;
+        this.#delayTimerAt = undefined;
+        const now = this.#ctx.clock.now();
+        for (const id of this.delayed.takeDue(now)) {
+          const live = this.#table.live(id);
+          if (live && live.rec.status === "queued") this.queue.enqueue(live.rec, now);
+        }
+        this.armDelayTimer();
+        this.schedule();
+      },
+      Math.max(0, next - this.#ctx.clock.now()),
+    );
+  }
+
+  /** Clears the delay and lane timers (lanes held by a timer go back to the queue). */
+  clearTimers(): void {
+    this.#ctx.timers.clear(this.#delayTimer);
+    this.#delayTimer = undefined;
+    this.#delayTimerAt = undefined;
+    for (const lane of [...this.#laneTimers]) {
+      this.#clearLaneTimer(lane);
+      this.queue.unpark(lane);
+    }
+  }
+}

@@ -1,0 +1,149 @@
+import type { FlotillaError } from "../errors.js";
+import type { WorkerEntry } from "../registry/types.js";
+import type { DispatchGate, GateDecision, SettleOutcome } from "../resources/gate.js";
+import type { TaskRecord } from "../task/types.js";
+import type { EngineContext } from "./context.js";
+
+/** What the gates say about one task and a set of candidate workers. */
+export interface GateCheck {
+  /** The candidates every gate lets through now. */
+  passing: WorkerEntry[];
+  /** A gate refuses the task for good: it fails with this error. */
+  fail?: FlotillaError;
+  /** When none passes: the earliest time a gate may let it through. */
+  retryAt?: number;
+  /** When none passes: the key holding it (lanes held by one key wait together). */
+  blockKey?: string;
+  reason?: string;
+}
+
+/** How far back the usage ledger is replayed into the gates at start. */
+export const USAGE_REPLAY_MS = 48 * 3_600_000;
+
+/**
+ * The `DispatchGate`s in their order (limits, budgets, fairness caps, admission), asked
+ * before every dispatch and told of each attempt's dispatch, start and settle. A gate that
+ * throws is isolated: the error is reported, the task is held for `recheckMs`, the engine
+ * goes on. @internal
+ */
+export class GateChain {
+  readonly #ctx: EngineContext;
+  readonly #gates: readonly DispatchGate[];
+  readonly #recheckMs: number;
+
+  constructor(ctx: EngineContext, gates: readonly DispatchGate[], recheckMs: number) {
+    this.#ctx = ctx;
+    this.#gates = gates;
+    this.#recheckMs = recheckMs;
+  }
+
+  /** Which of `entries` every gate lets run `task` now. */
+  check(task: TaskRecord, entries: WorkerEntry[]): GateCheck {
+    if (this.#gates.length === 0) return { passing: entries };
+    const now = this.#ctx.clock.now();
+    const passing: WorkerEntry[] = [];
+    let retryAt: number | undefined;
+    let blockKey: string | undefined;
+    let reason: string | undefined;
+    for (const entry of entries) {
+      let ok = true;
+      for (const gate of this.#gates) {
+        let d: GateDecision;
+        try {
+          d = gate.check(task, entry, now);
+        } catch (err) {
+          this.#ctx.internalError(err, `gate ${gate.name} threw in check`);
+          d = { ok: false, reason: `gate ${gate.name} failed`, retryAt: now + this.#recheckMs };
+        }
+        if (d.ok) continue;
+        ok = false;
+        if (d.fail) return { passing: [], fail: d.fail };
+        // A gate that gives no retry time and cannot wake us is polled instead.
+        const at = d.retryAt ?? (gate.subscribe ? undefined : now + this.#recheckMs);
+        if (at !== undefined) retryAt = retryAt === undefined ? at : Math.min(retryAt, at);
+        blockKey ??= d.blockKey;
+        reason ??= d.reason;
+        break;
+      }
+      if (ok) passing.push(entry);
+    }
+    const out: GateCheck = { passing };
+    if (passing.length === 0) {
+      if (retryAt !== undefined) out.retryAt = retryAt;
+      if (blockKey !== undefined) out.blockKey = blockKey;
+      if (reason !== undefined) out.reason = reason;
+    }
+    return out;
+  }
+
+  /** An attempt was dispatched: every gate is told; returns the gates to tell of its end. */
+  dispatched(task: TaskRecord, entry: WorkerEntry, now: number): DispatchGate[] {
+    const told: DispatchGate[] = [];
+    for (const gate of this.#gates) {
+      told.push(gate);
+      try {
+        gate.onDispatch?.(task, entry, now);
+      } catch (err) {
+        this.#ctx.internalError(err, `gate ${gate.name} threw in onDispatch`);
+      }
+    }
+    return told;
+  }
+
+  /** The attempt really starts now. */
+  started(gates: readonly DispatchGate[], task: TaskRecord, entry: WorkerEntry, now: number): void {
+    for (const gate of gates) {
+      if (gate.onStart === undefined) continue;
+      try {
+        gate.onStart(task, entry, now);
+      } catch (err) {
+        this.#ctx.internalError(err, `gate ${gate.name} threw in onStart`);
+      }
+    }
+  }
+
+  /** The attempt ended. */
+  settled(
+    gates: readonly DispatchGate[],
+    task: TaskRecord,
+    entry: WorkerEntry,
+    outcome: SettleOutcome,
+    now: number,
+  ): void {
+    for (const gate of gates) {
+      try {
+        gate.onSettle?.(task, entry, outcome, now);
+      } catch (err) {
+        this.#ctx.internalError(err, `gate ${gate.name} threw in onSettle`);
+      }
+    }
+  }
+
+  /** Subscribes `wake` to every gate that can wake the scheduler; returns the unsubscribes. */
+  subscribe(wake: () => void): Array<() => void> {
+    const out: Array<() => void> = [];
+    for (const gate of this.#gates) {
+      const unsubscribe = gate.subscribe?.(wake);
+      if (unsubscribe) out.push(unsubscribe);
+    }
+    return out;
+  }
+
+  /**
+   * Hands every gate that can take it the usage ledger of the last 48 hours (first start),
+   * so rate-limit windows and budgets continue where the previous process left them.
+   */
+  async restore(): Promise<void> {
+    const gates = this.#gates.filter((g) => typeof g.restore === "function");
+    if (gates.length === 0) return;
+    const now = this.#ctx.clock.now();
+    const entries = await this.#ctx.store.listUsage({ since: now - USAGE_REPLAY_MS });
+    for (const gate of gates) {
+      try {
+        gate.restore!(entries, now);
+      } catch (err) {
+        this.#ctx.internalError(err, `gate ${gate.name} threw in restore`);
+      }
+    }
+  }
+}

@@ -1,0 +1,135 @@
+import type { TimerHandle } from "../clock.js";
+import { FlotillaError } from "../errors.js";
+import { isTerminalStatus } from "../task/lifecycle.js";
+import type { TaskRecord, TaskResult } from "../task/types.js";
+import type { EngineContext } from "./context.js";
+import { resultPromise, settleResult, TaskHandle, type TaskState } from "./handle.js";
+import type { Live, TaskTable } from "./taskTable.js";
+import { buildResult } from "./transitions.js";
+
+/**
+ * Makes handles: on live or cached tasks (sharing their state), on finished tasks known
+ * only from the store, and on unfinished tasks known only from the store ("foreign": before
+ * the first start, recovery turns them into the live task's handle; otherwise the store is
+ * read every `recheckMs` until the task has finished). @internal
+ */
+export class Handles {
+  readonly #ctx: EngineContext;
+  readonly #table: TaskTable;
+  readonly #cancel: (id: string, reason?: string) => Promise<boolean>;
+  readonly #recheckMs: number;
+  /** States of handles on unfinished tasks known only from the store, by id. */
+  readonly #foreign = new Map<string, TaskState>();
+  #timer: TimerHandle | undefined;
+  /** Whether recovery has run (foreign handles are polled only after it). */
+  recovered = false;
+
+  constructor(
+    ctx: EngineContext,
+    table: TaskTable,
+    cancel: (id: string, reason?: string) => Promise<boolean>,
+    recheckMs: number,
+  ) {
+    this.#ctx = ctx;
+    this.#table = table;
+    this.#cancel = cancel;
+    this.#recheckMs = recheckMs;
+  }
+
+  /** A handle on a live or cached task. */
+  of(live: TaskState): TaskHandle {
+    return new TaskHandle(live, this.#cancel);
+  }
+
+  /** A handle on a task this process has just stored. */
+  ofStored(id: string): TaskHandle {
+    const live = this.#table.known(id);
+    if (!live) throw new FlotillaError("INTERNAL", `task ${id} vanished after submit`);
+    return this.of(live);
+  }
+
+  /** A handle on a task read from the store (live, finished or foreign). */
+  forRecord(rec: TaskRecord): TaskHandle {
+    const live = this.#table.known(rec.id);
+    if (live) return this.of(live);
+    if (!isTerminalStatus(rec.status)) return this.#foreignHandle(rec);
+    const state: TaskState = {
+      rec,
+      finished: true,
+      final: structuredClone(
+        rec.result ?? buildResult(rec, undefined, rec.status, rec.updatedAt, {}),
+      ),
+    };
+    return this.of(state);
+  }
+
+  /** The state a handle taken before the first start shares with the recovered task. */
+  take(id: string): TaskState | undefined {
+    const state = this.#foreign.get(id);
+    this.#foreign.delete(id);
+    return state;
+  }
+
+  #foreignHandle(rec: TaskRecord): TaskHandle {
+    let state = this.#foreign.get(rec.id);
+    if (!state) {
+      state = { rec, finished: false };
+      this.#foreign.set(rec.id, state);
+      if (this.recovered) this.arm();
+    }
+    return this.of(state);
+  }
+
+  /** Arms the poll of foreign handles (when any is waiting and the engine runs). */
+  arm(): void {
+    if (this.#timer !== undefined || this.#foreign.size === 0) return;
+    if (!this.#ctx.running) return;
+    this.#timer = this.#ctx.timers.set(() => {
+      this.#timer = undefined;
+      void this.#poll();
+    }, this.#recheckMs);
+  }
+
+  clearTimer(): void {
+    this.#ctx.timers.clear(this.#timer);
+    this.#timer = undefined;
+  }
+
+  async #poll(): Promise<void> {
+    for (const [id, state] of [...this.#foreign]) {
+      const live: Live | undefined = this.#table.known(id);
+      let rec: TaskRecord | undefined = live?.rec;
+      if (!rec) {
+        try {
+          rec = await this.#ctx.store.getTask(id);
+        } catch (err) {
+          this.#ctx.internalError(err, `store failed to read task ${id}`);
+          continue;
+        }
+      }
+      if (live) {
+        this.#foreign.delete(id);
+        resultPromise(live).then((r) => finishForeign(state, r));
+        continue;
+      }
+      if (!rec) continue;
+      state.rec = rec;
+      if (!isTerminalStatus(rec.status)) continue;
+      this.#foreign.delete(id);
+      finishForeign(
+        state,
+        rec.result ?? buildResult(rec, undefined, rec.status, rec.updatedAt, {}),
+      );
+    }
+    this.arm();
+  }
+}
+
+function finishForeign(state: TaskState, result: TaskResult): void {
+  state.finished = true;
+  settleResult(state, { ...result, timings: { ...result.timings } });
+  if (state.subscribers) {
+    for (const ch of state.subscribers) ch.close();
+    state.subscribers.clear();
+  }
+}

@@ -1,0 +1,208 @@
+import { FlotillaError } from "../errors.js";
+import {
+  type Claim,
+  type ClaimOptions,
+  ClaimOptionsSchema,
+  type ClaimSlot,
+  ClaimSlotSchema,
+} from "../lease/types.js";
+import { matchesTask } from "../registry/match.js";
+import type { WorkerEntry } from "../registry/types.js";
+import type { Lease, TaskRecord } from "../task/types.js";
+import { parseOrThrow } from "../task/validation.js";
+import type { Worker, WorkerResult } from "../worker/types.js";
+import { type Attempt, errorEnd, type RemoteAttempt, successEnd } from "./attempt.js";
+import type { Attempts } from "./attempts.js";
+import type { EngineContext } from "./context.js";
+import type { Dependencies } from "./dependencies.js";
+import { type Dispatcher, REMOTE_NODE_KIND } from "./dispatcher.js";
+import type { GateChain } from "./gateChain.js";
+import type { Persistence } from "./persistence.js";
+import type { TaskTable } from "./taskTable.js";
+import type { Transitions } from "./transitions.js";
+
+/** The collaborators the lease desk talks to. */
+export interface LeaseDeskParts {
+  table: TaskTable;
+  transitions: Transitions;
+  gates: GateChain;
+  dispatcher: Dispatcher;
+  attempts: Attempts;
+  dependencies: Dependencies;
+  persistence: Persistence;
+}
+
+/**
+ * The pull API: a remote slot claims the best ready task it can run (the same matching as
+ * a local slot) under a lease, then renews it, reports progress, completes, fails or
+ * releases it. Every call names the lease; a lease that no longer holds the task is
+ * refused. @internal
+ */
+export class LeaseDesk {
+  readonly #ctx: EngineContext;
+  readonly #p: LeaseDeskParts;
+  readonly #leaseMs: number;
+
+  constructor(ctx: EngineContext, parts: LeaseDeskParts, leaseMs: number) {
+    this.#ctx = ctx;
+    this.#p = parts;
+    this.#leaseMs = leaseMs;
+  }
+
+  async claim(slot: ClaimSlot, options: ClaimOptions): Promise<Claim | null> {
+    const s = parseOrThrow(ClaimSlotSchema, slot, "slot");
+    const o = parseOrThrow(ClaimOptionsSchema, options, "options");
+    const { registry, clock } = this.#ctx;
+    const { dispatcher, gates, attempts, table } = this.#p;
+    if (!this.#ctx.running || !dispatcher.hasRoom) return null;
+    const registered = registry.get(s.holderId);
+    if (registered && !registry.canTake(registered)) return null;
+    const entry = registered ?? syntheticEntry(s, clock.now());
+    const leaseMs = o.leaseMs ?? this.#leaseMs;
+    for (const lane of dispatcher.queue.lanesInOrder()) {
+      const head = lane.head?.task;
+      if (!head || !matchesTask(entry, head)) continue;
+      const check = gates.check(head, [entry]);
+      if (check.fail) {
+        dispatcher.failQueued(head.id, check.fail);
+        continue;
+      }
+      if (check.passing.length === 0) continue;
+      const live = table.live(head.id);
+      if (!live) continue;
+      dispatcher.queue.takeTask(head.id);
+      if (registered && !registry.acquireSlot(registered.id)) {
+        dispatcher.queue.enqueue(live.rec, clock.now());
+        return null;
+      }
+      const att = attempts.create(live, entry, {
+        remote: true,
+        slot: !!registered,
+        leaseMs,
+      }) as RemoteAttempt;
+      // A remote holder starts the attempt when it claims it.
+      attempts.start(att);
+      attempts.armLeaseTimer(att);
+      if (live.rec.timeoutMs !== undefined) attempts.armTimeout(att);
+      await this.#p.transitions.apply(live, "leased", {
+        workerId: entry.id,
+        reason: "claimed",
+        patch: (r) => {
+          r.attempt = att.n;
+          r.lease = att.lease;
+          r.workerId = entry.id;
+          r.notBefore = undefined;
+        },
+      });
+      const task = await this.#p.dependencies.workerTask(live);
+      return { lease: { ...att.lease }, task, record: structuredClone(live.rec) };
+    }
+    return null;
+  }
+
+  async renew(taskId: string, leaseId: string, extendMs?: number): Promise<Lease> {
+    if (extendMs !== undefined && !(Number.isInteger(extendMs) && extendMs > 0)) {
+      throw new FlotillaError(
+        "VALIDATION",
+        `extendMs: expected a positive integer, got ${String(extendMs)}`,
+      );
+    }
+    const att = await this.#holding(taskId, leaseId);
+    this.#p.attempts.renew(att, extendMs);
+    await this.#p.persistence.save(att.live.rec);
+    return { ...att.lease };
+  }
+
+  async progress(taskId: string, leaseId: string, data?: unknown): Promise<TaskRecord> {
+    const att = await this.#holding(taskId, leaseId);
+    const { attempts, transitions, persistence } = this.#p;
+    attempts.renew(att);
+    const live = att.live;
+    if (live.rec.status === "leased") {
+      const now = this.#ctx.clock.now();
+      att.startedAt ??= now;
+      live.startedAt = now;
+      await transitions.apply(live, "running", {
+        workerId: att.entry.id,
+        patch: (r) => {
+          r.lease = att.lease;
+        },
+      });
+    } else await persistence.save(live.rec);
+    if (data !== undefined) attempts.progress(att, data);
+    return structuredClone(live.rec);
+  }
+
+  async complete(taskId: string, leaseId: string, result: WorkerResult): Promise<TaskRecord> {
+    const att = await this.#holding(taskId, leaseId);
+    await this.#p.attempts.settle(att, successEnd(result, this.#ctx.logger));
+    return structuredClone(att.live.rec);
+  }
+
+  async fail(taskId: string, leaseId: string, error: unknown): Promise<TaskRecord> {
+    const att = await this.#holding(taskId, leaseId);
+    await this.#p.attempts.settle(att, errorEnd(error));
+    return structuredClone(att.live.rec);
+  }
+
+  async release(taskId: string, leaseId: string, reason: string): Promise<TaskRecord> {
+    const att = await this.#holding(taskId, leaseId);
+    await this.#p.attempts.settle(att, { kind: "requeue", reason });
+    return structuredClone(att.live.rec);
+  }
+
+  /** The attempt that `leaseId` holds on `taskId`, or the error that says why not. */
+  async #holding(taskId: string, leaseId: string): Promise<Attempt> {
+    if (typeof taskId !== "string" || typeof leaseId !== "string") {
+      throw new FlotillaError("VALIDATION", "taskId and leaseId: expected strings");
+    }
+    const live = this.#p.table.live(taskId);
+    if (!live) {
+      const rec = this.#p.table.finished(taskId)?.rec ?? (await this.#ctx.store.getTask(taskId));
+      if (!rec) throw new FlotillaError("NOT_FOUND", `no task with id ${taskId}`);
+      throw new FlotillaError(
+        "INVALID_STATE",
+        `task ${taskId} is ${rec.status}; its lease has ended`,
+        { details: { taskId, status: rec.status } },
+      );
+    }
+    const att = live.attempt;
+    if (!att || att.lease.id !== leaseId) {
+      throw new FlotillaError(
+        "FORBIDDEN",
+        `lease ${leaseId} does not hold task ${taskId} (task is ${live.rec.status})`,
+        { details: { taskId, status: live.rec.status } },
+      );
+    }
+    return att;
+  }
+}
+
+/** The registry entry of a remote holder that is not registered (matched by its own claim). @internal */
+export function syntheticEntry(
+  s: Pick<ClaimSlot, "holderId" | "name" | "taskTypes" | "capabilities" | "labels">,
+  now: number,
+): WorkerEntry {
+  const worker: Worker = {
+    id: s.holderId,
+    kind: REMOTE_NODE_KIND,
+    name: s.name ?? s.holderId,
+    taskTypes: s.taskTypes ?? ["*"],
+    capabilities: s.capabilities ?? [],
+    labels: s.labels ?? {},
+    maxConcurrency: 1,
+    local: false,
+    execute: () =>
+      Promise.reject(new FlotillaError("INVALID_STATE", "remote slots are filled by claim")),
+  };
+  return {
+    worker,
+    id: s.holderId,
+    registeredAt: now,
+    health: "healthy",
+    circuit: "closed",
+    inFlight: 0,
+    accepting: true,
+    stats: { tasksCompleted: 0, tasksFailed: 0, avgExecutionMs: 0, consecutiveFailures: 0 },
+  };
+}

@@ -1,0 +1,233 @@
+import type { TimerHandle } from "../clock.js";
+import { FlotillaError } from "../errors.js";
+import { toJsonSafe } from "../registry/json-safe.js";
+import { snapshotRecord } from "../store/owned.js";
+import type { StoredEvent, UsageEntry } from "../store/types.js";
+import type { TaskRecord } from "../task/types.js";
+import { deferred } from "../util/deferred.js";
+import type { EngineContext } from "./context.js";
+
+/** A pending write of a task's record; `resolve` acknowledges it once stored. */
+interface DirtyWrite {
+  rec: TaskRecord;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+  promise: Promise<void>;
+  failures: number;
+  sanitized?: boolean;
+}
+
+/** First and longest wait before a refused task write is tried again. */
+const WRITE_RETRY_MIN_MS = 50;
+const WRITE_RETRY_MAX_MS = 5_000;
+
+/**
+ * Writes to the store, behind the engine: task records (changes of one task in one tick
+ * share one write; a refused write is retried, never acknowledged until stored), the event
+ * history (buffered per tick) and usage lines. `flush()` waits for all of it. @internal
+ */
+export class Persistence {
+  readonly #ctx: EngineContext;
+  readonly #pending = new Set<Promise<unknown>>();
+  readonly #dirty = new Map<string, DirtyWrite>();
+  /** Writes the store refused, waiting for the retry timer (by task id). */
+  readonly #retrying = new Map<string, DirtyWrite>();
+  /** Promises of task writes refused at least once (flush does not wait for them). */
+  readonly #unacked = new Set<Promise<unknown>>();
+  #retryTimer: TimerHandle | undefined;
+  #retryDelayMs = WRITE_RETRY_MIN_MS;
+  #dirtyFlushScheduled = false;
+  #events: StoredEvent[] = [];
+  #eventFlushScheduled = false;
+
+  constructor(ctx: EngineContext) {
+    this.#ctx = ctx;
+  }
+
+  /** Inserts new records (all or none); rejects with the store's error as `STORE_ERROR`. */
+  async insert(records: TaskRecord[]): Promise<void> {
+    const { owned, store } = this.#ctx;
+    try {
+      if (owned) await owned.insertTasks(records.map(snapshotRecord));
+      else await store.insertTasks(records);
+    } catch (err) {
+      throw err instanceof FlotillaError ? err : FlotillaError.from(err, "STORE_ERROR");
+    }
+  }
+
+  /**
+   * Writes a task's record. Changes of one task within the same tick share one write (the
+   * latest state includes the earlier ones); every caller's promise resolves once it is stored.
+   */
+  save(rec: TaskRecord): Promise<void> {
+    rec.version++;
+    const pending = this.#dirty.get(rec.id);
+    if (pending) return pending.promise;
+    const d = deferred<void>();
+    const w: DirtyWrite = {
+      rec,
+      resolve: d.resolve,
+      reject: d.reject,
+      promise: d.promise,
+      failures: 0,
+    };
+    // A refused earlier write of this task is covered by this one (it holds the latest state).
+    const refused = this.#retrying.get(rec.id);
+    if (refused) {
+      this.#retrying.delete(rec.id);
+      w.failures = refused.failures;
+      d.promise.then(refused.resolve, refused.reject);
+    }
+    this.#dirty.set(rec.id, w);
+    if (!this.#dirtyFlushScheduled) {
+      this.#dirtyFlushScheduled = true;
+      queueMicrotask(() => this.#flushDirty());
+    }
+    return this.track(d.promise);
+  }
+
+  /** Buffers one history line; the lines of one tick are appended together. */
+  appendEvent(event: StoredEvent): void {
+    this.#events.push(event);
+    if (!this.#eventFlushScheduled) {
+      this.#eventFlushScheduled = true;
+      queueMicrotask(() => this.#flushEvents());
+    }
+  }
+
+  /** Records an attempt's usage in the ledger (not awaited by the engine; flushed at stop). */
+  recordUsage(line: UsageEntry): void {
+    this.track(this.#ctx.store.recordUsage(line));
+  }
+
+  /** Keeps `p` among the writes that `flush()` waits for. */
+  track<T>(p: Promise<T>): Promise<T> {
+    this.#pending.add(p);
+    void p.then(
+      () => this.#pending.delete(p),
+      () => this.#pending.delete(p),
+    );
+    return p;
+  }
+
+  /** Waits for every write issued so far, except task writes the store keeps refusing. */
+  async flush(): Promise<void> {
+    for (;;) {
+      await this.#flushEvents();
+      const waiting = [...this.#pending].filter((p) => !this.#unacked.has(p));
+      if (waiting.length === 0 && this.#events.length === 0) return;
+      await Promise.allSettled(waiting);
+    }
+  }
+
+  /** (Re)arms the retry of refused writes, e.g. on start. */
+  armRetry(): void {
+    const state = this.#ctx.state;
+    if (this.#retryTimer !== undefined || this.#retrying.size === 0) return;
+    if (state === "stopped" || state === "idle") return;
+    const delay = this.#retryDelayMs;
+    this.#retryDelayMs = Math.min(WRITE_RETRY_MAX_MS, delay * 2);
+    this.#retryTimer = this.#ctx.timers.set(() => {
+      this.#retryTimer = undefined;
+      for (const [id, w] of this.#retrying) {
+        const newer = this.#dirty.get(id);
+        if (!newer) this.#dirty.set(id, w);
+        else newer.promise.then(w.resolve, w.reject);
+      }
+      this.#retrying.clear();
+      this.#flushDirty();
+    }, delay);
+  }
+
+  /** At stop: task writes still refused are given up (never acknowledged) and rejected. */
+  giveUpRetries(): void {
+    this.#ctx.timers.clear(this.#retryTimer);
+    this.#retryTimer = undefined;
+    for (const w of this.#retrying.values()) {
+      w.reject(
+        new FlotillaError("STORE_ERROR", `task ${w.rec.id}: the store refused its last change`),
+      );
+    }
+    this.#retrying.clear();
+  }
+
+  #flushDirty(): void {
+    this.#dirtyFlushScheduled = false;
+    if (this.#dirty.size === 0) return;
+    const batch = [...this.#dirty.values()];
+    this.#dirty.clear();
+    for (const w of batch) this.#write(w);
+  }
+
+  /** Writes one task's latest state (a snapshot the store may keep as is). */
+  #write(w: DirtyWrite): void {
+    const { owned, store } = this.#ctx;
+    let p: Promise<unknown>;
+    try {
+      p = owned ? owned.saveTask(snapshotRecord(w.rec)) : store.saveTask(w.rec);
+    } catch (err) {
+      p = Promise.reject(err);
+    }
+    p.then(
+      () => {
+        this.#retryDelayMs = WRITE_RETRY_MIN_MS;
+        w.resolve();
+      },
+      (err) => this.#writeFailed(w, err),
+    );
+  }
+
+  #writeFailed(w: DirtyWrite, err: unknown): void {
+    const id = w.rec.id;
+    w.failures++;
+    if (w.failures === 1) {
+      this.#unacked.add(w.promise);
+      const forget = () => this.#unacked.delete(w.promise);
+      w.promise.then(forget, forget);
+      this.#ctx.internalError(
+        err,
+        `store failed to save task ${id}; retrying (the change is not acknowledged until stored)`,
+      );
+    }
+    const newer = this.#dirty.get(id);
+    if (newer) {
+      newer.promise.then(w.resolve, w.reject);
+      return;
+    }
+    if (!this.#ctx.running) {
+      // Stopping (or not started): give up without acknowledging; the store keeps its last state.
+      w.reject(FlotillaError.from(err, "STORE_ERROR"));
+      return;
+    }
+    if ((err as { code?: unknown })?.code === "VALIDATION" && !w.sanitized) {
+      // Something JSON cannot hold slipped into the record: store a JSON-safe version.
+      w.sanitized = true;
+      const rec = w.rec as unknown as Record<string, unknown>;
+      for (const key of ["progress", "result", "metadata", "payload"]) {
+        if (rec[key] !== undefined) rec[key] = toJsonSafe(rec[key]);
+      }
+      this.#dirty.set(id, w);
+      this.#flushDirty();
+      return;
+    }
+    this.#retrying.set(id, w);
+    this.armRetry();
+  }
+
+  #flushEvents(): Promise<void> {
+    this.#eventFlushScheduled = false;
+    if (this.#events.length === 0) return Promise.resolve();
+    const batch = this.#events;
+    this.#events = [];
+    const { owned, store } = this.#ctx;
+    let p: Promise<void>;
+    try {
+      p = owned ? owned.appendEvents(batch) : store.appendEvents(batch);
+    } catch (err) {
+      p = Promise.reject(err);
+    }
+    return this.track(
+      p.catch((err) => this.#ctx.internalError(err, "store failed to append events")),
+    );
+  }
+}
