@@ -1,231 +1,37 @@
 import { EventEmitter } from "eventemitter3";
-import { z } from "zod";
-import { type Clock, systemClock, type TimerHandle } from "../clock.js";
-import { FlotillaError, type SerializedError } from "../errors.js";
-import { startHealthCheck } from "../health/check.js";
-import { type HealthCounters, initialHealthCounters, nextHealthState } from "../health/state.js";
-import { type Logger, silentLogger } from "../logger.js";
+import type { Clock } from "../clock.js";
+import { FlotillaError } from "../errors.js";
+import type { Logger } from "../logger.js";
 import type { TaskRecord } from "../task/types.js";
 import type { HealthReport, Worker } from "../worker/types.js";
-import { formatIssues, parseHealthReport, validateWorker } from "../worker/validate.js";
+import { parseHealthReport, validateWorker } from "../worker/validate.js";
+import { CircuitBreaker } from "./circuit.js";
+import { Entry, serializeError } from "./entry.js";
+import { HealthMonitor } from "./health.js";
 import { toJsonSafe } from "./json-safe.js";
 import { matchesTask } from "./match.js";
-import type {
-  CircuitState,
-  WorkerEntry,
-  WorkerHealthState,
-  WorkerInfo,
-  WorkerStats,
-} from "./types.js";
+import {
+  type CircuitBreakerOptions,
+  type ExecutionOutcome,
+  type HealthMonitorOptions,
+  type RegistryChange,
+  resolveRegistryOptions,
+  type WorkerRegistryEvents,
+  type WorkerRegistryOptions,
+} from "./options.js";
+import type { WorkerEntry, WorkerInfo } from "./types.js";
+import { isUnconstrained, WorkerIndex } from "./workerIndex.js";
 
-/** Health monitoring options of {@link WorkerRegistry}. */
-export interface HealthMonitorOptions {
-  /** Time between the starts of two health rounds. @default 30_000 */
-  intervalMs: number;
-  /** A check not answered within this time counts as failed (its signal is aborted). @default 5_000 */
-  timeoutMs: number;
-  /** Consecutive failed checks that make a healthy worker `degraded`. @default 1 */
-  degradedAfter: number;
-  /** Consecutive failed checks that make a worker `unhealthy` (no new tasks). @default 3 */
-  unhealthyAfter: number;
-  /** Consecutive good checks that bring a worker back to `healthy`. @default 2 */
-  recoverAfter: number;
-  /** Health checks running at once in a round. @default 16 */
-  concurrency: number;
-}
-
-/** Circuit breaker options of {@link WorkerRegistry}. */
-export interface CircuitBreakerOptions {
-  /** Consecutive execution failures that open the circuit. @default 5 */
-  failureThreshold: number;
-  /** Time an open circuit waits before admitting one probe task (`half_open`). @default 30_000 */
-  cooldownMs: number;
-}
-
-/** A health or circuit state change of one worker, as `onChange` and the `change` event get it. */
-export type RegistryChange =
-  | {
-      kind: "health";
-      workerId: string;
-      from: WorkerHealthState;
-      to: WorkerHealthState;
-      /** The report (or synthesized failure) that caused the change. */
-      report: HealthReport;
-      at: number;
-    }
-  | {
-      kind: "circuit";
-      workerId: string;
-      from: CircuitState;
-      to: CircuitState;
-      /** The failure that opened the circuit, when it opened. */
-      error?: SerializedError;
-      at: number;
-    };
-
-/** How one execution on a worker ended, for {@link WorkerRegistry.recordResult}. */
-export interface ExecutionOutcome {
-  /** Whether the worker did its job. Pass `true` for failures that are the task's own fault. */
-  ok: boolean;
-  /** Wall time of the execution, ms. Non-finite or negative values are not averaged. */
-  durationMs: number;
-  /** The failure (a `FlotillaError`, any thrown value, or its serialized form). */
-  error?: unknown;
-}
-
-/** Options of {@link WorkerRegistry}. */
-export interface WorkerRegistryOptions {
-  /** Time source for health rounds, check timeouts and circuit cooldowns. @default systemClock */
-  clock?: Clock;
-  /** @default silentLogger */
-  logger?: Logger;
-  /**
-   * Health rounds: interval, timeout and the thresholds between states.
-   * @default { intervalMs: 30_000, timeoutMs: 5_000, degradedAfter: 1, unhealthyAfter: 3, recoverAfter: 2, concurrency: 16 }
-   */
-  health?: Partial<HealthMonitorOptions>;
-  /**
-   * Circuit breaker per worker.
-   * @default { failureThreshold: 5, cooldownMs: 30_000 }
-   */
-  circuit?: Partial<CircuitBreakerOptions>;
-  /** Called on every health or circuit state change (after the state has changed). */
-  onChange?: (change: RegistryChange) => void;
-  /** Weight of the newest sample in the execution-time EWMA, in (0, 1]. @default 0.2 */
-  ewmaAlpha?: number;
-}
-
-/** Events of {@link WorkerRegistry}. */
-export interface WorkerRegistryEvents {
-  change: [change: RegistryChange];
-  added: [entry: WorkerEntry];
-  removed: [entry: WorkerEntry];
-}
-
-/**
- * Default health monitoring options.
- *
- * @example
- * ```ts
- * new WorkerRegistry({ health: { ...DEFAULT_HEALTH_OPTIONS, intervalMs: 5_000 } });
- * ```
- */
-export const DEFAULT_HEALTH_OPTIONS: Readonly<HealthMonitorOptions> = Object.freeze({
-  intervalMs: 30_000,
-  timeoutMs: 5_000,
-  degradedAfter: 1,
-  unhealthyAfter: 3,
-  recoverAfter: 2,
-  concurrency: 16,
-});
-
-/**
- * Default circuit breaker options.
- *
- * @example
- * ```ts
- * new WorkerRegistry({ circuit: { ...DEFAULT_CIRCUIT_OPTIONS, failureThreshold: 3 } });
- * ```
- */
-export const DEFAULT_CIRCUIT_OPTIONS: Readonly<CircuitBreakerOptions> = Object.freeze({
-  failureThreshold: 5,
-  cooldownMs: 30_000,
-});
-
-const positiveInt = z.number().int().min(1);
-const OptionsSchema = z.object({
-  health: z
-    .object({
-      intervalMs: positiveInt.optional(),
-      timeoutMs: positiveInt.optional(),
-      degradedAfter: positiveInt.optional(),
-      unhealthyAfter: positiveInt.optional(),
-      recoverAfter: positiveInt.optional(),
-      concurrency: positiveInt.optional(),
-    })
-    .optional(),
-  circuit: z
-    .object({
-      failureThreshold: positiveInt.optional(),
-      cooldownMs: z.number().int().min(0).optional(),
-    })
-    .optional(),
-  ewmaAlpha: z.number().gt(0).max(1).optional(),
-});
-
-/** The registry's own entry: the public {@link WorkerEntry} plus bookkeeping. */
-class Entry implements WorkerEntry {
-  readonly id: string;
-  health: WorkerHealthState = "healthy";
-  circuit: CircuitState = "closed";
-  inFlight = 0;
-  accepting = true;
-  readonly stats: WorkerStats = {
-    tasksCompleted: 0,
-    tasksFailed: 0,
-    avgExecutionMs: 0,
-    consecutiveFailures: 0,
-  };
-  /** Execution-time samples averaged so far. */
-  samples = 0;
-  healthCounters: HealthCounters = initialHealthCounters();
-  openUntil = 0;
-  cooldownTimer: TimerHandle | undefined;
-  /** A half-open circuit admits one probe task at a time. */
-  probeInFlight = false;
-  check: PendingCheck | undefined;
-  removed = false;
-  indexed: { types: string[]; capabilities: string[]; labels: string[] } = {
-    types: [],
-    capabilities: [],
-    labels: [],
-  };
-
-  constructor(
-    readonly worker: Worker,
-    readonly registeredAt: number,
-    readonly seq: number,
-  ) {
-    this.id = worker.id;
-  }
-}
-
-interface PendingCheck {
-  promise: Promise<HealthReport>;
-  cancel(): void;
-}
-
-const labelKey = (key: string, value: string) => `${key}\u0000${value}`;
-
-function addTo<K>(index: Map<K, Set<Entry>>, key: K, entry: Entry): void {
-  let set = index.get(key);
-  if (set === undefined) {
-    set = new Set();
-    index.set(key, set);
-  }
-  set.add(entry);
-}
-
-function removeFrom<K>(index: Map<K, Set<Entry>>, key: K, entry: Entry): void {
-  const set = index.get(key);
-  if (set === undefined) return;
-  set.delete(entry);
-  if (set.size === 0) index.delete(key);
-}
-
-function serializeError(error: unknown): SerializedError | undefined {
-  if (error === undefined) return undefined;
-  if (
-    typeof error === "object" &&
-    error !== null &&
-    !(error instanceof Error) &&
-    typeof (error as SerializedError).code === "string" &&
-    typeof (error as SerializedError).message === "string"
-  ) {
-    return toJsonSafe(error) as SerializedError;
-  }
-  return toJsonSafe(FlotillaError.from(error, "WORKER_ERROR").toJSON()) as SerializedError;
-}
+export {
+  type CircuitBreakerOptions,
+  DEFAULT_CIRCUIT_OPTIONS,
+  DEFAULT_HEALTH_OPTIONS,
+  type ExecutionOutcome,
+  type HealthMonitorOptions,
+  type RegistryChange,
+  type WorkerRegistryEvents,
+  type WorkerRegistryOptions,
+} from "./options.js";
 
 /**
  * The set of registered workers, indexed for dispatch, with their health, circuit breaker,
@@ -271,67 +77,29 @@ export class WorkerRegistry extends EventEmitter<WorkerRegistryEvents> {
   readonly #clock: Clock;
   readonly #logger: Logger;
   readonly #health: HealthMonitorOptions;
-  readonly #circuit: CircuitBreakerOptions;
+  readonly #breaker: CircuitBreaker;
+  readonly #monitor: HealthMonitor;
   readonly #onChange: ((change: RegistryChange) => void) | undefined;
   readonly #alpha: number;
 
   readonly #entries = new Map<string, Entry>();
-  readonly #byType = new Map<string, Set<Entry>>();
-  /** Workers whose task types include `"*"`. */
-  readonly #anyType = new Set<Entry>();
-  readonly #byCapability = new Map<string, Set<Entry>>();
-  readonly #byLabel = new Map<string, Set<Entry>>();
+  readonly #index = new WorkerIndex();
   #seq = 0;
-
   #monitoring = false;
-  #generation = 0;
-  #stopped = false;
-  #roundTimer: TimerHandle | undefined;
-  #round: Promise<void> | undefined;
 
   constructor(options: WorkerRegistryOptions = {}) {
     super();
-    const parsed = OptionsSchema.safeParse({
-      health: options.health,
-      circuit: options.circuit,
-      ewmaAlpha: options.ewmaAlpha,
+    const o = resolveRegistryOptions(options);
+    this.#clock = o.clock;
+    this.#logger = o.logger;
+    this.#health = o.health;
+    this.#onChange = o.onChange;
+    this.#alpha = o.alpha;
+    this.#breaker = new CircuitBreaker(o.clock, o.logger, o.circuit, (c) => this.#notify(c));
+    this.#monitor = new HealthMonitor(o.clock, o.logger, o.health, {
+      entries: () => this.#entries.values(),
+      notify: (c) => this.#notify(c),
     });
-    if (!parsed.success) {
-      throw new FlotillaError(
-        "VALIDATION",
-        `invalid registry options: ${formatIssues(parsed.error, "options")}`,
-      );
-    }
-    if (options.onChange !== undefined && typeof options.onChange !== "function") {
-      throw new FlotillaError(
-        "VALIDATION",
-        "invalid registry options: options.onChange: expected a function",
-      );
-    }
-    const clock = options.clock;
-    if (
-      clock !== undefined &&
-      (typeof clock?.now !== "function" ||
-        typeof clock.setTimeout !== "function" ||
-        typeof clock.clearTimeout !== "function")
-    ) {
-      throw new FlotillaError(
-        "VALIDATION",
-        "invalid registry options: options.clock: expected a Clock (now, setTimeout, clearTimeout)",
-      );
-    }
-    this.#clock = options.clock ?? systemClock;
-    this.#logger = options.logger ?? silentLogger;
-    this.#health = { ...DEFAULT_HEALTH_OPTIONS, ...stripUndefined(options.health) };
-    this.#circuit = { ...DEFAULT_CIRCUIT_OPTIONS, ...stripUndefined(options.circuit) };
-    if (this.#health.degradedAfter > this.#health.unhealthyAfter) {
-      throw new FlotillaError(
-        "VALIDATION",
-        `invalid registry options: options.health.degradedAfter (${this.#health.degradedAfter}) must be <= options.health.unhealthyAfter (${this.#health.unhealthyAfter})`,
-      );
-    }
-    this.#onChange = options.onChange;
-    this.#alpha = options.ewmaAlpha ?? 0.2;
   }
 
   /**
@@ -355,7 +123,7 @@ export class WorkerRegistry extends EventEmitter<WorkerRegistryEvents> {
    * ```
    */
   get circuitOptions(): Readonly<CircuitBreakerOptions> {
-    return this.#circuit;
+    return this.#breaker.options;
   }
 
   /**
@@ -389,18 +157,7 @@ export class WorkerRegistry extends EventEmitter<WorkerRegistryEvents> {
     }
     const entry = new Entry(worker, this.#clock.now(), this.#seq++);
     this.#entries.set(entry.id, entry);
-    // The keys are kept so that remove() undoes exactly what add() indexed.
-    entry.indexed = {
-      types: [...new Set(worker.taskTypes)],
-      capabilities: [...new Set(worker.capabilities ?? [])],
-      labels: Object.entries(worker.labels ?? {}).map(([k, v]) => labelKey(k, v)),
-    };
-    for (const type of entry.indexed.types) {
-      if (type === "*") this.#anyType.add(entry);
-      else addTo(this.#byType, type, entry);
-    }
-    for (const cap of entry.indexed.capabilities) addTo(this.#byCapability, cap, entry);
-    for (const key of entry.indexed.labels) addTo(this.#byLabel, key, entry);
+    this.#index.add(entry);
     this.#logger.debug({ workerId: entry.id, kind: worker.kind }, "worker registered");
     this.#emit("added", entry);
     return entry;
@@ -421,11 +178,8 @@ export class WorkerRegistry extends EventEmitter<WorkerRegistryEvents> {
     this.#entries.delete(id);
     entry.removed = true;
     entry.accepting = false;
-    this.#anyType.delete(entry);
-    for (const type of entry.indexed.types) removeFrom(this.#byType, type, entry);
-    for (const cap of entry.indexed.capabilities) removeFrom(this.#byCapability, cap, entry);
-    for (const key of entry.indexed.labels) removeFrom(this.#byLabel, key, entry);
-    this.#clearCooldown(entry);
+    this.#index.remove(entry);
+    this.#breaker.clearCooldown(entry);
     entry.check?.cancel();
     this.#logger.debug({ workerId: id }, "worker unregistered");
     this.#emit("removed", entry);
@@ -529,47 +283,7 @@ export class WorkerRegistry extends EventEmitter<WorkerRegistryEvents> {
       const entry = this.#entries.get(targetId);
       return entry !== undefined && keep(entry) ? [entry] : [];
     }
-    const typed = this.#byType.get(task.type);
-    let narrowest: Set<Entry> | undefined;
-    let size = (typed?.size ?? 0) + this.#anyType.size;
-    if (size === 0) return [];
-    for (const cap of task.requirements?.capabilities ?? []) {
-      const set = this.#byCapability.get(cap);
-      if (set === undefined) return [];
-      if (set.size < size) {
-        narrowest = set;
-        size = set.size;
-      }
-    }
-    for (const pairs of [task.requirements?.labels, task.target?.tags]) {
-      if (pairs === undefined) continue;
-      for (const key in pairs) {
-        const set = this.#byLabel.get(labelKey(key, pairs[key]!));
-        if (set === undefined) return [];
-        if (set.size < size) {
-          narrowest = set;
-          size = set.size;
-        }
-      }
-    }
-    const out: Entry[] = [];
-    if (narrowest !== undefined) {
-      for (const entry of narrowest) if (keep(entry)) out.push(entry);
-      return out;
-    }
-    const a: Entry[] = [];
-    if (typed !== undefined) for (const entry of typed) if (keep(entry)) a.push(entry);
-    if (this.#anyType.size === 0) return a;
-    const b: Entry[] = [];
-    for (const entry of this.#anyType) if (keep(entry)) b.push(entry);
-    if (a.length === 0) return b;
-    if (b.length === 0) return a;
-    let i = 0;
-    let j = 0;
-    while (i < a.length && j < b.length) out.push(a[i]!.seq < b[j]!.seq ? a[i++]! : b[j++]!);
-    while (i < a.length) out.push(a[i++]!);
-    while (j < b.length) out.push(b[j++]!);
-    return out;
+    return this.#index.candidates(task, keep);
   }
 
   /**
@@ -591,7 +305,7 @@ export class WorkerRegistry extends EventEmitter<WorkerRegistryEvents> {
       e.accepting &&
       e.health !== "unhealthy" &&
       e.inFlight < e.worker.maxConcurrency &&
-      this.#circuitAllows(e)
+      this.#breaker.allows(e)
     );
   }
 
@@ -657,22 +371,14 @@ export class WorkerRegistry extends EventEmitter<WorkerRegistryEvents> {
     if (outcome.ok) {
       stats.tasksCompleted++;
       stats.consecutiveFailures = 0;
-      if (entry.circuit !== "closed") {
-        this.#clearCooldown(entry);
-        this.#setCircuit(entry, "closed");
-      }
+      this.#breaker.succeeded(entry);
       return;
     }
     stats.tasksFailed++;
     stats.consecutiveFailures++;
     const error = serializeError(outcome.error);
     if (error !== undefined) stats.lastError = error;
-    if (
-      entry.circuit === "half_open" ||
-      (entry.circuit === "closed" && stats.consecutiveFailures >= this.#circuit.failureThreshold)
-    ) {
-      this.#open(entry, error);
-    }
+    this.#breaker.failed(entry, error);
   }
 
   /**
@@ -685,13 +391,14 @@ export class WorkerRegistry extends EventEmitter<WorkerRegistryEvents> {
    * ```
    */
   start(): void {
-    this.#stopped = false;
+    const breaker = this.#breaker;
+    breaker.stopped = false;
     if (this.#monitoring) return;
     this.#monitoring = true;
     for (const entry of this.#entries.values()) {
-      if (entry.circuit === "open") this.#armCooldown(entry);
+      if (entry.circuit === "open") breaker.armCooldown(entry);
     }
-    this.#scheduleRound(0);
+    this.#monitor.start();
   }
 
   /**
@@ -705,15 +412,10 @@ export class WorkerRegistry extends EventEmitter<WorkerRegistryEvents> {
    * ```
    */
   stop(): void {
-    this.#stopped = true;
+    this.#breaker.stopped = true;
     this.#monitoring = false;
-    this.#generation++;
-    if (this.#roundTimer !== undefined) this.#clock.clearTimeout(this.#roundTimer);
-    this.#roundTimer = undefined;
-    for (const entry of this.#entries.values()) {
-      this.#clearCooldown(entry);
-      entry.check?.cancel();
-    }
+    for (const entry of this.#entries.values()) this.#breaker.clearCooldown(entry);
+    this.#monitor.stop();
   }
 
   /**
@@ -732,10 +434,10 @@ export class WorkerRegistry extends EventEmitter<WorkerRegistryEvents> {
       if (entry === undefined) {
         throw new FlotillaError("NOT_FOUND", `no worker with id "${id}" is registered`);
       }
-      await this.#checkOne(entry);
+      await this.#monitor.checkOne(entry);
       return;
     }
-    await this.#checkAll();
+    await this.#monitor.checkAll();
   }
 
   /**
@@ -757,7 +459,7 @@ export class WorkerRegistry extends EventEmitter<WorkerRegistryEvents> {
     } catch (err) {
       throw new FlotillaError("VALIDATION", (err as Error).message);
     }
-    this.#applyHealth(entry, parsed);
+    this.#monitor.apply(entry, parsed);
     return true;
   }
 
@@ -791,7 +493,7 @@ export class WorkerRegistry extends EventEmitter<WorkerRegistryEvents> {
   }
 
   #info(entry: Entry): WorkerInfo {
-    this.#circuitAllows(entry); // turn a cooled-down open circuit half-open before reporting
+    this.#breaker.allows(entry); // turn a cooled-down open circuit half-open before reporting
     const w = entry.worker;
     const info: WorkerInfo = {
       id: entry.id,
@@ -810,147 +512,6 @@ export class WorkerRegistry extends EventEmitter<WorkerRegistryEvents> {
       stats: { ...entry.stats },
     };
     return toJsonSafe(info) as WorkerInfo;
-  }
-
-  // ---- circuit breaker ----
-
-  #circuitAllows(entry: Entry): boolean {
-    if (entry.circuit === "closed") return true;
-    if (entry.circuit === "open") {
-      if (this.#clock.now() < entry.openUntil) return false;
-      this.#clearCooldown(entry);
-      this.#setCircuit(entry, "half_open");
-    }
-    return !entry.probeInFlight;
-  }
-
-  #open(entry: Entry, error: SerializedError | undefined): void {
-    entry.openUntil = this.#clock.now() + this.#circuit.cooldownMs;
-    this.#clearCooldown(entry);
-    this.#armCooldown(entry);
-    if (entry.circuit !== "open") this.#setCircuit(entry, "open", error);
-  }
-
-  #armCooldown(entry: Entry): void {
-    if (this.#stopped || entry.removed) return;
-    const delay = Math.max(0, entry.openUntil - this.#clock.now());
-    entry.cooldownTimer = this.#clock.setTimeout(() => {
-      entry.cooldownTimer = undefined;
-      if (!entry.removed && entry.circuit === "open") this.#setCircuit(entry, "half_open");
-    }, delay);
-  }
-
-  #clearCooldown(entry: Entry): void {
-    if (entry.cooldownTimer !== undefined) this.#clock.clearTimeout(entry.cooldownTimer);
-    entry.cooldownTimer = undefined;
-  }
-
-  #setCircuit(entry: Entry, to: CircuitState, error?: SerializedError): void {
-    const from = entry.circuit;
-    if (from === to) return;
-    entry.circuit = to;
-    const change: RegistryChange = {
-      kind: "circuit",
-      workerId: entry.id,
-      from,
-      to,
-      at: this.#clock.now(),
-    };
-    if (error !== undefined) change.error = error;
-    this.#logger[to === "open" ? "warn" : "info"](
-      { workerId: entry.id, from, to },
-      `circuit ${from} -> ${to}`,
-    );
-    this.#notify(change);
-  }
-
-  // ---- health ----
-
-  /**
-   * Arms the next round. `#generation` changes on every stop(), so a round still finishing
-   * from before a stop()/start() pair cannot arm a second, parallel loop.
-   */
-  #scheduleRound(delay: number): void {
-    if (!this.#monitoring) return;
-    const generation = this.#generation;
-    if (this.#roundTimer !== undefined) this.#clock.clearTimeout(this.#roundTimer);
-    this.#roundTimer = this.#clock.setTimeout(() => {
-      this.#roundTimer = undefined;
-      const startedAt = this.#clock.now();
-      void this.#checkAll().then(() => {
-        if (generation !== this.#generation) return;
-        const next = Math.max(0, startedAt + this.#health.intervalMs - this.#clock.now());
-        this.#scheduleRound(next);
-      });
-    }, delay);
-  }
-
-  /** One round: every worker with a health check, `concurrency` at a time. */
-  #checkAll(): Promise<void> {
-    if (this.#round !== undefined) return this.#round;
-    const queue = [...this.#entries.values()].filter((e) => e.worker.healthCheck !== undefined);
-    let next = 0;
-    const lane = async () => {
-      while (next < queue.length) {
-        const e = queue[next++]!;
-        if (!e.removed) await this.#checkOne(e);
-      }
-    };
-    const lanes = Array.from({ length: Math.min(this.#health.concurrency, queue.length) }, lane);
-    this.#round = Promise.all(lanes).then(
-      () => {
-        this.#round = undefined;
-      },
-      (err) => {
-        this.#round = undefined;
-        this.#logger.error({ err }, "health round failed");
-      },
-    );
-    return this.#round;
-  }
-
-  /** Runs one check (joining a check already running for that worker) and applies it. */
-  #checkOne(entry: Entry): Promise<HealthReport> {
-    if (entry.worker.healthCheck === undefined) return Promise.resolve({ status: entry.health });
-    if (entry.check !== undefined) return entry.check.promise;
-    const running = startHealthCheck(entry.worker, {
-      clock: this.#clock,
-      timeoutMs: this.#health.timeoutMs,
-    });
-    const pending: PendingCheck = {
-      cancel: running.cancel,
-      promise: running.result.then((report) => {
-        if (entry.check === pending) entry.check = undefined;
-        if (report === undefined) return { status: entry.health }; // cancelled: nothing learned
-        if (!entry.removed) this.#applyHealth(entry, report);
-        return report;
-      }),
-    };
-    entry.check = pending;
-    return pending.promise;
-  }
-
-  #applyHealth(entry: Entry, report: HealthReport): void {
-    entry.stats.lastHealthCheckAt = this.#clock.now();
-    entry.stats.lastHealthReport = report;
-    const from = entry.health;
-    const next = nextHealthState(from, entry.healthCounters, report, this.#health);
-    entry.healthCounters = next.counters;
-    const to = next.state;
-    if (to === from) return;
-    entry.health = to;
-    this.#logger[to === "healthy" ? "info" : "warn"](
-      { workerId: entry.id, from, to, message: report.message },
-      `worker health ${from} -> ${to}`,
-    );
-    this.#notify({
-      kind: "health",
-      workerId: entry.id,
-      from,
-      to,
-      report,
-      at: this.#clock.now(),
-    });
   }
 
   // ---- events ----
@@ -973,29 +534,4 @@ export class WorkerRegistry extends EventEmitter<WorkerRegistryEvents> {
       this.#logger.error({ err, event }, "registry event listener threw");
     }
   }
-}
-
-function isEmpty(record: Readonly<Record<string, string>> | undefined): boolean {
-  if (record === undefined) return true;
-  for (const _ in record) return false;
-  return true;
-}
-
-/** True when nothing but the task type constrains which workers may run `task`. */
-function isUnconstrained(task: TaskRecord): boolean {
-  const req = task.requirements;
-  const target = task.target;
-  return (
-    (req === undefined || ((req.capabilities?.length ?? 0) === 0 && isEmpty(req.labels))) &&
-    (target === undefined ||
-      (target.workerId === undefined && target.name === undefined && isEmpty(target.tags)))
-  );
-}
-
-function stripUndefined<T extends object>(value: T | undefined): Partial<T> {
-  const out: Partial<T> = {};
-  if (value === undefined) return out;
-  for (const [k, v] of Object.entries(value))
-    if (v !== undefined) (out as Record<string, unknown>)[k] = v;
-  return out;
 }
