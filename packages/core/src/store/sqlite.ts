@@ -1,6 +1,5 @@
-import { statSync } from "node:fs";
-import { dirname, resolve } from "node:path";
-import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
+import { resolve } from "node:path";
+import { DatabaseSync, type SQLInputValue } from "node:sqlite";
 import { z } from "zod";
 import { type Clock, systemClock } from "../clock.js";
 import { FlotillaError } from "../errors.js";
@@ -8,18 +7,23 @@ import { type Logger, silentLogger } from "../logger.js";
 import type { TaskRecord } from "../task/types.js";
 import { parseOrThrow } from "../task/validation.js";
 import {
-  attemptOf,
   checkEventQuery,
   checkKv,
   checkPaging,
-  checkRecord,
   checkRetention,
-  finishedAt,
-  isTerminal,
   queryStatuses,
   toJson,
 } from "./common.js";
-import { APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION } from "./sqlite-schema.js";
+import { checkPath, prepareFile, sqliteError } from "./sqlite-file.js";
+import { SqliteQueue } from "./sqlite-queue.js";
+import {
+  conflictError,
+  INSERT_TASK,
+  insertDeps,
+  prepareWrite,
+  trackAttempt,
+  UPDATE_TASK,
+} from "./sqlite-rows.js";
 import type { AttemptRecord, Store, StoredEvent, TaskQuery, UsageEntry } from "./types.js";
 
 /** Options of {@link SqliteStore}. */
@@ -73,22 +77,6 @@ const SqliteStoreOptionsSchema = z.object({
   verifyOnOpen: z.boolean().optional(),
 });
 
-type Row = Record<string, SQLInputValue>;
-
-interface PreparedWrite {
-  row: Row;
-  deps: string[];
-  attempt: AttemptRecord | undefined;
-  idempotencyKey: string | undefined;
-}
-
-interface Op {
-  run: (db: DatabaseSync) => unknown;
-  resolve: (value: unknown) => void;
-  reject: (err: unknown) => void;
-  write: boolean;
-}
-
 /**
  * A durable `Store` in one SQLite file, on Node's built-in `node:sqlite` (no native
  * dependency). Write-ahead logging, versioned schema migrations, and every write resolves
@@ -118,10 +106,7 @@ export class SqliteStore implements Store {
   readonly #batch: boolean;
   readonly #exclusive: boolean;
   readonly #verify: boolean;
-  #db: DatabaseSync | undefined;
-  #statements = new Map<string, StatementSync>();
-  #queue: Op[] = [];
-  #scheduled = false;
+  readonly #q: SqliteQueue;
 
   constructor(options: SqliteStoreOptions) {
     parseOrThrow(SqliteStoreOptionsSchema, options, "SqliteStore options");
@@ -133,158 +118,40 @@ export class SqliteStore implements Store {
     this.#batch = options.batchWrites ?? true;
     this.#exclusive = options.exclusive ?? true;
     this.#verify = options.verifyOnOpen ?? true;
+    this.#q = new SqliteQueue(this.path, this.#logger, this.#batch);
   }
 
   // ---------------------------------------------------------------- open / close
 
   async open(): Promise<void> {
-    if (this.#db) return;
-    this.#checkPath();
+    if (this.#q.db) return;
+    checkPath(this.path);
     let db: DatabaseSync;
     try {
       db = new DatabaseSync(this.path, { timeout: this.#busyTimeoutMs });
     } catch (err) {
-      throw this.#error("cannot open the file", err);
+      throw sqliteError(this.path, "cannot open the file", err);
     }
     try {
-      this.#prepareFile(db);
+      prepareFile(db, {
+        path: this.path,
+        verify: this.#verify,
+        exclusive: this.#exclusive,
+        synchronous: this.#synchronous,
+        clock: this.#clock,
+        logger: this.#logger,
+      });
     } catch (err) {
       try {
         db.close();
       } catch {
         // already failing; the first error is the one to report
       }
-      throw err instanceof FlotillaError ? err : this.#error("cannot open the database", err);
+      throw err instanceof FlotillaError
+        ? err
+        : sqliteError(this.path, "cannot open the database", err);
     }
-    this.#db = db;
-  }
-
-  /** Clear messages for paths SQLite would only call "unable to open database file". */
-  #checkPath(): void {
-    if (this.path === ":memory:") return;
-    let stat: ReturnType<typeof statSync>;
-    try {
-      stat = statSync(this.path, { throwIfNoEntry: false });
-    } catch (err) {
-      throw this.#error("cannot reach the file", err);
-    }
-    if (stat?.isDirectory()) {
-      throw new FlotillaError("STORE_ERROR", `${this.path}: is a directory, not a database file`, {
-        details: { path: this.path },
-      });
-    }
-    if (stat && !stat.isFile()) {
-      throw new FlotillaError("STORE_ERROR", `${this.path}: is not a regular file`, {
-        details: { path: this.path },
-      });
-    }
-    if (!stat) {
-      const dir = dirname(this.path);
-      let dirStat: ReturnType<typeof statSync>;
-      try {
-        dirStat = statSync(dir, { throwIfNoEntry: false });
-      } catch (err) {
-        throw this.#error(`cannot reach the directory ${dir}`, err);
-      }
-      if (!dirStat) {
-        throw new FlotillaError(
-          "STORE_ERROR",
-          `${this.path}: the directory ${dir} does not exist`,
-          {
-            details: { path: this.path },
-          },
-        );
-      }
-      if (!dirStat.isDirectory()) {
-        throw new FlotillaError("STORE_ERROR", `${this.path}: ${dir} is not a directory`, {
-          details: { path: this.path },
-        });
-      }
-    }
-  }
-
-  #prepareFile(db: DatabaseSync): void {
-    // Only reads until the file is known to be ours: a foreign, corrupt or newer file is
-    // left exactly as it was.
-    const appId = this.#pragma(db, "application_id");
-    const version = this.#pragma(db, "user_version");
-    const tables = (
-      db
-        .prepare(
-          "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
-        )
-        .all() as Array<{ name: string }>
-    ).map((r) => r.name);
-    const fresh = appId === 0 && version === 0 && tables.length === 0;
-    if (!fresh && appId !== APPLICATION_ID) {
-      const shown = tables.slice(0, 5).join(", ") + (tables.length > 5 ? ", …" : "");
-      throw new FlotillaError(
-        "STORE_ERROR",
-        `${this.path}: not a Flotilla database (application_id ${appId}, tables: ${shown || "none"}); refusing to use or change it`,
-        { details: { path: this.path, applicationId: appId, tables } },
-      );
-    }
-    if (version > SCHEMA_VERSION) {
-      throw new FlotillaError(
-        "STORE_ERROR",
-        `${this.path}: schema version ${version} is newer than this version of Flotilla supports (${SCHEMA_VERSION}); upgrade Flotilla to open it`,
-        { details: { path: this.path, schemaVersion: version, supported: SCHEMA_VERSION } },
-      );
-    }
-
-    if (this.#verify && !fresh) {
-      const problems = (db.prepare("PRAGMA quick_check(5)").all() as Array<Record<string, unknown>>)
-        .map((r) => String(Object.values(r)[0]))
-        .filter((m) => m !== "ok");
-      if (problems.length > 0) {
-        throw new FlotillaError(
-          "STORE_ERROR",
-          `${this.path}: the database file is corrupt (${problems.join("; ")}); restore a backup or recover it with the sqlite3 tool's .recover`,
-          { details: { path: this.path, problems } },
-        );
-      }
-    }
-
-    if (this.#exclusive) db.exec("PRAGMA locking_mode = EXCLUSIVE");
-    const mode = (db.prepare("PRAGMA journal_mode = WAL").get() as { journal_mode?: string })
-      ?.journal_mode;
-    if (this.path !== ":memory:" && mode !== "wal") {
-      throw new FlotillaError(
-        "STORE_ERROR",
-        `${this.path}: cannot switch to write-ahead logging (journal_mode is ${String(mode)}); is the directory writable?`,
-        { details: { path: this.path } },
-      );
-    }
-    db.exec(`PRAGMA synchronous = ${this.#synchronous.toUpperCase()}`);
-    db.exec("PRAGMA foreign_keys = OFF");
-
-    db.exec("BEGIN IMMEDIATE");
-    try {
-      if (fresh) db.exec(`PRAGMA application_id = ${APPLICATION_ID}`);
-      for (let v = version; v < SCHEMA_VERSION; v++) {
-        this.#logger.info({ path: this.path, from: v, to: v + 1 }, "migrating flotilla database");
-        MIGRATIONS[v]!(db);
-      }
-      if (version !== SCHEMA_VERSION) db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
-      // A real write, so a read-only file fails here rather than at the first task.
-      db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('opened_at', ?)").run(
-        String(this.#clock.now()),
-      );
-      db.exec("COMMIT");
-    } catch (err) {
-      try {
-        db.exec("ROLLBACK");
-      } catch {
-        // the transaction may already be gone
-      }
-      throw err;
-    }
-    this.#logger.debug({ path: this.path, schemaVersion: SCHEMA_VERSION }, "store opened");
-  }
-
-  #pragma(db: DatabaseSync, name: string): number {
-    const row = db.prepare(`PRAGMA ${name}`).get() as Record<string, unknown> | undefined;
-    return Number(row?.[name] ?? 0);
+    this.#q.db = db;
   }
 
   /**
@@ -292,11 +159,12 @@ export class SqliteStore implements Store {
    * it. Calls made after `close()` reject with `STORE_ERROR`.
    */
   async close(): Promise<void> {
-    const db = this.#db;
+    const q = this.#q;
+    const db = q.db;
     if (!db) return;
-    this.#flush();
-    this.#db = undefined;
-    this.#statements.clear();
+    q.flush();
+    q.db = undefined;
+    q.clearStatements();
     try {
       db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
     } catch (err) {
@@ -305,319 +173,64 @@ export class SqliteStore implements Store {
     try {
       db.close();
     } catch (err) {
-      throw this.#error("cannot close the database", err);
+      throw sqliteError(this.path, "cannot close the database", err);
     }
-  }
-
-  // ---------------------------------------------------------------- plumbing
-
-  #error(problem: string, err: unknown): FlotillaError {
-    if (err instanceof FlotillaError) return err;
-    const e = err as { errcode?: number; errstr?: string; message?: string; code?: string };
-    const primary = typeof e?.errcode === "number" ? e.errcode & 0xff : undefined;
-    const why =
-      primary === 26
-        ? "not a SQLite database, or the file is corrupt"
-        : primary === 11
-          ? "the database file is corrupt"
-          : primary === 8
-            ? "the database is read-only (check file and directory permissions)"
-            : primary === 14
-              ? "unable to open the file (check the path exists and is writable)"
-              : primary === 5 || primary === 6
-                ? "the database is locked by another process or connection"
-                : primary === 13
-                  ? "the disk is full"
-                  : primary === 10
-                    ? "an I/O error"
-                    : undefined;
-    const detail = e?.message ?? String(err);
-    return new FlotillaError(
-      "STORE_ERROR",
-      `${this.path}: ${problem}: ${why ? `${why} (${detail})` : detail}`,
-      { cause: err, details: { path: this.path, sqliteCode: e?.errcode } },
-    );
-  }
-
-  #stmt(db: DatabaseSync, sql: string): StatementSync {
-    let stmt = this.#statements.get(sql);
-    if (!stmt) {
-      stmt = db.prepare(sql);
-      this.#statements.set(sql, stmt);
-    }
-    return stmt;
-  }
-
-  #dbOrThrow(): DatabaseSync {
-    if (!this.#db) {
-      throw new FlotillaError("STORE_ERROR", `${this.path}: the store is not open (call open())`, {
-        details: { path: this.path },
-      });
-    }
-    return this.#db;
-  }
-
-  /** Reads run at once unless writes are pending, in which case they run after them. */
-  #read<T>(run: (db: DatabaseSync) => T): Promise<T> {
-    let db: DatabaseSync;
-    try {
-      db = this.#dbOrThrow();
-    } catch (err) {
-      return Promise.reject(err);
-    }
-    if (this.#queue.length === 0) {
-      try {
-        return Promise.resolve(run(db));
-      } catch (err) {
-        return Promise.reject(this.#error("read failed", err));
-      }
-    }
-    return this.#enqueue(run, false);
-  }
-
-  #write<T>(run: (db: DatabaseSync) => T): Promise<T> {
-    try {
-      this.#dbOrThrow();
-    } catch (err) {
-      return Promise.reject(err);
-    }
-    return this.#enqueue(run, true);
-  }
-
-  #enqueue<T>(run: (db: DatabaseSync) => T, write: boolean): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      this.#queue.push({ run, resolve: resolve as (v: unknown) => void, reject, write });
-      if (!this.#batch) {
-        this.#flush();
-      } else if (!this.#scheduled) {
-        this.#scheduled = true;
-        setImmediate(() => this.#flush());
-      }
-    });
-  }
-
-  /**
-   * Runs every queued operation in one transaction. Each write runs in its own savepoint,
-   * so one failing write (a duplicate id) is undone alone; all of them are settled only
-   * after COMMIT returns. If COMMIT fails, every write of the batch rejects.
-   */
-  #flush(): void {
-    this.#scheduled = false;
-    const ops = this.#queue;
-    if (ops.length === 0) return;
-    this.#queue = [];
-    const db = this.#db;
-    if (!db) {
-      const err = new FlotillaError("STORE_ERROR", `${this.path}: the store was closed`);
-      for (const op of ops) op.reject(err);
-      return;
-    }
-    const outcomes: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
-    const single = ops.length === 1;
-    let inTransaction = false;
-    try {
-      db.exec("BEGIN IMMEDIATE");
-      inTransaction = true;
-      for (const op of ops) {
-        if (!op.write || single) {
-          try {
-            outcomes.push({ ok: true, value: op.run(db) });
-          } catch (error) {
-            if (single && op.write) throw error;
-            outcomes.push({ ok: false, error });
-          }
-          continue;
-        }
-        // Prepared once: parsing two SQL strings per write showed in profiles.
-        this.#stmt(db, "SAVEPOINT op").run();
-        try {
-          const value = op.run(db);
-          this.#stmt(db, "RELEASE op").run();
-          outcomes.push({ ok: true, value });
-        } catch (error) {
-          db.exec("ROLLBACK TO op");
-          db.exec("RELEASE op");
-          outcomes.push({ ok: false, error });
-        }
-      }
-      db.exec("COMMIT");
-      inTransaction = false;
-    } catch (error) {
-      if (inTransaction) {
-        try {
-          db.exec("ROLLBACK");
-        } catch {
-          // nothing more to undo
-        }
-      }
-      if (single && error instanceof FlotillaError) {
-        ops[0]!.reject(error);
-        return;
-      }
-      const failure = this.#error("write failed", error);
-      this.#logger.error({ path: this.path, err: error }, "store transaction failed");
-      for (const op of ops) op.reject(failure);
-      return;
-    }
-    ops.forEach((op, i) => {
-      const outcome = outcomes[i]!;
-      if (outcome.ok) op.resolve(outcome.value);
-      else op.reject(this.#error(op.write ? "write failed" : "read failed", outcome.error));
-    });
   }
 
   // ---------------------------------------------------------------- tasks
-
-  #taskRow(task: TaskRecord, where: string): Row {
-    checkRecord(task, where);
-    const terminal = isTerminal(task.status);
-    return {
-      id: task.id,
-      seq: task.seq,
-      status: task.status,
-      type: String(task.type),
-      tenant: task.tenant ?? null,
-      worker_id: task.workerId ?? null,
-      idempotency_key: task.idempotencyKey ?? null,
-      priority: Number.isFinite(task.priority) ? task.priority : 0,
-      attempt: task.attempt ?? 0,
-      version: task.version,
-      created_at: task.createdAt ?? 0,
-      updated_at: task.updatedAt ?? 0,
-      finished_at: terminal ? finishedAt(task) : null,
-      lease_holder: task.lease?.holder ?? null,
-      lease_expires_at: task.lease?.expiresAt ?? null,
-      body: toJson(task, `${where}: task ${task.id}`),
-    };
-  }
-
-  #conflict(err: unknown, task: { id: string; idempotencyKey?: string | undefined }): unknown {
-    const e = err as { errcode?: number; message?: string };
-    if (typeof e?.errcode === "number" && (e.errcode & 0xff) === 19) {
-      if (String(e.message).includes("idempotency_key")) {
-        return new FlotillaError(
-          "CONFLICT",
-          `idempotency key "${task.idempotencyKey}" is already used`,
-          { details: { idempotencyKey: task.idempotencyKey } },
-        );
-      }
-      return new FlotillaError("CONFLICT", `task ${task.id} already exists`, {
-        details: { id: task.id },
-      });
-    }
-    return err;
-  }
-
-  static readonly #INSERT_TASK = `INSERT INTO tasks (id, seq, status, type, tenant, worker_id,
-    idempotency_key, priority, attempt, version, created_at, updated_at, finished_at,
-    lease_holder, lease_expires_at, body) VALUES (:id, :seq, :status, :type, :tenant,
-    :worker_id, :idempotency_key, :priority, :attempt, :version, :created_at, :updated_at,
-    :finished_at, :lease_holder, :lease_expires_at, :body)`;
-
-  static readonly #UPDATE_TASK = `UPDATE tasks SET seq = :seq, status = :status, type = :type,
-    tenant = :tenant, worker_id = :worker_id, idempotency_key = :idempotency_key,
-    priority = :priority, attempt = :attempt, version = :version, created_at = :created_at,
-    updated_at = :updated_at, finished_at = :finished_at, lease_holder = :lease_holder,
-    lease_expires_at = :lease_expires_at, body = :body WHERE id = :id`;
-
-  #insertDeps(db: DatabaseSync, write: PreparedWrite): void {
-    if (write.deps.length === 0) return;
-    const stmt = this.#stmt(
-      db,
-      "INSERT OR IGNORE INTO dependencies (task_id, depends_on) VALUES (?, ?)",
-    );
-    for (const dep of write.deps) stmt.run(write.row.id as string, dep);
-  }
-
-  /** Everything a task write needs, computed when the call is made (callers may mutate after). */
-  #prepare(task: TaskRecord, where: string): PreparedWrite {
-    const row = this.#taskRow(task, where);
-    return {
-      row,
-      deps: Array.isArray(task.dependsOn) ? task.dependsOn.map(String) : [],
-      attempt: task.attempt >= 1 ? attemptOf(task) : undefined,
-      idempotencyKey: task.idempotencyKey,
-    };
-  }
-
-  #trackAttempt(db: DatabaseSync, write: PreparedWrite): void {
-    const a = write.attempt;
-    if (!a) return;
-    this.#stmt(
-      db,
-      `INSERT INTO attempts (task_id, attempt, status, worker_id, lease_id, started_at,
-        finished_at, error, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-       ON CONFLICT (task_id, attempt) DO UPDATE SET status = excluded.status,
-        worker_id = coalesce(excluded.worker_id, worker_id),
-        lease_id = coalesce(excluded.lease_id, lease_id),
-        started_at = coalesce(excluded.started_at, started_at),
-        finished_at = coalesce(excluded.finished_at, finished_at),
-        error = coalesce(excluded.error, error), updated_at = excluded.updated_at`,
-    ).run(
-      a.taskId,
-      a.attempt,
-      a.status,
-      a.workerId ?? null,
-      a.leaseId ?? null,
-      a.startedAt ?? null,
-      a.finishedAt ?? null,
-      a.error === undefined ? null : JSON.stringify(a.error),
-      a.updatedAt ?? 0,
-    );
-  }
 
   async insertTasks(tasks: readonly TaskRecord[]): Promise<void> {
     if (!Array.isArray(tasks)) {
       throw new FlotillaError("VALIDATION", "insertTasks: expected an array of task records");
     }
-    const writes = tasks.map((t) => this.#prepare(t, "insertTasks"));
+    const writes = tasks.map((t) => prepareWrite(t, "insertTasks"));
     if (writes.length === 0) return;
-    await this.#write((db) => {
-      const insert = this.#stmt(db, SqliteStore.#INSERT_TASK);
+    await this.#q.write((db) => {
+      const insert = this.#q.stmt(db, INSERT_TASK);
       for (const write of writes) {
         try {
           insert.run(write.row);
         } catch (err) {
-          throw this.#conflict(err, {
+          throw conflictError(err, {
             id: write.row.id as string,
             idempotencyKey: write.idempotencyKey,
           });
         }
-        this.#insertDeps(db, write);
-        this.#trackAttempt(db, write);
+        insertDeps(this.#q, db, write);
+        trackAttempt(this.#q, db, write);
       }
     });
   }
 
   async saveTask(task: TaskRecord, expectedVersion?: number): Promise<boolean> {
-    const write = this.#prepare(task, "saveTask");
+    const write = prepareWrite(task, "saveTask");
     const row = write.row;
     const who = { id: task.id, idempotencyKey: task.idempotencyKey };
-    return this.#write((db) => {
+    return this.#q.write((db) => {
       try {
         if (expectedVersion !== undefined) {
-          const changed = this.#stmt(db, `${SqliteStore.#UPDATE_TASK} AND version = :expected`).run(
-            { ...row, expected: expectedVersion },
-          ).changes;
+          const changed = this.#q
+            .stmt(db, `${UPDATE_TASK} AND version = :expected`)
+            .run({ ...row, expected: expectedVersion }).changes;
           if (Number(changed) === 0) return false;
         } else {
-          const changed = this.#stmt(db, SqliteStore.#UPDATE_TASK).run(row).changes;
+          const changed = this.#q.stmt(db, UPDATE_TASK).run(row).changes;
           if (Number(changed) === 0) {
-            this.#stmt(db, SqliteStore.#INSERT_TASK).run(row);
-            this.#insertDeps(db, write);
+            this.#q.stmt(db, INSERT_TASK).run(row);
+            insertDeps(this.#q, db, write);
           }
         }
       } catch (err) {
-        throw this.#conflict(err, who);
+        throw conflictError(err, who);
       }
-      this.#trackAttempt(db, write);
+      trackAttempt(this.#q, db, write);
       return true;
     });
   }
 
   async getTask(id: string): Promise<TaskRecord | undefined> {
-    return this.#read((db) => {
-      const row = this.#stmt(db, "SELECT body FROM tasks WHERE id = ?").get(String(id)) as
+    return this.#q.read((db) => {
+      const row = this.#q.stmt(db, "SELECT body FROM tasks WHERE id = ?").get(String(id)) as
         | { body: string }
         | undefined;
       return row ? (JSON.parse(row.body) as TaskRecord) : undefined;
@@ -625,10 +238,10 @@ export class SqliteStore implements Store {
   }
 
   async getTaskByIdempotencyKey(key: string): Promise<TaskRecord | undefined> {
-    return this.#read((db) => {
-      const row = this.#stmt(db, "SELECT body FROM tasks WHERE idempotency_key = ?").get(
-        String(key),
-      ) as { body: string } | undefined;
+    return this.#q.read((db) => {
+      const row = this.#q
+        .stmt(db, "SELECT body FROM tasks WHERE idempotency_key = ?")
+        .get(String(key)) as { body: string } | undefined;
       return row ? (JSON.parse(row.body) as TaskRecord) : undefined;
     });
   }
@@ -668,31 +281,31 @@ export class SqliteStore implements Store {
       tail = " LIMIT ? OFFSET ?";
       params.push(query.limit ?? -1, query.offset ?? 0);
     }
-    return this.#read((db) =>
+    return this.#q.read((db) =>
       (
-        this.#stmt(db, `SELECT body FROM tasks${sql} ORDER BY seq ${dir}, id ${dir}${tail}`).all(
-          ...params,
-        ) as Array<{ body: string }>
+        this.#q
+          .stmt(db, `SELECT body FROM tasks${sql} ORDER BY seq ${dir}, id ${dir}${tail}`)
+          .all(...params) as Array<{ body: string }>
       ).map((r) => JSON.parse(r.body) as TaskRecord),
     );
   }
 
   async countTasks(query?: TaskQuery): Promise<number> {
     const { sql, params } = this.#where(query);
-    return this.#read((db) =>
+    return this.#q.read((db) =>
       Number(
-        (this.#stmt(db, `SELECT count(*) AS n FROM tasks${sql}`).get(...params) as { n: number }).n,
+        (this.#q.stmt(db, `SELECT count(*) AS n FROM tasks${sql}`).get(...params) as { n: number })
+          .n,
       ),
     );
   }
 
   async loadUnfinished(): Promise<TaskRecord[]> {
-    return this.#read((db) =>
+    return this.#q.read((db) =>
       (
-        this.#stmt(
-          db,
-          "SELECT body FROM tasks WHERE finished_at IS NULL ORDER BY seq, id",
-        ).all() as Array<{
+        this.#q
+          .stmt(db, "SELECT body FROM tasks WHERE finished_at IS NULL ORDER BY seq, id")
+          .all() as Array<{
           body: string;
         }>
       ).map((r) => JSON.parse(r.body) as TaskRecord),
@@ -708,11 +321,11 @@ export class SqliteStore implements Store {
    * ```
    */
   async listAttempts(taskId: string): Promise<AttemptRecord[]> {
-    return this.#read((db) =>
+    return this.#q.read((db) =>
       (
-        this.#stmt(db, "SELECT * FROM attempts WHERE task_id = ? ORDER BY attempt").all(
-          String(taskId),
-        ) as Array<Record<string, SQLInputValue>>
+        this.#q
+          .stmt(db, "SELECT * FROM attempts WHERE task_id = ? ORDER BY attempt")
+          .all(String(taskId)) as Array<Record<string, SQLInputValue>>
       ).map((r) => {
         const a: AttemptRecord = {
           taskId: String(r.task_id),
@@ -748,8 +361,8 @@ export class SqliteStore implements Store {
       ] as SQLInputValue[];
     });
     if (rows.length === 0) return;
-    await this.#write((db) => {
-      const stmt = this.#stmt(
+    await this.#q.write((db) => {
+      const stmt = this.#q.stmt(
         db,
         "INSERT INTO events (type, task_id, at, data) VALUES (?, ?, ?, ?)",
       );
@@ -769,8 +382,8 @@ export class SqliteStore implements Store {
     }
     sql += " ORDER BY seq LIMIT ?";
     params.push(query.limit ?? -1);
-    return this.#read((db) =>
-      (this.#stmt(db, sql).all(...params) as Array<Record<string, SQLInputValue>>).map((r) => {
+    return this.#q.read((db) =>
+      (this.#q.stmt(db, sql).all(...params) as Array<Record<string, SQLInputValue>>).map((r) => {
         const event: StoredEvent = {
           seq: Number(r.seq),
           type: String(r.type),
@@ -797,11 +410,13 @@ export class SqliteStore implements Store {
       entry.tenant ?? null,
       toJson(entry.usage, "recordUsage: usage"),
     ];
-    await this.#write((db) => {
-      this.#stmt(
-        db,
-        "INSERT INTO usage (at, task_id, worker_id, provider, model, tenant, usage) VALUES (?, ?, ?, ?, ?, ?, ?)",
-      ).run(...row);
+    await this.#q.write((db) => {
+      this.#q
+        .stmt(
+          db,
+          "INSERT INTO usage (at, task_id, worker_id, provider, model, tenant, usage) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .run(...row);
     });
   }
 
@@ -810,11 +425,11 @@ export class SqliteStore implements Store {
       query.since ?? Number.MIN_SAFE_INTEGER,
       query.until ?? Number.MAX_SAFE_INTEGER,
     ];
-    return this.#read((db) =>
+    return this.#q.read((db) =>
       (
-        this.#stmt(db, "SELECT * FROM usage WHERE at >= ? AND at < ? ORDER BY at, id").all(
-          ...params,
-        ) as Array<Record<string, SQLInputValue>>
+        this.#q
+          .stmt(db, "SELECT * FROM usage WHERE at >= ? AND at < ? ORDER BY at, id")
+          .all(...params) as Array<Record<string, SQLInputValue>>
       ).map((r) => {
         const entry: UsageEntry = { at: Number(r.at), usage: JSON.parse(String(r.usage)) };
         if (r.task_id !== null) entry.taskId = String(r.task_id);
@@ -832,21 +447,25 @@ export class SqliteStore implements Store {
   async deleteFinished(options: { olderThan?: number; keep?: number }): Promise<number> {
     checkRetention(options);
     const now = this.#clock.now();
-    return this.#write((db) => {
+    return this.#q.write((db) => {
       db.exec("CREATE TEMP TABLE IF NOT EXISTS doomed (id TEXT PRIMARY KEY) WITHOUT ROWID");
       db.exec("DELETE FROM temp.doomed");
       if (options.olderThan !== undefined) {
-        this.#stmt(
-          db,
-          "INSERT OR IGNORE INTO temp.doomed (id) SELECT id FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ?",
-        ).run(now - options.olderThan);
+        this.#q
+          .stmt(
+            db,
+            "INSERT OR IGNORE INTO temp.doomed (id) SELECT id FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ?",
+          )
+          .run(now - options.olderThan);
       }
       if (options.keep !== undefined) {
-        this.#stmt(
-          db,
-          `INSERT OR IGNORE INTO temp.doomed (id) SELECT id FROM tasks WHERE finished_at IS NOT NULL
+        this.#q
+          .stmt(
+            db,
+            `INSERT OR IGNORE INTO temp.doomed (id) SELECT id FROM tasks WHERE finished_at IS NOT NULL
            ORDER BY finished_at DESC, seq DESC LIMIT -1 OFFSET ?`,
-        ).run(options.keep);
+          )
+          .run(options.keep);
       }
       // A finished task an unfinished one depends on stays: its output is still needed.
       db.exec(`DELETE FROM temp.doomed WHERE id IN (
@@ -854,9 +473,9 @@ export class SqliteStore implements Store {
         WHERE u.finished_at IS NULL)`);
       db.exec("DELETE FROM events WHERE task_id IN (SELECT id FROM temp.doomed)");
       if (options.olderThan !== undefined) {
-        this.#stmt(db, "DELETE FROM events WHERE task_id IS NULL AND at < ?").run(
-          now - options.olderThan,
-        );
+        this.#q
+          .stmt(db, "DELETE FROM events WHERE task_id IS NULL AND at < ?")
+          .run(now - options.olderThan);
       }
       db.exec("DELETE FROM attempts WHERE task_id IN (SELECT id FROM temp.doomed)");
       db.exec("DELETE FROM dependencies WHERE task_id IN (SELECT id FROM temp.doomed)");
@@ -872,11 +491,10 @@ export class SqliteStore implements Store {
 
   async kvGet<T = unknown>(collection: string, key: string): Promise<T | undefined> {
     checkKv(collection, key);
-    return this.#read((db) => {
-      const row = this.#stmt(db, "SELECT value FROM kv WHERE collection = ? AND key = ?").get(
-        collection,
-        key,
-      ) as { value: string } | undefined;
+    return this.#q.read((db) => {
+      const row = this.#q
+        .stmt(db, "SELECT value FROM kv WHERE collection = ? AND key = ?")
+        .get(collection, key) as { value: string } | undefined;
       return row ? (JSON.parse(row.value) as T) : undefined;
     });
   }
@@ -887,20 +505,22 @@ export class SqliteStore implements Store {
       throw new FlotillaError("VALIDATION", `kvPut ${collection}/${key}: value is undefined`);
     }
     const text = toJson(value, `kvPut ${collection}/${key}`);
-    await this.#write((db) => {
-      this.#stmt(
-        db,
-        "INSERT INTO kv (collection, key, value) VALUES (?, ?, ?) ON CONFLICT (collection, key) DO UPDATE SET value = excluded.value",
-      ).run(collection, key, text);
+    await this.#q.write((db) => {
+      this.#q
+        .stmt(
+          db,
+          "INSERT INTO kv (collection, key, value) VALUES (?, ?, ?) ON CONFLICT (collection, key) DO UPDATE SET value = excluded.value",
+        )
+        .run(collection, key, text);
     });
   }
 
   async kvDelete(collection: string, key: string): Promise<boolean> {
     checkKv(collection, key);
-    return this.#write(
+    return this.#q.write(
       (db) =>
         Number(
-          this.#stmt(db, "DELETE FROM kv WHERE collection = ? AND key = ?").run(collection, key)
+          this.#q.stmt(db, "DELETE FROM kv WHERE collection = ? AND key = ?").run(collection, key)
             .changes,
         ) > 0,
     );
@@ -908,11 +528,11 @@ export class SqliteStore implements Store {
 
   async kvList<T = unknown>(collection: string): Promise<Array<{ key: string; value: T }>> {
     checkKv(collection);
-    return this.#read((db) =>
+    return this.#q.read((db) =>
       (
-        this.#stmt(db, "SELECT key, value FROM kv WHERE collection = ? ORDER BY key").all(
-          collection,
-        ) as Array<{ key: string; value: string }>
+        this.#q
+          .stmt(db, "SELECT key, value FROM kv WHERE collection = ? ORDER BY key")
+          .all(collection) as Array<{ key: string; value: string }>
       ).map((r) => ({ key: r.key, value: JSON.parse(r.value) as T })),
     );
   }
