@@ -3,6 +3,7 @@ import {
   OpenApiGeneratorV31,
   type RouteConfig,
 } from "@asteasolutions/zod-to-openapi";
+import type { EngineApi } from "@flotilla/core";
 import {
   BUILTIN_TASK_TYPES,
   type Clock,
@@ -26,13 +27,7 @@ import type { ZodType } from "zod";
 import { type AuthOptions, KeyVerifier, keyFromHeaders } from "./auth.js";
 import { dashboardHtml } from "./dashboard.js";
 import { docsAsset, docsHtml } from "./docs.js";
-import {
-  listWorkers,
-  type OrchestratorLike,
-  RELAYED_EVENTS,
-  registerWorker,
-  safeStatus,
-} from "./engine.js";
+import { RELAYED_EVENTS } from "./engine.js";
 import { errorResponse, HttpError, validationError } from "./errors.js";
 import { FlotillaMetrics, type MetricsSnapshot } from "./metrics.js";
 import type { WorkerQuotaGate } from "./quota.js";
@@ -74,7 +69,7 @@ import { EventHub, type WebSocketOptions } from "./ws.js";
 
 /** Context handed to worker factories. */
 export interface WorkerFactoryContext {
-  orchestrator: OrchestratorLike;
+  orchestrator: EngineApi;
   resources?: ResourcesLike;
   logger: Logger;
 }
@@ -119,7 +114,7 @@ export type CorsOptions =
 /** Options of {@link createFlotillaApp}. */
 export interface FlotillaAppOptions {
   /** The engine. No global singleton: pass the instance. */
-  orchestrator: OrchestratorLike;
+  orchestrator: EngineApi;
   /** Admin keys, or `{ mode: "open" }` for local use without authentication. */
   auth: AuthOptions;
   /** Where the Vera routes live. @default "/api/v2/orchestrator" */
@@ -248,13 +243,7 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
   });
 
   // ---- engine reads ------------------------------------------------------------------
-  const workers = (): WorkerInfo[] => {
-    try {
-      return listWorkers(o);
-    } catch {
-      return [];
-    }
-  };
+  const workers = (): WorkerInfo[] => o.listWorkers();
 
   // Task types of registered workers, cached between worker (un)registrations so that a
   // submit does not snapshot every worker.
@@ -285,22 +274,8 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
     return t.wildcard || t.claimed.has(type);
   };
 
-  /** Engine status fields the adapter reads (`OrchestratorStatus` of @flotilla/core). */
-  type EngineStatus = {
-    state?: string;
-    counts?: Record<string, number>;
-    queueDepth?: Record<string, number>;
-    queued?: number;
-    delayed?: number;
-    inFlight?: number;
-    uptimeMs?: number;
-    avgExecutionMs?: number;
-  };
-  const engineStatus = () => safeStatus(o, logger) as EngineStatus & Record<string, unknown>;
-  const engineRunning = () => {
-    const st = engineStatus().state;
-    return st === undefined || st === "running" || st === "idle";
-  };
+  const engineStatus = () => o.status();
+  const engineRunning = () => o.state === "running" || o.state === "idle";
   const countBy = async (): Promise<Record<string, number>> => ({
     ...(engineStatus().counts ?? {}),
   });
@@ -440,7 +415,7 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
     wsClients: () => hub.clientCount,
   });
 
-  const listeners: Array<[string, (...args: unknown[]) => void]> = [];
+  const listeners: Array<[(typeof RELAYED_EVENTS)[number], (payload: unknown) => void]> = [];
   const onFinished = (task: Readonly<TaskRecord>) => {
     const r = task.result;
     if (!r) return;
@@ -522,7 +497,7 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
       }
     };
     o.on(name, fn);
-    listeners.push([name, fn as (...args: unknown[]) => void]);
+    listeners.push([name, fn]);
   }
 
   const res = options.resources;
@@ -992,7 +967,7 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
       );
     }
     beforeRegister?.(worker);
-    await registerWorker(o, worker);
+    await o.register(worker);
     typeCache = undefined;
     logger.info({ workerId: worker.id, kind: worker.kind }, `${what} worker registered`);
     return c.json({

@@ -16,7 +16,6 @@ export {
   KeyVerifier,
   keyFromHeaders,
 } from "./auth.js";
-export type { OrchestratorLike, TaskHandleLike } from "./engine.js";
 export {
   type ErrorBody,
   errorBody,

@@ -1,3 +1,4 @@
+export type { EngineApi, EngineEventName, EngineListener } from "./engineApi.js";
 export { TaskHandle } from "./handle.js";
 export * from "./options.js";
 export * from "./orchestrator.js";

@@ -18,6 +18,7 @@ import { EngineContext, type EngineState } from "./context.js";
 import type { Decision } from "./control.js";
 import { REMOTE_NODE_KIND as NODE_KIND } from "./dispatcher.js";
 import { assemble, type EngineParts } from "./engine.js";
+import type { EngineApi } from "./engineApi.js";
 import type { TaskHandle } from "./handle.js";
 import {
   type OrchestratorOptions,
@@ -65,7 +66,7 @@ const PRIORITY_NAME_BY_VALUE = new Map<number, string>(
  * await orchestrator.stop();
  * ```
  */
-export class Orchestrator extends EventEmitter<OrchestratorEvents> {
+export class Orchestrator extends EventEmitter<OrchestratorEvents> implements EngineApi {
   readonly clock: Clock;
   readonly store: Store;
   readonly registry: WorkerRegistry;

@@ -332,7 +332,7 @@ describe("resources with the orchestrator", () => {
     const clock = new FakeClock({ now: 0 });
     const orchestrator = new Orchestrator({ clock });
     running.push(orchestrator);
-    const host = orchestratorPoolHost(orchestrator, { clock });
+    const host = orchestratorPoolHost(orchestrator);
     const pool = new WorkerPool({
       clock,
       min: 0,
@@ -356,6 +356,5 @@ describe("resources with the orchestrator", () => {
     expect(sizes).toEqual([1, 2, 3, 2, 1, 0]);
     expect(orchestrator.listWorkers()).toHaveLength(0);
     await pool.stop();
-    host.close();
   });
 });

@@ -28,7 +28,6 @@
 import type { RouteConfig } from "@asteasolutions/zod-to-openapi";
 import { silentLogger, systemClock } from "@flotilla/core";
 import { Hono } from "hono";
-import { FleetEngine } from "./engine.js";
 import { KeyService } from "./keys.js";
 import { NodeService } from "./nodes.js";
 import { fleetOpenApiRoutes } from "./openapi.js";
@@ -37,7 +36,6 @@ import { mountFleetRoutes } from "./routes.js";
 import { FleetState } from "./state.js";
 import { TaskService } from "./tasks.js";
 
-export type { FleetClaim, FleetOrchestrator, FleetSlot } from "./engine.js";
 export { KEY_SCOPES, type KeyScope } from "./keys.js";
 export type { FleetRoutesOptions, RegistrationRateLimit } from "./options.js";
 export { FLEET_TASK_TYPE } from "./tasks.js";
@@ -129,7 +127,7 @@ export function createFleetRoutes(options: FleetRoutesOptions): FleetApp {
     clock: options.clock ?? systemClock,
     logger: options.logger ?? silentLogger,
   };
-  const engine = new FleetEngine(o.orchestrator);
+  const engine = o.orchestrator;
   const state = new FleetState(o.store);
   const keys = new KeyService(state, o.clock, o.logger, o.adminKeys, o.openAdmin);
   const nodes = new NodeService(o, state, keys, engine);

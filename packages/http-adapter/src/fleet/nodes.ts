@@ -1,7 +1,6 @@
 import { createHash, timingSafeEqual } from "node:crypto";
-import type { HealthReport, Lease, TaskRecord, Worker } from "@flotilla/core";
+import type { EngineApi, HealthReport, Lease, TaskRecord, Worker } from "@flotilla/core";
 import { FlotillaError, TERMINAL_STATUSES } from "@flotilla/core";
-import type { FleetEngine } from "./engine.js";
 import type { KeyService } from "./keys.js";
 import type { ResolvedFleetOptions } from "./options.js";
 import type { RegisterBody } from "./schemas.js";
@@ -16,7 +15,7 @@ export class NodeService {
   readonly #o: ResolvedFleetOptions;
   readonly #state: FleetState;
   readonly #keys: KeyService;
-  readonly #engine: FleetEngine;
+  readonly #engine: EngineApi;
   readonly mutex = new KeyedMutex();
   readonly #registrations = new Map<string, number[]>();
   /** Last-seen times kept in memory between persisted heartbeats. */
@@ -26,7 +25,7 @@ export class NodeService {
     options: ResolvedFleetOptions,
     state: FleetState,
     keys: KeyService,
-    engine: FleetEngine,
+    engine: EngineApi,
   ) {
     this.#o = options;
     this.#state = state;
@@ -38,7 +37,7 @@ export class NodeService {
   async restore(): Promise<void> {
     for (const node of await this.#state.listNodes()) {
       try {
-        await this.#engine.registerWorker(this.worker(node));
+        await this.#engine.register(this.worker(node));
       } catch (err) {
         // Already registered by whoever composed the server, or refused: the node still
         // polls (a poll is matched by its own declaration), so carry on.
@@ -186,8 +185,8 @@ export class NodeService {
           node.registrations += 1;
           await this.#state.putNode(node);
           // A fresh registry entry: new declaration, health and circuit breaker reset.
-          await this.#engine.unregisterWorker(node.id);
-          await this.#engine.registerWorker(this.worker(node));
+          await this.#engine.unregister(node.id, { mode: "handback" });
+          await this.#engine.register(this.worker(node));
           this.#o.logger.info({ node: node.id, name }, "fleet node registered again");
           return { node, apiKey: secret, reregistered: true };
         });
@@ -222,7 +221,7 @@ export class NodeService {
         last_seen_at: now,
       };
       await this.#state.putNode(node);
-      await this.#engine.registerWorker(this.worker(node));
+      await this.#engine.register(this.worker(node));
       this.#o.logger.info({ node: id, name }, "fleet node registered");
       return { node, apiKey: secret, reregistered: false };
     });
@@ -292,7 +291,7 @@ export class NodeService {
       const lease = task?.lease;
       if (task && lease && lease.holder === node.id && !TERMINAL_STATUSES.has(task.status)) {
         try {
-          await this.#engine.release(taskId, lease.id ?? leaseId, reason);
+          await this.#engine.releaseLease(taskId, lease.id ?? leaseId, reason);
           out.push(taskId);
         } catch (err) {
           this.#o.logger.warn({ err, taskId, node: node.id }, "fleet: could not release a lease");
@@ -331,7 +330,7 @@ export class NodeService {
       } catch (err) {
         if (!(err instanceof FleetHttpError && err.status === 404)) throw err;
       }
-      await this.#engine.unregisterWorker(id);
+      await this.#engine.unregister(id, { mode: "handback" });
       await this.#state.deleteNode(id);
       this.#seen.delete(id);
       return requeued;

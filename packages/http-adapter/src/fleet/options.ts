@@ -1,5 +1,4 @@
-import type { Clock, Logger, Store } from "@flotilla/core";
-import type { FleetOrchestrator } from "./engine.js";
+import type { Clock, EngineApi, Logger, Store } from "@flotilla/core";
 
 /** Limits how often one source may call `POST /register`. */
 export interface RegistrationRateLimit {
@@ -26,7 +25,7 @@ export interface RegistrationRateLimit {
  */
 export interface FleetRoutesOptions {
   /** The engine: an `Orchestrator` from `@flotilla/core` (it needs the lease API). */
-  orchestrator: FleetOrchestrator;
+  orchestrator: EngineApi;
   /** Where nodes, keys, files, logs and audit lines live (`SqliteStore` for a durable server). */
   store: Store;
   /** Token nodes present in `X-Registration-Token`. Without it `POST /register` answers 503. */
@@ -65,7 +64,7 @@ export interface FleetRoutesOptions {
 
 /** Options with defaults applied. */
 export interface ResolvedFleetOptions {
-  orchestrator: FleetOrchestrator;
+  orchestrator: EngineApi;
   store: Store;
   registrationToken: string | undefined;
   leaseMs: number;

@@ -1,9 +1,8 @@
-import type { TaskRecord, TaskStatus } from "@flotilla/core";
+import type { EngineApi, TaskRecord, TaskStatus } from "@flotilla/core";
 import { TERMINAL_STATUSES, UnrecoverableError } from "@flotilla/core";
 import type { Context, Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import type { ZodType } from "zod";
-import type { FleetEngine } from "./engine.js";
 import { KEY_SCOPES, type KeyScope, type KeyService } from "./keys.js";
 import type { NodeService } from "./nodes.js";
 import type { ResolvedFleetOptions } from "./options.js";
@@ -30,7 +29,7 @@ export interface FleetParts {
   keys: KeyService;
   nodes: NodeService;
   tasks: TaskService;
-  engine: FleetEngine;
+  engine: EngineApi;
   ready: () => Promise<void>;
 }
 
@@ -149,23 +148,23 @@ export function mountFleetRoutes(app: Hono, parts: FleetParts): void {
             labels: fresh.labels,
             name: fresh.name,
           },
-          o.leaseMs,
+          { leaseMs: o.leaseMs },
         );
         fresh.last_seen_at = o.clock.now();
         if (fresh.status === "offline") fresh.status = "idle";
-        if (got) fresh.leases[got.task.id] = got.lease.id;
+        if (got) fresh.leases[got.record.id] = got.lease.id;
         await state.putNode(fresh);
         return got;
       });
       if (!claimed) return c.json(null, 200);
-      const st = await state.getTaskState(claimed.task.id);
+      const st = await state.getTaskState(claimed.record.id);
       if (st) {
         st.last_node_id = n.id;
         await state.putTaskState(st);
       }
-      o.logger.info({ task: claimed.task.id, node: n.id }, "fleet task leased");
+      o.logger.info({ task: claimed.record.id, node: n.id }, "fleet task leased");
       return c.json(
-        tasks.assignment(claimed.task, baseUrl(c, "/tasks/pending"), claimed.lease.expiresAt),
+        tasks.assignment(claimed.record, baseUrl(c, "/tasks/pending"), claimed.lease.expiresAt),
         200,
       );
     }),
@@ -205,7 +204,7 @@ export function mountFleetRoutes(app: Hono, parts: FleetParts): void {
         const t = await engine.get(current);
         if (t?.lease && t.lease.holder === n.id && !TERMINAL_STATUSES.has(t.status)) {
           // Busy with it: the task is running there (the Victoria runner sends no "running").
-          await engine.progress(current, t.lease.id, undefined, o.leaseMs);
+          await engine.reportProgress(current, t.lease.id);
           renewed = current;
         }
       }
@@ -268,16 +267,16 @@ export function mountFleetRoutes(app: Hono, parts: FleetParts): void {
         const data: Record<string, unknown> = { status: body.status };
         if (body.message != null) data.message = body.message;
         if (body.progress != null) data.progress = body.progress;
-        await engine.progress(taskId, leaseId, data, o.leaseMs);
+        await engine.reportProgress(taskId, leaseId, data);
       } else if (body.status === "success") {
-        await engine.complete(taskId, leaseId, {
+        await engine.completeLease(taskId, leaseId, {
           output: body.message ?? "",
           raw: { status: body.status, session_id: sessionId, node_id: n.id },
         });
       } else {
         // The task failed on the node (its program's fault, not the node's): not retried,
         // and not counted against the node's circuit breaker.
-        await engine.fail(
+        await engine.failLease(
           taskId,
           leaseId,
           new UnrecoverableError(body.message || "the node reported an error"),

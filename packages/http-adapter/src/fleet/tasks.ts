@@ -1,9 +1,8 @@
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { TaskRecord, TaskSpec, TaskStatus, TimerHandle } from "@flotilla/core";
+import type { EngineApi, TaskRecord, TaskSpec, TaskStatus, TimerHandle } from "@flotilla/core";
 import { TASK_STATUSES, TERMINAL_STATUSES } from "@flotilla/core";
 import { Cron } from "croner";
-import type { FleetEngine } from "./engine.js";
 import type { AdminPrincipal, KeyService } from "./keys.js";
 import type { ResolvedFleetOptions } from "./options.js";
 import type { CreateTaskBody } from "./schemas.js";
@@ -57,7 +56,7 @@ interface FleetPayload {
 export class TaskService {
   readonly #o: ResolvedFleetOptions;
   readonly #state: FleetState;
-  readonly #engine: FleetEngine;
+  readonly #engine: EngineApi;
   readonly #keys: KeyService;
   readonly mutex = new KeyedMutex();
   readonly #timers = new Map<string, TimerHandle>();
@@ -68,7 +67,7 @@ export class TaskService {
   constructor(
     options: ResolvedFleetOptions,
     state: FleetState,
-    engine: FleetEngine,
+    engine: EngineApi,
     keys: KeyService,
   ) {
     this.#o = options;
@@ -222,7 +221,7 @@ export class TaskService {
     };
     await this.#state.putTaskState(state);
     try {
-      const got = await this.#engine.submit(spec);
+      const got = (await this.#engine.submit(spec)).id;
       if (got !== id) await this.#state.deleteTaskState(id);
       return got;
     } catch (err) {
