@@ -218,7 +218,7 @@ function volumeLayout(workdir: string): { mount: string; dir: string } {
  * ```ts
  * const worker = new DockerWorker({ id: "docker-1", host: "unix:///var/run/docker.sock" });
  * await worker.start(); // removes containers a previous "docker-1" left behind
- * orchestrator.registerWorker(worker);
+ * await orchestrator.register(worker);
  * await orchestrator.submit({ type: "code_execution", payload: { language: "python", code: "print(6*7)" } });
  * ```
  */

@@ -167,7 +167,7 @@ export function toAnthropicBody(
  * @example
  * ```ts
  * const worker = new AnthropicWorker({ apiKey: process.env.ANTHROPIC_API_KEY, defaultModel: "claude-haiku-4-5" });
- * orchestrator.registerWorker(worker);
+ * await orchestrator.register(worker);
  * ```
  */
 export class AnthropicWorker extends LlmWorker {

@@ -171,7 +171,7 @@ export function toOpenAIBody(
  * @example
  * ```ts
  * const worker = new OpenAIWorker({ apiKey: process.env.OPENAI_API_KEY, defaultModel: "gpt-4o-mini" });
- * orchestrator.registerWorker(worker);
+ * await orchestrator.register(worker);
  * await orchestrator.submit({ type: "llm_request", payload: { prompt: "Say hi" } });
  * ```
  */

@@ -147,7 +147,7 @@ export interface EmbedResponse {
  * @example
  * ```ts
  * const ollama = new OllamaWorker({ defaultModel: "llama3.2", autoPull: true });
- * orchestrator.registerWorker(ollama);
+ * await orchestrator.register(ollama);
  * await orchestrator.submit({ type: "llm_request", payload: { prompt: "hi", stream: true } });
  * ```
  */

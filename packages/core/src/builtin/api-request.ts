@@ -35,7 +35,7 @@ export interface ApiRequestWorkerOptions extends HttpPolicy {
  *
  * @example
  * ```ts
- * orchestrator.registerWorker(new ApiRequestWorker({ allowedHosts: ["api.github.com"] }));
+ * await orchestrator.register(new ApiRequestWorker({ allowedHosts: ["api.github.com"] }));
  * await orchestrator.submit({ type: "api_request", payload: { url: "https://api.github.com/zen" } });
  * ```
  */

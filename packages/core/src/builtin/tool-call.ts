@@ -175,7 +175,7 @@ export interface ToolCallWorkerOptions {
  * ```ts
  * const tools = new ToolCallWorker();
  * tools.registerTool("greet", z.object({ name: z.string() }), ({ name }) => `hello ${name}`);
- * orchestrator.registerWorker(tools);
+ * await orchestrator.register(tools);
  * await orchestrator.submit({ type: "tool_call", payload: { tool_name: "greet", tool_input: { name: "Ada" } } });
  * ```
  */

@@ -19,9 +19,10 @@ export interface QueueReading {
  * @example
  * ```ts
  * const host: PoolHost = {
- *   registerWorker: (w) => orchestrator.registerWorker(w),
- *   unregisterWorker: (id, opts) => orchestrator.unregisterWorker(id, opts),
- *   queueReading: (types) => orchestrator.queueReading(types),
+ *   registerWorker: (w) => orchestrator.register(w),
+ *   unregisterWorker: (id, { drain }) =>
+ *     orchestrator.unregister(id, { mode: drain ? "drain" : "handback" }),
+ *   queueReading: (types) => orchestrator.queueReading([...types]),
  * };
  * ```
  */
