@@ -2,31 +2,63 @@ import { type ErrorCode, FlotillaError } from "@flotilla/core";
 import type { ZodError } from "zod";
 
 /**
- * The one table from {@link FlotillaError} codes to HTTP statuses. Everything the
- * adapter answers with an error goes through it.
+ * The one table from {@link FlotillaError} codes to HTTP statuses, used by every route
+ * family (Vera routes, the fleet protocol, the dashboard API). Every code but `INTERNAL`
+ * answers a deliberate 4xx, or 503 when trying again later may succeed.
  */
 export const HTTP_STATUS_BY_CODE: Readonly<Record<ErrorCode, number>> = {
   VALIDATION: 400,
-  NOT_FOUND: 404,
-  CONFLICT: 409,
-  INVALID_STATE: 409,
-  TIMEOUT: 504,
-  CANCELLED: 409,
-  RATE_LIMITED: 429,
-  QUOTA_EXCEEDED: 429,
-  NO_ELIGIBLE_WORKER: 422,
-  DEPENDENCY_FAILED: 409,
   UNKNOWN_DEPENDENCY: 400,
   CYCLE_DETECTED: 400,
-  WORKER_ERROR: 502,
-  WORKER_LOST: 502,
-  REJECTED: 409,
   UNAUTHORIZED: 401,
   FORBIDDEN: 403,
+  NOT_FOUND: 404,
+  /** The task did not finish within its time limit. */
+  TIMEOUT: 408,
+  CONFLICT: 409,
+  INVALID_STATE: 409,
+  CANCELLED: 409,
+  REJECTED: 409,
+  NO_ELIGIBLE_WORKER: 422,
+  /** What the request depended on (a dependency, the worker running it) failed. */
+  DEPENDENCY_FAILED: 424,
+  WORKER_ERROR: 424,
+  RATE_LIMITED: 429,
+  QUOTA_EXCEEDED: 429,
+  /** The worker or node holding the task went away; the task may be retried. */
+  WORKER_LOST: 503,
   STORE_ERROR: 503,
   SHUTTING_DOWN: 503,
   INTERNAL: 500,
 };
+
+/**
+ * The HTTP status of any thrown value: its code's status for a `FlotillaError`, 500 for
+ * anything else.
+ *
+ * @example
+ * ```ts
+ * httpStatusOf(new FlotillaError("NOT_FOUND", "no task x")); // 404
+ * ```
+ */
+export function httpStatusOf(err: unknown): number {
+  return err instanceof FlotillaError ? (HTTP_STATUS_BY_CODE[err.code] ?? 500) : 500;
+}
+
+/**
+ * The `Retry-After` header (whole seconds, at least 1) of a 429 or 503 whose error knows
+ * when to try again (`details.retryAfterMs`); empty otherwise.
+ *
+ * @example
+ * ```ts
+ * retryAfterHeaders(new FlotillaError("RATE_LIMITED", "slow down", { details: { retryAfterMs: 1500 } }), 429); // {"retry-after": "2"}
+ * ```
+ */
+export function retryAfterHeaders(err: FlotillaError, status: number): Record<string, string> {
+  const retryAfterMs = (err.details as { retryAfterMs?: unknown } | undefined)?.retryAfterMs;
+  if ((status !== 429 && status !== 503) || typeof retryAfterMs !== "number") return {};
+  return { "retry-after": String(Math.max(1, Math.ceil(retryAfterMs / 1000))) };
+}
 
 /** The JSON body of every error answer: `{error: {code, message}, detail}` (`detail` for Vera/FastAPI clients). */
 export interface ErrorBody {
@@ -87,16 +119,12 @@ export function errorResponse(err: unknown, headers?: Record<string, string>): R
     });
   }
   const fe = err instanceof FlotillaError ? err : FlotillaError.from(err);
-  const status = HTTP_STATUS_BY_CODE[fe.code] ?? 500;
+  const status = httpStatusOf(fe);
   const safe =
     fe.code === "INTERNAL" && !(err instanceof FlotillaError)
       ? new FlotillaError("INTERNAL", "internal server error")
       : fe;
-  const h: Record<string, string> = { "content-type": "application/json", ...headers };
-  const retryAfterMs = (fe.details as { retryAfterMs?: number } | undefined)?.retryAfterMs;
-  if ((status === 429 || status === 503) && typeof retryAfterMs === "number") {
-    h["retry-after"] = String(Math.max(1, Math.ceil(retryAfterMs / 1000)));
-  }
+  const h = { "content-type": "application/json", ...headers, ...retryAfterHeaders(fe, status) };
   return new Response(JSON.stringify(errorBody(safe)), { status, headers: h });
 }
 

@@ -21,6 +21,7 @@ export {
   errorBody,
   errorResponse,
   HTTP_STATUS_BY_CODE,
+  httpStatusOf,
   HttpError,
   validationError,
 } from "./errors.js";

@@ -1,6 +1,7 @@
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
-import { type ErrorCode, FlotillaError } from "@flotilla/core";
+import { FlotillaError } from "@flotilla/core";
 import type { ZodError } from "zod";
+import { httpStatusOf, retryAfterHeaders } from "../errors.js";
 
 /** Runs async sections one at a time per key (read-modify-write of one stored record). */
 export class KeyedMutex {
@@ -38,18 +39,6 @@ export function newSecret(prefix: string): string {
 
 export const uuid = (): string => randomUUID();
 
-const STATUS: Partial<Record<ErrorCode, number>> = {
-  VALIDATION: 400,
-  UNAUTHORIZED: 401,
-  FORBIDDEN: 403,
-  NOT_FOUND: 404,
-  CONFLICT: 409,
-  INVALID_STATE: 409,
-  RATE_LIMITED: 429,
-  SHUTTING_DOWN: 503,
-  STORE_ERROR: 503,
-};
-
 /** An error with an explicit HTTP status, answered as `{detail}`. */
 export class FleetHttpError extends Error {
   constructor(
@@ -64,9 +53,9 @@ export class FleetHttpError extends Error {
 /** The HTTP status for anything thrown inside a fleet route. */
 export function toHttpError(err: unknown): FleetHttpError {
   if (err instanceof FleetHttpError) return err;
-  if (err instanceof FlotillaError) {
-    const status = STATUS[err.code];
-    if (status) return new FleetHttpError(status, err.message);
+  const status = httpStatusOf(err);
+  if (err instanceof FlotillaError && status !== 500) {
+    return new FleetHttpError(status, err.message, retryAfterHeaders(err, status));
   }
   return new FleetHttpError(500, "internal server error");
 }

@@ -2,13 +2,11 @@ import { mkdtemp, rm } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { Clock, Store } from "@flotilla/core";
+import { type Clock, type EngineApi, Orchestrator, type Store } from "@flotilla/core";
 import { SqliteStore } from "@flotilla/core/sqlite";
 import { FakeClock } from "@flotilla/testing";
 import { serve } from "@hono/node-server";
 import { Hono } from "hono";
-// Until the core index exports it.
-import { Orchestrator } from "../../../core/src/orchestrator/orchestrator.js";
 import { createFleetRoutes, type FleetRoutesOptions } from "../../src/fleet/index.js";
 import { httpRequest, type Json } from "./victoria-runner.js";
 
@@ -20,7 +18,7 @@ export interface FleetUnderTest {
   url: string;
   clock: FakeClock;
   store: Store;
-  orchestrator: { stop?: () => Promise<unknown> } & Record<string, unknown>;
+  orchestrator: Orchestrator;
   dir: string;
   dbPath: string;
   admin(
@@ -38,12 +36,14 @@ export interface StartOptions {
   clock?: FakeClock;
   prefix?: string;
   fleet?: Partial<FleetRoutesOptions>;
+  /** What the routes see of the engine (default: the orchestrator itself). */
+  engine?: (orchestrator: Orchestrator) => EngineApi;
 }
 
 export async function makeOrchestrator(store: Store, clock: Clock, leaseMs: number) {
   const orchestrator = new Orchestrator({ store, clock, leaseMs });
   await orchestrator.start();
-  return orchestrator as unknown as FleetUnderTest["orchestrator"];
+  return orchestrator;
 }
 
 export async function startFleet(opts: StartOptions = {}): Promise<FleetUnderTest> {
@@ -55,7 +55,7 @@ export async function startFleet(opts: StartOptions = {}): Promise<FleetUnderTes
   const leaseMs = opts.fleet?.leaseMs ?? 60_000;
   const orchestrator = await makeOrchestrator(store, clock, leaseMs);
   const fleet = createFleetRoutes({
-    orchestrator: orchestrator as unknown as FleetRoutesOptions["orchestrator"],
+    orchestrator: opts.engine?.(orchestrator) ?? orchestrator,
     store,
     clock,
     registrationToken: REG_TOKEN,
@@ -97,7 +97,7 @@ export async function startFleet(opts: StartOptions = {}): Promise<FleetUnderTes
       (server as { closeAllConnections?: () => void }).closeAllConnections?.();
       await closed;
       await fleet.close();
-      await orchestrator.stop?.();
+      await orchestrator.stop();
       await store.close();
     },
   };

@@ -50,7 +50,7 @@ describe("fleet lifecycle with a Victoria-style runner", () => {
     expect(await r.register()).toBe(true);
     expect(await r.poll()).toBeNull();
     // The node is a worker of the orchestrator's registry, visible in status().
-    const status = (f.orchestrator.status as () => { workers: Array<Record<string, unknown>> })();
+    const status = f.orchestrator.status();
     expect(status.workers).toContainEqual(
       expect.objectContaining({
         id: r.nodeId,
@@ -695,7 +695,7 @@ describe("fleet admin", () => {
     await f.clock.advance(31_000);
     expect((await f.admin("GET", `/nodes/${r.nodeId}`)).json.status).toBe("offline");
     // The registry sees it too (degraded: it gets work again on its first poll).
-    const workers = (f.orchestrator.listWorkers as () => Array<{ id: string; health: string }>)();
+    const workers = f.orchestrator.listWorkers();
     expect(workers.find((w) => w.id === r.nodeId)?.health).toBe("degraded");
     const hb = await r.heartbeat("idle", null);
     expect(hb.json).toMatchObject({ id: r.nodeId, name: "sleepy", status: "idle" });

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { SqliteStore } from "@flotilla/core/sqlite";
 import { Validator } from "@seriousme/openapi-schema-validator";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createFleetRoutes, type FleetRoutesOptions } from "../../src/fleet/index.js";
+import { createFleetRoutes } from "../../src/fleet/index.js";
 import { createFlotillaApp, type FlotillaServer, serveFlotilla } from "../../src/index.js";
 import { ADMIN_KEY, makeOrchestrator, REG_TOKEN, removeDir } from "./harness.js";
 
@@ -31,14 +31,14 @@ beforeAll(async () => {
   const { systemClock } = await import("@flotilla/core");
   const orchestrator = await makeOrchestrator(store, systemClock, 60_000);
   const fleet = createFleetRoutes({
-    orchestrator: orchestrator as unknown as FleetRoutesOptions["orchestrator"],
+    orchestrator,
     store,
     registrationToken: REG_TOKEN,
     adminKeys: [ADMIN_KEY],
   });
   await fleet.ready;
   const app = createFlotillaApp({
-    orchestrator: orchestrator as never,
+    orchestrator,
     auth: { keys: [ADMIN_KEY] },
     mount: [{ app: fleet }],
   });
@@ -47,7 +47,7 @@ beforeAll(async () => {
   close = async () => {
     await server.close({ graceMs: 200 });
     await fleet.close();
-    await orchestrator.stop?.();
+    await orchestrator.stop();
     await store.close();
   };
 });
