@@ -21,8 +21,8 @@ export {
   errorBody,
   errorResponse,
   HTTP_STATUS_BY_CODE,
-  httpStatusOf,
   HttpError,
+  httpStatusOf,
   validationError,
 } from "./errors.js";
 export * from "./fleet/index.js";

@@ -127,10 +127,12 @@ export function executeView(taskId: string, result: TaskResult) {
 /** A worker entry as Vera clients see it (`/workers/list`). */
 export function workerView(w: WorkerInfo) {
   const load = w.maxConcurrency > 0 ? w.inFlight / w.maxConcurrency : 0;
+  // A fleet node reports its liveness as a health report whose details carry its status.
+  const reported = (w.stats?.lastHealthReport?.details as { status?: unknown } | undefined)?.status;
   const status =
     w.health === "unhealthy" || w.circuit === "open"
       ? "error"
-      : !w.accepting
+      : !w.accepting || (w.health !== "healthy" && reported === "offline")
         ? "offline"
         : w.inFlight >= w.maxConcurrency
           ? "busy"

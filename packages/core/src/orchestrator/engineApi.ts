@@ -5,7 +5,7 @@ import type { TaskQuery } from "../store/types.js";
 import type { OrchestratorEvents } from "../task/events.js";
 import type { TaskSpec } from "../task/schema.js";
 import type { Lease, TaskRecord } from "../task/types.js";
-import type { Worker, WorkerResult } from "../worker/types.js";
+import type { HealthReport, Worker, WorkerResult } from "../worker/types.js";
 import type { TaskHandle } from "./handle.js";
 import type { OrchestratorStatus, UnregisterOptions } from "./options.js";
 
@@ -66,6 +66,8 @@ export interface EngineApi {
   unregister(id: string, options?: UnregisterOptions): Promise<boolean>;
   /** Snapshots of every registered worker. */
   listWorkers(): WorkerInfo[];
+  /** Feeds a health report obtained elsewhere (a node's liveness) into a worker's health. */
+  reportHealth(id: string, report: HealthReport): boolean;
 
   /** A remote slot asks for work: the best task it can run, leased, or `null`. */
   claim(slot: ClaimSlot, options?: ClaimOptions): Promise<Claim | null>;

@@ -13,7 +13,7 @@ import type { OrchestratorEvents } from "../task/events.js";
 import { PRIORITY_NAMES, PRIORITY_VALUES, type TaskSpec } from "../task/schema.js";
 import type { Lease, TaskRecord } from "../task/types.js";
 import { parseOrThrow } from "../task/validation.js";
-import type { Worker, WorkerResult } from "../worker/types.js";
+import type { HealthReport, Worker, WorkerResult } from "../worker/types.js";
 import { EngineContext, type EngineState } from "./context.js";
 import type { Decision } from "./control.js";
 import { REMOTE_NODE_KIND as NODE_KIND } from "./dispatcher.js";
@@ -301,6 +301,20 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> implements En
    */
   listWorkers(): WorkerInfo[] {
     return this.registry.snapshot();
+  }
+
+  /**
+   * Feeds a health report obtained elsewhere (a remote node's liveness, a status push) into
+   * the worker's health state machine, as a check result would. `false` for an unknown id;
+   * `VALIDATION` for a malformed report.
+   *
+   * @example
+   * ```ts
+   * orchestrator.reportHealth("node-7", { status: "degraded", message: "offline: no heartbeat" });
+   * ```
+   */
+  reportHealth(id: string, report: HealthReport): boolean {
+    return this.registry.reportHealth(id, report);
   }
 
   // ───────────────────────────── submission ─────────────────────────────

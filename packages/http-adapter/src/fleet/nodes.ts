@@ -1,5 +1,5 @@
 import { createHash, timingSafeEqual } from "node:crypto";
-import type { EngineApi, HealthReport, Lease, TaskRecord, Worker } from "@flotilla/core";
+import type { EngineApi, HealthReport, Lease, TaskQuery, TaskRecord, Worker } from "@flotilla/core";
 import { FlotillaError, TERMINAL_STATUSES } from "@flotilla/core";
 import type { KeyService } from "./keys.js";
 import type { ResolvedFleetOptions } from "./options.js";
@@ -67,18 +67,58 @@ export class NodeService {
       healthCheck: async (): Promise<HealthReport> => {
         const current = await this.#state.getNode(id);
         if (!current) return { status: "unhealthy", message: "node unregistered" };
-        const status = this.liveStatus(current);
-        // Degraded, never unhealthy: a silent node gets nothing anyway (it does not poll), and
-        // it must get work again on its first poll when it comes back.
-        if (status === "offline") {
-          return { status: "degraded", message: "offline: no heartbeat", details: { status } };
-        }
-        if (status === "error") {
-          return { status: "degraded", message: "the node reports an error", details: { status } };
-        }
-        return { status: "healthy", details: { status } };
+        return this.#health(this.liveStatus(current));
       },
     };
+  }
+
+  /**
+   * The engine's health of a node in `status`. Degraded, never unhealthy: a silent node gets
+   * nothing anyway (it does not poll), and it must get work again on its first poll when it
+   * comes back. `details.status` carries the node's status to the worker views.
+   */
+  #health(status: NodeState): HealthReport {
+    if (status === "offline") {
+      return { status: "degraded", message: "offline: no heartbeat", details: { status } };
+    }
+    if (status === "error") {
+      return { status: "degraded", message: "the node reports an error", details: { status } };
+    }
+    return { status: "healthy", details: { status } };
+  }
+
+  /** Tells the engine a node's liveness changed, at once (not at its next health round). */
+  #reportLiveness(node: NodeRecord): void {
+    try {
+      this.#engine.reportHealth(node.id, this.#health(this.liveStatus(node)));
+    } catch (err) {
+      this.#o.logger.warn({ err, node: node.id }, "fleet: could not report a node's health");
+    }
+  }
+
+  /**
+   * The tasks a node holds now, read from the engine (leased or running under its lease).
+   * With no id: every node's, by node id.
+   */
+  async holding(nodeId: string): Promise<TaskRecord[]> {
+    return (await this.#holdingAll(nodeId)).get(nodeId) ?? [];
+  }
+
+  async #holdingAll(nodeId?: string): Promise<Map<string, TaskRecord[]>> {
+    const query: TaskQuery = { status: ["leased", "running"], newestFirst: false };
+    if (nodeId !== undefined) query.workerId = nodeId;
+    const out = new Map<string, TaskRecord[]>();
+    for (const task of await this.#engine.list(query)) {
+      const holder = task.lease?.holder;
+      if (holder === undefined || (nodeId !== undefined && holder !== nodeId)) continue;
+      let list = out.get(holder);
+      if (!list) {
+        list = [];
+        out.set(holder, list);
+      }
+      list.push(task);
+    }
+    return out;
   }
 
   /** The node's status, `offline` once it has been silent for `nodeTimeoutMs`. */
@@ -179,7 +219,6 @@ export class NodeService {
           node.slots = body.slots ?? node.slots;
           node.status = "idle";
           node.current_task_id = null;
-          node.leases = {};
           node.last_registered_at = now;
           node.last_seen_at = now;
           node.registrations += 1;
@@ -212,7 +251,6 @@ export class NodeService {
         slots: body.slots ?? 1,
         status: "idle",
         current_task_id: null,
-        leases: {},
         key_id: key.id,
         registered_at: now,
         last_registered_at: now,
@@ -254,10 +292,12 @@ export class NodeService {
     return this.mutex.run(nodeId, async () => {
       const node = await this.#state.getNode(nodeId);
       if (!node) throw new FleetHttpError(404, `node ${nodeId} not found`);
+      const wasOffline = node.status === "offline";
       node.last_seen_at = this.#o.clock.now();
-      if (node.status === "offline") node.status = "idle";
+      if (wasOffline) node.status = "idle";
       patch(node);
       await this.#state.putNode(node);
+      if (wasOffline) this.#reportLiveness(node);
       return node;
     });
   }
@@ -286,19 +326,17 @@ export class NodeService {
   /** Returns every task the node still holds to the queue (re-registration, removal). */
   async requeueAll(node: NodeRecord, reason: string): Promise<string[]> {
     const out: string[] = [];
-    for (const [taskId, leaseId] of Object.entries(node.leases)) {
-      const task = await this.#engine.get(taskId);
-      const lease = task?.lease;
-      if (task && lease && lease.holder === node.id && !TERMINAL_STATUSES.has(task.status)) {
-        try {
-          await this.#engine.releaseLease(taskId, lease.id ?? leaseId, reason);
-          out.push(taskId);
-        } catch (err) {
-          this.#o.logger.warn({ err, taskId, node: node.id }, "fleet: could not release a lease");
-        }
+    for (const task of await this.holding(node.id)) {
+      try {
+        await this.#engine.releaseLease(task.id, task.lease!.id, reason);
+        out.push(task.id);
+      } catch (err) {
+        this.#o.logger.warn(
+          { err, taskId: task.id, node: node.id },
+          "fleet: could not release a lease",
+        );
       }
     }
-    node.leases = {};
     node.current_task_id = null;
     return out;
   }
@@ -312,6 +350,7 @@ export class NodeService {
           if (fresh && fresh.status !== "offline" && this.liveStatus(fresh) === "offline") {
             fresh.status = "offline";
             await this.#state.putNode(fresh);
+            this.#reportLiveness(fresh);
             this.#o.logger.warn({ node: fresh.id, name: fresh.name }, "fleet node went offline");
           }
         });
@@ -337,17 +376,38 @@ export class NodeService {
     });
   }
 
-  /** The JSON view of a node. */
-  view(node: NodeRecord): Record<string, unknown> {
+  /** The JSON view of a node, with the tasks it holds read from the engine. */
+  async view(node: NodeRecord): Promise<Record<string, unknown>> {
+    return this.#view(node, await this.holding(node.id));
+  }
+
+  /** The JSON views of several nodes (one engine read for all). */
+  async views(nodes: NodeRecord[]): Promise<Array<Record<string, unknown>>> {
+    const held = await this.#holdingAll();
+    return nodes.map((n) => this.#view(n, held.get(n.id) ?? []));
+  }
+
+  /**
+   * A node's status and tasks as the engine has them: `offline` and `error` from its
+   * liveness and reports, else `busy` while it holds a task and `idle` when it holds none
+   * (a finished task frees it at once, not at its next heartbeat).
+   */
+  #view(node: NodeRecord, held: TaskRecord[]): Record<string, unknown> {
     const seen = Math.max(node.last_seen_at, this.#seen.get(node.id) ?? 0);
+    const live = this.liveStatus(node);
+    const ids = held.map((t) => t.id);
+    const current =
+      node.current_task_id !== null && ids.includes(node.current_task_id)
+        ? node.current_task_id
+        : (ids[0] ?? null);
     return {
       id: node.id,
       name: node.name,
       hostname: node.hostname,
       os_type: node.os_type,
-      status: this.liveStatus(node),
-      current_task_id: node.current_task_id,
-      leased_task_ids: Object.keys(node.leases),
+      status: live === "offline" || live === "error" ? live : ids.length > 0 ? "busy" : "idle",
+      current_task_id: current,
+      leased_task_ids: ids,
       capabilities: node.capabilities,
       tags: node.labels,
       labels: node.labels,

@@ -124,7 +124,7 @@ export function mountFleetRoutes(app: Hono, parts: FleetParts): void {
       nodes.admit(token, source);
       const body = await jsonBody(c, RegisterBodySchema);
       const { node, apiKey, reregistered } = await nodes.register(body, source);
-      return c.json({ ...nodes.view(node), api_key: apiKey, reregistered }, 200);
+      return c.json({ ...(await nodes.view(node)), api_key: apiKey, reregistered }, 200);
     }),
   );
 
@@ -134,12 +134,6 @@ export function mountFleetRoutes(app: Hono, parts: FleetParts): void {
       const n = await node(c, "poll");
       const claimed = await nodes.mutex.run(n.id, async () => {
         const fresh = (await state.getNode(n.id)) ?? n;
-        for (const taskId of Object.keys(fresh.leases)) {
-          const t = await engine.get(taskId);
-          if (!t || TERMINAL_STATUSES.has(t.status) || t.lease?.holder !== fresh.id) {
-            delete fresh.leases[taskId];
-          }
-        }
         const got = await engine.claim(
           {
             holderId: fresh.id,
@@ -152,7 +146,6 @@ export function mountFleetRoutes(app: Hono, parts: FleetParts): void {
         );
         fresh.last_seen_at = o.clock.now();
         if (fresh.status === "offline") fresh.status = "idle";
-        if (got) fresh.leases[got.record.id] = got.lease.id;
         await state.putNode(fresh);
         return got;
       });
@@ -176,7 +169,7 @@ export function mountFleetRoutes(app: Hono, parts: FleetParts): void {
       const n = await node(c, "file");
       // Hono hands the parameter over percent-decoded.
       const name = c.req.param("name") ?? "";
-      const { bytes } = await tasks.fileFor(n, name);
+      const { bytes } = await tasks.fileFor(await nodes.holding(n.id), name);
       return new Response(bytes as unknown as BodyInit, {
         status: 200,
         headers: {
@@ -213,17 +206,17 @@ export function mountFleetRoutes(app: Hono, parts: FleetParts): void {
         rec.current_task_id = current;
         rec.last_heartbeat_at = o.clock.now();
       });
-      // Tasks the node should stop: cancelled, or no longer its own (lease lost).
+      // The task the node is busy with, when it should stop: cancelled, or no longer its own.
       const cancelled: string[] = [];
-      for (const taskId of Object.keys(updated.leases)) {
-        const t = await engine.get(taskId);
+      if (body.status === "busy" && current) {
+        const t = await engine.get(current);
         if (t && (t.status === "cancelled" || (t.lease && t.lease.holder !== n.id))) {
-          cancelled.push(taskId);
+          cancelled.push(current);
         }
       }
       // The node as it now stands (the protocol's Node), plus what the node may act on.
       return c.json({
-        ...nodes.view(updated),
+        ...(await nodes.view(updated)),
         node_id: n.id,
         lease_renewed: renewed,
         cancelled_task_ids: cancelled,
@@ -333,7 +326,7 @@ export function mountFleetRoutes(app: Hono, parts: FleetParts): void {
     "/nodes",
     h(async (c) => {
       await admin(c, "nodes:read");
-      const list = (await state.listNodes()).map((n) => nodes.view(n));
+      const list = await nodes.views(await state.listNodes());
       return c.json({ nodes: list, count: list.length });
     }),
   );
@@ -344,7 +337,7 @@ export function mountFleetRoutes(app: Hono, parts: FleetParts): void {
       await admin(c, "nodes:read");
       const n = await state.getNode(c.req.param("id") ?? "");
       if (!n) throw new FleetHttpError(404, `node ${c.req.param("id")} not found`);
-      return c.json(nodes.view(n));
+      return c.json(await nodes.view(n));
     }),
   );
 

@@ -29,9 +29,8 @@ export interface NodeRecord {
   task_types: string[];
   slots: number;
   status: NodeState;
+  /** The task the node last said it is busy with (its heartbeat). */
   current_task_id: string | null;
-  /** Tasks this node was handed and may still hold: task id → lease id. */
-  leases: Record<string, string>;
   key_id: string;
   registered_at: number;
   last_registered_at: number;

@@ -10,7 +10,6 @@ import type {
   FileRecord,
   FleetState,
   FleetTaskState,
-  NodeRecord,
   ScheduleRecord,
   TaskFileRef,
 } from "./state.js";
@@ -326,7 +325,11 @@ export class TaskService {
         fleet.timeout_seconds ?? (task.timeoutMs ? Math.ceil(task.timeoutMs / 1000) : null),
       files: files.map((f) => f.name),
       file_checksums: files.map((f) => f.checksum),
-      assigned_node_id: task.lease?.holder ?? task.workerId ?? result?.workerId ?? null,
+      // The holder of its lease now, or the node that finished it; none while it waits.
+      assigned_node_id:
+        task.lease?.holder ??
+        (TERMINAL_STATUSES.has(task.status) ? (result?.workerId ?? task.workerId) : undefined) ??
+        null,
       lease_expires_at: task.lease ? iso(task.lease.expiresAt) : null,
       attempts: task.attempt,
       result: typeof output === "string" ? output : (output ?? null),
@@ -422,18 +425,16 @@ export class TaskService {
   }
 
   /**
-   * `GET /files/{name}`: the bytes of a file of a task `node` holds, by basename.
+   * `GET /files/{name}`: the bytes of a file of one of the tasks a node holds (`held`), by basename.
    * 403 when the file exists but belongs to no task this node holds; 404 when unknown.
    */
   async fileFor(
-    node: NodeRecord,
+    held: readonly TaskRecord[],
     rawName: string,
   ): Promise<{ rec: TaskFileRef; bytes: Uint8Array }> {
     const name = baseName(rawName);
     if (!name || name === "." || name === "..") throw new FleetHttpError(404, "file not found");
-    for (const taskId of Object.keys(node.leases)) {
-      const task = await this.#engine.get(taskId);
-      if (!task || TERMINAL_STATUSES.has(task.status) || task.lease?.holder !== node.id) continue;
+    for (const task of held) {
       const ref = ((task.payload ?? {}) as FleetPayload).files?.find((f) => f.name === name);
       if (!ref) continue;
       const rec = await this.#state.getFile(ref.filename);
