@@ -1,7 +1,7 @@
 import { FlotillaError } from "../errors.js";
 import { type TaskStatus, TERMINAL_STATUSES } from "../task/schema.js";
 import type { TaskRecord } from "../task/types.js";
-import type { AttemptRecord, TaskQuery } from "./types.js";
+import type { AttemptRecord, StoreClaim, TaskQuery } from "./types.js";
 
 /** Whether a status is terminal (the task will never change again). */
 export function isTerminal(status: TaskStatus): boolean {
@@ -164,4 +164,50 @@ export function toJson(value: unknown, where: string): string {
 /** A deep copy through JSON, so every store returns the same shapes. */
 export function jsonCopy<T>(value: T, where: string): T {
   return JSON.parse(toJson(value, where)) as T;
+}
+
+/** Checks a claim's arguments (`VALIDATION` naming the field). */
+export function checkClaim(claim: StoreClaim): void {
+  if (claim === null || typeof claim !== "object") {
+    throw new FlotillaError("VALIDATION", "claimTask: expected a claim object");
+  }
+  for (const f of ["holder", "leaseId"] as const) {
+    if (typeof claim[f] !== "string" || claim[f].length === 0) {
+      throw new FlotillaError("VALIDATION", `claimTask: ${f}: expected a non-empty string`);
+    }
+  }
+  if (!Number.isInteger(claim.leaseMs) || claim.leaseMs <= 0) {
+    throw new FlotillaError("VALIDATION", "claimTask: leaseMs: expected a positive integer");
+  }
+  const types = claim.taskTypes;
+  if (types !== undefined && (!Array.isArray(types) || types.some((t) => typeof t !== "string"))) {
+    throw new FlotillaError("VALIDATION", "claimTask: taskTypes: expected an array of strings");
+  }
+}
+
+/** Whether a queued task is a candidate for `claim` at `now` (type and due time). */
+export function claimable(task: TaskRecord, claim: StoreClaim, now: number): boolean {
+  if (task.status !== "queued") return false;
+  if (claim.taskTypes !== undefined && !claim.taskTypes.includes(task.type)) return false;
+  return task.notBefore === undefined || task.notBefore <= now;
+}
+
+/** `task` as a claim leaves it: leased to the holder from `now`, attempt and version bumped. */
+export function claimedRecord(task: TaskRecord, claim: StoreClaim, now: number): TaskRecord {
+  const next: TaskRecord = {
+    ...task,
+    status: "leased",
+    attempt: task.attempt + 1,
+    version: task.version + 1,
+    updatedAt: now,
+    workerId: claim.holder,
+    lease: {
+      id: claim.leaseId,
+      holder: claim.holder,
+      acquiredAt: now,
+      expiresAt: now + claim.leaseMs,
+    },
+  };
+  delete next.notBefore;
+  return next;
 }

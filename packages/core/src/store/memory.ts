@@ -3,18 +3,28 @@ import { FlotillaError } from "../errors.js";
 import type { TaskRecord } from "../task/types.js";
 import {
   attemptOf,
+  checkClaim,
   checkEventQuery,
   checkKv,
   checkPaging,
   checkRecord,
   checkRetention,
+  claimable,
+  claimedRecord,
   isTerminal,
   jsonCopy,
   queryStatuses,
   selectForRetention,
 } from "./common.js";
 import { OWNED_WRITES, type OwnedWrites } from "./owned.js";
-import type { AttemptRecord, Store, StoredEvent, TaskQuery, UsageEntry } from "./types.js";
+import type {
+  AttemptRecord,
+  Store,
+  StoreClaim,
+  StoredEvent,
+  TaskQuery,
+  UsageEntry,
+} from "./types.js";
 
 /** Options of {@link MemoryStore}. */
 export interface MemoryStoreOptions {
@@ -203,6 +213,33 @@ export class MemoryStore implements Store {
     const last = list[list.length - 1];
     if (last && last.attempt === row.attempt) list[list.length - 1] = { ...last, ...row };
     else if (!last || last.attempt < row.attempt) list.push(row);
+  }
+
+  /** Claims the best due queued task (a scan: the engine schedules from memory, not from here). */
+  async claimTask(claim: StoreClaim): Promise<TaskRecord | undefined> {
+    this.#check();
+    checkClaim(claim);
+    const now = this.#clock.now();
+    let best: TaskRecord | undefined;
+    for (const t of this.#tasks.values()) {
+      if (!claimable(t, claim, now)) continue;
+      if (
+        !best ||
+        t.priority > best.priority ||
+        (t.priority === best.priority && t.seq < best.seq)
+      ) {
+        best = t;
+      }
+    }
+    if (!best) return undefined;
+    const next = claimedRecord(best, claim, now);
+    this.#save(next, best.version, false);
+    return copy(next);
+  }
+
+  /** The store's time: its clock's. */
+  async now(): Promise<number> {
+    return this.#clock.now();
   }
 
   async getTask(id: string): Promise<TaskRecord | undefined> {

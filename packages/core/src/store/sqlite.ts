@@ -7,10 +7,12 @@ import { type Logger, silentLogger } from "../logger.js";
 import type { TaskRecord } from "../task/types.js";
 import { parseOrThrow } from "../task/validation.js";
 import {
+  checkClaim,
   checkEventQuery,
   checkKv,
   checkPaging,
   checkRetention,
+  claimedRecord,
   queryStatuses,
   toJson,
 } from "./common.js";
@@ -24,7 +26,14 @@ import {
   trackAttempt,
   UPDATE_TASK,
 } from "./sqlite-rows.js";
-import type { AttemptRecord, Store, StoredEvent, TaskQuery, UsageEntry } from "./types.js";
+import type {
+  AttemptRecord,
+  Store,
+  StoreClaim,
+  StoredEvent,
+  TaskQuery,
+  UsageEntry,
+} from "./types.js";
 
 /** Options of {@link SqliteStore}. */
 export interface SqliteStoreOptions {
@@ -226,6 +235,37 @@ export class SqliteStore implements Store {
       trackAttempt(this.#q, db, write);
       return true;
     });
+  }
+
+  /**
+   * Claims the best due queued task inside one write transaction (the file is this
+   * process's alone, so the transaction is the lock).
+   */
+  async claimTask(claim: StoreClaim): Promise<TaskRecord | undefined> {
+    checkClaim(claim);
+    const types = claim.taskTypes;
+    if (types !== undefined && types.length === 0) return undefined;
+    const byType = types === undefined ? "" : ` AND type IN (${types.map(() => "?").join(", ")})`;
+    const sql = `SELECT body FROM tasks WHERE status = 'queued'${byType}
+      AND coalesce(json_extract(body, '$.notBefore'), 0) <= ? ORDER BY priority DESC, seq ASC LIMIT 1`;
+    return this.#q.write((db) => {
+      const now = this.#clock.now();
+      const row = this.#q.stmt(db, sql).get(...(types ?? []), now) as { body: string } | undefined;
+      if (!row) return undefined;
+      const task = JSON.parse(row.body) as TaskRecord;
+      const write = prepareWrite(claimedRecord(task, claim, now), "claimTask");
+      const changed = this.#q
+        .stmt(db, `${UPDATE_TASK} AND version = :expected`)
+        .run({ ...write.row, expected: task.version }).changes;
+      if (Number(changed) === 0) return undefined;
+      trackAttempt(this.#q, db, write);
+      return JSON.parse(write.row.body as string) as TaskRecord;
+    });
+  }
+
+  /** The store's time: its clock's (the file belongs to one process). */
+  async now(): Promise<number> {
+    return this.#clock.now();
   }
 
   async getTask(id: string): Promise<TaskRecord | undefined> {

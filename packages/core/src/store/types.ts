@@ -53,6 +53,18 @@ export interface AttemptRecord {
   updatedAt: number;
 }
 
+/** What {@link Store.claimTask} claims for, and how long. */
+export interface StoreClaim {
+  /** Who takes the task (a worker id, a node id, an instance id). */
+  holder: string;
+  /** The new lease's id. */
+  leaseId: string;
+  /** The lease's length from the store's time, ms. */
+  leaseMs: number;
+  /** Only tasks of these types. @default every type */
+  taskTypes?: readonly string[];
+}
+
 /**
  * Where task state lives. `MemoryStore` is the library default; `SqliteStore`
  * (`@flotilla/core/sqlite`) is durable. Every method that writes resolves only once the
@@ -99,6 +111,31 @@ export interface Store {
    * ```
    */
   saveTask(task: TaskRecord, expectedVersion?: number): Promise<boolean>;
+  /**
+   * Atomically claims the best ready task: the highest priority, then the earliest
+   * submitted, among `queued` tasks that are due (no `notBefore` after the store's time) of
+   * `taskTypes`. The task is saved `leased` to `holder` under a new lease from the store's
+   * time (attempt + 1, version + 1) and returned; `undefined` when there is none. Two
+   * claims, from any number of processes sharing the store, never get the same task.
+   * (One orchestrator alone schedules from memory; this is the seam for several sharing a
+   * database.)
+   *
+   * @example
+   * ```ts
+   * const task = await store.claimTask({ holder: "node-7", leaseId: "l-1", leaseMs: 60_000 });
+   * ```
+   */
+  claimTask(claim: StoreClaim): Promise<TaskRecord | undefined>;
+  /**
+   * The store's time, ms since the epoch: what leases are measured against when several
+   * processes share the store (a database server's clock, not each process's own).
+   *
+   * @example
+   * ```ts
+   * const expired = (task.lease?.expiresAt ?? 0) <= (await store.now());
+   * ```
+   */
+  now(): Promise<number>;
   /**
    * The task with this id, or `undefined`.
    *

@@ -43,7 +43,8 @@ async function rejection(promise: Promise<unknown>): Promise<{ code?: string; me
  * empty, not yet opened store on every call; the suite opens and closes it.
  *
  * Covered: atomic `insertTasks` (a duplicate id or idempotency key leaves nothing
- * inserted), compare-and-set saves (concurrent ones too), copies in and out, the
+ * inserted), compare-and-set saves (concurrent ones too), atomic claims of the best due
+ * task under a lease from the store's time (`claimTask`, `now`), copies in and out, the
  * idempotency index, query filters/order/paging and counts, `loadUnfinished` order, event
  * sequence numbers, the usage ledger, key-value collections, retention, attempt history
  * (when the store has `listAttempts`) and, with `options.reopen`, that all of it survives
@@ -242,6 +243,93 @@ export function describeStoreConformance(
         const err = await rejection(store.saveTask({ ...b, idempotencyKey: "k1", version: 2 }, 1));
         expect(err.code).toBe("CONFLICT");
         expect((await store.getTaskByIdempotencyKey("k1"))?.id).toBe("a");
+      });
+    });
+
+    describe("claim", () => {
+      it("claims the highest priority, then the earliest, due task of the asked types", async () => {
+        await store.insertTasks([
+          storeTestRecord({ id: "low", seq: 1, priority: 10 }),
+          storeTestRecord({ id: "high-late", seq: 3, priority: 30 }),
+          storeTestRecord({ id: "high-early", seq: 2, priority: 30 }),
+          storeTestRecord({ id: "not-due", seq: 0, priority: 40, notBefore: BASE_TIME + 9e9 }),
+          storeTestRecord({ id: "other-type", seq: 0, priority: 40, type: "other" }),
+          storeTestRecord({ id: "running", seq: 0, priority: 40, status: "running" }),
+        ]);
+        const before = await store.now();
+        const got = await store.claimTask({
+          holder: "node-1",
+          leaseId: "lease-1",
+          leaseMs: 5_000,
+          taskTypes: ["custom"],
+        });
+        const after = await store.now();
+        expect(got?.id).toBe("high-early");
+        expect(got).toMatchObject({
+          status: "leased",
+          attempt: 1,
+          version: 2,
+          workerId: "node-1",
+          lease: { id: "lease-1", holder: "node-1" },
+        });
+        expect(got!.lease!.expiresAt - got!.lease!.acquiredAt).toBe(5_000);
+        expect(got!.lease!.acquiredAt).toBeGreaterThanOrEqual(before);
+        expect(got!.lease!.acquiredAt).toBeLessThanOrEqual(after);
+        expect(await store.getTask("high-early")).toEqual(got);
+        const order: string[] = [];
+        for (;;) {
+          const next = await store.claimTask({
+            holder: "n",
+            leaseId: `l${order.length}`,
+            leaseMs: 1,
+          });
+          if (!next) break;
+          order.push(next.id);
+        }
+        expect(order).toEqual(["other-type", "high-late", "low"]);
+      });
+
+      it("never hands one task to two concurrent claims", async () => {
+        await store.insertTasks(
+          Array.from({ length: 5 }, (_, i) => storeTestRecord({ id: `t${i}`, seq: i + 1 })),
+        );
+        const claims = await Promise.all(
+          Array.from({ length: 8 }, (_, i) =>
+            store.claimTask({ holder: `h${i}`, leaseId: `l${i}`, leaseMs: 1_000 }),
+          ),
+        );
+        const ids = claims.filter((c) => c !== undefined).map((c) => c!.id);
+        expect(ids.sort()).toEqual(["t0", "t1", "t2", "t3", "t4"]);
+        expect(claims.filter((c) => c === undefined)).toHaveLength(3);
+      });
+
+      it("claims a delayed task once the store's time reaches it, and nothing of no type", async () => {
+        const claim = (leaseId: string, taskTypes?: string[]) =>
+          store.claimTask({
+            holder: "h",
+            leaseId,
+            leaseMs: 1,
+            ...(taskTypes ? { taskTypes } : {}),
+          });
+        const now = await store.now();
+        await store.insertTasks([storeTestRecord({ id: "later", notBefore: now + 1_000 })]);
+        expect(await claim("l1")).toBeUndefined();
+        await clock.advance(1_000);
+        // A store on its own (a database server's) time gets there by itself.
+        while ((await store.now()) < now + 1_000) await new Promise((r) => setTimeout(r, 20));
+        expect(await claim("l2", [])).toBeUndefined();
+        expect((await claim("l3"))?.id).toBe("later");
+      });
+
+      it("refuses a malformed claim with VALIDATION", async () => {
+        const bad = [
+          { holder: "", leaseId: "l", leaseMs: 1 },
+          { holder: "h", leaseId: "l", leaseMs: 0 },
+          { holder: "h", leaseId: "l", leaseMs: 1, taskTypes: "custom" },
+        ];
+        for (const claim of bad) {
+          expect((await rejection(store.claimTask(claim as never))).code).toBe("VALIDATION");
+        }
       });
     });
 
