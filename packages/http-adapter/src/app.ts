@@ -12,6 +12,7 @@ import {
   PRIORITY_NAMES,
   PRIORITY_VALUES,
   silentLogger,
+  systemClock,
   type TaskRecord,
   type TaskResult,
   type TaskSpec,
@@ -151,7 +152,7 @@ export interface FlotillaAppOptions {
   mount?: Array<{ path?: string; app: Hono & { openapiRoutes?(base: string): RouteConfig[] } }>;
   /** Extra task types accepted besides built-in ones and those claimed by registered workers. */
   taskTypes?: readonly string[];
-  /** Drives WebSocket ping and status intervals. @default systemClock */
+  /** Drives WebSocket ping and status intervals, uptime and the day of usage figures. @default systemClock */
   clock?: Clock;
   /**
    * Per-worker daily quotas (a {@link WorkerQuotaGate} that is also one of the
@@ -219,14 +220,8 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
   const bodyLimitBytes = options.bodyLimitBytes ?? 1_048_576;
   const executeTimeoutMs = options.executeTimeoutMs ?? 300_000;
   const version = options.version ?? "0.1.0";
-  const startedAt = Date.now();
+  const clock = options.clock ?? systemClock;
   let shuttingDown = false;
-
-  // Usage since start, per worker (reset at UTC midnight): the `resources/stats` fallback
-  // when no resource manager is given, and the Vera `llm_api_usage` block.
-  let usageDay = new Date().toISOString().slice(0, 10);
-  const usage = new Map<string, { requests: number; tokens: number; cost: number }>();
-  const counters = { submitted: 0, succeeded: 0, failed: 0, execMsTotal: 0, execCount: 0 };
 
   const app = new Hono() as FlotillaApp;
   const registry = new OpenAPIRegistry();
@@ -294,28 +289,37 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
     return { tasksByState: await countBy(), queueByPriority, workers: workers() };
   };
 
-  const usageBlock = () => {
-    const day = new Date().toISOString().slice(0, 10);
-    if (day !== usageDay) {
-      usage.clear();
-      usageDay = day;
-    }
-    const byWorker: Record<string, unknown> = {};
+  /** Today's (UTC) usage per worker, read from the engine's usage ledger. */
+  const usageBlock = async () => {
+    const now = clock.now();
+    const day = new Date(now).toISOString().slice(0, 10);
+    const byWorker: Record<
+      string,
+      { requests_today: number; tokens_today: number; cost_today: number }
+    > = {};
     const totals = { requests_today: 0, tokens_today: 0, cost_today: 0 };
-    for (const [id, u] of usage) {
-      byWorker[id] = { requests_today: u.requests, tokens_today: u.tokens, cost_today: u.cost };
-      totals.requests_today += u.requests;
-      totals.tokens_today += u.tokens;
-      totals.cost_today += u.cost;
+    for (const line of await o.usage({ since: Date.parse(`${day}T00:00:00Z`), until: now + 1 })) {
+      const u = line.usage;
+      const requests = u.requests ?? 1;
+      const tokens = u.totalTokens ?? (u.inputTokens ?? 0) + (u.outputTokens ?? 0);
+      const cost = u.costUsd ?? 0;
+      const id = line.workerId ?? "unknown";
+      const w = (byWorker[id] ??= { requests_today: 0, tokens_today: 0, cost_today: 0 });
+      w.requests_today += requests;
+      w.tokens_today += tokens;
+      w.cost_today += cost;
+      totals.requests_today += requests;
+      totals.tokens_today += tokens;
+      totals.cost_today += cost;
     }
     return { workers: byWorker, totals, day };
   };
 
-  const resourceStats = () => ({
-    ...managedStats(),
-    ...(options.workerQuotas ? { worker_quotas: options.workerQuotas.stats(Date.now()) } : {}),
+  const resourceStats = async () => ({
+    ...(await managedStats()),
+    ...(options.workerQuotas ? { worker_quotas: options.workerQuotas.stats(clock.now()) } : {}),
   });
-  const managedStats = () => {
+  const managedStats = async () => {
     let managed: Record<string, unknown> | undefined;
     try {
       const m = options.resources?.stats?.();
@@ -330,7 +334,7 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
         llm_api_usage: { workers: managed.workers ?? {}, totals: managed.totals ?? {} },
       }) as Record<string, unknown>;
     }
-    return jsonSafe({ llm_api_usage: usageBlock() }) as Record<string, unknown>;
+    return jsonSafe({ llm_api_usage: await usageBlock() }) as Record<string, unknown>;
   };
 
   const workerStats = (list: WorkerInfo[]) => {
@@ -370,12 +374,9 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
     return jsonSafe({
       is_running: !shuttingDown && engineRunning(),
       state: shuttingDown ? "stopping" : (raw.state ?? "running"),
-      uptime_seconds: Math.round((raw.uptimeMs ?? Date.now() - startedAt) / 1000),
+      uptime_seconds: Math.round(raw.uptimeMs / 1000),
       metrics: {
-        tasks_submitted: Math.max(
-          counters.submitted,
-          Object.values(byState).reduce((a, b) => a + b, 0),
-        ),
+        tasks_submitted: Object.values(byState).reduce((a, b) => a + b, 0),
         tasks_completed: sum("succeeded"),
         tasks_failed: sum("failed", "timed_out"),
         tasks_cancelled: sum("cancelled"),
@@ -384,14 +385,12 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
         queued_tasks: raw.queued ?? sum("queued"),
         delayed_tasks: raw.delayed ?? 0,
         pending_tasks: sum("pending", "awaiting_approval"),
-        avg_execution_time_ms:
-          raw.avgExecutionMs ??
-          (counters.execCount ? counters.execMsTotal / counters.execCount : 0),
+        avg_execution_time_ms: raw.avgExecutionMs,
         tasks_by_state: byState,
         queue_depth_by_priority: raw.queueDepth ?? {},
       },
       workers: { ...ws.statistics, list: ws.views },
-      resources: resourceStats(),
+      resources: await resourceStats(),
       engine: { ...raw, workers: undefined },
     }) as Record<string, unknown>;
   };
@@ -420,20 +419,6 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
     const r = task.result;
     if (!r) return;
     metrics.observeResult(task.type, r);
-    if (r.status === "succeeded") counters.succeeded++;
-    else if (r.status === "failed" || r.status === "timed_out") counters.failed++;
-    if (typeof r.timings?.durationMs === "number") {
-      counters.execMsTotal += r.timings.durationMs;
-      counters.execCount++;
-    }
-    if (r.workerId && (r.usage || task.type === "llm_request")) {
-      const u = usage.get(r.workerId) ?? { requests: 0, tokens: 0, cost: 0 };
-      u.requests += r.usage?.requests ?? 1;
-      u.tokens +=
-        r.usage?.totalTokens ?? (r.usage?.inputTokens ?? 0) + (r.usage?.outputTokens ?? 0);
-      u.cost += r.usage?.costUsd ?? 0;
-      usage.set(r.workerId, u);
-    }
   };
   for (const name of RELAYED_EVENTS) {
     const fn = (payload: unknown) => {
@@ -455,7 +440,6 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
             task: Readonly<TaskRecord>;
           };
           if (TERMINAL_STATUSES.has(ev.to as TaskStatus)) onFinished(ev.task);
-          if (ev.from === null) counters.submitted++;
           if (hub.clientCount === 0) return; // nobody listening: skip building the view
           hub.publish(
             `task:${ev.to}`,
@@ -1056,7 +1040,7 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
     summary: "Rate limits, quotas, usage and cost",
     tags: ["vera"],
     response: ResourceStatsSchema,
-    handler: (c) => c.json(resourceStats()),
+    handler: async (c) => c.json(await resourceStats()),
   });
   define({
     method: "get",

@@ -1,7 +1,7 @@
 import type { EventEmitter } from "eventemitter3";
 import type { Claim, ClaimOptions, ClaimSlot } from "../lease/types.js";
 import type { WorkerInfo } from "../registry/types.js";
-import type { TaskQuery } from "../store/types.js";
+import type { TaskQuery, UsageEntry } from "../store/types.js";
 import type { OrchestratorEvents } from "../task/events.js";
 import type { TaskSpec } from "../task/schema.js";
 import type { Lease, TaskRecord } from "../task/types.js";
@@ -59,6 +59,8 @@ export interface EngineApi {
   status(): OrchestratorStatus;
   /** Ready tasks of `taskTypes` (or all) and the oldest one's wait. */
   queueReading(taskTypes?: string[]): { depth: number; oldestWaitMs: number };
+  /** The usage ledger (one line per attempt that reported usage), oldest first. */
+  usage(query?: { since?: number; until?: number }): Promise<UsageEntry[]>;
 
   /** Registers a worker and starts it. */
   register(worker: Worker): Promise<WorkerInfo>;

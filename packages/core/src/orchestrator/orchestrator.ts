@@ -8,7 +8,7 @@ import type { WorkerInfo } from "../registry/types.js";
 import { createRouter } from "../router/strategies.js";
 import { MemoryStore } from "../store/memory.js";
 import { OWNED_WRITES, type OwnedWrites } from "../store/owned.js";
-import type { Store, TaskQuery } from "../store/types.js";
+import type { Store, TaskQuery, UsageEntry } from "../store/types.js";
 import type { OrchestratorEvents } from "../task/events.js";
 import { PRIORITY_NAMES, PRIORITY_VALUES, type TaskSpec } from "../task/schema.js";
 import type { Lease, TaskRecord } from "../task/types.js";
@@ -453,6 +453,21 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> implements En
       depth,
       oldestWaitMs: oldestAt === undefined ? 0 : Math.max(0, this.clock.now() - oldestAt),
     };
+  }
+
+  /**
+   * The usage ledger from the store: one line per settled attempt that reported usage
+   * (tokens, cost, requests), with its task, worker, provider, model and tenant, oldest
+   * first. `since` inclusive, `until` exclusive.
+   *
+   * @example
+   * ```ts
+   * const today = await orchestrator.usage({ since: Date.parse("2026-12-07T00:00:00Z") });
+   * const cost = today.reduce((sum, line) => sum + (line.usage.costUsd ?? 0), 0);
+   * ```
+   */
+  async usage(query: { since?: number; until?: number } = {}): Promise<UsageEntry[]> {
+    return this.store.listUsage(query);
   }
 
   // ───────────────────────────── control ─────────────────────────────
