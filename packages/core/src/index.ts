@@ -1,45 +1,329 @@
-export * from "./admission/admission.js";
-export * from "./admission/sensor.js";
-export * from "./budget/budgets.js";
-export * from "./budget/calendar.js";
-export * from "./builtin/index.js";
-export * from "./clock.js";
-export * from "./cost/costModel.js";
-export * from "./cost/ledger.js";
-export * from "./cost/prices.js";
-export * from "./cost/usage.js";
-export * from "./dag/index.js";
-export * from "./errors.js";
-export * from "./health/check.js";
-export * from "./health/state.js";
-export * from "./lease/index.js";
-export * from "./limits/concurrency.js";
-export * from "./limits/rate.js";
-export * from "./limits/rateLimiter.js";
-export * from "./llm/index.js";
-export * from "./logger.js";
-export * from "./orchestrator/index.js";
-export * from "./pools/orchestratorHost.js";
-export * from "./pools/workerPool.js";
-export * from "./registry/json-safe.js";
-export * from "./registry/match.js";
-export * from "./registry/registry.js";
-export * from "./registry/types.js";
-export * from "./resources/gate.js";
-export * from "./resources/manager.js";
-export * from "./resources/validate.js";
-export * from "./resources/wakers.js";
-export * from "./router/strategies.js";
-export * from "./router/types.js";
-export * from "./scheduler/index.js";
-export * from "./store/memory.js";
-export * from "./store/retention.js";
-export * from "./store/types.js";
-export * from "./task/events.js";
-export * from "./task/lifecycle.js";
-export * from "./task/normalize.js";
-export * from "./task/schema.js";
-export * from "./task/types.js";
-export * from "./worker/base.js";
-export * from "./worker/types.js";
-export * from "./worker/validate.js";
+// The public surface of @flotilla/core, named one by one: what is not listed here (the
+// scheduler's queues, the DAG tracker, the engine's parts) is internal and may change.
+export {
+  type AdmissionConfig,
+  AdmissionConfigSchema,
+  AdmissionControl,
+  type AdmissionEvents,
+  type AdmissionOptions,
+  type PressureLevel,
+} from "./admission/admission.js";
+export {
+  HostPressureSensor,
+  type HostPressureSensorOptions,
+  type PressureSample,
+  type PressureSensor,
+} from "./admission/sensor.js";
+export {
+  type BudgetConfig,
+  BudgetConfigSchema,
+  type BudgetStats,
+  Budgets,
+  BudgetsConfigSchema,
+  type BudgetsOptions,
+} from "./budget/budgets.js";
+export {
+  dayBounds,
+  dayKey,
+  isTimeZone,
+} from "./budget/calendar.js";
+export {
+  type ApiRequestPayload,
+  ApiRequestPayloadSchema,
+  ApiRequestWorker,
+  type ApiRequestWorkerOptions,
+  builtinTools,
+  evaluateMath,
+  type HttpPolicy,
+  type HttpRequestSpec,
+  type HttpResponseData,
+  hostAllowed,
+  MATH_FUNCTIONS,
+  pickPath,
+  policyFetch,
+  ToolCallPayloadSchema,
+  ToolCallWorker,
+  type ToolCallWorkerOptions,
+  type ToolContext,
+  type ToolDefinition,
+} from "./builtin/index.js";
+export {
+  type Clock,
+  systemClock,
+  type TimerHandle,
+} from "./clock.js";
+export {
+  type CostFigures,
+  CostModel,
+  type CostModelOptions,
+} from "./cost/costModel.js";
+export {
+  type CostAggregate,
+  type CostEntry,
+  CostLedger,
+  type CostLedgerEvents,
+  type CostLedgerOptions,
+  type CostSnapshot,
+  type DayCost,
+} from "./cost/ledger.js";
+export {
+  DEFAULT_PRICES,
+  DEFAULT_PRICES_AS_OF,
+  defaultPriceSubject,
+  formatUsd,
+  fromMicros,
+  type ModelPrice,
+  PriceBook,
+  type PriceSubject,
+  type PriceTable,
+  PriceTableSchema,
+  toMicros,
+} from "./cost/prices.js";
+export {
+  estimatedTokens,
+  type ResolvedUsage,
+  resolveUsage,
+} from "./cost/usage.js";
+export {
+  ERROR_CODES,
+  type ErrorCode,
+  FlotillaError,
+  type FlotillaErrorOptions,
+  RetryAfterError,
+  type SerializedError,
+  UnrecoverableError,
+} from "./errors.js";
+export {
+  checkWorkerHealth,
+  type HealthCheckOptions,
+  type RunningHealthCheck,
+  startHealthCheck,
+} from "./health/check.js";
+export {
+  type HealthCounters,
+  type HealthThresholds,
+  initialHealthCounters,
+  nextHealthState,
+} from "./health/state.js";
+export {
+  type Claim,
+  type ClaimOptions,
+  ClaimOptionsSchema,
+  type ClaimSlot,
+  ClaimSlotSchema,
+} from "./lease/index.js";
+export {
+  ConcurrencyCapSchema,
+  ConcurrencyConfigSchema,
+  ConcurrencyLimiter,
+  type ConcurrencyLimiterOptions,
+} from "./limits/concurrency.js";
+export {
+  KeyLimitsSchema,
+  type LimitInput,
+  LimitInputSchema,
+  type LimitUnit,
+  parseWindow,
+  type RateLimit,
+  type RateLimitsConfig,
+  RateLimitsConfigSchema,
+  toRateLimit,
+} from "./limits/rate.js";
+export {
+  type KeyStats,
+  type LimitCheck,
+  type LimitStats,
+  marginFor,
+  RateLimiter,
+  type RateLimiterOptions,
+  type Reservation,
+  retryAfterOf,
+} from "./limits/rateLimiter.js";
+export {
+  type ContentPart,
+  ContentPartSchema,
+  contentText,
+  estimateInputTokens,
+  type FinishReason,
+  hasImages,
+  ImagePartSchema,
+  type LlmRequest,
+  type LlmRequestInput,
+  LlmRequestSchema,
+  type LlmResponse,
+  MESSAGE_ROLES,
+  type Message,
+  MessageSchema,
+  parseLlmRequest,
+  type ResponseFormat,
+  ResponseFormatSchema,
+  TextPartSchema,
+  type Tool,
+  type ToolCall,
+  ToolCallSchema,
+  ToolSchema,
+} from "./llm/index.js";
+export {
+  type LogFn,
+  type Logger,
+  silentLogger,
+} from "./logger.js";
+export {
+  type EngineApi,
+  type EngineEventName,
+  type EngineListener,
+  Orchestrator,
+  type OrchestratorOptions,
+  OrchestratorOptionsSchema,
+  type OrchestratorStatus,
+  REMOTE_NODE_KIND,
+  type StopOptions,
+  TaskHandle,
+  type UnregisterOptions,
+} from "./orchestrator/index.js";
+export { orchestratorPoolHost } from "./pools/orchestratorHost.js";
+export {
+  type PoolHost,
+  type QueueReading,
+  WorkerPool,
+  WorkerPoolConfigSchema,
+  type WorkerPoolEvents,
+  type WorkerPoolOptions,
+} from "./pools/workerPool.js";
+export {
+  type CircuitBreakerOptions,
+  DEFAULT_CIRCUIT_OPTIONS,
+  DEFAULT_HEALTH_OPTIONS,
+  type ExecutionOutcome,
+  type HealthMonitorOptions,
+  type RegistryChange,
+  WorkerRegistry,
+  type WorkerRegistryEvents,
+  type WorkerRegistryOptions,
+} from "./registry/registry.js";
+export type {
+  CircuitState,
+  TaskMatcher,
+  WorkerEntry,
+  WorkerHealthState,
+  WorkerInfo,
+  WorkerStats,
+} from "./registry/types.js";
+export type {
+  DispatchGate,
+  GateDecision,
+  SettleOutcome,
+} from "./resources/gate.js";
+export {
+  type ProviderStats,
+  type ResourceConfig,
+  ResourceConfigSchema,
+  ResourceManager,
+  type ResourceManagerEvents,
+  type ResourceManagerOptions,
+  type ResourceStats,
+  type UsageToday,
+} from "./resources/manager.js";
+export { Wakers } from "./resources/wakers.js";
+export {
+  cheapest,
+  createRouter,
+  leastLoaded,
+  lowestLatency,
+  type PowerOfTwoOptions,
+  type PreferLocalOptions,
+  powerOfTwoChoices,
+  preferLocal,
+  ROUTING_STRATEGY_NAMES,
+  type RoutingStrategyName,
+  roundRobin,
+  routingView,
+} from "./router/strategies.js";
+export type { RoutingStrategy } from "./router/types.js";
+export {
+  MemoryStore,
+  type MemoryStoreOptions,
+} from "./store/memory.js";
+export {
+  type RetentionHandle,
+  type RetentionOptions,
+  scheduleRetention,
+} from "./store/retention.js";
+export type {
+  AttemptRecord,
+  Store,
+  StoreClaim,
+  StoredEvent,
+  TaskQuery,
+  UsageEntry,
+} from "./store/types.js";
+export type {
+  OrchestratorEvents,
+  ProgressEvent,
+  TransitionEvent,
+} from "./task/events.js";
+export {
+  canTransition,
+  isFailureStatus,
+  isTerminalStatus,
+  TRANSITIONS,
+} from "./task/lifecycle.js";
+export type { TaskDefaults } from "./task/normalize.js";
+export {
+  BUILTIN_TASK_TYPES,
+  type Estimate,
+  EstimateSchema,
+  type ParsedTaskSpec,
+  PRIORITY_NAMES,
+  PRIORITY_VALUES,
+  type PriorityName,
+  PrioritySchema,
+  type Requirements,
+  RequirementsSchema,
+  type RetryPolicy,
+  RetryPolicySchema,
+  TASK_STATUSES,
+  type Target,
+  TargetSchema,
+  type TaskSpec,
+  TaskSpecSchema,
+  type TaskStatus,
+  TERMINAL_STATUSES,
+  type Usage,
+  UsageSchema,
+} from "./task/schema.js";
+export type {
+  ApprovalDecision,
+  Lease,
+  TaskRecord,
+  TaskResult,
+  TaskTimings,
+} from "./task/types.js";
+export {
+  abortReason,
+  BaseWorker,
+  type BaseWorkerOptions,
+  type CallSignal,
+  callSignal,
+  FunctionWorker,
+  type FunctionWorkerOptions,
+  redact,
+  type WorkerFunction,
+} from "./worker/base.js";
+export type {
+  ExecutionContext,
+  HealthReport,
+  HealthStatus,
+  Worker,
+  WorkerResult,
+  WorkerTask,
+} from "./worker/types.js";
+export {
+  formatIssues,
+  HealthReportSchema,
+  parseHealthReport,
+  parseWorkerResult,
+  validateWorker,
+  WorkerResultSchema,
+  WorkerShapeSchema,
+} from "./worker/validate.js";

@@ -25,10 +25,45 @@ export {
   httpStatusOf,
   validationError,
 } from "./errors.js";
-export * from "./fleet/index.js";
+export {
+  createFleetRoutes,
+  FLEET_TASK_TYPE,
+  type FleetApp,
+  type FleetRoutesOptions,
+  KEY_SCOPES,
+  type KeyScope,
+  type RegistrationRateLimit,
+} from "./fleet/index.js";
 export { FlotillaMetrics } from "./metrics.js";
 export { type WorkerQuota, WorkerQuotaGate, type WorkerQuotaGateOptions } from "./quota.js";
-export * from "./schemas.js";
+export {
+  ErrorResponseSchema,
+  ExecuteResponseSchema,
+  HealthResponseSchema,
+  HistoryQuerySchema,
+  HistoryResponseSchema,
+  type LlmApiRegisterInput,
+  LlmApiRegisterSchema,
+  type LlmRequestInput,
+  LlmRequestSchema,
+  LlmResponseSchema,
+  MetricsObject,
+  PriorityInputSchema,
+  RegisteredResponseSchema,
+  type RemoteRegisterInput,
+  RemoteRegisterSchema,
+  ResourceStatsSchema,
+  StatusResponseSchema,
+  SubmitResponseSchema,
+  type TaskSubmitInput,
+  TaskSubmitSchema,
+  TaskViewSchema,
+  type ToolExecuteInput,
+  ToolExecuteSchema,
+  ToolResponseSchema,
+  WorkerListResponseSchema,
+  z,
+} from "./schemas.js";
 export {
   attachWebSockets,
   type FlotillaServer,
