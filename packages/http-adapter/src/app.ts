@@ -304,7 +304,8 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
       const tokens = u.totalTokens ?? (u.inputTokens ?? 0) + (u.outputTokens ?? 0);
       const cost = u.costUsd ?? 0;
       const id = line.workerId ?? "unknown";
-      const w = (byWorker[id] ??= { requests_today: 0, tokens_today: 0, cost_today: 0 });
+      const w = byWorker[id] ?? { requests_today: 0, tokens_today: 0, cost_today: 0 };
+      byWorker[id] = w;
       w.requests_today += requests;
       w.tokens_today += tokens;
       w.cost_today += cost;
