@@ -149,7 +149,7 @@ export class Dispatcher {
             this.#parkForWorkers(lane, eligible);
             continue;
           }
-          const check = this.#gates.check(task, candidates);
+          const check = this.#gates.check(task, candidates, eligible);
           if (check.fail) {
             this.queue.restore(lane);
             this.failQueued(task.id, check.fail);

@@ -66,6 +66,29 @@ describe("GateChain", () => {
     ).toBe(fail);
   });
 
+  it("a refusal for one worker fails the task only when no other eligible worker would take it", () => {
+    const { ctx, clock } = testContext();
+    const spent = new FlotillaError("QUOTA_EXCEEDED", "w1 spent its day");
+    const perWorker: DispatchGate = {
+      name: "worker-budget",
+      check: (_t, w) =>
+        w.id === "w1" ? { ok: false, reason: "spent", fail: spent } : { ok: true },
+    };
+    const chain = new GateChain(ctx, [perWorker], 1_000);
+    const [w1, w2] = entries(ctx, "w1", "w2");
+    const task = record({ id: "x" });
+    // w2 is busy (not a candidate now) but could run it: the task waits for it.
+    expect(chain.check(task, [w1!], [w1!, w2!])).toEqual({
+      passing: [],
+      reason: "w1 spent its day",
+      retryAt: clock.now() + 1_000,
+    });
+    // Both free: w2 takes it.
+    expect(chain.check(task, [w1!, w2!]).passing.map((e) => e.id)).toEqual(["w2"]);
+    // w1 is the only worker for it: the task fails.
+    expect(chain.check(task, [w1!], [w1!]).fail).toBe(spent);
+  });
+
   it("a gate that throws is isolated: reported, and the task held for the recheck interval", () => {
     const { ctx, clock, errors } = testContext();
     const gate: DispatchGate = {

@@ -37,43 +37,81 @@ export class GateChain {
     this.#recheckMs = recheckMs;
   }
 
-  /** Which of `entries` every gate lets run `task` now. */
-  check(task: TaskRecord, entries: WorkerEntry[]): GateCheck {
+  /**
+   * Which of `entries` (the free workers that could run `task`) every gate lets run it now.
+   * A gate's refusal for good fails the task only when it holds for every worker that could
+   * run it: when one of `others` (eligible workers busy now) would not be refused, the task
+   * waits for it instead — a worker over its own budget does not fail work another could do.
+   */
+  check(task: TaskRecord, entries: WorkerEntry[], others: readonly WorkerEntry[] = []): GateCheck {
     if (this.#gates.length === 0) return { passing: entries };
     const now = this.#ctx.clock.now();
     const passing: WorkerEntry[] = [];
     let retryAt: number | undefined;
     let blockKey: string | undefined;
     let reason: string | undefined;
+    let fail: FlotillaError | undefined;
     for (const entry of entries) {
-      let ok = true;
-      for (const gate of this.#gates) {
-        let d: GateDecision;
-        try {
-          d = gate.check(task, entry, now);
-        } catch (err) {
-          this.#ctx.internalError(err, `gate ${gate.name} threw in check`);
-          d = { ok: false, reason: `gate ${gate.name} failed`, retryAt: now + this.#recheckMs };
-        }
-        if (d.ok) continue;
-        ok = false;
-        if (d.fail) return { passing: [], fail: d.fail };
-        // A gate that gives no retry time and cannot wake us is polled instead.
-        const at = d.retryAt ?? (gate.subscribe ? undefined : now + this.#recheckMs);
-        if (at !== undefined) retryAt = retryAt === undefined ? at : Math.min(retryAt, at);
-        blockKey ??= d.blockKey;
-        reason ??= d.reason;
-        break;
+      const d = this.#decide(task, entry, now);
+      if (d.ok) {
+        passing.push(entry);
+        continue;
       }
-      if (ok) passing.push(entry);
+      if (d.fail) {
+        fail ??= d.fail;
+        continue;
+      }
+      const at = d.retryAt;
+      if (at !== undefined) retryAt = retryAt === undefined ? at : Math.min(retryAt, at);
+      blockKey ??= d.blockKey;
+      reason ??= d.reason;
+    }
+    if (passing.length > 0) return { passing };
+    if (fail !== undefined && retryAt === undefined && reason === undefined) {
+      const spare = others.some((o) => {
+        if (entries.includes(o)) return false;
+        const d = this.#decide(task, o, now);
+        return d.ok || d.fail === undefined;
+      });
+      if (!spare) return { passing: [], fail };
+      return { passing: [], reason: fail.message, retryAt: now + this.#recheckMs };
     }
     const out: GateCheck = { passing };
-    if (passing.length === 0) {
-      if (retryAt !== undefined) out.retryAt = retryAt;
-      if (blockKey !== undefined) out.blockKey = blockKey;
-      if (reason !== undefined) out.reason = reason;
-    }
+    if (retryAt !== undefined) out.retryAt = retryAt;
+    if (blockKey !== undefined) out.blockKey = blockKey;
+    if (reason !== undefined) out.reason = reason;
     return out;
+  }
+
+  /** The first refusal of `entry` by a gate, in gate order (a throwing gate holds the task). */
+  #decide(
+    task: TaskRecord,
+    entry: WorkerEntry,
+    now: number,
+  ):
+    | { ok: true }
+    | { ok: false; fail?: FlotillaError; retryAt?: number; blockKey?: string; reason?: string } {
+    for (const gate of this.#gates) {
+      let d: GateDecision;
+      try {
+        d = gate.check(task, entry, now);
+      } catch (err) {
+        this.#ctx.internalError(err, `gate ${gate.name} threw in check`);
+        d = { ok: false, reason: `gate ${gate.name} failed`, retryAt: now + this.#recheckMs };
+      }
+      if (d.ok) continue;
+      if (d.fail) return { ok: false, fail: d.fail };
+      // A gate that gives no retry time and cannot wake us is polled instead.
+      const at = d.retryAt ?? (gate.subscribe ? undefined : now + this.#recheckMs);
+      const out: { ok: false; retryAt?: number; blockKey?: string; reason?: string } = {
+        ok: false,
+      };
+      if (at !== undefined) out.retryAt = at;
+      if (d.blockKey !== undefined) out.blockKey = d.blockKey;
+      if (d.reason !== undefined) out.reason = d.reason;
+      return out;
+    }
+    return { ok: true };
   }
 
   /** An attempt was dispatched: every gate is told; returns the gates to tell of its end. */
