@@ -189,6 +189,58 @@ describe("Budgets", () => {
   });
 });
 
+describe("Budgets per worker, added and removed at run time", () => {
+  it("counts each worker on its own, restores from the ledger by worker, and can be changed live", () => {
+    const clock = new FakeClock({ now: Date.UTC(2026, 0, 1, 12) });
+    const b = new Budgets({
+      clock,
+      budgets: [{ scope: "worker", key: "w1", requests: 2, policy: "fail" }],
+    });
+    const w1 = makeEntry({ id: "w1" });
+    const w2 = makeEntry({ id: "w2" });
+    const now = clock.now();
+    b.restore(
+      [
+        {
+          at: now - 1_000,
+          workerId: "w1",
+          usage: { requests: 1, inputTokens: 10, outputTokens: 5 },
+        },
+      ],
+      now,
+    );
+    const t1 = makeTask();
+    expect(b.check(t1, w1, now).ok).toBe(true);
+    b.onDispatch(t1, w1, now);
+    const d = b.check(makeTask(), w1, now);
+    expect(!d.ok && d.fail?.message).toBe(
+      'budget "worker:w1/day" exceeded: requests limit 2, used 2, this task needs 1 (per day in UTC, worker "w1")',
+    );
+    expect(b.check(makeTask(), w2, now).ok).toBe(true); // another worker: not this budget
+    // Added live with today's ledger: w2's earlier call today counts, yesterday's does not.
+    const history = [
+      { at: now - 86_400_000, workerId: "w2", usage: { requests: 1, inputTokens: 1 } },
+      { at: now - 60_000, workerId: "w2", usage: { requests: 1, inputTokens: 1 } },
+    ];
+    const name = b.add({ scope: "worker", key: "w2", requests: 2, policy: "fail" }, history);
+    expect(name).toBe("worker:w2/day");
+    const t2 = makeTask();
+    expect(b.check(t2, w2, now).ok).toBe(true);
+    b.onDispatch(t2, w2, now);
+    expect(b.check(makeTask(), w2, now).ok).toBe(false);
+    expect(b.stats(now).map((s) => [s.scope, s.subject, s.used.requests])).toEqual([
+      ["worker", "w1", 2],
+      ["worker", "w2", 2],
+    ]);
+    expect(b.remove("worker:w1/day")).toBe(true);
+    expect(b.check(makeTask(), w1, now).ok).toBe(true);
+    expect(b.remove("worker:w1/day")).toBe(false);
+    expect(() => b.add({ scope: "worker", requests: -1 })).toThrow(
+      /requests must be greater than zero/,
+    );
+  });
+});
+
 describe("calendar", () => {
   it("computes DST-safe local days", async () => {
     const berlinSpring = dayBounds(Date.UTC(2026, 2, 29, 12), "Europe/Berlin");

@@ -32,9 +32,12 @@ export const BudgetConfigSchema = z
   .object({
     /** Name used in errors and stats. @default `${scope}:${key ?? "*"}/${period}` */
     name: z.string().min(1).optional(),
-    /** `global` (everything), `provider` (a task's rate-limit keys, else its worker's provider) or `tenant`. @default "global" */
-    scope: z.enum(["global", "provider", "tenant"]).default("global"),
-    /** Which provider/tenant; without it, every provider/tenant gets its own budget. */
+    /**
+     * `global` (everything), `provider` (a task's rate-limit keys, else its worker's
+     * provider), `tenant`, or `worker` (what one worker runs). @default "global"
+     */
+    scope: z.enum(["global", "provider", "tenant", "worker"]).default("global"),
+    /** Which provider/tenant/worker; without it, every provider/tenant/worker gets its own budget. */
     key: z.string().min(1).optional(),
     requests: positive("requests").optional(),
     tokens: positive("tokens").optional(),
@@ -86,9 +89,13 @@ interface Amounts {
   cost: number;
 }
 
+type Scope = "global" | "provider" | "tenant" | "worker";
+
 interface Spec {
+  /** Unique per `Budgets`: counters are keyed by it (names may repeat). */
+  id: number;
   name: string;
-  scope: "global" | "provider" | "tenant";
+  scope: Scope;
   key?: string;
   limits: Partial<Amounts>;
   reset: "calendar" | "sliding";
@@ -193,7 +200,7 @@ interface Hold {
 /** One budget's state for one subject, as {@link Budgets.stats} shows it. */
 export interface BudgetStats {
   name: string;
-  scope: "global" | "provider" | "tenant";
+  scope: Scope;
   subject: string;
   period: string;
   policy: "wait" | "fail";
@@ -233,12 +240,14 @@ function show(metric: Metric, n: number): string {
 
 /**
  * Quotas and budgets — requests, tokens and money per day (calendar day in a time zone, or
- * sliding), globally, per provider or per tenant — as a dispatch gate. Before dispatch the
+ * sliding), globally, per provider, per tenant or per worker — as a dispatch gate. Before dispatch the
  * task's estimate is checked and reserved; at settle the reservation is replaced by the
  * actual usage. Money is counted in integer micro-dollars, so a budget holds to the cent.
  * A task that does not fit waits until the window frees up (`policy: "wait"`) or fails with
  * `QUOTA_EXCEEDED` (`policy: "fail"`), with a message naming the budget, its limit, what is
- * used and the period.
+ * used and the period. (A worker's budget fails a task only when no other worker could run
+ * it; otherwise the task waits for one.) Budgets can be added and removed while the
+ * orchestrator runs (`add`, `remove`).
  *
  * @example
  * ```ts
@@ -256,7 +265,9 @@ function show(metric: Metric, n: number): string {
 export class Budgets implements DispatchGate {
   readonly name = "budget";
   readonly costModel: CostModel;
-  readonly #specs: Spec[];
+  #specs: Spec[];
+  #nextId = 0;
+  readonly #timeZone: string;
   readonly #counters = new Map<string, Counter>();
   readonly #holds = new Map<string, Hold[]>();
   readonly #wakers: Wakers;
@@ -274,39 +285,88 @@ export class Budgets implements DispatchGate {
         `timeZone: unknown time zone "${tz}" (expected an IANA name such as "Europe/Berlin")`,
       );
     }
+    this.#timeZone = tz;
     const list = parseConfig(BudgetsConfigSchema, options.budgets ?? [], "budgets");
-    this.#specs = list.map((b) => {
-      const sliding = b.reset === "sliding";
-      const windowMs = sliding
-        ? (parseWindow(b.period === "day" ? "1d" : b.period) as number)
-        : 86_400_000;
-      const periodLabel = sliding
-        ? `sliding ${typeof b.period === "number" ? `${b.period}ms` : b.period}`
-        : `day in ${b.timeZone ?? tz}`;
-      const limits: Partial<Amounts> = {};
-      if (b.requests !== undefined) limits.requests = b.requests;
-      if (b.tokens !== undefined) limits.tokens = b.tokens;
-      if (b.costUsd !== undefined) limits.cost = toMicros(b.costUsd);
-      const spec: Spec = {
-        name:
-          b.name ??
-          `${b.scope}${b.scope === "global" ? "" : `:${b.key ?? "*"}`}/${sliding ? b.period : "day"}`,
-        scope: b.scope,
-        limits,
-        reset: b.reset,
-        windowMs,
-        timeZone: b.timeZone ?? tz,
-        policy: b.policy,
-        periodLabel,
-      };
-      if (b.key !== undefined) spec.key = b.key;
-      return spec;
-    });
+    this.#specs = list.map((b) => this.#spec(b));
     this.costModel = options.costModel ?? new CostModel();
     this.#clock = options.clock ?? systemClock;
     this.#logger = options.logger ?? silentLogger;
     this.#wakers = new Wakers(this.#logger);
     this.#born = this.#clock.now();
+  }
+
+  #spec(b: z.output<typeof BudgetConfigSchema>): Spec {
+    const sliding = b.reset === "sliding";
+    const windowMs = sliding
+      ? (parseWindow(b.period === "day" ? "1d" : b.period) as number)
+      : 86_400_000;
+    const periodLabel = sliding
+      ? `sliding ${typeof b.period === "number" ? `${b.period}ms` : b.period}`
+      : `day in ${b.timeZone ?? this.#timeZone}`;
+    const limits: Partial<Amounts> = {};
+    if (b.requests !== undefined) limits.requests = b.requests;
+    if (b.tokens !== undefined) limits.tokens = b.tokens;
+    if (b.costUsd !== undefined) limits.cost = toMicros(b.costUsd);
+    const spec: Spec = {
+      id: this.#nextId++,
+      name:
+        b.name ??
+        `${b.scope}${b.scope === "global" ? "" : `:${b.key ?? "*"}`}/${sliding ? b.period : "day"}`,
+      scope: b.scope,
+      limits,
+      reset: b.reset,
+      windowMs,
+      timeZone: b.timeZone ?? this.#timeZone,
+      policy: b.policy,
+      periodLabel,
+    };
+    if (b.key !== undefined) spec.key = b.key;
+    return spec;
+  }
+
+  /**
+   * Adds a budget while the orchestrator runs. It counts from now, plus the lines of
+   * `history` (the usage ledger, e.g. `orchestrator.usage({ since })`) inside its current
+   * window, so usage earlier today is not forgotten. Returns its name; `VALIDATION` naming
+   * the field for a bad config.
+   *
+   * @example
+   * ```ts
+   * budgets.add(
+   *   { name: "worker:openai-1/day", scope: "worker", key: "openai-1", requests: 1000, policy: "fail" },
+   *   await orchestrator.usage({ since: Date.now() - 86_400_000 }),
+   * );
+   * ```
+   */
+  add(config: BudgetConfig, history: UsageEntry[] = []): string {
+    const [parsed] = parseConfig(BudgetsConfigSchema, [config], "budget");
+    const spec = this.#spec(parsed!);
+    const now = this.#clock.now();
+    this.#replay(history, [spec], now, now + 1);
+    if (spec.key !== undefined) this.#counter(spec, spec.key, now); // shown in stats at once
+    this.#specs = [...this.#specs, spec];
+    this.#wake();
+    return spec.name;
+  }
+
+  /**
+   * Removes every budget named `name` with its counters; tasks it held may go. Resolves
+   * whether there was one.
+   *
+   * @example
+   * ```ts
+   * budgets.remove("worker:openai-1/day");
+   * ```
+   */
+  remove(name: string): boolean {
+    const gone = this.#specs.filter((s) => s.name === name);
+    if (gone.length === 0) return false;
+    this.#specs = this.#specs.filter((s) => s.name !== name);
+    for (const spec of gone) {
+      for (const [id, c] of this.#counters) if (c.spec === spec) this.#counters.delete(id);
+    }
+    this.#wake();
+    return true;
   }
 
   /**
@@ -327,20 +387,27 @@ export class Budgets implements DispatchGate {
   restore(entries: UsageEntry[], now: number = this.#clock.now()): void {
     if (this.#restored) return;
     this.#restored = true;
+    const replayed = this.#replay(entries, this.#specs, now, this.#born);
+    if (replayed > 0) this.#logger.info({ lines: replayed }, "budgets restored from usage");
+  }
+
+  /** Counts ledger lines (before `before`) into the counters of `specs`; returns how many counted. */
+  #replay(entries: UsageEntry[], specs: readonly Spec[], now: number, before: number): number {
     const lines = resolveUsageEntries(entries, this.costModel.prices).filter(
-      (l) => l.at < this.#born && l.at <= now,
+      (l) => l.at < before && l.at <= now,
     );
     const perCounter = new Map<Counter, Entry[]>();
     for (const line of lines) {
-      for (let i = 0; i < this.#specs.length; i++) {
-        const spec = this.#specs[i]!;
+      for (const spec of specs) {
         let subjects: string[];
         if (spec.scope === "global") subjects = ["*"];
         else if (spec.scope === "tenant") subjects = [line.tenant ?? "default"];
+        else if (spec.scope === "worker")
+          subjects = line.workerId === undefined ? [] : [line.workerId];
         else subjects = line.provider === undefined ? [] : [line.provider];
         for (const subject of subjects) {
           if (spec.key !== undefined && spec.key !== subject) continue;
-          const c = this.#counter(i, spec, subject, now);
+          const c = this.#counter(spec, subject, now);
           const inside =
             spec.reset === "calendar"
               ? line.at >= c.windowStart && line.at < c.windowEnd
@@ -361,8 +428,7 @@ export class Budgets implements DispatchGate {
       }
     }
     for (const [counter, list] of perCounter) counter.restore(list);
-    if (perCounter.size > 0)
-      this.#logger.info({ lines: lines.length }, "budgets restored from usage");
+    return perCounter.size > 0 ? lines.length : 0;
   }
 
   #subjects(spec: Spec, task: TaskRecord, worker: WorkerEntry | undefined): string[] {
@@ -371,6 +437,10 @@ export class Budgets implements DispatchGate {
       const t = task.tenant ?? "default";
       return spec.key === undefined || spec.key === t ? [t] : [];
     }
+    if (spec.scope === "worker") {
+      if (worker === undefined) return [];
+      return spec.key === undefined || spec.key === worker.id ? [worker.id] : [];
+    }
     const providers = task.rateLimitKeys.length
       ? task.rateLimitKeys
       : [this.costModel.subject(task, worker).provider];
@@ -378,8 +448,8 @@ export class Budgets implements DispatchGate {
     return providers.includes(spec.key) ? [spec.key] : [];
   }
 
-  #counter(i: number, spec: Spec, subject: string, now: number): Counter {
-    const id = `${i}\u0000${subject}`;
+  #counter(spec: Spec, subject: string, now: number): Counter {
+    const id = `${spec.id}\u0000${subject}`;
     let c = this.#counters.get(id);
     if (!c) {
       c = new Counter(spec);
@@ -398,10 +468,9 @@ export class Budgets implements DispatchGate {
   check(task: TaskRecord, worker: WorkerEntry, now: number): GateDecision {
     const need = this.#estimate(task, worker);
     let wait: Extract<GateDecision, { ok: false }> | undefined;
-    for (let i = 0; i < this.#specs.length; i++) {
-      const spec = this.#specs[i]!;
+    for (const spec of this.#specs) {
       for (const subject of this.#subjects(spec, task, worker)) {
-        const c = this.#counter(i, spec, subject, now);
+        const c = this.#counter(spec, subject, now);
         for (const metric of ["cost", "tokens", "requests"] as const) {
           const limit = spec.limits[metric];
           if (limit === undefined || fits(c.used[metric], need[metric], limit)) continue;
@@ -441,10 +510,9 @@ export class Budgets implements DispatchGate {
   onDispatch(task: TaskRecord, worker: WorkerEntry, now: number): void {
     const amounts = this.#estimate(task, worker);
     const holds: Hold[] = [];
-    for (let i = 0; i < this.#specs.length; i++) {
-      const spec = this.#specs[i]!;
+    for (const spec of this.#specs) {
       for (const subject of this.#subjects(spec, task, worker)) {
-        const counter = this.#counter(i, spec, subject, now);
+        const counter = this.#counter(spec, subject, now);
         const entry = counter.add(amounts, now);
         holds.push({ counter, windowStart: counter.windowStart, entry, amounts });
       }

@@ -1,5 +1,6 @@
 import { FakeClock } from "@flotilla/testing";
 import { afterEach, describe, expect, it } from "vitest";
+import { Budgets } from "../budget/budgets.js";
 import type { Clock } from "../clock.js";
 import { RetryAfterError } from "../errors.js";
 import type { OrchestratorOptions } from "../orchestrator/options.js";
@@ -216,6 +217,44 @@ describe("resources with the orchestrator", () => {
     // key-a admits one call per minute; everything else goes to w-b as soon as it is free.
     expect(runs.filter(([w]) => w === "w-a")).toEqual([["w-a", 0]]);
     expect(runs.filter(([w]) => w === "w-b").map(([, at]) => at)).toEqual([0, 100, 200]);
+  });
+
+  it("a worker over its own budget hands its work to another worker; alone, the task fails", async () => {
+    const clock = new FakeClock({ now: Date.UTC(2026, 0, 1, 12) });
+    const budgets = new Budgets({
+      clock,
+      budgets: [{ scope: "worker", key: "a", requests: 1, policy: "fail" }],
+    });
+    const orchestrator = new Orchestrator({ clock, gates: [budgets] });
+    running.push(orchestrator);
+    const ran: string[] = [];
+    const worker = (id: string) =>
+      new FunctionWorker({
+        id,
+        taskTypes: ["job"],
+        fn: async () => {
+          ran.push(id);
+          await sleep(clock, 100);
+          return id;
+        },
+      });
+    await orchestrator.register(worker("a"));
+    await orchestrator.start();
+    const first = await orchestrator.submit({ type: "job" });
+    await clock.advance(100);
+    expect((await first.result()).output).toBe("a");
+    // "a" has spent its day; with no other worker the task fails, naming the budget.
+    const alone = await orchestrator.submit({ type: "job" });
+    await clock.advance(0);
+    expect((await alone.result()).error).toMatchObject({ code: "QUOTA_EXCEEDED" });
+    // With "b" busy, a task waits for it instead of failing, then runs there.
+    await orchestrator.register(worker("b"));
+    const busy = await orchestrator.submit({ type: "job" });
+    const next = await orchestrator.submit({ type: "job" });
+    await clock.advance(250);
+    expect((await busy.result()).output).toBe("b");
+    expect((await next.result()).output).toBe("b");
+    expect(ran).toEqual(["a", "b", "b"]);
   });
 
   it("reconciles tokens with reported usage end to end", async () => {
