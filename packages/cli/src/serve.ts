@@ -8,7 +8,6 @@ import {
   type FlotillaAppOptions,
   type FlotillaServer,
   serveFlotilla,
-  WorkerQuotaGate,
 } from "@flotilla/http-adapter";
 import { resolveAdminKey } from "./admin-key.js";
 import type { ServeConfig } from "./config.js";
@@ -57,18 +56,10 @@ export async function runServe(
     {},
     { logger, keys: (task, worker) => [...task.rateLimitKeys, `worker:${worker.id}`] },
   );
-  // Daily quotas per worker (`quota_*_per_day` of `POST /workers/llm-api/register`).
-  const quotas = new WorkerQuotaGate({
-    costOf: (task, worker, outcome) =>
-      resources.budgets.costModel.actual(task, worker, outcome.usage, outcome.status).costMicros /
-      1e6,
-    alternatives: (task) =>
-      orchestrator.registry.list().filter((e) => orchestrator.registry.matches(e, task)),
-  });
   const orchestrator: Orchestrator = new Orchestrator({
     store,
     logger,
-    gates: [...resources.gates, quotas],
+    gates: resources.gates,
     leaseMs: Math.round(config.leaseSeconds * 1000),
     ...(config.concurrency ? { concurrency: config.concurrency } : {}),
   });
@@ -127,7 +118,6 @@ export async function runServe(
         },
     prefix: config.prefix,
     workerFactories: factories,
-    workerQuotas: quotas,
     bodyLimitBytes: config.bodyLimitBytes,
     logger,
     resources,

@@ -2,8 +2,6 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { TaskRecord, WorkerEntry } from "@flotilla/core";
-import { WorkerQuotaGate } from "@flotilla/http-adapter";
 import { type OpenAIServer, startOpenAIServer } from "@flotilla/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadServeConfig, type RunningServer, runServe } from "../src/index.js";
@@ -73,7 +71,7 @@ describe("per-worker daily quotas through flotilla serve", () => {
     expect(third.json.status).toBe("failed");
     expect(third.json.error_code).toBe("QUOTA_EXCEEDED");
     expect(third.json.error).toContain(
-      'worker "by-requests" daily quota exceeded: requests 2 of 2 used today',
+      'budget "worker:by-requests/day" exceeded: requests limit 2, used 2, this task needs 1 (per day in UTC, worker "by-requests")',
     );
 
     // A second worker within its quota takes the work the first may no longer do.
@@ -109,49 +107,5 @@ describe("per-worker daily quotas through flotilla serve", () => {
     const r = await register("bad", { quota_requests_per_day: -1 });
     expect(r.status).toBe(400);
     expect(r.json.detail).toContain("quota_requests_per_day");
-  });
-});
-
-describe("WorkerQuotaGate", () => {
-  const entry = (id: string) => ({ id }) as WorkerEntry;
-  const task = (id: string) => ({ id, type: "llm_request" }) as TaskRecord;
-
-  it("resets at the calendar day's end in its time zone", () => {
-    const gate = new WorkerQuotaGate({ timeZone: "Europe/Berlin" });
-    gate.set("w", { requestsPerDay: 1 });
-    // 22:30 UTC on 5 Jan = 23:30 in Berlin; the Berlin day ends at 23:00 UTC.
-    const t0 = Date.UTC(2026, 0, 5, 22, 30);
-    expect(gate.check(task("a"), entry("w"), t0)).toEqual({ ok: true });
-    gate.onDispatch(task("a"), entry("w"), t0);
-    gate.onSettle(task("a"), entry("w"), { status: "succeeded" }, t0 + 1000);
-    const refused = gate.check(task("b"), entry("w"), t0 + 60_000);
-    expect(refused.ok).toBe(false);
-    if (!refused.ok) {
-      expect(refused.fail?.code).toBe("QUOTA_EXCEEDED");
-      expect(refused.reason).toContain("resets 2026-01-05T23:00:00.000Z");
-    }
-    expect(gate.check(task("b"), entry("w"), Date.UTC(2026, 0, 5, 23, 0))).toEqual({ ok: true });
-  });
-
-  it("holds instead of failing when another worker could run the task, and restores today's ledger", () => {
-    const other = entry("spare");
-    const gate = new WorkerQuotaGate({ alternatives: () => [entry("w"), other] });
-    gate.set("w", { costUsdPerDay: 1 });
-    const now = Date.UTC(2026, 0, 5, 12);
-    gate.restore(
-      [
-        { at: now - 86_400_000, workerId: "w", usage: { costUsd: 5 } },
-        { at: now - 3_600_000, workerId: "w", usage: { costUsd: 0.6 } },
-        { at: now - 60_000, workerId: "w", usage: { costUsd: 0.4 } },
-      ],
-      now,
-    );
-    const d = gate.check(task("x"), entry("w"), now);
-    expect(d).toMatchObject({ ok: false, retryAt: Date.UTC(2026, 0, 6) });
-    expect(d.ok === false && d.fail).toBeFalsy();
-    gate.set("spare", { requestsPerDay: 1 });
-    gate.onDispatch(task("y"), other, now);
-    const e = gate.check(task("x"), entry("w"), now);
-    expect(e.ok === false && e.fail?.code).toBe("QUOTA_EXCEEDED");
   });
 });

@@ -6,6 +6,7 @@ import {
 import type { EngineApi } from "@flotilla/core";
 import {
   BUILTIN_TASK_TYPES,
+  type Budgets,
   type Clock,
   FlotillaError,
   type Logger,
@@ -31,7 +32,6 @@ import { docsAsset, docsHtml } from "./docs.js";
 import { RELAYED_EVENTS } from "./engine.js";
 import { errorResponse, HttpError, validationError } from "./errors.js";
 import { FlotillaMetrics, type MetricsSnapshot } from "./metrics.js";
-import type { WorkerQuotaGate } from "./quota.js";
 import {
   ErrorResponseSchema,
   ExecuteResponseSchema,
@@ -89,6 +89,13 @@ export interface WorkerFactories {
 
 /** The resource manager, as far as the adapter reads it. */
 export interface ResourcesLike {
+  /**
+   * The engine's budgets gate: the `quota_*_per_day` fields of
+   * `POST /workers/llm-api/register` become a daily `worker` budget of the new worker
+   * (removed when it is unregistered), shown in `/resources/stats` as `worker_quotas`.
+   * Without it, a registration carrying quota fields answers 501 instead of ignoring them.
+   */
+  budgets?: Pick<Budgets, "add" | "remove" | "stats">;
   /** The `/resources/stats` view (`ResourceManager.stats()`). */
   stats?(): unknown;
   /** Host-pressure admission: at `red`, task-creating routes answer 503 with `Retry-After`. */
@@ -154,14 +161,6 @@ export interface FlotillaAppOptions {
   taskTypes?: readonly string[];
   /** Drives WebSocket ping and status intervals, uptime and the day of usage figures. @default systemClock */
   clock?: Clock;
-  /**
-   * Per-worker daily quotas (a {@link WorkerQuotaGate} that is also one of the
-   * orchestrator's gates): the `quota_*_per_day` fields of `POST /workers/llm-api/register`
-   * are set on it, and `/resources/stats` shows them as `worker_quotas`. Without it, a
-   * registration carrying quota fields answers 501 instead of ignoring them.
-   * @default none
-   */
-  workerQuotas?: WorkerQuotaGate;
 }
 
 /** Runtime handles of an app made by {@link createFlotillaApp}. */
@@ -318,7 +317,9 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
 
   const resourceStats = async () => ({
     ...(await managedStats()),
-    ...(options.workerQuotas ? { worker_quotas: options.workerQuotas.stats(clock.now()) } : {}),
+    ...(options.resources?.budgets
+      ? { worker_quotas: workerQuotas(options.resources.budgets) }
+      : {}),
   });
   const managedStats = async () => {
     let managed: Record<string, unknown> | undefined;
@@ -426,7 +427,7 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
       if (name === "worker:registered" || name === "worker:unregistered") typeCache = undefined;
       if (name === "worker:unregistered") {
         const id = (payload as { id?: unknown } | undefined)?.id;
-        if (typeof id === "string") options.workerQuotas?.delete(id);
+        if (typeof id === "string") options.resources?.budgets?.remove(workerBudget(id));
       }
       try {
         if (name === "task:transition") {
@@ -922,7 +923,7 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
     factory: ((input: T, ctx: WorkerFactoryContext) => Worker | Promise<Worker>) | undefined,
     input: T,
     what: string,
-    beforeRegister?: (worker: Worker) => void,
+    beforeRegister?: (worker: Worker) => void | Promise<void>,
   ) => {
     notShuttingDown();
     if (!factory) {
@@ -951,7 +952,7 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
         `cannot create ${what} worker: ${(err as Error).message}`,
       );
     }
-    beforeRegister?.(worker);
+    await beforeRegister?.(worker);
     await o.register(worker);
     typeCache = undefined;
     logger.info({ workerId: worker.id, kind: worker.kind }, `${what} worker registered`);
@@ -970,7 +971,7 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
     what: string;
     notImplemented: string;
     /** Checks the input further; may return what to do with the worker before it registers. */
-    prepare?: (input: T) => ((worker: Worker) => void) | undefined;
+    prepare?: (input: T) => ((worker: Worker) => void | Promise<void>) | undefined;
   }) =>
     define({
       method: "post",
@@ -995,25 +996,31 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
     body: LlmApiRegisterSchema,
     factory: "llmApi",
     what: "LLM API",
-    notImplemented: "No LLM worker factory configured, or quota fields without a quota gate",
+    notImplemented: "No LLM worker factory configured, or quota fields without budgets",
     prepare: (input) => {
-      const quota = {
-        ...(input.quota_requests_per_day ? { requestsPerDay: input.quota_requests_per_day } : {}),
-        ...(input.quota_tokens_per_day ? { tokensPerDay: input.quota_tokens_per_day } : {}),
-        ...(input.quota_cost_limit_per_day
-          ? { costUsdPerDay: input.quota_cost_limit_per_day }
-          : {}),
+      const limits = {
+        ...(input.quota_requests_per_day ? { requests: input.quota_requests_per_day } : {}),
+        ...(input.quota_tokens_per_day ? { tokens: input.quota_tokens_per_day } : {}),
+        ...(input.quota_cost_limit_per_day ? { costUsd: input.quota_cost_limit_per_day } : {}),
       };
-      if (Object.keys(quota).length === 0) return undefined;
-      const quotas = options.workerQuotas;
-      if (!quotas) {
+      if (Object.keys(limits).length === 0) return undefined;
+      const budgets = options.resources?.budgets;
+      if (!budgets) {
         throw new HttpError(
           501,
           "NOT_IMPLEMENTED",
-          "this server does not enforce per-worker quotas (no workerQuotas configured): register without quota_* fields",
+          "this server does not enforce per-worker quotas (no resource manager with budgets): register without quota_* fields",
         );
       }
-      return (w) => quotas.set(w.id, quota);
+      // The worker's daily budget exists before it can take a task, and counts what a worker
+      // of the same id already used today.
+      return async (w) => {
+        const history = await o.usage({ since: clock.now() - 2 * 86_400_000 });
+        budgets.add(
+          { name: workerBudget(w.id), scope: "worker", key: w.id, policy: "fail", ...limits },
+          history,
+        );
+      };
     },
   });
   defineRegistration({
@@ -1121,4 +1128,28 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
     },
   };
   return app;
+}
+
+/** The name of the daily budget a worker's registration quota becomes. */
+function workerBudget(workerId: string): string {
+  return `worker:${workerId}/day`;
+}
+
+/** Per-worker quotas and today's use, as `/resources/stats` shows them (`worker_quotas`). */
+function workerQuotas(budgets: Pick<Budgets, "stats">): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const b of budgets.stats()) {
+    if (b.scope !== "worker" || b.name !== workerBudget(b.subject)) continue;
+    out[b.subject] = {
+      quota_requests_per_day: b.limit.requests ?? null,
+      quota_tokens_per_day: b.limit.tokens ?? null,
+      quota_cost_limit_per_day: b.limit.costUsd ?? null,
+      requests_today: b.used.requests,
+      tokens_today: b.used.tokens,
+      cost_today: b.used.costUsd,
+      resets_at: b.windowEnd === undefined ? null : new Date(b.windowEnd).toISOString(),
+      exceeded: Object.values(b.remaining).some((r) => r !== undefined && r <= 0),
+    };
+  }
+  return out;
 }

@@ -35,7 +35,6 @@ export {
   type RegistrationRateLimit,
 } from "./fleet/index.js";
 export { FlotillaMetrics } from "./metrics.js";
-export { type WorkerQuota, WorkerQuotaGate, type WorkerQuotaGateOptions } from "./quota.js";
 export {
   ErrorResponseSchema,
   ExecuteResponseSchema,

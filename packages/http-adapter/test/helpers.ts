@@ -1,4 +1,10 @@
-import { FunctionWorker, Orchestrator, ToolCallWorker, type Worker } from "@flotilla/core";
+import {
+  type DispatchGate,
+  FunctionWorker,
+  Orchestrator,
+  ToolCallWorker,
+  type Worker,
+} from "@flotilla/core";
 import {
   createFlotillaApp,
   type FlotillaAppOptions,
@@ -52,12 +58,12 @@ export function testWorkers(): Worker[] {
 
 /** Starts a real orchestrator and server on 127.0.0.1, port 0. */
 export async function startHarness(
-  opts: Partial<FlotillaAppOptions> & { workers?: Worker[] } = {},
+  opts: Partial<FlotillaAppOptions> & { workers?: Worker[]; gates?: DispatchGate[] } = {},
 ): Promise<Harness> {
-  const orchestrator = new Orchestrator({});
+  const orchestrator = new Orchestrator(opts.gates ? { gates: opts.gates } : {});
   for (const w of opts.workers ?? testWorkers()) await orchestrator.register(w);
   await orchestrator.start();
-  const { workers: _w, ...rest } = opts;
+  const { workers: _w, gates: _g, ...rest } = opts;
   const app = createFlotillaApp({ orchestrator, auth: { keys: [KEY] }, ...rest });
   const server = await serveFlotilla(app, { host: "127.0.0.1", port: 0 });
   const url = server.url;
