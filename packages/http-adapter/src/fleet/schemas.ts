@@ -5,73 +5,18 @@ import { z } from "zod";
 extendZodWithOpenApi(z);
 
 const name = z.string().min(1).max(256);
-const stringMap = z.record(z.string().max(256), z.union([z.string(), z.number(), z.boolean()]));
 
-/** `POST /register`. */
-export const RegisterBodySchema = z
-  .object({
-    hostname: z.string().min(1).max(256),
-    name: name.optional(),
-    os_type: z.string().max(128).default("unknown"),
-    capabilities: z.array(name).max(256).optional(),
-    tags: z.union([stringMap, z.array(name).max(256)]).optional(),
-    labels: z.record(z.string().max(256), z.string().max(256)).optional(),
-    resources: z.record(z.string(), z.unknown()).optional(),
-    task_types: z.array(name).min(1).max(64).optional(),
-    slots: z.number().int().min(1).max(256).optional(),
-  })
-  .loose();
-export type RegisterBody = z.infer<typeof RegisterBodySchema>;
-
-export const NODE_STATUSES = ["idle", "busy", "offline", "error"] as const;
-
-/** `POST /nodes/heartbeat`. */
-export const HeartbeatBodySchema = z
-  .object({
-    node_id: z.string().min(1).max(256).optional(),
-    status: z.enum(NODE_STATUSES),
-    current_task_id: z.string().min(1).max(256).nullish(),
-  })
-  .loose();
-
-export const REPORTED_STATUSES = ["running", "analyzing", "success", "error"] as const;
-
-/** `POST /status` (`job_id` and `agent_session_id` are aliases). */
-export const StatusBodySchema = z
-  .object({
-    task_id: z.string().min(1).max(256).optional(),
-    job_id: z.string().min(1).max(256).optional(),
-    status: z.enum(REPORTED_STATUSES),
-    timestamp: z.union([z.string(), z.number()]).nullish(),
-    message: z.string().nullish(),
-    progress: z.number().min(0).max(100).nullish(),
-    crush_session_id: z.string().max(256).nullish(),
-    agent_session_id: z.string().max(256).nullish(),
-  })
-  .loose()
-  .refine((b) => b.task_id !== undefined || b.job_id !== undefined, {
-    message: "task_id (or job_id) is required",
-    path: ["task_id"],
-  });
-
-/** `POST /logs`. */
-export const LogsBodySchema = z
-  .object({
-    task_id: z.string().min(1).max(256).optional(),
-    job_id: z.string().min(1).max(256).optional(),
-    session: z
-      .object({
-        id: z.string().nullish(),
-        title: z.string().nullish(),
-        messages: z.array(z.object({ role: z.string() }).loose()).default([]),
-      })
-      .loose(),
-  })
-  .loose()
-  .refine((b) => b.task_id !== undefined || b.job_id !== undefined, {
-    message: "task_id (or job_id) is required",
-    path: ["task_id"],
-  });
+// The node protocol (register, heartbeat, status, logs) is defined once, in
+// @flotilla/fleet-protocol; the admin routes' bodies and queries are the server's own.
+export {
+  HeartbeatBodySchema,
+  LogsBodySchema,
+  NODE_STATUSES,
+  REPORTED_STATUSES,
+  type RegisterBody,
+  RegisterBodySchema,
+  StatusBodySchema,
+} from "@flotilla/fleet-protocol";
 
 const priority = z.union([
   z.number().finite(),

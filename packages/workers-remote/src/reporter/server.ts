@@ -119,14 +119,14 @@ export function createStatusReporter(options: StatusReporterOptions = {}): McpSe
     } catch {
       latest = undefined;
     }
-    const statusResult = await send(status, message, undefined, latest?.id);
+    const statusResult = await send(status, message, undefined, latest?.id ?? undefined);
     const out: Record<string, unknown> = {
       status_sent: statusResult.sent,
       status_result: statusResult,
       logs_sent: false,
     };
     if (submitLogs && latest) {
-      const logs = await upload(latest.id);
+      const logs = await upload(latest.id ?? undefined);
       out.logs_sent = logs.sent;
       out.logs_result = logs;
     }
