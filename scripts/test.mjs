@@ -70,6 +70,7 @@ if (filters.length === 0) {
   run("lint", "npx", ["biome", "check", "."]);
   run("typecheck", "npx", ["turbo", "run", "typecheck", "--output-logs=errors-only"]);
   run("public API docs", "node", ["scripts/check-docs.mjs"]);
+  run("doc examples compile", "node", ["scripts/check-examples.mjs"]);
 }
 const vitest = (out, extra) => [
   "vitest",

@@ -166,7 +166,9 @@ export abstract class LlmWorker implements Worker {
    *
    * @example
    * ```ts
-   * const off = worker.onRateLimit((info) => limiter.pause(info.retryAfterMs));
+   * const off = worker.onRateLimit((info) => {
+   *   if (info.retryAfterMs) limiter.pause(info.provider, Date.now() + info.retryAfterMs);
+   * });
    * ```
    * @returns an unsubscribe function
    */

@@ -441,7 +441,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> implements En
    * @example
    * ```ts
    * const { depth, oldestWaitMs } = orchestrator.queueReading(["llm_request"]);
-   * if (depth > 100 || oldestWaitMs > 30_000) pool.scaleUp();
+   * if (depth > 100 || oldestWaitMs > 30_000) console.warn(`backlog: ${depth} waiting`);
    * ```
    */
   queueReading(taskTypes?: string[]): { depth: number; oldestWaitMs: number } {

@@ -7,7 +7,7 @@ import type { Logger } from "../logger.js";
  * @example
  * ```ts
  * const wakers = new Wakers(logger);
- * const unsubscribe = wakers.subscribe(() => scheduler.pump());
+ * const unsubscribe = wakers.subscribe(() => console.log("blocked work may go now"));
  * wakers.wake();
  * unsubscribe();
  * ```

@@ -9,6 +9,8 @@ import type { TaskRecord } from "./types.js";
  *
  * @example
  * ```ts
+ * import type { TransitionEvent } from "@flotilla/core";
+ *
  * orchestrator.on("task:failed", (e: TransitionEvent) => console.error(e.taskId, e.error?.code));
  * ```
  * Every transition produces exactly one of these, delivered
@@ -36,7 +38,11 @@ export interface TransitionEvent {
  *
  * @example
  * ```ts
- * orchestrator.on("task:progress", (p: ProgressEvent) => process.stdout.write(String(p.data)));
+ * import type { ProgressEvent } from "@flotilla/core";
+ *
+ * orchestrator.on("task:progress", (p: ProgressEvent) => {
+ *   process.stdout.write(String(p.data));
+ * });
  * ```
  */
 export interface ProgressEvent {

@@ -56,6 +56,8 @@ export interface HealthReport {
  *
  * @example
  * ```ts
+ * import type { Worker } from "@flotilla/core";
+ *
  * const worker: Worker = {
  *   id: "echo-1",
  *   kind: "echo",

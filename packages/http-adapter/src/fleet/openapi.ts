@@ -336,7 +336,10 @@ const json = (schema: ZodType) => ({ "application/json": { schema } });
  *
  * @example
  * ```ts
- * for (const route of fleetOpenApiRoutes("")) registry.registerPath(route);
+ * import { OpenAPIRegistry } from "@asteasolutions/zod-to-openapi";
+ *
+ * const openapi = new OpenAPIRegistry();
+ * for (const route of fleetOpenApiRoutes("")) openapi.registerPath(route);
  * ```
  */
 export function fleetOpenApiRoutes(base = ""): RouteConfig[] {

@@ -225,7 +225,7 @@ export class FleetClient {
    *
    * @example
    * ```ts
-   * await client.heartbeat("busy", task.task_id); // keeps the lease of the running task
+   * await client.heartbeat("busy", assignment.task_id); // keeps the lease of the running task
    * await client.heartbeat("idle");
    * ```
    */
@@ -250,8 +250,8 @@ export class FleetClient {
    *
    * @example
    * ```ts
-   * await client.reportStatus({ taskId: task.task_id, status: "running" });
-   * await client.reportStatus({ taskId: task.task_id, status: "success", message: "done" });
+   * await client.reportStatus({ taskId: assignment.task_id, status: "running" });
+   * await client.reportStatus({ taskId: assignment.task_id, status: "success", message: "done" });
    * ```
    */
   async reportStatus(
@@ -274,7 +274,7 @@ export class FleetClient {
    *
    * @example
    * ```ts
-   * await client.uploadLogs(task.task_id, { title: "run", messages: [] });
+   * await client.uploadLogs(assignment.task_id, { title: "run", messages: [] });
    * ```
    */
   async uploadLogs(
@@ -299,8 +299,8 @@ export class FleetClient {
    *
    * @example
    * ```ts
-   * for (const [i, name] of (task.files ?? []).entries()) {
-   *   const bytes = await client.downloadFile(task, name, task.file_checksums?.[i] ?? undefined);
+   * for (const [i, name] of (assignment.files ?? []).entries()) {
+   *   const bytes = await client.downloadFile(assignment, name, assignment.file_checksums?.[i] ?? undefined);
    *   await writeFile(join(workDir, basename(name)), bytes);
    * }
    * ```
