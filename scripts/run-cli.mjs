@@ -21,7 +21,7 @@ export function runCli(args, options = {}) {
   const node = existsSync(pinnedNode) ? pinnedNode : process.execPath;
   const tsx = join(root, "node_modules/tsx/dist/cli.mjs");
   if (!options.built && !existsSync(tsx)) {
-    console.error("tsx is missing: run `npm install` at the repository root first");
+    console.error("tsx is missing: run `npm ci` at the repository root first");
     process.exit(1);
   }
   const entry = options.built
