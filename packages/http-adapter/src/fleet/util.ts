@@ -1,6 +1,5 @@
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
 import { FlotillaError } from "@flotilla/core";
-import type { ZodError } from "zod";
 import { httpStatusOf, retryAfterHeaders } from "../errors.js";
 
 /** Runs async sections one at a time per key (read-modify-write of one stored record). */
@@ -58,17 +57,6 @@ export function toHttpError(err: unknown): FleetHttpError {
     return new FleetHttpError(status, err.message, retryAfterHeaders(err, status));
   }
   return new FleetHttpError(500, "internal server error");
-}
-
-/** A 400 naming each bad field and what was expected. */
-export function validationError(err: ZodError, where = "body"): FleetHttpError {
-  const msg = err.issues
-    .map((i) => {
-      const path = i.path.length ? `${where}.${i.path.map(String).join(".")}` : where;
-      return `${path}: ${i.message}`;
-    })
-    .join("; ");
-  return new FleetHttpError(400, msg || `invalid ${where}`);
 }
 
 const matchers = new Map<string, RegExp>();

@@ -1,0 +1,337 @@
+import {
+  OpenAPIRegistry,
+  OpenApiGeneratorV31,
+  type RouteConfig,
+} from "@asteasolutions/zod-to-openapi";
+import {
+  BUILTIN_TASK_TYPES,
+  type Clock,
+  type EngineApi,
+  FlotillaError,
+  type Logger,
+  silentLogger,
+  systemClock,
+  type TaskResult,
+  type TaskSpec,
+  type WorkerInfo,
+} from "@flotilla/core";
+import type { Context, Hono } from "hono";
+import type { ZodType } from "zod";
+import { KeyVerifier, keyFromHeaders } from "../auth.js";
+import { errorResponse, HttpError } from "../errors.js";
+import { parseInput, readJson } from "../http/body.js";
+import { ErrorResponseSchema, type TaskSubmitInput } from "../schemas.js";
+import { jsonSafe, priorityValue, taskMetrics } from "../views.js";
+import { type FlotillaAppOptions, VERA_TASK_TYPES } from "./options.js";
+
+/** One route: its OpenAPI description and its handler (authenticated unless `auth: false`). */
+export interface RouteDef {
+  method: "get" | "post";
+  path: string;
+  summary: string;
+  tags: string[];
+  auth?: boolean;
+  body?: ZodType;
+  query?: ZodType;
+  params?: ZodType;
+  response: ZodType;
+  extraResponses?: Record<number, string>;
+  handler: (c: Context) => Promise<Response> | Response;
+}
+
+const errResp = (description: string) => ({
+  description,
+  content: { "application/json": { schema: ErrorResponseSchema } },
+});
+
+/**
+ * What every route family of the app shares: the engine, the options, the clock, the
+ * logger, authentication, the OpenAPI registry, reading and validating input, and the
+ * task-creating helpers. It keeps no copy of engine state (only a cache of which task types
+ * have a worker, dropped whenever a worker comes or goes). @internal
+ */
+export class AppContext {
+  readonly o: EngineApi;
+  readonly options: FlotillaAppOptions;
+  readonly prefix: string;
+  readonly logger: Logger;
+  readonly clock: Clock;
+  readonly version: string;
+  readonly verifier: KeyVerifier;
+  readonly registry = new OpenAPIRegistry();
+  /** `method path` of every route the app serves itself (mounted apps do not shadow them). */
+  readonly registered = new Set<string>();
+  shuttingDown = false;
+  readonly #app: Hono;
+  readonly #executeTimeoutMs: number;
+  #types: { allowed: string[]; claimed: Set<string>; wildcard: boolean } | undefined;
+  #openapi: Record<string, unknown> | undefined;
+
+  constructor(app: Hono, options: FlotillaAppOptions) {
+    this.#app = app;
+    this.o = options.orchestrator;
+    this.options = options;
+    this.prefix = (options.prefix ?? "/api/v2/orchestrator").replace(/\/+$/, "");
+    this.logger = options.logger ?? silentLogger;
+    this.clock = options.clock ?? systemClock;
+    this.version = options.version ?? "0.1.0";
+    this.verifier = new KeyVerifier(options.auth, this.logger);
+    this.#executeTimeoutMs = options.executeTimeoutMs ?? 300_000;
+    this.registry.registerComponent("securitySchemes", "ApiKey", {
+      type: "apiKey",
+      in: "header",
+      name: "X-API-Key",
+    });
+    this.registry.registerComponent("securitySchemes", "Bearer", {
+      type: "http",
+      scheme: "bearer",
+    });
+    this.registry.registerComponent("securitySchemes", "RegistrationToken", {
+      type: "apiKey",
+      in: "header",
+      name: "X-Registration-Token",
+    });
+  }
+
+  // ---- engine reads ------------------------------------------------------------------
+
+  workers(): WorkerInfo[] {
+    return this.o.listWorkers();
+  }
+
+  get engineRunning(): boolean {
+    return this.o.state === "running" || this.o.state === "idle";
+  }
+
+  /** Task types of registered workers, cached until a worker comes or goes. */
+  #typeInfo() {
+    if (!this.#types) {
+      const claimed = new Set<string>();
+      let wildcard = false;
+      for (const w of this.workers()) {
+        for (const t of w.taskTypes) {
+          if (t === "*") wildcard = true;
+          else claimed.add(t);
+        }
+      }
+      const all = new Set<string>([
+        ...BUILTIN_TASK_TYPES,
+        ...VERA_TASK_TYPES,
+        ...(this.options.taskTypes ?? []),
+        ...claimed,
+      ]);
+      this.#types = { allowed: [...all].sort(), claimed, wildcard };
+    }
+    return this.#types;
+  }
+
+  /** A worker came or went: the accepted task types are read again. */
+  workersChanged(): void {
+    this.#types = undefined;
+  }
+
+  allowedTypes(): string[] {
+    return this.#typeInfo().allowed;
+  }
+
+  anyWorkerFor(type: string): boolean {
+    const t = this.#typeInfo();
+    return t.wildcard || t.claimed.has(type);
+  }
+
+  // ---- input -------------------------------------------------------------------------
+
+  /** The request's JSON body, validated (`VALIDATION` naming the field). */
+  async body<T>(c: Context, schema: ZodType<T>): Promise<T> {
+    return parseInput(schema, await readJson(c.req.raw), "body");
+  }
+
+  /** The request's query, validated. */
+  query<T>(c: Context, schema: ZodType<T>): T {
+    return parseInput(schema, c.req.query(), "query");
+  }
+
+  /** Refuses new work while shutting down, or (503 + Retry-After) under red host pressure. */
+  notShuttingDown(): void {
+    if (this.shuttingDown) throw new FlotillaError("SHUTTING_DOWN", "server is shutting down");
+    const adm = this.options.resources?.admission;
+    if (adm?.level === "red") {
+      const secs = Math.max(1, Math.round(adm.retryAfterSeconds()));
+      throw new HttpError(503, "OVERLOADED", `host under pressure (red): retry in ${secs} s`, {
+        "retry-after": String(secs),
+      });
+    }
+  }
+
+  checkType(raw: string): string {
+    const type = raw.trim().toLowerCase();
+    const allowed = this.allowedTypes();
+    if (!allowed.includes(type)) {
+      throw new FlotillaError(
+        "VALIDATION",
+        `body.type: unknown task type "${raw.slice(0, 64)}": expected one of ${allowed.join(", ")}`,
+        { details: { field: "type", allowed } },
+      );
+    }
+    return type;
+  }
+
+  /** The request's `priority` and `timeout_seconds`, as every task-creating route reads them. */
+  withPriorityAndTimeout(
+    spec: TaskSpec,
+    input: { priority?: string | number | undefined; timeout_seconds?: number | undefined },
+  ): TaskSpec {
+    const p = priorityValue(input.priority);
+    if (p !== undefined) spec.priority = p;
+    if (input.timeout_seconds) spec.timeoutMs = Math.ceil(input.timeout_seconds * 1000);
+    return spec;
+  }
+
+  toSpec(input: TaskSubmitInput): TaskSpec {
+    const spec: TaskSpec = { type: this.checkType(input.type) };
+    if (input.payload !== undefined) spec.payload = input.payload;
+    this.withPriorityAndTimeout(spec, input);
+    if (input.max_retries !== undefined) spec.retry = { maxAttempts: input.max_retries + 1 };
+    if (input.depends_on) spec.dependsOn = input.depends_on;
+    if (input.metadata) spec.metadata = input.metadata;
+    if (input.task_id) spec.id = input.task_id;
+    if (input.idempotency_key) spec.idempotencyKey = input.idempotency_key;
+    return spec;
+  }
+
+  requireWorkerFor(type: string): void {
+    if (!this.anyWorkerFor(type)) {
+      throw new FlotillaError(
+        "NO_ELIGIBLE_WORKER",
+        `no registered worker runs "${type}" tasks (registered task types: ${this.allowedTypes().join(", ")})`,
+      );
+    }
+  }
+
+  // ---- running tasks -----------------------------------------------------------------
+
+  /** Submits and waits for the outcome, bounded by the task timeout (no polling). */
+  async submitAndWait(
+    c: Context,
+    spec: TaskSpec,
+  ): Promise<{ id: string; result: TaskResult } | Response> {
+    this.notShuttingDown();
+    const handle = await this.o.submit(spec);
+    const attempts = spec.retry?.maxAttempts ?? 1;
+    const bound = (spec.timeoutMs ?? this.#executeTimeoutMs) * attempts + 5_000;
+    let timer: ReturnType<Clock["setTimeout"]> | undefined;
+    const timedOut = new Promise<"timeout">((resolve) => {
+      timer = this.clock.setTimeout(() => resolve("timeout"), bound);
+    });
+    const aborted = new Promise<"aborted">((resolve) => {
+      const s = c.req.raw.signal;
+      if (s?.aborted) resolve("aborted");
+      s?.addEventListener("abort", () => resolve("aborted"), { once: true });
+    });
+    try {
+      const r = await Promise.race([handle.result(), timedOut, aborted]);
+      if (r === "timeout" || r === "aborted") {
+        const msg = `task ${handle.id} still running after ${bound} ms; poll ${this.prefix}/tasks/${encodeURIComponent(handle.id)}`;
+        return c.json(
+          { error: { code: "TIMEOUT", message: msg }, detail: msg, task_id: handle.id },
+          504,
+        );
+      }
+      return { id: handle.id, result: r };
+    } finally {
+      if (timer !== undefined) this.clock.clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Runs `spec`, waits, and answers Vera's `{task_id, success, <field>, error, metrics}`:
+   * `<field>` is `value(output)` when the task succeeded, else null.
+   */
+  async runAndAnswer(
+    c: Context,
+    spec: TaskSpec,
+    field: "response" | "result",
+    value: (output: unknown) => unknown,
+  ): Promise<Response> {
+    const r = await this.submitAndWait(c, spec);
+    if (r instanceof Response) return r;
+    const ok = r.result.status === "succeeded";
+    return c.json(
+      jsonSafe({
+        task_id: r.id,
+        success: ok,
+        [field]: ok ? value(r.result.output) : null,
+        error: ok ? null : (r.result.error?.message ?? r.result.status),
+        metrics: { ...taskMetrics(undefined, r.result), worker_id: r.result.workerId ?? null },
+      }),
+    );
+  }
+
+  // ---- routes ------------------------------------------------------------------------
+
+  /** A 401 answer when the request carries no valid key (and the server is not open). */
+  async denyWithoutKey(c: Context): Promise<Response | undefined> {
+    if (this.verifier.open) return undefined;
+    const key = keyFromHeaders(c.req.raw.headers);
+    if (await this.verifier.check(key, `${c.req.method} ${c.req.path}`)) return undefined;
+    return errorResponse(
+      new FlotillaError(
+        "UNAUTHORIZED",
+        key ? "invalid API key" : "missing API key: send X-API-Key or Authorization: Bearer",
+      ),
+      { "www-authenticate": 'Bearer realm="flotilla"' },
+    );
+  }
+
+  /** Serves a route and describes it in the OpenAPI document. */
+  define(d: RouteDef): void {
+    const responses: RouteConfig["responses"] = {
+      200: { description: "OK", content: { "application/json": { schema: d.response } } },
+    };
+    if (d.body || d.query || d.params) responses[400] = errResp("Invalid input (names the field)");
+    if (d.auth !== false) responses[401] = errResp("Missing or invalid API key");
+    if (d.body) responses[413] = errResp("Body too large");
+    for (const [code, text] of Object.entries(d.extraResponses ?? {})) {
+      responses[Number(code)] = errResp(text);
+    }
+    const request: RouteConfig["request"] = {};
+    if (d.body)
+      request.body = { content: { "application/json": { schema: d.body } }, required: true };
+    if (d.query) request.query = d.query as never;
+    if (d.params) request.params = d.params as never;
+    const path = d.path.replace(/:([A-Za-z_]+)/g, "{$1}");
+    this.registered.add(`${d.method} ${path}`);
+    this.registry.registerPath({
+      method: d.method,
+      path,
+      summary: d.summary,
+      tags: d.tags,
+      ...(d.auth === false ? {} : { security: [{ ApiKey: [] }, { Bearer: [] }] }),
+      request,
+      responses,
+    });
+    this.#app.on(d.method.toUpperCase(), d.path, async (c: Context) => {
+      if (d.auth !== false) {
+        const denied = await this.denyWithoutKey(c);
+        if (denied) return denied;
+      }
+      return d.handler(c);
+    });
+  }
+
+  /** The OpenAPI 3.1 document (built once, on first use). */
+  openapi(): Record<string, unknown> {
+    this.#openapi ??= new OpenApiGeneratorV31(this.registry.definitions).generateDocument({
+      openapi: "3.1.0",
+      info: {
+        title: "Flotilla orchestrator API",
+        version: this.version,
+        description:
+          "Vera-compatible orchestration routes, fleet routes (when mounted), operations endpoints, and WebSockets " +
+          `(${this.prefix}/ws/status, ${this.prefix}/ws/events, ${this.prefix}/ws/tasks/{id}).`,
+      },
+      servers: [{ url: "/" }],
+    }) as unknown as Record<string, unknown>;
+    return this.#openapi;
+  }
+}

@@ -1,0 +1,125 @@
+import { FlotillaError, type TaskRecord, type TaskStatus, TERMINAL_STATUSES } from "@flotilla/core";
+import type { Context } from "hono";
+import type { AppContext } from "../app/context.js";
+import {
+  ExecuteResponseSchema,
+  HistoryQuerySchema,
+  HistoryResponseSchema,
+  SubmitResponseSchema,
+  TaskSubmitSchema,
+  TaskViewSchema,
+  z,
+} from "../schemas.js";
+import { engineStatuses, executeView, taskView } from "../views.js";
+
+const TaskIdParams = z.object({ task_id: z.string().min(1).max(256) });
+
+/**
+ * The task routes: `{prefix}/tasks/submit`, `/tasks/execute`, `/tasks/history`,
+ * `/tasks/{id}` and `/tasks/{id}/cancel`. @internal
+ */
+export function taskRoutes(ctx: AppContext): void {
+  const { o, prefix } = ctx;
+  ctx.define({
+    method: "post",
+    path: `${prefix}/tasks/submit`,
+    summary: "Submit a task (non-blocking)",
+    tags: ["vera"],
+    body: TaskSubmitSchema,
+    response: SubmitResponseSchema,
+    extraResponses: { 409: "Duplicate id", 503: "Shutting down" },
+    handler: async (c) => {
+      const input = await ctx.body(c, TaskSubmitSchema);
+      ctx.notShuttingDown();
+      const spec = ctx.toSpec(input);
+      const handle = await o.submit(spec);
+      const noWorker = !ctx.anyWorkerFor(spec.type);
+      return c.json({
+        task_id: handle.id,
+        status: "submitted" as const,
+        message: noWorker
+          ? `task ${handle.id} submitted; no registered worker runs "${spec.type}" yet, it waits for one`
+          : `task ${handle.id} submitted`,
+      });
+    },
+  });
+  ctx.define({
+    method: "post",
+    path: `${prefix}/tasks/execute`,
+    summary: "Submit a task and wait for its result (bounded by its timeout)",
+    tags: ["vera"],
+    body: TaskSubmitSchema,
+    response: ExecuteResponseSchema,
+    extraResponses: { 422: "No worker runs this type", 504: "Still running when the wait ended" },
+    handler: async (c) => {
+      const spec = ctx.toSpec(await ctx.body(c, TaskSubmitSchema));
+      ctx.requireWorkerFor(spec.type);
+      const r = await ctx.submitAndWait(c, spec);
+      if (r instanceof Response) return r;
+      return c.json(executeView(r.id, r.result));
+    },
+  });
+  ctx.define({
+    method: "get",
+    path: `${prefix}/tasks/history`,
+    summary: "Recent tasks, newest first",
+    tags: ["vera"],
+    query: HistoryQuerySchema,
+    response: HistoryResponseSchema,
+    handler: async (c) => {
+      const q = ctx.query(c, HistoryQuerySchema);
+      let status: TaskStatus[] | undefined;
+      if (q.status) {
+        status = engineStatuses(q.status);
+        if (!status) {
+          throw new FlotillaError(
+            "VALIDATION",
+            `query.status: unknown status "${q.status}": expected one of pending, awaiting_approval, queued, leased, running, completed, succeeded, failed, cancelled, timed_out, rejected, skipped`,
+          );
+        }
+      }
+      const tasks = await o.list({
+        ...(status ? { status } : {}),
+        ...(q.type ? { type: q.type } : {}),
+        limit: q.limit ?? 100,
+        newestFirst: true,
+      });
+      const views = tasks.map(taskView);
+      return c.json({ tasks: views, count: views.length });
+    },
+  });
+  const taskOr404 = async (c: Context): Promise<{ id: string; rec: TaskRecord }> => {
+    const id = c.req.param("task_id") ?? "";
+    const rec = await o.get(id);
+    if (!rec) throw new FlotillaError("NOT_FOUND", `task ${id} not found`);
+    return { id, rec };
+  };
+  ctx.define({
+    method: "get",
+    path: `${prefix}/tasks/:task_id`,
+    summary: "One task",
+    tags: ["tasks"],
+    params: TaskIdParams,
+    response: TaskViewSchema,
+    extraResponses: { 404: "Unknown task" },
+    handler: async (c) => c.json(taskView((await taskOr404(c)).rec)),
+  });
+  ctx.define({
+    method: "post",
+    path: `${prefix}/tasks/:task_id/cancel`,
+    summary: "Cancel a task",
+    tags: ["tasks"],
+    params: TaskIdParams,
+    response: TaskViewSchema,
+    extraResponses: { 404: "Unknown task", 409: "Already finished" },
+    handler: async (c) => {
+      const { id, rec } = await taskOr404(c);
+      if (TERMINAL_STATUSES.has(rec.status)) {
+        throw new FlotillaError("INVALID_STATE", `task ${id} already finished (${rec.status})`);
+      }
+      await o.cancel(id, "cancelled through the API");
+      const after = await o.get(id);
+      return c.json(taskView(after ?? rec));
+    },
+  });
+}
