@@ -2,7 +2,11 @@ import { defineConfig } from "tsup";
 
 export default defineConfig({
   // `sqlite/index` is the `@flotilla/core/sqlite` subpath: it alone imports `node:sqlite`.
-  entry: { index: "src/index.ts", "sqlite/index": "src/sqlite/index.ts" },
+  entry: {
+    index: "src/index.ts",
+    "sqlite/index": "src/sqlite/index.ts",
+    "testing/index": "src/testing/index.ts",
+  },
   format: ["esm", "cjs"],
   dts: true,
   sourcemap: true,

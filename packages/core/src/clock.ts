@@ -3,7 +3,8 @@ export type TimerHandle = { readonly __timer: unique symbol } | object;
 
 /**
  * Every timer in Flotilla goes through a `Clock`, so that tests can replace time with a
- * fake clock (`FakeClock` in `@flotilla/testing`) and advance it exactly.
+ * fake clock (`FakeClock` from `@flotilla/core/testing`, also exported by `@flotilla/testing`)
+ * and advance it exactly.
  *
  * @example
  * ```ts

@@ -1,11 +1,10 @@
+// The fake clock and fixtures live in @flotilla/core/testing (the core's own tests use them).
 export {
   FakeClock,
   type FakeClockOptions,
-} from "./fake-clock.js";
-export {
   makeStubWorker,
   makeTaskRecord,
-} from "./fixtures.js";
+} from "@flotilla/core/testing";
 export {
   type AnthropicServer,
   type AnthropicServerOptions,

@@ -1,6 +1,6 @@
-import { FakeClock } from "@flotilla/testing";
 import { describe, expect, it } from "vitest";
 import { makeEntry, makeTask } from "../resources/__tests__/fixtures.js";
+import { FakeClock } from "../testing/index.js";
 import { AdmissionControl, type PressureLevel } from "./admission.js";
 import { HostPressureSensor, type PressureSample } from "./sensor.js";
 

@@ -1,9 +1,9 @@
-import { FakeClock } from "@flotilla/testing";
 import { describe, expect, it } from "vitest";
 import { CostModel } from "../cost/costModel.js";
 import { PriceBook } from "../cost/prices.js";
 import { makeEntry, makeTask } from "../resources/__tests__/fixtures.js";
 import type { GateDecision } from "../resources/gate.js";
+import { FakeClock } from "../testing/index.js";
 import { Budgets } from "./budgets.js";
 import { dayBounds, dayKey } from "./calendar.js";
 

@@ -1,8 +1,8 @@
-import { FakeClock } from "@flotilla/testing";
 import { describe, expect, it } from "vitest";
 import type { Logger } from "../logger.js";
 import { silentLogger } from "../logger.js";
 import { makeEntry, makeTask } from "../resources/__tests__/fixtures.js";
+import { FakeClock } from "../testing/index.js";
 import { CostModel } from "./costModel.js";
 import { type CostEntry, CostLedger } from "./ledger.js";
 import { DEFAULT_PRICES, formatUsd, PriceBook } from "./prices.js";

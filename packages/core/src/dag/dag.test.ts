@@ -1,8 +1,8 @@
-import { FakeClock } from "@flotilla/testing";
 import { afterEach, describe, expect, it } from "vitest";
 import { Orchestrator } from "../orchestrator/orchestrator.js";
 import { fnWorker, sleep } from "../orchestrator/testkit.test-helpers.js";
 import type { TaskSpec } from "../task/schema.js";
+import { FakeClock } from "../testing/index.js";
 import { resolveInputs, resolveTemplates, splitReference } from "./templates.js";
 import { DependencyTracker } from "./tracker.js";
 

@@ -1,6 +1,6 @@
-import { FakeClock, makeStubWorker } from "@flotilla/testing";
 import { describe, expect, it } from "vitest";
 import type { WorkerHealthState } from "../registry/types.js";
+import { FakeClock, makeStubWorker } from "../testing/index.js";
 import type { HealthReport, HealthStatus } from "../worker/types.js";
 import { checkWorkerHealth, startHealthCheck } from "./check.js";
 import { initialHealthCounters, nextHealthState } from "./state.js";

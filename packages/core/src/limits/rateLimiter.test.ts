@@ -1,6 +1,6 @@
-import { FakeClock } from "@flotilla/testing";
 import { describe, expect, it } from "vitest";
 import { makeEntry, makeTask, maxInWindow } from "../resources/__tests__/fixtures.js";
+import { FakeClock } from "../testing/index.js";
 import { marginFor, RateLimiter } from "./rateLimiter.js";
 
 /** Offers calls as fast as the limiter admits them; jumps straight to each retryAt. */

@@ -1,9 +1,9 @@
-import { FakeClock } from "@flotilla/testing";
 import { afterEach, describe, expect, it } from "vitest";
 import { type Clock, systemClock } from "../clock.js";
 import { FlotillaError } from "../errors.js";
 import type { DispatchGate, SettleOutcome } from "../resources/gate.js";
 import { MemoryStore } from "../store/memory.js";
+import { FakeClock } from "../testing/index.js";
 import type { Worker } from "../worker/types.js";
 import { Orchestrator } from "./orchestrator.js";
 import { fnWorker, sleep, started } from "./testkit.test-helpers.js";

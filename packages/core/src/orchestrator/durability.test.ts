@@ -1,10 +1,10 @@
-import { FakeClock } from "@flotilla/testing";
 import { afterEach, describe, expect, it } from "vitest";
 import type { FlotillaError } from "../errors.js";
 import type { DispatchGate } from "../resources/gate.js";
 import { MemoryStore } from "../store/memory.js";
 import type { UsageEntry } from "../store/types.js";
 import type { TaskRecord } from "../task/types.js";
+import { FakeClock } from "../testing/index.js";
 import { Orchestrator } from "./orchestrator.js";
 import { fnWorker, sleep } from "./testkit.test-helpers.js";
 

@@ -1,6 +1,6 @@
-import { FakeClock } from "@flotilla/testing";
 import { afterEach, describe, expect, it } from "vitest";
 import { MemoryStore } from "../store/memory.js";
+import { FakeClock } from "../testing/index.js";
 import type { Worker } from "../worker/types.js";
 import { Orchestrator } from "./orchestrator.js";
 import { fnWorker, sleep, started } from "./testkit.test-helpers.js";

@@ -1,6 +1,6 @@
-import { FakeClock } from "@flotilla/testing";
 import { afterEach, describe, expect, it } from "vitest";
 import type { DispatchGate } from "../resources/gate.js";
+import { FakeClock } from "../testing/index.js";
 import { Orchestrator } from "./orchestrator.js";
 import { fnWorker, sleep } from "./testkit.test-helpers.js";
 

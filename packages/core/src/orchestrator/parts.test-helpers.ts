@@ -1,4 +1,3 @@
-import { FakeClock } from "@flotilla/testing";
 import { EventEmitter } from "eventemitter3";
 import { silentLogger } from "../logger.js";
 import { WorkerRegistry } from "../registry/registry.js";
@@ -8,6 +7,7 @@ import type { OrchestratorEvents } from "../task/events.js";
 import { normalizeTaskSpec } from "../task/normalize.js";
 import type { TaskSpec } from "../task/schema.js";
 import type { TaskRecord } from "../task/types.js";
+import { FakeClock } from "../testing/index.js";
 import { EngineContext } from "./context.js";
 import { OrchestratorTimers } from "./timers.js";
 

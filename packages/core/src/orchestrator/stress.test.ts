@@ -1,7 +1,7 @@
-import { FakeClock } from "@flotilla/testing";
 import { describe, expect, it } from "vitest";
 import { RetryAfterError, UnrecoverableError } from "../errors.js";
 import { TERMINAL_STATUSES } from "../task/schema.js";
+import { FakeClock } from "../testing/index.js";
 import type { Worker } from "../worker/types.js";
 import { Orchestrator } from "./orchestrator.js";
 import { sleep } from "./testkit.test-helpers.js";

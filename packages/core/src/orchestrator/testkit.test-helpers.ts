@@ -1,4 +1,4 @@
-import { FakeClock } from "@flotilla/testing";
+import { FakeClock } from "../testing/index.js";
 import { FunctionWorker, type WorkerFunction } from "../worker/base.js";
 import type { OrchestratorOptions } from "./options.js";
 import { Orchestrator } from "./orchestrator.js";

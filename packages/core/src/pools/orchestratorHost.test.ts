@@ -1,6 +1,6 @@
-import { FakeClock } from "@flotilla/testing";
 import { describe, expect, it } from "vitest";
 import { Orchestrator } from "../orchestrator/orchestrator.js";
+import { FakeClock } from "../testing/index.js";
 import { FunctionWorker } from "../worker/base.js";
 import { orchestratorPoolHost } from "./orchestratorHost.js";
 

@@ -1,5 +1,5 @@
-import { FakeClock } from "@flotilla/testing";
 import { describe, expect, it } from "vitest";
+import { FakeClock } from "../testing/index.js";
 import type { ExecutionContext, Worker } from "../worker/types.js";
 import { type PoolHost, type QueueReading, WorkerPool } from "./workerPool.js";
 

@@ -1,6 +1,6 @@
-import { FakeClock, makeStubWorker, makeTaskRecord } from "@flotilla/testing";
 import { afterEach, describe, expect, it } from "vitest";
 import { FlotillaError } from "../errors.js";
+import { FakeClock, makeStubWorker, makeTaskRecord } from "../testing/index.js";
 import type { HealthReport, Worker } from "../worker/types.js";
 import { matchesTask } from "./match.js";
 import { type RegistryChange, WorkerRegistry, type WorkerRegistryOptions } from "./registry.js";

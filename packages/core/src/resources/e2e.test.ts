@@ -1,4 +1,3 @@
-import { FakeClock } from "@flotilla/testing";
 import { afterEach, describe, expect, it } from "vitest";
 import { Budgets } from "../budget/budgets.js";
 import type { Clock } from "../clock.js";
@@ -8,6 +7,7 @@ import { Orchestrator } from "../orchestrator/orchestrator.js";
 import { orchestratorPoolHost } from "../pools/orchestratorHost.js";
 import { WorkerPool } from "../pools/workerPool.js";
 import type { TaskSpec } from "../task/schema.js";
+import { FakeClock } from "../testing/index.js";
 import { FunctionWorker } from "../worker/base.js";
 import type { WorkerTask } from "../worker/types.js";
 import { ResourceManager } from "./manager.js";

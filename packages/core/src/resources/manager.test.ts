@@ -1,5 +1,5 @@
-import { FakeClock } from "@flotilla/testing";
 import { describe, expect, it } from "vitest";
+import { FakeClock } from "../testing/index.js";
 import { makeEntry, makeTask } from "./__tests__/fixtures.js";
 import { ResourceManager } from "./manager.js";
 

@@ -1,13 +1,13 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { FakeClock } from "@flotilla/testing";
 import { describe, expect, it } from "vitest";
 import { Orchestrator } from "../orchestrator/orchestrator.js";
 import { SqliteStore } from "../store/sqlite.js";
 import type { UsageEntry } from "../store/types.js";
 import type { Usage } from "../task/schema.js";
 import type { TaskRecord } from "../task/types.js";
+import { FakeClock } from "../testing/index.js";
 import { FunctionWorker } from "../worker/base.js";
 import { makeEntry, makeTask } from "./__tests__/fixtures.js";
 import { ResourceManager } from "./manager.js";

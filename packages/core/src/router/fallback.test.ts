@@ -1,7 +1,7 @@
-import { FakeClock, makeTaskRecord } from "@flotilla/testing";
 import { describe, expect, it } from "vitest";
 import { silentLogger } from "../logger.js";
 import { type RegistryChange, WorkerRegistry } from "../registry/registry.js";
+import { FakeClock, makeTaskRecord } from "../testing/index.js";
 import { FunctionWorker } from "../worker/base.js";
 import type { HealthReport } from "../worker/types.js";
 import { createRouter, preferLocal } from "./strategies.js";

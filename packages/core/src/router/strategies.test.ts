@@ -1,7 +1,7 @@
-import { makeStubWorker, makeTaskRecord } from "@flotilla/testing";
 import { describe, expect, it } from "vitest";
 import { WorkerRegistry } from "../registry/registry.js";
 import type { WorkerEntry } from "../registry/types.js";
+import { makeStubWorker, makeTaskRecord } from "../testing/index.js";
 import type { Worker } from "../worker/types.js";
 import {
   cheapest,

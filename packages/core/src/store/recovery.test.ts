@@ -1,10 +1,10 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { FakeClock } from "@flotilla/testing";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { Orchestrator } from "../orchestrator/index.js";
 import type { TaskRecord } from "../task/types.js";
+import { FakeClock } from "../testing/index.js";
 import { FunctionWorker, type WorkerFunction } from "../worker/base.js";
 import { SqliteStore } from "./sqlite.js";
 

@@ -1,11 +1,11 @@
-import { FakeClock, storeTestRecord } from "@flotilla/testing";
 import { describe, expect, it } from "vitest";
 import type { TaskRecord } from "../task/types.js";
+import { FakeClock, makeTaskRecord } from "../testing/index.js";
 import { MemoryStore } from "./memory.js";
 import { scheduleRetention } from "./retention.js";
 
 function finished(id: string, seq: number, at: number): TaskRecord {
-  const t = storeTestRecord({ id, seq });
+  const t = makeTaskRecord({ id, seq });
   return {
     ...t,
     status: "succeeded",
@@ -26,7 +26,7 @@ describe("scheduleRetention", () => {
     const store = new MemoryStore({ clock });
     await store.insertTasks([
       finished("old", 1, 10_000_000 - 5_000),
-      storeTestRecord({ id: "open", seq: 2 }),
+      makeTaskRecord({ id: "open", seq: 2 }),
     ]);
     const deletions: number[] = [];
     const retention = scheduleRetention(store, {

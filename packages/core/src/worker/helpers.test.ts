@@ -1,5 +1,5 @@
-import { FakeClock } from "@flotilla/testing";
 import { describe, expect, it } from "vitest";
+import { FakeClock } from "../testing/index.js";
 import { callSignal, redact } from "./base.js";
 
 describe("callSignal", () => {

@@ -1,7 +1,7 @@
-import { FakeClock } from "@flotilla/testing";
 import { describe, expect, it } from "vitest";
 import { FlotillaError } from "../errors.js";
 import { silentLogger } from "../logger.js";
+import { FakeClock } from "../testing/index.js";
 import { BaseWorker, FunctionWorker } from "./base.js";
 import type { ExecutionContext, WorkerResult, WorkerTask } from "./types.js";
 import { parseHealthReport, parseWorkerResult, validateWorker } from "./validate.js";

@@ -1,6 +1,6 @@
 import type { Store, TaskRecord, TaskStatus } from "@flotilla/core";
+import { FakeClock } from "@flotilla/core/testing";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { FakeClock } from "../fake-clock.js";
 import {
   STORE_TEST_BASE_TIME as BASE_TIME,
   type StoreConformanceContext,

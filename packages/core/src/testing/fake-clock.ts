@@ -1,4 +1,4 @@
-import type { Clock, TimerHandle } from "@flotilla/core";
+import type { Clock, TimerHandle } from "../clock.js";
 
 /** Options for {@link FakeClock}. */
 export interface FakeClockOptions {
@@ -44,7 +44,7 @@ function before(a: FakeTimer, b: FakeTimer): boolean {
  *
  * @example
  * ```ts
- * import { FakeClock } from "@flotilla/testing";
+ * import { FakeClock } from "@flotilla/core/testing";
  *
  * const clock = new FakeClock();
  * const registry = new WorkerRegistry({ clock, health: { intervalMs: 1000 } });

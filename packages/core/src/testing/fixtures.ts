@@ -1,4 +1,5 @@
-import type { TaskRecord, Worker, WorkerResult } from "@flotilla/core";
+import type { TaskRecord } from "../task/types.js";
+import type { Worker, WorkerResult } from "../worker/types.js";
 
 /**
  * A complete, queued {@link TaskRecord} with sensible defaults, overridden by `overrides`.

@@ -1,9 +1,9 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describeStoreConformance } from "@flotilla/testing/vitest";
-import { MemoryStore } from "./memory.js";
-import { SqliteStore } from "./sqlite.js";
+import { MemoryStore } from "@flotilla/core";
+import { SqliteStore } from "@flotilla/core/sqlite";
+import { describeStoreConformance } from "../src/vitest/index.js";
 
 describeStoreConformance("MemoryStore", ({ clock }) => new MemoryStore({ clock }));
 
