@@ -8,6 +8,7 @@ import { Dispatcher, type DispatcherOptions } from "./dispatcher.js";
 import { GateChain } from "./gateChain.js";
 import { Handles } from "./handles.js";
 import { LeaseDesk } from "./leaseDesk.js";
+import { Lifecycle } from "./lifecycle.js";
 import type { OrchestratorOptions } from "./options.js";
 import { Persistence } from "./persistence.js";
 import { Submission } from "./submission.js";
@@ -27,6 +28,7 @@ export interface EngineParts {
   submission: Submission;
   control: Control;
   leases: LeaseDesk;
+  lifecycle: Lifecycle;
 }
 
 /** The options `assemble` reads, with the router and random source resolved. */
@@ -97,5 +99,6 @@ export function assemble(
     submission,
     control: new Control(ctx, core),
     leases: new LeaseDesk(ctx, { ...core, gates, persistence }, leaseMs),
+    lifecycle: new Lifecycle(ctx, { ...core, gates, persistence, handles, submission }),
   };
 }

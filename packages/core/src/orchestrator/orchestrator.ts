@@ -3,7 +3,7 @@ import { type Clock, systemClock } from "../clock.js";
 import { FlotillaError } from "../errors.js";
 import type { Claim, ClaimOptions, ClaimSlot } from "../lease/types.js";
 import { silentLogger } from "../logger.js";
-import { type RegistryChange, WorkerRegistry } from "../registry/registry.js";
+import { WorkerRegistry } from "../registry/registry.js";
 import type { WorkerInfo } from "../registry/types.js";
 import { createRouter } from "../router/strategies.js";
 import { MemoryStore } from "../store/memory.js";
@@ -27,7 +27,6 @@ import {
   type StopOptions,
   type UnregisterOptions,
 } from "./options.js";
-import { recover } from "./recovery.js";
 import { OrchestratorTimers } from "./timers.js";
 
 /**
@@ -72,10 +71,6 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> implements En
   readonly registry: WorkerRegistry;
   readonly #ctx: EngineContext;
   readonly #e: EngineParts;
-  #startedAt = 0;
-  #recovered = false;
-  #workersStopped = false;
-  #unsubscribers: Array<() => void> = [];
 
   constructor(options: OrchestratorOptions = {}) {
     super();
@@ -125,54 +120,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> implements En
    * ```
    */
   async start(): Promise<void> {
-    const ctx = this.#ctx;
-    if (ctx.state === "running") return;
-    if (ctx.state === "stopping") {
-      throw new FlotillaError("SHUTTING_DOWN", "start: the orchestrator is stopping");
-    }
-    await this.store.open();
-    if (!this.#recovered) {
-      this.#recovered = true;
-      await this.#e.gates.restore();
-      await recover(ctx, this.#e);
-      this.#e.handles.recovered = true;
-    }
-    if (this.#workersStopped) {
-      this.#workersStopped = false;
-      for (const entry of this.registry.list()) {
-        try {
-          await entry.worker.start?.();
-        } catch (err) {
-          ctx.internalError(err, `worker ${entry.id} failed to restart`);
-        }
-      }
-    }
-    ctx.state = "running";
-    this.#startedAt = this.clock.now();
-    this.registry.start();
-    const dispatcher = this.#e.dispatcher;
-    const onChange = (change: RegistryChange) => {
-      if (change.kind === "health") this.emit("worker:health", change);
-      else this.emit("worker:circuit", change);
-      dispatcher.wakeWorker(change.workerId);
-    };
-    // A new worker may run anything that was waiting.
-    const onAdded = () => dispatcher.wakeAllWaiting();
-    this.registry.on("change", onChange);
-    this.registry.on("added", onAdded);
-    this.#unsubscribers.push(() => {
-      this.registry.off("change", onChange);
-      this.registry.off("added", onAdded);
-    });
-    dispatcher.wakeAllWaiting();
-    this.#unsubscribers.push(...this.#e.gates.subscribe(() => dispatcher.wakeGates()));
-    this.#e.attempts.armRemote();
-    dispatcher.armDelayTimer();
-    this.#e.persistence.armRetry();
-    this.#e.handles.arm();
-    ctx.logger.info("orchestrator started");
-    this.emit("orchestrator:started");
-    dispatcher.schedule();
+    return this.#e.lifecycle.start();
   }
 
   /**
@@ -188,39 +136,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> implements En
    * ```
    */
   async stop(options: StopOptions = {}): Promise<void> {
-    const ctx = this.#ctx;
-    if (ctx.state === "stopped" || ctx.state === "idle") {
-      ctx.state = "stopped";
-      this.#clearTimers();
-      this.#e.persistence.giveUpRetries();
-      await this.#e.persistence.flush();
-      return;
-    }
-    if (ctx.state === "stopping") {
-      await new Promise<void>((resolve) => this.once("orchestrator:stopped", resolve));
-      return;
-    }
-    const attempts = this.#e.attempts;
-    ctx.state = "stopping";
-    this.#clearTimers();
-    if ((options.mode ?? "drain") === "drain") {
-      await attempts.waitUntil(() => attempts.localCount() === 0, options.timeoutMs ?? 30_000);
-    }
-    await Promise.allSettled(
-      attempts
-        .list()
-        .filter((att) => att.kind === "local")
-        .map((att) => attempts.settle(att, { kind: "requeue", reason: "orchestrator stopped" })),
-    );
-    this.#clearTimers();
-    for (const u of this.#unsubscribers.splice(0)) u();
-    this.registry.stop();
-    await this.#stopWorkers();
-    this.#e.persistence.giveUpRetries();
-    await this.#e.persistence.flush();
-    ctx.state = "stopped";
-    ctx.logger.info("orchestrator stopped");
-    this.emit("orchestrator:stopped");
+    return this.#e.lifecycle.stop(options);
   }
 
   // ───────────────────────────── workers ─────────────────────────────
@@ -427,7 +343,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> implements En
       delayed: this.#e.dispatcher.delayed.size,
       inFlight: this.#e.attempts.inFlight,
       workers: this.registry.snapshot(),
-      uptimeMs: running ? this.clock.now() - this.#startedAt : 0,
+      uptimeMs: running ? this.clock.now() - this.#e.lifecycle.startedAt : 0,
       avgExecutionMs: this.#e.attempts.avgExecutionMs,
     };
   }
@@ -606,28 +522,6 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> implements En
     reason = "lease released",
   ): Promise<TaskRecord> {
     return this.#e.leases.release(taskId, leaseId, String(reason));
-  }
-
-  // ───────────────────────────── helpers ─────────────────────────────
-
-  /** Stops every registered worker (they are started again by the next `start()`). */
-  async #stopWorkers(): Promise<void> {
-    this.#workersStopped = true;
-    await Promise.all(
-      this.registry.list().map(async (entry) => {
-        try {
-          await entry.worker.stop?.();
-        } catch (err) {
-          this.#ctx.logger.warn({ workerId: entry.id, err: String(err) }, "worker stop failed");
-        }
-      }),
-    );
-  }
-
-  #clearTimers(): void {
-    this.#e.handles.clearTimer();
-    this.#e.dispatcher.clearTimers();
-    this.#e.attempts.clearRemoteTimers();
   }
 }
 
