@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from "vitest";
+import { RetryAfterError } from "../errors.js";
 import { MemoryStore } from "../store/memory.js";
 import { FakeClock } from "../testing/index.js";
 import type { Worker } from "../worker/types.js";
@@ -17,6 +18,31 @@ async function setup(options: Parameters<typeof started>[0] = {}) {
 }
 
 describe("edge cases", () => {
+  it("429s (Retry-After) pause work but never open the worker's circuit", async () => {
+    const { orchestrator, clock } = await setup();
+    let calls = 0;
+    await orchestrator.register(
+      fnWorker(
+        "api",
+        ["call"],
+        async () => {
+          calls++;
+          if (calls <= 6) throw new RetryAfterError(1_000);
+          return "ok";
+        },
+        { maxConcurrency: 6 },
+      ),
+    );
+    const handles = await orchestrator.submitBatch(
+      Array.from({ length: 6 }, () => ({ type: "call", retry: { maxAttempts: 3 } })),
+    );
+    await clock.advance(0);
+    expect(calls).toBe(6);
+    expect(orchestrator.listWorkers()[0]).toMatchObject({ circuit: "closed", health: "healthy" });
+    await clock.advance(1_000);
+    for (const h of handles) expect((await h.result()).status).toBe("succeeded");
+  });
+
   it("streams progress of a local worker and ends the stream with the task", async () => {
     const { orchestrator, clock } = await setup();
     await orchestrator.register(

@@ -140,6 +140,24 @@ describe("attempt verdict (judgeAttempt)", () => {
     const unrecoverable = FlotillaError.from(new UnrecoverableError("bad input"), "WORKER_ERROR");
     expect(judgeAttempt({ kind: "error", error: unrecoverable }, f).healthy).toBe(true);
   });
+  it("a rate-limit signal (429, Retry-After) does not count for the worker's health", () => {
+    const slowDown = {
+      kind: "error",
+      error: error("RATE_LIMITED", true),
+      retryAfterMs: 30_000,
+    } as const;
+    expect(judgeAttempt(slowDown, f)).toEqual({
+      status: "failed",
+      error: { code: "RATE_LIMITED", message: "boom", retryable: true },
+    });
+    const withRetryAfter = {
+      kind: "error",
+      error: error("WORKER_ERROR", true),
+      retryAfterMs: 5,
+    } as const;
+    expect(judgeAttempt(withRetryAfter, f).healthy).toBeUndefined();
+  });
+
   it("a timeout names the task, the limit and the attempt, and aborts the worker", () => {
     const v = judgeAttempt({ kind: "timeout" }, f);
     expect(v.status).toBe("timed_out");

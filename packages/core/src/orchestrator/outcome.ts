@@ -38,7 +38,8 @@ export interface AttemptVerdict {
 /**
  * What an attempt's end says about the attempt: its status for the gates, its error, the
  * abort reason handed to the worker's signal, and whether it counts for the worker's
- * health (a task's own fault, such as bad input, does not count against the worker). Pure.
+ * health (a task's own fault, such as bad input, does not count against the worker, and a
+ * rate-limit signal does not count at all). Pure.
  *
  * @internal
  */
@@ -47,10 +48,15 @@ export function judgeAttempt(end: AttemptEnd, f: AttemptFacts): AttemptVerdict {
     case "success":
       return { status: "succeeded", healthy: true };
     case "error": {
+      const verdict: AttemptVerdict = { status: "failed", error: end.error.toJSON() };
+      // "Slow down" (a 429, Retry-After) pauses the key; it says nothing about the worker's
+      // health, so it neither opens its circuit nor counts as a good run.
+      if (end.retryAfterMs !== undefined || end.error.code === "RATE_LIMITED") return verdict;
       const taskFault =
         end.error.code === "VALIDATION" ||
         (end.error.cause instanceof Error && end.error.cause.name === "UnrecoverableError");
-      return { status: "failed", error: end.error.toJSON(), healthy: taskFault };
+      verdict.healthy = taskFault;
+      return verdict;
     }
     case "timeout":
       return {
