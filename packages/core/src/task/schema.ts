@@ -57,7 +57,20 @@ const key = z.string().min(1).max(256);
 /**
  * A priority: a name (`critical`, `high`, `normal`, `low`, `background`) or any finite number (higher runs first).
  */
-export const PrioritySchema = z.union([z.enum(PRIORITY_NAMES), z.number().finite()]);
+export const PrioritySchema = z.union([z.enum(PRIORITY_NAMES), z.number().finite()], {
+  error: (issue) =>
+    `expected one of ${PRIORITY_NAMES.join(", ")}, or a finite number (got ${shown(issue.input)})`,
+});
+
+/** A short, readable form of a rejected value for an error message. */
+function shown(value: unknown): string {
+  if (typeof value === "number") return String(value);
+  try {
+    return JSON.stringify(value)?.slice(0, 40) ?? String(value);
+  } catch {
+    return typeof value;
+  }
+}
 
 /**
  * Zod schema of {@link Usage}: token counts, cost in USD and request count, all optional.

@@ -76,7 +76,12 @@ describe("normalizeTaskSpec", () => {
       }
     };
     expect(bad({})).toMatch(/^task\.type: .*expected string/);
-    expect(bad({ type: "t", priority: "urgent" })).toMatch(/task\.priority/);
+    const expected = "expected one of critical, high, normal, low, background, or a finite number";
+    expect(bad({ type: "t", priority: "urgent" })).toBe(
+      `task.priority: ${expected} (got "urgent")`,
+    );
+    expect(bad({ type: "t", priority: Number.NaN })).toBe(`task.priority: ${expected} (got NaN)`);
+    expect(bad({ type: "t", priority: "10" })).toBe(`task.priority: ${expected} (got "10")`);
     expect(bad({ type: "t", timeoutMs: -1 })).toMatch(/task\.timeoutMs/);
     expect(bad({ type: "t", dependsOn: [""] })).toMatch(/task\.dependsOn\[0\]/);
     expect(bad({ type: "t", retry: { initialDelayMs: 10, maxDelayMs: 5 } })).toMatch(
