@@ -15,6 +15,9 @@ import { Submission } from "./submission.js";
 import { TaskTable } from "./taskTable.js";
 import { Transitions } from "./transitions.js";
 
+/** Default largest payload of a task: 8 MiB of JSON. */
+const DEFAULT_MAX_PAYLOAD_BYTES = 8 * 1024 * 1024;
+
 /** The engine's parts, each with one job (see docs/architecture.md). @internal */
 export interface EngineParts {
   table: TaskTable;
@@ -88,7 +91,7 @@ export function assemble(
   const submission = new Submission(
     ctx,
     { table, transitions, dependencies, dispatcher, persistence, handles },
-    defaults,
+    { defaults, maxPayloadBytes: options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES },
   );
   const core = { table, transitions, dependencies, dispatcher, attempts };
   return {

@@ -55,6 +55,13 @@ export interface OrchestratorOptions {
   /** Finished tasks kept in memory for fast `get` and dependency outputs (the store keeps all). @default 10_000 */
   finishedCacheSize?: number;
   /**
+   * Largest payload a task may carry, in bytes of its JSON. A larger one is refused at submit
+   * with `VALIDATION` naming the task, the size and the limit (it would be stored, copied and
+   * sent with every attempt). Put big inputs in a file or object store and pass a reference.
+   * @default 8_388_608 (8 MiB)
+   */
+  maxPayloadBytes?: number;
+  /**
    * While the orchestrator has a timer pending for work (a retry delay, a rate-limit wait, a
    * timeout, a lease), keep the Node process alive, so `await handle.result()` in a script
    * does not exit under it. Nothing pending: nothing held.
@@ -102,6 +109,7 @@ export const OrchestratorOptionsSchema = z.object({
   leaseMs: z.number().int().positive().optional(),
   recheckIntervalMs: z.number().int().positive().optional(),
   finishedCacheSize: z.number().int().min(0).optional(),
+  maxPayloadBytes: z.number().int().positive().optional(),
   keepAlive: z.boolean().optional(),
 });
 

@@ -35,12 +35,18 @@ export class Submission {
   readonly #ctx: EngineContext;
   readonly #p: SubmissionParts;
   readonly #defaults: TaskDefaults;
+  readonly #maxPayloadBytes: number;
   #seq = 0;
 
-  constructor(ctx: EngineContext, parts: SubmissionParts, defaults: TaskDefaults) {
+  constructor(
+    ctx: EngineContext,
+    parts: SubmissionParts,
+    options: { defaults: TaskDefaults; maxPayloadBytes: number },
+  ) {
     this.#ctx = ctx;
     this.#p = parts;
-    this.#defaults = defaults;
+    this.#defaults = options.defaults;
+    this.#maxPayloadBytes = options.maxPayloadBytes;
   }
 
   /** Keeps FIFO numbers above those of recovered tasks. */
@@ -191,7 +197,11 @@ export class Submission {
     // The free-form parts go through JSON once when the store keeps what it is given: what
     // JSON cannot hold is refused (VALIDATION), and the record no longer shares objects with
     // the caller, so later writes need no copy. (Every other field was built from the spec.)
-    if (this.#ctx.owned) for (const rec of ordered) detach(rec);
+    const owned = this.#ctx.owned !== undefined;
+    for (const rec of ordered) {
+      const json = owned ? detach(rec) : payloadJson(rec);
+      if (json !== undefined) checkPayloadSize(rec.id, json, this.#maxPayloadBytes);
+    }
     await this.#p.persistence.insert(ordered);
     // Register in memory. Statuses of outside dependencies may have moved during the write.
     const lives: Live[] = [];
@@ -270,12 +280,17 @@ function initialStatus(
   return { status: unresolved > 0 ? "pending" : "queued" };
 }
 
-/** Replaces a new record's payload and metadata by JSON copies (refusing what JSON cannot hold). */
-function detach(rec: TaskRecord): void {
+/**
+ * Replaces a new record's payload and metadata by JSON copies (refusing what JSON cannot
+ * hold); returns the payload's JSON when it was serialized (objects), else `undefined`.
+ */
+function detach(rec: TaskRecord): string | undefined {
   const p = rec.payload;
+  let json: string | undefined;
   if (p !== null && (typeof p === "object" || typeof p === "bigint")) {
-    rec.payload = JSON.parse(toJson(p, `task ${rec.id}: payload`));
-  }
+    json = toJson(p, `task ${rec.id}: payload`);
+    rec.payload = JSON.parse(json);
+  } else if (typeof p === "string") json = p;
   const m = rec.metadata;
   if (m !== null && typeof m === "object") {
     for (const _ in m) {
@@ -283,4 +298,25 @@ function detach(rec: TaskRecord): void {
       break;
     }
   }
+  return json;
+}
+
+/** The payload's JSON when it may be large (an object or a string), for the size check. */
+function payloadJson(rec: TaskRecord): string | undefined {
+  const p = rec.payload;
+  if (typeof p === "string") return p;
+  if (p === null || (typeof p !== "object" && typeof p !== "bigint")) return undefined;
+  return toJson(p, `task ${rec.id}: payload`);
+}
+
+/** Refuses a payload over `limit` bytes (UTF-8); counts bytes only when the length is close. */
+function checkPayloadSize(id: string, json: string, limit: number): void {
+  if (json.length * 3 <= limit) return; // even all 3-byte characters would fit
+  const bytes = Buffer.byteLength(json);
+  if (bytes <= limit) return;
+  throw new FlotillaError(
+    "VALIDATION",
+    `task ${id}: payload is ${bytes} bytes, over the limit of ${limit} bytes (maxPayloadBytes); pass large inputs by reference`,
+    { details: { field: "payload", bytes, limit } },
+  );
 }
