@@ -128,11 +128,14 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> implements En
    * tasks finish for up to `timeoutMs`; then (or at once with `abort`) running tasks are
    * aborted and go back to `queued`. Registered workers are stopped (and started again by
    * the next `start()`). Remote leases stay as they are (in the store) and their
-   * timers are cleared; they run again on the next `start()`. Idempotent.
+   * timers are cleared; they run again on the next `start()`. Every write is flushed; the
+   * store stays open — whoever created it closes it (`store.close()` checkpoints SQLite and
+   * releases its file). Idempotent.
    *
    * @example
    * ```ts
    * await orchestrator.stop({ mode: "drain", timeoutMs: 10_000 });
+   * await store.close();
    * ```
    */
   async stop(options: StopOptions = {}): Promise<void> {

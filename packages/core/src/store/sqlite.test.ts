@@ -1,9 +1,18 @@
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { FlotillaError } from "../errors.js";
+import { Orchestrator } from "../orchestrator/orchestrator.js";
 import type { TaskRecord } from "../task/types.js";
 import { SqliteStore } from "./sqlite.js";
 import { APPLICATION_ID, SCHEMA_VERSION } from "./sqlite-schema.js";
@@ -201,6 +210,23 @@ describe("SqliteStore", () => {
       expect((await again.getTask("a"))?.id).toBe("a");
       await again.close();
     });
+  });
+
+  it("an orchestrator's stop leaves the store open; close checkpoints and releases the file", async () => {
+    const path = join(dir, "owned.db");
+    const store = new SqliteStore({ path });
+    const orchestrator = new Orchestrator({ store });
+    await orchestrator.start();
+    await orchestrator.submit({ id: "kept", type: "nobody-runs-this" });
+    await orchestrator.stop();
+    expect((await store.getTask("kept"))?.status).toBe("queued"); // still readable
+    await expect(new SqliteStore({ path }).open()).rejects.toMatchObject({ code: "STORE_ERROR" });
+    await store.close();
+    expect(statSync(`${path}-wal`, { throwIfNoEntry: false })?.size ?? 0).toBe(0);
+    const again = new SqliteStore({ path });
+    await again.open();
+    expect((await again.getTask("kept"))?.status).toBe("queued");
+    await again.close();
   });
 
   it("rejects calls before open and after close with STORE_ERROR", async () => {
