@@ -52,10 +52,10 @@ export async function runServe(
 
   // Rate limits, budgets, cost ledger. Limits keyed `worker:<id>` apply to one worker
   // (set by `rate_limit_per_minute` when an LLM API is registered through the API).
-  const resources = new ResourceManager(
-    {},
-    { logger, keys: (task, worker) => [...task.rateLimitKeys, `worker:${worker.id}`] },
-  );
+  const resources = new ResourceManager({
+    logger,
+    keys: (task, worker) => [...task.rateLimitKeys, `worker:${worker.id}`],
+  });
   const orchestrator: Orchestrator = new Orchestrator({
     store,
     logger,

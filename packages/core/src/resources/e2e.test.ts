@@ -52,10 +52,10 @@ async function setup(
 describe("resources with the orchestrator", () => {
   it("keeps priority order while rate limited, one task per limit interval", async () => {
     const clock = new FakeClock({ now: 0 });
-    const resources = new ResourceManager(
-      { limits: { openai: { requests: 2, per: "second", burst: 1 } } },
-      { clock },
-    );
+    const resources = new ResourceManager({
+      limits: { openai: { requests: 2, per: "second", burst: 1 } },
+      clock,
+    });
     const { orchestrator, runs } = await setup(clock, resources);
     const specs: TaskSpec[] = [];
     const prios = [
@@ -108,7 +108,7 @@ describe("resources with the orchestrator", () => {
 
   it("pauses a key on Retry-After and resumes within one tick", async () => {
     const clock = new FakeClock({ now: 0 });
-    const resources = new ResourceManager({ limits: { openai: "100/s" } }, { clock });
+    const resources = new ResourceManager({ limits: { openai: "100/s" }, clock });
     const { orchestrator, runs } = await setup(clock, resources);
     await orchestrator.start();
     const h = await orchestrator.submit({
@@ -131,7 +131,7 @@ describe("resources with the orchestrator", () => {
 
   it("a limit raised at run time releases waiting work at once", async () => {
     const clock = new FakeClock({ now: 0 });
-    const resources = new ResourceManager({ limits: { openai: "1/min" } }, { clock });
+    const resources = new ResourceManager({ limits: { openai: "1/min" }, clock });
     const { orchestrator, runs } = await setup(clock, resources);
     await orchestrator.start();
     await orchestrator.submitBatch(
@@ -151,10 +151,11 @@ describe("resources with the orchestrator", () => {
   it("admission control holds local workers while red and lets remote ones work", async () => {
     const clock = new FakeClock({ now: 0 });
     let cpu = 0.99;
-    const resources = new ResourceManager(
-      { admission: { intervalMs: 1000 } },
-      { clock, sensor: { sample: () => ({ cpu, memory: 0.1 }) } },
-    );
+    const resources = new ResourceManager({
+      admission: { intervalMs: 1000 },
+      clock,
+      sensor: { sample: () => ({ cpu, memory: 0.1 }) },
+    });
     const { orchestrator, runs } = await setup(clock, resources, { slots: 1 });
     const remoteRuns: string[] = [];
     await orchestrator.register(
@@ -188,10 +189,11 @@ describe("resources with the orchestrator", () => {
 
   it("limits keyed by the worker: work held on one worker's key goes to another's freed slot", async () => {
     const clock = new FakeClock({ now: 0 });
-    const resources = new ResourceManager(
-      { limits: { "key-a": "1/min", "key-b": "100/s" } },
-      { clock, keys: (_task, worker) => [worker.worker.labels?.apiKey ?? "none"] },
-    );
+    const resources = new ResourceManager({
+      limits: { "key-a": "1/min", "key-b": "100/s" },
+      clock,
+      keys: (_task, worker) => [worker.worker.labels?.apiKey ?? "none"],
+    });
     const orchestrator = new Orchestrator({ clock, gates: resources.gates });
     running.push(orchestrator);
     const runs: [string, number][] = [];
@@ -259,7 +261,7 @@ describe("resources with the orchestrator", () => {
 
   it("reconciles tokens with reported usage end to end", async () => {
     const clock = new FakeClock({ now: 0 });
-    const resources = new ResourceManager({ limits: { openai: "1000 tokens/min" } }, { clock });
+    const resources = new ResourceManager({ limits: { openai: "1000 tokens/min" }, clock });
     const { orchestrator, runs } = await setup(clock, resources, {
       usage: () => ({ inputTokens: 50, outputTokens: 50 }),
     });
@@ -287,14 +289,12 @@ describe("resources with the orchestrator", () => {
 
   it("fails tasks over a budget with QUOTA_EXCEEDED under the fail policy", async () => {
     const clock = new FakeClock({ now: 0 });
-    const resources = new ResourceManager(
-      {
-        budgets: [
-          { name: "acme-daily", scope: "tenant", key: "acme", costUsd: 0.05, policy: "fail" },
-        ],
-      },
-      { clock },
-    );
+    const resources = new ResourceManager({
+      budgets: [
+        { name: "acme-daily", scope: "tenant", key: "acme", costUsd: 0.05, policy: "fail" },
+      ],
+      clock,
+    });
     const { orchestrator } = await setup(clock, resources, { usage: () => ({ costUsd: 0.02 }) });
     await orchestrator.start();
     const results = [];
@@ -318,7 +318,7 @@ describe("resources with the orchestrator", () => {
 
   it("shares fairly: tenants weighted 3:2:1 against a noisy tenant with a 10x backlog", async () => {
     const clock = new FakeClock({ now: 0 });
-    const resources = new ResourceManager({ tenantConcurrency: { noisy: 4 } }, { clock });
+    const resources = new ResourceManager({ tenantConcurrency: { noisy: 4 }, clock });
     const { orchestrator, runs } = await setup(clock, resources, {
       slots: 4,
       workMs: 10,
@@ -344,7 +344,7 @@ describe("resources with the orchestrator", () => {
 
   it("caps a tenant's concurrency under the global cap", async () => {
     const clock = new FakeClock({ now: 0 });
-    const resources = new ResourceManager({ tenantConcurrency: { noisy: 2, "*": 8 } }, { clock });
+    const resources = new ResourceManager({ tenantConcurrency: { noisy: 2, "*": 8 }, clock });
     const { orchestrator } = await setup(clock, resources, {
       slots: 100,
       workMs: 100,

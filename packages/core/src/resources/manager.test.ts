@@ -6,17 +6,16 @@ import { ResourceManager } from "./manager.js";
 describe("ResourceManager", () => {
   it("builds the gates from one config and reports stats", async () => {
     const clock = new FakeClock({ now: Date.UTC(2026, 5, 1, 12) });
-    const r = new ResourceManager(
-      {
-        timeZone: "Europe/Berlin",
-        limits: { openai: ["3/min", "10k tokens/min"] },
-        budgets: [{ scope: "provider", key: "openai", costUsd: 1 }],
-        prices: { openai: { "gpt-4o-mini": { input: 0.15, output: 0.6 } } },
-        tenantConcurrency: { acme: 2, "*": 1 },
-        admission: { intervalMs: 1000 },
-      },
-      { clock, sensor: { sample: () => ({ cpu: 0.1, memory: 0.1 }) } },
-    );
+    const r = new ResourceManager({
+      timeZone: "Europe/Berlin",
+      limits: { openai: ["3/min", "10k tokens/min"] },
+      budgets: [{ scope: "provider", key: "openai", costUsd: 1 }],
+      prices: { openai: { "gpt-4o-mini": { input: 0.15, output: 0.6 } } },
+      tenantConcurrency: { acme: 2, "*": 1 },
+      admission: { intervalMs: 1000 },
+      clock,
+      sensor: { sample: () => ({ cpu: 0.1, memory: 0.1 }) },
+    });
     expect(r.gates.map((g) => g.name)).toEqual([
       "admission",
       "concurrency",
@@ -55,10 +54,10 @@ describe("ResourceManager", () => {
   });
 
   it("forwards cost and pressure events", async () => {
-    const r = new ResourceManager(
-      { admission: true },
-      { sensor: { sample: () => ({ cpu: 0, memory: 0 }) } },
-    );
+    const r = new ResourceManager({
+      admission: true,
+      sensor: { sample: () => ({ cpu: 0, memory: 0 }) },
+    });
     const seen: string[] = [];
     r.on("cost", (e) => seen.push(`cost:${e.taskId}`));
     r.on("pressure", (level) => seen.push(`pressure:${level}`));

@@ -84,6 +84,7 @@ export interface ResourceConfig {
 }
 
 /** Injected parts of a {@link ResourceManager}. */
+/** The run-time parts of {@link ResourceManager}'s options (next to its config). */
 export interface ResourceManagerOptions {
   /** @default systemClock */
   clock?: Clock;
@@ -145,12 +146,15 @@ function minDefined(a: number | undefined, b: number | undefined): number | unde
 
 /**
  * Builds the rate limiter, budgets, cost ledger, tenant caps and admission control from one
- * validated config object, and hands the orchestrator their gates. `stats()` is the
+ * options object — the validated config (plain data, as a config file holds it) and the
+ * run-time parts (`clock`, `logger`, `sensor`, `keys`, `subject`) side by side — and hands
+ * the orchestrator their gates. `stats()` is the
  * `/resources/stats` view; `cost` and `pressure` events can be forwarded.
  *
  * @example
  * ```ts
  * const resources = new ResourceManager({
+ *   clock: systemClock, // the default
  *   limits: { openai: ["500/min", "90k tokens/min"] },
  *   budgets: [{ scope: "provider", key: "openai", costUsd: 20 }],
  *   tenantConcurrency: { "*": 4 },
@@ -173,8 +177,10 @@ export class ResourceManager extends EventEmitter<ResourceManagerEvents> {
   readonly timeZone: string;
   readonly #clock: Clock;
 
-  constructor(config: ResourceConfig = {}, options: ResourceManagerOptions = {}) {
+  constructor(init: ResourceConfig & ResourceManagerOptions = {}) {
     super();
+    const { clock: _c, logger: _l, sensor: _s, keys: _k, subject: _j, ...config } = init ?? {};
+    const options: ResourceManagerOptions = init ?? {};
     const cfg = parseConfig(ResourceConfigSchema, config, "resources");
     const clock = options.clock ?? systemClock;
     const logger = options.logger ?? silentLogger;

@@ -75,7 +75,7 @@ const task = (costUsd: number, over: Partial<TaskRecord> = {}) =>
 describe("restore after a restart", () => {
   it("rate-limit windows continue: the first minute after a restart cannot spend the limit again", async () => {
     const clock = new FakeClock({ now: Date.UTC(2026, 5, 1, 10) });
-    const before = new ResourceManager(CONFIG, { clock });
+    const before = new ResourceManager({ ...CONFIG, clock });
     const lines: UsageEntry[] = [];
     for (let i = 0; i < 5; i++) {
       lines.push(run(before, clock, task(0.01), { inputTokens: 50, outputTokens: 50 }));
@@ -83,8 +83,8 @@ describe("restore after a restart", () => {
     }
     // The limit (5/min) is spent; the process dies 10 s later and comes back.
     await clock.advance(10_000);
-    const after = new ResourceManager(CONFIG, { clock });
-    const fresh = new ResourceManager(CONFIG, { clock }); // what happened before restore existed
+    const after = new ResourceManager({ ...CONFIG, clock });
+    const fresh = new ResourceManager({ ...CONFIG, clock }); // what happened before restore existed
     expect(gatesSay(fresh, task(0.01), clock.now()).gate).toBeUndefined();
     after.restore(lines, clock.now());
     const say = gatesSay(after, task(0.01), clock.now());
@@ -107,7 +107,7 @@ describe("restore after a restart", () => {
   it("a daily budget holds to the cent across a restart, in its time zone", async () => {
     // 23:00 in Berlin on 1 June (21:00 UTC); yesterday's spend must not count.
     const clock = new FakeClock({ now: Date.UTC(2026, 4, 31, 21, 30) });
-    const before = new ResourceManager(CONFIG, { clock });
+    const before = new ResourceManager({ ...CONFIG, clock });
     const lines: UsageEntry[] = [];
     lines.push(run(before, clock, task(0.5), { inputTokens: 10, outputTokens: 10, costUsd: 0.5 })); // 31 May, Berlin
     await clock.advanceTo(Date.UTC(2026, 4, 31, 22, 30)); // 00:30 on 1 June in Berlin
@@ -126,7 +126,7 @@ describe("restore after a restart", () => {
     );
 
     await clock.advance(30 * 60_000);
-    const after = new ResourceManager(CONFIG, { clock });
+    const after = new ResourceManager({ ...CONFIG, clock });
     after.restore(lines, clock.now());
     const acme = after.budgets.stats().find((b) => b.name === "acme-daily");
     expect(acme?.used).toEqual({ requests: 4, tokens: 2060, costUsd: 0.90075 });
@@ -157,7 +157,7 @@ describe("restore after a restart", () => {
 
   it("a sliding budget counts the last period across the restart and frees as lines age out", async () => {
     const clock = new FakeClock({ now: Date.UTC(2026, 5, 1, 10) });
-    const before = new ResourceManager(CONFIG, { clock });
+    const before = new ResourceManager({ ...CONFIG, clock });
     const lines: UsageEntry[] = [];
     for (let i = 0; i < 8; i++) {
       lines.push(
@@ -165,7 +165,7 @@ describe("restore after a restart", () => {
       );
       await clock.advance(5 * 60_000);
     }
-    const after = new ResourceManager(CONFIG, { clock });
+    const after = new ResourceManager({ ...CONFIG, clock });
     after.restore(lines, clock.now());
     const say = gatesSay(after, task(0.01), clock.now());
     expect(say).toMatchObject({ gate: "budget", retryAt: lines[0]!.at + 3_600_000 });
@@ -177,10 +177,10 @@ describe("restore after a restart", () => {
 
   it("restores once, ignores lines counted live and malformed lines", async () => {
     const clock = new FakeClock({ now: Date.UTC(2026, 5, 1, 10) });
-    const before = new ResourceManager(CONFIG, { clock });
+    const before = new ResourceManager({ ...CONFIG, clock });
     const old = run(before, clock, task(0.2), { inputTokens: 1, outputTokens: 1, costUsd: 0.2 });
     await clock.advance(1000);
-    const r = new ResourceManager(CONFIG, { clock });
+    const r = new ResourceManager({ ...CONFIG, clock });
     await clock.advance(1000);
     const live = run(r, clock, task(0.3), { inputTokens: 1, outputTokens: 1, costUsd: 0.3 });
     const bad = { at: Number.NaN, usage: { costUsd: 5 } } as UsageEntry;
@@ -211,7 +211,7 @@ describe("restore after a restart", () => {
       budgets: [{ name: "acme-daily", scope: "tenant" as const, key: "acme", costUsd: 1 }],
     };
     const boot = async () => {
-      const resources = new ResourceManager(config, { clock });
+      const resources = new ResourceManager({ ...config, clock });
       const store = new SqliteStore({ path, clock });
       const o = new Orchestrator({ clock, store, gates: resources.gates });
       await o.register(

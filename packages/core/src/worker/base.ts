@@ -204,6 +204,11 @@ export interface FunctionWorkerOptions<TPayload = unknown, TOutput = unknown>
   extends BaseWorkerOptions {
   /** The work. Receives the payload, the context (with `signal`) and the task. */
   fn: WorkerFunction<TPayload, TOutput>;
+  /**
+   * A health probe that costs nothing (a ping, a model list), bounded by the registry's
+   * timeout through `signal`. @default healthy while started
+   */
+  healthCheck?: (signal: AbortSignal) => Promise<HealthReport> | HealthReport;
 }
 
 /**
@@ -316,6 +321,7 @@ export function callSignal(
 export class FunctionWorker<TPayload = unknown, TOutput = unknown> extends BaseWorker {
   readonly kind: string = "function";
   readonly #fn: WorkerFunction<TPayload, TOutput>;
+  readonly #probe: FunctionWorkerOptions["healthCheck"];
 
   constructor(options: FunctionWorkerOptions<TPayload, TOutput>) {
     super(options, "function");
@@ -325,7 +331,26 @@ export class FunctionWorker<TPayload = unknown, TOutput = unknown> extends BaseW
         "invalid function worker options: options.fn: expected a function",
       );
     }
+    if (options.healthCheck !== undefined && typeof options.healthCheck !== "function") {
+      throw new FlotillaError(
+        "VALIDATION",
+        "invalid function worker options: options.healthCheck: expected a function",
+      );
+    }
     this.#fn = options.fn;
+    this.#probe = options.healthCheck;
+  }
+
+  /**
+   * The `healthCheck` given in the options, else the base answer (healthy while started).
+   *
+   * @example
+   * ```ts
+   * const report = await worker.healthCheck(AbortSignal.timeout(2_000));
+   * ```
+   */
+  override async healthCheck(signal: AbortSignal): Promise<HealthReport> {
+    return this.#probe ? this.#probe(signal) : super.healthCheck(signal);
   }
 
   /**

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { FlotillaError } from "../errors.js";
 import { silentLogger } from "../logger.js";
+import { WorkerRegistry } from "../registry/registry.js";
 import { FakeClock } from "../testing/index.js";
 import { BaseWorker, FunctionWorker } from "./base.js";
 import type { ExecutionContext, WorkerResult, WorkerTask } from "./types.js";
@@ -278,5 +279,36 @@ describe("parseHealthReport", () => {
     expect(() => parseHealthReport(undefined)).toThrow(
       expect.objectContaining({ code: "WORKER_ERROR" }),
     );
+  });
+});
+
+describe("FunctionWorker health check", () => {
+  it("uses the healthCheck of its options, and the registry acts on it", async () => {
+    const clock = new FakeClock();
+    let up = false;
+    const worker = new FunctionWorker({
+      id: "probe",
+      taskTypes: ["t"],
+      fn: async () => 1,
+      healthCheck: async () =>
+        up ? { status: "healthy" } : { status: "unhealthy", message: "down" },
+    });
+    expect(await worker.healthCheck(new AbortController().signal)).toEqual({
+      status: "unhealthy",
+      message: "down",
+    });
+    const registry = new WorkerRegistry({ clock, health: { unhealthyAfter: 1, degradedAfter: 1 } });
+    registry.add(worker);
+    await registry.checkNow("probe");
+    expect(registry.get("probe")?.health).toBe("unhealthy");
+    up = true;
+    await registry.checkNow("probe");
+    await registry.checkNow("probe"); // recoverAfter: 2 good checks
+    expect(registry.get("probe")?.health).toBe("healthy");
+    expect(
+      () => new FunctionWorker({ taskTypes: ["t"], fn: async () => 1, healthCheck: 5 as never }),
+    ).toThrow("options.healthCheck: expected a function");
+    const plain = new FunctionWorker({ taskTypes: ["t"], fn: async () => 1 });
+    expect(await plain.healthCheck(new AbortController().signal)).toEqual({ status: "healthy" });
   });
 });
