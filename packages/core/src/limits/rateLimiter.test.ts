@@ -317,7 +317,7 @@ describe("RateLimiter reconciliation", () => {
 });
 
 describe("RateLimiter pauses", () => {
-  it("a Retry-After pauses the task's keys; check resumes at exactly that time", async () => {
+  it("a Retry-After pauses the task's keys; check resumes 1 ms after it (never early)", async () => {
     const clock = new FakeClock({ now: 0 });
     const limiter = new RateLimiter({ clock, limits: { openai: "100/s" } });
     let wakes = 0;
@@ -329,10 +329,10 @@ describe("RateLimiter pauses", () => {
     limiter.onSettle(t, w, { status: "failed", retryAfterMs: 5000 }, clock.now());
     const other = makeTask({ rateLimitKeys: ["acct-1"] });
     const d = limiter.check(other, w, clock.now());
-    expect(d).toMatchObject({ ok: false, retryAt: 5010, blockKey: "acct-1" });
+    expect(d).toMatchObject({ ok: false, retryAt: 5011, blockKey: "acct-1" });
     expect(d.ok === false && d.reason).toMatch(/paused/);
     expect(limiter.check(makeTask({ rateLimitKeys: ["anthropic"] }), w, clock.now()).ok).toBe(true);
-    await clock.advance(4999);
+    await clock.advance(5000);
     expect(limiter.check(other, w, clock.now()).ok).toBe(false);
     expect(wakes).toBe(0);
     await clock.advance(1);
@@ -357,7 +357,7 @@ describe("RateLimiter pauses", () => {
     );
     expect(limiter.check(t, w, clock.now())).toMatchObject({
       ok: false,
-      retryAt: clock.now() + 2000,
+      retryAt: clock.now() + 2001,
     });
     limiter.resume("x");
     expect(limiter.check(t, w, clock.now()).ok).toBe(true);

@@ -459,8 +459,10 @@ export class RateLimiter implements DispatchGate {
     }
     const retryAfterMs = retryAfterOf(outcome);
     if (retryAfterMs !== undefined) {
+      // Clocks count whole milliseconds (Date.now() rounds down): 1 ms more keeps the first
+      // start after the pause from landing before the provider's Retry-After has passed.
       for (const key of reservation?.keys ?? this.#keysOf(task, worker)) {
-        this.pause(key, now + retryAfterMs);
+        this.pause(key, now + retryAfterMs + 1);
       }
     } else if (this.#heldSinceWake) {
       // Keys derived from the worker: a task held on one worker's key may now go to this

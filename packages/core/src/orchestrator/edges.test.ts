@@ -39,7 +39,7 @@ describe("edge cases", () => {
     await clock.advance(0);
     expect(calls).toBe(6);
     expect(orchestrator.listWorkers()[0]).toMatchObject({ circuit: "closed", health: "healthy" });
-    await clock.advance(1_000);
+    await clock.advance(1_001);
     for (const h of handles) expect((await h.result()).status).toBe("succeeded");
   });
 

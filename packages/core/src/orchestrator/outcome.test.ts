@@ -57,7 +57,7 @@ describe("outcome policy (nextStep)", () => {
       "Retry-After longer than backoff wins",
       { kind: "error", error: error("RATE_LIMITED", true), retryAfterMs: 5_000 },
       {},
-      { kind: "requeue", reason: "retry after RATE_LIMITED", free: false, notBefore: 15_000 },
+      { kind: "requeue", reason: "retry after RATE_LIMITED", free: false, notBefore: 15_001 },
     ],
     [
       "non-retryable error fails",

@@ -143,7 +143,8 @@ export function nextStep(end: AttemptEnd, f: RetryFacts): NextStep {
   if (retryable && counted < f.retry.maxAttempts) {
     let delay = end.kind === "lost" ? 0 : backoffDelay(f.retry, f.attempt, f.random);
     if (end.kind === "error" && end.retryAfterMs !== undefined) {
-      delay = Math.max(delay, end.retryAfterMs);
+      // +1 ms: clocks count whole milliseconds, so never retry before Retry-After has passed.
+      delay = Math.max(delay, end.retryAfterMs + 1);
     }
     const step: NextStep = {
       kind: "requeue",

@@ -126,7 +126,7 @@ describe("resources with the orchestrator", () => {
     const at = Object.fromEntries(
       runs.map((r) => [`${r.id}@${runs.filter((x) => x.id === r.id).indexOf(r)}`, r.at]),
     );
-    expect(at).toEqual({ "a@0": 0, "other@0": 100, "a@1": 5000, "b@0": 5000 });
+    expect(at).toEqual({ "a@0": 0, "other@0": 100, "a@1": 5001, "b@0": 5001 });
   });
 
   it("a limit raised at run time releases waiting work at once", async () => {
