@@ -262,6 +262,7 @@ export type {
   ProgressEvent,
   TransitionEvent,
 } from "./task/events.js";
+export { closestName, strictObject, unknownFieldsMessage } from "./task/fields.js";
 export {
   canTransition,
   isFailureStatus,

@@ -1,5 +1,5 @@
 import { extendZodWithOpenApi } from "@asteasolutions/zod-to-openapi";
-import { PRIORITY_NAMES } from "@flotilla/core";
+import { PRIORITY_NAMES, strictObject } from "@flotilla/core";
 import { z } from "zod";
 
 extendZodWithOpenApi(z);
@@ -27,66 +27,58 @@ export const PriorityInputSchema = z
 const taskId = z.string().min(1).max(256);
 
 /** Body of `POST /tasks/submit` and `POST /tasks/execute`. */
-export const TaskSubmitSchema = z
-  .object({
-    type: z.string().min(1).max(256).openapi({
-      description: "Task type (llm_request, tool_call, api_request, ...)",
-      example: "tool_call",
-    }),
-    payload: z
-      .record(z.string(), z.unknown())
-      .optional()
-      .openapi({ example: { tool_name: "echo", tool_input: { text: "hi" } } }),
-    priority: PriorityInputSchema.optional(),
-    max_retries: z
-      .number()
-      .int()
-      .min(0)
-      .max(99)
-      .optional()
-      .openapi({ description: "Retries after the first attempt. Default 0." }),
-    metadata: z.record(z.string(), z.unknown()).optional(),
-    depends_on: z
-      .array(taskId)
-      .max(1000)
-      .optional()
-      .openapi({ description: "Ids of tasks that must succeed first." }),
-    task_id: taskId
-      .optional()
-      .openapi({ description: "Caller-chosen id (generated when absent)." }),
-    timeout_seconds: z
-      .number()
-      .positive()
-      .max(86_400)
-      .optional()
-      .openapi({ description: "Per-attempt timeout." }),
-    idempotency_key: z.string().min(1).max(256).optional(),
-  })
-  .openapi("TaskSubmit");
+export const TaskSubmitSchema = strictObject({
+  type: z.string().min(1).max(256).openapi({
+    description: "Task type (llm_request, tool_call, api_request, ...)",
+    example: "tool_call",
+  }),
+  payload: z
+    .record(z.string(), z.unknown())
+    .optional()
+    .openapi({ example: { tool_name: "echo", tool_input: { text: "hi" } } }),
+  priority: PriorityInputSchema.optional(),
+  max_retries: z
+    .number()
+    .int()
+    .min(0)
+    .max(99)
+    .optional()
+    .openapi({ description: "Retries after the first attempt. Default 0." }),
+  metadata: z.record(z.string(), z.unknown()).optional(),
+  depends_on: z
+    .array(taskId)
+    .max(1000)
+    .optional()
+    .openapi({ description: "Ids of tasks that must succeed first." }),
+  task_id: taskId.optional().openapi({ description: "Caller-chosen id (generated when absent)." }),
+  timeout_seconds: z
+    .number()
+    .positive()
+    .max(86_400)
+    .optional()
+    .openapi({ description: "Per-attempt timeout." }),
+  idempotency_key: z.string().min(1).max(256).optional(),
+}).openapi("TaskSubmit");
 
 /** Body of `POST /llm/request`. */
-export const LlmRequestSchema = z
-  .object({
-    prompt: z.string().min(1).max(1_000_000),
-    model: z.string().min(1).max(256).optional(),
-    system: z.string().max(1_000_000).optional(),
-    temperature: z.number().min(0).max(2).optional(),
-    max_tokens: z.number().int().positive().max(1_000_000).optional(),
-    prefer_ollama: z.boolean().optional(),
-    priority: PriorityInputSchema.optional(),
-    timeout_seconds: z.number().positive().max(86_400).optional(),
-  })
-  .openapi("LlmRequest");
+export const LlmRequestSchema = strictObject({
+  prompt: z.string().min(1).max(1_000_000),
+  model: z.string().min(1).max(256).optional(),
+  system: z.string().max(1_000_000).optional(),
+  temperature: z.number().min(0).max(2).optional(),
+  max_tokens: z.number().int().positive().max(1_000_000).optional(),
+  prefer_ollama: z.boolean().optional(),
+  priority: PriorityInputSchema.optional(),
+  timeout_seconds: z.number().positive().max(86_400).optional(),
+}).openapi("LlmRequest");
 
 /** Body of `POST /tools/execute`. */
-export const ToolExecuteSchema = z
-  .object({
-    tool_name: z.string().min(1).max(256),
-    tool_input: z.unknown().optional(),
-    priority: PriorityInputSchema.optional(),
-    timeout_seconds: z.number().positive().max(86_400).optional(),
-  })
-  .openapi("ToolExecute");
+export const ToolExecuteSchema = strictObject({
+  tool_name: z.string().min(1).max(256),
+  tool_input: z.unknown().optional(),
+  priority: PriorityInputSchema.optional(),
+  timeout_seconds: z.number().positive().max(86_400).optional(),
+}).openapi("ToolExecute");
 
 /** Query of `GET /tasks/history`. */
 export const HistoryQuerySchema = z

@@ -140,6 +140,8 @@ const SCHEMA_FIELDS = [
   "metadata",
 ] as const;
 const PRIORITY_NAME_SET: ReadonlySet<unknown> = new Set(PRIORITY_NAMES);
+/** Every field a task spec may have: any other sends the spec to the schema, which names it. */
+const SPEC_FIELDS: ReadonlySet<string> = new Set(Object.keys(TaskSpecSchema.shape));
 
 function isKey(v: unknown): boolean {
   return typeof v === "string" && v.length >= 1 && v.length <= 256;
@@ -159,6 +161,7 @@ function isKeyList(v: unknown): boolean {
 function plainSpec(spec: TaskSpec): ParsedTaskSpec | undefined {
   const s = spec as Record<string, unknown>;
   if (!isKey(s.type)) return undefined;
+  for (const field in s) if (!SPEC_FIELDS.has(field)) return undefined;
   for (const field of SCHEMA_FIELDS) if (s[field] !== undefined) return undefined;
   const { id, priority, dependsOn, timeoutMs, rateLimitKey, idempotencyKey, tenant, runAt } = s;
   if (id !== undefined && !isKey(id)) return undefined;

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { strictObject } from "./fields.js";
 
 /** Named priority levels, most urgent first. */
 export const PRIORITY_NAMES = ["critical", "high", "normal", "low", "background"] as const;
@@ -88,7 +89,7 @@ export type Usage = z.infer<typeof UsageSchema>;
 /**
  * Zod schema of {@link RetryPolicy}: exponential backoff with jitter between attempts.
  */
-export const RetryPolicySchema = z.object({
+export const RetryPolicySchema = strictObject({
   /** Total attempts including the first. @default 1 */
   maxAttempts: z.number().int().min(1).max(100).default(1),
   /** Delay before the first retry. @default 1000 */
@@ -105,7 +106,7 @@ export type RetryPolicy = z.infer<typeof RetryPolicySchema>;
 /**
  * Zod schema of {@link Requirements}: capabilities and labels a worker must offer to run the task.
  */
-export const RequirementsSchema = z.object({
+export const RequirementsSchema = strictObject({
   /** Every capability listed must be offered by the worker. */
   capabilities: z.array(key).optional(),
   /** Every label must be present on the worker with this value. */
@@ -116,7 +117,7 @@ export type Requirements = z.infer<typeof RequirementsSchema>;
 /**
  * Zod schema of {@link Target}: pins a task to a worker id, a name glob or tags.
  */
-export const TargetSchema = z.object({
+export const TargetSchema = strictObject({
   /** Only this worker (or node) id. */
   workerId: key.optional(),
   /** A name glob such as `client-acme-*`. */
@@ -129,7 +130,7 @@ export type Target = z.infer<typeof TargetSchema>;
 /**
  * Zod schema of {@link Estimate}: expected tokens or cost, used by budgets and cost-aware routing before the task runs.
  */
-export const EstimateSchema = z.object({
+export const EstimateSchema = strictObject({
   inputTokens: z.number().nonnegative().optional(),
   outputTokens: z.number().nonnegative().optional(),
   tokens: z.number().nonnegative().optional(),
@@ -152,7 +153,7 @@ export type Estimate = z.infer<typeof EstimateSchema>;
  * };
  * ```
  */
-export const TaskSpecSchema = z.object({
+export const TaskSpecSchema = strictObject({
   id: key.optional(),
   type: key,
   payload: z.unknown().optional(),

@@ -89,6 +89,30 @@ describe("normalizeTaskSpec", () => {
     );
     expect(bad(null)).toBe("task: expected a task object, got null");
   });
+
+  it("refuses fields it does not know, naming the one most likely meant", () => {
+    const bad = (spec: unknown) => {
+      try {
+        normalizeTaskSpec(spec as never, { now: 0, seq: 1 });
+        return "no error";
+      } catch (err) {
+        return (err as FlotillaError).message;
+      }
+    };
+    expect(bad({ type: "t", priorty: "high", timeout: 5 })).toMatch(
+      /^task: unknown fields "priorty" \(did you mean "priority"\?\), "timeout" \(did you mean "timeoutMs"\?\): expected only id, type, /,
+    );
+    expect(bad({ type: "t", aproval: "before_run" })).toMatch(
+      /"aproval" \(did you mean "approval"\?\)/,
+    );
+    expect(bad({ type: "t", retry: { maxAttempt: 3 } })).toMatch(
+      /^task\.retry: unknown field "maxAttempt" \(did you mean "maxAttempts"\?\)/,
+    );
+    expect(bad({ type: "t", target: { workerID: "w" } })).toMatch(/did you mean "workerId"/);
+    expect(bad({ type: "t", colour: "red" })).toMatch(
+      /^task: unknown field "colour": expected only /,
+    );
+  });
 });
 
 describe("normalizeTaskSpec fast path", () => {
@@ -98,7 +122,7 @@ describe("normalizeTaskSpec fast path", () => {
     { id: "b", type: "t", priority: "high", payload: { x: [1, 2] } },
     { id: "c", type: "t", priority: -3.5, dependsOn: ["x", "y", "x"], timeoutMs: 5 },
     { id: "d", type: "t", rateLimitKey: ["k", "k", "j"], tenant: "acme", runAt: 0 },
-    { id: "e", type: "t", rateLimitKey: "k", idempotencyKey: "i", unknownField: 1 },
+    { id: "e", type: "t", rateLimitKey: "k", idempotencyKey: "i" },
     { id: "f", type: "t", priority: undefined, metadata: undefined },
   ];
   it("gives the record the schema path gives", () => {
@@ -123,6 +147,7 @@ describe("normalizeTaskSpec fast path", () => {
       { type: "t", dependsOn: "a" },
       { type: "t", rateLimitKey: [1] },
       { type: "t", tenant: "" },
+      { type: "t", priorty: "high" },
       { type: "t", idempotencyKey: 5 },
       { type: 5 },
     ];

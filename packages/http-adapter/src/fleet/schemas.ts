@@ -1,5 +1,5 @@
 import { extendZodWithOpenApi } from "@asteasolutions/zod-to-openapi";
-import { PRIORITY_NAMES } from "@flotilla/core";
+import { PRIORITY_NAMES, strictObject } from "@flotilla/core";
 import { z } from "zod";
 
 extendZodWithOpenApi(z);
@@ -35,7 +35,7 @@ const time = z.union([
 ]);
 
 /** `POST /tasks`. */
-export const CreateTaskBodySchema = z.object({
+export const CreateTaskBodySchema = strictObject({
   prompt: z.string().min(1).max(1_000_000),
   type: name.optional(),
   payload: z.record(z.string(), z.unknown()).optional(),

@@ -1,0 +1,50 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ADMIN_KEY, type FleetUnderTest, removeDir, startFleet } from "./fleet/harness.js";
+import { type Harness, startHarness } from "./helpers.js";
+
+let h: Harness;
+let f: FleetUnderTest;
+beforeAll(async () => {
+  h = await startHarness();
+  f = await startFleet();
+});
+afterAll(async () => {
+  await h?.close();
+  await f?.stop();
+  if (f) await removeDir(f.dir);
+});
+
+describe("routes that create tasks refuse fields they do not know", () => {
+  it("a safety field the server does not understand is a 400 naming it, not silently dropped", async () => {
+    const res = await h.req("/tasks/submit", {
+      method: "POST",
+      json: { type: "tool_call", payload: {}, approval: "before_run" },
+    });
+    expect(res.status).toBe(400);
+    const body = (await res.json()) as { detail: string };
+    expect(body.detail).toMatch(/^body: unknown field "approval": expected only type, payload, /);
+    const history = (await (await h.req("/tasks/history")).json()) as { count: number };
+    expect(history.count).toBe(0); // nothing was submitted
+  });
+
+  it("a typo is named with the field it most likely meant", async () => {
+    const res = await h.req("/tasks/execute", {
+      method: "POST",
+      json: { type: "tool_call", priorty: "high" },
+    });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { detail: string }).detail).toContain(
+      'unknown field "priorty" (did you mean "priority"?)',
+    );
+    const llm = await h.req("/llm/request", { method: "POST", json: { prompt: "hi", modle: "x" } });
+    expect(((await llm.json()) as { detail: string }).detail).toContain('(did you mean "model"?)');
+  });
+
+  it("fleet task creation too, in the fleet's {detail} shape", async () => {
+    const res = await f.admin("POST", "/tasks", { promt: "hello", timeout_seconds: 60 });
+    expect(res.status).toBe(400);
+    expect(res.json.detail).toContain('unknown field "promt" (did you mean "prompt"?)');
+    const ok = await f.admin("POST", "/tasks", { prompt: "hello" }, ADMIN_KEY);
+    expect(ok.status).toBe(201);
+  });
+});
