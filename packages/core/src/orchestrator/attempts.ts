@@ -407,6 +407,7 @@ export class Attempts {
     const step = nextStep(end, {
       attempt: att.n,
       freeAttempts: live.freeAttempts ?? 0,
+      interruptions: rec.interruptions ?? 0,
       retry: rec.retry,
       approval: rec.approval,
       now,
@@ -442,6 +443,7 @@ export class Attempts {
     reason: string,
     error: SerializedError | undefined,
     notBefore: number | undefined,
+    interruptions?: number,
   ): Promise<void> {
     const now = this.#ctx.clock.now();
     await this.#p.transitions.apply(live, "queued", {
@@ -449,6 +451,7 @@ export class Attempts {
       error,
       patch: (r) => {
         r.lease = undefined;
+        if (interruptions !== undefined) r.interruptions = interruptions;
         if (notBefore !== undefined && notBefore > now) r.notBefore = notBefore;
         else r.notBefore = undefined;
       },

@@ -104,29 +104,43 @@ describe("edge cases", () => {
     );
   });
 
-  it("a task running in a process that died is retried on restart, or fails WORKER_LOST when spent", async () => {
+  it("a task cut off by the process dying is retried without spending an attempt, up to maxInterruptions", async () => {
     const clock = new FakeClock();
     const store = new MemoryStore({ clock });
-    const first = new Orchestrator({ clock, store });
+    const first = new Orchestrator({ clock, store, maxInterruptions: 1 });
     await first.start();
     await first.register(fnWorker("w", ["t"], () => new Promise(() => {}), { maxConcurrency: 2 }));
     await first.submitBatch([
-      { id: "again", type: "t", retry: { maxAttempts: 2 } },
-      { id: "spent", type: "t" },
+      { id: "once", type: "t" }, // maxAttempts 1: still retried, the crash was not its fault
+      { id: "twice", type: "t", retry: { maxAttempts: 3 } },
     ]);
     await clock.advance(10);
-    expect((await store.getTask("again"))?.status).toBe("running");
+    expect((await store.getTask("once"))?.status).toBe("running");
     // the first process "dies": nothing of it runs again
-    const second = new Orchestrator({ clock, store });
+    const second = new Orchestrator({ clock, store, maxInterruptions: 1 });
     running.push(second);
-    await second.register(fnWorker("w2", ["t"], async () => "second"));
+    await second.register(
+      fnWorker("w2", ["t"], () => new Promise(() => {}), { maxConcurrency: 2 }),
+    );
     await second.start();
-    const again = (await second.handle("again"))!;
-    const spent = (await second.handle("spent"))!;
-    expect((await again.result()).output).toBe("second");
-    expect((await again.result()).attempts).toBe(2);
-    expect((await spent.result()).error?.code).toBe("WORKER_LOST");
+    await clock.advance(10);
+    expect(await store.getTask("once")).toMatchObject({
+      status: "running",
+      attempt: 2,
+      interruptions: 1,
+    });
+    // it dies again: a second interruption is over maxInterruptions (1)
+    const third = new Orchestrator({ clock, store, maxInterruptions: 1 });
+    running.push(third);
+    await third.register(fnWorker("w3", ["t"], async () => "third"));
+    await third.start();
+    const once = await (await third.handle("once"))!.result();
+    expect(once.error).toMatchObject({
+      code: "WORKER_LOST",
+      message: "task once was cut off by the orchestrator stopping 2 times (maxInterruptions 1)",
+    });
     first.removeAllListeners();
+    second.removeAllListeners();
   });
 
   it("a routing strategy that picks nobody leaves the task queued without spinning", async () => {

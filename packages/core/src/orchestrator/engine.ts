@@ -102,6 +102,13 @@ export function assemble(
     submission,
     control: new Control(ctx, core),
     leases: new LeaseDesk(ctx, { ...core, gates, persistence }, leaseMs),
-    lifecycle: new Lifecycle(ctx, { ...core, gates, persistence, handles, submission }),
+    lifecycle: new Lifecycle(ctx, {
+      ...core,
+      gates,
+      persistence,
+      handles,
+      submission,
+      maxInterruptions: options.maxInterruptions ?? 3,
+    }),
   };
 }

@@ -62,6 +62,15 @@ export interface OrchestratorOptions {
    */
   maxPayloadBytes?: number;
   /**
+   * How often a task may be cut off by the orchestrator's own stop (a crash, a kill) before
+   * it fails with `WORKER_LOST`. Such interruptions do not count against the task's
+   * `retry.maxAttempts` — an accepted task is never lost to a crash — but a task that
+   * brings the process down every time must end. Execution is at least once: a task cut off
+   * after its worker did the work runs again, so make workers idempotent (see persistence docs).
+   * @default 3
+   */
+  maxInterruptions?: number;
+  /**
    * While the orchestrator has a timer pending for work (a retry delay, a rate-limit wait, a
    * timeout, a lease), keep the Node process alive, so `await handle.result()` in a script
    * does not exit under it. Nothing pending: nothing held.
@@ -110,6 +119,7 @@ export const OrchestratorOptionsSchema = z.object({
   recheckIntervalMs: z.number().int().positive().optional(),
   finishedCacheSize: z.number().int().min(0).optional(),
   maxPayloadBytes: z.number().int().positive().optional(),
+  maxInterruptions: z.number().int().min(0).optional(),
   keepAlive: z.boolean().optional(),
 });
 

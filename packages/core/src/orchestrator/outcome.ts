@@ -95,6 +95,8 @@ export interface RetryFacts {
   attempt: number;
   /** Earlier attempts that ended without failing (hand-backs): they do not count. */
   freeAttempts: number;
+  /** Earlier attempts cut off by the orchestrator's own stop: they do not count either. */
+  interruptions?: number;
   retry: RetryPolicy;
   approval: TaskRecord["approval"];
   now: number;
@@ -139,7 +141,7 @@ export function nextStep(end: AttemptEnd, f: RetryFacts): NextStep {
     end.kind === "timeout" ||
     end.kind === "lost" ||
     (end.error.retryable && end.error.code !== "VALIDATION" && end.error.code !== "CANCELLED");
-  const counted = f.attempt - f.freeAttempts;
+  const counted = f.attempt - f.freeAttempts - (f.interruptions ?? 0);
   if (retryable && counted < f.retry.maxAttempts) {
     let delay = end.kind === "lost" ? 0 : backoffDelay(f.retry, f.attempt, f.random);
     if (end.kind === "error" && end.retryAfterMs !== undefined) {

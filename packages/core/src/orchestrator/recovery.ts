@@ -13,6 +13,8 @@ import { buildResult, type Transitions } from "./transitions.js";
 
 /** The collaborators recovery restores into. */
 export interface RecoveryParts {
+  /** How many orchestrator stops a task may be cut off by (see `maxInterruptions`). */
+  maxInterruptions: number;
   table: TaskTable;
   transitions: Transitions;
   dependencies: Dependencies;
@@ -75,12 +77,18 @@ export async function recover(ctx: EngineContext, p: RecoveryParts): Promise<voi
         attempts.adopt(live, entry);
         continue;
       }
-      if (rec.attempt < rec.retry.maxAttempts) {
-        follow.push(attempts.requeue(live, "recovered after restart", undefined, undefined));
+      // Cut off by the orchestrator's own stop: not the task's fault, so the attempt is free;
+      // only `maxInterruptions` such stops end it.
+      const interruptions = (rec.interruptions ?? 0) + 1;
+      if (interruptions <= p.maxInterruptions) {
+        follow.push(
+          attempts.requeue(live, "recovered after restart", undefined, undefined, interruptions),
+        );
       } else {
         const error = new FlotillaError(
           "WORKER_LOST",
-          `task ${rec.id} was running when the previous process stopped`,
+          `task ${rec.id} was cut off by the orchestrator stopping ${interruptions} times (maxInterruptions ${p.maxInterruptions})`,
+          { details: { interruptions, maxInterruptions: p.maxInterruptions } },
         ).toJSON();
         follow.push(
           transitions
@@ -89,6 +97,7 @@ export async function recover(ctx: EngineContext, p: RecoveryParts): Promise<voi
               reason: "recovered after restart",
               patch: (r) => {
                 r.lease = undefined;
+                r.interruptions = interruptions;
                 r.result = buildResult(r, live, "failed", now, { error });
               },
             })

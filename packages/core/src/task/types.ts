@@ -76,6 +76,11 @@ export interface TaskRecord {
   attempt: number;
   /** Earliest time the next attempt may start (retry backoff). */
   notBefore?: number;
+  /**
+   * Attempts cut off because the orchestrator itself stopped (a crash, a kill): they are
+   * not the task's fault and do not count against `retry.maxAttempts`.
+   */
+  interruptions?: number;
   lease?: Lease;
   workerId?: string;
   result?: TaskResult;
