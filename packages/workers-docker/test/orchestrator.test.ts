@@ -92,7 +92,7 @@ function describeEndToEnd(engine: string, host: string): void {
       expect(await handle.cancel("test")).toBe(true);
       const result = await handle.result();
       expect(result.status).toBe("cancelled");
-      expect(Date.now() - started).toBeLessThan(3000);
+      expect(Date.now() - started).toBeLessThan(10_000); // the container would sleep 30 s
     });
 
     it.concurrent("rejects a bad payload as a validation failure", async () => {

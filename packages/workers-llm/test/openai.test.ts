@@ -290,7 +290,7 @@ describe("OpenAIWorker against an OpenAI-shaped server (real openai client)", ()
     const err = await rejection(p);
     expect(err.code).toBe("CANCELLED");
     expect(await req.done).toBe("aborted");
-    expect(Date.now() - started).toBeLessThan(1000);
+    expect(Date.now() - started).toBeLessThan(4000); // the server would answer after 5 000 ms
   });
 
   it("times out a slow response with a retryable TIMEOUT", async () => {

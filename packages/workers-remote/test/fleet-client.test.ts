@@ -173,7 +173,7 @@ describe("FleetClient", () => {
     const started = Date.now();
     const timedOut = await client.pollTask().catch((e: unknown) => e);
     expect((timedOut as FlotillaError).code).toBe("TIMEOUT");
-    expect(Date.now() - started).toBeLessThan(2000);
+    expect(Date.now() - started).toBeLessThan(5000); // the server never answers
     const ac = new AbortController();
     const p = client.pollTask({ signal: ac.signal }).catch((e: unknown) => e);
     setTimeout(() => ac.abort(), 20);

@@ -55,14 +55,30 @@ export class LimitWindow {
     }
   }
 
+  /**
+   * Drops the entries that left the window. An entry that leaves while the window holds more
+   * than the limit (calls that used more than they were admitted for, or one call larger than
+   * the limit) leaves its share of the excess behind as a debt entry for one more window, so
+   * the sustained rate converges to the limit instead of overrunning it by an under-estimate
+   * every window.
+   */
   #prune(now: number): void {
     const edge = now - this.holdMs;
     const log = this.#log;
+    const limit = this.spec.limit;
+    let debts: LogEntry[] | undefined; // made only when a debt is left (rare)
     while (this.#head < log.length && log[this.#head]!.t <= edge) {
       const e = log[this.#head]!;
+      const over = this.#sum - limit;
       this.#sum -= e.w;
       e.gone = true;
       this.#head++;
+      // (A debt whose own window has also passed by now, the key being idle, was paid.)
+      const t = e.t + this.holdMs;
+      if (over > EPS && e.w > 0 && t > edge) {
+        debts ??= [];
+        debts.push({ t, w: Math.min(e.w, over) });
+      }
     }
     if (this.#head === log.length) {
       this.#log = [];
@@ -71,6 +87,16 @@ export class LimitWindow {
     } else if (this.#head > 1024 && this.#head * 2 > log.length) {
       this.#log = log.slice(this.#head);
       this.#head = 0;
+    }
+    if (debts) {
+      // In time order, so that each debt leaves the log when its window has passed.
+      const rest = this.#log;
+      for (const d of debts) {
+        let i = rest.length;
+        while (i > this.#head && rest[i - 1]!.t > d.t) i--;
+        rest.splice(i, 0, d);
+        this.#sum += d.w;
+      }
     }
   }
 

@@ -259,6 +259,44 @@ describe("resources with the orchestrator", () => {
     expect(ran).toEqual(["a", "b", "b"]);
   });
 
+  it("under-estimated tokens are a debt carried forward: the sustained rate converges to the limit", async () => {
+    const clock = new FakeClock({ now: 0 });
+    const resources = new ResourceManager({ limits: { k: "1000 tokens/min" }, clock });
+    const orchestrator = new Orchestrator({ clock, gates: resources.gates });
+    running.push(orchestrator);
+    const starts: number[] = [];
+    await orchestrator.register(
+      new FunctionWorker({
+        id: "llm",
+        taskTypes: ["call"],
+        fn: async (_p, ctx) => {
+          starts.push(clock.now());
+          await sleep(clock, 1_000);
+          ctx.reportUsage({ inputTokens: 300, outputTokens: 100 }); // 400, estimated 100
+          return 1;
+        },
+      }),
+    );
+    await orchestrator.start();
+    await orchestrator.submitBatch(
+      Array.from({ length: 60 }, () => ({
+        type: "call",
+        rateLimitKey: "k",
+        estimate: { tokens: 100 },
+      })),
+    );
+    await clock.advance(10 * 60_000);
+    // Over any span of k whole windows: at most k × 1000 tokens plus the under-estimate (300)
+    // of the one call in flight — not 1200 per window for ever.
+    for (let k = 1; k <= 10; k++) {
+      for (const from of starts) {
+        const tokens = starts.filter((t) => t >= from && t < from + k * 60_000).length * 400;
+        expect(tokens, `${k} windows from ${from}`).toBeLessThanOrEqual(k * 1_000 + 300);
+      }
+    }
+    expect(starts.length * 400).toBeGreaterThanOrEqual(9_600); // and it still uses the limit
+  });
+
   it("reconciles tokens with reported usage end to end", async () => {
     const clock = new FakeClock({ now: 0 });
     const resources = new ResourceManager({ limits: { openai: "1000 tokens/min" }, clock });

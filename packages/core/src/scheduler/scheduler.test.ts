@@ -107,38 +107,31 @@ describe("ReadyQueue", () => {
     expect(drain(q)).toEqual(["y-high-1", "y-high-2", "x-low"]);
   });
 
-  it("stays O(log n) per operation: 10x the tasks costs about 10x the time, not 100x", () => {
-    const run = (n: number) => {
-      const q = new ReadyQueue({ agingIntervalMs: 5_000 });
-      const tasks: TaskRecord[] = [];
-      for (let i = 0; i < n; i++) {
-        tasks.push(
-          task({ priority: (i * 7) % 10, rateLimitKey: `k${i % 50}`, tenant: `t${i % 3}` }),
-        );
-      }
-      const t0 = performance.now();
-      for (let i = 0; i < n; i++) q.enqueue(tasks[i]!, i);
-      let taken = 0;
-      let maxBand = Number.POSITIVE_INFINITY;
-      let outOfOrder = 0;
-      for (;;) {
-        const lane = q.popLane();
-        if (!lane) break;
-        const band = lane.head!.band;
-        if (band > maxBand) outOfOrder++;
-        maxBand = band;
-        q.take(lane);
-        taken++;
-      }
-      expect(taken).toBe(n);
-      expect(outOfOrder).toBe(0);
-      return performance.now() - t0;
-    };
-    run(5_000); // warm-up
-    const small = run(10_000);
-    const large = run(100_000);
-    // O(log n) predicts ~12x; a sorted-array queue (O(n) inserts) would be ~100x.
-    expect(large / small).toBeLessThan(30);
+  // How its cost grows with the backlog is measured by the benchmark (bench/, "enqueue cost
+  // as the backlog grows"), side by side with peers, not by a timed unit test.
+  it("hands out 100k tasks across priorities, lanes and tenants in priority order", () => {
+    const n = 100_000;
+    const q = new ReadyQueue({ agingIntervalMs: 5_000 });
+    for (let i = 0; i < n; i++) {
+      q.enqueue(
+        task({ priority: (i * 7) % 10, rateLimitKey: `k${i % 50}`, tenant: `t${i % 3}` }),
+        i,
+      );
+    }
+    let taken = 0;
+    let maxBand = Number.POSITIVE_INFINITY;
+    let outOfOrder = 0;
+    for (;;) {
+      const lane = q.popLane();
+      if (!lane) break;
+      const band = lane.head!.band;
+      if (band > maxBand) outOfOrder++;
+      maxBand = band;
+      q.take(lane);
+      taken++;
+    }
+    expect(taken).toBe(n);
+    expect(outOfOrder).toBe(0);
   }, 60_000);
 });
 
