@@ -49,6 +49,13 @@ export class Dispatcher {
   readonly #concurrency: number;
   readonly #routing: RoutingStrategy;
   readonly #laneTimers = new Set<Lane>();
+  /**
+   * Lanes a gate holds on a key (a rate-limit key, a budget), by that key: when the key's
+   * retry time comes, they all go back to the queue together, so the best task among them —
+   * not the lane whose timer happened to fire first — takes the reopened capacity.
+   */
+  readonly #heldOnKey = new Map<string, Set<Lane>>();
+  readonly #keyOfLane = new Map<Lane, string>();
   /** Lanes parked for want of a worker, by the ids of the workers that could run them. */
   readonly #waitingOn = new Map<string, Set<Lane>>();
   readonly #laneWaits = new Map<Lane, string[]>();
@@ -267,11 +274,24 @@ export class Dispatcher {
     this.#clearLaneTimer(lane);
     if (retryAt === undefined) return;
     lane.retryAt = retryAt;
+    const key = lane.blockKey;
+    if (key !== undefined) {
+      let held = this.#heldOnKey.get(key);
+      if (!held) {
+        held = new Set();
+        this.#heldOnKey.set(key, held);
+      }
+      held.add(lane);
+      this.#keyOfLane.set(lane, key);
+    }
     lane.timer = this.#ctx.timers.set(
       () => {
-        lane.timer = undefined;
-        this.#laneTimers.delete(lane);
-        this.queue.unpark(lane);
+        const key = this.#keyOfLane.get(lane);
+        const lanes = key === undefined ? [lane] : [...(this.#heldOnKey.get(key) ?? [lane])];
+        for (const l of lanes) {
+          this.#clearLaneTimer(l);
+          this.queue.unpark(l);
+        }
         this.schedule();
       },
       Math.max(0, retryAt - this.#ctx.clock.now()),
@@ -283,6 +303,12 @@ export class Dispatcher {
     if (lane.timer !== undefined) this.#ctx.timers.clear(lane.timer as TimerHandle);
     lane.timer = undefined;
     this.#laneTimers.delete(lane);
+    const key = this.#keyOfLane.get(lane);
+    if (key === undefined) return;
+    this.#keyOfLane.delete(lane);
+    const held = this.#heldOnKey.get(key);
+    held?.delete(lane);
+    if (held?.size === 0) this.#heldOnKey.delete(key);
   }
 
   /** Arms the timer that moves delayed tasks to the ready queue when they are due. */

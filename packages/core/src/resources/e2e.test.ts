@@ -259,6 +259,45 @@ describe("resources with the orchestrator", () => {
     expect(ran).toEqual(["a", "b", "b"]);
   });
 
+  it("when a key reopens, the best task across every lane held on it goes first", async () => {
+    const clock = new FakeClock({ now: 0 });
+    const resources = new ResourceManager({ limits: { A: "2/10s" }, clock });
+    const orchestrator = new Orchestrator({ clock, gates: resources.gates });
+    running.push(orchestrator);
+    const ran: string[] = [];
+    await orchestrator.register(
+      new FunctionWorker({
+        id: "w",
+        taskTypes: ["call", "other"],
+        maxConcurrency: 10,
+        fn: async (p: { n: string }) => {
+          ran.push(`${p.n}@${Math.floor(clock.now() / 10_000)}`);
+          return 1;
+        },
+      }),
+    );
+    await orchestrator.start();
+    for (let i = 1; i <= 4; i++) {
+      await orchestrator.submit({ type: "call", rateLimitKey: "A", payload: { n: `N${i}` } });
+    }
+    await clock.advance(1_000);
+    // Another lane (another type) on the same key, more urgent, arrives while N3, N4 wait.
+    await orchestrator.submit({
+      type: "other",
+      rateLimitKey: "A",
+      priority: "critical",
+      payload: { n: "C1" },
+    });
+    await orchestrator.submit({
+      type: "other",
+      rateLimitKey: "A",
+      priority: "high",
+      payload: { n: "H1" },
+    });
+    await clock.advance(60_000);
+    expect(ran).toEqual(["N1@0", "N2@0", "C1@1", "H1@1", "N3@2", "N4@2"]);
+  });
+
   it("under-estimated tokens are a debt carried forward: the sustained rate converges to the limit", async () => {
     const clock = new FakeClock({ now: 0 });
     const resources = new ResourceManager({ limits: { k: "1000 tokens/min" }, clock });
