@@ -178,8 +178,10 @@ export {
   type OrchestratorStatus,
   REMOTE_NODE_KIND,
   type StopOptions,
+  type TaskExplanation,
   TaskHandle,
   type UnregisterOptions,
+  type WaitingReason,
 } from "./orchestrator/index.js";
 export { orchestratorPoolHost } from "./pools/orchestratorHost.js";
 export {

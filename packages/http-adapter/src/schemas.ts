@@ -182,6 +182,13 @@ export const ExecuteResponseSchema = z
  */
 export const TaskViewSchema = z
   .object({
+    waiting_for: z
+      .array(z.object({ kind: z.string(), message: z.string() }).loose())
+      .optional()
+      .openapi({
+        description:
+          "GET /tasks/{id} only: why the task is not running now (dependencies, approval, no worker, a rate limit, a budget, …); empty when it runs or ended.",
+      }),
     task_id: z.string(),
     type: z.string(),
     status: z.string(),

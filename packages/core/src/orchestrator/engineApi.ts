@@ -6,6 +6,7 @@ import type { OrchestratorEvents } from "../task/events.js";
 import type { TaskSpec } from "../task/schema.js";
 import type { Lease, TaskRecord } from "../task/types.js";
 import type { HealthReport, Worker, WorkerResult } from "../worker/types.js";
+import type { TaskExplanation } from "./explain.js";
 import type { TaskHandle } from "./handle.js";
 import type { OrchestratorStatus, UnregisterOptions } from "./options.js";
 
@@ -46,6 +47,8 @@ export interface EngineApi {
   get(id: string): Promise<TaskRecord | undefined>;
   /** A handle on an existing task, or `undefined` when unknown. */
   handle(id: string): Promise<TaskHandle | undefined>;
+  /** Why a task is not running now (its status and the reasons). */
+  explain(id: string): Promise<TaskExplanation>;
   /** Tasks matching a query, from the store. */
   list(query?: TaskQuery): Promise<TaskRecord[]>;
   /** Cancels a task; `true` if this call cancelled it. */

@@ -51,7 +51,13 @@ describe("GateChain", () => {
       record({ id: "x" }),
       entries(ctx, "w1", "w2"),
     );
-    expect(check).toEqual({ passing: [], retryAt: 300, blockKey: "key-w1", reason: "held w1" });
+    expect(check).toEqual({
+      passing: [],
+      retryAt: 300,
+      blockKey: "key-w1",
+      reason: "held w1",
+      gate: "limit",
+    });
   });
 
   it("a refusal for good fails the task at once", () => {

@@ -15,6 +15,8 @@ export interface GateCheck {
   /** When none passes: the key holding it (lanes held by one key wait together). */
   blockKey?: string;
   reason?: string;
+  /** When none passes: the name of the gate that held it first. */
+  gate?: string;
 }
 
 /** How far back the usage ledger is replayed into the gates at start. */
@@ -50,6 +52,7 @@ export class GateChain {
     let retryAt: number | undefined;
     let blockKey: string | undefined;
     let reason: string | undefined;
+    let gate: string | undefined;
     let fail: FlotillaError | undefined;
     for (const entry of entries) {
       const d = this.#decide(task, entry, now);
@@ -65,6 +68,7 @@ export class GateChain {
       if (at !== undefined) retryAt = retryAt === undefined ? at : Math.min(retryAt, at);
       blockKey ??= d.blockKey;
       reason ??= d.reason;
+      gate ??= d.gate;
     }
     if (passing.length > 0) return { passing };
     if (fail !== undefined && retryAt === undefined && reason === undefined) {
@@ -80,6 +84,7 @@ export class GateChain {
     if (retryAt !== undefined) out.retryAt = retryAt;
     if (blockKey !== undefined) out.blockKey = blockKey;
     if (reason !== undefined) out.reason = reason;
+    if (gate !== undefined) out.gate = gate;
     return out;
   }
 
@@ -90,7 +95,14 @@ export class GateChain {
     now: number,
   ):
     | { ok: true }
-    | { ok: false; fail?: FlotillaError; retryAt?: number; blockKey?: string; reason?: string } {
+    | {
+        ok: false;
+        fail?: FlotillaError;
+        retryAt?: number;
+        blockKey?: string;
+        reason?: string;
+        gate?: string;
+      } {
     for (const gate of this.#gates) {
       let d: GateDecision;
       try {
@@ -103,9 +115,8 @@ export class GateChain {
       if (d.fail) return { ok: false, fail: d.fail };
       // A gate that gives no retry time and cannot wake us is polled instead.
       const at = d.retryAt ?? (gate.subscribe ? undefined : now + this.#recheckMs);
-      const out: { ok: false; retryAt?: number; blockKey?: string; reason?: string } = {
-        ok: false,
-      };
+      const out: { ok: false; retryAt?: number; blockKey?: string; reason?: string; gate: string } =
+        { ok: false, gate: gate.name };
       if (at !== undefined) out.retryAt = at;
       if (d.blockKey !== undefined) out.blockKey = d.blockKey;
       if (d.reason !== undefined) out.reason = d.reason;

@@ -19,6 +19,7 @@ import type { Decision } from "./control.js";
 import { REMOTE_NODE_KIND as NODE_KIND } from "./dispatcher.js";
 import { assemble, type EngineParts } from "./engine.js";
 import type { EngineApi } from "./engineApi.js";
+import { explain, type TaskExplanation } from "./explain.js";
 import type { TaskHandle } from "./handle.js";
 import {
   type OrchestratorOptions,
@@ -387,6 +388,25 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> implements En
    */
   async usage(query: { since?: number; until?: number } = {}): Promise<UsageEntry[]> {
     return this.store.listUsage(query);
+  }
+
+  /**
+   * Why a task is not running now: its status and each reason with what a person needs to
+   * act on it — unfinished dependencies, an approval, a retry delay or `runAt`, no worker
+   * that could run it (and what none offers), workers busy or cut off (circuit, health), a
+   * gate holding it (rate limit, budget, concurrency cap, admission: which key, until when).
+   * No reasons when it runs, has ended, or goes on the next dispatch round. `NOT_FOUND` for
+   * an unknown id. Reads only.
+   *
+   * @example
+   * ```ts
+   * const { status, reasons } = await orchestrator.explain(handle.id);
+   * for (const r of reasons) console.log(r.kind, r.message);
+   * ```
+   */
+  async explain(id: string): Promise<TaskExplanation> {
+    checkId(id);
+    return explain(this.#ctx, this.#e, id);
   }
 
   // ───────────────────────────── control ─────────────────────────────

@@ -102,7 +102,11 @@ export function taskRoutes(ctx: AppContext): void {
     params: TaskIdParams,
     response: TaskViewSchema,
     extraResponses: { 404: "Unknown task" },
-    handler: async (c) => c.json(taskView((await taskOr404(c)).rec)),
+    handler: async (c) => {
+      const { id, rec } = await taskOr404(c);
+      const { reasons } = await o.explain(id);
+      return c.json({ ...taskView(rec), waiting_for: reasons });
+    },
   });
   ctx.define({
     method: "post",

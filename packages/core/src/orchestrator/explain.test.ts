@@ -1,0 +1,78 @@
+import { describe, expect, it } from "vitest";
+import { ResourceManager } from "../resources/manager.js";
+import { FakeClock } from "../testing/index.js";
+import { FunctionWorker } from "../worker/base.js";
+import { Orchestrator } from "./orchestrator.js";
+
+const hang = () => new Promise(() => {});
+
+describe("explain: why is my task waiting?", () => {
+  it("names what no worker offers, and the worker's absence ends when one registers", async () => {
+    const o = new Orchestrator({ clock: new FakeClock() });
+    await o.start();
+    await o.register(
+      new FunctionWorker({ id: "cpu", taskTypes: ["render"], capabilities: ["cpu"], fn: hang }),
+    );
+    const unknownType = await o.submit({ type: "transcribe" });
+    const gpu = await o.submit({ type: "render", requirements: { capabilities: ["gpu"] } });
+    const ghost = await o.submit({ type: "render", target: { workerId: "ghost" } });
+    expect((await o.explain(unknownType.id)).reasons).toEqual([
+      {
+        kind: "no_worker",
+        missing: "type",
+        value: "transcribe",
+        message: 'no registered worker runs "transcribe" tasks; it runs as soon as one registers',
+      },
+    ]);
+    expect((await o.explain(gpu.id)).reasons[0]).toMatchObject({
+      missing: "capability",
+      value: "gpu",
+    });
+    expect((await o.explain(ghost.id)).reasons[0]).toMatchObject({
+      missing: "target.workerId",
+      value: "ghost",
+    });
+    await o.stop();
+  });
+
+  it("names dependencies, approval, retry delay, busy workers and the gate holding it", async () => {
+    const clock = new FakeClock({ now: 0 });
+    const resources = new ResourceManager({ limits: { openai: "1/min" }, clock });
+    const o = new Orchestrator({ clock, gates: resources.gates });
+    await o.start();
+    await o.register(new FunctionWorker({ id: "w", taskTypes: ["t"], fn: hang }));
+    const first = await o.submit({ id: "first", type: "t" });
+    const child = await o.submit({ id: "child", type: "t", dependsOn: ["first"] });
+    const gated = await o.submit({ id: "gated", type: "t", approval: "before_run" });
+    const later = await o.submit({ id: "later", type: "t", runAt: 60_000 });
+    const queued = await o.submit({ id: "queued", type: "t" });
+    await clock.advance(0);
+    expect(await o.explain(first.id)).toEqual({ taskId: "first", status: "running", reasons: [] });
+    expect((await o.explain(child.id)).reasons).toEqual([
+      { kind: "dependencies", message: "waiting for 1 dependency: first", waitingFor: ["first"] },
+    ]);
+    expect((await o.explain(gated.id)).reasons[0]).toMatchObject({
+      kind: "approval",
+      stage: "before_run",
+    });
+    expect((await o.explain(later.id)).reasons[0]).toMatchObject({ kind: "run_at", until: 60_000 });
+    expect((await o.explain(queued.id)).reasons).toEqual([
+      {
+        kind: "workers_unavailable",
+        message: "every worker that can run it is taken: w (busy)",
+        workers: [{ id: "w", why: "busy" }],
+      },
+    ]);
+    await o.register(
+      new FunctionWorker({ id: "llm", taskTypes: ["call"], maxConcurrency: 5, fn: hang }),
+    );
+    await o.submit({ type: "call", rateLimitKey: "openai" });
+    const limited = await o.submit({ type: "call", rateLimitKey: "openai" });
+    await clock.advance(0);
+    const reason = (await o.explain(limited.id)).reasons[0];
+    expect(reason).toMatchObject({ kind: "rate_limit", gate: "rate-limit", key: "openai" });
+    expect((reason as { until: number }).until).toBeGreaterThan(60_000);
+    await expect(o.explain("nope")).rejects.toMatchObject({ code: "NOT_FOUND" });
+    await o.stop({ mode: "abort" });
+  });
+});
