@@ -1,5 +1,5 @@
 import type { TimerHandle } from "../clock.js";
-import type { FlotillaError } from "../errors.js";
+import { FlotillaError } from "../errors.js";
 import type { WorkerEntry } from "../registry/types.js";
 import type { RoutingStrategy } from "../router/types.js";
 import { DelayQueue } from "../scheduler/delayQueue.js";
@@ -27,6 +27,8 @@ export interface DispatchTargets {
 /** Dispatcher settings from the orchestrator's options. */
 export interface DispatcherOptions {
   concurrency: number;
+  /** Fail a task no registered worker could run after this long (off when undefined). */
+  unroutableTimeoutMs?: number | undefined;
   routing: RoutingStrategy;
   queue: ReadyQueueOptions;
 }
@@ -56,6 +58,9 @@ export class Dispatcher {
    */
   readonly #heldOnKey = new Map<string, Set<Lane>>();
   readonly #keyOfLane = new Map<Lane, string>();
+  /** Timers that fail the tasks of lanes no registered worker could run (`unroutableTimeoutMs`). */
+  readonly #unroutable = new Map<Lane, TimerHandle>();
+  readonly #unroutableTimeoutMs: number | undefined;
   /** Lanes parked for want of a worker, by the ids of the workers that could run them. */
   readonly #waitingOn = new Map<string, Set<Lane>>();
   readonly #laneWaits = new Map<Lane, string[]>();
@@ -80,11 +85,13 @@ export class Dispatcher {
     this.#targets = targets;
     this.#concurrency = options.concurrency;
     this.#routing = options.routing;
+    this.#unroutableTimeoutMs = options.unroutableTimeoutMs;
     this.queue = new ReadyQueue({
       ...options.queue,
       onLaneDropped: (lane) => {
         this.#clearLaneTimer(lane);
         this.#forgetWaits(lane);
+        this.#clearUnroutable(lane);
       },
     });
   }
@@ -154,6 +161,7 @@ export class Dispatcher {
           );
           if (candidates.length === 0) {
             this.#parkForWorkers(lane, eligible);
+            if (eligible.length === 0) this.#armUnroutable(lane);
             continue;
           }
           const check = this.#gates.check(task, candidates, eligible);
@@ -311,6 +319,54 @@ export class Dispatcher {
     if (held?.size === 0) this.#heldOnKey.delete(key);
   }
 
+  /**
+   * With `unroutableTimeoutMs`: fails the tasks of a lane no registered worker could run
+   * once each has waited that long since it was queued (a worker registering first wakes
+   * the lane, and the task runs instead).
+   */
+  #armUnroutable(lane: Lane): void {
+    const after = this.#unroutableTimeoutMs;
+    if (after === undefined) return;
+    this.#clearUnroutable(lane);
+    const head = lane.head?.task;
+    if (!head) return;
+    const since = this.#table.live(head.id)?.firstQueuedAt ?? this.#ctx.clock.now();
+    const timer = this.#ctx.timers.set(
+      () => {
+        this.#unroutable.delete(lane);
+        const now = this.#ctx.clock.now();
+        for (;;) {
+          const task = lane.head?.task;
+          if (!task || this.#ctx.registry.eligible(task).length > 0) return;
+          const queuedAt = this.#table.live(task.id)?.firstQueuedAt ?? now;
+          if (queuedAt + after > now) {
+            this.#armUnroutable(lane);
+            return;
+          }
+          this.failQueued(
+            task.id,
+            new FlotillaError(
+              "NO_ELIGIBLE_WORKER",
+              `task ${task.id}: no registered worker can run "${task.type}" tasks with its requirements; waited ${now - queuedAt} ms (unroutableTimeoutMs ${after})`,
+              {
+                details: { type: task.type, waitedMs: now - queuedAt, unroutableTimeoutMs: after },
+              },
+            ),
+          );
+        }
+      },
+      Math.max(0, since + after - this.#ctx.clock.now()),
+    );
+    this.#unroutable.set(lane, timer);
+  }
+
+  #clearUnroutable(lane: Lane): void {
+    const timer = this.#unroutable.get(lane);
+    if (timer === undefined) return;
+    this.#ctx.timers.clear(timer);
+    this.#unroutable.delete(lane);
+  }
+
   /** Arms the timer that moves delayed tasks to the ready queue when they are due. */
   armDelayTimer(): void {
     if (!this.#ctx.running) return;
@@ -343,6 +399,7 @@ export class Dispatcher {
 
   /** Clears the delay and lane timers (lanes held by a timer go back to the queue). */
   clearTimers(): void {
+    for (const lane of [...this.#unroutable.keys()]) this.#clearUnroutable(lane);
     this.#ctx.timers.clear(this.#delayTimer);
     this.#delayTimer = undefined;
     this.#delayTimerAt = undefined;

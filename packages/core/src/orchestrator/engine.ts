@@ -74,6 +74,7 @@ export function assemble(
     },
     {
       concurrency: options.concurrency ?? Number.POSITIVE_INFINITY,
+      unroutableTimeoutMs: options.unroutableTimeoutMs,
       routing: options.routing,
       queue,
     },

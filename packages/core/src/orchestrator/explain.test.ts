@@ -75,4 +75,28 @@ describe("explain: why is my task waiting?", () => {
     await expect(o.explain("nope")).rejects.toMatchObject({ code: "NOT_FOUND" });
     await o.stop({ mode: "abort" });
   });
+
+  it("with unroutableTimeoutMs, a task no worker could run fails NO_ELIGIBLE_WORKER; a worker in time runs it", async () => {
+    const clock = new FakeClock({ now: 0 });
+    const o = new Orchestrator({ clock, unroutableTimeoutMs: 5_000 });
+    await o.start();
+    const lost = await o.submit({ type: "nobody" });
+    const saved = await o.submit({ type: "later" });
+    await clock.advance(2_000);
+    await o.register(
+      new FunctionWorker({ id: "late", taskTypes: ["later"], fn: async () => "ran" }),
+    );
+    await clock.advance(3_000);
+    const r = await lost.result();
+    expect(r.status).toBe("failed");
+    expect(r.error).toMatchObject({
+      code: "NO_ELIGIBLE_WORKER",
+      message:
+        "task " +
+        lost.id +
+        ': no registered worker can run "nobody" tasks with its requirements; waited 5000 ms (unroutableTimeoutMs 5000)',
+    });
+    expect((await saved.result()).output).toBe("ran");
+    await o.stop();
+  });
 });

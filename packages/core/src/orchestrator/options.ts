@@ -71,6 +71,14 @@ export interface OrchestratorOptions {
    */
   maxInterruptions?: number;
   /**
+   * Fail a queued task that no registered worker could run (no worker has its type, or none
+   * offers its requirements or target) once it has waited this long, with
+   * `NO_ELIGIBLE_WORKER`. Off by default: such a task waits for a matching worker to
+   * register (late binding), and `explain` says what it waits for.
+   * @default undefined (off)
+   */
+  unroutableTimeoutMs?: number;
+  /**
    * While the orchestrator has a timer pending for work (a retry delay, a rate-limit wait, a
    * timeout, a lease), keep the Node process alive, so `await handle.result()` in a script
    * does not exit under it. Nothing pending: nothing held.
@@ -120,6 +128,7 @@ export const OrchestratorOptionsSchema = z.object({
   finishedCacheSize: z.number().int().min(0).optional(),
   maxPayloadBytes: z.number().int().positive().optional(),
   maxInterruptions: z.number().int().min(0).optional(),
+  unroutableTimeoutMs: z.number().int().positive().optional(),
   keepAlive: z.boolean().optional(),
 });
 
