@@ -498,7 +498,7 @@ export class Budgets implements DispatchGate {
           }
           const retryAt = c.freeAt(metric, need[metric], limit, now);
           if (!wait || (wait.retryAt ?? 0) < retryAt) {
-            wait = { ok: false, reason: message, retryAt };
+            wait = { ok: false, reason: message, retryAt, blockKey: `budget:${name}:${subject}` };
           }
         }
       }

@@ -298,6 +298,33 @@ describe("resources with the orchestrator", () => {
     expect(ran).toEqual(["N1@0", "N2@0", "C1@1", "H1@1", "N3@2", "N4@2"]);
   });
 
+  it("when a budget frees at midnight, the most urgent task across lanes goes first", async () => {
+    const clock = new FakeClock({ now: Date.UTC(2026, 0, 1, 23, 0) });
+    const budgets = new Budgets({ clock, budgets: [{ requests: 2 }] }); // wait policy, UTC day
+    const orchestrator = new Orchestrator({ clock, gates: [budgets] });
+    running.push(orchestrator);
+    const ran: string[] = [];
+    await orchestrator.register(
+      new FunctionWorker({
+        id: "w",
+        taskTypes: ["a", "b"],
+        maxConcurrency: 10,
+        fn: async (p: { n: string }) => {
+          ran.push(p.n);
+          return 1;
+        },
+      }),
+    );
+    await orchestrator.start();
+    for (const n of ["N1", "N2", "N3", "N4"]) {
+      await orchestrator.submit({ type: "a", payload: { n } });
+    }
+    await clock.advance(60_000);
+    await orchestrator.submit({ type: "b", priority: "critical", payload: { n: "C1" } });
+    await clock.advance(3_600_000); // past midnight: two more today
+    expect(ran).toEqual(["N1", "N2", "C1", "N3"]);
+  });
+
   it("under-estimated tokens are a debt carried forward: the sustained rate converges to the limit", async () => {
     const clock = new FakeClock({ now: 0 });
     const resources = new ResourceManager({ limits: { k: "1000 tokens/min" }, clock });
