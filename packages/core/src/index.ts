@@ -263,6 +263,7 @@ export type {
   OrchestratorEvents,
   ProgressEvent,
   TransitionEvent,
+  WaitingEvent,
 } from "./task/events.js";
 export { closestName, strictObject, unknownFieldsMessage } from "./task/fields.js";
 export {

@@ -4,6 +4,7 @@ import type { EngineEventName } from "@flotilla/core";
 export const RELAYED_EVENTS = [
   "task:transition",
   "task:progress",
+  "task:waiting",
   "worker:registered",
   "worker:unregistered",
   "worker:health",

@@ -125,6 +125,26 @@ describe("WebSocket", () => {
     for (const c of [all, onlyDone, byTask]) c.ws.close();
   });
 
+  it("/ws/events says why a ready task waits (task:waiting)", async () => {
+    h = await startHarness();
+    const c = open(wsUrl(h, "/ws/events?types=task:waiting"));
+    await c.opened;
+    // No worker of the server runs this type (an embedder's task, submitted in-process).
+    const { id: task_id } = await h.orchestrator.submit({ type: "transcribe" });
+    await c.until((m) => m.some((x) => x.type === "task:waiting"));
+    const waiting = c.messages.find((x) => x.type === "task:waiting")!;
+    expect(waiting.task_id).toBe(task_id);
+    expect(waiting.data).toEqual({
+      task_id,
+      kind: "no_worker",
+      gate: null,
+      key: null,
+      reason: null,
+      until: null,
+    });
+    c.ws.close();
+  });
+
   it("/ws/tasks/{id} streams one task and closes with 1000 when it ends", async () => {
     h = await startHarness();
     const { task_id } = (await (

@@ -4,8 +4,9 @@ import type { WorkerEntry } from "../registry/types.js";
 import type { RoutingStrategy } from "../router/types.js";
 import { DelayQueue } from "../scheduler/delayQueue.js";
 import { type Lane, ReadyQueue, type ReadyQueueOptions } from "../scheduler/readyQueue.js";
+import type { WaitingEvent } from "../task/events.js";
 import type { EngineContext } from "./context.js";
-import type { GateChain } from "./gateChain.js";
+import { GATE_KINDS, type GateChain, type GateCheck } from "./gateChain.js";
 import type { Live, TaskTable } from "./taskTable.js";
 import { buildResult, type Transitions } from "./transitions.js";
 
@@ -162,6 +163,14 @@ export class Dispatcher {
           if (candidates.length === 0) {
             this.#parkForWorkers(lane, eligible);
             if (eligible.length === 0) this.#armUnroutable(lane);
+            this.#waiting(
+              task.id,
+              eligible.length === 0
+                ? "no_worker"
+                : eligible.every((e) => e.worker.kind === REMOTE_NODE_KIND)
+                  ? "remote_poll"
+                  : "workers_unavailable",
+            );
             continue;
           }
           const check = this.#gates.check(task, candidates, eligible);
@@ -174,6 +183,7 @@ export class Dispatcher {
             lane.blockKey = check.blockKey;
             if (check.blockKey !== undefined) blocked.set(check.blockKey, check.retryAt);
             this.#parkOnGate(lane, check.retryAt);
+            this.#waitingOnGate(task.id, check);
             continue;
           }
           lane.blockKey = undefined;
@@ -190,6 +200,7 @@ export class Dispatcher {
           const live = this.#table.live(task.id);
           this.queue.take(lane);
           if (!live) continue;
+          live.waitingKind = undefined;
           this.#targets.launch(live, chosen);
         }
         for (const lane of skipped.splice(0)) this.queue.restore(lane);
@@ -198,6 +209,29 @@ export class Dispatcher {
       for (const lane of skipped) this.queue.restore(lane);
       this.#pumping = false;
     }
+  }
+
+  /**
+   * Emits `task:waiting` when a parked task's reason changes kind. Nothing is built when no
+   * one listens, and a task parked again for the same kind says nothing.
+   */
+  #waiting(taskId: string, kind: string, gate?: GateCheck): void {
+    const events = this.#ctx.events;
+    if (events.listenerCount("task:waiting") === 0) return;
+    const live = this.#table.live(taskId);
+    if (!live || live.waitingKind === kind) return;
+    live.waitingKind = kind;
+    const event: WaitingEvent = { taskId, kind, at: this.#ctx.clock.now() };
+    if (gate?.gate !== undefined) event.gate = gate.gate;
+    if (gate?.blockKey !== undefined) event.key = gate.blockKey;
+    if (gate?.reason !== undefined) event.reason = gate.reason;
+    if (gate?.retryAt !== undefined) event.until = gate.retryAt;
+    events.emit("task:waiting", event);
+  }
+
+  #waitingOnGate(taskId: string, check: GateCheck): void {
+    const name = check.gate ?? "gate";
+    this.#waiting(taskId, GATE_KINDS[name] ?? "gate", check);
   }
 
   /** A gate refused a queued task for good: it fails with the gate's error. */

@@ -100,3 +100,82 @@ describe("explain: why is my task waiting?", () => {
     await o.stop();
   });
 });
+
+describe("task:waiting", () => {
+  it("says once per kind why a ready task waits, and again after it ran and waits anew", async () => {
+    const clock = new FakeClock({ now: 0 });
+    const resources = new ResourceManager({ limits: { openai: "1/min" }, clock });
+    const o = new Orchestrator({ clock, gates: resources.gates });
+    const seen: Array<{ taskId: string; kind: string; gate?: string; until?: number }> = [];
+    o.on("task:waiting", (w) => {
+      seen.push({ taskId: w.taskId, kind: w.kind, gate: w.gate, until: w.until });
+    });
+    await o.start();
+    const early = await o.submit({ id: "early", type: "call", rateLimitKey: "openai" });
+    await clock.advance(0);
+    expect(seen).toEqual([
+      { taskId: "early", kind: "no_worker", gate: undefined, until: undefined },
+    ]);
+    let release = () => {};
+    await o.register(
+      new FunctionWorker({
+        id: "llm",
+        taskTypes: ["call"],
+        maxConcurrency: 1,
+        fn: () =>
+          new Promise<string>((r) => {
+            release = () => r("ok");
+          }),
+      }),
+    );
+    await clock.advance(0);
+    const second = await o.submit({ id: "second", type: "call", rateLimitKey: "openai" });
+    await clock.advance(0);
+    // The one slot is taken; waking and parking again for the same kind says nothing more.
+    await o.submit({ type: "call", rateLimitKey: "other" });
+    await clock.advance(0);
+    expect(seen.filter((w) => w.taskId === "second")).toEqual([
+      { taskId: "second", kind: "workers_unavailable", gate: undefined, until: undefined },
+    ]);
+    release();
+    await early.result();
+    await clock.advance(0);
+    // The slot is free now, but the minute's one openai call is spent.
+    const limited = seen.filter((w) => w.taskId === "second");
+    expect(limited[1]).toMatchObject({ kind: "rate_limit", gate: "rate-limit" });
+    expect(limited[1]?.until).toBeGreaterThan(clock.now());
+    expect(limited).toHaveLength(2);
+    await o.stop({ mode: "abort" });
+    expect(second.id).toBe("second");
+  });
+
+  it("a task woken and parked again for the same kind says nothing more", async () => {
+    const clock = new FakeClock({ now: 0 });
+    const o = new Orchestrator({ clock });
+    const kinds: Record<string, string[]> = { b: [], c: [] };
+    o.on("task:waiting", (w) => kinds[w.taskId]?.push(w.kind));
+    await o.start();
+    const releases: Array<() => void> = [];
+    await o.register(
+      new FunctionWorker({
+        id: "w",
+        taskTypes: ["t"],
+        fn: () => new Promise<string>((r) => releases.push(() => r("ok"))),
+      }),
+    );
+    const a = await o.submit({ id: "a", type: "t" });
+    await o.submit({ id: "b", type: "t" });
+    // Another tenant: its own lane, so it is parked and woken on its own.
+    await o.submit({ id: "c", type: "t", tenant: "acme" });
+    await clock.advance(0);
+    expect(kinds).toEqual({ b: ["workers_unavailable"], c: ["workers_unavailable"] });
+    releases.shift()?.();
+    await a.result();
+    await clock.advance(0);
+    // One of b and c took the freed slot; the other was woken with it and parked again.
+    const statuses = [(await o.get("b"))?.status, (await o.get("c"))?.status].sort();
+    expect(statuses).toEqual(["queued", "running"]);
+    expect(kinds).toEqual({ b: ["workers_unavailable"], c: ["workers_unavailable"] });
+    await o.stop({ mode: "abort" });
+  });
+});

@@ -6,7 +6,7 @@ import type { TaskStatus } from "../task/schema.js";
 import type { TaskRecord } from "../task/types.js";
 import type { EngineContext } from "./context.js";
 import { type Dispatcher, REMOTE_NODE_KIND } from "./dispatcher.js";
-import type { GateChain } from "./gateChain.js";
+import { GATE_KINDS, type GateChain } from "./gateChain.js";
 import type { TaskTable } from "./taskTable.js";
 
 /** Why a task is not running now: one reason, with what a person needs to act on it. */
@@ -49,13 +49,6 @@ export interface TaskExplanation {
   status: TaskStatus;
   reasons: WaitingReason[];
 }
-
-const GATE_KINDS: Record<string, WaitingReason["kind"]> = {
-  "rate-limit": "rate_limit",
-  budget: "budget",
-  concurrency: "concurrency_cap",
-  admission: "admission",
-};
 
 /** The collaborators an explanation reads. */
 export interface ExplainParts {

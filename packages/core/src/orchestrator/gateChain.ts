@@ -19,6 +19,15 @@ export interface GateCheck {
   gate?: string;
 }
 
+/** The waiting kind of each built-in gate, by gate name. @internal */
+export const GATE_KINDS: Record<string, "rate_limit" | "budget" | "concurrency_cap" | "admission"> =
+  {
+    "rate-limit": "rate_limit",
+    budget: "budget",
+    concurrency: "concurrency_cap",
+    admission: "admission",
+  };
+
 /** How far back the usage ledger is replayed into the gates at start. */
 export const USAGE_REPLAY_MS = 48 * 3_600_000;
 

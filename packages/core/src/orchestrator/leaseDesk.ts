@@ -75,6 +75,7 @@ export class LeaseDesk {
         dispatcher.queue.enqueue(live.rec, clock.now());
         return null;
       }
+      live.waitingKind = undefined;
       const att = attempts.create(live, entry, {
         remote: true,
         slot: !!registered,

@@ -10,6 +10,8 @@ export interface Live extends TaskState {
   freeAttempts?: number;
   firstQueuedAt?: number;
   startedAt?: number;
+  /** The kind of the last `task:waiting` emitted since it last started (no repeats). */
+  waitingKind?: string;
 }
 
 /**

@@ -34,6 +34,30 @@ export interface TransitionEvent {
 }
 
 /**
+ * Why a ready task is not being dispatched, emitted when that reason changes kind.
+ *
+ * @example
+ * ```ts
+ * import type { WaitingEvent } from "@flotilla/core";
+ *
+ * orchestrator.on("task:waiting", (w: WaitingEvent) => {
+ *   console.log(`${w.taskId} waits: ${w.kind}${w.gate ? ` (${w.gate} ${w.key})` : ""}`);
+ * });
+ * ```
+ */
+export interface WaitingEvent {
+  taskId: string;
+  /** `no_worker`, `workers_unavailable`, or the holding gate's kind (`rate_limit`, `budget`, …). */
+  kind: string;
+  at: number;
+  /** The holding gate's name, key, reason and retry time, when a gate holds it. */
+  gate?: string;
+  key?: string;
+  reason?: string;
+  until?: number;
+}
+
+/**
  * A progress report of a running task (a streamed token, a percentage, a log line).
  *
  * @example
@@ -74,6 +98,14 @@ export interface OrchestratorEvents {
   "task:rejected": [TransitionEvent];
   "task:skipped": [TransitionEvent];
   "task:progress": [ProgressEvent];
+  /**
+   * A ready task cannot be dispatched, for a new kind of reason (no worker could run it,
+   * every worker that could is taken, a gate holds it). Emitted for the first task of each
+   * group that waits for the same thing (same type, requirements, target, rate-limit keys
+   * and tenant: the tasks behind it wait for the same reason), and only when its kind
+   * changes, so many waiting tasks make no storm. `explain(taskId)` has the details.
+   */
+  "task:waiting": [WaitingEvent];
   "worker:registered": [WorkerInfo];
   "worker:unregistered": [WorkerInfo];
   /** A worker's health state changed (from the registry's health checks or reports). */

@@ -2,6 +2,7 @@ import {
   type TaskRecord,
   type TaskStatus,
   TERMINAL_STATUSES,
+  type WaitingEvent,
   type WorkerInfo,
 } from "@flotilla/core";
 import { RELAYED_EVENTS } from "../engine.js";
@@ -63,6 +64,22 @@ export function relayEvents(ctx: AppContext, hub: EventHub, metrics: FlotillaMet
           hub.publish(
             "task:progress",
             { task_id: ev.taskId, attempt: ev.attempt, progress: ev.data },
+            ev.taskId,
+          );
+          return;
+        }
+        if (name === "task:waiting") {
+          const ev = payload as WaitingEvent;
+          hub.publish(
+            "task:waiting",
+            {
+              task_id: ev.taskId,
+              kind: ev.kind,
+              gate: ev.gate ?? null,
+              key: ev.key ?? null,
+              reason: ev.reason ?? null,
+              until: ev.until === undefined ? null : new Date(ev.until).toISOString(),
+            },
             ev.taskId,
           );
           return;
