@@ -166,11 +166,18 @@ class RemoteNode {
     const reqId = this.#nextReq++;
     return new Promise<Reply>((resolve, reject) => {
       this.#pending.set(reqId, { child, resolve, reject });
-      try {
-        child.send({ ...body, reqId });
-      } catch (err) {
+      const failed = (err: Error) => {
         this.#pending.delete(reqId);
-        reject(err as Error);
+        reject(err);
+      };
+      try {
+        // A child killed between the `connected` check and the write fails the write
+        // (EPIPE) asynchronously: the callback takes it, as a failed request.
+        child.send({ ...body, reqId }, (err) => {
+          if (err) failed(err);
+        });
+      } catch (err) {
+        failed(err as Error);
       }
     });
   }
