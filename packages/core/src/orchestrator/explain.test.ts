@@ -76,6 +76,36 @@ describe("explain: why is my task waiting?", () => {
     await o.stop({ mode: "abort" });
   });
 
+  it("names a worker cut off by its open circuit and when it turns half-open", async () => {
+    const clock = new FakeClock({ now: 0 });
+    const o = new Orchestrator({
+      clock,
+      registry: { circuit: { failureThreshold: 1, cooldownMs: 30_000 } },
+    });
+    await o.start();
+    await o.register(
+      new FunctionWorker({
+        id: "flaky",
+        taskTypes: ["t"],
+        fn: async () => {
+          throw new Error("boom");
+        },
+      }),
+    );
+    const first = await o.submit({ type: "t", retry: { maxAttempts: 1 } });
+    expect((await first.result()).status).toBe("failed");
+    const next = await o.submit({ type: "t" });
+    await clock.advance(0);
+    expect((await o.explain(next.id)).reasons).toEqual([
+      {
+        kind: "workers_unavailable",
+        message: `every worker that can run it is taken: flaky (circuit open until ${new Date(30_000).toISOString()})`,
+        workers: [{ id: "flaky", why: "circuit_open", until: 30_000 }],
+      },
+    ]);
+    await o.stop({ mode: "abort" });
+  });
+
   it("with unroutableTimeoutMs, a task no worker could run fails NO_ELIGIBLE_WORKER; a worker in time runs it", async () => {
     const clock = new FakeClock({ now: 0 });
     const o = new Orchestrator({ clock, unroutableTimeoutMs: 5_000 });

@@ -28,7 +28,12 @@ export type WaitingReason =
   | {
       kind: "workers_unavailable";
       message: string;
-      workers: Array<{ id: string; why: "busy" | "unhealthy" | "circuit_open" | "not_accepting" }>;
+      /** Each worker and why it cannot take it; `until` is when an open circuit turns half-open. */
+      workers: Array<{
+        id: string;
+        why: "busy" | "unhealthy" | "circuit_open" | "not_accepting";
+        until?: number;
+      }>;
     }
   /** A dispatch gate holds it: a rate limit, a budget, a concurrency cap, admission control. */
   | {
@@ -136,11 +141,18 @@ function workerReasons(ctx: EngineContext, p: ExplainParts, rec: TaskRecord): Wa
   }
   const free = local.filter((e) => registry.canTake(e));
   if (free.length === 0) {
-    const workers = local.map((e) => ({ id: e.id, why: unavailable(e) }));
+    const workers = local.map((e) => {
+      const why = unavailable(e);
+      const w: { id: string; why: typeof why; until?: number } = { id: e.id, why };
+      if (why === "circuit_open" && e.openUntil !== undefined && e.circuit === "open") {
+        w.until = e.openUntil;
+      }
+      return w;
+    });
     return [
       {
         kind: "workers_unavailable",
-        message: `every worker that can run it is taken: ${workers.map((w) => `${w.id} (${w.why.replace("_", " ")})`).join(", ")}`,
+        message: `every worker that can run it is taken: ${workers.map((w) => `${w.id} (${w.why.replace("_", " ")}${w.until === undefined ? "" : ` until ${new Date(w.until).toISOString()}`})`).join(", ")}`,
         workers,
       },
     ];

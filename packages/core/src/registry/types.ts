@@ -31,6 +31,8 @@ export interface WorkerEntry {
   inFlight: number;
   /** When false the worker takes no new task (being drained or removed). */
   accepting: boolean;
+  /** While its circuit is open: when it turns half-open (ms since epoch). */
+  readonly openUntil?: number;
   readonly stats: WorkerStats;
 }
 
