@@ -19,6 +19,7 @@ export { type RunningServer, runServe, VERSION } from "./serve.js";
 export {
   type ClientOptions,
   cancelTask,
+  decideTask,
   getTask,
   listTasks,
   submitTask,

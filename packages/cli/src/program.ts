@@ -13,6 +13,7 @@ import { runServe, VERSION } from "./serve.js";
 import {
   type ClientOptions,
   cancelTask,
+  decideTask,
   getTask,
   listTasks,
   submitTask,
@@ -209,6 +210,7 @@ export function createProgram(env: Record<string, string | undefined> = process.
     .option("--priority <p>", "critical, high, normal, low, background, or a number")
     .option("--depends-on <ids>", "comma-separated task ids that must succeed first")
     .option("--timeout-seconds <n>", "per-attempt timeout")
+    .option("--approval <when>", "before_run or after_run: wait for `flotilla task approve`")
     .option("--wait", "wait for the result (POST /tasks/execute)")
     .action(async (o: Record<string, string | boolean | undefined>) =>
       guard(async () => {
@@ -225,6 +227,7 @@ export function createProgram(env: Record<string, string | undefined> = process.
             ...(o.priority ? { priority: String(o.priority) } : {}),
             ...(o.dependsOn ? { dependsOn: String(o.dependsOn).split(",") } : {}),
             ...(o.timeoutSeconds ? { timeoutSeconds: Number(o.timeoutSeconds) } : {}),
+            ...(o.approval ? { approval: String(o.approval) } : {}),
             wait: Boolean(o.wait),
           }),
         );
@@ -266,5 +269,18 @@ export function createProgram(env: Record<string, string | undefined> = process.
     .command("cancel <id>")
     .description("Cancel a task")
     .action(async (id: string) => guard(async () => out(await cancelTask(client(), id)))());
+  for (const decision of ["approve", "reject"] as const) {
+    task
+      .command(`${decision} <id>`)
+      .description(
+        decision === "approve"
+          ? "Approve a task awaiting approval (it runs, or its result is accepted)"
+          : "Reject a task awaiting approval (it ends rejected)",
+      )
+      .option("--comment <text>", "why; kept with the decision")
+      .action(async (id: string, o: { comment?: string }) =>
+        guard(async () => out(await decideTask(client(), id, decision, o.comment)))(),
+      );
+  }
   return program;
 }

@@ -65,6 +65,8 @@ export async function submitTask(
     wait?: boolean;
     dependsOn?: string[];
     timeoutSeconds?: number;
+    /** `before_run` or `after_run`: the task (or its result) waits for `flotilla task approve`. */
+    approval?: string;
   },
 ): Promise<unknown> {
   const body: Record<string, unknown> = { type: input.type };
@@ -75,6 +77,7 @@ export async function submitTask(
       : input.priority;
   if (input.dependsOn?.length) body.depends_on = input.dependsOn;
   if (input.timeoutSeconds) body.timeout_seconds = input.timeoutSeconds;
+  if (input.approval) body.approval = input.approval;
   return call(opts, "POST", input.wait ? "/tasks/execute" : "/tasks/submit", body);
 }
 
@@ -119,6 +122,29 @@ export function listTasks(
  */
 export function cancelTask(opts: ClientOptions, id: string): Promise<unknown> {
   return call(opts, "POST", `/tasks/${encodeURIComponent(id)}/cancel`);
+}
+
+/**
+ * `flotilla task approve <id>` / `flotilla task reject <id>`: decides a task awaiting
+ * approval; the server records the decision with the caller's key and the comment.
+ *
+ * @example
+ * ```ts
+ * await decideTask(opts, "deploy-42", "approve", "checked the diff");
+ * ```
+ */
+export function decideTask(
+  opts: ClientOptions,
+  id: string,
+  decision: "approve" | "reject",
+  comment?: string,
+): Promise<unknown> {
+  return call(
+    opts,
+    "POST",
+    `/tasks/${encodeURIComponent(id)}/${decision}`,
+    comment === undefined ? {} : { comment },
+  );
 }
 
 /**

@@ -197,6 +197,28 @@ describe("flotilla serve", () => {
       { env, cwd: root },
     );
     expect(JSON.parse(cli.stdout)).toMatchObject({ success: true, data: { result: 3 } });
+    // A task that waits for approval, across the restart, approved from the CLI there.
+    const gated = await run(
+      node,
+      [
+        tsx,
+        bin,
+        "task",
+        "submit",
+        "--type",
+        "tool_call",
+        "--payload",
+        '{"tool_name":"echo","tool_input":"approved"}',
+        "--approval",
+        "before_run",
+        "--url",
+        first.url,
+        "--api-key",
+        key,
+      ],
+      { env, cwd: root },
+    );
+    const gatedId = (JSON.parse(gated.stdout) as { task_id: string }).task_id;
 
     expect(await stop(first.child)).toBe(0);
 
@@ -225,6 +247,23 @@ describe("flotilla serve", () => {
       { env, cwd: root },
     );
     expect(JSON.parse(got.stdout)).toMatchObject({ task_id: waiting.task_id });
+    expect(await get(gatedId)).toMatchObject({ status: "awaiting_approval" });
+    const approved = await run(
+      node,
+      [tsx, bin, "task", "approve", gatedId, "--comment", "ship it", "--url", second.url],
+      { env: { ...env, FLOTILLA_API_KEY: key }, cwd: root },
+    );
+    expect(JSON.parse(approved.stdout)).toMatchObject({
+      task_id: gatedId,
+      approval: { decision: "approved", comment: "ship it" },
+    });
+    const rejectedAgain = (await run(
+      node,
+      [tsx, bin, "task", "reject", gatedId, "--url", second.url, "--api-key", key],
+      { env, cwd: root },
+    ).catch((err: unknown) => err)) as { code?: number; stderr: string };
+    expect(rejectedAgain.code).toBe(1);
+    expect(rejectedAgain.stderr).toContain("409");
     const sleeper = (await (
       await fetch(`${api2}/tasks/submit`, {
         method: "POST",

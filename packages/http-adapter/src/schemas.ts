@@ -58,7 +58,20 @@ export const TaskSubmitSchema = strictObject({
     .optional()
     .openapi({ description: "Per-attempt timeout." }),
   idempotency_key: z.string().min(1).max(256).optional(),
+  approval: z.enum(["none", "before_run", "after_run"]).optional().openapi({
+    description:
+      "`before_run`: the task waits in `awaiting_approval` until approved or rejected; `after_run`: its result does. Default `none`.",
+  }),
 }).openapi("TaskSubmit");
+
+/** Body of `POST …/tasks/{id}/approve` and `/reject` (may be empty). */
+export const ApprovalDecisionSchema = strictObject({
+  comment: z
+    .string()
+    .max(4_000)
+    .optional()
+    .openapi({ description: "Why; kept with the decision in the task's history." }),
+}).openapi("ApprovalDecision");
 
 /** Body of `POST /llm/request`. */
 export const LlmRequestSchema = strictObject({
@@ -203,6 +216,16 @@ export const TaskViewSchema = z
     result: z.unknown(),
     error: z.string().nullable(),
     metadata: z.record(z.string(), z.unknown()),
+    approval: z
+      .object({
+        mode: z.enum(["before_run", "after_run"]),
+        decision: z.enum(["approved", "rejected"]).nullable(),
+        by: z.string().nullable(),
+        comment: z.string().nullable(),
+        decided_at: z.string().nullable(),
+      })
+      .nullable()
+      .openapi({ description: "The approval the task requires and its decision (null: none)." }),
   })
   .openapi("Task");
 

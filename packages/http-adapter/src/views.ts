@@ -106,6 +106,16 @@ export function taskView(record: TaskRecord) {
     error_code: result?.error?.code ?? null,
     metrics: taskMetrics(record, result),
     metadata: record.metadata ?? {},
+    approval:
+      record.approval === "none" || record.approval === undefined
+        ? null
+        : {
+            mode: record.approval,
+            decision: record.approvalDecision?.decision ?? null,
+            by: record.approvalDecision?.by ?? null,
+            comment: record.approvalDecision?.comment ?? null,
+            decided_at: iso(record.approvalDecision?.at),
+          },
   }) as Record<string, unknown>;
 }
 

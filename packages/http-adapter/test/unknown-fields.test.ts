@@ -18,11 +18,13 @@ describe("routes that create tasks refuse fields they do not know", () => {
   it("a safety field the server does not understand is a 400 naming it, not silently dropped", async () => {
     const res = await h.req("/tasks/submit", {
       method: "POST",
-      json: { type: "tool_call", payload: {}, approval: "before_run" },
+      json: { type: "tool_call", payload: {}, requires_approval: true },
     });
     expect(res.status).toBe(400);
     const body = (await res.json()) as { detail: string };
-    expect(body.detail).toMatch(/^body: unknown field "approval": expected only type, payload, /);
+    expect(body.detail).toMatch(
+      /^body: unknown field "requires_approval": expected only type, payload, /,
+    );
     const history = (await (await h.req("/tasks/history")).json()) as { count: number };
     expect(history.count).toBe(0); // nothing was submitted
   });
@@ -46,5 +48,14 @@ describe("routes that create tasks refuse fields they do not know", () => {
     expect(res.json.detail).toContain('unknown field "promt" (did you mean "prompt"?)');
     const ok = await f.admin("POST", "/tasks", { prompt: "hello" }, ADMIN_KEY);
     expect(ok.status).toBe(201);
+  });
+
+  it("fleet task creation takes approval: no node gets the task until it is approved", async () => {
+    const res = await f.admin("POST", "/tasks", { prompt: "deploy", approval: "before_run" });
+    expect(res.status).toBe(201);
+    const id = String(res.json.id);
+    expect((await f.orchestrator.get(id))?.status).toBe("awaiting_approval");
+    await f.orchestrator.approve(id, { by: "ops" });
+    expect((await f.orchestrator.get(id))?.status).toBe("queued");
   });
 });

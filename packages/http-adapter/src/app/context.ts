@@ -17,7 +17,7 @@ import {
 } from "@flotilla/core";
 import type { Context, Hono } from "hono";
 import type { ZodType } from "zod";
-import { KeyVerifier, keyFromHeaders } from "../auth.js";
+import { hashApiKey, KeyVerifier, keyFromHeaders } from "../auth.js";
 import { errorResponse, HttpError } from "../errors.js";
 import { parseInput, readJson } from "../http/body.js";
 import { ErrorResponseSchema, type TaskSubmitInput } from "../schemas.js";
@@ -196,6 +196,7 @@ export class AppContext {
     if (input.metadata) spec.metadata = input.metadata;
     if (input.task_id) spec.id = input.task_id;
     if (input.idempotency_key) spec.idempotencyKey = input.idempotency_key;
+    if (input.approval) spec.approval = input.approval;
     return spec;
   }
 
@@ -281,6 +282,17 @@ export class AppContext {
       ),
       { "www-authenticate": 'Bearer realm="flotilla"' },
     );
+  }
+
+  /**
+   * Who makes a request, for records such as approvals: `key:` and the first 12 hex digits
+   * of the SHA-256 of its API key (the start of the hash an operator configured), or
+   * `open` when the server runs without authentication.
+   */
+  actor(c: Context): string {
+    const key = keyFromHeaders(c.req.raw.headers);
+    if (!key) return "open";
+    return `key:${hashApiKey(key).slice("sha256:".length, "sha256:".length + 12)}`;
   }
 
   /** Serves a route and describes it in the OpenAPI document. */

@@ -60,6 +60,8 @@ export const CreateTaskBodySchema = strictObject({
   idempotency_key: name.optional(),
   tenant: name.optional(),
   metadata: z.record(z.string(), z.unknown()).optional(),
+  /** `before_run`: no node gets it until approved (`POST {prefix}/tasks/{id}/approve`). */
+  approval: z.enum(["none", "before_run", "after_run"]).optional(),
 });
 export type CreateTaskBody = z.infer<typeof CreateTaskBodySchema>;
 

@@ -188,6 +188,7 @@ export class TaskService {
       // backstop that fires a little later, so the node's own report wins.
       timeoutMs: body.timeout_seconds * 1000 + TIMEOUT_BACKSTOP_MS,
       retry: { maxAttempts: body.max_attempts ?? this.#o.maxAttempts, initialDelayMs: 0 },
+      ...(body.approval ? { approval: body.approval } : {}),
       metadata: {
         ...(body.metadata ?? {}),
         fleet: {

@@ -1,7 +1,9 @@
 import { FlotillaError, type TaskRecord, type TaskStatus, TERMINAL_STATUSES } from "@flotilla/core";
 import type { Context } from "hono";
 import type { AppContext } from "../app/context.js";
+import { parseInput, readJson } from "../http/body.js";
 import {
+  ApprovalDecisionSchema,
   ExecuteResponseSchema,
   HistoryQuerySchema,
   HistoryResponseSchema,
@@ -126,4 +128,31 @@ export function taskRoutes(ctx: AppContext): void {
       return c.json(taskView(after ?? rec));
     },
   });
+  for (const decision of ["approve", "reject"] as const) {
+    ctx.define({
+      method: "post",
+      path: `${prefix}/tasks/:task_id/${decision}`,
+      summary:
+        decision === "approve"
+          ? "Approve a task awaiting approval (a before_run task is queued; an after_run result is accepted)"
+          : "Reject a task awaiting approval (it ends rejected; its dependents are skipped)",
+      tags: ["tasks"],
+      params: TaskIdParams,
+      body: ApprovalDecisionSchema,
+      response: TaskViewSchema,
+      extraResponses: { 404: "Unknown task", 409: "Not awaiting approval (names its state)" },
+      handler: async (c) => {
+        const { id } = await taskOr404(c);
+        const input = parseInput(
+          ApprovalDecisionSchema,
+          await readJson(c.req.raw, { empty: {} }),
+          "body",
+        );
+        const info: { by: string; comment?: string } = { by: ctx.actor(c) };
+        if (input.comment !== undefined) info.comment = input.comment;
+        const rec = await (decision === "approve" ? o.approve(id, info) : o.reject(id, info));
+        return c.json(taskView(rec));
+      },
+    });
+  }
 }
