@@ -245,6 +245,7 @@ export const LlmResponseSchema = z
     success: z.boolean(),
     response: z.string().nullable(),
     error: z.string().nullable(),
+    error_code: z.string().nullable(),
     metrics: MetricsObject,
   })
   .openapi("LlmResponse");
@@ -258,6 +259,7 @@ export const ToolResponseSchema = z
     success: z.boolean(),
     result: z.unknown(),
     error: z.string().nullable(),
+    error_code: z.string().nullable(),
     metrics: MetricsObject,
   })
   .openapi("ToolResponse");

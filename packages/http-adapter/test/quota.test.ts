@@ -67,6 +67,15 @@ describe("quota fields of POST /workers/llm-api/register", () => {
     const r = await second.result();
     expect(r.error).toMatchObject({ code: "QUOTA_EXCEEDED" });
     expect(r.error?.message).toContain('budget "worker:w1/day" exceeded: requests limit 1, used 1');
+    // Over HTTP the refusal is a 429 with the error table's code, in the route's own shape.
+    const over = await gated.req("/llm/request", { json: { prompt: "c" } });
+    expect(over.status).toBe(429);
+    expect(await over.json()).toMatchObject({
+      success: false,
+      response: null,
+      error_code: "QUOTA_EXCEEDED",
+      error: expect.stringContaining('budget "worker:w1/day" exceeded'),
+    });
     const after = (await (await gated.req("/resources/stats")).json()) as Quotas;
     expect(after.worker_quotas.w1).toMatchObject({ requests_today: 1, exceeded: true });
     await gated.orchestrator.unregister("w1");

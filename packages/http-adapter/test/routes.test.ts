@@ -132,6 +132,18 @@ describe("Vera routes", () => {
     expect(gone.status).toBe(400);
   });
 
+  it("422 for a known type no worker runs names the types that have a worker", async () => {
+    const res = await h.req("/tasks/execute", { json: { type: "api_request" } });
+    expect(res.status).toBe(422);
+    const detail = ((await res.json()) as { detail: string }).detail;
+    expect(detail).toMatch(
+      /^no registered worker runs "api_request" tasks \(types with a worker: /,
+    );
+    const served = detail.slice(detail.indexOf(": ") + 2, -1).split(", ");
+    expect(served).toContain("tool_call");
+    expect(served).not.toContain("api_request");
+  });
+
   it("dependencies: unknown ids rejected; dependents of a failure are skipped", async () => {
     const unknown = await h.req("/tasks/submit", {
       json: { type: "tool_call", depends_on: ["nope-123"] },

@@ -202,9 +202,13 @@ export class AppContext {
 
   requireWorkerFor(type: string): void {
     if (!this.anyWorkerFor(type)) {
+      const served = [...this.#typeInfo().claimed].sort();
       throw new FlotillaError(
         "NO_ELIGIBLE_WORKER",
-        `no registered worker runs "${type}" tasks (registered task types: ${this.allowedTypes().join(", ")})`,
+        served.length === 0
+          ? `no registered worker runs "${type}" tasks (no worker is registered)`
+          : `no registered worker runs "${type}" tasks (types with a worker: ${served.join(", ")})`,
+        { details: { type, served } },
       );
     }
   }
@@ -257,14 +261,20 @@ export class AppContext {
     const r = await this.submitAndWait(c, spec);
     if (r instanceof Response) return r;
     const ok = r.result.status === "succeeded";
+    const code = r.result.error?.code;
+    // A call refused before any worker ran it (a quota or rate limit said no) is the error
+    // table's status (429), not a 200 with `success: false`: a client's retry logic sees it.
+    const refused = !ok && (code === "QUOTA_EXCEEDED" || code === "RATE_LIMITED");
     return c.json(
       jsonSafe({
         task_id: r.id,
         success: ok,
         [field]: ok ? value(r.result.output) : null,
         error: ok ? null : (r.result.error?.message ?? r.result.status),
+        error_code: code ?? null,
         metrics: { ...taskMetrics(undefined, r.result), worker_id: r.result.workerId ?? null },
       }),
+      refused ? 429 : 200,
     );
   }
 

@@ -17,7 +17,11 @@ export function callRoutes(ctx: AppContext): void {
     tags: ["vera"],
     body: LlmRequestSchema,
     response: LlmResponseSchema,
-    extraResponses: { 422: "No LLM worker registered", 504: "Still running when the wait ended" },
+    extraResponses: {
+      422: "No LLM worker registered",
+      429: "Refused by a quota or rate limit (same body, success false, error_code)",
+      504: "Still running when the wait ended",
+    },
     handler: async (c) => {
       const input = await ctx.body(c, LlmRequestSchema);
       const ollama = ctx.workers().some((w) => w.taskTypes.includes("ollama_request"));
@@ -41,7 +45,11 @@ export function callRoutes(ctx: AppContext): void {
     tags: ["vera"],
     body: ToolExecuteSchema,
     response: ToolResponseSchema,
-    extraResponses: { 422: "No tool worker registered", 504: "Still running when the wait ended" },
+    extraResponses: {
+      422: "No tool worker registered",
+      429: "Refused by a quota or rate limit (same body, success false, error_code)",
+      504: "Still running when the wait ended",
+    },
     handler: async (c) => {
       const input = await ctx.body(c, ToolExecuteSchema);
       ctx.requireWorkerFor("tool_call");
