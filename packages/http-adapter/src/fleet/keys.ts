@@ -104,11 +104,15 @@ export class KeyService {
     }
   }
 
-  /** Authenticates an admin or scoped caller; throws 401 when the key is missing or unknown. */
+  /**
+   * Authenticates an admin or scoped caller; throws 401 when the key is missing or unknown,
+   * and 403 when `scope` is given and a stored key lacks it (audited as `denied`, not `used`).
+   */
   async authenticateAdmin(
     secret: string | undefined,
     what: string,
     source: string | null,
+    scope?: KeyScope,
   ): Promise<AdminPrincipal> {
     if (secret) {
       const hash = sha256Hex(secret);
@@ -117,8 +121,16 @@ export class KeyService {
       }
       const key = await this.lookup(secret);
       if (key && key.kind !== "node") {
+        const principal: AdminPrincipal = { source: "stored", key, label: key.id };
+        if (scope !== undefined && !this.#holds(key, scope)) {
+          await this.audit("denied", key, {
+            source,
+            detail: `${what}: lacks the "${scope}" scope`,
+          });
+          this.require(principal, scope);
+        }
         await this.recordUse(key, what, source);
-        return { source: "stored", key, label: key.id };
+        return principal;
       }
       await this.audit("denied", null, { source, detail: `${what}: unknown or revoked key` });
     }
@@ -150,10 +162,13 @@ export class KeyService {
 
   /** Throws 403 unless the principal holds `scope` (or `admin`). */
   require(principal: AdminPrincipal, scope: KeyScope): void {
-    if (principal.source !== "stored") return;
-    const scopes = principal.key?.scopes ?? [];
-    if (scopes.includes("admin") || scopes.includes(scope)) return;
+    if (principal.source !== "stored" || !principal.key) return;
+    if (this.#holds(principal.key, scope)) return;
     throw new FleetHttpError(403, `this key lacks the "${scope}" scope`);
+  }
+
+  #holds(key: KeyRecord, scope: KeyScope): boolean {
+    return key.scopes.includes("admin") || key.scopes.includes(scope);
   }
 
   /** Whether the principal may target a node name pattern or name (scoped keys' `allowed_targets`). */

@@ -96,6 +96,7 @@ export function mountFleetRoutes(app: Hono, parts: FleetParts): void {
       presentedKey(c),
       `${c.req.method} ${c.req.path}`,
       sourceOf(c),
+      scope,
     );
     keys.require(p, scope);
     return p;

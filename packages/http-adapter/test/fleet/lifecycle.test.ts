@@ -369,6 +369,15 @@ describe("fleet keys", () => {
     // Scopes: this key cannot manage keys or read nodes.
     expect((await f.admin("GET", "/keys", undefined, secret)).status).toBe(403);
     expect((await f.admin("GET", "/nodes", undefined, secret)).status).toBe(403);
+    // A request refused for a missing scope is audited as denied, never as a use.
+    const audit = await f.admin("GET", `/keys/audit?key_id=${k.json.id}&limit=100`);
+    const lines = audit.json.entries as Array<{
+      action: string;
+      detail: string | null;
+    }>;
+    const onKeys = lines.filter((l) => l.detail?.startsWith("GET /keys"));
+    expect(onKeys.map((l) => l.action)).toEqual(["denied"]);
+    expect(onKeys[0]?.detail).toBe('GET /keys: lacks the "admin" scope');
     await f.admin("POST", "/tasks", { prompt: "other", target_node_name: "client-beta-1" });
     expect((await f.admin("GET", "/tasks")).json.total).toBe(2);
     const mine = await f.admin("GET", "/tasks", undefined, secret);
@@ -670,6 +679,8 @@ describe("fleet admin", () => {
     expect(stats.json).toMatchObject({
       nodes: { total: 1 },
       tasks: { total: 3, completed: 1, cancelled: 1, assigned: 1 },
+      // Every stored key counts, the node's own too (the config admin key is not stored).
+      keys: { total: 1, admin: 0, scoped: 0, node: 1 },
     });
     const del = await f.admin("DELETE", `/nodes/${r.nodeId}`);
     expect(del.json.requeued_task_ids).toEqual([t2.json.id]);

@@ -128,8 +128,15 @@ export function keyRoutes(app: Hono, k: FleetKit): void {
       return c.json({
         nodes: { total: nodeList.length, ...byNode },
         tasks: { total, pending, assigned, running, completed, failed, cancelled },
-        keys: { total: (await state.listKeys()).filter((k) => k.kind !== "node").length },
+        keys: keyCounts(await state.listKeys()),
       });
     }),
   );
+}
+
+/** Stored keys by kind (revoked ones too: they stay listed until deleted). */
+function keyCounts(keys: ReadonlyArray<{ kind: string }>): Record<string, number> {
+  const out: Record<string, number> = { total: keys.length, admin: 0, scoped: 0, node: 0 };
+  for (const k of keys) out[k.kind] = (out[k.kind] ?? 0) + 1;
+  return out;
 }
