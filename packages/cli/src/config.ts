@@ -12,6 +12,8 @@ export interface ServeConfig {
   registrationToken?: string;
   leaseSeconds: number;
   nodeTimeoutSeconds: number;
+  /** Hours of silence after which a node is hidden and its tasks requeued (0: never). */
+  nodeExpiryHours: number;
   logLevel: LogLevel;
   open: boolean;
   prefix: string;
@@ -82,6 +84,14 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     env: "FLOTILLA_NODE_TIMEOUT_SECONDS",
     description: "a node silent this long is shown offline",
     default: "90",
+  },
+  {
+    key: "nodeExpiryHours",
+    flag: "--node-expiry-hours <n>",
+    env: "FLOTILLA_NODE_EXPIRY_HOURS",
+    description:
+      "a node silent this long is hidden from lists and its tasks requeued (0: never); its key stays valid",
+    default: "24",
   },
   {
     key: "logLevel",
@@ -181,6 +191,7 @@ const ConfigSchema = z.object({
   registrationToken: z.string().min(1).optional(),
   leaseSeconds: num(1, false).default(300),
   nodeTimeoutSeconds: num(1, false).default(90),
+  nodeExpiryHours: num(0, false).default(24),
   logLevel: z
     .enum(Object.keys(LOG_LEVELS) as [LogLevel, ...LogLevel[]], {
       error: `expected one of ${Object.keys(LOG_LEVELS).join(", ")}`,
@@ -266,12 +277,18 @@ export function loadServeConfig(
     throw new Error(`invalid configuration: ${msgs.join("; ")}`);
   }
   const c = r.data;
+  if (c.nodeExpiryHours > 0 && c.nodeExpiryHours * 3600 <= c.nodeTimeoutSeconds) {
+    throw new Error(
+      `invalid configuration: ${source.nodeExpiryHours ?? "nodeExpiryHours"}: ${c.nodeExpiryHours} h is not longer than the node timeout (${c.nodeTimeoutSeconds} s); use 0 to never expire nodes`,
+    );
+  }
   const out: ServeConfig = {
     host: c.host,
     port: c.port,
     dataDir: resolve(c.dataDir),
     leaseSeconds: c.leaseSeconds,
     nodeTimeoutSeconds: c.nodeTimeoutSeconds,
+    nodeExpiryHours: c.nodeExpiryHours,
     logLevel: c.logLevel,
     open: c.open,
     prefix: c.prefix.replace(/\/+$/, "") || "/",

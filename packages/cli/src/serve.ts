@@ -91,6 +91,7 @@ export async function runServe(
       ...(config.registrationToken ? { registrationToken: config.registrationToken } : {}),
       leaseMs: Math.round(config.leaseSeconds * 1000),
       nodeTimeoutMs: Math.round(config.nodeTimeoutSeconds * 1000),
+      nodeExpiryMs: Math.round(config.nodeExpiryHours * 3_600_000),
       adminKeys: admin?.hashes ?? [],
       openAdmin: config.open,
       logger,

@@ -118,6 +118,11 @@ describe("configuration precedence", () => {
     );
     writeFileSync(file, JSON.stringify({ prot: 1 }));
     expect(() => loadServeConfig({ config: file }, {})).toThrow(/unknown setting "prot"/);
+    expect(c.nodeExpiryHours).toBe(24);
+    expect(loadServeConfig({}, { FLOTILLA_NODE_EXPIRY_HOURS: "0" }).nodeExpiryHours).toBe(0);
+    expect(() => loadServeConfig({ nodeExpiryHours: "0.01" }, {})).toThrow(
+      "invalid configuration: flag --node-expiry-hours: 0.01 h is not longer than the node timeout (90 s); use 0 to never expire nodes",
+    );
   });
 });
 

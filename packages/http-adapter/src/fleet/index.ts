@@ -67,6 +67,18 @@ function defaultSource(_req: Request, env: unknown): string {
   return e?.incoming?.socket?.remoteAddress ?? "unknown";
 }
 
+/** `nodeExpiryMs`: 24 h by default, 0 for never, otherwise longer than the offline timeout. */
+function expiry(value: number | undefined, timeoutMs: number): number {
+  if (value === undefined) return 86_400_000;
+  if (value === 0) return 0;
+  if (!Number.isFinite(value) || value <= timeoutMs) {
+    throw new TypeError(
+      `nodeExpiryMs: expected 0 (never) or more than nodeTimeoutMs (${timeoutMs}), got ${value}`,
+    );
+  }
+  return value;
+}
+
 function positive(name: string, value: number | undefined, fallback: number): number {
   if (value === undefined) return fallback;
   if (!Number.isFinite(value) || value <= 0) {
@@ -106,6 +118,7 @@ export function createFleetRoutes(options: FleetRoutesOptions): FleetApp {
     registrationToken: options.registrationToken || undefined,
     leaseMs: positive("leaseMs", options.leaseMs, 300_000),
     nodeTimeoutMs: positive("nodeTimeoutMs", options.nodeTimeoutMs, 90_000),
+    nodeExpiryMs: expiry(options.nodeExpiryMs, options.nodeTimeoutMs ?? 90_000),
     adminKeys: options.adminKeys ?? [],
     openAdmin: options.openAdmin ?? false,
     maxLogBytes: positive("maxLogBytes", options.maxLogBytes, 32 * 1024 * 1024),

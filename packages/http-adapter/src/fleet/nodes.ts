@@ -121,6 +121,13 @@ export class NodeService {
     return out;
   }
 
+  /** Whether `node` has been silent for `nodeExpiryMs` and is not marked expired yet. */
+  #expiring(node: NodeRecord): boolean {
+    if (this.#o.nodeExpiryMs === 0 || node.expired_at) return false;
+    const seen = Math.max(node.last_seen_at, this.#seen.get(node.id) ?? 0);
+    return this.#o.clock.now() - seen >= this.#o.nodeExpiryMs;
+  }
+
   /** The node's status, `offline` once it has been silent for `nodeTimeoutMs`. */
   liveStatus(node: NodeRecord): NodeState {
     const seen = Math.max(node.last_seen_at, this.#seen.get(node.id) ?? 0);
@@ -221,6 +228,7 @@ export class NodeService {
           node.current_task_id = null;
           node.last_registered_at = now;
           node.last_seen_at = now;
+          node.expired_at = null;
           node.registrations += 1;
           await this.#state.putNode(node);
           // A fresh registry entry: new declaration, health and circuit breaker reset.
@@ -295,6 +303,7 @@ export class NodeService {
       const wasOffline = node.status === "offline";
       node.last_seen_at = this.#o.clock.now();
       if (wasOffline) node.status = "idle";
+      node.expired_at = null;
       patch(node);
       await this.#state.putNode(node);
       if (wasOffline) this.#reportLiveness(node);
@@ -341,9 +350,28 @@ export class NodeService {
     return out;
   }
 
-  /** Persists `offline` for silent nodes (their tasks return by lease expiry). */
+  /**
+   * Persists `offline` for silent nodes (their tasks return by lease expiry), and expires
+   * nodes silent for `nodeExpiryMs`: hidden from lists, their tasks requeued at once.
+   */
   async sweep(): Promise<void> {
     for (const node of await this.#state.listNodes()) {
+      if (this.#expiring(node)) {
+        await this.mutex.run(node.id, async () => {
+          const fresh = await this.#state.getNode(node.id);
+          if (!fresh || !this.#expiring(fresh)) return;
+          const requeued = await this.requeueAll(fresh, "node expired");
+          fresh.status = "offline";
+          fresh.expired_at = this.#o.clock.now();
+          await this.#state.putNode(fresh);
+          this.#reportLiveness(fresh);
+          this.#o.logger.warn(
+            { node: fresh.id, name: fresh.name, requeued },
+            "fleet node expired: hidden from lists, its tasks requeued",
+          );
+        });
+        continue;
+      }
       if (node.status !== "offline" && this.liveStatus(node) === "offline") {
         await this.mutex.run(node.id, async () => {
           const fresh = await this.#state.getNode(node.id);

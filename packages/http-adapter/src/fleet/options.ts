@@ -34,6 +34,12 @@ export interface FleetRoutesOptions {
   leaseMs?: number;
   /** A node silent for this long is shown offline (its tasks come back when their leases expire). @default 90000 */
   nodeTimeoutMs?: number;
+  /**
+   * A node silent for this long expires: it is hidden from `GET /nodes` and the stats and the
+   * tasks it held are requeued. Its key stays valid; when it polls or heartbeats again it is
+   * shown again. `0` never expires nodes. @default 86400000 (24 h)
+   */
+  nodeExpiryMs?: number;
   /** Admin keys from configuration: plain text or `sha256:<hex>`. Stored keys (`POST /keys`) work too. @default [] */
   adminKeys?: readonly string[];
   /** Serve admin routes without a key. Only for local use. @default false */
@@ -69,6 +75,7 @@ export interface ResolvedFleetOptions {
   registrationToken: string | undefined;
   leaseMs: number;
   nodeTimeoutMs: number;
+  nodeExpiryMs: number;
   adminKeys: readonly string[];
   openAdmin: boolean;
   maxLogBytes: number;

@@ -37,6 +37,11 @@ export interface NodeRecord {
   registrations: number;
   last_heartbeat_at: number | null;
   last_seen_at: number;
+  /**
+   * When the node, offline for `nodeExpiryMs`, was hidden from lists and its tasks requeued;
+   * cleared when it shows up again (its key stays valid throughout).
+   */
+  expired_at?: number | null;
 }
 
 /** Kinds of API keys. */

@@ -714,6 +714,35 @@ describe("fleet admin", () => {
     expect((await f.admin("GET", `/nodes/${r.nodeId}`)).json.status).toBe("idle");
   });
 
+  it("a node silent for nodeExpiryMs is hidden from lists and its tasks requeued; it comes back when it polls", async () => {
+    const f = await fleet({ fleet: { nodeExpiryMs: 600_000, leaseMs: 3_600_000 } });
+    const gone = runner(f, "gone");
+    await gone.register();
+    const t = await f.admin("POST", "/tasks", { prompt: "held" });
+    const held = await gone.poll();
+    expect(held?.task_id).toBe(t.json.id);
+    const names = async () =>
+      ((await f.admin("GET", "/nodes")).json.nodes as Array<{ name: string }>).map((n) => n.name);
+    await f.clock.advance(31_000);
+    expect(await names()).toEqual(["gone"]); // offline, still listed
+    expect((await f.admin("GET", `/tasks/${t.json.id}`)).json.status).toBe("assigned");
+    await f.clock.advance(600_000);
+    expect(await names()).toEqual([]);
+    expect((await f.admin("GET", `/nodes/${gone.nodeId}`)).json.status).toBe("offline");
+    expect((await f.admin("GET", "/dashboard/stats")).json.nodes).toMatchObject({
+      total: 0,
+      expired: 1,
+    });
+    // Its task went back to the queue at once (its hour-long lease had not run out).
+    expect((await f.admin("GET", `/tasks/${t.json.id}`)).json.status).toBe("pending");
+    const other = runner(f, "other");
+    await other.register();
+    expect((await other.poll())?.task_id).toBe(t.json.id);
+    // Its key still works: the first poll brings it back into the lists.
+    expect(await gone.poll()).toBeNull();
+    expect((await names()).sort()).toEqual(["gone", "other"]);
+  });
+
   it("schedules: scheduled_for waits, recurrence submits each occurrence", async () => {
     const f = await fleet();
     const r = runner(f, "cron-node");

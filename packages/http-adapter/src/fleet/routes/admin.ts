@@ -18,7 +18,9 @@ export function adminRoutes(app: Hono, k: FleetKit): void {
     "/nodes",
     h(async (c) => {
       await admin(c, "nodes:read");
-      const list = await nodes.views(await state.listNodes());
+      // Expired nodes (offline for nodeExpiryMs) are hidden; GET /nodes/{id} still finds them.
+      const listed = (await state.listNodes()).filter((n) => !n.expired_at);
+      const list = await nodes.views(listed);
       return c.json({ nodes: list, count: list.length });
     }),
   );

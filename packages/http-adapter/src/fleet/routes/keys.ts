@@ -109,7 +109,8 @@ export function keyRoutes(app: Hono, k: FleetKit): void {
     "/dashboard/stats",
     h(async (c) => {
       await admin(c, "stats:read");
-      const nodeList = await state.listNodes();
+      const stored = await state.listNodes();
+      const nodeList = stored.filter((n) => !n.expired_at);
       const byNode: Record<string, number> = { idle: 0, busy: 0, offline: 0, error: 0 };
       for (const n of nodeList) {
         const s = nodes.liveStatus(n);
@@ -126,7 +127,7 @@ export function keyRoutes(app: Hono, k: FleetKit): void {
         o.store.countTasks({}),
       ]);
       return c.json({
-        nodes: { total: nodeList.length, ...byNode },
+        nodes: { total: nodeList.length, ...byNode, expired: stored.length - nodeList.length },
         tasks: { total, pending, assigned, running, completed, failed, cancelled },
         keys: keyCounts(await state.listKeys()),
       });

@@ -47,6 +47,7 @@ export function nodeRoutes(app: Hono, k: FleetKit): void {
         );
         fresh.last_seen_at = o.clock.now();
         if (fresh.status === "offline") fresh.status = "idle";
+        fresh.expired_at = null;
         await state.putNode(fresh);
         return got;
       });
