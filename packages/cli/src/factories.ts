@@ -78,6 +78,7 @@ export async function buildWorkerFactories(resources?: ResourceManager): Promise
       };
       if (input.auth_token) opts.authToken = input.auth_token;
       if (input.capabilities) opts.capabilities = input.capabilities;
+      if (input.task_types) opts.taskTypes = input.task_types;
       if (input.max_concurrent_tasks) opts.maxConcurrency = input.max_concurrent_tasks;
       return new Remote(opts);
     };

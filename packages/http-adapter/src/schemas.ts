@@ -142,6 +142,9 @@ export const RemoteRegisterSchema = z
       .optional()
       .openapi({ description: "Never echoed back." }),
     capabilities: z.array(z.string().min(1).max(256)).max(100).optional(),
+    task_types: z.array(z.string().min(1).max(256)).min(1).max(100).optional().openapi({
+      description: "Task types the remote runs (sent there as they are). Default `remote_compute`.",
+    }),
     max_concurrent_tasks: z.number().int().positive().max(1000).optional(),
   })
   .openapi("RemoteRegister");

@@ -63,7 +63,8 @@ describe("RemoteWorker (push mode) against a real Flotilla server", () => {
 
   it("fails clearly on a remote failure and on a bad token, never showing the token", async () => {
     const url = await remoteServer();
-    const good = await local(new RemoteWorker({ url, authToken: TOKEN, id: "good" }));
+    const goodWorker = new RemoteWorker({ url, authToken: TOKEN, id: "good" });
+    const good = await local(goodWorker);
     const failed = await (
       await good.submit({ type: "remote_compute", payload: { fail: "bad frame 12" } })
     ).result();
@@ -85,7 +86,12 @@ describe("RemoteWorker (push mode) against a real Flotilla server", () => {
     for (const shown of [JSON.stringify(denied), JSON.stringify(wrong), inspect(wrong)]) {
       expect(shown).not.toContain("not-the-token");
     }
-    expect((await wrong.healthCheck(AbortSignal.timeout(5_000))).status).toBe("healthy");
+    // The health check uses the token too: a refused token shows unhealthy before any task.
+    expect(await wrong.healthCheck(AbortSignal.timeout(5_000))).toEqual({
+      status: "unhealthy",
+      message: "the remote refused the token (401)",
+    });
+    expect(await goodWorker.healthCheck(AbortSignal.timeout(5_000))).toEqual({ status: "healthy" });
   });
 
   it("reports an unreachable remote as unhealthy and its tasks as retryable failures", async () => {

@@ -46,7 +46,8 @@ const NUMBER = (v: unknown) => (typeof v === "number" && Number.isFinite(v) ? v 
 /**
  * A push-mode remote worker: runs each task on another Flotilla (or Vera-compatible)
  * server by `POST <url>/tasks/execute` with a bearer token, and answers the remote's result.
- * Health is `GET <url>/health` (free). A 400-class answer fails the task at once, a 429/503
+ * Health is `GET <url>/status` with the token (free; a refused token is unhealthy), or
+ * `GET <url>/health` without one. A 400-class answer fails the task at once, a 429/503
  * waits for `Retry-After`, a 5xx or a network failure is retryable.
  *
  * @example
@@ -201,15 +202,26 @@ export class RemoteWorker implements Worker {
 
   async healthCheck(signal: AbortSignal): Promise<HealthReport> {
     try {
-      const res = await this.#fetch(`${this.#url}/health`, {
+      // With a token, ask the authenticated `/status`: a wrong or revoked token shows the
+      // worker unhealthy before any task is sent, rather than healthy and failing every task.
+      const path = this.#token ? "/status" : "/health";
+      const res = await this.#fetch(`${this.#url}${path}`, {
         headers: this.#headers(false),
         signal,
         redirect: "manual",
       });
-      const json = (await res.json().catch(() => undefined)) as { status?: unknown } | undefined;
-      if (!res.ok) return { status: "unhealthy", message: `health answered ${res.status}` };
-      if (json?.status === "healthy") return { status: "healthy" };
-      return { status: "degraded", message: `remote status: ${String(json?.status ?? "unknown")}` };
+      const json = (await res.json().catch(() => undefined)) as
+        | { status?: unknown; is_running?: unknown }
+        | undefined;
+      if (res.status === 401 || res.status === 403) {
+        return { status: "unhealthy", message: `the remote refused the token (${res.status})` };
+      }
+      if (!res.ok) return { status: "unhealthy", message: `${path} answered ${res.status}` };
+      if (json?.status === "healthy" || json?.is_running === true) return { status: "healthy" };
+      return {
+        status: "degraded",
+        message: `remote status: ${String(json?.status ?? (json?.is_running === false ? "stopped" : "unknown"))}`,
+      };
     } catch (err) {
       return { status: "unhealthy", message: `unreachable: ${(err as Error)?.message ?? err}` };
     }
