@@ -58,6 +58,23 @@ export const TaskSubmitSchema = strictObject({
     .optional()
     .openapi({ description: "Per-attempt timeout." }),
   idempotency_key: z.string().min(1).max(256).optional(),
+  tenant: z.string().min(1).max(256).optional().openapi({
+    description: "Who the task is for: fair share, per-tenant caps and budgets apply.",
+  }),
+  rate_limit_key: z
+    .union([z.string().min(1).max(256), z.array(z.string().min(1).max(256)).min(1).max(16)])
+    .optional()
+    .openapi({ description: "Rate-limit key(s) the task spends, e.g. `openai`." }),
+  estimate: strictObject({
+    input_tokens: z.number().nonnegative().optional(),
+    output_tokens: z.number().nonnegative().optional(),
+    tokens: z.number().nonnegative().optional(),
+    cost_usd: z.number().nonnegative().optional(),
+  })
+    .optional()
+    .openapi({
+      description: "Expected use, reserved against token limits and budgets until it settles.",
+    }),
   approval: z.enum(["none", "before_run", "after_run"]).optional().openapi({
     description:
       "`before_run`: the task waits in `awaiting_approval` until approved or rejected; `after_run`: its result does. Default `none`.",
@@ -219,6 +236,8 @@ export const TaskViewSchema = z
     result: z.unknown(),
     error: z.string().nullable(),
     metadata: z.record(z.string(), z.unknown()),
+    tenant: z.string().nullable(),
+    rate_limit_keys: z.array(z.string()),
     approval: z
       .object({
         mode: z.enum(["before_run", "after_run"]),

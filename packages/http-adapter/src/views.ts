@@ -106,6 +106,8 @@ export function taskView(record: TaskRecord) {
     error_code: result?.error?.code ?? null,
     metrics: taskMetrics(record, result),
     metadata: record.metadata ?? {},
+    tenant: record.tenant ?? null,
+    rate_limit_keys: record.rateLimitKeys ?? [],
     approval:
       record.approval === "none" || record.approval === undefined
         ? null

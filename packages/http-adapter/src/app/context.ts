@@ -197,6 +197,17 @@ export class AppContext {
     if (input.task_id) spec.id = input.task_id;
     if (input.idempotency_key) spec.idempotencyKey = input.idempotency_key;
     if (input.approval) spec.approval = input.approval;
+    if (input.tenant) spec.tenant = input.tenant;
+    if (input.rate_limit_key) spec.rateLimitKey = input.rate_limit_key;
+    if (input.estimate) {
+      const e = input.estimate;
+      const estimate: NonNullable<TaskSpec["estimate"]> = {};
+      if (e.input_tokens !== undefined) estimate.inputTokens = e.input_tokens;
+      if (e.output_tokens !== undefined) estimate.outputTokens = e.output_tokens;
+      if (e.tokens !== undefined) estimate.tokens = e.tokens;
+      if (e.cost_usd !== undefined) estimate.costUsd = e.cost_usd;
+      spec.estimate = estimate;
+    }
     return spec;
   }
 
