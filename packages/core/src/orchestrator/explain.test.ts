@@ -159,7 +159,7 @@ describe("task:waiting", () => {
       }),
     );
     await clock.advance(0);
-    const second = await o.submit({ id: "second", type: "call", rateLimitKey: "openai" });
+    await o.submit({ id: "second", type: "call", rateLimitKey: "openai" });
     await clock.advance(0);
     // The one slot is taken; waking and parking again for the same kind says nothing more.
     await o.submit({ type: "call", rateLimitKey: "other" });
@@ -176,7 +176,6 @@ describe("task:waiting", () => {
     expect(limited[1]?.until).toBeGreaterThan(clock.now());
     expect(limited).toHaveLength(2);
     await o.stop({ mode: "abort" });
-    expect(second.id).toBe("second");
   });
 
   it("a task woken and parked again for the same kind says nothing more", async () => {

@@ -47,7 +47,7 @@ export interface TransitionEvent {
  */
 export interface WaitingEvent {
   taskId: string;
-  /** `no_worker`, `workers_unavailable`, or the holding gate's kind (`rate_limit`, `budget`, …). */
+  /** `no_worker`, `remote_poll`, `workers_unavailable`, or the holding gate's kind (`rate_limit`, `budget`, …). */
   kind: string;
   at: number;
   /** The holding gate's name, key, reason and retry time, when a gate holds it. */

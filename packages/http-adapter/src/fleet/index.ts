@@ -67,9 +67,12 @@ function defaultSource(_req: Request, env: unknown): string {
   return e?.incoming?.socket?.remoteAddress ?? "unknown";
 }
 
-/** `nodeExpiryMs`: 24 h by default, 0 for never, otherwise longer than the offline timeout. */
+/**
+ * `nodeExpiryMs`: 24 h by default (never, when the offline timeout is that long itself), 0
+ * for never, otherwise longer than the offline timeout.
+ */
 function expiry(value: number | undefined, timeoutMs: number): number {
-  if (value === undefined) return 86_400_000;
+  if (value === undefined) return timeoutMs < 86_400_000 ? 86_400_000 : 0;
   if (value === 0) return 0;
   if (!Number.isFinite(value) || value <= timeoutMs) {
     throw new TypeError(

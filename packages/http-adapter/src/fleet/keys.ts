@@ -127,7 +127,7 @@ export class KeyService {
             source,
             detail: `${what}: lacks the "${scope}" scope`,
           });
-          this.require(principal, scope);
+          throw new FleetHttpError(403, `this key lacks the "${scope}" scope`);
         }
         await this.recordUse(key, what, source);
         return principal;
@@ -160,13 +160,7 @@ export class KeyService {
     return false;
   }
 
-  /** Throws 403 unless the principal holds `scope` (or `admin`). */
-  require(principal: AdminPrincipal, scope: KeyScope): void {
-    if (principal.source !== "stored" || !principal.key) return;
-    if (this.#holds(principal.key, scope)) return;
-    throw new FleetHttpError(403, `this key lacks the "${scope}" scope`);
-  }
-
+  /** Whether a stored key holds `scope` (or `admin`, which holds every scope). */
   #holds(key: KeyRecord, scope: KeyScope): boolean {
     return key.scopes.includes("admin") || key.scopes.includes(scope);
   }

@@ -121,16 +121,21 @@ export class NodeService {
     return out;
   }
 
+  /** When `node` last showed a sign of life (stored, or seen since and not yet written). */
+  #lastSeen(node: NodeRecord): number {
+    return Math.max(node.last_seen_at, this.#seen.get(node.id) ?? 0);
+  }
+
   /** Whether `node` has been silent for `nodeExpiryMs` and is not marked expired yet. */
   #expiring(node: NodeRecord): boolean {
     if (this.#o.nodeExpiryMs === 0 || node.expired_at) return false;
-    const seen = Math.max(node.last_seen_at, this.#seen.get(node.id) ?? 0);
+    const seen = this.#lastSeen(node);
     return this.#o.clock.now() - seen >= this.#o.nodeExpiryMs;
   }
 
   /** The node's status, `offline` once it has been silent for `nodeTimeoutMs`. */
   liveStatus(node: NodeRecord): NodeState {
-    const seen = Math.max(node.last_seen_at, this.#seen.get(node.id) ?? 0);
+    const seen = this.#lastSeen(node);
     if (this.#o.clock.now() - seen >= this.#o.nodeTimeoutMs) return "offline";
     return node.status;
   }
@@ -421,7 +426,7 @@ export class NodeService {
    * (a finished task frees it at once, not at its next heartbeat).
    */
   #view(node: NodeRecord, held: TaskRecord[]): Record<string, unknown> {
-    const seen = Math.max(node.last_seen_at, this.#seen.get(node.id) ?? 0);
+    const seen = this.#lastSeen(node);
     const live = this.liveStatus(node);
     const ids = held.map((t) => t.id);
     const current =

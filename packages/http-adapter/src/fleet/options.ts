@@ -37,7 +37,8 @@ export interface FleetRoutesOptions {
   /**
    * A node silent for this long expires: it is hidden from `GET /nodes` and the stats and the
    * tasks it held are requeued. Its key stays valid; when it polls or heartbeats again it is
-   * shown again. `0` never expires nodes. @default 86400000 (24 h)
+   * shown again. `0` never expires nodes; it must otherwise exceed `nodeTimeoutMs`.
+   * @default 86400000 (24 h; never, when `nodeTimeoutMs` is 24 h or more)
    */
   nodeExpiryMs?: number;
   /** Admin keys from configuration: plain text or `sha256:<hex>`. Stored keys (`POST /keys`) work too. @default [] */

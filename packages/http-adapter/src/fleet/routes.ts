@@ -91,16 +91,8 @@ export function mountFleetRoutes(app: Hono, parts: FleetParts): void {
     bodyLimit(bytes, (message, c) => c.json({ detail: message }, 413));
   const jsonLimit = limit(o.maxBodyBytes);
   const node = (c: Context, what: string) => nodes.authenticate(presentedKey(c), what, sourceOf(c));
-  const admin = async (c: Context, scope: KeyScope) => {
-    const p = await keys.authenticateAdmin(
-      presentedKey(c),
-      `${c.req.method} ${c.req.path}`,
-      sourceOf(c),
-      scope,
-    );
-    keys.require(p, scope);
-    return p;
-  };
+  const admin = (c: Context, scope: KeyScope) =>
+    keys.authenticateAdmin(presentedKey(c), `${c.req.method} ${c.req.path}`, sourceOf(c), scope);
   const baseUrl = (c: Context, suffix: string) => {
     if (o.publicUrl) return o.publicUrl.replace(/\/+$/, "");
     const url = new URL(c.req.url);
