@@ -369,6 +369,68 @@ export class Budgets implements DispatchGate {
     return true;
   }
 
+  /** The names of every budget, in check order. @example budgets.names() // ["global/day"] */
+  names(): string[] {
+    return this.#specs.map((s) => s.name);
+  }
+
+  /**
+   * Replaces the budgets named in `previous` (those an earlier config made) with `configs`,
+   * keeping what was already counted: a budget whose name, scope, key, period and time zone
+   * are unchanged keeps its counters and takes its new caps and policy at once; a new one
+   * counts from now plus the lines of `history` inside its current window. Budgets not in
+   * `previous` (added with {@link Budgets.add}) are left alone. Everything is validated
+   * first: a bad config throws `VALIDATION` naming the entry and changes nothing. Returns the
+   * names of the budgets now configured (pass them as `previous` next time).
+   *
+   * @example
+   * ```ts
+   * let names = budgets.configure([{ scope: "global", costUsd: 50 }], []);
+   * names = budgets.configure([{ scope: "global", costUsd: 80 }], names); // spend kept
+   * ```
+   */
+  configure(
+    configs: BudgetConfig[],
+    previous: readonly string[],
+    history: UsageEntry[] = [],
+  ): string[] {
+    const parsed = parseConfig(BudgetsConfigSchema, configs, "budgets");
+    const now = this.#clock.now();
+    const wanted = parsed.map((b) => this.#spec(b));
+    const old = new Set(previous);
+    const reusable = this.#specs.filter((s) => old.has(s.name));
+    const kept: Spec[] = [];
+    const added: Spec[] = [];
+    for (const next of wanted) {
+      const i = reusable.findIndex(
+        (s) =>
+          s.name === next.name &&
+          s.scope === next.scope &&
+          s.key === next.key &&
+          s.reset === next.reset &&
+          s.windowMs === next.windowMs &&
+          s.timeZone === next.timeZone,
+      );
+      if (i >= 0) {
+        const same = reusable.splice(i, 1)[0]!;
+        same.limits = next.limits;
+        same.policy = next.policy;
+        same.periodLabel = next.periodLabel;
+        kept.push(same);
+      } else added.push(next);
+    }
+    // What is left of `reusable` was removed or changed shape: drop it with its counters.
+    for (const spec of reusable) {
+      for (const [id, c] of this.#counters) if (c.spec === spec) this.#counters.delete(id);
+    }
+    const gone = new Set(reusable);
+    this.#replay(history, added, now, now + 1);
+    for (const spec of added) if (spec.key !== undefined) this.#counter(spec, spec.key, now);
+    this.#specs = [...this.#specs.filter((s) => !gone.has(s)), ...added];
+    this.#wake();
+    return [...kept, ...added].map((s) => s.name);
+  }
+
   /**
    * Counts the spend recorded before a restart (the store's usage ledger), so that a budget
    * does not start empty: a calendar budget counts the lines of its current day in its time

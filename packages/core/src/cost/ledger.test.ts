@@ -133,3 +133,15 @@ describe("CostLedger", () => {
     );
   });
 });
+
+describe("PriceBook layers", () => {
+  it("keeps prices set one at a time across a new override table", () => {
+    const prices = new PriceBook({ openai: { "gpt-4o": { input: 2, output: 8 } } });
+    prices.set("vllm", "*", { input: 0.2, output: 0.2 });
+    prices.setOverrides({});
+    expect(prices.price("openai", "gpt-4o")).toEqual(DEFAULT_PRICES.openai?.["gpt-4o"]);
+    expect(prices.price("vllm", "llama3")).toEqual({ input: 0.2, output: 0.2 });
+    expect(() => prices.set("vllm", "*", { input: -1, output: 0 })).toThrow(/price\.vllm/);
+    expect(prices.price("vllm", "llama3")).toEqual({ input: 0.2, output: 0.2 });
+  });
+});

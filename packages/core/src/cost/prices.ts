@@ -101,21 +101,61 @@ export function defaultPriceSubject(
  * ```
  */
 export class PriceBook {
-  readonly #table: PriceTable;
+  #table: PriceTable = {};
+  readonly #base: PriceTable;
+  #overrides: PriceTable;
+  /** Prices set one at a time (`set`), kept across `setOverrides`. */
+  readonly #set: PriceTable = {};
 
   /**
    * @param overrides entries that replace or add to the defaults
    * @param options.defaults include {@link DEFAULT_PRICES} @default true
    */
   constructor(overrides: PriceTable = {}, options: { defaults?: boolean } = {}) {
-    const parsed = parseConfig(PriceTableSchema, overrides, "prices");
-    const base = options.defaults === false ? {} : DEFAULT_PRICES;
+    this.#overrides = parseConfig(PriceTableSchema, overrides, "prices");
+    this.#base = options.defaults === false ? {} : DEFAULT_PRICES;
+    this.#rebuild();
+  }
+
+  #rebuild(): void {
     const table: PriceTable = {};
-    for (const [provider, models] of Object.entries(base)) table[provider] = { ...models };
-    for (const [provider, models] of Object.entries(parsed)) {
-      table[provider] = { ...table[provider], ...models };
+    for (const layer of [this.#base, this.#overrides, this.#set]) {
+      for (const [provider, models] of Object.entries(layer)) {
+        table[provider] = { ...table[provider], ...models };
+      }
     }
     this.#table = table;
+  }
+
+  /**
+   * Replaces the override table given at construction (prices from a reloaded config); the
+   * defaults and prices set with {@link PriceBook.set} stay. Throws `VALIDATION` naming the
+   * entry for a bad table, and then changes nothing.
+   *
+   * @example
+   * ```ts
+   * prices.setOverrides({ openai: { "gpt-4o": { input: 2, output: 8 } } });
+   * ```
+   */
+  setOverrides(overrides: PriceTable): void {
+    this.#overrides = parseConfig(PriceTableSchema, overrides, "prices");
+    this.#rebuild();
+  }
+
+  /**
+   * Sets the price of one provider's model (`"*"`: every model of the provider without a
+   * price of its own), above the defaults and overrides — e.g. a worker registered with its
+   * own price. Throws `VALIDATION` for a negative or non-finite price.
+   *
+   * @example
+   * ```ts
+   * prices.set("vllm-local", "*", { input: 0.2, output: 0.2 });
+   * ```
+   */
+  set(provider: string, model: string, price: ModelPrice): void {
+    const parsed = parseConfig(PriceTableSchema, { [provider]: { [model]: price } }, "price");
+    this.#set[provider] = { ...this.#set[provider], ...parsed[provider] };
+    this.#rebuild();
   }
 
   /** The price of a model, or `undefined` when the table does not know it. @example prices.price("openai", "gpt-4o-mini") */

@@ -103,6 +103,28 @@ export class ConcurrencyLimiter implements DispatchGate {
     this.#wake();
   }
 
+  /**
+   * Sets (or with `undefined` removes) the cap of every key without a cap of its own, and
+   * wakes the scheduler.
+   *
+   * @example
+   * ```ts
+   * perTenant.setDefault(2);
+   * ```
+   */
+  setDefault(limit: number | undefined): void {
+    this.#default =
+      limit === undefined
+        ? undefined
+        : parseConfig(ConcurrencyCapSchema, limit, "tenantConcurrency.default");
+    this.#wake();
+  }
+
+  /** The keys with a cap of their own. @example perTenant.keys() // ["acme"] */
+  keys(): string[] {
+    return [...this.#limits.keys()];
+  }
+
   /** Gate: waits while the task's key is at its cap. @example perTenant.check(task, entry, Date.now()) */
   check(task: TaskRecord, worker: WorkerEntry): GateDecision {
     const key = this.#keyOf(task, worker);

@@ -62,6 +62,8 @@ export interface EngineApi {
   status(): OrchestratorStatus;
   /** Ready tasks of `taskTypes` (or all) and the oldest one's wait. */
   queueReading(taskTypes?: string[]): { depth: number; oldestWaitMs: number };
+  /** Replaces the tenants' fair-share weights (tenants not named get weight 1). */
+  setTenantWeights(weights: Record<string, number>): void;
   /** The usage ledger (one line per attempt that reported usage), oldest first. */
   usage(query?: { since?: number; until?: number }): Promise<UsageEntry[]>;
 

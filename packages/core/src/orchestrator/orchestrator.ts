@@ -376,6 +376,25 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> implements En
   }
 
   /**
+   * Replaces the tenants' fair-share weights while it runs (e.g. from a reloaded config):
+   * at equal priority a tenant of weight 3 gets three dispatches for every one of a weight-1
+   * tenant; tenants not named get weight 1. Throws `VALIDATION` for a weight that is not a
+   * positive number, and then changes nothing.
+   *
+   * @example
+   * ```ts
+   * orchestrator.setTenantWeights({ acme: 3, beta: 1 });
+   * ```
+   */
+  setTenantWeights(weights: Record<string, number>): void {
+    if (!weights || typeof weights !== "object" || Array.isArray(weights)) {
+      throw new FlotillaError("VALIDATION", "weights: expected { tenant: weight }");
+    }
+    this.#e.dispatcher.queue.fair.setWeights(weights);
+    this.#e.dispatcher.schedule();
+  }
+
+  /**
    * The usage ledger from the store: one line per settled attempt that reported usage
    * (tokens, cost, requests), with its task, worker, provider, model and tenant, oldest
    * first. `since` inclusive, `until` exclusive.

@@ -13,7 +13,7 @@ import { CostModel } from "../cost/costModel.js";
 import { type CostEntry, CostLedger, type CostSnapshot } from "../cost/ledger.js";
 import { PriceBook, type PriceSubject, type PriceTable } from "../cost/prices.js";
 import { ConcurrencyCapSchema, ConcurrencyLimiter } from "../limits/concurrency.js";
-import type { RateLimitsConfig } from "../limits/rate.js";
+import type { LimitInput, RateLimitsConfig } from "../limits/rate.js";
 import { type LimitStats, RateLimiter } from "../limits/rateLimiter.js";
 import { type Logger, silentLogger } from "../logger.js";
 import type { WorkerEntry } from "../registry/types.js";
@@ -170,12 +170,18 @@ export class ResourceManager extends EventEmitter<ResourceManagerEvents> {
   readonly budgets: Budgets;
   readonly ledger: CostLedger;
   readonly costModel: CostModel;
-  readonly concurrency: ConcurrencyLimiter | undefined;
+  /** Per-tenant concurrency caps (a gate even without caps, so `configure` can add some). */
+  readonly concurrency: ConcurrencyLimiter;
   readonly admission: AdmissionControl | undefined;
   /** The gates to pass as `new Orchestrator({ gates })`, in check order. */
   readonly gates: DispatchGate[];
   readonly timeZone: string;
   readonly #clock: Clock;
+  /** The config as given (validated), for `config()` and to tell what `configure` changes. */
+  #config: ResourceConfig;
+  /** Limit keys and budget names the config made (run-time ones such as `worker:<id>` are not). */
+  #configLimitKeys: string[];
+  #configBudgets: string[];
 
   constructor(init: ResourceConfig & ResourceManagerOptions = {}) {
     super();
@@ -186,6 +192,8 @@ export class ResourceManager extends EventEmitter<ResourceManagerEvents> {
     const logger = options.logger ?? silentLogger;
     this.#clock = clock;
     this.timeZone = cfg.timeZone;
+    this.#config = structuredClone(config) as ResourceConfig;
+    this.#configLimitKeys = Object.keys(cfg.limits);
     const modelOptions: ConstructorParameters<typeof CostModel>[0] = {
       prices: new PriceBook(cfg.prices as PriceTable, { defaults: cfg.defaultPrices }),
     };
@@ -207,6 +215,7 @@ export class ResourceManager extends EventEmitter<ResourceManagerEvents> {
       clock,
       logger,
     });
+    this.#configBudgets = this.budgets.names();
     this.ledger = new CostLedger({
       costModel: this.costModel,
       timeZone: cfg.timeZone,
@@ -214,17 +223,14 @@ export class ResourceManager extends EventEmitter<ResourceManagerEvents> {
       logger,
     });
     this.ledger.on("cost", (e) => this.emit("cost", e));
-    if (cfg.tenantConcurrency) {
-      const caps = parseConfig(
-        z.record(z.string().min(1), ConcurrencyCapSchema),
-        cfg.tenantConcurrency,
-        "tenantConcurrency",
-      );
-      const { "*": fallback, ...limits } = caps;
-      const opts: ConstructorParameters<typeof ConcurrencyLimiter>[0] = { limits, logger };
-      if (fallback !== undefined) opts.default = fallback;
-      this.concurrency = new ConcurrencyLimiter(opts);
-    }
+    // Always a gate (no caps: it only counts), so caps can be set by a later `configure`.
+    const { "*": fallback, ...caps } = parseCaps(cfg.tenantConcurrency ?? {});
+    const capOptions: ConstructorParameters<typeof ConcurrencyLimiter>[0] = {
+      limits: caps,
+      logger,
+    };
+    if (fallback !== undefined) capOptions.default = fallback;
+    this.concurrency = new ConcurrencyLimiter(capOptions);
     if (cfg.admission !== false) {
       const admissionConfig = cfg.admission === true ? {} : (cfg.admission as AdmissionConfig);
       const opts: ConstructorParameters<typeof AdmissionControl>[0] = {
@@ -240,9 +246,85 @@ export class ResourceManager extends EventEmitter<ResourceManagerEvents> {
     }
     const gates: DispatchGate[] = [];
     if (this.admission) gates.push(this.admission);
-    if (this.concurrency) gates.push(this.concurrency);
+    gates.push(this.concurrency);
     gates.push(this.limiter, this.budgets, this.ledger);
     this.gates = gates;
+  }
+
+  /**
+   * The resource config in force: as given at construction, with each later
+   * {@link ResourceManager.configure} applied. JSON-safe.
+   *
+   * @example
+   * ```ts
+   * resources.config().limits; // { openai: ["500/min", "90k tokens/min"] }
+   * ```
+   */
+  config(): ResourceConfig {
+    return structuredClone(this.#config);
+  }
+
+  /**
+   * Applies a new resource config while tasks run, without losing usage already counted:
+   * rate limits (a window of the same unit and length keeps its log, so a change never opens
+   * a new burst), budgets (see `Budgets.configure`; `history`, the usage ledger, fills a new
+   * budget's current window), prices and tenant caps change at once and the scheduler is
+   * woken. Limits and budgets added at run time by other code (e.g. `worker:<id>`) are left
+   * alone. `timeZone`, `admission`, `defaultTokens`, `limitMarginMs` and `defaultPrices` are fixed for the
+   * manager's life: a change to them is not applied and is listed in `restartRequired`.
+   * The whole config is validated first: a bad one throws `VALIDATION` naming the setting
+   * and changes nothing.
+   *
+   * @example
+   * ```ts
+   * const { restartRequired } = resources.configure(
+   *   { limits: { openai: ["1000/min"] }, budgets: [{ scope: "global", costUsd: 80 }] },
+   *   await orchestrator.usage({ since: Date.now() - 48 * 3_600_000 }),
+   * );
+   * ```
+   */
+  configure(next: ResourceConfig, history: UsageEntry[] = []): { restartRequired: string[] } {
+    const cfg = parseConfig(ResourceConfigSchema, next, "resources");
+    // Validate every part before changing any (the constructors check exactly what the live parts do).
+    new RateLimiter({ limits: cfg.limits as RateLimitsConfig, marginMs: cfg.limitMarginMs });
+    new Budgets({ budgets: cfg.budgets as BudgetConfig[], timeZone: cfg.timeZone });
+    new PriceBook(cfg.prices as PriceTable, { defaults: cfg.defaultPrices });
+    const { "*": fallback, ...caps } = parseCaps(cfg.tenantConcurrency ?? {});
+
+    const before = parseConfig(ResourceConfigSchema, this.#config, "resources");
+    const fixed = ["timeZone", "admission", "defaultTokens", "limitMarginMs", "defaultPrices"];
+    const restartRequired = fixed.filter(
+      (k) =>
+        JSON.stringify((before as Record<string, unknown>)[k]) !==
+        JSON.stringify((cfg as Record<string, unknown>)[k]),
+    );
+
+    const limits = cfg.limits as RateLimitsConfig;
+    for (const key of this.#configLimitKeys) {
+      if (!(key in limits)) this.limiter.setLimits(key, []);
+    }
+    for (const [key, list] of Object.entries(limits))
+      this.limiter.setLimits(key, list as LimitInput[]);
+    this.#configLimitKeys = Object.keys(limits);
+    this.#configBudgets = this.budgets.configure(
+      cfg.budgets as BudgetConfig[],
+      this.#configBudgets,
+      history,
+    );
+    this.costModel.prices.setOverrides(cfg.prices as PriceTable);
+    for (const key of this.concurrency.keys())
+      if (!(key in caps)) this.concurrency.setLimit(key, undefined);
+    for (const [key, cap] of Object.entries(caps)) this.concurrency.setLimit(key, cap);
+    this.concurrency.setDefault(fallback);
+
+    const kept: ResourceConfig = structuredClone(next);
+    for (const k of restartRequired) {
+      const old = (this.#config as Record<string, unknown>)[k];
+      if (old === undefined) delete (kept as Record<string, unknown>)[k];
+      else (kept as Record<string, unknown>)[k] = structuredClone(old);
+    }
+    this.#config = kept;
+    return { restartRequired };
   }
 
   /** Starts admission sampling (no-op without admission control). @example resources.start() */
@@ -324,7 +406,7 @@ export class ResourceManager extends EventEmitter<ResourceManagerEvents> {
     const workers: Record<string, UsageToday> = {};
     for (const [id, a] of Object.entries(day.byWorker)) workers[id] = usage(a);
     const tenants: ResourceStats["tenants"] = {};
-    const caps = this.concurrency?.stats() ?? {};
+    const caps = this.concurrency.stats();
     for (const t of new Set([...Object.keys(day.byTenant), ...Object.keys(caps)])) {
       const c = caps[t];
       const entry: ResourceStats["tenants"][string] = {
@@ -348,4 +430,9 @@ export class ResourceManager extends EventEmitter<ResourceManagerEvents> {
     if (this.admission) out.admission = this.admission.snapshot();
     return out;
   }
+}
+
+/** Validates tenant caps (`"*"` is the cap of every other tenant). */
+function parseCaps(caps: Record<string, unknown>): Record<string, number> {
+  return parseConfig(z.record(z.string().min(1), ConcurrencyCapSchema), caps, "tenantConcurrency");
 }

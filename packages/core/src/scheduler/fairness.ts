@@ -38,6 +38,25 @@ export class FairShare {
   }
 
   /**
+   * Replaces every weight at once (e.g. from a reloaded config): tenants not named go back
+   * to the default weight. Virtual times are kept, so no tenant gains or loses its place.
+   * Throws `VALIDATION` for a weight that is not > 0, and then changes nothing.
+   *
+   * @example
+   * ```ts
+   * fair.setWeights({ acme: 3, beta: 1 });
+   * ```
+   */
+  setWeights(weights: Record<string, number>): void {
+    const next = new Map<string, number>();
+    for (const [tenant, w] of Object.entries(weights)) {
+      next.set(tenant, checkWeight(w, `weights.${tenant}`));
+    }
+    this.#weights.clear();
+    for (const [t, w] of next) this.#weights.set(t, w);
+  }
+
+  /**
    * A tenant's weight (the default weight when none was set).
    *
    * @example

@@ -177,3 +177,24 @@ describe("backoff and delays", () => {
     expect(() => new FairShare({ weights: { a: 0 } })).toThrow(/weights.a/);
   });
 });
+
+describe("FairShare.setWeights", () => {
+  it("replaces every weight; tenants not named go back to the default", () => {
+    const fair = new FairShare({ weights: { acme: 3, beta: 2 } });
+    fair.setWeights({ beta: 4 });
+    expect(fair.weight("acme")).toBe(1);
+    expect(fair.weight("beta")).toBe(4);
+    fair.activate("beta");
+    fair.charge("beta");
+    expect(fair.vt("beta")).toBeCloseTo(0.25);
+  });
+
+  it("changes nothing when a weight is bad", () => {
+    const fair = new FairShare({ weights: { acme: 3 } });
+    expect(() => fair.setWeights({ beta: 2, acme: 0 })).toThrow(
+      /weights\.acme: expected a finite number > 0/,
+    );
+    expect(fair.weight("acme")).toBe(3);
+    expect(fair.weight("beta")).toBe(1);
+  });
+});

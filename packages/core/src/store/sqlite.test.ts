@@ -220,7 +220,9 @@ describe("SqliteStore", () => {
     await orchestrator.submit({ id: "kept", type: "nobody-runs-this" });
     await orchestrator.stop();
     expect((await store.getTask("kept"))?.status).toBe("queued"); // still readable
-    await expect(new SqliteStore({ path }).open()).rejects.toMatchObject({ code: "STORE_ERROR" });
+    await expect(new SqliteStore({ path, busyTimeoutMs: 50 }).open()).rejects.toMatchObject({
+      code: "STORE_ERROR",
+    });
     await store.close();
     expect(statSync(`${path}-wal`, { throwIfNoEntry: false })?.size ?? 0).toBe(0);
     const again = new SqliteStore({ path });
