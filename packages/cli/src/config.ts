@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
+import { type ResourceConfig, ResourceManager } from "@flotilla/core";
 import { z } from "zod";
 import { LOG_LEVELS, type LogLevel } from "./logger.js";
 
@@ -24,7 +25,20 @@ export interface ServeConfig {
   shutdownTimeoutSeconds: number;
   ollamaUrl: string;
   detectWorkers: boolean;
+  /** The config file's `resources` section: limits, budgets, prices, tenant caps, admission. */
+  resources?: ResourceConfig;
+  /** The config file's `tenantWeights`: fair-share weight per tenant (others: 1). */
+  tenantWeights?: Record<string, number>;
+  /** The config file read, if any (re-read on SIGHUP). */
+  configFile?: string;
 }
+
+/**
+ * Settings only a config file holds (structured, no flag or environment variable): the
+ * resource policy. Both can be changed while the server runs (SIGHUP re-reads the file, or
+ * `PUT {prefix}/resources/config`).
+ */
+export const FILE_ONLY_SETTINGS = ["resources", "tenantWeights"] as const;
 
 /** One option of `flotilla serve`: its flag, environment variable, config-file key and default. */
 export interface OptionSpec {
@@ -243,7 +257,7 @@ export function loadServeConfig(
     if (!file || typeof file !== "object" || Array.isArray(file)) {
       throw new Error(`config file ${configPath}: expected a JSON object`);
     }
-    const known = new Set(SERVE_OPTIONS.map((o) => o.key as string));
+    const known = new Set([...SERVE_OPTIONS.map((o) => o.key as string), ...FILE_ONLY_SETTINGS]);
     for (const [k, v] of Object.entries(file)) {
       if (!known.has(k)) {
         throw new Error(
@@ -302,5 +316,42 @@ export function loadServeConfig(
   if (c.registrationToken) out.registrationToken = c.registrationToken;
   if (c.corsOrigin?.length) out.corsOrigin = c.corsOrigin;
   if (c.concurrency !== undefined) out.concurrency = c.concurrency;
+  if (configPath) out.configFile = resolve(configPath);
+  if (merged.resources !== undefined) {
+    out.resources = checkResources(merged.resources, `config file ${configPath}`);
+  }
+  if (merged.tenantWeights !== undefined) {
+    const w = z
+      .record(z.string().min(1), z.number().positive().finite(), {
+        error: "expected { tenant: weight > 0 }",
+      })
+      .safeParse(merged.tenantWeights);
+    if (!w.success) {
+      const i = w.error.issues[0]!;
+      const at = ["tenantWeights", ...i.path.map(String)].join(".");
+      throw new Error(`invalid configuration: config file ${configPath}: ${at}: ${i.message}`);
+    }
+    out.tenantWeights = w.data;
+  }
   return out;
+}
+
+/**
+ * Checks a `resources` section exactly as the engine will read it (the same validation as
+ * `new ResourceManager(...)`), so a nonsensical limit or budget stops the start naming the
+ * setting and where it came from.
+ */
+function checkResources(value: unknown, where: string): ResourceConfig {
+  if (!value || typeof value !== "object" || Array.isArray(value)) {
+    throw new Error(`invalid configuration: ${where}: resources: expected an object`);
+  }
+  try {
+    new ResourceManager(value as ResourceConfig).stop();
+  } catch (err) {
+    const msg = (err as Error).message.replace(/^invalid config: /, "");
+    throw new Error(
+      `invalid configuration: ${where}: ${msg.startsWith("resources") ? "" : "resources."}${msg}`,
+    );
+  }
+  return value as ResourceConfig;
 }

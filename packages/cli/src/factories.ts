@@ -29,11 +29,24 @@ export async function buildWorkerFactories(resources?: ResourceManager): Promise
       if (input.rate_limit_per_minute && resources) {
         resources.limiter.setLimits(`worker:${worker.id}`, `${input.rate_limit_per_minute}/min`);
       }
+      if (input.cost_per_1k_tokens !== undefined && resources) {
+        // USD per 1k tokens → per million, for input and output alike: the worker prices the
+        // calls it reports with it, and budgets estimate with it before a call.
+        const perMillion = input.cost_per_1k_tokens * 1000;
+        resources.costModel.prices.set(worker.labels?.provider ?? worker.kind, input.model ?? "*", {
+          input: perMillion,
+          output: perMillion,
+        });
+      }
       return worker;
     };
     const makeLlm = (input: Parameters<NonNullable<WorkerFactories["llmApi"]>>[0]): Worker => {
       const id = input.worker_id ?? `${input.api_type}-${randomUUID().slice(0, 8)}`;
       const common: Record<string, unknown> = { id, apiKey: input.api_key };
+      if (input.cost_per_1k_tokens !== undefined) {
+        const perMillion = input.cost_per_1k_tokens * 1000;
+        common.prices = { [input.model ?? "*"]: { input: perMillion, output: perMillion } };
+      }
       if (input.base_url) common.baseURL = input.base_url;
       const type = input.api_type.toLowerCase();
       if (type === "openai") {

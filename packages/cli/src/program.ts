@@ -46,12 +46,13 @@ export function createProgram(env: Record<string, string | undefined> = process.
     .description(
       "Run the standalone server. Settings: flags > environment (FLOTILLA_*) > JSON config file > defaults. " +
         "Registers the built-in tool_call and api_request workers, Docker when an engine answers at DOCKER_HOST, " +
-        "Ollama when reachable, OpenAI/Anthropic when OPENAI_API_KEY/ANTHROPIC_API_KEY are set.",
+        "Ollama when reachable, OpenAI/Anthropic when OPENAI_API_KEY/ANTHROPIC_API_KEY are set. " +
+        "SIGHUP re-reads the config file's resource policy (resources, tenantWeights) without a restart.",
     )
     .addOption(
       new Option(
         "--config <file>",
-        "JSON config file with any of the settings below (camelCase keys) [env: FLOTILLA_CONFIG]",
+        "JSON config file with any of the settings below (camelCase keys), plus resources and tenantWeights [env: FLOTILLA_CONFIG]",
       ),
     );
   for (const o of SERVE_OPTIONS) {
@@ -90,6 +91,22 @@ export function createProgram(env: Record<string, string | undefined> = process.
     };
     process.on("SIGINT", () => onSignal("SIGINT"));
     process.on("SIGTERM", () => onSignal("SIGTERM"));
+    // SIGHUP: re-read the config file and apply its resource policy, keeping counted usage.
+    process.on("SIGHUP", () => {
+      void (async () => {
+        try {
+          const next = loadServeConfig(flags, env);
+          const { restartRequired } = await running.reload(next);
+          process.stderr.write(
+            `flotilla: SIGHUP: resource policy reloaded${config.configFile ? ` from ${config.configFile}` : ""}${restartRequired.length ? `; these take effect at the next start: ${restartRequired.join(", ")}` : ""}\n`,
+          );
+        } catch (err) {
+          process.stderr.write(
+            `flotilla: SIGHUP: reload refused, the running policy is unchanged: ${(err as Error).message}\n`,
+          );
+        }
+      })();
+    });
   });
 
   const runner = program

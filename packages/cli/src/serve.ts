@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { Orchestrator, ResourceManager, type Worker } from "@flotilla/core";
 import { SqliteStore } from "@flotilla/core/sqlite";
 import {
+  applyResourcePolicy,
   createFleetRoutes,
   createFlotillaApp,
   type FlotillaAppOptions,
@@ -22,6 +23,13 @@ export interface RunningServer {
   orchestrator: Orchestrator;
   /** Graceful stop: stop accepting, let running tasks finish (or hand them back), close the store. */
   stop(): Promise<void>;
+  /**
+   * Applies the resource policy (`resources`, `tenantWeights`) of a freshly loaded config
+   * while running, keeping usage already counted (what SIGHUP does after re-reading the
+   * file). Returns the settings that differ but only take effect at the next start; throws
+   * naming the bad setting, and then changes nothing.
+   */
+  reload(next: ServeConfig): Promise<{ restartRequired: string[] }>;
 }
 
 /** Package version reported by `/health`. */
@@ -53,6 +61,7 @@ export async function runServe(
   // Rate limits, budgets, cost ledger. Limits keyed `worker:<id>` apply to one worker
   // (set by `rate_limit_per_minute` when an LLM API is registered through the API).
   const resources = new ResourceManager({
+    ...config.resources,
     logger,
     keys: (task, worker) => [...task.rateLimitKeys, `worker:${worker.id}`],
   });
@@ -60,6 +69,7 @@ export async function runServe(
     store,
     logger,
     gates: resources.gates,
+    ...(config.tenantWeights ? { fairness: { weights: config.tenantWeights } } : {}),
     leaseMs: Math.round(config.leaseSeconds * 1000),
     ...(config.concurrency ? { concurrency: config.concurrency } : {}),
   });
@@ -186,5 +196,22 @@ export async function runServe(
     })();
     return stopping;
   };
-  return { url, server, orchestrator, stop };
+  let current = config;
+  const reload = async (next: ServeConfig) => {
+    const policy = { ...(next.resources ?? {}), tenantWeights: next.tenantWeights ?? {} };
+    const out = await applyResourcePolicy(orchestrator, resources, policy);
+    const restartRequired = [
+      ...out.restartRequired.map((k) => `resources.${k}`),
+      ...Object.keys(next).filter(
+        (k) =>
+          !["resources", "tenantWeights", "configFile"].includes(k) &&
+          JSON.stringify(next[k as keyof ServeConfig]) !==
+            JSON.stringify(current[k as keyof ServeConfig]),
+      ),
+    ];
+    current = { ...current, ...next };
+    logger.info({ restartRequired }, "resource policy reloaded");
+    return { restartRequired };
+  };
+  return { url, server, orchestrator, stop, reload };
 }

@@ -34,8 +34,11 @@ function tempDir(): string {
 /** Spawns `flotilla serve` and resolves once it prints its URL (and the admin key when printed). */
 async function startServe(
   args: string[],
+  { oneProcess = false } = {},
 ): Promise<{ child: ChildProcess; url: string; key?: string; out: () => string }> {
-  const child = spawn(node, [tsx, bin, "serve", "--port", "0", "--log-level", "warn", ...args], {
+  // One process (tsx loaded in-process) when the test signals it with what the tsx CLI does not relay.
+  const launcher = oneProcess ? ["--import", "tsx", bin] : [tsx, bin];
+  const child = spawn(node, [...launcher, "serve", "--port", "0", "--log-level", "warn", ...args], {
     env,
     cwd: root,
   });
@@ -309,4 +312,50 @@ describe("flotilla serve", () => {
     expect(existsSync(join(otherDir, "admin-key.json"))).toBe(false);
     expect(await stop(second.child)).toBe(0);
   }, 90_000);
+});
+
+describe("SIGHUP", () => {
+  it("re-reads the config file and applies its resource policy; a bad file changes nothing", async () => {
+    const dir = tempDir();
+    const file = join(dir, "flotilla.json");
+    writeFileSync(file, JSON.stringify({ resources: { limits: { openai: ["10/min"] } } }));
+    const s = await startServe(["--data-dir", dir, "--config", file], { oneProcess: true });
+    const headers = { "x-api-key": s.key! };
+    const policy = async () =>
+      (await (
+        await fetch(`${s.url}/api/v2/orchestrator/resources/config`, { headers })
+      ).json()) as Record<string, unknown>;
+    expect((await policy()).limits).toEqual({ openai: ["10/min"] });
+
+    const said = (text: string) =>
+      new Promise<void>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`no "${text}" in:\n${s.out()}`)), 20_000);
+        const check = () => {
+          if (s.out().includes(text)) {
+            clearTimeout(t);
+            s.child.stderr!.off("data", check);
+            resolve();
+          }
+        };
+        s.child.stderr!.on("data", check);
+        check();
+      });
+    writeFileSync(
+      file,
+      JSON.stringify({
+        resources: { limits: { openai: ["20/min"] } },
+        tenantWeights: { acme: 2 },
+      }),
+    );
+    s.child.kill("SIGHUP");
+    await said("SIGHUP: resource policy reloaded");
+    expect(await policy()).toEqual({ limits: { openai: ["20/min"] }, tenantWeights: { acme: 2 } });
+
+    writeFileSync(file, JSON.stringify({ resources: { limits: { openai: ["20/fortnight"] } } }));
+    s.child.kill("SIGHUP");
+    await said("SIGHUP: reload refused, the running policy is unchanged");
+    expect(s.out()).toContain('resources.limits.openai[0]: unknown time unit "fortnight"');
+    expect((await policy()).limits).toEqual({ openai: ["20/min"] });
+    expect(await stop(s.child)).toBe(0);
+  }, 60_000);
 });

@@ -1,3 +1,4 @@
+export { applyResourcePolicy, currentResourcePolicy } from "./app/policy.js";
 export {
   type CorsOptions,
   createFlotillaApp,
@@ -51,6 +52,9 @@ export {
   RegisteredResponseSchema,
   type RemoteRegisterInput,
   RemoteRegisterSchema,
+  type ResourcePolicy,
+  ResourcePolicySchema,
+  ResourcePolicyUpdateSchema,
   ResourceStatsSchema,
   StatusResponseSchema,
   SubmitResponseSchema,

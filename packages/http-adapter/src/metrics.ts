@@ -6,6 +6,16 @@ export interface MetricsSnapshot {
   tasksByState: Record<string, number>;
   queueByPriority: Record<string, number>;
   workers: WorkerInfo[];
+  /** Each rate limit of each key: units used in its current window and what remains. */
+  limits?: Array<{ key: string; limit: string; unit: string; used: number; remaining: number }>;
+  /** Each budget per subject: use and remaining per metric (`requests`, `tokens`, `cost_usd`). */
+  budgets?: Array<{
+    budget: string;
+    subject: string;
+    metric: string;
+    used: number;
+    remaining?: number;
+  }>;
 }
 
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
@@ -17,7 +27,9 @@ const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10
  * `flotilla_tasks_finished_total{type,status}`, `flotilla_worker_up{worker,kind,health}`,
  * `flotilla_worker_in_flight{worker}`, `flotilla_tokens_total{direction}`,
  * `flotilla_cost_usd_total`, `flotilla_http_requests_total{method,status}`,
- * `flotilla_ws_slow_consumer_total`, `flotilla_ws_clients`.
+ * `flotilla_ws_slow_consumer_total`, `flotilla_ws_clients`,
+ * `flotilla_rate_limit_used{key,limit,unit}`, `flotilla_rate_limit_remaining{key,limit,unit}`,
+ * `flotilla_budget_used{budget,subject,metric}`, `flotilla_budget_remaining{budget,subject,metric}`.
  *
  * @example
  * ```ts
@@ -59,6 +71,42 @@ export class FlotillaMetrics {
         for (const [p, n] of Object.entries(s.queueByPriority)) this.set({ priority: p }, n);
       },
     });
+    for (const field of ["used", "remaining"] as const) {
+      new Gauge({
+        name: `flotilla_rate_limit_${field}`,
+        help:
+          field === "used"
+            ? "Units (requests or tokens) counted in the current window of a rate limit"
+            : "Units a rate limit still allows in its current window",
+        labelNames: ["key", "limit", "unit"],
+        registers: r,
+        async collect() {
+          const s = await snap();
+          this.reset();
+          for (const l of s.limits ?? []) {
+            this.set({ key: l.key, limit: l.limit, unit: l.unit }, l[field]);
+          }
+        },
+      });
+      new Gauge({
+        name: `flotilla_budget_${field}`,
+        help:
+          field === "used"
+            ? "Use of a budget in its current period (requests, tokens or cost_usd)"
+            : "What a budget still allows in its current period",
+        labelNames: ["budget", "subject", "metric"],
+        registers: r,
+        async collect() {
+          const s = await snap();
+          this.reset();
+          for (const b of s.budgets ?? []) {
+            const v = b[field];
+            if (v !== undefined)
+              this.set({ budget: b.budget, subject: b.subject, metric: b.metric }, v);
+          }
+        },
+      });
+    }
     new Gauge({
       name: "flotilla_tasks",
       help: "Tasks known to the store, by state",

@@ -328,4 +328,54 @@ export const WorkerListResponseSchema = z
  */
 export const ResourceStatsSchema = z.record(z.string(), z.unknown()).openapi("ResourceStats");
 
+/**
+ * Body of `PUT …/resources/config` and answer of `GET …/resources/config`: the resource
+ * policy, in the shape of the server config file's `resources` section (the core's
+ * `ResourceConfig`) plus `tenantWeights`. Each part is checked by the engine, which names
+ * the bad setting.
+ */
+export const ResourcePolicySchema = strictObject({
+  timeZone: z
+    .string()
+    .optional()
+    .openapi({ description: 'IANA zone of calendar budgets, e.g. "Europe/Berlin".' }),
+  limits: z.record(z.string(), z.unknown()).optional().openapi({
+    description: 'Rate limits per key, e.g. { "openai": ["500/min", "90000 tokens/min"] }.',
+  }),
+  budgets: z.array(z.unknown()).optional().openapi({
+    description:
+      'Budgets: { scope: "global"|"provider"|"tenant"|"worker"|"apiKey", key?, requests?, tokens?, costUsd?, reset?: "calendar"|"sliding", period?, timeZone?, policy?: "wait"|"fail", name? }.',
+  }),
+  prices: z.record(z.string(), z.unknown()).optional().openapi({
+    description: "USD per million tokens: { provider: { model: { input, output } } }.",
+  }),
+  defaultPrices: z.boolean().optional(),
+  tenantConcurrency: z
+    .record(z.string(), z.unknown())
+    .optional()
+    .openapi({ description: 'Concurrency cap per tenant; "*" caps every other tenant.' }),
+  admission: z.union([z.boolean(), z.record(z.string(), z.unknown())]).optional(),
+  defaultTokens: z.number().optional(),
+  limitMarginMs: z.union([z.literal("auto"), z.number()]).optional(),
+  tenantWeights: z
+    .record(z.string(), z.number().positive().finite())
+    .optional()
+    .openapi({ description: "Fair-share weight per tenant at equal priority (others: 1)." }),
+}).openapi("ResourcePolicy");
+
+/** A {@link ResourcePolicySchema} value. */
+export type ResourcePolicy = z.infer<typeof ResourcePolicySchema>;
+
+/** Answer of `PUT …/resources/config`. */
+export const ResourcePolicyUpdateSchema = z
+  .object({
+    applied: z.literal(true),
+    restart_required: z.array(z.string()).openapi({
+      description:
+        "Settings that differ but only take effect at the next start (kept as they were).",
+    }),
+    config: ResourcePolicySchema,
+  })
+  .openapi("ResourcePolicyUpdate");
+
 export { z };

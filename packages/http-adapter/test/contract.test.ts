@@ -1,3 +1,4 @@
+import { FunctionWorker, Orchestrator, ResourceManager } from "@flotilla/core";
 import { Validator } from "@seriousme/openapi-schema-validator";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createFlotillaApp } from "../src/index.js";
@@ -9,7 +10,9 @@ let doc: {
   paths: Record<string, Record<string, { security?: unknown[]; requestBody?: unknown }>>;
 };
 beforeAll(async () => {
-  h = await startHarness();
+  // With a resource manager, so every route (resource policy included) is really served.
+  const resources = new ResourceManager();
+  h = await startHarness({ resources, gates: resources.gates });
   doc = (await (await fetch(`${h.url}/openapi.json`)).json()) as typeof doc;
 });
 afterAll(async () => {
@@ -172,6 +175,34 @@ describe("auth on every protected route", () => {
       }),
     );
     expect(ok.status).toBe(200);
+    app.flotilla.close();
+  });
+
+  it("under red pressure still takes tasks a remote worker can run (only local dispatch is held)", async () => {
+    const orchestrator = new Orchestrator();
+    await orchestrator.register(
+      new FunctionWorker({ id: "far", taskTypes: ["render"], local: false, fn: () => "done" }),
+    );
+    await orchestrator.register(
+      new FunctionWorker({ id: "near", taskTypes: ["crunch"], fn: () => 1 }),
+    );
+    const app = createFlotillaApp({
+      orchestrator,
+      auth: { keys: [KEY] },
+      resources: { admission: { level: "red", retryAfterSeconds: () => 3 } },
+    });
+    const submit = (type: string) =>
+      app.fetch(
+        new Request("http://x/api/v2/orchestrator/tasks/submit", {
+          method: "POST",
+          headers: { "x-api-key": KEY, "content-type": "application/json" },
+          body: JSON.stringify({ type }),
+        }),
+      );
+    expect((await submit("render")).status).toBe(200);
+    const local = await submit("crunch");
+    expect(local.status).toBe(503);
+    expect(local.headers.get("retry-after")).toBe("3");
     app.flotilla.close();
   });
 

@@ -64,6 +64,8 @@ export interface EngineApi {
   queueReading(taskTypes?: string[]): { depth: number; oldestWaitMs: number };
   /** Replaces the tenants' fair-share weights (tenants not named get weight 1). */
   setTenantWeights(weights: Record<string, number>): void;
+  /** The tenants' fair-share weights in force. */
+  tenantWeights(): Record<string, number>;
   /** The usage ledger (one line per attempt that reported usage), oldest first. */
   usage(query?: { since?: number; until?: number }): Promise<UsageEntry[]>;
 

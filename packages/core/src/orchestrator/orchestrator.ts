@@ -394,6 +394,11 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> implements En
     this.#e.dispatcher.schedule();
   }
 
+  /** The tenants' fair-share weights in force (others have weight 1). @example orchestrator.tenantWeights() // { acme: 3 } */
+  tenantWeights(): Record<string, number> {
+    return this.#e.dispatcher.queue.fair.weights();
+  }
+
   /**
    * The usage ledger from the store: one line per settled attempt that reported usage
    * (tokens, cost, requests), with its task, worker, provider, model and tenant, oldest

@@ -56,6 +56,11 @@ export class FairShare {
     for (const [t, w] of next) this.#weights.set(t, w);
   }
 
+  /** The weights set (tenants not listed have the default weight). @example fair.weights() // { acme: 3 } */
+  weights(): Record<string, number> {
+    return Object.fromEntries(this.#weights);
+  }
+
   /**
    * A tenant's weight (the default weight when none was set).
    *

@@ -26,7 +26,7 @@ import { type FlotillaAppOptions, VERA_TASK_TYPES } from "./options.js";
 
 /** One route: its OpenAPI description and its handler (authenticated unless `auth: false`). */
 export interface RouteDef {
-  method: "get" | "post";
+  method: "get" | "post" | "put";
   path: string;
   summary: string;
   tags: string[];
@@ -134,6 +134,12 @@ export class AppContext {
     return this.#typeInfo().allowed;
   }
 
+  #remoteWorkerFor(type: string): boolean {
+    return this.workers().some(
+      (w) => !w.local && (w.taskTypes.includes(type) || w.taskTypes.includes("*")),
+    );
+  }
+
   anyWorkerFor(type: string): boolean {
     const t = this.#typeInfo();
     return t.wildcard || t.claimed.has(type);
@@ -151,11 +157,20 @@ export class AppContext {
     return parseInput(schema, c.req.query(), "query");
   }
 
-  /** Refuses new work while shutting down, or (503 + Retry-After) under red host pressure. */
+  /** Refuses new work while shutting down. */
   notShuttingDown(): void {
     if (this.shuttingDown) throw new FlotillaError("SHUTTING_DOWN", "server is shutting down");
+  }
+
+  /**
+   * Admits a new task of `type`: refused while shutting down, and with 503 + Retry-After
+   * under red host pressure unless a remote worker (a fleet node, a push-mode remote) can
+   * run it, since only local dispatch is held under pressure.
+   */
+  admit(type: string): void {
+    this.notShuttingDown();
     const adm = this.options.resources?.admission;
-    if (adm?.level === "red") {
+    if (adm?.level === "red" && !this.#remoteWorkerFor(type)) {
       const secs = Math.max(1, Math.round(adm.retryAfterSeconds()));
       throw new HttpError(503, "OVERLOADED", `host under pressure (red): retry in ${secs} s`, {
         "retry-after": String(secs),
@@ -231,7 +246,7 @@ export class AppContext {
     c: Context,
     spec: TaskSpec,
   ): Promise<{ id: string; result: TaskResult } | Response> {
-    this.notShuttingDown();
+    this.admit(spec.type);
     const handle = await this.o.submit(spec);
     const attempts = spec.retry?.maxAttempts ?? 1;
     const bound = (spec.timeoutMs ?? this.#executeTimeoutMs) * attempts + 5_000;

@@ -1,5 +1,13 @@
 import type { RouteConfig } from "@asteasolutions/zod-to-openapi";
-import type { Budgets, Clock, EngineApi, Logger, Worker } from "@flotilla/core";
+import type {
+  Budgets,
+  Clock,
+  EngineApi,
+  Logger,
+  ResourceConfig,
+  UsageEntry,
+  Worker,
+} from "@flotilla/core";
 import type { Hono } from "hono";
 import type { AuthOptions } from "../auth.js";
 import type { FlotillaMetrics } from "../metrics.js";
@@ -36,6 +44,13 @@ export interface ResourcesLike {
   budgets?: Pick<Budgets, "add" | "remove" | "stats">;
   /** The `/resources/stats` view (`ResourceManager.stats()`). */
   stats?(): unknown;
+  /** The resource config in force (`ResourceManager.config()`), for `GET …/resources/config`. */
+  config?(): ResourceConfig;
+  /**
+   * Applies a new resource config keeping counted usage (`ResourceManager.configure`), for
+   * `PUT …/resources/config`. Without it that route answers 501.
+   */
+  configure?(config: ResourceConfig, history: UsageEntry[]): { restartRequired: string[] };
   /** Host-pressure admission: at `red`, task-creating routes answer 503 with `Retry-After`. */
   admission?: { readonly level: string; retryAfterSeconds(): number } | undefined;
   /** Its `cost` and `pressure` events are relayed as `resource:cost` / `resource:pressure`. */

@@ -2,6 +2,7 @@ import {
   type Budgets,
   PRIORITY_NAMES,
   PRIORITY_VALUES,
+  type ResourceStats,
   type TaskStatus,
   type WorkerInfo,
 } from "@flotilla/core";
@@ -158,5 +159,46 @@ export function metricsSnapshot(ctx: AppContext): MetricsSnapshot {
     queueByPriority[name] = (queueByPriority[name] ?? 0) + v;
   }
   for (const p of PRIORITY_NAMES) queueByPriority[p] ??= 0;
-  return { tasksByState: { ...raw.counts }, queueByPriority, workers: ctx.workers() };
+  const out: MetricsSnapshot = {
+    tasksByState: { ...raw.counts },
+    queueByPriority,
+    workers: ctx.workers(),
+  };
+  let stats: Partial<ResourceStats> | undefined;
+  try {
+    stats = ctx.options.resources?.stats?.() as Partial<ResourceStats> | undefined;
+  } catch (err) {
+    ctx.logger.warn({ err: String(err) }, "resources.stats() failed");
+  }
+  if (stats?.providers) {
+    out.limits = Object.entries(stats.providers).flatMap(([key, p]) =>
+      p.limits.map((l) => ({
+        key,
+        limit: l.name,
+        unit: l.unit,
+        used: l.used,
+        remaining: l.remaining,
+      })),
+    );
+  }
+  if (stats?.budgets) {
+    out.budgets = stats.budgets.flatMap((b) =>
+      (
+        [
+          ["requests", b.used.requests, b.remaining.requests],
+          ["tokens", b.used.tokens, b.remaining.tokens],
+          ["cost_usd", b.used.costUsd, b.remaining.costUsd],
+        ] as const
+      )
+        .filter(([metric]) => b.limit[metric === "cost_usd" ? "costUsd" : metric] !== undefined)
+        .map(([metric, used, remaining]) => ({
+          budget: b.name,
+          subject: b.subject,
+          metric,
+          used,
+          ...(remaining === undefined ? {} : { remaining }),
+        })),
+    );
+  }
+  return out;
 }

@@ -29,11 +29,13 @@ export function taskRoutes(ctx: AppContext): void {
     tags: ["vera"],
     body: TaskSubmitSchema,
     response: SubmitResponseSchema,
-    extraResponses: { 409: "Duplicate id", 503: "Shutting down" },
+    extraResponses: {
+      409: "Duplicate id",
+      503: "Shutting down, or host pressure red and no remote worker runs the type",
+    },
     handler: async (c) => {
-      const input = await ctx.body(c, TaskSubmitSchema);
-      ctx.notShuttingDown();
-      const spec = ctx.toSpec(input);
+      const spec = ctx.toSpec(await ctx.body(c, TaskSubmitSchema));
+      ctx.admit(spec.type);
       const handle = await o.submit(spec);
       const noWorker = !ctx.anyWorkerFor(spec.type);
       return c.json({
