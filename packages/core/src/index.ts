@@ -180,6 +180,9 @@ export {
   type StopOptions,
   type TaskExplanation,
   TaskHandle,
+  type TaskTelemetry,
+  type TelemetryBounds,
+  type TelemetrySample,
   type UnregisterOptions,
   type WaitingReason,
 } from "./orchestrator/index.js";

@@ -378,4 +378,32 @@ export const ResourcePolicyUpdateSchema = z
   })
   .openapi("ResourcePolicyUpdate");
 
+const TelemetryFigures = {
+  cpu_percent: z.number().optional().openapi({ description: "CPU use, % of one core" }),
+  memory_mb: z.number().optional().openapi({ description: "Memory in use, MB (MiB)" }),
+  memory_limit_mb: z.number().optional(),
+  tool: z.string().optional().openapi({ description: "The tool being called" }),
+  step: z.string().optional().openapi({ description: "The current step" }),
+};
+
+/** Answer of `GET …/tasks/{id}/telemetry`. */
+export const TelemetryResponseSchema = z
+  .object({
+    task_id: z.string(),
+    samples: z.array(
+      z.object({
+        at: z.string().openapi({ description: "ISO time" }),
+        attempt: z.number().int(),
+        kind: z.string().openapi({ description: "stats, tool, step, pull, progress, …" }),
+        ...TelemetryFigures,
+        data: z.unknown().optional().openapi({ description: "The report itself, when small" }),
+      }),
+    ),
+    dropped: z.number().int().openapi({ description: "Older samples dropped to keep the bound" }),
+    token_chunks: z.number().int(),
+    output_chunks: z.number().int(),
+    latest: z.object({ at: z.string().optional(), ...TelemetryFigures }),
+  })
+  .openapi("TaskTelemetry");
+
 export { z };

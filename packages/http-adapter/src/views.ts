@@ -6,6 +6,7 @@ import {
   type TaskRecord,
   type TaskResult,
   type TaskStatus,
+  type TaskTelemetry,
   TERMINAL_STATUSES,
   type WorkerInfo,
 } from "@flotilla/core";
@@ -191,4 +192,34 @@ export function llmText(output: unknown): string | null {
     }
   }
   return JSON.stringify(output);
+}
+
+/** A task's telemetry in the API's shape (snake_case, ISO times); empty when none was reported. @internal */
+export function telemetryView(taskId: string, t: TaskTelemetry | undefined) {
+  const figures = (f: TaskTelemetry["latest"]) => {
+    const out: Record<string, number | string> = {};
+    if (f.cpuPercent !== undefined) out.cpu_percent = f.cpuPercent;
+    if (f.memoryMb !== undefined) out.memory_mb = f.memoryMb;
+    if (f.memoryLimitMb !== undefined) out.memory_limit_mb = f.memoryLimitMb;
+    if (f.tool !== undefined) out.tool = f.tool;
+    if (f.step !== undefined) out.step = f.step;
+    return out;
+  };
+  return {
+    task_id: taskId,
+    samples: (t?.samples ?? []).map((s) => ({
+      at: new Date(s.at).toISOString(),
+      attempt: s.attempt,
+      kind: s.kind,
+      ...figures(s),
+      ...(s.data === undefined ? {} : { data: s.data }),
+    })),
+    dropped: t?.dropped ?? 0,
+    token_chunks: t?.tokenChunks ?? 0,
+    output_chunks: t?.outputChunks ?? 0,
+    latest: {
+      ...(t?.latest.at === undefined ? {} : { at: new Date(t.latest.at).toISOString() }),
+      ...(t ? figures(t.latest) : {}),
+    },
+  };
 }

@@ -25,6 +25,7 @@ import type { GateChain } from "./gateChain.js";
 import { type AttemptEnd, judgeAttempt, nextStep } from "./outcome.js";
 import type { Persistence } from "./persistence.js";
 import type { Live } from "./taskTable.js";
+import type { TaskTelemetryLog } from "./telemetry.js";
 import { buildResult, type Transitions } from "./transitions.js";
 
 /** Lease ids of in-process dispatches start with this. */
@@ -37,6 +38,7 @@ export interface AttemptParts {
   dispatcher: Dispatcher;
   dependencies: Dependencies;
   persistence: Persistence;
+  telemetry: TaskTelemetryLog;
 }
 
 /**
@@ -301,6 +303,7 @@ export class Attempts {
       at: this.#ctx.clock.now(),
       data,
     };
+    this.#p.telemetry.record(ev);
     if (live.subscribers) for (const ch of live.subscribers) ch.push(ev);
     this.#ctx.events.emit("task:progress", ev);
   }

@@ -13,6 +13,7 @@ import type { OrchestratorOptions } from "./options.js";
 import { Persistence } from "./persistence.js";
 import { Submission } from "./submission.js";
 import { TaskTable } from "./taskTable.js";
+import { TaskTelemetryLog } from "./telemetry.js";
 import { Transitions } from "./transitions.js";
 
 /** Default largest payload of a task: 8 MiB of JSON. */
@@ -32,6 +33,7 @@ export interface EngineParts {
   control: Control;
   leases: LeaseDesk;
   lifecycle: Lifecycle;
+  telemetry: TaskTelemetryLog;
 }
 
 /** The options `assemble` reads, with the router and random source resolved. */
@@ -80,9 +82,10 @@ export function assemble(
     },
   );
   dependencies = new Dependencies(ctx, table, transitions, dispatcher);
+  const telemetry = new TaskTelemetryLog(options.telemetry);
   attempts = new Attempts(
     ctx,
-    { transitions, gates, dispatcher, dependencies, persistence },
+    { transitions, gates, dispatcher, dependencies, persistence, telemetry },
     { random: options.random, leaseMs },
   );
   const handles = new Handles(ctx, table, cancel, recheckMs);
@@ -97,6 +100,7 @@ export function assemble(
   const core = { table, transitions, dependencies, dispatcher, attempts };
   return {
     ...core,
+    telemetry,
     persistence,
     gates,
     handles,

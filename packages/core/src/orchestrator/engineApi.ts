@@ -9,6 +9,7 @@ import type { HealthReport, Worker, WorkerResult } from "../worker/types.js";
 import type { TaskExplanation } from "./explain.js";
 import type { TaskHandle } from "./handle.js";
 import type { OrchestratorStatus, UnregisterOptions } from "./options.js";
+import type { TaskTelemetry } from "./telemetry.js";
 
 /** The name of an engine event. */
 export type EngineEventName = EventEmitter.EventNames<OrchestratorEvents>;
@@ -64,6 +65,8 @@ export interface EngineApi {
   queueReading(taskTypes?: string[]): { depth: number; oldestWaitMs: number };
   /** Replaces the tenants' fair-share weights (tenants not named get weight 1). */
   setTenantWeights(weights: Record<string, number>): void;
+  /** What a task's worker reported as progress (CPU, memory, tool, step), bounded, in memory. */
+  telemetry(taskId: string): TaskTelemetry | undefined;
   /** The tenants' fair-share weights in force. */
   tenantWeights(): Record<string, number>;
   /** The usage ledger (one line per attempt that reported usage), oldest first. */

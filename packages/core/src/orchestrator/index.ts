@@ -3,3 +3,4 @@ export type { TaskExplanation, WaitingReason } from "./explain.js";
 export { TaskHandle } from "./handle.js";
 export * from "./options.js";
 export * from "./orchestrator.js";
+export type { TaskTelemetry, TelemetryBounds, TelemetrySample } from "./telemetry.js";

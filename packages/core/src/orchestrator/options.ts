@@ -8,6 +8,7 @@ import type { RoutingStrategy } from "../router/types.js";
 import type { Store } from "../store/types.js";
 import type { TaskDefaults } from "../task/normalize.js";
 import { PrioritySchema, RetryPolicySchema } from "../task/schema.js";
+import type { TelemetryBounds } from "./telemetry.js";
 
 /**
  * Options of an {@link Orchestrator}. Every field is optional.
@@ -54,6 +55,11 @@ export interface OrchestratorOptions {
   recheckIntervalMs?: number;
   /** Finished tasks kept in memory for fast `get` and dependency outputs (the store keeps all). @default 10_000 */
   finishedCacheSize?: number;
+  /**
+   * Bounds of the per-task telemetry kept in memory (see `Orchestrator.telemetry`): samples
+   * per task and tasks kept. @default { samplesPerTask: 200, tasks: 1000 }
+   */
+  telemetry?: TelemetryBounds;
   /**
    * Largest payload a task may carry, in bytes of its JSON. A larger one is refused at submit
    * with `VALIDATION` naming the task, the size and the limit (it would be stored, copied and
@@ -126,6 +132,13 @@ export const OrchestratorOptionsSchema = z.object({
   leaseMs: z.number().int().positive().optional(),
   recheckIntervalMs: z.number().int().positive().optional(),
   finishedCacheSize: z.number().int().min(0).optional(),
+  telemetry: z
+    .object({
+      samplesPerTask: z.number().int().min(1).optional(),
+      tasks: z.number().int().min(1).optional(),
+    })
+    .strict()
+    .optional(),
   maxPayloadBytes: z.number().int().positive().optional(),
   maxInterruptions: z.number().int().min(0).optional(),
   unroutableTimeoutMs: z.number().int().positive().optional(),

@@ -28,6 +28,7 @@ import {
   type StopOptions,
   type UnregisterOptions,
 } from "./options.js";
+import type { TaskTelemetry } from "./telemetry.js";
 import { OrchestratorTimers } from "./timers.js";
 
 /**
@@ -392,6 +393,22 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> implements En
     }
     this.#e.dispatcher.queue.fair.setWeights(weights);
     this.#e.dispatcher.schedule();
+  }
+
+  /**
+   * The telemetry a task's worker reported (kept in memory, bounded by
+   * `options.telemetry`): its newest samples with CPU, memory in MB, current tool or step
+   * pulled out, the latest of each, and how many streamed token and output chunks it sent.
+   * `undefined` when it reported nothing or was evicted (or after a restart).
+   *
+   * @example
+   * ```ts
+   * const t = orchestrator.telemetry(handle.id);
+   * console.log(t?.latest.cpuPercent, t?.latest.memoryMb, t?.latest.tool);
+   * ```
+   */
+  telemetry(taskId: string): TaskTelemetry | undefined {
+    return this.#e.telemetry.get(taskId);
   }
 
   /** The tenants' fair-share weights in force (others have weight 1). @example orchestrator.tenantWeights() // { acme: 3 } */

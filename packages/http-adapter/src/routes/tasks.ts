@@ -10,9 +10,10 @@ import {
   SubmitResponseSchema,
   TaskSubmitSchema,
   TaskViewSchema,
+  TelemetryResponseSchema,
   z,
 } from "../schemas.js";
-import { engineStatuses, executeView, taskView } from "../views.js";
+import { engineStatuses, executeView, taskView, telemetryView } from "../views.js";
 
 const TaskIdParams = z.object({ task_id: z.string().min(1).max(256) });
 
@@ -110,6 +111,20 @@ export function taskRoutes(ctx: AppContext): void {
       const { id, rec } = await taskOr404(c);
       const { reasons } = await o.explain(id);
       return c.json({ ...taskView(rec), waiting_for: reasons });
+    },
+  });
+  ctx.define({
+    method: "get",
+    path: `${prefix}/tasks/:task_id/telemetry`,
+    summary:
+      "What the task's worker reported: CPU, memory (MB), current tool or step, token counts (newest samples, in memory)",
+    tags: ["tasks"],
+    params: TaskIdParams,
+    response: TelemetryResponseSchema,
+    extraResponses: { 404: "Unknown task" },
+    handler: async (c) => {
+      const { id } = await taskOr404(c);
+      return c.json(telemetryView(id, o.telemetry(id)));
     },
   });
   ctx.define({
