@@ -83,8 +83,8 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
         origin: options.cors.origin,
         credentials: options.cors.credentials ?? false,
         maxAge: options.cors.maxAge ?? 600,
-        allowHeaders: ["Content-Type", "Authorization", "X-API-Key"],
-        allowMethods: ["GET", "POST", "DELETE", "OPTIONS"],
+        allowHeaders: ["Content-Type", "Authorization", "X-API-Key", "Last-Event-ID"],
+        allowMethods: ["GET", "POST", "PUT", "DELETE", "OPTIONS"],
       }),
     );
   }
@@ -138,12 +138,14 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
       if (ctx.shuttingDown) return;
       ctx.shuttingDown = true;
       hub.close();
+      ctx.sse.close();
     },
     close() {
       if (closed) return;
       closed = true;
       ctx.shuttingDown = true;
       hub.close();
+      ctx.sse.close();
       stopRelay();
     },
   };

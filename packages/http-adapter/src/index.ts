@@ -73,4 +73,5 @@ export {
   type ServeOptions,
   serveFlotilla,
 } from "./serve.js";
+export { parseEventId, type SseOptions } from "./sse.js";
 export { type EventEnvelope, EventHub, type WebSocketOptions } from "./ws.js";

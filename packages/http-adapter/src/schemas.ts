@@ -100,6 +100,10 @@ export const LlmRequestSchema = strictObject({
   prefer_ollama: z.boolean().optional(),
   priority: PriorityInputSchema.optional(),
   timeout_seconds: z.number().positive().max(86_400).optional(),
+  stream: z.boolean().optional().openapi({
+    description:
+      "Answer as text/event-stream: token events as the model writes, lifecycle events, then a `result` event with the usual answer",
+  }),
 }).openapi("LlmRequest");
 
 /** Body of `POST /tools/execute`. */

@@ -1,7 +1,7 @@
 import type { EventEmitter } from "eventemitter3";
 import type { Claim, ClaimOptions, ClaimSlot } from "../lease/types.js";
 import type { WorkerInfo } from "../registry/types.js";
-import type { TaskQuery, UsageEntry } from "../store/types.js";
+import type { StoredEvent, TaskQuery, UsageEntry } from "../store/types.js";
 import type { OrchestratorEvents } from "../task/events.js";
 import type { TaskSpec } from "../task/schema.js";
 import type { Lease, TaskRecord } from "../task/types.js";
@@ -65,6 +65,8 @@ export interface EngineApi {
   queueReading(taskTypes?: string[]): { depth: number; oldestWaitMs: number };
   /** Replaces the tenants' fair-share weights (tenants not named get weight 1). */
   setTenantWeights(weights: Record<string, number>): void;
+  /** A task's lifecycle history from the store (written up to the call), oldest first. */
+  history(taskId: string): Promise<StoredEvent[]>;
   /** What a task's worker reported as progress (CPU, memory, tool, step), bounded, in memory. */
   telemetry(taskId: string): TaskTelemetry | undefined;
   /** The tenants' fair-share weights in force. */

@@ -8,7 +8,7 @@ import type { WorkerInfo } from "../registry/types.js";
 import { createRouter } from "../router/strategies.js";
 import { MemoryStore } from "../store/memory.js";
 import { OWNED_WRITES, type OwnedWrites } from "../store/owned.js";
-import type { Store, TaskQuery, UsageEntry } from "../store/types.js";
+import type { Store, StoredEvent, TaskQuery, UsageEntry } from "../store/types.js";
 import type { OrchestratorEvents } from "../task/events.js";
 import { PRIORITY_NAMES, PRIORITY_VALUES, type TaskSpec } from "../task/schema.js";
 import type { Lease, TaskRecord } from "../task/types.js";
@@ -393,6 +393,22 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> implements En
     }
     this.#e.dispatcher.queue.fair.setWeights(weights);
     this.#e.dispatcher.schedule();
+  }
+
+  /**
+   * A task's lifecycle history from the store, oldest first: one `task:<status>` event per
+   * transition, with `{ from, to, attempt, reason?, error?, workerId? }` as `data` and the
+   * store's `seq`. Lines not yet written are written first, so the history is complete up to
+   * the call. Resumable streams (SSE's `Last-Event-ID`) replay from it.
+   *
+   * @example
+   * ```ts
+   * for (const ev of await orchestrator.history(id)) console.log(ev.type, new Date(ev.at));
+   * ```
+   */
+  async history(taskId: string): Promise<StoredEvent[]> {
+    await this.#e.persistence.flushHistory();
+    return this.#ctx.store.listEvents({ taskId });
   }
 
   /**

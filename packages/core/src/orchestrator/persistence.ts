@@ -95,6 +95,11 @@ export class Persistence {
     }
   }
 
+  /** Appends the buffered history lines now and waits for the store to take them. */
+  flushHistory(): Promise<void> {
+    return this.#flushEvents();
+  }
+
   /** Records an attempt's usage in the ledger (not awaited by the engine; flushed at stop). */
   recordUsage(line: UsageEntry): void {
     this.track(this.#ctx.store.recordUsage(line));

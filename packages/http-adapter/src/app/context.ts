@@ -21,6 +21,7 @@ import { hashApiKey, KeyVerifier, keyFromHeaders } from "../auth.js";
 import { errorResponse, HttpError } from "../errors.js";
 import { parseInput, readJson } from "../http/body.js";
 import { ErrorResponseSchema, type TaskSubmitInput } from "../schemas.js";
+import { TaskStreams } from "../sse.js";
 import { jsonSafe, priorityValue, taskMetrics } from "../views.js";
 import { type FlotillaAppOptions, VERA_TASK_TYPES } from "./options.js";
 
@@ -35,6 +36,8 @@ export interface RouteDef {
   query?: ZodType;
   params?: ZodType;
   response: ZodType;
+  /** Media type of the 200 answer. @default "application/json" */
+  responseType?: string;
   extraResponses?: Record<number, string>;
   handler: (c: Context) => Promise<Response> | Response;
 }
@@ -64,6 +67,8 @@ export class AppContext {
   shuttingDown = false;
   readonly #app: Hono;
   readonly #executeTimeoutMs: number;
+  /** The task event streams (SSE), with their bounded buffer of recent progress. */
+  readonly sse: TaskStreams;
   #types: { allowed: string[]; claimed: Set<string>; wildcard: boolean } | undefined;
   #openapi: Record<string, unknown> | undefined;
 
@@ -77,6 +82,7 @@ export class AppContext {
     this.version = options.version ?? "0.1.0";
     this.verifier = new KeyVerifier(options.auth, this.logger);
     this.#executeTimeoutMs = options.executeTimeoutMs ?? 300_000;
+    this.sse = new TaskStreams(this.o, options.sse ?? {}, this.clock, this.logger);
     this.registry.registerComponent("securitySchemes", "ApiKey", {
       type: "apiKey",
       in: "header",
@@ -286,22 +292,32 @@ export class AppContext {
   ): Promise<Response> {
     const r = await this.submitAndWait(c, spec);
     if (r instanceof Response) return r;
-    const ok = r.result.status === "succeeded";
-    const code = r.result.error?.code;
+    const { body, refused } = this.callAnswer(r.id, r.result, field, value);
     // A call refused before any worker ran it (a quota or rate limit said no) is the error
     // table's status (429), not a 200 with `success: false`: a client's retry logic sees it.
-    const refused = !ok && (code === "QUOTA_EXCEEDED" || code === "RATE_LIMITED");
-    return c.json(
-      jsonSafe({
-        task_id: r.id,
+    return c.json(body, refused ? 429 : 200);
+  }
+
+  /** The answer body of a finished call (`/llm/request`, `/tools/execute`), and whether a quota or rate limit refused it. */
+  callAnswer(
+    id: string,
+    result: TaskResult,
+    field: "response" | "result",
+    value: (output: unknown) => unknown,
+  ): { body: Record<string, unknown>; refused: boolean } {
+    const ok = result.status === "succeeded";
+    const code = result.error?.code;
+    return {
+      refused: !ok && (code === "QUOTA_EXCEEDED" || code === "RATE_LIMITED"),
+      body: jsonSafe({
+        task_id: id,
         success: ok,
-        [field]: ok ? value(r.result.output) : null,
-        error: ok ? null : (r.result.error?.message ?? r.result.status),
+        [field]: ok ? value(result.output) : null,
+        error: ok ? null : (result.error?.message ?? result.status),
         error_code: code ?? null,
-        metrics: { ...taskMetrics(undefined, r.result), worker_id: r.result.workerId ?? null },
-      }),
-      refused ? 429 : 200,
-    );
+        metrics: { ...taskMetrics(undefined, result), worker_id: result.workerId ?? null },
+      }) as Record<string, unknown>,
+    };
   }
 
   // ---- routes ------------------------------------------------------------------------
@@ -334,7 +350,10 @@ export class AppContext {
   /** Serves a route and describes it in the OpenAPI document. */
   define(d: RouteDef): void {
     const responses: RouteConfig["responses"] = {
-      200: { description: "OK", content: { "application/json": { schema: d.response } } },
+      200: {
+        description: "OK",
+        content: { [d.responseType ?? "application/json"]: { schema: d.response } },
+      },
     };
     if (d.body || d.query || d.params) responses[400] = errResp("Invalid input (names the field)");
     if (d.auth !== false) responses[401] = errResp("Missing or invalid API key");

@@ -12,6 +12,7 @@ import type { Hono } from "hono";
 import type { AuthOptions } from "../auth.js";
 import type { FlotillaMetrics } from "../metrics.js";
 import type { LlmApiRegisterInput, RemoteRegisterInput } from "../schemas.js";
+import type { SseOptions } from "../sse.js";
 import type { EventHub, WebSocketOptions } from "../ws.js";
 
 /** Context handed to worker factories. */
@@ -100,6 +101,12 @@ export interface FlotillaAppOptions {
    * WebSocket intervals and limits (see {@link WebSocketOptions}). @default {} (each field's own default)
    */
   websocket?: WebSocketOptions;
+  /**
+   * Server-Sent Events (`GET {prefix}/tasks/{id}/events`, `/llm/request` with `stream`):
+   * keep-alive interval and the recent progress kept for resuming (see {@link SseOptions}).
+   * @default {} (each field's own default)
+   */
+  sse?: SseOptions;
   /** How long `/tasks/execute` waits for a task that has no `timeout_seconds`. @default 300000 */
   executeTimeoutMs?: number;
   /** Reported by `/health`. @default "0.1.0" */

@@ -35,7 +35,16 @@ export function callRoutes(ctx: AppContext): void {
       if (input.max_tokens !== undefined) payload.maxTokens = input.max_tokens;
       const spec = ctx.withPriorityAndTimeout({ type, payload }, input);
       if (input.prefer_ollama) spec.metadata = { prefer_ollama: true };
-      return ctx.runAndAnswer(c, spec, "response", llmText);
+      if (!input.stream) return ctx.runAndAnswer(c, spec, "response", llmText);
+      // Streamed: token events as the model writes, then the usual answer as a `result` event.
+      ctx.admit(spec.type);
+      const handle = await ctx.o.submit(spec);
+      return ctx.sse.stream(c, handle.id, { n: 0, k: 0 }, (rec) => ({
+        event: "result",
+        data: rec.result
+          ? ctx.callAnswer(handle.id, rec.result, "response", llmText).body
+          : { task_id: handle.id, success: false, response: null, error: rec.status },
+      }));
     },
   });
   ctx.define({

@@ -13,6 +13,7 @@ import {
   TelemetryResponseSchema,
   z,
 } from "../schemas.js";
+import { parseEventId } from "../sse.js";
 import { engineStatuses, executeView, taskView, telemetryView } from "../views.js";
 
 const TaskIdParams = z.object({ task_id: z.string().min(1).max(256) });
@@ -111,6 +112,25 @@ export function taskRoutes(ctx: AppContext): void {
       const { id, rec } = await taskOr404(c);
       const { reasons } = await o.explain(id);
       return c.json({ ...taskView(rec), waiting_for: reasons });
+    },
+  });
+  ctx.define({
+    method: "get",
+    path: `${prefix}/tasks/:task_id/events`,
+    summary:
+      "The task's events as text/event-stream until it ends: lifecycle, streamed tokens, progress; resumes from Last-Event-ID",
+    tags: ["tasks"],
+    params: TaskIdParams,
+    response: z.string().openapi({
+      description:
+        'Server-Sent Events: `event: task:<status>` (lifecycle), `token` ({text}), `task:progress`, `task:waiting`, `gap`; each `id: "<n>.<k>"` for Last-Event-ID',
+    }),
+    responseType: "text/event-stream",
+    extraResponses: { 404: "Unknown task" },
+    handler: async (c) => {
+      const { id } = await taskOr404(c);
+      const from = parseEventId(c.req.header("last-event-id") ?? c.req.query("last_event_id"));
+      return ctx.sse.stream(c, id, from);
     },
   });
   ctx.define({
