@@ -25,6 +25,8 @@ export interface ServeConfig {
   shutdownTimeoutSeconds: number;
   ollamaUrl: string;
   detectWorkers: boolean;
+  /** Encrypts the credentials of workers registered through the API, so they are kept across restarts. */
+  secretKey?: string;
   /** The config file's `resources` section: limits, budgets, prices, tenant caps, admission. */
   resources?: ResourceConfig;
   /** The config file's `tenantWeights`: fair-share weight per tenant (others: 1). */
@@ -84,6 +86,13 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     flag: "--registration-token <token>",
     env: "FLOTILLA_REGISTRATION_TOKEN",
     description: "token fleet nodes present to register (fleet registration is off when unset)",
+  },
+  {
+    key: "secretKey",
+    flag: "--secret-key <secret>",
+    env: "FLOTILLA_SECRET_KEY",
+    description:
+      "secret (16+ characters) that encrypts the API keys and tokens of workers registered through the API, so they are registered again after a restart",
   },
   {
     key: "leaseSeconds",
@@ -203,6 +212,7 @@ const ConfigSchema = z.object({
   dataDir: z.string().min(1).default(".flotilla"),
   adminKey: z.string().min(8, "expected at least 8 characters").optional(),
   registrationToken: z.string().min(1).optional(),
+  secretKey: z.string().min(16, "expected at least 16 characters").optional(),
   leaseSeconds: num(1, false).default(300),
   nodeTimeoutSeconds: num(1, false).default(90),
   nodeExpiryHours: num(0, false).default(24),
@@ -314,6 +324,7 @@ export function loadServeConfig(
   };
   if (c.adminKey) out.adminKey = c.adminKey;
   if (c.registrationToken) out.registrationToken = c.registrationToken;
+  if (c.secretKey) out.secretKey = c.secretKey;
   if (c.corsOrigin?.length) out.corsOrigin = c.corsOrigin;
   if (c.concurrency !== undefined) out.concurrency = c.concurrency;
   if (configPath) out.configFile = resolve(configPath);

@@ -4,6 +4,7 @@ import { Orchestrator, ResourceManager, type Worker } from "@flotilla/core";
 import { SqliteStore } from "@flotilla/core/sqlite";
 import {
   applyResourcePolicy,
+  createCredentialSealer,
   createFleetRoutes,
   createFlotillaApp,
   type FlotillaAppOptions,
@@ -129,6 +130,12 @@ export async function runServe(
         },
     prefix: config.prefix,
     workerFactories: factories,
+    // Workers registered through the API are kept in the store and registered again at start.
+    workerStore: {
+      store,
+      env,
+      ...(config.secretKey ? { sealer: createCredentialSealer(config.secretKey) } : {}),
+    },
     bodyLimitBytes: config.bodyLimitBytes,
     logger,
     resources,
@@ -139,6 +146,19 @@ export async function runServe(
 
   resources.start();
   await orchestrator.start();
+  // After start, so a restored worker's quota counts today's use once (from the ledger).
+  let restored: Awaited<ReturnType<typeof app.flotilla.restoreWorkers>>;
+  try {
+    restored = await app.flotilla.restoreWorkers();
+  } catch (err) {
+    app.flotilla.close();
+    await orchestrator.stop({ mode: "abort" }).catch(() => {});
+    resources.stop();
+    await fleet?.close().catch(() => {});
+    await store.close().catch(() => {});
+    if (admin?.source === "generated" && admin.file) await rm(admin.file, { force: true });
+    throw new Error(`cannot register the stored workers again: ${(err as Error).message}`);
+  }
   if (fleet) await fleet.ready;
   let server: FlotillaServer;
   try {
@@ -163,6 +183,11 @@ export async function runServe(
   print(`  Data:      ${dbPath}`);
   print("Workers:");
   for (const d of decisions) print(`  ${d.registered ? "+" : "-"} ${d.name}: ${d.reason}`);
+  for (const r of restored) {
+    print(
+      `  ${r.ok ? "+" : "-"} ${r.worker_id}: ${r.ok ? "registered through the API earlier, registered again" : `stored, not registered again: ${r.error}`}`,
+    );
+  }
   print(`Fleet: ${fleetNote}`);
   for (const n of notes) print(`Note: ${n}`);
   if (config.open) {

@@ -140,6 +140,7 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
       hub.close();
       ctx.sse.close();
     },
+    restoreWorkers: () => ctx.restoreWorkers(),
     close() {
       if (closed) return;
       closed = true;

@@ -1,3 +1,9 @@
+export {
+  type CredentialSealer,
+  createCredentialSealer,
+  MIN_SECRET_LENGTH,
+} from "./app/credentials.js";
+export type { WorkerStoreOptions } from "./app/options.js";
 export { applyResourcePolicy, currentResourcePolicy } from "./app/policy.js";
 export {
   type CorsOptions,
@@ -64,6 +70,7 @@ export {
   type ToolExecuteInput,
   ToolExecuteSchema,
   ToolResponseSchema,
+  UnregisteredResponseSchema,
   WorkerListResponseSchema,
   z,
 } from "./schemas.js";

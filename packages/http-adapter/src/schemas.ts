@@ -136,7 +136,21 @@ export const HistoryQuerySchema = z
 export const LlmApiRegisterSchema = z
   .object({
     api_type: z.string().min(1).max(64).openapi({ example: "openai" }),
-    api_key: z.string().min(1).max(4096).openapi({ description: "Never echoed back." }),
+    api_key: z
+      .string()
+      .min(1)
+      .max(4096)
+      .optional()
+      .openapi({ description: "Never echoed back. Give this or `api_key_env`." }),
+    api_key_env: z
+      .string()
+      .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "expected an environment variable name")
+      .max(256)
+      .optional()
+      .openapi({
+        description:
+          "Name of an environment variable of the server holding the key; stored as that name, read again at each start.",
+      }),
     model: z.string().min(1).max(256).optional(),
     base_url: z
       .url({ protocol: /^https?$/ })
@@ -148,6 +162,15 @@ export const LlmApiRegisterSchema = z
     quota_requests_per_day: z.number().int().positive().optional(),
     quota_tokens_per_day: z.number().int().positive().optional(),
     quota_cost_limit_per_day: z.number().positive().optional(),
+  })
+  .superRefine((v, ctx) => {
+    if ((v.api_key === undefined) === (v.api_key_env === undefined)) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["api_key"],
+        message: "give exactly one of api_key and api_key_env",
+      });
+    }
   })
   .openapi("LlmApiRegister");
 
@@ -162,11 +185,29 @@ export const RemoteRegisterSchema = z
       .max(4096)
       .optional()
       .openapi({ description: "Never echoed back." }),
+    auth_token_env: z
+      .string()
+      .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "expected an environment variable name")
+      .max(256)
+      .optional()
+      .openapi({
+        description:
+          "Name of a server environment variable holding the token (instead of auth_token).",
+      }),
     capabilities: z.array(z.string().min(1).max(256)).max(100).optional(),
     task_types: z.array(z.string().min(1).max(256)).min(1).max(100).optional().openapi({
       description: "Task types the remote runs (sent there as they are). Default `remote_compute`.",
     }),
     max_concurrent_tasks: z.number().int().positive().max(1000).optional(),
+  })
+  .superRefine((v, ctx) => {
+    if (v.auth_token !== undefined && v.auth_token_env !== undefined) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["auth_token"],
+        message: "give at most one of auth_token and auth_token_env",
+      });
+    }
   })
   .openapi("RemoteRegister");
 
@@ -294,8 +335,25 @@ export const ToolResponseSchema = z
  * Answer of `POST …/workers/llm-api/register` and `…/workers/remote/register`.
  */
 export const RegisteredResponseSchema = z
-  .object({ worker_id: z.string(), status: z.literal("registered"), message: z.string() })
+  .object({
+    worker_id: z.string(),
+    status: z.literal("registered"),
+    message: z.string(),
+    persisted: z.boolean().openapi({
+      description:
+        "Whether it is stored and registered again at the next start (see docs/server.md)",
+    }),
+  })
   .openapi("RegisteredResponse");
+
+/** Answer of `DELETE …/workers/{id}`. */
+export const UnregisteredResponseSchema = z
+  .object({
+    worker_id: z.string(),
+    status: z.literal("unregistered"),
+    forgotten: z.boolean().openapi({ description: "A stored registration was removed too" }),
+  })
+  .openapi("UnregisteredResponse");
 
 /**
  * Answer of `GET /health` and `GET …/health`: `healthy` while running, and the version.

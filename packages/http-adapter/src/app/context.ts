@@ -27,7 +27,7 @@ import { type FlotillaAppOptions, VERA_TASK_TYPES } from "./options.js";
 
 /** One route: its OpenAPI description and its handler (authenticated unless `auth: false`). */
 export interface RouteDef {
-  method: "get" | "post" | "put";
+  method: "get" | "post" | "put" | "delete";
   path: string;
   summary: string;
   tags: string[];
@@ -67,6 +67,9 @@ export class AppContext {
   shuttingDown = false;
   readonly #app: Hono;
   readonly #executeTimeoutMs: number;
+  /** Registers the stored API registrations again (set by the worker routes). */
+  restoreWorkers: () => Promise<Array<{ worker_id: string; ok: boolean; error?: string }>> =
+    async () => [];
   /** The task event streams (SSE), with their bounded buffer of recent progress. */
   readonly sse: TaskStreams;
   #types: { allowed: string[]; claimed: Set<string>; wildcard: boolean } | undefined;

@@ -5,6 +5,7 @@ import type {
   EngineApi,
   Logger,
   ResourceConfig,
+  Store,
   UsageEntry,
   Worker,
 } from "@flotilla/core";
@@ -14,6 +15,7 @@ import type { FlotillaMetrics } from "../metrics.js";
 import type { LlmApiRegisterInput, RemoteRegisterInput } from "../schemas.js";
 import type { SseOptions } from "../sse.js";
 import type { EventHub, WebSocketOptions } from "../ws.js";
+import type { CredentialSealer } from "./credentials.js";
 
 /** Context handed to worker factories. */
 export interface WorkerFactoryContext {
@@ -32,6 +34,24 @@ export interface WorkerFactories {
   llmApi?(input: LlmApiRegisterInput, ctx: WorkerFactoryContext): Worker | Promise<Worker>;
   /** `POST /workers/remote/register`. */
   remote?(input: RemoteRegisterInput, ctx: WorkerFactoryContext): Worker | Promise<Worker>;
+}
+
+/**
+ * Where workers registered through the API are kept, so they are registered again at the
+ * next start (`app.flotilla.restoreWorkers()`).
+ */
+export interface WorkerStoreOptions {
+  /** The store's key-value space (collection `workers`). */
+  store: Pick<Store, "kvPut" | "kvDelete" | "kvList">;
+  /**
+   * Seals provider keys and remote tokens before they are stored (`createCredentialSealer`
+   * with the operator's secret). Without it a registration carrying a literal secret is
+   * not stored (its answer says `persisted: false`); one naming an environment variable
+   * (`api_key_env`, `auth_token_env`) is.
+   */
+  sealer?: CredentialSealer;
+  /** Where `api_key_env` / `auth_token_env` are looked up. @default process.env */
+  env?: Record<string, string | undefined>;
 }
 
 /** The resource manager, as far as the adapter reads it. */
@@ -102,6 +122,11 @@ export interface FlotillaAppOptions {
    */
   websocket?: WebSocketOptions;
   /**
+   * Keep workers registered through the API across restarts (see {@link WorkerStoreOptions}).
+   * @default undefined (they last until the process ends)
+   */
+  workerStore?: WorkerStoreOptions;
+  /**
    * Server-Sent Events (`GET {prefix}/tasks/{id}/events`, `/llm/request` with `stream`):
    * keep-alive interval and the recent progress kept for resuming (see {@link SseOptions}).
    * @default {} (each field's own default)
@@ -134,6 +159,12 @@ export interface FlotillaAppHandles {
   beginShutdown(): void;
   /** Unsubscribes from the engine and closes WebSockets. */
   close(): void;
+  /**
+   * Registers again the workers stored by earlier API registrations (`workerStore`), one
+   * result per worker. Rejects (a start error) when stored credentials cannot be opened: no
+   * `sealer`, or a different secret.
+   */
+  restoreWorkers(): Promise<Array<{ worker_id: string; ok: boolean; error?: string }>>;
   readonly prefix: string;
 }
 
