@@ -41,11 +41,19 @@ export interface RemoteWorkerOptions {
   fetch?: typeof fetch;
 }
 
+/** The id an attempt gets on the remote: the task's id and attempt (unique per attempt). */
+function remoteTaskId(task: WorkerTask): string {
+  return `${task.id.slice(0, 240)}-a${task.attempt}`;
+}
+
 const NUMBER = (v: unknown) => (typeof v === "number" && Number.isFinite(v) ? v : undefined);
 
 /**
  * A push-mode remote worker: runs each task on another Flotilla (or Vera-compatible)
  * server by `POST <url>/tasks/execute` with a bearer token, and answers the remote's result.
+ * Each attempt runs on the remote as task `<task id>-a<attempt>`; when the attempt ends
+ * here first (cancelled, timed out, orchestrator stopping), it is cancelled there too
+ * (`POST <url>/tasks/<id>/cancel`).
  * Health is `GET <url>/status` with the token (free; a refused token is unhealthy), or
  * `GET <url>/health` without one. A 400-class answer fails the task at once, a 429/503
  * waits for `Retry-After`, a 5xx or a network failure is retryable.
@@ -124,6 +132,8 @@ export class RemoteWorker implements Worker {
           : { value: task.payload ?? null },
       priority: task.priority,
       metadata: { ...task.metadata, origin_task_id: task.id, origin_attempt: task.attempt },
+      // Named here, so this attempt can be cancelled on the remote when it ends here first.
+      task_id: remoteTaskId(task),
     };
     if (task.timeoutMs) body.timeout_seconds = Math.max(1, Math.ceil(task.timeoutMs / 1000));
     const waitMs = task.timeoutMs ? task.timeoutMs + 5_000 : this.#timeoutMs;
@@ -138,6 +148,7 @@ export class RemoteWorker implements Worker {
         redirect: "manual",
       });
     } catch (err) {
+      if (signal.aborted) await this.#cancelRemote(remoteTaskId(task), ctx);
       if (ctx.signal.aborted) throw ctx.signal.reason ?? new FlotillaError("CANCELLED", "aborted");
       if (signal.aborted) {
         throw new FlotillaError("TIMEOUT", `remote ${this.id}: no answer in ${waitMs} ms`, {
@@ -174,6 +185,8 @@ export class RemoteWorker implements Worker {
     if (res.status >= 400 && res.status < 500) {
       throw new UnrecoverableError(`remote ${this.id}: ${res.status} ${detail}`);
     }
+    // The remote gave up waiting but the task still runs there: end it, this attempt is over.
+    if (res.status === 504) await this.#cancelRemote(remoteTaskId(task), ctx);
     if (res.status < 200 || res.status > 299 || !json) {
       throw new FlotillaError(
         res.status === 504 ? "TIMEOUT" : "WORKER_ERROR",
@@ -198,6 +211,29 @@ export class RemoteWorker implements Worker {
     if (cost !== undefined) usage.costUsd = cost;
     if (Object.keys(usage).length > 0) result.usage = usage;
     return result;
+  }
+
+  /**
+   * The attempt ended here (cancelled, timed out, or the wait gave up): cancel it on the
+   * remote too, so it does not run on unseen. Best effort: a remote that already finished
+   * it, or is gone, is logged and ignored.
+   */
+  async #cancelRemote(remoteId: string, ctx: ExecutionContext): Promise<void> {
+    try {
+      const res = await this.#fetch(`${this.#url}/tasks/${encodeURIComponent(remoteId)}/cancel`, {
+        method: "POST",
+        headers: this.#headers(false),
+        signal: AbortSignal.timeout(5_000),
+        redirect: "manual",
+      });
+      await res.body?.cancel();
+      ctx.logger.debug({ remoteTaskId: remoteId, status: res.status }, "remote task cancelled");
+    } catch (err) {
+      ctx.logger.warn(
+        { remoteTaskId: remoteId, err: String(err) },
+        "could not cancel the remote task",
+      );
+    }
   }
 
   async healthCheck(signal: AbortSignal): Promise<HealthReport> {
