@@ -26,7 +26,7 @@
  * Mount the fleet app before routes of your own that could shadow these paths.
  */
 import type { RouteConfig } from "@asteasolutions/zod-to-openapi";
-import { silentLogger, systemClock } from "@flotilla/core";
+import { silentLogger, systemClock, type TransitionEvent } from "@flotilla/core";
 import { Hono } from "hono";
 import { KeyService } from "./keys.js";
 import { NodeService } from "./nodes.js";
@@ -150,6 +150,21 @@ export function createFleetRoutes(options: FleetRoutesOptions): FleetApp {
   const tasks = new TaskService(o, state, engine, keys);
   keys.warnIfOpen();
 
+  // Approval decisions (from any route, or the library) go to the audit log with the approver.
+  const onDecision = (ev: TransitionEvent) => {
+    if (ev.from !== "awaiting_approval") return;
+    const d = ev.task.approvalDecision;
+    if (!d) return;
+    const detail = `task ${ev.taskId} (${ev.task.type}, ${ev.task.approval})${d.comment ? `: ${d.comment}` : ""}`;
+    void keys
+      .audit(d.decision === "approved" ? "task_approved" : "task_rejected", null, {
+        actor: d.by ?? null,
+        detail,
+      })
+      .catch((err) => o.logger.error({ err: String(err) }, "fleet: could not audit a decision"));
+  };
+  engine.on("task:transition", onDecision);
+
   let closed = false;
   let sweepTimer: ReturnType<typeof o.clock.setTimeout> | undefined;
   const sweepEvery = Math.max(1_000, Math.min(30_000, Math.floor(o.nodeTimeoutMs / 3)));
@@ -177,6 +192,7 @@ export function createFleetRoutes(options: FleetRoutesOptions): FleetApp {
     ready,
     async close() {
       closed = true;
+      engine.off("task:transition", onDecision);
       if (sweepTimer !== undefined) o.clock.clearTimeout(sweepTimer);
       tasks.close();
       await ready.catch(() => undefined);

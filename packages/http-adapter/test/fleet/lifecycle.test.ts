@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import {
   ADMIN_KEY,
   type FleetUnderTest,
@@ -419,6 +419,34 @@ describe("fleet keys", () => {
     expect((await f.admin("GET", `/keys/${k.json.id}`)).json.status).toBe("revoked");
     expect((await f.admin("DELETE", `/keys/${k.json.id}`)).status).toBe(200);
     expect((await f.admin("GET", `/keys/${k.json.id}`)).status).toBe(404);
+  });
+
+  it("approval decisions are in the audit log with the approver and the comment", async () => {
+    const f = await fleet();
+    const t = await f.admin("POST", "/tasks", { prompt: "ship it", approval: "before_run" });
+    expect(t.status).toBe(201);
+    const id = t.json.task_id as string;
+    await f.orchestrator.approve(id, { by: "key:0123456789ab", comment: "looks right" });
+    const other = await f.admin("POST", "/tasks", { prompt: "no", approval: "before_run" });
+    await f.orchestrator.reject(other.json.task_id as string, { by: "open" });
+    // The audit lines are written as the decisions are emitted.
+    await vi.waitFor(async () => {
+      const lines = (await f.admin("GET", "/keys/audit?limit=100")).json.entries as Array<{
+        action: string;
+        actor: string | null;
+        detail: string | null;
+      }>;
+      expect(lines.filter((l) => l.action.startsWith("task_"))).toEqual(
+        expect.arrayContaining([
+          expect.objectContaining({
+            action: "task_approved",
+            actor: "key:0123456789ab",
+            detail: expect.stringMatching(new RegExp(`^task ${id} .*: looks right$`)),
+          }),
+          expect.objectContaining({ action: "task_rejected", actor: "open" }),
+        ]),
+      );
+    });
   });
 
   it("a revoked node key stops polling at once, and the runner does not re-register", async () => {
