@@ -17,7 +17,7 @@
 #     into both engines
 #   - a registries.conf for podman that allows plain HTTP to 127.0.0.1:47600-47607, where the
 #     pull tests serve an image (dockerd allows 127.0.0.0/8 by itself)
-#   - Debian's chromium and redis-server (installed only)
+#   - Debian's chromium and redis-server (installed only); curl and jq for the server examples
 # .test-env/env.json is a flat JSON object of environment variables that scripts/test.mjs
 # merges into the test run. Logs go to .test-env/*.log.
 set -Eeuo pipefail
@@ -103,7 +103,7 @@ stop_pid() { # pidfile what
 
 install_packages() {
   STEP="install packages"
-  local want=(docker.io podman runc conmon python3 chromium redis-server curl tar) missing=() p
+  local want=(docker.io podman runc conmon python3 chromium redis-server curl jq tar) missing=() p
   for p in "${want[@]}"; do
     if [[ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null)" != ii* ]]; then missing+=("$p"); fi
   done
