@@ -133,36 +133,35 @@ export const HistoryQuerySchema = z
   .openapi("HistoryQuery");
 
 /** Body of `POST /workers/llm-api/register`. */
-export const LlmApiRegisterSchema = z
-  .object({
-    api_type: z.string().min(1).max(64).openapi({ example: "openai" }),
-    api_key: z
-      .string()
-      .min(1)
-      .max(4096)
-      .optional()
-      .openapi({ description: "Never echoed back. Give this or `api_key_env`." }),
-    api_key_env: z
-      .string()
-      .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "expected an environment variable name")
-      .max(256)
-      .optional()
-      .openapi({
-        description:
-          "Name of an environment variable of the server holding the key; stored as that name, read again at each start.",
-      }),
-    model: z.string().min(1).max(256).optional(),
-    base_url: z
-      .url({ protocol: /^https?$/ })
-      .max(2048)
-      .optional(),
-    worker_id: z.string().min(1).max(256).optional(),
-    rate_limit_per_minute: z.number().int().positive().optional(),
-    cost_per_1k_tokens: z.number().nonnegative().optional(),
-    quota_requests_per_day: z.number().int().positive().optional(),
-    quota_tokens_per_day: z.number().int().positive().optional(),
-    quota_cost_limit_per_day: z.number().positive().optional(),
-  })
+export const LlmApiRegisterSchema = strictObject({
+  api_type: z.string().min(1).max(64).openapi({ example: "openai" }),
+  api_key: z
+    .string()
+    .min(1)
+    .max(4096)
+    .optional()
+    .openapi({ description: "Never echoed back. Give this or `api_key_env`." }),
+  api_key_env: z
+    .string()
+    .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "expected an environment variable name")
+    .max(256)
+    .optional()
+    .openapi({
+      description:
+        "Name of an environment variable of the server holding the key; stored as that name, read again at each start.",
+    }),
+  model: z.string().min(1).max(256).optional(),
+  base_url: z
+    .url({ protocol: /^https?$/ })
+    .max(2048)
+    .optional(),
+  worker_id: z.string().min(1).max(256).optional(),
+  rate_limit_per_minute: z.number().int().positive().optional(),
+  cost_per_1k_tokens: z.number().nonnegative().optional(),
+  quota_requests_per_day: z.number().int().positive().optional(),
+  quota_tokens_per_day: z.number().int().positive().optional(),
+  quota_cost_limit_per_day: z.number().positive().optional(),
+})
   .superRefine((v, ctx) => {
     if ((v.api_key === undefined) === (v.api_key_env === undefined)) {
       ctx.addIssue({
@@ -175,31 +174,25 @@ export const LlmApiRegisterSchema = z
   .openapi("LlmApiRegister");
 
 /** Body of `POST /workers/remote/register`. */
-export const RemoteRegisterSchema = z
-  .object({
-    remote_url: z.url({ protocol: /^https?$/ }).max(2048),
-    worker_id: z.string().min(1).max(256).optional(),
-    auth_token: z
-      .string()
-      .min(1)
-      .max(4096)
-      .optional()
-      .openapi({ description: "Never echoed back." }),
-    auth_token_env: z
-      .string()
-      .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "expected an environment variable name")
-      .max(256)
-      .optional()
-      .openapi({
-        description:
-          "Name of a server environment variable holding the token (instead of auth_token).",
-      }),
-    capabilities: z.array(z.string().min(1).max(256)).max(100).optional(),
-    task_types: z.array(z.string().min(1).max(256)).min(1).max(100).optional().openapi({
-      description: "Task types the remote runs (sent there as they are). Default `remote_compute`.",
+export const RemoteRegisterSchema = strictObject({
+  remote_url: z.url({ protocol: /^https?$/ }).max(2048),
+  worker_id: z.string().min(1).max(256).optional(),
+  auth_token: z.string().min(1).max(4096).optional().openapi({ description: "Never echoed back." }),
+  auth_token_env: z
+    .string()
+    .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "expected an environment variable name")
+    .max(256)
+    .optional()
+    .openapi({
+      description:
+        "Name of a server environment variable holding the token (instead of auth_token).",
     }),
-    max_concurrent_tasks: z.number().int().positive().max(1000).optional(),
-  })
+  capabilities: z.array(z.string().min(1).max(256)).max(100).optional(),
+  task_types: z.array(z.string().min(1).max(256)).min(1).max(100).optional().openapi({
+    description: "Task types the remote runs (sent there as they are). Default `remote_compute`.",
+  }),
+  max_concurrent_tasks: z.number().int().positive().max(1000).optional(),
+})
   .superRefine((v, ctx) => {
     if (v.auth_token !== undefined && v.auth_token_env !== undefined) {
       ctx.addIssue({

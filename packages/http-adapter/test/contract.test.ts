@@ -55,9 +55,21 @@ describe("OpenAPI", () => {
       "/workers/remote/register",
       "/workers/list",
       "/resources/stats",
+      "/resources/config",
+      "/tasks/{task_id}/approve",
+      "/tasks/{task_id}/reject",
+      "/tasks/{task_id}/events",
+      "/tasks/{task_id}/telemetry",
+      "/workers/{worker_id}",
     ]) {
       expect(Object.keys(doc.paths)).toContain(`${p}${route}`);
     }
+    expect(Object.keys(doc.paths[`${p}/resources/config`]!)).toEqual(["get", "put"]);
+    expect(Object.keys(doc.paths[`${p}/workers/{worker_id}`]!)).toEqual(["delete"]);
+    const events = doc.paths[`${p}/tasks/{task_id}/events`]!.get as unknown as {
+      responses: { 200: { content: Record<string, unknown> } };
+    };
+    expect(Object.keys(events.responses[200].content)).toEqual(["text/event-stream"]);
     const submit = (
       doc as unknown as { components: { schemas: Record<string, { properties: object }> } }
     ).components.schemas.TaskSubmit!;

@@ -42,6 +42,25 @@ describe("routes that create tasks refuse fields they do not know", () => {
     expect(((await llm.json()) as { detail: string }).detail).toContain('(did you mean "model"?)');
   });
 
+  it("worker registrations too: a misspelt limit is named, never dropped", async () => {
+    const llm = await h.req("/workers/llm-api/register", {
+      method: "POST",
+      json: { api_type: "openai", api_key: "k", rate_limit_per_min: 10 },
+    });
+    expect(llm.status).toBe(400);
+    expect(((await llm.json()) as { detail: string }).detail).toContain(
+      'unknown field "rate_limit_per_min" (did you mean "rate_limit_per_minute"?)',
+    );
+    const remote = await h.req("/workers/remote/register", {
+      method: "POST",
+      json: { remote_url: "http://127.0.0.1:9/api", task_type: ["x"] },
+    });
+    expect(remote.status).toBe(400);
+    expect(((await remote.json()) as { detail: string }).detail).toContain(
+      'unknown field "task_type" (did you mean "task_types"?)',
+    );
+  });
+
   it("fleet task creation too, in the fleet's {detail} shape", async () => {
     const res = await f.admin("POST", "/tasks", { promt: "hello", timeout_seconds: 60 });
     expect(res.status).toBe(400);

@@ -41,6 +41,9 @@ export interface RemoteWorkerOptions {
   fetch?: typeof fetch;
 }
 
+/** Seconds the remote's timeout is given beyond the task's own (see `execute`). */
+const REMOTE_TIMEOUT_GRACE_S = 5;
+
 /** The id an attempt gets on the remote: the task's id and attempt (unique per attempt). */
 function remoteTaskId(task: WorkerTask): string {
   return `${task.id.slice(0, 240)}-a${task.attempt}`;
@@ -53,7 +56,8 @@ const NUMBER = (v: unknown) => (typeof v === "number" && Number.isFinite(v) ? v 
  * server by `POST <url>/tasks/execute` with a bearer token, and answers the remote's result.
  * Each attempt runs on the remote as task `<task id>-a<attempt>`; when the attempt ends
  * here first (cancelled, timed out, orchestrator stopping), it is cancelled there too
- * (`POST <url>/tasks/<id>/cancel`).
+ * (`POST <url>/tasks/<id>/cancel`). A task's timeout is sent 5 s longer, so the remote
+ * stops the task by itself only when that cancel never arrives.
  * Health is `GET <url>/status` with the token (free; a refused token is unhealthy), or
  * `GET <url>/health` without one. A 400-class answer fails the task at once, a 429/503
  * waits for `Retry-After`, a 5xx or a network failure is retryable.
@@ -135,7 +139,11 @@ export class RemoteWorker implements Worker {
       // Named here, so this attempt can be cancelled on the remote when it ends here first.
       task_id: remoteTaskId(task),
     };
-    if (task.timeoutMs) body.timeout_seconds = Math.max(1, Math.ceil(task.timeoutMs / 1000));
+    // The timeout here governs (it cancels the remote task); the remote's own, a little
+    // longer, only stops the task there if that cancel never arrives.
+    if (task.timeoutMs) {
+      body.timeout_seconds = Math.ceil(task.timeoutMs / 1000) + REMOTE_TIMEOUT_GRACE_S;
+    }
     const waitMs = task.timeoutMs ? task.timeoutMs + 5_000 : this.#timeoutMs;
     const signal = AbortSignal.any([ctx.signal, AbortSignal.timeout(waitMs)]);
     let res: Response;
