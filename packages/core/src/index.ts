@@ -21,11 +21,13 @@ export {
   Budgets,
   BudgetsConfigSchema,
   type BudgetsOptions,
+  budgetHistorySpanMs,
 } from "./budget/budgets.js";
 export {
   dayBounds,
   dayKey,
   isTimeZone,
+  monthBounds,
 } from "./budget/calendar.js";
 export {
   type ApiRequestPayload,

@@ -254,3 +254,42 @@ describe("calendar", () => {
     expect(dayKey(kolkata.start, "Asia/Kolkata")).toBe("2026-01-01");
   });
 });
+
+describe("monthly budgets", () => {
+  it("a calendar month resets at local midnight of the 1st in its time zone", () => {
+    // 23:30 on 31 March in Berlin (CEST, UTC+2) is 21:30 UTC.
+    const clock = new FakeClock({ now: Date.UTC(2026, 2, 31, 21, 30) });
+    const b = new Budgets({
+      clock,
+      budgets: [{ name: "monthly", requests: 2, period: "month", timeZone: "Europe/Berlin" }],
+    });
+    expect(run(b, makeTask(), clock.now()).ok).toBe(true);
+    expect(run(b, makeTask(), clock.now()).ok).toBe(true);
+    const held = b.check(makeTask(), worker, clock.now());
+    expect(held).toMatchObject({ ok: false, retryAt: Date.UTC(2026, 2, 31, 22) });
+    const [s] = b.stats(clock.now());
+    expect(s).toMatchObject({
+      name: "monthly",
+      period: "month in Europe/Berlin",
+      windowStart: Date.UTC(2026, 1, 28, 23), // 1 March 00:00 CET
+      windowEnd: Date.UTC(2026, 2, 31, 22), // 1 April 00:00 CEST
+      used: { requests: 2 },
+    });
+    expect(b.check(makeTask(), worker, Date.UTC(2026, 2, 31, 22)).ok).toBe(true);
+  });
+
+  it("asks the orchestrator for the month's usage at a restart, and refuses a sliding month", () => {
+    const b = new Budgets({ budgets: [{ requests: 5, period: "month" }] });
+    expect(b.restoreSpanMs).toBe(32 * 86_400_000);
+    expect(new Budgets({ budgets: [{ requests: 5 }] }).restoreSpanMs).toBe(48 * 3_600_000);
+    expect(
+      new Budgets({ budgets: [{ requests: 5, reset: "sliding", period: "7d" }] }).restoreSpanMs,
+    ).toBe(7 * 86_400_000);
+    expect(
+      () => new Budgets({ budgets: [{ requests: 5, reset: "sliding", period: "month" }] }),
+    ).toThrow(/budgets\[0\]\.period: a month is a calendar period/);
+    expect(() => new Budgets({ budgets: [{ requests: 5, period: "week" }] })).toThrow(
+      /resets per "day" or "month"/,
+    );
+  });
+});

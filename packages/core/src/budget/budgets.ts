@@ -12,7 +12,7 @@ import { parseConfig } from "../resources/validate.js";
 import { Wakers } from "../resources/wakers.js";
 import type { UsageEntry } from "../store/types.js";
 import type { TaskRecord } from "../task/types.js";
-import { dayBounds, isTimeZone } from "./calendar.js";
+import { dayBounds, isTimeZone, monthBounds } from "./calendar.js";
 
 const positive = (what: string) =>
   z
@@ -43,9 +43,9 @@ export const BudgetConfigSchema = z
     tokens: positive("tokens").optional(),
     /** Money in USD, enforced to the micro-dollar. */
     costUsd: positive("costUsd").optional(),
-    /** `day` for a calendar day, or a sliding window length (`24h`, `1h`, `7d`, ms). @default "day" */
+    /** `day` or `month` for a calendar period, or a sliding window length (`24h`, `1h`, `7d`, ms). @default "day" */
     period: z.union([z.string(), z.number()]).default("day"),
-    /** `calendar` resets at local midnight in `timeZone`; `sliding` counts the last `period`. @default "calendar" */
+    /** `calendar` resets at local midnight (of the 1st, for `month`) in `timeZone`; `sliding` counts the last `period`. @default "calendar" */
     reset: z.enum(["calendar", "sliding"]).default("calendar"),
     /** IANA time zone of the calendar day. @default the manager's timeZone, else "UTC" */
     timeZone: z.string().optional(),
@@ -64,14 +64,21 @@ export const BudgetConfigSchema = z
         message: `unknown time zone "${b.timeZone}" (expected an IANA name such as "Europe/Berlin")`,
       });
     }
-    if (b.reset === "calendar" && b.period !== "day") {
+    if (b.reset === "calendar" && b.period !== "day" && b.period !== "month") {
       ctx.addIssue({
         code: "custom",
         path: ["period"],
-        message: `a calendar budget resets per "day"; for another length use reset: "sliding" (got ${JSON.stringify(b.period)})`,
+        message: `a calendar budget resets per "day" or "month"; for another length use reset: "sliding" (got ${JSON.stringify(b.period)})`,
       });
     }
-    if (b.reset === "sliding") {
+    if (b.reset === "sliding" && b.period === "month") {
+      ctx.addIssue({
+        code: "custom",
+        path: ["period"],
+        message: 'a month is a calendar period: use reset: "calendar" (or a sliding "30d")',
+      });
+    }
+    if (b.reset === "sliding" && b.period !== "month") {
       const w = parseWindow(b.period === "day" ? "1d" : b.period);
       if (typeof w === "string") ctx.addIssue({ code: "custom", path: ["period"], message: w });
     }
@@ -99,6 +106,9 @@ interface Spec {
   key?: string;
   limits: Partial<Amounts>;
   reset: "calendar" | "sliding";
+  /** The calendar period of a calendar budget. */
+  unit: "day" | "month";
+  /** A sliding budget's window; a calendar budget's longest period. */
   windowMs: number;
   timeZone: string;
   policy: "wait" | "fail";
@@ -124,7 +134,10 @@ class Counter {
   roll(now: number): void {
     if (this.spec.reset === "calendar") {
       if (now >= this.windowEnd || now < this.windowStart) {
-        const b = dayBounds(now, this.spec.timeZone);
+        const b =
+          this.spec.unit === "month"
+            ? monthBounds(now, this.spec.timeZone)
+            : dayBounds(now, this.spec.timeZone);
         this.windowStart = b.start;
         this.windowEnd = b.end;
         this.used = { requests: 0, tokens: 0, cost: 0 };
@@ -297,12 +310,15 @@ export class Budgets implements DispatchGate {
 
   #spec(b: z.output<typeof BudgetConfigSchema>): Spec {
     const sliding = b.reset === "sliding";
+    const unit = !sliding && b.period === "month" ? "month" : "day";
     const windowMs = sliding
       ? (parseWindow(b.period === "day" ? "1d" : b.period) as number)
-      : 86_400_000;
+      : unit === "month"
+        ? 31 * 86_400_000
+        : 86_400_000;
     const periodLabel = sliding
       ? `sliding ${typeof b.period === "number" ? `${b.period}ms` : b.period}`
-      : `day in ${b.timeZone ?? this.#timeZone}`;
+      : `${unit} in ${b.timeZone ?? this.#timeZone}`;
     const limits: Partial<Amounts> = {};
     if (b.requests !== undefined) limits.requests = b.requests;
     if (b.tokens !== undefined) limits.tokens = b.tokens;
@@ -311,10 +327,11 @@ export class Budgets implements DispatchGate {
       id: this.#nextId++,
       name:
         b.name ??
-        `${b.scope}${b.scope === "global" ? "" : `:${b.key ?? "*"}`}/${sliding ? b.period : "day"}`,
+        `${b.scope}${b.scope === "global" ? "" : `:${b.key ?? "*"}`}/${sliding ? b.period : unit}`,
       scope: b.scope,
       limits,
       reset: b.reset,
+      unit,
       windowMs,
       timeZone: b.timeZone ?? this.#timeZone,
       policy: b.policy,
@@ -369,6 +386,11 @@ export class Budgets implements DispatchGate {
     return true;
   }
 
+  /** How far back the usage ledger must reach to restore these budgets (see `DispatchGate.restoreSpanMs`). */
+  get restoreSpanMs(): number {
+    return usageSpanOf(this.#specs);
+  }
+
   /** The names of every budget, in check order. @example budgets.names() // ["global/day"] */
   names(): string[] {
     return this.#specs.map((s) => s.name);
@@ -408,6 +430,7 @@ export class Budgets implements DispatchGate {
           s.scope === next.scope &&
           s.key === next.key &&
           s.reset === next.reset &&
+          s.unit === next.unit &&
           s.windowMs === next.windowMs &&
           s.timeZone === next.timeZone,
       );
@@ -664,4 +687,39 @@ export class Budgets implements DispatchGate {
     }
     return out;
   }
+}
+
+/** The usage ledger span (ms) that budgets shaped like `specs` need to continue after a restart. */
+function usageSpanOf(specs: ReadonlyArray<Pick<Spec, "reset" | "unit" | "windowMs">>): number {
+  let span = 48 * 3_600_000;
+  for (const s of specs) {
+    // A calendar month is at most 31 days (+1 for time zones); a sliding window its length.
+    const need = s.reset === "calendar" ? (s.unit === "month" ? 32 * 86_400_000 : 0) : s.windowMs;
+    span = Math.max(span, need);
+  }
+  return span;
+}
+
+/**
+ * How far back (ms) the usage ledger must reach for these budgets to count what was spent
+ * in their current period: 48 hours, the month for a calendar month, a sliding window's
+ * length. Read that much history before `Budgets.add` or `ResourceManager.configure`.
+ *
+ * @example
+ * ```ts
+ * const since = Date.now() - budgetHistorySpanMs([{ scope: "global", costUsd: 500, period: "month" }]);
+ * ```
+ */
+export function budgetHistorySpanMs(configs: BudgetConfig[]): number {
+  const parsed = parseConfig(BudgetsConfigSchema, configs, "budgets");
+  return usageSpanOf(
+    parsed.map((b) => {
+      const sliding = b.reset === "sliding";
+      return {
+        reset: b.reset,
+        unit: !sliding && b.period === "month" ? ("month" as const) : ("day" as const),
+        windowMs: sliding ? (parseWindow(b.period === "day" ? "1d" : b.period) as number) : 0,
+      };
+    }),
+  );
 }

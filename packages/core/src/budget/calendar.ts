@@ -103,3 +103,24 @@ export function dayBounds(
     day: dayKey(ms, timeZone),
   };
 }
+
+/**
+ * The local calendar month containing `ms` in `timeZone`: `[start, end)` in ms since epoch
+ * (from local midnight of the 1st to local midnight of the next 1st), and its `YYYY-MM`.
+ *
+ * @example
+ * ```ts
+ * const { start, end, month } = monthBounds(Date.now(), "Europe/Berlin"); // month: "2026-12"
+ * ```
+ */
+export function monthBounds(
+  ms: number,
+  timeZone: string,
+): { start: number; end: number; month: string } {
+  const p = localParts(ms, timeZone);
+  return {
+    start: startOfLocalDay(p.year, p.month, 1, timeZone),
+    end: startOfLocalDay(p.year, p.month + 1, 1, timeZone),
+    month: `${String(p.year).padStart(4, "0")}-${String(p.month).padStart(2, "0")}`,
+  };
+}

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import type { FlotillaError } from "../errors.js";
 import type { DispatchGate } from "../resources/gate.js";
+import { ResourceManager } from "../resources/manager.js";
 import { MemoryStore } from "../store/memory.js";
 import type { UsageEntry } from "../store/types.js";
 import type { TaskRecord } from "../task/types.js";
@@ -252,5 +253,27 @@ describe("lanes a gate holds", () => {
     expect(ran).toEqual(["x1"]);
     await clock.advance(100);
     expect(ran).toEqual(["x1", "y1"]);
+  });
+});
+
+describe("a monthly budget across a restart", () => {
+  it("counts what was spent earlier in the month, beyond the usual 48 hours", async () => {
+    const clock = new FakeClock({ now: Date.UTC(2026, 5, 20, 12) });
+    const store = new MemoryStore();
+    const line = { tenant: "acme", usage: { inputTokens: 10, outputTokens: 5 } };
+    await store.recordUsage({ at: Date.UTC(2026, 5, 3), ...line });
+    await store.recordUsage({ at: Date.UTC(2026, 4, 30), ...line });
+    const resources = new ResourceManager({
+      clock,
+      budgets: [{ name: "june", scope: "global", requests: 10, period: "month" }],
+    });
+    const orchestrator = new Orchestrator({ clock, store, gates: resources.gates });
+    await orchestrator.start();
+    // The line of 3 June counts; the one of 30 May is last month's.
+    expect(resources.budgets.stats(clock.now())[0]?.used).toMatchObject({
+      requests: 1,
+      tokens: 15,
+    });
+    await orchestrator.stop();
   });
 });

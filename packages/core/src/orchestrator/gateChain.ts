@@ -188,14 +188,16 @@ export class GateChain {
   }
 
   /**
-   * Hands every gate that can take it the usage ledger of the last 48 hours (first start),
+   * Hands every gate that can take it the usage ledger of the last 48 hours, or longer when a
+   * gate asks (`restoreSpanMs`, e.g. a monthly budget), at the first start,
    * so rate-limit windows and budgets continue where the previous process left them.
    */
   async restore(): Promise<void> {
     const gates = this.#gates.filter((g) => typeof g.restore === "function");
     if (gates.length === 0) return;
     const now = this.#ctx.clock.now();
-    const entries = await this.#ctx.store.listUsage({ since: now - USAGE_REPLAY_MS });
+    const span = Math.max(USAGE_REPLAY_MS, ...gates.map((g) => g.restoreSpanMs ?? 0));
+    const entries = await this.#ctx.store.listUsage({ since: now - span });
     for (const gate of gates) {
       try {
         gate.restore!(entries, now);

@@ -57,4 +57,10 @@ export interface DispatchGate {
    * starting empty. `now` is the orchestrator clock's time.
    */
   restore?(entries: UsageEntry[], now: number): void;
+  /**
+   * How far back (ms) the usage ledger handed to `restore` must reach (e.g. a monthly
+   * budget needs the month so far). The orchestrator reads the longest any gate asks for.
+   * @default 48 hours
+   */
+  readonly restoreSpanMs?: number;
 }

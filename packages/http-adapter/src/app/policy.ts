@@ -1,10 +1,13 @@
-import { type EngineApi, FlotillaError, type ResourceConfig } from "@flotilla/core";
+import {
+  type BudgetConfig,
+  budgetHistorySpanMs,
+  type EngineApi,
+  FlotillaError,
+  type ResourceConfig,
+} from "@flotilla/core";
 import { HttpError } from "../errors.js";
 import type { ResourcePolicy } from "../schemas.js";
 import type { ResourcesLike } from "./options.js";
-
-/** How far back the usage ledger is read so a new budget counts today's spend. */
-const HISTORY_MS = 48 * 3_600_000;
 
 /**
  * The resource policy in force: the resource manager's config and the engine's tenant
@@ -28,9 +31,9 @@ export function currentResourcePolicy(
 
 /**
  * Applies a whole resource policy while the server runs, keeping usage already counted:
- * rate limits, budgets, prices and tenant caps through `resources.configure` (given the last
- * 48 hours of the usage ledger, so a new budget counts today's spend), then the tenants'
- * weights. A bad policy throws `VALIDATION` naming the setting and changes nothing. Returns
+ * rate limits, budgets, prices and tenant caps through `resources.configure` (given the usage
+ * ledger as far back as the policy's budgets need, so a new budget counts its period's spend
+ * so far), then the tenants' weights. A bad policy throws `VALIDATION` naming the setting and changes nothing. Returns
  * the settings that only take effect at the next start. `PUT …/resources/config` and the
  * CLI's `SIGHUP` reload both call it.
  *
@@ -64,7 +67,9 @@ export async function applyResourcePolicy(
       );
     }
   }
-  const history = await engine.usage({ since: Date.now() - HISTORY_MS });
+  // Enough of the usage ledger for a new budget to count its period so far (a month for a monthly one).
+  const span = budgetHistorySpanMs((config.budgets ?? []) as BudgetConfig[]);
+  const history = await engine.usage({ since: Date.now() - span });
   const out = resources.configure(config as ResourceConfig, history);
   engine.setTenantWeights(tenantWeights ?? {});
   return out;
