@@ -275,6 +275,10 @@ export const TaskViewSchema = z
     error: z.string().nullable(),
     metadata: z.record(z.string(), z.unknown()),
     tenant: z.string().nullable(),
+    api_key: z
+      .string()
+      .nullable()
+      .openapi({ description: "The key that submitted it: key:<first 12 hex of its SHA-256>" }),
     rate_limit_keys: z.array(z.string()),
     approval: z
       .object({

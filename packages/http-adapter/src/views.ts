@@ -108,6 +108,7 @@ export function taskView(record: TaskRecord) {
     metrics: taskMetrics(record, result),
     metadata: record.metadata ?? {},
     tenant: record.tenant ?? null,
+    api_key: record.apiKey ?? null,
     rate_limit_keys: record.rateLimitKeys ?? [],
     approval:
       record.approval === "none" || record.approval === undefined

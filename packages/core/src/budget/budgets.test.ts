@@ -293,3 +293,25 @@ describe("monthly budgets", () => {
     );
   });
 });
+
+describe("API key budgets", () => {
+  it("count what each API key submitted; tasks without a key are not counted", () => {
+    const b = new Budgets({
+      budgets: [{ name: "per-key", scope: "apiKey", requests: 1, policy: "fail" }],
+    });
+    const alice = () => makeTask({ apiKey: "key:aaaaaaaaaaaa" });
+    expect(run(b, alice()).ok).toBe(true);
+    const refused = b.check(alice(), worker, 0);
+    expect(refused).toMatchObject({ ok: false });
+    if (!refused.ok) {
+      expect(refused.fail?.message).toContain('apiKey "key:aaaaaaaaaaaa"');
+    }
+    expect(run(b, makeTask({ apiKey: "key:bbbbbbbbbbbb" })).ok).toBe(true);
+    expect(run(b, makeTask()).ok).toBe(true);
+    expect(run(b, makeTask()).ok).toBe(true);
+    // A restart: the ledger's line of key c counts against key c only.
+    b.restore([{ at: 0, apiKey: "key:cccccccccccc", usage: { inputTokens: 1 } }], 0);
+    expect(b.check(makeTask({ apiKey: "key:cccccccccccc" }), worker, 0).ok).toBe(false);
+    expect(b.check(makeTask({ apiKey: "key:dddddddddddd" }), worker, 0).ok).toBe(true);
+  });
+});

@@ -34,10 +34,11 @@ export const BudgetConfigSchema = z
     name: z.string().min(1).optional(),
     /**
      * `global` (everything), `provider` (a task's rate-limit keys, else its worker's
-     * provider), `tenant`, or `worker` (what one worker runs). @default "global"
+     * provider), `tenant`, `worker` (what one worker runs), or `apiKey` (what one API key
+     * submitted; tasks without one are not counted). @default "global"
      */
-    scope: z.enum(["global", "provider", "tenant", "worker"]).default("global"),
-    /** Which provider/tenant/worker; without it, every provider/tenant/worker gets its own budget. */
+    scope: z.enum(["global", "provider", "tenant", "worker", "apiKey"]).default("global"),
+    /** Which provider/tenant/worker/API key; without it, each gets its own budget. */
     key: z.string().min(1).optional(),
     requests: positive("requests").optional(),
     tokens: positive("tokens").optional(),
@@ -96,7 +97,7 @@ interface Amounts {
   cost: number;
 }
 
-type Scope = "global" | "provider" | "tenant" | "worker";
+type Scope = "global" | "provider" | "tenant" | "worker" | "apiKey";
 
 interface Spec {
   /** Unique per `Budgets`: counters are keyed by it (names may repeat). */
@@ -489,6 +490,7 @@ export class Budgets implements DispatchGate {
         else if (spec.scope === "tenant") subjects = [line.tenant ?? "default"];
         else if (spec.scope === "worker")
           subjects = line.workerId === undefined ? [] : [line.workerId];
+        else if (spec.scope === "apiKey") subjects = line.apiKey === undefined ? [] : [line.apiKey];
         else subjects = line.provider === undefined ? [] : [line.provider];
         for (const subject of subjects) {
           if (spec.key !== undefined && spec.key !== subject) continue;
@@ -525,6 +527,11 @@ export class Budgets implements DispatchGate {
     if (spec.scope === "worker") {
       if (worker === undefined) return [];
       return spec.key === undefined || spec.key === worker.id ? [worker.id] : [];
+    }
+    if (spec.scope === "apiKey") {
+      const k = task.apiKey;
+      if (k === undefined) return [];
+      return spec.key === undefined || spec.key === k ? [k] : [];
     }
     const providers = task.rateLimitKeys.length
       ? task.rateLimitKeys

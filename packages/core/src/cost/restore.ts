@@ -9,6 +9,7 @@ export interface RestoredUsage {
   provider?: string;
   model?: string;
   tenant?: string;
+  apiKey?: string;
   taskId?: string;
   workerId?: string;
   requests: number;
@@ -56,6 +57,7 @@ export function resolveUsageEntries(
     if (e.provider !== undefined) r.provider = e.provider;
     if (e.model !== undefined) r.model = e.model;
     if (e.tenant !== undefined) r.tenant = e.tenant;
+    if (e.apiKey !== undefined) r.apiKey = e.apiKey;
     if (e.taskId !== undefined) r.taskId = e.taskId;
     if (e.workerId !== undefined) r.workerId = e.workerId;
     out.push(r);

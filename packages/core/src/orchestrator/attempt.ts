@@ -140,6 +140,7 @@ export function usageLine(rec: TaskRecord, workerId: string, usage: Usage, at: n
   const model = (rec.payload as { model?: unknown } | null | undefined)?.model;
   if (typeof model === "string") line.model = model;
   if (rec.tenant !== undefined) line.tenant = rec.tenant;
+  if (rec.apiKey !== undefined) line.apiKey = rec.apiKey;
   return line;
 }
 

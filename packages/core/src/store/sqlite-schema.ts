@@ -103,6 +103,10 @@ export const MIGRATIONS: ReadonlyArray<(db: DatabaseSync) => void> = [
       ) WITHOUT ROWID;
     `);
   },
+  // v2: the API key that submitted a task, on its usage lines (for `apiKey` budgets).
+  (db) => {
+    db.exec("ALTER TABLE usage ADD COLUMN api_key TEXT");
+  },
 ];
 
 /**

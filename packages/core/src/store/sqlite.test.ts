@@ -15,7 +15,7 @@ import { FlotillaError } from "../errors.js";
 import { Orchestrator } from "../orchestrator/orchestrator.js";
 import type { TaskRecord } from "../task/types.js";
 import { SqliteStore } from "./sqlite.js";
-import { APPLICATION_ID, SCHEMA_VERSION } from "./sqlite-schema.js";
+import { APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION } from "./sqlite-schema.js";
 
 function record(id: string, seq: number): TaskRecord {
   return {
@@ -57,6 +57,34 @@ describe("SqliteStore", () => {
   afterEach(() => {
     chmodSync(dir, 0o700);
     rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("migrates a v1 file to the current schema, keeping its data; usage lines keep their API key", async () => {
+    const path = join(dir, "v1.db");
+    const raw = new DatabaseSync(path);
+    raw.exec(`PRAGMA application_id = ${APPLICATION_ID}`);
+    MIGRATIONS[0]!(raw);
+    raw.exec("PRAGMA user_version = 1");
+    raw.exec(
+      `INSERT INTO usage (at, task_id, tenant, usage) VALUES (5, 'old', 'acme', '{"inputTokens":3}')`,
+    );
+    raw.close();
+    const store = new SqliteStore({ path });
+    await store.open();
+    await store.recordUsage({
+      at: 6,
+      taskId: "new",
+      apiKey: "key:0123456789ab",
+      usage: { inputTokens: 4 },
+    });
+    expect(await store.listUsage()).toEqual([
+      { at: 5, taskId: "old", tenant: "acme", usage: { inputTokens: 3 } },
+      { at: 6, taskId: "new", apiKey: "key:0123456789ab", usage: { inputTokens: 4 } },
+    ]);
+    await store.close();
+    const check = new DatabaseSync(path);
+    expect(check.prepare("PRAGMA user_version").get()).toEqual({ user_version: SCHEMA_VERSION });
+    check.close();
   });
 
   it("creates a new file with its application id, schema version and WAL", async () => {

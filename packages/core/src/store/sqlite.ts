@@ -448,13 +448,14 @@ export class SqliteStore implements Store {
       entry.provider ?? null,
       entry.model ?? null,
       entry.tenant ?? null,
+      entry.apiKey ?? null,
       toJson(entry.usage, "recordUsage: usage"),
     ];
     await this.#q.write((db) => {
       this.#q
         .stmt(
           db,
-          "INSERT INTO usage (at, task_id, worker_id, provider, model, tenant, usage) VALUES (?, ?, ?, ?, ?, ?, ?)",
+          "INSERT INTO usage (at, task_id, worker_id, provider, model, tenant, api_key, usage) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .run(...row);
     });
@@ -477,6 +478,7 @@ export class SqliteStore implements Store {
         if (r.provider !== null) entry.provider = String(r.provider);
         if (r.model !== null) entry.model = String(r.model);
         if (r.tenant !== null) entry.tenant = String(r.tenant);
+        if (r.api_key !== null && r.api_key !== undefined) entry.apiKey = String(r.api_key);
         return entry;
       }),
     );

@@ -32,6 +32,8 @@ export interface UsageEntry {
   provider?: string;
   model?: string;
   tenant?: string;
+  /** The API key (its id) that submitted the task. */
+  apiKey?: string;
   usage: Usage;
 }
 

@@ -124,6 +124,7 @@ export function normalizeTaskSpec(
   if (parsed.estimate) record.estimate = parsed.estimate;
   if (parsed.idempotencyKey) record.idempotencyKey = parsed.idempotencyKey;
   if (tenant !== undefined) record.tenant = tenant;
+  if (parsed.apiKey !== undefined) record.apiKey = parsed.apiKey;
   if (parsed.runAt !== undefined) record.runAt = parsed.runAt;
   return record;
 }
@@ -164,6 +165,7 @@ function plainSpec(spec: TaskSpec): ParsedTaskSpec | undefined {
   for (const field in s) if (!SPEC_FIELDS.has(field)) return undefined;
   for (const field of SCHEMA_FIELDS) if (s[field] !== undefined) return undefined;
   const { id, priority, dependsOn, timeoutMs, rateLimitKey, idempotencyKey, tenant, runAt } = s;
+  if (s.apiKey !== undefined && !isKey(s.apiKey)) return undefined;
   if (id !== undefined && !isKey(id)) return undefined;
   if (
     priority !== undefined &&

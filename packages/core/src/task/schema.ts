@@ -173,6 +173,11 @@ export const TaskSpecSchema = strictObject({
   approval: z.enum(["none", "before_run", "after_run"]).optional(),
   idempotencyKey: key.optional(),
   tenant: key.optional(),
+  /**
+   * Who submitted it: an API key's id (the server sets it from the request's key, e.g.
+   * `key:0123456789ab`; never trust one from a request body). `apiKey` budgets count by it.
+   */
+  apiKey: key.optional(),
   /** Do not start before this time (ms since epoch). */
   runAt: z.number().int().nonnegative().optional(),
   metadata: z.record(z.string(), z.unknown()).optional(),

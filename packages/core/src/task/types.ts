@@ -70,6 +70,8 @@ export interface TaskRecord {
   approvalDecision?: ApprovalDecision;
   idempotencyKey?: string;
   tenant?: string;
+  /** The API key (its id) that submitted it, when the server knows it. */
+  apiKey?: string;
   runAt?: number;
   metadata: Record<string, unknown>;
   /** Attempts started so far. */

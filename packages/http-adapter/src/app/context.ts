@@ -256,7 +256,7 @@ export class AppContext {
     spec: TaskSpec,
   ): Promise<{ id: string; result: TaskResult } | Response> {
     this.admit(spec.type);
-    const handle = await this.o.submit(spec);
+    const handle = await this.submitAs(c, spec);
     const attempts = spec.retry?.maxAttempts ?? 1;
     const bound = (spec.timeoutMs ?? this.#executeTimeoutMs) * attempts + 5_000;
     let timer: ReturnType<Clock["setTimeout"]> | undefined;
@@ -281,6 +281,13 @@ export class AppContext {
     } finally {
       if (timer !== undefined) this.clock.clearTimeout(timer);
     }
+  }
+
+  /** Submits `spec` as the request's API key (`apiKey` budgets count it; see {@link AppContext.actor}). */
+  submitAs(c: Context, spec: TaskSpec) {
+    const actor = this.actor(c);
+    if (actor !== "open") spec.apiKey = actor;
+    return this.o.submit(spec);
   }
 
   /**

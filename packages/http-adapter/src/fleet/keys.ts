@@ -23,6 +23,11 @@ export interface AdminPrincipal {
   source: "config" | "stored" | "open";
   key: KeyRecord | null;
   label: string;
+  /**
+   * The key as tasks and approvals record it: `key:` and the first 12 hex digits of the
+   * SHA-256 of the secret presented (as the Vera routes name it); null in open mode.
+   */
+  actor: string | null;
 }
 
 /** Throttle for recording node-key use in the audit log (every poll would flood it). */
@@ -117,11 +122,21 @@ export class KeyService {
     if (secret) {
       const hash = sha256Hex(secret);
       if (this.#configHashes.some((h) => sameDigest(h, hash))) {
-        return { source: "config", key: null, label: "config-admin-key" };
+        return {
+          source: "config",
+          key: null,
+          label: "config-admin-key",
+          actor: `key:${hash.slice(0, 12)}`,
+        };
       }
       const key = await this.lookup(secret);
       if (key && key.kind !== "node") {
-        const principal: AdminPrincipal = { source: "stored", key, label: key.id };
+        const principal: AdminPrincipal = {
+          source: "stored",
+          key,
+          label: key.id,
+          actor: `key:${hash.slice(0, 12)}`,
+        };
         if (scope !== undefined && !this.#holds(key, scope)) {
           await this.audit("denied", key, {
             source,
@@ -134,7 +149,7 @@ export class KeyService {
       }
       await this.audit("denied", null, { source, detail: `${what}: unknown or revoked key` });
     }
-    if (this.#open) return { source: "open", key: null, label: "open" };
+    if (this.#open) return { source: "open", key: null, label: "open", actor: null };
     throw new FleetHttpError(
       401,
       secret ? "invalid or revoked API key" : "missing API key (X-API-Key header)",

@@ -135,6 +135,8 @@ export interface ScheduleRecord {
   template: Record<string, unknown>;
   created_at: number;
   created_by: string | null;
+  /** The creator's key as tasks record it (`apiKey` budgets count each occurrence by it). */
+  api_key?: string | null;
   next_run_at: number | null;
   last_task_id: string | null;
   active: boolean;

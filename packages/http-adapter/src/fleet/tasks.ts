@@ -96,7 +96,14 @@ export class TaskService {
       }
     }
     if (!cron) {
-      const id = await this.#submit(body, files, principal.label, null, body.scheduled_for ?? null);
+      const id = await this.#submit(
+        body,
+        files,
+        principal.label,
+        null,
+        body.scheduled_for ?? null,
+        principal.actor,
+      );
       return this.viewById(id);
     }
     const now = this.#o.clock.now();
@@ -109,11 +116,19 @@ export class TaskService {
       template: body as unknown as Record<string, unknown>,
       created_at: now,
       created_by: principal.label,
+      api_key: principal.actor,
       next_run_at: first,
       last_task_id: null,
       active: true,
     };
-    const id = await this.#submit(body, files, principal.label, schedule.id, first);
+    const id = await this.#submit(
+      body,
+      files,
+      principal.label,
+      schedule.id,
+      first,
+      principal.actor,
+    );
     schedule.last_task_id = id;
     await this.#state.putSchedule(schedule);
     this.#arm(schedule);
@@ -169,6 +184,7 @@ export class TaskService {
     createdBy: string,
     scheduleId: string | null,
     runAt: number | null,
+    apiKey: string | null,
   ): Promise<string> {
     const id = uuid();
     const target: NonNullable<TaskSpec["target"]> = {};
@@ -207,6 +223,7 @@ export class TaskService {
     if (runAt !== null && runAt > this.#o.clock.now()) spec.runAt = runAt;
     if (body.idempotency_key && !scheduleId) spec.idempotencyKey = body.idempotency_key;
     if (body.tenant) spec.tenant = body.tenant;
+    if (apiKey) spec.apiKey = apiKey;
     const state: FleetTaskState = {
       task_id: id,
       message: null,
@@ -273,7 +290,14 @@ export class TaskService {
       }
       const body = s.template as unknown as CreateTaskBody;
       const files = await this.#resolveFiles(body.files ?? []);
-      s.last_task_id = await this.#submit(body, files, s.created_by ?? "schedule", s.id, next);
+      s.last_task_id = await this.#submit(
+        body,
+        files,
+        s.created_by ?? "schedule",
+        s.id,
+        next,
+        s.api_key ?? null,
+      );
       s.next_run_at = next;
       await this.#state.putSchedule(s);
       this.#arm(s);

@@ -38,7 +38,7 @@ export function callRoutes(ctx: AppContext): void {
       if (!input.stream) return ctx.runAndAnswer(c, spec, "response", llmText);
       // Streamed: token events as the model writes, then the usual answer as a `result` event.
       ctx.admit(spec.type);
-      const handle = await ctx.o.submit(spec);
+      const handle = await ctx.submitAs(c, spec);
       return ctx.sse.stream(c, handle.id, { n: 0, k: 0 }, (rec) => ({
         event: "result",
         data: rec.result

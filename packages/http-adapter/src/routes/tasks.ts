@@ -38,7 +38,7 @@ export function taskRoutes(ctx: AppContext): void {
     handler: async (c) => {
       const spec = ctx.toSpec(await ctx.body(c, TaskSubmitSchema));
       ctx.admit(spec.type);
-      const handle = await o.submit(spec);
+      const handle = await ctx.submitAs(c, spec);
       const noWorker = !ctx.anyWorkerFor(spec.type);
       return c.json({
         task_id: handle.id,

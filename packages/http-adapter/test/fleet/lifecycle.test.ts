@@ -426,6 +426,9 @@ describe("fleet keys", () => {
     const t = await f.admin("POST", "/tasks", { prompt: "ship it", approval: "before_run" });
     expect(t.status).toBe(201);
     const id = t.json.task_id as string;
+    // The task records the key that created it, as the Vera routes name keys.
+    const hash12 = createHash("sha256").update(ADMIN_KEY).digest("hex").slice(0, 12);
+    expect((await f.orchestrator.get(id))?.apiKey).toBe(`key:${hash12}`);
     await f.orchestrator.approve(id, { by: "key:0123456789ab", comment: "looks right" });
     const other = await f.admin("POST", "/tasks", { prompt: "no", approval: "before_run" });
     await f.orchestrator.reject(other.json.task_id as string, { by: "open" });
