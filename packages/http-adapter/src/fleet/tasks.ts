@@ -13,7 +13,15 @@ import type {
   ScheduleRecord,
   TaskFileRef,
 } from "./state.js";
-import { baseName, FleetHttpError, iso, KeyedMutex, sha256Hex, uuid } from "./util.js";
+import {
+  baseName,
+  FleetHttpError,
+  iso,
+  KeyedMutex,
+  safeFileName,
+  sha256Hex,
+  uuid,
+} from "./util.js";
 
 /** Fleet task type for prompts run by agents on nodes. */
 export const FLEET_TASK_TYPE = "agent_run";
@@ -170,7 +178,8 @@ export class TaskService {
           `body.files.${i}: no uploaded file "${raw}" (POST /upload first)`,
         );
       }
-      let shown = baseName(rec.original_name) || rec.filename;
+      // Names stored before they were checked at upload are checked here too.
+      let shown = safeFileName(rec.original_name) ?? rec.filename;
       if (seen.has(shown)) shown = rec.filename;
       seen.add(shown);
       refs.push({ name: shown, filename: rec.filename, checksum: rec.checksum, size: rec.size });
@@ -411,14 +420,18 @@ export class TaskService {
     contentType: string | null,
     by: string,
   ): Promise<FileRecord> {
-    const clean =
-      baseName(originalName)
-        .replace(/[^\w.\- ]+/g, "_")
-        .slice(-120) || "file";
+    const shown = safeFileName(originalName);
+    if (shown === undefined) {
+      throw new FleetHttpError(
+        400,
+        `body.file: the file name ${JSON.stringify(originalName.slice(0, 100))} cannot be a file name on a node (empty, "." or ".."): rename it`,
+      );
+    }
+    const clean = shown.replace(/[^\w.\- ]+/g, "_").slice(-120) || "file";
     const filename = `${uuid().slice(0, 8)}_${clean}`;
     const rec: FileRecord = {
       filename,
-      original_name: baseName(originalName) || clean,
+      original_name: shown,
       checksum: sha256Hex(bytes),
       size: bytes.byteLength,
       content_type: contentType,

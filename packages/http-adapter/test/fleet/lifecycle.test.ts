@@ -500,6 +500,28 @@ describe("fleet bad input", () => {
     expect(noKey.status).toBe(401);
   });
 
+  it("upload names a node could not use safely are refused or cleaned", async () => {
+    const f = await fleet();
+    for (const name of [".", "..", "dir/..", "\u202e"]) {
+      const res = await upload(f.url, name, "x");
+      expect(res.status, name).toBe(400);
+      expect(String(res.json.detail)).toContain("cannot be a file name on a node");
+    }
+    // A right-to-left override would show "report_exe.txt" as "report_txt.exe": it is removed.
+    const bidi = await upload(f.url, "report_\u202etxt.exe", "x");
+    expect(bidi.status).toBe(201);
+    expect(bidi.json.original_name).toBe("report_txt.exe");
+    const r = runner(f, "names");
+    await r.register();
+    await f.admin("POST", "/tasks", { prompt: "p", files: [bidi.json.filename] });
+    const polled = await r.poll();
+    expect(polled?.files).toEqual(["report_txt.exe"]);
+    const got = await httpRequest("GET", `${f.url}/files/report_txt.exe`, {
+      "X-API-Key": r.apiKey!,
+    });
+    expect(got.status).toBe(200);
+  });
+
   it("a checksum mismatch makes the runner drop the task silently; the lease brings it back", async () => {
     const f = await fleet({ fleet: { leaseMs: 60_000 } });
     const up = await upload(f.url, "data.bin", "abc");
