@@ -25,6 +25,10 @@ export interface ServeConfig {
   shutdownTimeoutSeconds: number;
   ollamaUrl: string;
   detectWorkers: boolean;
+  /** Failed authentications from one address (in 10 min) after which it gets 429 (0: never). */
+  authLockAfter: number;
+  /** Successful node registrations per minute from one address. */
+  registrationLimitPerMinute: number;
   /** Encrypts the credentials of workers registered through the API, so they are kept across restarts. */
   secretKey?: string;
   /** The config file's `resources` section: limits, budgets, prices, tenant caps, admission. */
@@ -86,6 +90,22 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     flag: "--registration-token <token>",
     env: "FLOTILLA_REGISTRATION_TOKEN",
     description: "token fleet nodes present to register (fleet registration is off when unset)",
+  },
+  {
+    key: "authLockAfter",
+    flag: "--auth-lock-after <n>",
+    env: "FLOTILLA_AUTH_LOCK_AFTER",
+    description:
+      "wrong keys from one address (in 10 min) after which it gets 429 with Retry-After; before that, after 5, answers are delayed (0: never 429)",
+    default: "30",
+  },
+  {
+    key: "registrationLimitPerMinute",
+    flag: "--registration-limit-per-minute <n>",
+    env: "FLOTILLA_REGISTRATION_LIMIT_PER_MINUTE",
+    description:
+      "node registrations with the right token per minute from one address (a wrong token is slowed down, never counted here)",
+    default: "60",
   },
   {
     key: "secretKey",
@@ -213,6 +233,8 @@ const ConfigSchema = z.object({
   adminKey: z.string().min(8, "expected at least 8 characters").optional(),
   registrationToken: z.string().min(1).optional(),
   secretKey: z.string().min(16, "expected at least 16 characters").optional(),
+  authLockAfter: num(0).default(30),
+  registrationLimitPerMinute: num(1).default(60),
   leaseSeconds: num(1, false).default(300),
   nodeTimeoutSeconds: num(1, false).default(90),
   nodeExpiryHours: num(0, false).default(24),
@@ -313,6 +335,8 @@ export function loadServeConfig(
     leaseSeconds: c.leaseSeconds,
     nodeTimeoutSeconds: c.nodeTimeoutSeconds,
     nodeExpiryHours: c.nodeExpiryHours,
+    authLockAfter: c.authLockAfter,
+    registrationLimitPerMinute: c.registrationLimitPerMinute,
     logLevel: c.logLevel,
     open: c.open,
     prefix: c.prefix.replace(/\/+$/, "") || "/",

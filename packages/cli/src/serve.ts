@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { Orchestrator, ResourceManager, type Worker } from "@flotilla/core";
 import { SqliteStore } from "@flotilla/core/sqlite";
 import {
+  AuthThrottle,
   applyResourcePolicy,
   createCredentialSealer,
   createFleetRoutes,
@@ -90,6 +91,8 @@ export async function runServe(
   const admin = config.open ? undefined : await resolveAdminKey(config.dataDir, config.adminKey);
   const { factories, notes } = await buildWorkerFactories(resources);
 
+  // One throttle for both surfaces: a source's wrong keys count together.
+  const authThrottle = new AuthThrottle({ lockAfter: config.authLockAfter }, { logger });
   const mount: NonNullable<FlotillaAppOptions["mount"]> = [];
   let fleet: ReturnType<typeof createFleetRoutes> | undefined;
   let fleetNote: string;
@@ -103,6 +106,8 @@ export async function runServe(
       leaseMs: Math.round(config.leaseSeconds * 1000),
       nodeTimeoutMs: Math.round(config.nodeTimeoutSeconds * 1000),
       nodeExpiryMs: Math.round(config.nodeExpiryHours * 3_600_000),
+      registrationRateLimit: { max: config.registrationLimitPerMinute, windowMs: 60_000 },
+      authThrottle,
       adminKeys: admin?.hashes ?? [],
       openAdmin: config.open,
       logger,
@@ -130,6 +135,7 @@ export async function runServe(
         },
     prefix: config.prefix,
     workerFactories: factories,
+    authThrottle,
     // Workers registered through the API are kept in the store and registered again at start.
     workerStore: {
       store,

@@ -41,6 +41,11 @@ export {
   type KeyScope,
   type RegistrationRateLimit,
 } from "./fleet/index.js";
+export {
+  AuthThrottle,
+  type AuthThrottleOptions,
+  type ThrottleVerdict,
+} from "./http/throttle.js";
 export { FlotillaMetrics } from "./metrics.js";
 export {
   ErrorResponseSchema,

@@ -20,6 +20,7 @@ import type { ZodType } from "zod";
 import { hashApiKey, KeyVerifier, keyFromHeaders } from "../auth.js";
 import { errorResponse, HttpError } from "../errors.js";
 import { parseInput, readJson } from "../http/body.js";
+import { AuthThrottle } from "../http/throttle.js";
 import { ErrorResponseSchema, type TaskSubmitInput } from "../schemas.js";
 import { TaskStreams } from "../sse.js";
 import { jsonSafe, priorityValue, taskMetrics } from "../views.js";
@@ -70,6 +71,8 @@ export class AppContext {
   /** Registers the stored API registrations again (set by the worker routes). */
   restoreWorkers: () => Promise<Array<{ worker_id: string; ok: boolean; error?: string }>> =
     async () => [];
+  /** Slows down repeated wrong keys per source (undefined when turned off). */
+  readonly throttle: AuthThrottle | undefined;
   /** The task event streams (SSE), with their bounded buffer of recent progress. */
   readonly sse: TaskStreams;
   #types: { allowed: string[]; claimed: Set<string>; wildcard: boolean } | undefined;
@@ -86,6 +89,15 @@ export class AppContext {
     this.verifier = new KeyVerifier(options.auth, this.logger);
     this.#executeTimeoutMs = options.executeTimeoutMs ?? 300_000;
     this.sse = new TaskStreams(this.o, options.sse ?? {}, this.clock, this.logger);
+    this.throttle =
+      options.authThrottle === false
+        ? undefined
+        : options.authThrottle instanceof AuthThrottle
+          ? options.authThrottle
+          : new AuthThrottle(options.authThrottle ?? {}, {
+              clock: this.clock,
+              logger: this.logger,
+            });
     this.registry.registerComponent("securitySchemes", "ApiKey", {
       type: "apiKey",
       in: "header",
@@ -332,11 +344,36 @@ export class AppContext {
 
   // ---- routes ------------------------------------------------------------------------
 
-  /** A 401 answer when the request carries no valid key (and the server is not open). */
+  /** The client's address (the connection's peer). */
+  sourceOf(c: Context): string {
+    const env = c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined;
+    return env?.incoming?.socket?.remoteAddress ?? "unknown";
+  }
+
+  /**
+   * A 401 answer when the request carries no valid key (and the server is not open); a
+   * wrong key is answered after the throttle's delay, or 429 once its source is locked.
+   */
   async denyWithoutKey(c: Context): Promise<Response | undefined> {
     if (this.verifier.open) return undefined;
     const key = keyFromHeaders(c.req.raw.headers);
-    if (await this.verifier.check(key, `${c.req.method} ${c.req.path}`)) return undefined;
+    const what = `${c.req.method} ${c.req.path}`;
+    if (await this.verifier.check(key, what)) return undefined;
+    if (key && this.throttle) {
+      const verdict = this.throttle.fail(this.sourceOf(c), what, key);
+      if (verdict.retryAfterMs !== undefined) {
+        const secs = Math.ceil(verdict.retryAfterMs / 1000);
+        return errorResponse(
+          new HttpError(
+            429,
+            "TOO_MANY_FAILURES",
+            `too many failed authentications from this address: retry in ${secs} s`,
+            { "retry-after": String(secs) },
+          ),
+        );
+      }
+      await this.throttle.delay(verdict.delayMs);
+    }
     return errorResponse(
       new FlotillaError(
         "UNAUTHORIZED",

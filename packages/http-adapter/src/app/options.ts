@@ -11,6 +11,7 @@ import type {
 } from "@flotilla/core";
 import type { Hono } from "hono";
 import type { AuthOptions } from "../auth.js";
+import type { AuthThrottle, AuthThrottleOptions } from "../http/throttle.js";
 import type { FlotillaMetrics } from "../metrics.js";
 import type { LlmApiRegisterInput, RemoteRegisterInput } from "../schemas.js";
 import type { SseOptions } from "../sse.js";
@@ -121,6 +122,12 @@ export interface FlotillaAppOptions {
    * WebSocket intervals and limits (see {@link WebSocketOptions}). @default {} (each field's own default)
    */
   websocket?: WebSocketOptions;
+  /**
+   * Slows guessing of API keys per client address (see `AuthThrottle`): after a few wrong
+   * keys answers are delayed, then 429 with `Retry-After`. Share one instance with the fleet
+   * routes to count both. `false` turns it off. @default new AuthThrottle()
+   */
+  authThrottle?: AuthThrottle | AuthThrottleOptions | false;
   /**
    * Keep workers registered through the API across restarts (see {@link WorkerStoreOptions}).
    * @default undefined (they last until the process ends)

@@ -28,6 +28,7 @@
 import type { RouteConfig } from "@asteasolutions/zod-to-openapi";
 import { silentLogger, systemClock, type TransitionEvent } from "@flotilla/core";
 import { Hono } from "hono";
+import { AuthThrottle } from "../http/throttle.js";
 import { KeyService } from "./keys.js";
 import { NodeService } from "./nodes.js";
 import { fleetOpenApiRoutes } from "./openapi.js";
@@ -129,7 +130,7 @@ export function createFleetRoutes(options: FleetRoutesOptions): FleetApp {
     maxBodyBytes: positive("maxBodyBytes", options.maxBodyBytes, 1024 * 1024),
     uploadDir: options.uploadDir,
     registrationRateLimit: {
-      max: positive("registrationRateLimit.max", options.registrationRateLimit?.max, 10),
+      max: positive("registrationRateLimit.max", options.registrationRateLimit?.max, 60),
       windowMs: positive(
         "registrationRateLimit.windowMs",
         options.registrationRateLimit?.windowMs,
@@ -137,6 +138,15 @@ export function createFleetRoutes(options: FleetRoutesOptions): FleetApp {
       ),
     },
     reregistrationGraceMs: options.reregistrationGraceMs ?? 60_000,
+    authThrottle:
+      options.authThrottle === false
+        ? undefined
+        : options.authThrottle instanceof AuthThrottle
+          ? options.authThrottle
+          : new AuthThrottle(options.authThrottle ?? {}, {
+              clock: options.clock ?? systemClock,
+              logger: options.logger ?? silentLogger,
+            }),
     maxAttempts: positive("maxAttempts", options.maxAttempts, 3),
     publicUrl: options.publicUrl,
     sourceOf: options.sourceOf ?? defaultSource,
@@ -145,7 +155,7 @@ export function createFleetRoutes(options: FleetRoutesOptions): FleetApp {
   };
   const engine = o.orchestrator;
   const state = new FleetState(o.store);
-  const keys = new KeyService(state, o.clock, o.logger, o.adminKeys, o.openAdmin);
+  const keys = new KeyService(state, o.clock, o.logger, o.adminKeys, o.openAdmin, o.authThrottle);
   const nodes = new NodeService(o, state, keys, engine);
   const tasks = new TaskService(o, state, engine, keys);
   keys.warnIfOpen();

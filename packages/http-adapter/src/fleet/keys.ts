@@ -1,4 +1,5 @@
 import type { Clock, Logger } from "@flotilla/core";
+import type { AuthThrottle } from "../http/throttle.js";
 import type { AuditEntry, FleetState, KeyKind, KeyRecord } from "./state.js";
 import { FleetHttpError, globMatch, newSecret, sameDigest, sha256Hex, uuid } from "./util.js";
 
@@ -36,6 +37,7 @@ const NODE_USE_AUDIT_MS = 60_000;
 /** API keys: hashed at rest, shown once, rotated with a grace period, revoked at once, audited. */
 export class KeyService {
   readonly #state: FleetState;
+  readonly #throttle: AuthThrottle | undefined;
   readonly #clock: Clock;
   readonly #logger: Logger;
   readonly #configHashes: string[];
@@ -47,7 +49,9 @@ export class KeyService {
     logger: Logger,
     adminKeys: readonly string[],
     open: boolean,
+    throttle?: AuthThrottle,
   ) {
+    this.#throttle = throttle;
     this.#state = state;
     this.#clock = clock;
     this.#logger = logger;
@@ -60,6 +64,30 @@ export class KeyService {
       }
       return sha256Hex(k);
     });
+  }
+
+  /**
+   * A failed authentication of `source`: waits out the throttle's delay, or throws 429 with
+   * `Retry-After` once the source is locked (never for `lock: false`, the registration token).
+   */
+  async slowDown(
+    source: string | null,
+    what: string,
+    credential: string | undefined,
+    { lock = true }: { lock?: boolean } = {},
+  ): Promise<void> {
+    if (!this.#throttle) return;
+    const verdict = this.#throttle.fail(source ?? "unknown", what, credential, { lock });
+    if (verdict.retryAfterMs !== undefined) {
+      throw new FleetHttpError(
+        429,
+        "too many failed authentications from this source; try again later",
+        {
+          "retry-after": String(Math.ceil(verdict.retryAfterMs / 1000)),
+        },
+      );
+    }
+    await this.#throttle.delay(verdict.delayMs);
   }
 
   async audit(
@@ -148,6 +176,7 @@ export class KeyService {
         return principal;
       }
       await this.audit("denied", null, { source, detail: `${what}: unknown or revoked key` });
+      await this.slowDown(source, what, secret);
     }
     if (this.#open) return { source: "open", key: null, label: "open", actor: null };
     throw new FleetHttpError(

@@ -160,7 +160,7 @@ export class NodeService {
     }
   }
 
-  #checkToken(token: string | undefined): void {
+  #checkToken(token: string | undefined): boolean {
     const expected = this.#o.registrationToken;
     if (!expected) {
       throw new FleetHttpError(
@@ -172,16 +172,20 @@ export class NodeService {
       .update(token ?? "")
       .digest();
     const b = createHash("sha256").update(expected).digest();
-    if (!token || !timingSafeEqual(a, b)) {
-      throw new FleetHttpError(401, "invalid registration token");
-    }
+    return !!token && timingSafeEqual(a, b);
   }
 
   /** `POST /register`: a new node, or a fresh key for a known name (the old one gets a grace period). */
-  /** Flood limit (429), then the registration token (503 when none is configured, 401 when wrong). */
-  admit(token: string | undefined, source: string): void {
+  /**
+   * The registration token (503 when none is configured; a wrong one is 401, slowed down by
+   * the throttle, never 429), then the flood limit of successful registrations (429).
+   */
+  async admit(token: string | undefined, source: string): Promise<void> {
+    if (!this.#checkToken(token)) {
+      await this.#keys.slowDown(source, "POST /register", token, { lock: false });
+      throw new FleetHttpError(401, "invalid registration token");
+    }
     this.#checkRate(source);
-    this.#checkToken(token);
   }
 
   /** Registers after {@link admit}. */
@@ -286,8 +290,10 @@ export class NodeService {
   ): Promise<NodeRecord> {
     const key = await this.#keys.lookup(secret);
     if (key?.kind !== "node" || !key.node_id) {
-      if (secret)
+      if (secret) {
         await this.#keys.audit("denied", null, { source, detail: `${what}: unknown key` });
+        await this.#keys.slowDown(source, what, secret);
+      }
       throw new FleetHttpError(
         401,
         secret ? "invalid API key" : "missing API key (X-API-Key header)",

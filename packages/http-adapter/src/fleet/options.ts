@@ -1,4 +1,5 @@
 import type { Clock, EngineApi, Logger, Store } from "@flotilla/core";
+import type { AuthThrottle, AuthThrottleOptions } from "../http/throttle.js";
 
 /** Limits how often one source may call `POST /register`. */
 export interface RegistrationRateLimit {
@@ -53,8 +54,18 @@ export interface FleetRoutesOptions {
   maxBodyBytes?: number;
   /** Keep uploaded files in this directory instead of the store. @default undefined (in the store) */
   uploadDir?: string;
-  /** Per-source flood limit of `POST /register`. @default { max: 10, windowMs: 60000 } */
+  /**
+   * Per-source limit of successful `POST /register` calls (answered 429 with `Retry-After`
+   * beyond it). A wrong token is not counted here: it is slowed by `authThrottle`, never 429.
+   * @default { max: 60, windowMs: 60000 }
+   */
   registrationRateLimit?: RegistrationRateLimit;
+  /**
+   * Slows guessing of node keys, admin keys and the registration token per source (see
+   * `AuthThrottle`); pass one instance to the fleet and `createFlotillaApp` to count a
+   * source's failures on both. `false` turns it off. @default new AuthThrottle()
+   */
+  authThrottle?: AuthThrottle | AuthThrottleOptions | false;
   /** How long a node's former key keeps working after it registers again. @default 60000 */
   reregistrationGraceMs?: number;
   /** Attempts a fleet task gets (a lost node's expired lease counts as one). @default 3 */
@@ -84,6 +95,7 @@ export interface ResolvedFleetOptions {
   maxBodyBytes: number;
   uploadDir: string | undefined;
   registrationRateLimit: RegistrationRateLimit;
+  authThrottle: AuthThrottle | undefined;
   reregistrationGraceMs: number;
   maxAttempts: number;
   publicUrl: string | undefined;

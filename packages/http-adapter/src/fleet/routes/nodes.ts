@@ -22,7 +22,7 @@ export function nodeRoutes(app: Hono, k: FleetKit): void {
     h(async (c) => {
       const source = sourceOf(c);
       const token = c.req.header("x-registration-token");
-      nodes.admit(token, source);
+      await nodes.admit(token, source);
       const body = await jsonBody(c, RegisterBodySchema);
       const { node, apiKey, reregistered } = await nodes.register(body, source);
       return c.json({ ...(await nodes.view(node)), api_key: apiKey, reregistered }, 200);
