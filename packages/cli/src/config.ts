@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { type ResourceConfig, ResourceManager } from "@flotilla/core";
+import { ClientResolver } from "@flotilla/http-adapter";
 import { z } from "zod";
 import { LOG_LEVELS, type LogLevel } from "./logger.js";
 
@@ -29,6 +30,10 @@ export interface ServeConfig {
   authLockAfter: number;
   /** Successful node registrations per minute from one address. */
   registrationLimitPerMinute: number;
+  /** Proxies whose X-Forwarded-* headers are believed (addresses, CIDRs, loopback, …). */
+  trustProxy: string[];
+  /** The URL the server is reached at, for the URLs it hands out (fleet nodes' orchestrator_url). */
+  publicUrl?: string;
   /** Encrypts the credentials of workers registered through the API, so they are kept across restarts. */
   secretKey?: string;
   /** The config file's `resources` section: limits, budgets, prices, tenant caps, admission. */
@@ -90,6 +95,21 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     flag: "--registration-token <token>",
     env: "FLOTILLA_REGISTRATION_TOKEN",
     description: "token fleet nodes present to register (fleet registration is off when unset)",
+  },
+  {
+    key: "trustProxy",
+    flag: "--trust-proxy <list>",
+    env: "FLOTILLA_TRUST_PROXY",
+    description:
+      "comma-separated proxies whose X-Forwarded-For/Proto/Host/Prefix are believed (addresses, CIDRs, loopback, linklocal, uniquelocal); the client address and the URLs handed to nodes come from them",
+    default: "none",
+  },
+  {
+    key: "publicUrl",
+    flag: "--public-url <url>",
+    env: "FLOTILLA_PUBLIC_URL",
+    description:
+      "the URL clients reach the server at (e.g. https://ops.example.com/fl); the base of the URLs handed to fleet nodes",
   },
   {
     key: "authLockAfter",
@@ -234,6 +254,8 @@ const ConfigSchema = z.object({
   registrationToken: z.string().min(1).optional(),
   secretKey: z.string().min(16, "expected at least 16 characters").optional(),
   authLockAfter: num(0).default(30),
+  trustProxy: list.default([]),
+  publicUrl: z.url({ protocol: /^https?$/, error: "expected an http(s) URL" }).optional(),
   registrationLimitPerMinute: num(1).default(60),
   leaseSeconds: num(1, false).default(300),
   nodeTimeoutSeconds: num(1, false).default(90),
@@ -336,6 +358,7 @@ export function loadServeConfig(
     nodeTimeoutSeconds: c.nodeTimeoutSeconds,
     nodeExpiryHours: c.nodeExpiryHours,
     authLockAfter: c.authLockAfter,
+    trustProxy: c.trustProxy,
     registrationLimitPerMinute: c.registrationLimitPerMinute,
     logLevel: c.logLevel,
     open: c.open,
@@ -349,8 +372,18 @@ export function loadServeConfig(
   if (c.adminKey) out.adminKey = c.adminKey;
   if (c.registrationToken) out.registrationToken = c.registrationToken;
   if (c.secretKey) out.secretKey = c.secretKey;
+  if (c.publicUrl) out.publicUrl = c.publicUrl;
   if (c.corsOrigin?.length) out.corsOrigin = c.corsOrigin;
   if (c.concurrency !== undefined) out.concurrency = c.concurrency;
+  if (c.trustProxy.length > 0) {
+    try {
+      new ClientResolver({ trustProxy: c.trustProxy });
+    } catch (err) {
+      throw new Error(
+        `invalid configuration: ${source.trustProxy ?? "trustProxy"}: ${(err as Error).message} (expected addresses, CIDRs, loopback, linklocal or uniquelocal)`,
+      );
+    }
+  }
   if (configPath) out.configFile = resolve(configPath);
   if (merged.resources !== undefined) {
     out.resources = checkResources(merged.resources, `config file ${configPath}`);

@@ -108,6 +108,8 @@ export async function runServe(
       nodeExpiryMs: Math.round(config.nodeExpiryHours * 3_600_000),
       registrationRateLimit: { max: config.registrationLimitPerMinute, windowMs: 60_000 },
       authThrottle,
+      trustProxy: config.trustProxy,
+      ...(config.publicUrl ? { publicUrl: config.publicUrl } : {}),
       adminKeys: admin?.hashes ?? [],
       openAdmin: config.open,
       logger,
@@ -136,6 +138,7 @@ export async function runServe(
     prefix: config.prefix,
     workerFactories: factories,
     authThrottle,
+    trustProxy: config.trustProxy,
     // Workers registered through the API are kept in the store and registered again at start.
     workerStore: {
       store,

@@ -126,6 +126,24 @@ describe("configuration precedence", () => {
     expect(() => loadServeConfig({ nodeExpiryHours: "0.01" }, {})).toThrow(
       "invalid configuration: flag --node-expiry-hours: 0.01 h is not longer than the node timeout (90 s); use 0 to never expire nodes",
     );
+    const proxy = loadServeConfig(
+      {},
+      {
+        FLOTILLA_TRUST_PROXY: "loopback, 10.0.0.0/8",
+        FLOTILLA_PUBLIC_URL: "https://ops.example.com/fl",
+        FLOTILLA_AUTH_LOCK_AFTER: "10",
+      },
+    );
+    expect(proxy.trustProxy).toEqual(["loopback", "10.0.0.0/8"]);
+    expect(proxy.publicUrl).toBe("https://ops.example.com/fl");
+    expect(proxy.authLockAfter).toBe(10);
+    expect(proxy.registrationLimitPerMinute).toBe(60);
+    expect(() => loadServeConfig({ trustProxy: "10.0.0.0/99" }, {})).toThrow(
+      /invalid configuration: flag --trust-proxy: .*expected addresses, CIDRs/,
+    );
+    expect(() => loadServeConfig({ publicUrl: "ops.example.com" }, {})).toThrow(
+      /flag --public-url: expected an http\(s\) URL/,
+    );
   });
 });
 

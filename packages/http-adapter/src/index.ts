@@ -41,6 +41,7 @@ export {
   type KeyScope,
   type RegistrationRateLimit,
 } from "./fleet/index.js";
+export { ClientResolver, type TrustedProxies } from "./http/client.js";
 export {
   AuthThrottle,
   type AuthThrottleOptions,

@@ -20,6 +20,7 @@ import type { ZodType } from "zod";
 import { hashApiKey, KeyVerifier, keyFromHeaders } from "../auth.js";
 import { errorResponse, HttpError } from "../errors.js";
 import { parseInput, readJson } from "../http/body.js";
+import { ClientResolver } from "../http/client.js";
 import { AuthThrottle } from "../http/throttle.js";
 import { ErrorResponseSchema, type TaskSubmitInput } from "../schemas.js";
 import { TaskStreams } from "../sse.js";
@@ -71,6 +72,8 @@ export class AppContext {
   /** Registers the stored API registrations again (set by the worker routes). */
   restoreWorkers: () => Promise<Array<{ worker_id: string; ok: boolean; error?: string }>> =
     async () => [];
+  /** Reads client addresses behind trusted proxies. */
+  readonly client: ClientResolver;
   /** Slows down repeated wrong keys per source (undefined when turned off). */
   readonly throttle: AuthThrottle | undefined;
   /** The task event streams (SSE), with their bounded buffer of recent progress. */
@@ -89,6 +92,7 @@ export class AppContext {
     this.verifier = new KeyVerifier(options.auth, this.logger);
     this.#executeTimeoutMs = options.executeTimeoutMs ?? 300_000;
     this.sse = new TaskStreams(this.o, options.sse ?? {}, this.clock, this.logger);
+    this.client = new ClientResolver({ trustProxy: options.trustProxy ?? [] });
     this.throttle =
       options.authThrottle === false
         ? undefined
@@ -344,10 +348,9 @@ export class AppContext {
 
   // ---- routes ------------------------------------------------------------------------
 
-  /** The client's address (the connection's peer). */
+  /** The client's address (the connection's peer, or behind a trusted proxy the forwarded one). */
   sourceOf(c: Context): string {
-    const env = c.env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined;
-    return env?.incoming?.socket?.remoteAddress ?? "unknown";
+    return this.client.source(c.req.raw, c.env);
   }
 
   /**

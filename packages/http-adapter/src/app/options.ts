@@ -129,6 +129,11 @@ export interface FlotillaAppOptions {
    */
   authThrottle?: AuthThrottle | AuthThrottleOptions | false;
   /**
+   * Proxies to believe (addresses, CIDRs, `loopback`, `linklocal`, `uniquelocal`): behind
+   * them the client's address comes from `X-Forwarded-For` (throttles, logs). @default []
+   */
+  trustProxy?: readonly string[];
+  /**
    * Keep workers registered through the API across restarts (see {@link WorkerStoreOptions}).
    * @default undefined (they last until the process ends)
    */

@@ -28,6 +28,7 @@
 import type { RouteConfig } from "@asteasolutions/zod-to-openapi";
 import { silentLogger, systemClock, type TransitionEvent } from "@flotilla/core";
 import { Hono } from "hono";
+import { ClientResolver } from "../http/client.js";
 import { AuthThrottle } from "../http/throttle.js";
 import { KeyService } from "./keys.js";
 import { NodeService } from "./nodes.js";
@@ -62,11 +63,6 @@ export type FleetApp = Hono & {
    */
   openapiRoutes(base?: string): RouteConfig[];
 };
-
-function defaultSource(_req: Request, env: unknown): string {
-  const e = env as { incoming?: { socket?: { remoteAddress?: string } } } | undefined;
-  return e?.incoming?.socket?.remoteAddress ?? "unknown";
-}
 
 /**
  * `nodeExpiryMs`: 24 h by default (never, when the offline timeout is that long itself), 0
@@ -116,6 +112,10 @@ function positive(name: string, value: number | undefined, fallback: number): nu
 export function createFleetRoutes(options: FleetRoutesOptions): FleetApp {
   if (!options?.orchestrator) throw new TypeError("orchestrator: required");
   if (!options.store) throw new TypeError("store: required");
+  const client = new ClientResolver({
+    trustProxy: options.trustProxy ?? [],
+    ...(options.publicUrl ? { publicUrl: options.publicUrl } : {}),
+  });
   const o: ResolvedFleetOptions = {
     orchestrator: options.orchestrator,
     store: options.store,
@@ -149,7 +149,8 @@ export function createFleetRoutes(options: FleetRoutesOptions): FleetApp {
             }),
     maxAttempts: positive("maxAttempts", options.maxAttempts, 3),
     publicUrl: options.publicUrl,
-    sourceOf: options.sourceOf ?? defaultSource,
+    client,
+    sourceOf: options.sourceOf ?? ((req, env) => client.source(req, env)),
     clock: options.clock ?? systemClock,
     logger: options.logger ?? silentLogger,
   };

@@ -1,4 +1,5 @@
 import type { Clock, EngineApi, Logger, Store } from "@flotilla/core";
+import type { ClientResolver } from "../http/client.js";
 import type { AuthThrottle, AuthThrottleOptions } from "../http/throttle.js";
 
 /** Limits how often one source may call `POST /register`. */
@@ -72,6 +73,12 @@ export interface FleetRoutesOptions {
   maxAttempts?: number;
   /** The URL nodes should use for `/files` (`orchestrator_url`). @default derived from each request */
   publicUrl?: string;
+  /**
+   * Proxies to believe (addresses, CIDRs, `loopback`, `linklocal`, `uniquelocal`): a request
+   * from one of them is read through `X-Forwarded-For/Proto/Host/Prefix`, for the client's
+   * address (throttles, audit) and the URLs handed to nodes. @default [] (none)
+   */
+  trustProxy?: readonly string[];
   /** How the caller's source address is found (for the registration limit). @default the socket's remote address */
   sourceOf?: (request: Request, env: unknown) => string;
   /** @default systemClock */
@@ -98,6 +105,8 @@ export interface ResolvedFleetOptions {
   authThrottle: AuthThrottle | undefined;
   reregistrationGraceMs: number;
   maxAttempts: number;
+  /** Reads client addresses and public URLs (trusted proxies, public URL). */
+  client: ClientResolver;
   publicUrl: string | undefined;
   sourceOf: (request: Request, env: unknown) => string;
   clock: Clock;

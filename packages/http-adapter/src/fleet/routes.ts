@@ -93,14 +93,7 @@ export function mountFleetRoutes(app: Hono, parts: FleetParts): void {
   const node = (c: Context, what: string) => nodes.authenticate(presentedKey(c), what, sourceOf(c));
   const admin = (c: Context, scope: KeyScope) =>
     keys.authenticateAdmin(presentedKey(c), `${c.req.method} ${c.req.path}`, sourceOf(c), scope);
-  const baseUrl = (c: Context, suffix: string) => {
-    if (o.publicUrl) return o.publicUrl.replace(/\/+$/, "");
-    const url = new URL(c.req.url);
-    const path = url.pathname.endsWith(suffix)
-      ? url.pathname.slice(0, url.pathname.length - suffix.length)
-      : "";
-    return `${url.origin}${path}`;
-  };
+  const baseUrl = (c: Context, suffix: string) => o.client.baseUrl(c.req.raw, c.env, suffix);
 
   const kit: FleetKit = {
     ...parts,
