@@ -30,6 +30,14 @@ export interface ServeConfig {
   authLockAfter: number;
   /** Successful node registrations per minute from one address. */
   registrationLimitPerMinute: number;
+  /** Seconds a client has to send a request's headers. */
+  headersTimeoutSeconds: number;
+  /** Seconds a connection with no request in flight stays open. */
+  idleTimeoutSeconds: number;
+  /** Slowest accepted request body (bytes per second; 0: no check). */
+  minBodyBytesPerSecond: number;
+  /** Open connections per client address (0: no cap; trusted proxies are not capped). */
+  maxConnectionsPerSource: number;
   /** Proxies whose X-Forwarded-* headers are believed (addresses, CIDRs, loopback, …). */
   trustProxy: string[];
   /** The URL the server is reached at, for the URLs it hands out (fleet nodes' orchestrator_url). */
@@ -95,6 +103,36 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     flag: "--registration-token <token>",
     env: "FLOTILLA_REGISTRATION_TOKEN",
     description: "token fleet nodes present to register (fleet registration is off when unset)",
+  },
+  {
+    key: "headersTimeoutSeconds",
+    flag: "--headers-timeout-seconds <n>",
+    env: "FLOTILLA_HEADERS_TIMEOUT_SECONDS",
+    description: "a client that has not sent a request's headers by then is disconnected",
+    default: "10",
+  },
+  {
+    key: "idleTimeoutSeconds",
+    flag: "--idle-timeout-seconds <n>",
+    env: "FLOTILLA_IDLE_TIMEOUT_SECONDS",
+    description:
+      "a connection with no request in flight is closed after this long (requests in flight, SSE and WebSockets are never cut by it)",
+    default: "30",
+  },
+  {
+    key: "minBodyBytesPerSecond",
+    flag: "--min-body-bytes-per-second <n>",
+    env: "FLOTILLA_MIN_BODY_BYTES_PER_SECOND",
+    description: "a request body arriving slower than this (over 10 s) is cut; 0: never",
+    default: "512",
+  },
+  {
+    key: "maxConnectionsPerSource",
+    flag: "--max-connections-per-source <n>",
+    env: "FLOTILLA_MAX_CONNECTIONS_PER_SOURCE",
+    description:
+      "open connections one client address may hold (more are closed at once; trusted proxies are not capped); 0: no cap",
+    default: "512",
   },
   {
     key: "trustProxy",
@@ -255,6 +293,10 @@ const ConfigSchema = z.object({
   secretKey: z.string().min(16, "expected at least 16 characters").optional(),
   authLockAfter: num(0).default(30),
   trustProxy: list.default([]),
+  headersTimeoutSeconds: num(0.1, false).default(10),
+  idleTimeoutSeconds: num(0.1, false).default(30),
+  minBodyBytesPerSecond: num(0).default(512),
+  maxConnectionsPerSource: num(0).default(512),
   publicUrl: z.url({ protocol: /^https?$/, error: "expected an http(s) URL" }).optional(),
   registrationLimitPerMinute: num(1).default(60),
   leaseSeconds: num(1, false).default(300),
@@ -359,6 +401,10 @@ export function loadServeConfig(
     nodeExpiryHours: c.nodeExpiryHours,
     authLockAfter: c.authLockAfter,
     trustProxy: c.trustProxy,
+    headersTimeoutSeconds: c.headersTimeoutSeconds,
+    idleTimeoutSeconds: c.idleTimeoutSeconds,
+    minBodyBytesPerSecond: c.minBodyBytesPerSecond,
+    maxConnectionsPerSource: c.maxConnectionsPerSource,
     registrationLimitPerMinute: c.registrationLimitPerMinute,
     logLevel: c.logLevel,
     open: c.open,

@@ -171,7 +171,17 @@ export async function runServe(
   if (fleet) await fleet.ready;
   let server: FlotillaServer;
   try {
-    server = await serveFlotilla(app, { host: config.host, port: config.port });
+    server = await serveFlotilla(app, {
+      host: config.host,
+      port: config.port,
+      limits: {
+        headersTimeoutMs: Math.round(config.headersTimeoutSeconds * 1000),
+        idleTimeoutMs: Math.round(config.idleTimeoutSeconds * 1000),
+        minBodyBytesPerSecond: config.minBodyBytesPerSecond,
+        maxConnectionsPerSource: config.maxConnectionsPerSource,
+        trustProxy: config.trustProxy,
+      },
+    });
   } catch (err) {
     await orchestrator.stop({ mode: "abort" }).catch(() => {});
     resources.stop();

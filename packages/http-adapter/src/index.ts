@@ -43,6 +43,13 @@ export {
 } from "./fleet/index.js";
 export { ClientResolver, type TrustedProxies } from "./http/client.js";
 export {
+  type ConnectionLimits,
+  guardConnections,
+  type ResolvedLimits,
+  resolveLimits,
+  serverTimeouts,
+} from "./http/connections.js";
+export {
   AuthThrottle,
   type AuthThrottleOptions,
   type ThrottleVerdict,

@@ -1,7 +1,15 @@
-import type { Server } from "node:http";
+import type { IncomingMessage, Server } from "node:http";
 import type { AddressInfo } from "node:net";
+import type { Duplex } from "node:stream";
 import { serve } from "@hono/node-server";
 import type { FlotillaApp } from "./app.js";
+import {
+  type ConnectionLimits,
+  guardConnections,
+  resolveLimits,
+  serverTimeouts,
+  WATCHER,
+} from "./http/connections.js";
 
 /** Options of {@link serveFlotilla}. */
 export interface ServeOptions {
@@ -9,6 +17,11 @@ export interface ServeOptions {
   host?: string;
   /** 0 picks a free port. @default 8000 */
   port?: number;
+  /**
+   * How long slow or idle clients may hold connections, and how many one address may open
+   * (see {@link ConnectionLimits}). @default {} (each field's own default)
+   */
+  limits?: ConnectionLimits;
 }
 
 /** A running server. */
@@ -37,14 +50,19 @@ export interface FlotillaServer {
  * ```
  */
 export function attachWebSockets(server: Server, app: FlotillaApp): void {
-  server.on("upgrade", (req, socket, head) => {
+  const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     if (!app.flotilla.hub.handleUpgrade(req, socket, head)) {
-      // Not ours: leave it to other upgrade listeners, or refuse when there are none.
-      if (server.listenerCount("upgrade") <= 1) {
+      // Not ours: leave it to other upgrade listeners, or refuse when there are none
+      // (listeners that only watch upgrades do not count).
+      const others = server
+        .listeners("upgrade")
+        .filter((l) => l !== onUpgrade && !(l as unknown as Record<symbol, boolean>)[WATCHER]);
+      if (others.length === 0) {
         socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
       }
     }
-  });
+  };
+  server.on("upgrade", onUpgrade);
 }
 
 /**
@@ -62,9 +80,15 @@ export function serveFlotilla(
   options: ServeOptions = {},
 ): Promise<FlotillaServer> {
   const host = options.host ?? "127.0.0.1";
+  const limits = resolveLimits(options.limits);
   return new Promise((resolve, reject) => {
     const server = serve(
-      { fetch: app.fetch, hostname: host, port: options.port ?? 8000 },
+      {
+        fetch: app.fetch,
+        hostname: host,
+        port: options.port ?? 8000,
+        serverOptions: serverTimeouts(limits),
+      },
       (info: AddressInfo) => {
         const h = host.includes(":") ? `[${host}]` : host;
         const url = `http://${h === "0.0.0.0" || h === "[::]" ? "127.0.0.1" : h}:${info.port}`;
@@ -83,6 +107,7 @@ export function serveFlotilla(
               t.unref?.();
               s.close(() => {
                 clearTimeout(t);
+                unguard();
                 app.flotilla.close();
                 done();
               });
@@ -94,6 +119,7 @@ export function serveFlotilla(
       },
     ) as Server;
     server.once("error", reject);
+    const unguard = guardConnections(server as Server, limits, options.limits?.trustProxy);
     attachWebSockets(server, app);
   });
 }
