@@ -8,6 +8,7 @@ export const COLLECTIONS = {
   audit: "fleet.audit",
   files: "fleet.files",
   fileData: "fleet.file_data",
+  fileChunks: "fleet.file_chunks",
   logs: "fleet.logs",
   logIndex: "fleet.log_index",
   tasks: "fleet.tasks",
@@ -101,6 +102,8 @@ export interface FileRecord {
   uploaded_by: string | null;
   /** Where the bytes are: the store (base64 in `fleet.file_data`) or a file in `uploadDir`. */
   location: "store" | "disk";
+  /** In the store, in this many chunks (`fleet.file_chunks`); absent: one value (older uploads). */
+  chunks?: number;
 }
 
 /** A file attached to a task. */
@@ -210,6 +213,16 @@ export class FleetState {
   }
   putFileData(filename: string, base64: string): Promise<void> {
     return this.store.kvPut(COLLECTIONS.fileData, filename, base64);
+  }
+  /** One chunk of a file stored in chunks (base64). */
+  getFileChunk(filename: string, index: number): Promise<string | undefined> {
+    return this.store.kvGet<string>(COLLECTIONS.fileChunks, `${filename}/${index}`);
+  }
+  putFileChunk(filename: string, index: number, base64: string): Promise<void> {
+    return this.store.kvPut(COLLECTIONS.fileChunks, `${filename}/${index}`, base64);
+  }
+  deleteFileChunk(filename: string, index: number): Promise<boolean> {
+    return this.store.kvDelete(COLLECTIONS.fileChunks, `${filename}/${index}`);
   }
 
   getTaskState(id: string): Promise<FleetTaskState | undefined> {

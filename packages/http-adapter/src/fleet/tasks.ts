@@ -1,9 +1,20 @@
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { once } from "node:events";
+import { createReadStream, createWriteStream } from "node:fs";
+import { mkdir, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
+import { Readable } from "node:stream";
 import type { EngineApi, TaskRecord, TaskSpec, TaskStatus, TimerHandle } from "@flotilla/core";
 import { TASK_STATUSES, TERMINAL_STATUSES } from "@flotilla/core";
 import { Cron } from "croner";
 import type { AdminPrincipal, KeyService } from "./keys.js";
+
+/**
+ * Size of the pieces an upload is stored in: the most of it held in memory at once, and
+ * small enough for the young generation, so each piece is freed at once after it is written.
+ */
+const FILE_CHUNK_BYTES = 64 * 1024;
+
 import type { ResolvedFleetOptions } from "./options.js";
 import type { CreateTaskBody } from "./schemas.js";
 import type {
@@ -413,13 +424,8 @@ export class TaskService {
 
   // ---- files ------------------------------------------------------------------------------
 
-  /** Stores an uploaded file; the answer is what `files` in a task refers to. */
-  async upload(
-    originalName: string,
-    bytes: Uint8Array,
-    contentType: string | null,
-    by: string,
-  ): Promise<FileRecord> {
+  /** The stored name an upload gets, and the name nodes see (400 for a name that cannot be used). */
+  #names(originalName: string): { filename: string; shown: string } {
     const shown = safeFileName(originalName);
     if (shown === undefined) {
       throw new FleetHttpError(
@@ -428,38 +434,132 @@ export class TaskService {
       );
     }
     const clean = shown.replace(/[^\w.\- ]+/g, "_").slice(-120) || "file";
-    const filename = `${uuid().slice(0, 8)}_${clean}`;
+    return { filename: `${uuid().slice(0, 8)}_${clean}`, shown };
+  }
+
+  /**
+   * Stores an uploaded file from a stream, chunk by chunk (1 MiB at a time in the store, or
+   * straight to a file in `uploadDir`), hashing as it goes and enforcing `maxUploadBytes`
+   * while it streams (413, and nothing kept). The answer is what `files` in a task refers to.
+   */
+  async uploadStream(
+    originalName: string,
+    source: AsyncIterable<Uint8Array>,
+    contentType: string | null,
+    by: string,
+    tooLarge: () => boolean,
+  ): Promise<FileRecord> {
+    const { filename, shown } = this.#names(originalName);
+    const hash = createHash("sha256");
+    let size = 0;
+    let chunks = 0;
+    const toDisk = !!this.#o.uploadDir;
+    let out: ReturnType<typeof createWriteStream> | undefined;
+    if (toDisk) {
+      await mkdir(this.#o.uploadDir!, { recursive: true });
+      out = createWriteStream(join(this.#o.uploadDir!, filename));
+    }
+    let pending: Buffer[] = [];
+    let pendingBytes = 0;
+    const flush = async () => {
+      if (pendingBytes === 0) return;
+      const block = Buffer.concat(pending, pendingBytes);
+      pending = [];
+      pendingBytes = 0;
+      await this.#state.putFileChunk(filename, chunks++, block.toString("base64"));
+    };
+    const discard = async () => {
+      if (out) {
+        out.destroy();
+        await rm(join(this.#o.uploadDir!, filename), { force: true });
+      }
+      for (let i = 0; i < chunks; i++) await this.#state.deleteFileChunk(filename, i);
+    };
+    try {
+      for await (const piece of source) {
+        const buf = Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength);
+        size += buf.byteLength;
+        if (size > this.#o.maxUploadBytes) {
+          throw new FleetHttpError(413, `file larger than ${this.#o.maxUploadBytes} bytes`);
+        }
+        hash.update(buf);
+        if (out) {
+          if (!out.write(buf)) await once(out, "drain");
+        } else {
+          pending.push(Buffer.from(buf));
+          pendingBytes += buf.byteLength;
+          if (pendingBytes >= FILE_CHUNK_BYTES) await flush();
+        }
+      }
+      if (tooLarge())
+        throw new FleetHttpError(413, `file larger than ${this.#o.maxUploadBytes} bytes`);
+      if (out) {
+        out.end();
+        await once(out, "close");
+      } else await flush();
+    } catch (err) {
+      await discard();
+      throw err;
+    }
     const rec: FileRecord = {
       filename,
       original_name: shown,
-      checksum: sha256Hex(bytes),
-      size: bytes.byteLength,
+      checksum: hash.digest("hex"),
+      size,
       content_type: contentType,
       uploaded_at: this.#o.clock.now(),
       uploaded_by: by,
-      location: this.#o.uploadDir ? "disk" : "store",
+      location: toDisk ? "disk" : "store",
     };
-    if (this.#o.uploadDir) {
-      await mkdir(this.#o.uploadDir, { recursive: true });
-      await writeFile(join(this.#o.uploadDir, filename), bytes);
-    } else {
-      await this.#state.putFileData(filename, Buffer.from(bytes).toString("base64"));
-    }
+    if (!toDisk) rec.chunks = chunks;
     await this.#state.putFile(rec);
     return rec;
   }
 
-  async #bytes(rec: FileRecord): Promise<Uint8Array | undefined> {
+  /** The bytes of a stored file as a stream read chunk by chunk, or undefined when they are gone. */
+  async #stream(rec: FileRecord): Promise<ReadableStream<Uint8Array> | undefined> {
     if (rec.location === "disk") {
       if (!this.#o.uploadDir) return undefined;
+      const path = join(this.#o.uploadDir, baseName(rec.filename));
       try {
-        return await readFile(join(this.#o.uploadDir, baseName(rec.filename)));
+        await stat(path);
       } catch {
         return undefined;
       }
+      return Readable.toWeb(createReadStream(path)) as ReadableStream<Uint8Array>;
     }
-    const b64 = await this.#state.getFileData(rec.filename);
-    return b64 === undefined ? undefined : Buffer.from(b64, "base64");
+    if (rec.chunks === undefined) {
+      // An upload stored in one piece (before chunked storage).
+      const b64 = await this.#state.getFileData(rec.filename);
+      if (b64 === undefined) return undefined;
+      const bytes = Buffer.from(b64, "base64");
+      return new ReadableStream({
+        start(c) {
+          c.enqueue(new Uint8Array(bytes));
+          c.close();
+        },
+      });
+    }
+    if (rec.chunks > 0 && (await this.#state.getFileChunk(rec.filename, 0)) === undefined) {
+      return undefined;
+    }
+    const state = this.#state;
+    let i = 0;
+    const total = rec.chunks;
+    return new ReadableStream<Uint8Array>({
+      async pull(c) {
+        if (i >= total) {
+          c.close();
+          return;
+        }
+        const b64 = await state.getFileChunk(rec.filename, i++);
+        if (b64 === undefined) {
+          c.error(new Error(`chunk ${i - 1} of ${rec.filename} is missing`));
+          return;
+        }
+        c.enqueue(new Uint8Array(Buffer.from(b64, "base64")));
+      },
+    });
   }
 
   /**
@@ -469,16 +569,16 @@ export class TaskService {
   async fileFor(
     held: readonly TaskRecord[],
     rawName: string,
-  ): Promise<{ rec: TaskFileRef; bytes: Uint8Array }> {
+  ): Promise<{ rec: TaskFileRef; size: number; body: ReadableStream<Uint8Array> }> {
     const name = baseName(rawName);
     if (!name || name === "." || name === "..") throw new FleetHttpError(404, "file not found");
     for (const task of held) {
       const ref = ((task.payload ?? {}) as FleetPayload).files?.find((f) => f.name === name);
       if (!ref) continue;
       const rec = await this.#state.getFile(ref.filename);
-      const bytes = rec ? await this.#bytes(rec) : undefined;
-      if (!bytes) throw new FleetHttpError(404, `file "${name}" is no longer stored`);
-      return { rec: ref, bytes };
+      const body = rec ? await this.#stream(rec) : undefined;
+      if (!rec || !body) throw new FleetHttpError(404, `file "${name}" is no longer stored`);
+      return { rec: ref, size: rec.size, body };
     }
     if (await this.#state.getFile(name)) {
       throw new FleetHttpError(403, `file "${name}" belongs to no task this node holds`);

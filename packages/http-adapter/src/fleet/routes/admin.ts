@@ -1,9 +1,12 @@
+import { Readable } from "node:stream";
 import type { TaskRecord, TaskStatus } from "@flotilla/core";
 import { TERMINAL_STATUSES } from "@flotilla/core";
+import busboy, { type Busboy } from "busboy";
 import type { Hono } from "hono";
 import { validationError } from "../../errors.js";
 import type { FleetKit } from "../routes.js";
 import { CleanupQuerySchema, CreateTaskBodySchema, ListTasksQuerySchema } from "../schemas.js";
+import type { FileRecord } from "../state.js";
 import { statusFilter } from "../tasks.js";
 import { FleetHttpError, iso } from "../util.js";
 
@@ -148,19 +151,60 @@ export function adminRoutes(app: Hono, k: FleetKit): void {
     limit(o.maxUploadBytes + 64 * 1024),
     h(async (c) => {
       const p = await admin(c, "files:upload");
-      let form: Record<string, unknown>;
+      const type = c.req.header("content-type") ?? "";
+      const body = c.req.raw.body;
+      if (!/^multipart\/form-data/i.test(type) || !body) {
+        throw new FleetHttpError(400, "body: expected multipart/form-data with a file field");
+      }
+      let parser: Busboy;
       try {
-        form = await c.req.parseBody();
+        parser = busboy({
+          headers: { "content-type": type },
+          limits: { files: 1, fileSize: o.maxUploadBytes, fields: 20, fieldSize: 64 * 1024 },
+          // The name as sent: it is checked (and cut to its last segment) by the upload itself.
+          preservePath: true,
+          defParamCharset: "utf8",
+        });
       } catch {
         throw new FleetHttpError(400, "body: expected multipart/form-data with a file field");
       }
-      const file = Object.values(form).find((v): v is File => v instanceof File);
-      if (!file) throw new FleetHttpError(400, 'body: no file part (field "file")');
-      if (file.size > o.maxUploadBytes) {
-        throw new FleetHttpError(413, `file larger than ${o.maxUploadBytes} bytes`);
-      }
-      const bytes = new Uint8Array(await file.arrayBuffer());
-      const rec = await tasks.upload(file.name || "file", bytes, file.type || null, p.label);
+      // The file is stored as it streams in: never whole in memory.
+      const stored = new Promise<FileRecord>((resolve, reject) => {
+        let seen = false;
+        parser.on("file", (_field, stream, info) => {
+          if (seen) {
+            stream.resume();
+            return;
+          }
+          seen = true;
+          let truncated = false;
+          stream.on("limit", () => {
+            truncated = true;
+          });
+          tasks
+            .uploadStream(
+              info.filename ?? "file",
+              stream,
+              info.mimeType || null,
+              p.label,
+              () => truncated,
+            )
+            .then(resolve, (err: unknown) => {
+              stream.resume(); // read the rest, so the answer can be sent
+              reject(err);
+            });
+        });
+        parser.on("error", () =>
+          reject(new FleetHttpError(400, "body: malformed multipart/form-data")),
+        );
+        parser.on("close", () => {
+          if (!seen) reject(new FleetHttpError(400, 'body: no file part (field "file")'));
+        });
+      });
+      const input = Readable.fromWeb(body as import("node:stream/web").ReadableStream);
+      input.on("error", (err) => parser.destroy(err));
+      input.pipe(parser);
+      const rec = await stored;
       return c.json(
         {
           filename: rec.filename,

@@ -71,12 +71,12 @@ export function nodeRoutes(app: Hono, k: FleetKit): void {
       const n = await node(c, "file");
       // Hono hands the parameter over percent-decoded.
       const name = c.req.param("name") ?? "";
-      const { bytes } = await tasks.fileFor(await nodes.holding(n.id), name);
-      return new Response(bytes as unknown as BodyInit, {
+      const { size, body } = await tasks.fileFor(await nodes.holding(n.id), name);
+      return new Response(body, {
         status: 200,
         headers: {
           "content-type": "application/octet-stream",
-          "content-length": String(bytes.byteLength),
+          "content-length": String(size),
         },
       });
     }),
