@@ -145,3 +145,20 @@ describe("PriceBook layers", () => {
     expect(prices.price("vllm", "llama3")).toEqual({ input: 0.2, output: 0.2 });
   });
 });
+
+describe("CostLedger per-task figures", () => {
+  it("keeps the newest maxTasks tasks, evicting the oldest first, also when restored", () => {
+    const now = Date.UTC(2026, 5, 1, 12);
+    const ledger = new CostLedger({ maxTasks: 3, clock: new FakeClock({ now: now + 1 }) });
+    const lines = Array.from({ length: 5 }, (_, i) => ({
+      at: now - 1000 + i,
+      taskId: `t${i}`,
+      usage: { inputTokens: 10 * (i + 1) },
+    }));
+    ledger.restore(lines, now);
+    expect(ledger.taskCost("t0")).toBeUndefined();
+    expect(ledger.taskCost("t1")).toBeUndefined();
+    expect(ledger.taskCost("t4")?.inputTokens).toBe(50);
+    expect(ledger.day().total.inputTokens).toBe(150); // the day keeps every line
+  });
+});

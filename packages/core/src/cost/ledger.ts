@@ -1,5 +1,5 @@
 import { EventEmitter } from "eventemitter3";
-import { dayKey, isTimeZone } from "../budget/calendar.js";
+import { dayBounds, dayKey, isTimeZone } from "../budget/calendar.js";
 import { type Clock, systemClock } from "../clock.js";
 import { FlotillaError } from "../errors.js";
 import { type Logger, silentLogger } from "../logger.js";
@@ -161,6 +161,12 @@ export class CostLedger extends EventEmitter<CostLedgerEvents> implements Dispat
   readonly #maxDays: number;
   readonly #total = empty();
   readonly #byTask = new Map<string, CostAggregate>();
+  /**
+   * Task ids in the order they entered `#byTask`, oldest at `#taskHead`: evicting through a
+   * Map's own iterator would walk every earlier deleted slot each time (quadratic).
+   */
+  #taskOrder: string[] = [];
+  #taskHead = 0;
   readonly #byProvider = new Map<string, CostAggregate>();
   readonly #byKey = new Map<string, CostAggregate>();
   readonly #byModel = new Map<string, CostAggregate>();
@@ -205,11 +211,11 @@ export class CostLedger extends EventEmitter<CostLedgerEvents> implements Dispat
   restore(entries: UsageEntry[], now: number = this.#clock.now()): void {
     if (this.#restored) return;
     this.#restored = true;
-    const today = dayKey(now, this.timeZone);
+    // Today's bounds once (a time-zone lookup per line costs more than all the rest).
+    const { start, end, day } = dayBounds(now, this.timeZone);
     for (const line of resolveUsageEntries(entries, this.costModel.prices)) {
       if (line.at >= this.#born || line.at > now) continue;
-      const day = dayKey(line.at, this.timeZone);
-      if (day !== today) continue;
+      if (line.at < start || line.at >= end) continue;
       const entry: CostEntry = {
         taskId: line.taskId ?? "unknown",
         attempt: 0,
@@ -300,9 +306,16 @@ export class CostLedger extends EventEmitter<CostLedgerEvents> implements Dispat
 
   #add(e: CostEntry): void {
     add(this.#total, e);
-    if (!this.#byTask.has(e.taskId) && this.#byTask.size >= this.#maxTasks) {
-      const oldest = this.#byTask.keys().next().value;
-      if (oldest !== undefined) this.#byTask.delete(oldest);
+    if (!this.#byTask.has(e.taskId)) {
+      if (this.#byTask.size >= this.#maxTasks) {
+        const oldest = this.#taskOrder[this.#taskHead++];
+        if (oldest !== undefined) this.#byTask.delete(oldest);
+        if (this.#taskHead > 1024 && this.#taskHead * 2 > this.#taskOrder.length) {
+          this.#taskOrder = this.#taskOrder.slice(this.#taskHead);
+          this.#taskHead = 0;
+        }
+      }
+      this.#taskOrder.push(e.taskId);
     }
     bump(this.#byTask, e.taskId, e);
     bump(this.#byProvider, e.provider, e);
