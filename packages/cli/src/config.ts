@@ -30,6 +30,10 @@ export interface ServeConfig {
   authLockAfter: number;
   /** Successful node registrations per minute from one address. */
   registrationLimitPerMinute: number;
+  /** Finished tasks older than this many days are removed (0: kept by age). */
+  retentionDays: number;
+  /** At most this many finished tasks are kept (0: no count limit). */
+  retentionMaxTasks: number;
   /** Seconds a client has to send a request's headers. */
   headersTimeoutSeconds: number;
   /** Seconds a connection with no request in flight stays open. */
@@ -103,6 +107,21 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     flag: "--registration-token <token>",
     env: "FLOTILLA_REGISTRATION_TOKEN",
     description: "token fleet nodes present to register (fleet registration is off when unset)",
+  },
+  {
+    key: "retentionDays",
+    flag: "--retention-days <n>",
+    env: "FLOTILLA_RETENTION_DAYS",
+    description:
+      "finished tasks older than this are removed with their events and attempts, hourly, in small batches (0: never by age)",
+    default: "30",
+  },
+  {
+    key: "retentionMaxTasks",
+    flag: "--retention-max-tasks <n>",
+    env: "FLOTILLA_RETENTION_MAX_TASKS",
+    description: "at most this many finished tasks are kept, the newest (0: no count limit)",
+    default: "100000",
   },
   {
     key: "headersTimeoutSeconds",
@@ -294,6 +313,8 @@ const ConfigSchema = z.object({
   authLockAfter: num(0).default(30),
   trustProxy: list.default([]),
   headersTimeoutSeconds: num(0.1, false).default(10),
+  retentionDays: num(0, false).default(30),
+  retentionMaxTasks: num(0).default(100_000),
   idleTimeoutSeconds: num(0.1, false).default(30),
   minBodyBytesPerSecond: num(0).default(512),
   maxConnectionsPerSource: num(0).default(512),
@@ -402,6 +423,8 @@ export function loadServeConfig(
     authLockAfter: c.authLockAfter,
     trustProxy: c.trustProxy,
     headersTimeoutSeconds: c.headersTimeoutSeconds,
+    retentionDays: c.retentionDays,
+    retentionMaxTasks: c.retentionMaxTasks,
     idleTimeoutSeconds: c.idleTimeoutSeconds,
     minBodyBytesPerSecond: c.minBodyBytesPerSecond,
     maxConnectionsPerSource: c.maxConnectionsPerSource,

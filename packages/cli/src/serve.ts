@@ -1,6 +1,6 @@
 import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { Orchestrator, ResourceManager, type Worker } from "@flotilla/core";
+import { Orchestrator, ResourceManager, scheduleRetention, type Worker } from "@flotilla/core";
 import { SqliteStore } from "@flotilla/core/sqlite";
 import {
   AuthThrottle,
@@ -169,6 +169,22 @@ export async function runServe(
     throw new Error(`cannot register the stored workers again: ${(err as Error).message}`);
   }
   if (fleet) await fleet.ready;
+  // Bounded history: finished tasks by age and count, usage lines once no budget needs them.
+  const retention =
+    config.retentionDays > 0 || config.retentionMaxTasks > 0
+      ? scheduleRetention(store, {
+          ...(config.retentionDays > 0 ? { olderThan: config.retentionDays * 86_400_000 } : {}),
+          ...(config.retentionMaxTasks > 0 ? { keep: config.retentionMaxTasks } : {}),
+          usageOlderThan: Math.max(
+            config.retentionDays * 86_400_000,
+            resources.budgets.restoreSpanMs + 86_400_000,
+          ),
+          logger,
+          onCleanup: (n) => {
+            if (n > 0) logger.info({ deleted: n }, "retention removed finished tasks");
+          },
+        })
+      : undefined;
   let server: FlotillaServer;
   try {
     server = await serveFlotilla(app, {
@@ -183,6 +199,7 @@ export async function runServe(
       },
     });
   } catch (err) {
+    retention?.stop();
     await orchestrator.stop({ mode: "abort" }).catch(() => {});
     resources.stop();
     await fleet?.close().catch(() => {});
@@ -233,6 +250,7 @@ export async function runServe(
         .stop({ mode: "drain", timeoutMs: Math.round(config.shutdownTimeoutSeconds * 1000) })
         .catch((err: unknown) => logger.error({ err: String(err) }, "orchestrator stop failed"));
       resources.stop();
+      retention?.stop();
       await store
         .close()
         .catch((err: unknown) => logger.error({ err: String(err) }, "store close failed"));

@@ -1,7 +1,7 @@
 import { FlotillaError } from "../errors.js";
 import { type TaskStatus, TERMINAL_STATUSES } from "../task/schema.js";
 import type { TaskRecord } from "../task/types.js";
-import type { AttemptRecord, StoreClaim, TaskQuery } from "./types.js";
+import type { AttemptRecord, DeleteFinishedOptions, StoreClaim, TaskQuery } from "./types.js";
 
 /** Whether a status is terminal (the task will never change again). */
 export function isTerminal(status: TaskStatus): boolean {
@@ -65,8 +65,20 @@ export function checkRecord(task: TaskRecord, where: string): void {
 }
 
 /** Checks the options of `deleteFinished`. */
-export function checkRetention(options: { olderThan?: number; keep?: number }): void {
-  const { olderThan, keep } = options ?? {};
+export function checkRetention(options: DeleteFinishedOptions): void {
+  const { olderThan, keep, limit, usageBefore } = options ?? {};
+  if (limit !== undefined && !(Number.isInteger(limit) && limit >= 1)) {
+    throw new FlotillaError(
+      "VALIDATION",
+      `deleteFinished.limit: expected an integer >= 1, got ${String(limit)}`,
+    );
+  }
+  if (usageBefore !== undefined && !Number.isFinite(usageBefore)) {
+    throw new FlotillaError(
+      "VALIDATION",
+      `deleteFinished.usageBefore: expected a time in ms, got ${String(usageBefore)}`,
+    );
+  }
   if (olderThan !== undefined && !(Number.isFinite(olderThan) && olderThan >= 0)) {
     throw new FlotillaError(
       "VALIDATION",
@@ -118,7 +130,7 @@ export function attemptOf(task: TaskRecord): AttemptRecord {
  */
 export function selectForRetention(
   tasks: Iterable<TaskRecord>,
-  options: { olderThan?: number; keep?: number },
+  options: DeleteFinishedOptions,
   now: number,
 ): Set<string> {
   const finished: TaskRecord[] = [];
@@ -137,6 +149,11 @@ export function selectForRetention(
     for (const task of finished.slice(options.keep)) doomed.add(task.id);
   }
   for (const id of needed) doomed.delete(id);
+  if (options.limit !== undefined && doomed.size > options.limit) {
+    const byAge = finished.filter((t) => doomed.has(t.id));
+    byAge.sort((a, b) => finishedAt(a) - finishedAt(b) || a.seq - b.seq);
+    return new Set(byAge.slice(0, options.limit).map((t) => t.id));
+  }
   return doomed;
 }
 

@@ -19,6 +19,7 @@ import {
 import { OWNED_WRITES, type OwnedWrites } from "./owned.js";
 import type {
   AttemptRecord,
+  DeleteFinishedOptions,
   Store,
   StoreClaim,
   StoredEvent,
@@ -405,7 +406,7 @@ export class MemoryStore implements Store {
       .map(({ entry }) => copy(entry));
   }
 
-  async deleteFinished(options: { olderThan?: number; keep?: number }): Promise<number> {
+  async deleteFinished(options: DeleteFinishedOptions): Promise<number> {
     this.#check();
     checkRetention(options);
     const now = this.#clock.now();
@@ -417,6 +418,10 @@ export class MemoryStore implements Store {
         e.taskId === undefined ? cutoff === undefined || e.at >= cutoff : !doomed.has(e.taskId),
       );
     this.#eventStart = 0;
+    if (options.usageBefore !== undefined) {
+      const before = options.usageBefore;
+      this.#usage = this.#usage.filter((u) => u.at >= before);
+    }
     for (const id of doomed) {
       const task = this.#tasks.get(id);
       if (task?.idempotencyKey !== undefined) this.#byIdempotencyKey.delete(task.idempotencyKey);

@@ -72,3 +72,56 @@ describe("scheduleRetention", () => {
     expect(() => scheduleRetention(store, { keep: 1, intervalMs: 0 })).toThrow(/intervalMs/);
   });
 });
+
+describe("retention in batches, with the usage ledger and space given back", () => {
+  it("deletes in batches until a batch comes back short, oldest first, and old usage lines", async () => {
+    const now = 10_000_000;
+    const clock = new FakeClock({ now });
+    const store = new MemoryStore({ clock });
+    await store.insertTasks(
+      Array.from({ length: 5 }, (_, i) => finished(`old${i}`, i + 1, now - 9_000 + i)),
+    );
+    await store.recordUsage({ at: now - 50_000, usage: { inputTokens: 1 } });
+    await store.recordUsage({ at: now - 10, usage: { inputTokens: 2 } });
+    const seen: number[] = [];
+    const retention = scheduleRetention(store, {
+      olderThan: 1_000,
+      batchSize: 2,
+      usageOlderThan: 20_000,
+      clock,
+      intervalMs: 60_000,
+      onCleanup: (n) => seen.push(n),
+    });
+    expect(await retention.runNow()).toBe(5);
+    expect(await store.listTasks()).toEqual([]);
+    expect((await store.listUsage()).map((u) => u.at)).toEqual([now - 10]);
+    retention.stop();
+  });
+
+  it("a store.deleteFinished limit removes the oldest first", async () => {
+    const now = 10_000_000;
+    const store = new MemoryStore({ clock: new FakeClock({ now }) });
+    await store.insertTasks([finished("b", 2, now - 500), finished("a", 1, now - 900)]);
+    expect(await store.deleteFinished({ olderThan: 100, limit: 1 })).toBe(1);
+    expect((await store.listTasks()).map((t) => t.id)).toEqual(["b"]);
+    await expect(store.deleteFinished({ limit: 0 })).rejects.toThrow(/deleteFinished.limit/);
+  });
+});
+
+describe("after retention", () => {
+  it("a task depending on a removed one is refused with a message that says why", async () => {
+    const now = 10_000_000;
+    const clock = new FakeClock({ now });
+    const store = new MemoryStore({ clock });
+    await store.insertTasks([finished("gone", 1, now - 9_000)]);
+    await store.deleteFinished({ olderThan: 1_000 });
+    const { Orchestrator } = await import("../orchestrator/orchestrator.js");
+    const o = new Orchestrator({ clock, store });
+    await o.start();
+    await expect(o.submit({ type: "x", dependsOn: ["gone"] })).rejects.toMatchObject({
+      code: "UNKNOWN_DEPENDENCY",
+      message: expect.stringContaining("removed by retention"),
+    });
+    await o.stop();
+  });
+});

@@ -11,6 +11,16 @@ export interface RetentionOptions {
   keep?: number;
   /** How often to clean up. @default 3_600_000 (hourly) */
   intervalMs?: number;
+  /**
+   * Tasks deleted per batch; a cleanup runs batches, letting other work in between, until
+   * a batch comes back short. @default 1000
+   */
+  batchSize?: number;
+  /**
+   * Usage lines (the ledger budgets and limits restore from) older than this many ms are
+   * deleted too. Keep at least the longest budget period. @default undefined (kept)
+   */
+  usageOlderThan?: number;
   /** @default systemClock */
   clock?: Clock;
   /** Where a failed cleanup is reported. @default silentLogger */
@@ -28,9 +38,13 @@ export interface RetentionHandle {
 }
 
 /**
- * Bounds the finished history of a store by age and/or count: calls
- * `store.deleteFinished({ olderThan, keep })` every `intervalMs`. Unfinished tasks, and
- * finished ones an unfinished task depends on, are never deleted.
+ * Bounds the finished history of a store by age and/or count: every `intervalMs` it calls
+ * `store.deleteFinished({ olderThan, keep })` in batches of `batchSize` (so the store keeps
+ * answering), deletes usage lines older than `usageOlderThan`, and gives the freed space back
+ * (`store.compact()`, where the store can). Every row of a deleted task goes with it
+ * (events, attempts, dependencies). Unfinished tasks, and finished ones an unfinished task
+ * depends on, are never deleted. A task's idempotency key is forgotten with it: a submit
+ * with that key afterwards makes a new task.
  *
  * @example
  * ```ts
@@ -53,16 +67,44 @@ export function scheduleRetention(store: Store, options: RetentionOptions): Rete
   }
   const clock = options.clock ?? systemClock;
   const logger = options.logger ?? silentLogger;
-  const criteria: { olderThan?: number; keep?: number } = {};
+  const batchSize = options.batchSize ?? 1000;
+  if (!Number.isInteger(batchSize) || batchSize < 1) {
+    throw new FlotillaError(
+      "VALIDATION",
+      `scheduleRetention: batchSize must be an integer >= 1, got ${String(batchSize)}`,
+    );
+  }
+  const criteria: { olderThan?: number; keep?: number; limit: number } = { limit: batchSize };
   if (olderThan !== undefined) criteria.olderThan = olderThan;
   if (keep !== undefined) criteria.keep = keep;
+
+  /** One cleanup: batches until one is short, then old usage lines, then free space back. */
+  const cleanup = async (): Promise<number> => {
+    let total = 0;
+    for (;;) {
+      const n = await store.deleteFinished(criteria);
+      total += n;
+      if (n < batchSize || stopped) break;
+      // Let other work in between batches.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    if (options.usageOlderThan !== undefined) {
+      await store.deleteFinished({ usageBefore: clock.now() - options.usageOlderThan });
+    }
+    if (store.compact) {
+      while ((await store.compact()) > 0 && !stopped) {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+    }
+    return total;
+  };
 
   let timer: TimerHandle | undefined;
   let stopped = false;
   let running: Promise<number> | undefined;
 
   const runNow = (): Promise<number> => {
-    running ??= store.deleteFinished(criteria).then(
+    running ??= cleanup().then(
       (deleted) => {
         running = undefined;
         options.onCleanup?.(deleted);

@@ -132,6 +132,9 @@ export function prepareFile(db: DatabaseSync, o: FileOptions): void {
     }
   }
 
+  // A new file gives space back as history is deleted (`compact()`); it must be set before
+  // the first table exists.
+  if (fresh) db.exec("PRAGMA auto_vacuum = INCREMENTAL");
   if (o.exclusive) db.exec("PRAGMA locking_mode = EXCLUSIVE");
   const mode = (db.prepare("PRAGMA journal_mode = WAL").get() as { journal_mode?: string })
     ?.journal_mode;

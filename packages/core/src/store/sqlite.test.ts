@@ -87,6 +87,45 @@ describe("SqliteStore", () => {
     check.close();
   });
 
+  it("retention removes every row of a removed task and gives the space back to the file system", async () => {
+    const path = join(dir, "retained.db");
+    const store = new SqliteStore({ path });
+    await store.open();
+    const big = "x".repeat(4000);
+    const done = (id: string, seq: number): TaskRecord => ({
+      ...record(id, seq),
+      payload: { big },
+      status: "succeeded",
+      attempt: 1,
+      result: {
+        taskId: id,
+        status: "succeeded",
+        attempts: 1,
+        timings: { createdAt: 0, finishedAt: 1 },
+      },
+    });
+    await store.insertTasks(Array.from({ length: 2000 }, (_, i) => done(`t${i}`, i + 1)));
+    await store.appendEvents(
+      Array.from({ length: 2000 }, (_, i) => ({
+        type: "task:succeeded",
+        taskId: `t${i}`,
+        at: 1,
+        data: {},
+      })),
+    );
+    await store.close();
+    const full = statSync(path).size;
+    const again = new SqliteStore({ path });
+    await again.open();
+    expect(await again.deleteFinished({ keep: 0, limit: 5000 })).toBe(2000);
+    expect(await again.listEvents()).toEqual([]);
+    let released = 0;
+    for (let n = await again.compact(); n > 0; n = await again.compact()) released += n;
+    expect(released).toBeGreaterThan(1000);
+    await again.close();
+    expect(statSync(path).size).toBeLessThan(full / 4);
+  });
+
   it("creates a new file with its application id, schema version and WAL", async () => {
     const path = join(dir, "new.db");
     const store = new SqliteStore({ path });

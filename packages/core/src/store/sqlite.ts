@@ -28,6 +28,7 @@ import {
 } from "./sqlite-rows.js";
 import type {
   AttemptRecord,
+  DeleteFinishedOptions,
   Store,
   StoreClaim,
   StoredEvent,
@@ -486,7 +487,7 @@ export class SqliteStore implements Store {
 
   // ---------------------------------------------------------------- retention
 
-  async deleteFinished(options: { olderThan?: number; keep?: number }): Promise<number> {
+  async deleteFinished(options: DeleteFinishedOptions): Promise<number> {
     checkRetention(options);
     const now = this.#clock.now();
     return this.#q.write((db) => {
@@ -513,6 +514,20 @@ export class SqliteStore implements Store {
       db.exec(`DELETE FROM temp.doomed WHERE id IN (
         SELECT d.depends_on FROM dependencies d JOIN tasks u ON u.id = d.task_id
         WHERE u.finished_at IS NULL)`);
+      if (options.limit !== undefined) {
+        // A batch: the oldest first.
+        this.#q
+          .stmt(
+            db,
+            `DELETE FROM temp.doomed WHERE id NOT IN (
+              SELECT t.id FROM tasks t JOIN temp.doomed d ON d.id = t.id
+              ORDER BY t.finished_at ASC, t.seq ASC LIMIT ?)`,
+          )
+          .run(options.limit);
+      }
+      if (options.usageBefore !== undefined) {
+        this.#q.stmt(db, "DELETE FROM usage WHERE at < ?").run(options.usageBefore);
+      }
       db.exec("DELETE FROM events WHERE task_id IN (SELECT id FROM temp.doomed)");
       if (options.olderThan !== undefined) {
         this.#q
@@ -526,6 +541,32 @@ export class SqliteStore implements Store {
       );
       db.exec("DELETE FROM temp.doomed");
       return removed;
+    });
+  }
+
+  /**
+   * Releases free pages to the file system (`PRAGMA incremental_vacuum`, at most `pages` at a
+   * time, 4 MiB by default) when the file was created with incremental auto-vacuum (files
+   * made by this version are); resolves how many pages were released. An older file keeps
+   * its free pages for reuse: `VACUUM` it once, offline, to switch it.
+   *
+   * @example
+   * ```ts
+   * await store.deleteFinished({ olderThan: 30 * 86_400_000 });
+   * await store.compact();
+   * ```
+   */
+  async compact(pages = 1024): Promise<number> {
+    return this.#q.write((db) => {
+      const mode = (db.prepare("PRAGMA auto_vacuum").get() as { auto_vacuum?: number })
+        ?.auto_vacuum;
+      if (mode !== 2) return 0;
+      const before = (db.prepare("PRAGMA freelist_count").get() as { freelist_count: number })
+        .freelist_count;
+      db.prepare(`PRAGMA incremental_vacuum(${Math.max(1, Math.floor(pages))})`).all();
+      const after = (db.prepare("PRAGMA freelist_count").get() as { freelist_count: number })
+        .freelist_count;
+      return before - after;
     });
   }
 

@@ -24,6 +24,18 @@ export interface StoredEvent {
   data: unknown;
 }
 
+/** What {@link Store.deleteFinished} removes. */
+export interface DeleteFinishedOptions {
+  /** Finished tasks that finished more than this many ms ago. */
+  olderThan?: number;
+  /** Keep at most this many finished tasks (the newest). */
+  keep?: number;
+  /** Remove at most this many tasks in this call, oldest first (small batches keep the store responsive). */
+  limit?: number;
+  /** Also remove usage lines recorded before this time (ms since epoch). */
+  usageBefore?: number;
+}
+
 /** One usage/cost ledger line. */
 export interface UsageEntry {
   at: number;
@@ -236,7 +248,17 @@ export interface Store {
    * const deleted = await store.deleteFinished({ olderThan: 7 * 86_400_000, keep: 10_000 });
    * ```
    */
-  deleteFinished(options: { olderThan?: number; keep?: number }): Promise<number>;
+  deleteFinished(options: DeleteFinishedOptions): Promise<number>;
+  /**
+   * Gives space freed by deletions back to the file system, a little at a time (optional:
+   * stores that can). Resolves how many pages were released.
+   *
+   * @example
+   * ```ts
+   * await store.compact?.();
+   * ```
+   */
+  compact?(): Promise<number>;
   /**
    * A small durable key-value space for adapters (nodes, API keys, files, logs), by collection.
    *
