@@ -4,6 +4,7 @@ import { dagScenario } from "./dag.js";
 import { dispatchScenario } from "./dispatch.js";
 import { durableScenario } from "./durable.js";
 import { fairnessScenario } from "./fairness.js";
+import { historyScenario } from "./history.js";
 import { httpScenario } from "./http.js";
 import { priorityScenario } from "./priority.js";
 import { rateLimitScenario } from "./ratelimit.js";
@@ -18,4 +19,5 @@ export const scenarios: Scenario[] = [
   httpScenario,
   dagScenario,
   durableScenario,
+  historyScenario,
 ];

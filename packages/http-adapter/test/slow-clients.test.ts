@@ -96,7 +96,9 @@ describe("slow and idle clients", () => {
     // Every slow connection is closed by the server, within its limit plus the check interval.
     const lifetimes = await Promise.all(conns.map((c) => c.closed));
     const byKind = new Map<string, number>();
-    conns.forEach((c, i) => byKind.set(c.kind, Math.max(byKind.get(c.kind) ?? 0, lifetimes[i]!)));
+    for (const [i, c] of conns.entries()) {
+      byKind.set(c.kind, Math.max(byKind.get(c.kind) ?? 0, lifetimes[i]!));
+    }
     for (const [kind, longest] of byKind) expect(longest, kind).toBeLessThan(8000);
   }, 60_000);
 

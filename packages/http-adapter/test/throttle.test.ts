@@ -1,13 +1,7 @@
 import { FakeClock } from "@flotilla/testing";
 import { afterEach, describe, expect, it } from "vitest";
 import { AuthThrottle } from "../src/index.js";
-import {
-  ADMIN_KEY,
-  type FleetUnderTest,
-  REG_TOKEN,
-  removeDir,
-  startFleet,
-} from "./fleet/harness.js";
+import { type FleetUnderTest, REG_TOKEN, removeDir, startFleet } from "./fleet/harness.js";
 import { httpRequest } from "./fleet/victoria-runner.js";
 import { type Harness, KEY, startHarness } from "./helpers.js";
 

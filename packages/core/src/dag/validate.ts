@@ -51,7 +51,9 @@ export function orderBatch(
       `unknown dependencies: ${unknown
         .slice(0, 10)
         .map((u) => `${u.taskId} → ${u.dependency}`)
-        .join(", ")}${unknown.length > 10 ? ` (and ${unknown.length - 10} more)` : ""}: no such task (never submitted, or a finished task removed by retention)`,
+        .join(
+          ", ",
+        )}${unknown.length > 10 ? ` (and ${unknown.length - 10} more)` : ""}: no such task (never submitted, or a finished task removed by retention)`,
       { details: { unknown: names, edges: unknown } },
     );
   }

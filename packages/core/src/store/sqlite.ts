@@ -493,29 +493,43 @@ export class SqliteStore implements Store {
     return this.#q.write((db) => {
       db.exec("CREATE TEMP TABLE IF NOT EXISTS doomed (id TEXT PRIMARY KEY) WITHOUT ROWID");
       db.exec("DELETE FROM temp.doomed");
+      // Selected oldest first and at most `limit` at a time (SQLite's LIMIT -1: no limit), on
+      // the finished-at index, so a batch costs its own size, not the whole history's.
+      const cap = options.limit ?? -1;
       if (options.olderThan !== undefined) {
         this.#q
           .stmt(
             db,
-            "INSERT OR IGNORE INTO temp.doomed (id) SELECT id FROM tasks WHERE finished_at IS NOT NULL AND finished_at < ?",
+            `INSERT OR IGNORE INTO temp.doomed (id) SELECT id FROM tasks
+             WHERE finished_at IS NOT NULL AND finished_at < ? ORDER BY finished_at, seq LIMIT ?`,
           )
-          .run(now - options.olderThan);
+          .run(now - options.olderThan, cap);
       }
       if (options.keep !== undefined) {
-        this.#q
-          .stmt(
-            db,
-            `INSERT OR IGNORE INTO temp.doomed (id) SELECT id FROM tasks WHERE finished_at IS NOT NULL
-           ORDER BY finished_at DESC, seq DESC LIMIT -1 OFFSET ?`,
-          )
-          .run(options.keep);
+        const finished = Number(
+          (
+            this.#q
+              .stmt(db, "SELECT count(*) AS n FROM tasks WHERE finished_at IS NOT NULL")
+              .get() as { n: number }
+          ).n,
+        );
+        const over = finished - options.keep;
+        if (over > 0) {
+          this.#q
+            .stmt(
+              db,
+              `INSERT OR IGNORE INTO temp.doomed (id) SELECT id FROM tasks
+               WHERE finished_at IS NOT NULL ORDER BY finished_at, seq LIMIT ?`,
+            )
+            .run(cap === -1 ? over : Math.min(over, cap));
+        }
       }
       // A finished task an unfinished one depends on stays: its output is still needed.
       db.exec(`DELETE FROM temp.doomed WHERE id IN (
         SELECT d.depends_on FROM dependencies d JOIN tasks u ON u.id = d.task_id
         WHERE u.finished_at IS NULL)`);
       if (options.limit !== undefined) {
-        // A batch: the oldest first.
+        // Both criteria together may have picked up to twice the batch: keep the oldest.
         this.#q
           .stmt(
             db,

@@ -24,15 +24,7 @@ import type {
   ScheduleRecord,
   TaskFileRef,
 } from "./state.js";
-import {
-  baseName,
-  FleetHttpError,
-  iso,
-  KeyedMutex,
-  safeFileName,
-  sha256Hex,
-  uuid,
-} from "./util.js";
+import { baseName, FleetHttpError, iso, KeyedMutex, safeFileName, uuid } from "./util.js";
 
 /** Fleet task type for prompts run by agents on nodes. */
 export const FLEET_TASK_TYPE = "agent_run";

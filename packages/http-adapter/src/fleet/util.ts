@@ -87,16 +87,18 @@ export function baseName(name: string): string {
   return parts[parts.length - 1] ?? "";
 }
 
+/** C0/C1 controls, bidi embeddings/overrides/isolates, marks and zero-width characters. */
+const UNSAFE_IN_NAMES =
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is its job
+  /[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/g;
+
 /**
  * A name a node can safely create in its work directory: the last path segment, without
  * control or bidirectional-override characters (U+202E would make `txt.exe` look like
  * `exe.txt`); `undefined` when nothing usable is left (empty, `.`, `..`).
  */
 export function safeFileName(name: string): string | undefined {
-  const cleaned = baseName(name)
-    // C0/C1 controls, bidi embeddings/overrides/isolates, marks and zero-width characters.
-    .replace(/[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/g, "")
-    .trim();
+  const cleaned = baseName(name).replace(UNSAFE_IN_NAMES, "").trim();
   if (!cleaned || /^\.+$/.test(cleaned)) return undefined;
   return cleaned.slice(0, 255);
 }
