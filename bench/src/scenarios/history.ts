@@ -1,7 +1,7 @@
 /**
  * Scenario 9: a long history. A SQLite database seeded with N finished tasks (each with its
  * events and a usage line, spread over the last 23 hours) and 100 unfinished ones: how long a
- * restart takes until the orchestrator (with rate limits, a daily budget and the cost
+ * restart takes until the orchestrator (with rate limits, a 24-hour budget and the cost
  * ledger restored from the usage ledger) takes a task, the memory it then holds, and the
  * database's size before and after retention keeps the newest 1% and gives the space back.
  * `FLOTILLA_HISTORY_TASKS` sets N (default 200k; the smoke run uses 20k).
@@ -128,7 +128,9 @@ export const historyScenario: Scenario = {
       const store = new SqliteStore({ path });
       const resources = new ResourceManager({
         limits: { openai: ["100000/min"] },
-        budgets: [{ name: "daily", scope: "global", costUsd: 1_000_000 }],
+        budgets: [
+          { name: "day", scope: "global", costUsd: 1_000_000, reset: "sliding", period: "24h" },
+        ],
       });
       let ran = 0;
       const orchestrator = new Orchestrator({ store, gates: resources.gates });
