@@ -182,6 +182,14 @@ export async function runServe(
           logger,
           onCleanup: (n) => {
             if (n > 0) logger.info({ deleted: n }, "retention removed finished tasks");
+            // The fleet's rows of removed tasks, and audit lines as old as the retention.
+            void fleet
+              ?.prune(
+                config.retentionDays > 0
+                  ? { auditOlderThanMs: config.retentionDays * 86_400_000 }
+                  : {},
+              )
+              .catch((err: unknown) => logger.warn({ err: String(err) }, "fleet prune failed"));
           },
         })
       : undefined;

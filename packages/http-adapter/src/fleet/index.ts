@@ -49,6 +49,12 @@ export type FleetApp = Hono & {
   /** Stops the fleet's timers (offline sweep, recurring tasks). Idempotent. */
   close(): Promise<void>;
   /**
+   * Removes what the fleet keeps for tasks the store no longer has (their state and session
+   * logs, once retention removed them) and audit lines older than `auditOlderThanMs`. Call
+   * it after each retention run; resolves how many of each went.
+   */
+  prune(options?: { auditOlderThanMs?: number }): Promise<{ tasks: number; audit: number }>;
+  /**
    * Whether `key` is a stored fleet key with the `admin` scope (created through `POST /keys`,
    * not revoked, not expired; a rotated-out secret only during its grace period). Node keys
    * never pass. Plug it into the Vera routes so one key store serves both surfaces:
@@ -209,6 +215,22 @@ export function createFleetRoutes(options: FleetRoutesOptions): FleetApp {
       await ready.catch(() => undefined);
     },
     openapiRoutes: fleetOpenApiRoutes,
+    async prune(options: { auditOlderThanMs?: number } = {}) {
+      await ready;
+      let removedTasks = 0;
+      for (const s of await state.listTaskStates()) {
+        if (await o.store.getTask(s.task_id)) continue;
+        tasks.deleted.add(s.task_id);
+        await state.deleteTaskState(s.task_id);
+        await state.deleteLogs(s.task_id);
+        removedTasks++;
+      }
+      const audit =
+        options.auditOlderThanMs === undefined
+          ? 0
+          : await state.pruneAudit(o.clock.now() - options.auditOlderThanMs);
+      return { tasks: removedTasks, audit };
+    },
     async verifyAdminKey(key: string, what = "vera route") {
       await ready;
       return keys.verifyAdmin(key, what, null);

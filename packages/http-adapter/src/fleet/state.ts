@@ -264,6 +264,15 @@ export class FleetState {
     await this.store.kvDelete(COLLECTIONS.logIndex, taskId);
   }
 
+  /** Deletes audit lines written before `before` (ms); resolves how many. */
+  async pruneAudit(before: number): Promise<number> {
+    let n = 0;
+    for (const { key, value } of await this.store.kvList<AuditEntry>(COLLECTIONS.audit)) {
+      if (value.at < before && (await this.store.kvDelete(COLLECTIONS.audit, key))) n++;
+    }
+    return n;
+  }
+
   getSchedule(id: string): Promise<ScheduleRecord | undefined> {
     return this.store.kvGet<ScheduleRecord>(COLLECTIONS.schedules, id);
   }

@@ -7,7 +7,11 @@ import { SqliteStore } from "@flotilla/core/sqlite";
 import { FakeClock } from "@flotilla/testing";
 import { serve } from "@hono/node-server";
 import { Hono } from "hono";
-import { createFleetRoutes, type FleetRoutesOptions } from "../../src/fleet/index.js";
+import {
+  createFleetRoutes,
+  type FleetApp,
+  type FleetRoutesOptions,
+} from "../../src/fleet/index.js";
 import { httpRequest, type Json } from "./victoria-runner.js";
 
 export const ADMIN_KEY = "admin-test-key-0123456789";
@@ -19,6 +23,8 @@ export interface FleetUnderTest {
   clock: FakeClock;
   store: Store;
   orchestrator: Orchestrator;
+  /** The fleet app itself (for its lifecycle methods). */
+  fleet: FleetApp;
   dir: string;
   dbPath: string;
   admin(
@@ -80,6 +86,7 @@ export async function startFleet(opts: StartOptions = {}): Promise<FleetUnderTes
     clock,
     store,
     orchestrator,
+    fleet,
     dir,
     dbPath,
     async admin(method, path, body, key = ADMIN_KEY) {

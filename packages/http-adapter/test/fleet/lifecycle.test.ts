@@ -797,6 +797,23 @@ describe("fleet admin", () => {
     expect((await names()).sort()).toEqual(["gone", "other"]);
   });
 
+  it("prune removes the fleet's rows of tasks retention removed, and old audit lines", async () => {
+    const f = await fleet();
+    const kept = await f.admin("POST", "/tasks", { prompt: "still queued" });
+    const done = await f.admin("POST", "/tasks", { prompt: "cancelled" });
+    expect((await f.admin("DELETE", `/tasks/${done.json.task_id}`)).status).toBe(200);
+    expect((await f.admin("GET", "/nodes", undefined, "a-wrong-key")).status).toBe(401); // audited
+    await f.clock.advance(2 * 86_400_000);
+    expect(await f.store.deleteFinished({ olderThan: 86_400_000 })).toBe(1);
+    const audit = (await f.store.kvList("fleet.audit")).length;
+    const out = await f.fleet.prune({ auditOlderThanMs: 86_400_000 });
+    expect(out.tasks).toBe(1);
+    expect(out.audit).toBeGreaterThan(0);
+    expect((await f.store.kvList("fleet.audit")).length).toBe(audit - out.audit);
+    expect((await f.admin("GET", `/tasks/${done.json.task_id}`)).status).toBe(404);
+    expect((await f.admin("GET", `/tasks/${kept.json.task_id}`)).json.status).toBe("pending");
+  });
+
   it("schedules: scheduled_for waits, recurrence submits each occurrence", async () => {
     const f = await fleet();
     const r = runner(f, "cron-node");
