@@ -217,7 +217,8 @@ export class CostLedger extends EventEmitter<CostLedgerEvents> implements Dispat
       if (line.at >= this.#born || line.at > now) continue;
       if (line.at < start || line.at >= end) continue;
       const entry: CostEntry = {
-        taskId: line.taskId ?? "unknown",
+        // Rolled-up lines have no task: they count in every total but no task's.
+        taskId: line.taskId ?? "",
         attempt: 0,
         status: "succeeded",
         workerId: line.workerId ?? "unknown",
@@ -306,7 +307,7 @@ export class CostLedger extends EventEmitter<CostLedgerEvents> implements Dispat
 
   #add(e: CostEntry): void {
     add(this.#total, e);
-    if (!this.#byTask.has(e.taskId)) {
+    if (e.taskId !== "" && !this.#byTask.has(e.taskId)) {
       if (this.#byTask.size >= this.#maxTasks) {
         const oldest = this.#taskOrder[this.#taskHead++];
         if (oldest !== undefined) this.#byTask.delete(oldest);
@@ -317,7 +318,7 @@ export class CostLedger extends EventEmitter<CostLedgerEvents> implements Dispat
       }
       this.#taskOrder.push(e.taskId);
     }
-    bump(this.#byTask, e.taskId, e);
+    if (e.taskId !== "") bump(this.#byTask, e.taskId, e);
     bump(this.#byProvider, e.provider, e);
     for (const k of e.keys) bump(this.#byKey, k, e);
     bump(this.#byModel, `${e.provider}/${e.model ?? "*"}`, e);

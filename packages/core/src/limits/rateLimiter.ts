@@ -183,7 +183,7 @@ export class RateLimiter implements DispatchGate {
   restore(entries: UsageEntry[], now: number = this.#clock.now()): void {
     if (this.#restored) return;
     this.#restored = true;
-    const byKey = new Map<string, Array<{ t: number; tokens: number }>>();
+    const byKey = new Map<string, Array<{ t: number; tokens: number; requests: number }>>();
     for (const line of resolveUsageEntries(entries)) {
       if (line.provider === undefined || line.at >= this.#born) continue;
       if (!this.#keys.has(line.provider)) continue;
@@ -192,13 +192,14 @@ export class RateLimiter implements DispatchGate {
         list = [];
         byKey.set(line.provider, list);
       }
-      list.push({ t: line.at, tokens: line.totalTokens });
+      // A rolled-up line stands for `requests` calls.
+      list.push({ t: line.at, tokens: line.totalTokens, requests: line.requests });
     }
     for (const [key, list] of byKey) {
       for (const w of this.#keys.get(key)?.windows ?? []) {
         const tokens = w.spec.unit === "tokens";
         w.restore(
-          list.map((e) => ({ t: e.t, w: tokens ? e.tokens : 1 })),
+          list.map((e) => ({ t: e.t, w: tokens ? e.tokens : e.requests })),
           now,
         );
       }

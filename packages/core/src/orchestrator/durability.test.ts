@@ -277,3 +277,46 @@ describe("a monthly budget across a restart", () => {
     await orchestrator.stop();
   });
 });
+
+describe("restoring usage rolled up", () => {
+  it("a budget and a daily rate limit count every line summed into a rolled-up one", async () => {
+    const { SqliteStore } = await import("../store/sqlite.js");
+    const { mkdtempSync, rmSync } = await import("node:fs");
+    const { tmpdir } = await import("node:os");
+    const { join } = await import("node:path");
+    const dir = mkdtempSync(join(tmpdir(), "flotilla-rollup-"));
+    const clock = new FakeClock({ now: Date.UTC(2026, 5, 20, 12) });
+    const store = new SqliteStore({ path: join(dir, "f.db"), clock });
+    await store.open();
+    // 30 calls 5 hours ago (rolled up into one line) and 2 in the last hour (line by line).
+    for (let i = 0; i < 30; i++) {
+      await store.recordUsage({
+        at: clock.now() - 5 * 3_600_000 + i,
+        provider: "openai",
+        usage: { inputTokens: 10 },
+      });
+    }
+    for (let i = 0; i < 2; i++) {
+      await store.recordUsage({
+        at: clock.now() - 60_000 + i,
+        provider: "openai",
+        usage: { inputTokens: 10 },
+      });
+    }
+    const resources = new ResourceManager({
+      clock,
+      limits: { openai: ["100/day"] },
+      budgets: [{ name: "day", scope: "global", requests: 1000, reset: "sliding", period: "24h" }],
+    });
+    const orchestrator = new Orchestrator({ clock, store, gates: resources.gates });
+    await orchestrator.start();
+    expect(resources.budgets.stats(clock.now())[0]?.used).toMatchObject({
+      requests: 32,
+      tokens: 320,
+    });
+    expect(resources.limiter.stats(clock.now()).openai?.limits[0]).toMatchObject({ used: 32 });
+    await orchestrator.stop();
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+});

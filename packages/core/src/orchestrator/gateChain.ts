@@ -28,6 +28,9 @@ export const GATE_KINDS: Record<string, "rate_limit" | "budget" | "concurrency_c
     admission: "admission",
   };
 
+/** The most recent usage restored line by line; older usage comes rolled up when the store can. */
+const RAW_USAGE_MS = 3_600_000;
+
 /** How far back the usage ledger is replayed into the gates at start. */
 export const USAGE_REPLAY_MS = 48 * 3_600_000;
 
@@ -197,7 +200,15 @@ export class GateChain {
     if (gates.length === 0) return;
     const now = this.#ctx.clock.now();
     const span = Math.max(USAGE_REPLAY_MS, ...gates.map((g) => g.restoreSpanMs ?? 0));
-    const entries = await this.#ctx.store.listUsage({ since: now - span });
+    const store = this.#ctx.store;
+    // The last hour line by line (short rate-limit windows need exact times); before that,
+    // summed per 15 minutes at each group's latest time, which only ever counts use longer.
+    const entries = store.listUsageRollup
+      ? [
+          ...(await store.listUsageRollup({ since: now - span, until: now - RAW_USAGE_MS })),
+          ...(await store.listUsage({ since: now - RAW_USAGE_MS })),
+        ]
+      : await store.listUsage({ since: now - span });
     for (const gate of gates) {
       try {
         gate.restore!(entries, now);

@@ -87,6 +87,51 @@ describe("SqliteStore", () => {
     check.close();
   });
 
+  it("sums usage per 15 minutes and per provider, model, tenant, key and worker for restarts", async () => {
+    const store = new SqliteStore({ path: join(dir, "rollup.db") });
+    await store.open();
+    const base = Date.UTC(2026, 5, 1, 12); // on a 15-minute boundary
+    const line = (at: number, usage: Record<string, number>, tenant = "acme") =>
+      store.recordUsage({ at, taskId: `t${at}`, provider: "openai", model: "m", tenant, usage });
+    await line(base + 1_000, { inputTokens: 10, outputTokens: 5 });
+    await line(base + 2_000, { inputTokens: 20, outputTokens: 5 });
+    await line(base + 3_000, { inputTokens: 1, costUsd: 0.5 });
+    await line(base + 4_000, { inputTokens: 7 }, "beta");
+    await line(base + 900_000, { inputTokens: 100 }); // the next bucket
+    const rolled = await store.listUsageRollup({ since: base, bucketMs: 900_000 });
+    expect(rolled).toEqual([
+      {
+        at: base + 2_000,
+        provider: "openai",
+        model: "m",
+        tenant: "acme",
+        usage: { requests: 2, inputTokens: 30, outputTokens: 10, totalTokens: 40 },
+      },
+      {
+        at: base + 3_000,
+        provider: "openai",
+        model: "m",
+        tenant: "acme",
+        usage: { requests: 1, inputTokens: 1, outputTokens: 0, totalTokens: 1, costUsd: 0.5 },
+      },
+      {
+        at: base + 4_000,
+        provider: "openai",
+        model: "m",
+        tenant: "beta",
+        usage: { requests: 1, inputTokens: 7, outputTokens: 0, totalTokens: 7 },
+      },
+      {
+        at: base + 900_000,
+        provider: "openai",
+        model: "m",
+        tenant: "acme",
+        usage: { requests: 1, inputTokens: 100, outputTokens: 0, totalTokens: 100 },
+      },
+    ]);
+    await store.close();
+  });
+
   it("retention removes every row of a removed task and gives the space back to the file system", async () => {
     const path = join(dir, "retained.db");
     const store = new SqliteStore({ path });

@@ -237,6 +237,21 @@ export interface Store {
    */
   listUsage(query?: { since?: number; until?: number }): Promise<UsageEntry[]>;
   /**
+   * The usage ledger summed per time bucket and per worker, provider, model, tenant and API
+   * key (optional: stores that can; restarts then read older usage rolled up). Each line is
+   * at its group's latest time, with `requests` = lines summed.
+   *
+   * @example
+   * ```ts
+   * const lines = await store.listUsageRollup?.({ since: Date.now() - 32 * 86_400_000, bucketMs: 900_000 });
+   * ```
+   */
+  listUsageRollup?(query?: {
+    since?: number;
+    until?: number;
+    bucketMs?: number;
+  }): Promise<UsageEntry[]>;
+  /**
    * Deletes finished tasks (and their events and attempts): those that finished more than
    * `olderThan` ms ago (by the store's clock), and those beyond the newest `keep` finished
    * ones. Never an unfinished task, nor a finished one an unfinished task depends on.
