@@ -6,6 +6,7 @@ import { durableScenario } from "./durable.js";
 import { fairnessScenario } from "./fairness.js";
 import { historyScenario } from "./history.js";
 import { httpScenario } from "./http.js";
+import { memoryScenario } from "./memory.js";
 import { priorityScenario } from "./priority.js";
 import { rateLimitScenario } from "./ratelimit.js";
 
@@ -20,4 +21,5 @@ export const scenarios: Scenario[] = [
   dagScenario,
   durableScenario,
   historyScenario,
+  memoryScenario,
 ];
