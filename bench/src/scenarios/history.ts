@@ -104,6 +104,8 @@ async function seed(path: string, n: number, now: number): Promise<void> {
   await store.insertTasks(
     Array.from({ length: 100 }, (_, i) => record(`open-${i}`, n + i + 1, now, false)),
   );
+  // What the hourly retention run of a server up all day did: usage older than 2 hours summed.
+  await store.rollUpUsage(now - 2 * 3_600_000);
   await store.close();
 }
 

@@ -3,6 +3,9 @@ import { FlotillaError } from "../errors.js";
 import { type Logger, silentLogger } from "../logger.js";
 import type { Store } from "./types.js";
 
+/** Usage lines older than this are summed by a retention run (restarts read the last hour line by line). */
+const USAGE_ROLLUP_AFTER_MS = 2 * 3_600_000;
+
 /** Options of {@link scheduleRetention}. */
 export interface RetentionOptions {
   /** Delete finished tasks that finished more than this many ms ago. @default undefined (no age limit) */
@@ -88,6 +91,8 @@ export function scheduleRetention(store: Store, options: RetentionOptions): Rete
       // Let other work in between batches.
       await new Promise<void>((resolve) => setImmediate(resolve));
     }
+    // Usage older than two hours is kept summed per 15 minutes (the restart reads sums).
+    if (store.rollUpUsage) await store.rollUpUsage(clock.now() - USAGE_ROLLUP_AFTER_MS);
     if (options.usageOlderThan !== undefined) {
       await store.deleteFinished({ usageBefore: clock.now() - options.usageOlderThan });
     }

@@ -107,6 +107,28 @@ export const MIGRATIONS: ReadonlyArray<(db: DatabaseSync) => void> = [
   (db) => {
     db.exec("ALTER TABLE usage ADD COLUMN api_key TEXT");
   },
+  // v3: older usage summed per 15 minutes (`rollUpUsage`), so restarts read sums, not lines.
+  (db) => {
+    db.exec(`
+      CREATE TABLE usage_rollup (
+        bucket INTEGER NOT NULL,
+        worker_id TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        model TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        api_key TEXT NOT NULL,
+        has_cost INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        requests INTEGER NOT NULL,
+        input_tokens REAL NOT NULL,
+        output_tokens REAL NOT NULL,
+        total_tokens REAL NOT NULL,
+        cost_usd REAL,
+        PRIMARY KEY (bucket, worker_id, provider, model, tenant, api_key, has_cost)
+      ) WITHOUT ROWID;
+      CREATE INDEX usage_rollup_at ON usage_rollup (at);
+    `);
+  },
 ];
 
 /**

@@ -98,7 +98,7 @@ describe("SqliteStore", () => {
     await line(base + 3_000, { inputTokens: 1, costUsd: 0.5 });
     await line(base + 4_000, { inputTokens: 7 }, "beta");
     await line(base + 900_000, { inputTokens: 100 }); // the next bucket
-    const rolled = await store.listUsageRollup({ since: base, bucketMs: 900_000 });
+    const rolled = await store.listUsageRollup({ since: base });
     expect(rolled).toEqual([
       {
         at: base + 2_000,
@@ -129,6 +129,50 @@ describe("SqliteStore", () => {
         usage: { requests: 1, inputTokens: 100, outputTokens: 0, totalTokens: 100 },
       },
     ]);
+    await store.close();
+  });
+
+  it("rolls old usage lines up into sums, which every reader still counts", async () => {
+    const store = new SqliteStore({ path: join(dir, "rolled.db") });
+    await store.open();
+    const base = Date.UTC(2026, 5, 1, 12);
+    for (let i = 0; i < 5; i++) {
+      await store.recordUsage({
+        at: base + i * 1_000,
+        taskId: `t${i}`,
+        provider: "openai",
+        tenant: "acme",
+        usage: { inputTokens: 10, outputTokens: 1 },
+      });
+    }
+    await store.recordUsage({
+      at: base + 3 * 3_600_000,
+      taskId: "late",
+      usage: { inputTokens: 7 },
+    });
+    expect(await store.rollUpUsage(base + 3_600_000)).toBe(5);
+    // Twice is harmless: nothing is left to roll before that time.
+    expect(await store.rollUpUsage(base + 3_600_000)).toBe(0);
+    const lines = await store.listUsage();
+    expect(lines).toEqual([
+      {
+        at: base + 4_000,
+        provider: "openai",
+        tenant: "acme",
+        usage: { requests: 5, inputTokens: 50, outputTokens: 5, totalTokens: 55 },
+      },
+      { at: base + 3 * 3_600_000, taskId: "late", usage: { inputTokens: 7 } },
+    ]);
+    expect(await store.listUsageRollup({ since: base })).toEqual([
+      lines[0],
+      {
+        at: base + 3 * 3_600_000,
+        usage: { requests: 1, inputTokens: 7, outputTokens: 0, totalTokens: 7 },
+      },
+    ]);
+    // Retention's usage cut-off removes sums too.
+    await store.deleteFinished({ usageBefore: base + 3_600_000 });
+    expect((await store.listUsage()).map((l) => l.taskId)).toEqual(["late"]);
     await store.close();
   });
 

@@ -463,54 +463,85 @@ export class SqliteStore implements Store {
   }
 
   /**
-   * The usage ledger between `since` and `until`, summed per `bucketMs` (default 15 min) and
-   * per worker, provider, model, tenant and API key: one line per group, at the time of its
-   * latest line, with the sums of its tokens and cost and `requests` = how many lines. A
-   * restart restores older usage from these instead of one line per task (lines without a
-   * cost and lines with one are summed apart, so the cost of the former is priced later).
+   * The usage ledger between `since` and `until`, summed per 15 minutes and per worker,
+   * provider, model, tenant and API key: one line per group, at the time of its latest line,
+   * with the sums of its tokens and cost and `requests` = how many lines. Lines already rolled
+   * up by {@link SqliteStore.rollUpUsage} are read as kept; newer ones are summed now. Lines
+   * without a cost and lines with one are summed apart (the former are priced later).
    *
    * @example
    * ```ts
    * const today = await store.listUsageRollup({ since: Date.now() - 86_400_000 });
    * ```
    */
-  async listUsageRollup(
-    query: { since?: number; until?: number; bucketMs?: number } = {},
-  ): Promise<UsageEntry[]> {
-    const bucket = Math.max(1, Math.floor(query.bucketMs ?? 900_000));
-    const params: SQLInputValue[] = [
-      query.since ?? Number.MIN_SAFE_INTEGER,
-      query.until ?? Number.MAX_SAFE_INTEGER,
-    ];
-    const sql = `SELECT max(at) AS at, worker_id, provider, model, tenant, api_key,
-        count(*) AS requests,
-        sum(coalesce(json_extract(usage, '$.inputTokens'), 0)) AS input_tokens,
-        sum(coalesce(json_extract(usage, '$.outputTokens'), 0)) AS output_tokens,
+  async listUsageRollup(query: { since?: number; until?: number } = {}): Promise<UsageEntry[]> {
+    const since = query.since ?? Number.MIN_SAFE_INTEGER;
+    const until = query.until ?? Number.MAX_SAFE_INTEGER;
+    const sql = `SELECT at, worker_id, provider, model, tenant, api_key, requests, input_tokens,
+        output_tokens, total_tokens, cost_usd FROM usage_rollup WHERE at >= ? AND at < ?
+      UNION ALL
+      SELECT max(at), coalesce(worker_id, ''), coalesce(provider, ''), coalesce(model, ''),
+        coalesce(tenant, ''), coalesce(api_key, ''), count(*),
+        sum(coalesce(json_extract(usage, '$.inputTokens'), 0)),
+        sum(coalesce(json_extract(usage, '$.outputTokens'), 0)),
         sum(coalesce(json_extract(usage, '$.totalTokens'),
-          coalesce(json_extract(usage, '$.inputTokens'), 0) + coalesce(json_extract(usage, '$.outputTokens'), 0))) AS total_tokens,
-        sum(json_extract(usage, '$.costUsd')) AS cost_usd
+          coalesce(json_extract(usage, '$.inputTokens'), 0) + coalesce(json_extract(usage, '$.outputTokens'), 0))),
+        sum(json_extract(usage, '$.costUsd'))
       FROM usage WHERE at >= ? AND at < ?
-      GROUP BY at / ${bucket}, worker_id, provider, model, tenant, api_key,
+      GROUP BY at / ${USAGE_BUCKET_MS}, worker_id, provider, model, tenant, api_key,
         json_extract(usage, '$.costUsd') IS NULL
       ORDER BY 1`;
     return this.#q.read((db) =>
-      (this.#q.stmt(db, sql).all(...params) as Array<Record<string, SQLInputValue>>).map((r) => {
-        const usage: UsageEntry["usage"] = {
-          requests: Number(r.requests),
-          inputTokens: Number(r.input_tokens),
-          outputTokens: Number(r.output_tokens),
-          totalTokens: Number(r.total_tokens),
-        };
-        if (r.cost_usd !== null) usage.costUsd = Number(r.cost_usd);
-        const entry: UsageEntry = { at: Number(r.at), usage };
-        if (r.worker_id !== null) entry.workerId = String(r.worker_id);
-        if (r.provider !== null) entry.provider = String(r.provider);
-        if (r.model !== null) entry.model = String(r.model);
-        if (r.tenant !== null) entry.tenant = String(r.tenant);
-        if (r.api_key !== null && r.api_key !== undefined) entry.apiKey = String(r.api_key);
-        return entry;
-      }),
+      (
+        this.#q.stmt(db, sql).all(since, until, since, until) as Array<
+          Record<string, SQLInputValue>
+        >
+      ).map(rolledLine),
     );
+  }
+
+  /**
+   * Sums the usage lines recorded before `before` (rounded down to 15 minutes) into 15-minute
+   * groups per worker, provider, model, tenant and API key, and deletes the lines: the ledger
+   * stays one row per group instead of one per task, and a restart reads sums. `listUsage`
+   * then returns such a group as one line without a task. Retention calls it (lines older
+   * than 2 hours). Resolves how many lines were summed.
+   *
+   * @example
+   * ```ts
+   * await store.rollUpUsage(Date.now() - 2 * 3_600_000);
+   * ```
+   */
+  async rollUpUsage(before: number): Promise<number> {
+    const edge = Math.floor(before / USAGE_BUCKET_MS) * USAGE_BUCKET_MS;
+    return this.#q.write((db) => {
+      this.#q
+        .stmt(
+          db,
+          `INSERT INTO usage_rollup (bucket, worker_id, provider, model, tenant, api_key, has_cost,
+             at, requests, input_tokens, output_tokens, total_tokens, cost_usd)
+           SELECT at / ${USAGE_BUCKET_MS}, coalesce(worker_id, ''), coalesce(provider, ''),
+             coalesce(model, ''), coalesce(tenant, ''), coalesce(api_key, ''),
+             json_extract(usage, '$.costUsd') IS NOT NULL, max(at), count(*),
+             sum(coalesce(json_extract(usage, '$.inputTokens'), 0)),
+             sum(coalesce(json_extract(usage, '$.outputTokens'), 0)),
+             sum(coalesce(json_extract(usage, '$.totalTokens'),
+               coalesce(json_extract(usage, '$.inputTokens'), 0) + coalesce(json_extract(usage, '$.outputTokens'), 0))),
+             sum(json_extract(usage, '$.costUsd'))
+           FROM usage WHERE at < ?
+           GROUP BY 1, 2, 3, 4, 5, 6, 7
+           ON CONFLICT (bucket, worker_id, provider, model, tenant, api_key, has_cost) DO UPDATE SET
+             at = max(at, excluded.at),
+             requests = requests + excluded.requests,
+             input_tokens = input_tokens + excluded.input_tokens,
+             output_tokens = output_tokens + excluded.output_tokens,
+             total_tokens = total_tokens + excluded.total_tokens,
+             cost_usd = CASE WHEN excluded.cost_usd IS NULL THEN cost_usd
+               ELSE coalesce(cost_usd, 0) + excluded.cost_usd END`,
+        )
+        .run(edge);
+      return Number(this.#q.stmt(db, "DELETE FROM usage WHERE at < ?").run(edge).changes);
+    });
   }
 
   async listUsage(query: { since?: number; until?: number } = {}): Promise<UsageEntry[]> {
@@ -518,8 +549,18 @@ export class SqliteStore implements Store {
       query.since ?? Number.MIN_SAFE_INTEGER,
       query.until ?? Number.MAX_SAFE_INTEGER,
     ];
-    return this.#q.read((db) =>
-      (
+    return this.#q.read((db) => {
+      // Lines summed by `rollUpUsage` come back as one line per group (no task).
+      const rolled = (
+        this.#q
+          .stmt(
+            db,
+            `SELECT at, worker_id, provider, model, tenant, api_key, requests, input_tokens,
+               output_tokens, total_tokens, cost_usd FROM usage_rollup WHERE at >= ? AND at < ? ORDER BY at`,
+          )
+          .all(...params) as Array<Record<string, SQLInputValue>>
+      ).map(rolledLine);
+      const lines = (
         this.#q
           .stmt(db, "SELECT * FROM usage WHERE at >= ? AND at < ? ORDER BY at, id")
           .all(...params) as Array<Record<string, SQLInputValue>>
@@ -532,8 +573,9 @@ export class SqliteStore implements Store {
         if (r.tenant !== null) entry.tenant = String(r.tenant);
         if (r.api_key !== null && r.api_key !== undefined) entry.apiKey = String(r.api_key);
         return entry;
-      }),
-    );
+      });
+      return rolled.length === 0 ? lines : [...rolled, ...lines].sort((a, b) => a.at - b.at);
+    });
   }
 
   // ---------------------------------------------------------------- retention
@@ -592,6 +634,7 @@ export class SqliteStore implements Store {
       }
       if (options.usageBefore !== undefined) {
         this.#q.stmt(db, "DELETE FROM usage WHERE at < ?").run(options.usageBefore);
+        this.#q.stmt(db, "DELETE FROM usage_rollup WHERE at < ?").run(options.usageBefore);
       }
       db.exec("DELETE FROM events WHERE task_id IN (SELECT id FROM temp.doomed)");
       if (options.olderThan !== undefined) {
@@ -684,4 +727,32 @@ export class SqliteStore implements Store {
       ).map((r) => ({ key: r.key, value: JSON.parse(r.value) as T })),
     );
   }
+}
+
+/** Width of the usage roll-up groups: 15 minutes, a divisor of every time zone's offset. */
+const USAGE_BUCKET_MS = 900_000;
+
+/** A roll-up row (empty strings for absent fields) as a usage line without a task. */
+function rolledLine(r: Record<string, SQLInputValue>): UsageEntry {
+  const usage: UsageEntry["usage"] = {
+    requests: Number(r.requests),
+    inputTokens: Number(r.input_tokens),
+    outputTokens: Number(r.output_tokens),
+    totalTokens: Number(r.total_tokens),
+  };
+  if (r.cost_usd !== null && r.cost_usd !== undefined) usage.costUsd = Number(r.cost_usd);
+  const entry: UsageEntry = { at: Number(r.at), usage };
+  const text = (v: SQLInputValue | undefined) =>
+    v === null || v === undefined || v === "" ? undefined : String(v);
+  const worker = text(r.worker_id);
+  const provider = text(r.provider);
+  const model = text(r.model);
+  const tenant = text(r.tenant);
+  const apiKey = text(r.api_key);
+  if (worker !== undefined) entry.workerId = worker;
+  if (provider !== undefined) entry.provider = provider;
+  if (model !== undefined) entry.model = model;
+  if (tenant !== undefined) entry.tenant = tenant;
+  if (apiKey !== undefined) entry.apiKey = apiKey;
+  return entry;
 }

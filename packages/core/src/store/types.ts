@@ -243,14 +243,20 @@ export interface Store {
    *
    * @example
    * ```ts
-   * const lines = await store.listUsageRollup?.({ since: Date.now() - 32 * 86_400_000, bucketMs: 900_000 });
+   * const lines = await store.listUsageRollup?.({ since: Date.now() - 32 * 86_400_000 });
    * ```
    */
-  listUsageRollup?(query?: {
-    since?: number;
-    until?: number;
-    bucketMs?: number;
-  }): Promise<UsageEntry[]>;
+  listUsageRollup?(query?: { since?: number; until?: number }): Promise<UsageEntry[]>;
+  /**
+   * Sums the usage lines recorded before `before` into groups and deletes the lines
+   * (optional: stores that keep a roll-up). Resolves how many lines were summed.
+   *
+   * @example
+   * ```ts
+   * await store.rollUpUsage?.(Date.now() - 2 * 3_600_000);
+   * ```
+   */
+  rollUpUsage?(before: number): Promise<number>;
   /**
    * Deletes finished tasks (and their events and attempts): those that finished more than
    * `olderThan` ms ago (by the store's clock), and those beyond the newest `keep` finished
