@@ -1,7 +1,8 @@
 /**
  * Runs the benchmarks: `npm run bench` (all scenarios, writes docs/benchmarks.md and
  * bench/results/latest.json) or `npm run bench -- --smoke` (small sizes, correctness
- * checks only). `--only=dispatch,dag` picks scenarios. Exits non-zero if a check fails.
+ * checks only). `--only=dispatch,dag` picks scenarios and leaves the published report as it
+ * is. Exits non-zero if a check fails.
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
@@ -88,7 +89,8 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const ctx = await runBench({ smoke, ...(only ? { only } : {}) });
   const failed = ctx.checks.filter((c) => !c.ok);
   const md = renderMarkdown(ctx.rows, ctx.checks);
-  if (!smoke) {
+  // Only a full run replaces the published report (a run of some scenarios just prints).
+  if (!smoke && !only) {
     mkdirSync(join(root, "bench/results"), { recursive: true });
     writeFileSync(
       join(root, "bench/results/latest.json"),
