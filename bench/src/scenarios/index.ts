@@ -6,6 +6,7 @@ import { durableScenario } from "./durable.js";
 import { fairnessScenario } from "./fairness.js";
 import { historyScenario } from "./history.js";
 import { httpScenario } from "./http.js";
+import { longRunScenario } from "./longrun.js";
 import { memoryScenario } from "./memory.js";
 import { priorityScenario } from "./priority.js";
 import { rateLimitScenario } from "./ratelimit.js";
@@ -22,4 +23,5 @@ export const scenarios: Scenario[] = [
   durableScenario,
   historyScenario,
   memoryScenario,
+  longRunScenario,
 ];
