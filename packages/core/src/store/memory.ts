@@ -38,6 +38,26 @@ export interface MemoryStoreOptions {
    * @default 10000
    */
   maxEvents?: number;
+  /**
+   * How many finished tasks (succeeded, failed, cancelled, skipped) are kept, with their
+   * attempts and idempotency keys; the ones that finished longest ago are dropped first,
+   * so a long-running process stays flat. Unfinished tasks are never dropped. `Infinity`
+   * keeps every task (as a durable store does until `deleteFinished`).
+   * @default 10000
+   */
+  maxFinishedTasks?: number;
+  /**
+   * Drops finished tasks once they finished this long ago (checked as tasks are written).
+   * Unset keeps them up to `maxFinishedTasks` whatever their age.
+   */
+  finishedTaskMaxAgeMs?: number;
+}
+
+/** A finished task in finishing order; `n` tells a later finish of the same task apart. */
+interface FinishedEntry {
+  id: string;
+  n: number;
+  at: number;
 }
 
 const copy = <T>(value: T, where = "value"): T => jsonCopy(value, where);
@@ -52,7 +72,12 @@ const copy = <T>(value: T, where = "value"): T => jsonCopy(value, where);
  * what comes back has the same shape `SqliteStore` would give. (The orchestrator's own
  * writes skip the copy on the way in: it hands over snapshots it never mutates again.)
  *
- * The event history is bounded: the newest `maxEvents` (default 10 000) are kept.
+ * It is bounded, so an embedding process that runs for months stays flat: the newest
+ * `maxEvents` events (default 10 000) and the `maxFinishedTasks` most recently finished
+ * tasks (default 10 000, optionally also `finishedTaskMaxAgeMs`) are kept; unfinished
+ * tasks are always kept. A dropped task is gone as it would be after `deleteFinished`: `get`
+ * answers `undefined`, its idempotency key may be used again, and a new task cannot depend
+ * on it.
  *
  * @example
  * ```ts
@@ -75,6 +100,13 @@ export class MemoryStore implements Store {
   /** Index of the first event still listed (older ones are trimmed in chunks). */
   #eventStart = 0;
   readonly #maxEvents: number;
+  readonly #maxFinished: number;
+  readonly #finishedMaxAgeMs: number | undefined;
+  /** Finished tasks in finishing order (from `#finishedHead`), and each one's latest entry. */
+  #finishedOrder: FinishedEntry[] = [];
+  #finishedHead = 0;
+  readonly #finishedN = new Map<string, number>();
+  #finishes = 0;
   #closed = false;
 
   constructor(options: MemoryStoreOptions = {}) {
@@ -87,6 +119,22 @@ export class MemoryStore implements Store {
       );
     }
     this.#maxEvents = max;
+    const maxFinished = options.maxFinishedTasks ?? 10_000;
+    if (!(maxFinished >= 0)) {
+      throw new FlotillaError(
+        "VALIDATION",
+        `MemoryStore.maxFinishedTasks: expected a number >= 0, got ${String(maxFinished)}`,
+      );
+    }
+    this.#maxFinished = maxFinished;
+    const age = options.finishedTaskMaxAgeMs;
+    if (age !== undefined && !(age >= 0)) {
+      throw new FlotillaError(
+        "VALIDATION",
+        `MemoryStore.finishedTaskMaxAgeMs: expected a number >= 0, got ${String(age)}`,
+      );
+    }
+    this.#finishedMaxAgeMs = age;
   }
 
   /**
@@ -170,7 +218,9 @@ export class MemoryStore implements Store {
       if (task.idempotencyKey !== undefined)
         this.#byIdempotencyKey.set(task.idempotencyKey, task.id);
       this.#trackAttempt(task);
+      if (isTerminal(task.status)) this.#noteFinished(task.id);
     }
+    this.#dropOldFinished();
   }
 
   async saveTask(task: TaskRecord, expectedVersion?: number): Promise<boolean> {
@@ -200,7 +250,51 @@ export class MemoryStore implements Store {
     this.#tasks.set(stored.id, stored);
     if (key !== undefined) this.#byIdempotencyKey.set(key, stored.id);
     this.#trackAttempt(stored);
+    const finished = isTerminal(stored.status);
+    if (finished && (!current || !isTerminal(current.status))) this.#noteFinished(stored.id);
+    else if (!finished && this.#finishedN.has(stored.id)) this.#finishedN.delete(stored.id);
+    this.#dropOldFinished();
     return true;
+  }
+
+  #noteFinished(id: string): void {
+    const n = ++this.#finishes;
+    this.#finishedN.set(id, n);
+    this.#finishedOrder.push({ id, n, at: this.#clock.now() });
+  }
+
+  /**
+   * Drops the finished tasks over `maxFinishedTasks` or `finishedTaskMaxAgeMs`, oldest
+   * first (amortised O(1): entries of tasks that finished again later are skipped).
+   */
+  #dropOldFinished(): void {
+    const order = this.#finishedOrder;
+    const maxAge = this.#finishedMaxAgeMs;
+    const cutoff = maxAge === undefined ? undefined : this.#clock.now() - maxAge;
+    while (this.#finishedHead < order.length) {
+      const entry = order[this.#finishedHead]!;
+      if (this.#finishedN.get(entry.id) !== entry.n) {
+        this.#finishedHead++;
+        continue;
+      }
+      const over = this.#finishedN.size > this.#maxFinished;
+      if (!over && (cutoff === undefined || entry.at > cutoff)) break;
+      this.#finishedHead++;
+      this.#finishedN.delete(entry.id);
+      this.#forget(entry.id);
+    }
+    if (this.#finishedHead >= 1024 && this.#finishedHead * 2 >= order.length) {
+      this.#finishedOrder = order.slice(this.#finishedHead);
+      this.#finishedHead = 0;
+    }
+  }
+
+  /** Removes a task, its attempts and its idempotency key. */
+  #forget(id: string): void {
+    const task = this.#tasks.get(id);
+    if (task?.idempotencyKey !== undefined) this.#byIdempotencyKey.delete(task.idempotencyKey);
+    this.#tasks.delete(id);
+    this.#attempts.delete(id);
   }
 
   #trackAttempt(task: TaskRecord): void {
@@ -423,10 +517,8 @@ export class MemoryStore implements Store {
       this.#usage = this.#usage.filter((u) => u.at >= before);
     }
     for (const id of doomed) {
-      const task = this.#tasks.get(id);
-      if (task?.idempotencyKey !== undefined) this.#byIdempotencyKey.delete(task.idempotencyKey);
-      this.#tasks.delete(id);
-      this.#attempts.delete(id);
+      this.#finishedN.delete(id);
+      this.#forget(id);
     }
     return doomed.size;
   }
