@@ -206,6 +206,8 @@ function fits(used: number, need: number, limit: number): boolean {
 
 interface Hold {
   counter: Counter;
+  /** The key a task held by this budget and subject waits on (`budget:<name>:<subject>`). */
+  key: string;
   windowStart: number;
   entry: Entry | undefined;
   amounts: Amounts;
@@ -606,7 +608,13 @@ export class Budgets implements DispatchGate {
       for (const subject of this.#subjects(spec, task, worker)) {
         const counter = this.#counter(spec, subject, now);
         const entry = counter.add(amounts, now);
-        holds.push({ counter, windowStart: counter.windowStart, entry, amounts });
+        holds.push({
+          counter,
+          key: `budget:${spec.name}:${subject}`,
+          windowStart: counter.windowStart,
+          entry,
+          amounts,
+        });
       }
     }
     this.#holds.set(task.id, holds);
@@ -623,14 +631,17 @@ export class Budgets implements DispatchGate {
       tokens: actual.usage.totalTokens,
       cost: actual.costMicros,
     };
-    let freed = false;
+    let freed: string[] | undefined;
     for (const h of holds) {
       const c = h.counter;
       c.roll(now);
       if (c.spec.reset === "calendar" && c.windowStart !== h.windowStart) continue;
       for (const m of ["requests", "tokens", "cost"] as const) {
         const delta = real[m] - h.amounts[m];
-        if (delta < 0) freed = true;
+        if (delta < 0 && freed?.at(-1) !== h.key) {
+          freed ??= [];
+          freed.push(h.key);
+        }
         if (h.entry) {
           if (h.entry.gone) continue;
           h.entry[m] += delta;
@@ -638,7 +649,7 @@ export class Budgets implements DispatchGate {
         c.used[m] += delta;
       }
     }
-    if (freed) this.#wake();
+    if (freed) this.#wakers.wake(freed);
   }
 
   /** Gate: registers the scheduler's wake-up (called when a settle frees budget). @example budgets.subscribe(() => {}) */

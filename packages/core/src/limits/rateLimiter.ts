@@ -126,9 +126,7 @@ export class RateLimiter implements DispatchGate {
   readonly #keysOf: (task: TaskRecord, worker: WorkerEntry) => readonly string[];
   readonly #defaultTokens: number;
   readonly #marginMs: number | "auto";
-  readonly #workerKeys: boolean;
   /** A task was held since the last settle-wake (only tracked with worker-derived keys). */
-  #heldSinceWake = false;
   readonly #keys = new Map<string, KeyState>();
   readonly #reservations = new Map<string, Reservation>();
   /** Every log entry a reservation made (requests and tokens), for re-timing at start. */
@@ -146,7 +144,6 @@ export class RateLimiter implements DispatchGate {
     this.#logger = options.logger ?? silentLogger;
     this.#wakers = new Wakers(this.#logger);
     this.#keysOf = options.keys ?? ((task) => task.rateLimitKeys ?? []);
-    this.#workerKeys = options.keys !== undefined;
     this.#defaultTokens = options.defaultTokens ?? 0;
     const margin = options.marginMs ?? "auto";
     if (
@@ -357,7 +354,7 @@ export class RateLimiter implements DispatchGate {
           if (c.window.spec.unit !== "tokens") continue;
           this.#current(c).adjust(c.entry, delta, at);
         }
-        if (delta < 0) this.#wake();
+        if (delta < 0) this.#wakers.wake(keys);
       },
     };
     this.#charges.set(reservation, charges);
@@ -414,7 +411,6 @@ export class RateLimiter implements DispatchGate {
   check(task: TaskRecord, worker: WorkerEntry, now: number): GateDecision {
     const r = this.peek(this.#keysOf(task, worker), this.#tokens(task), now);
     if (r.ok) return r;
-    if (this.#workerKeys) this.#heldSinceWake = true;
     return { ok: false, reason: r.reason, retryAt: r.retryAt, blockKey: r.key };
   }
 
@@ -465,16 +461,11 @@ export class RateLimiter implements DispatchGate {
       for (const key of reservation?.keys ?? this.#keysOf(task, worker)) {
         this.pause(key, now + retryAfterMs + 1);
       }
-    } else if (this.#heldSinceWake) {
-      // Keys derived from the worker: a task held on one worker's key may now go to this
-      // worker's freed slot.
-      this.#heldSinceWake = false;
-      this.#wake();
     }
   }
 
   /** Gate: registers the scheduler's wake-up. @example const off = limiter.subscribe(() => scheduler.poke()) */
-  subscribe(wake: () => void): () => void {
+  subscribe(wake: (keys?: readonly string[]) => void): () => void {
     return this.#wakers.subscribe(wake);
   }
 

@@ -387,7 +387,7 @@ export class Attempts {
     // gate held (its answer may depend on what was running).
     const dispatcher = this.#p.dispatcher;
     dispatcher.wakeWorker(entry.id);
-    dispatcher.queue.unparkGateHeads();
+    dispatcher.settled();
 
     const done = this.#after(att, end, verdict.error, usage, now);
     dispatcher.schedule();

@@ -65,6 +65,8 @@ export class Dispatcher {
   /** Lanes parked for want of a worker, by the ids of the workers that could run them. */
   readonly #waitingOn = new Map<string, Set<Lane>>();
   readonly #laneWaits = new Map<Lane, string[]>();
+  /** Block keys (`undefined`: none) of lanes a gate parked without a retry time. */
+  readonly #untimedKeys = new Set<string | undefined>();
   #delayTimer: TimerHandle | undefined;
   #delayTimerAt: number | undefined;
   #pumpScheduled = false;
@@ -183,6 +185,8 @@ export class Dispatcher {
             lane.blockKey = check.blockKey;
             if (check.blockKey !== undefined) blocked.set(check.blockKey, check.retryAt);
             this.#parkOnGate(lane, check.retryAt);
+            // A busy worker the gates were not asked about may take it once a slot frees.
+            if (candidates.length < eligible.length) this.#indexWaits(lane, eligible, candidates);
             this.#waitingOnGate(task.id, check);
             continue;
           }
@@ -260,7 +264,15 @@ export class Dispatcher {
    */
   #parkForWorkers(lane: Lane, eligible: readonly WorkerEntry[]): void {
     this.queue.park(lane, "worker");
-    const ids = eligible.map((e) => e.id);
+    this.#indexWaits(lane, eligible);
+  }
+
+  /** Indexes a parked lane by the workers (of `eligible`, except `except`) whose free slot wakes it. */
+  #indexWaits(lane: Lane, eligible: readonly WorkerEntry[], except?: readonly WorkerEntry[]): void {
+    this.#forgetWaits(lane);
+    const skip = except && except.length > 0 ? new Set(except) : undefined;
+    const ids: string[] = [];
+    for (const e of eligible) if (!skip?.has(e)) ids.push(e.id);
     this.#laneWaits.set(lane, ids);
     for (const id of ids) {
       let set = this.#waitingOn.get(id);
@@ -305,17 +317,39 @@ export class Dispatcher {
     this.schedule();
   }
 
-  /** A gate says held work may go now. */
-  wakeGates(): void {
-    this.queue.unparkAll("gate");
+  /**
+   * A gate says held work may go now: all of it, or (with `keys`) the lanes held on those
+   * keys and the lanes no single key holds.
+   */
+  wakeGates(keys?: readonly string[]): void {
+    if (keys === undefined) this.queue.unparkAll("gate");
+    else {
+      for (const key of keys) this.queue.unparkGateGroup(key);
+      this.queue.unparkGateGroup(undefined);
+    }
     this.schedule();
+  }
+
+  /**
+   * An attempt settled: of the lanes a gate holds with no retry time (its answer may depend
+   * on what runs, e.g. a concurrency cap), the first of each key goes again. Lanes held
+   * until a retry time wait for it or for their gate's wake-up, so a settle costs the same
+   * with 10 000 keys held by rate limits or budgets as with none.
+   */
+  settled(): void {
+    for (const key of this.#untimedKeys) {
+      if (!this.queue.unparkGateHead(key)) this.#untimedKeys.delete(key);
+    }
   }
 
   #parkOnGate(lane: Lane, retryAt: number | undefined): void {
     this.queue.park(lane, "gate");
     this.#clearLaneTimer(lane);
-    if (retryAt === undefined) return;
     lane.retryAt = retryAt;
+    if (retryAt === undefined) {
+      this.#untimedKeys.add(lane.blockKey);
+      return;
+    }
     const key = lane.blockKey;
     if (key !== undefined) {
       let held = this.#heldOnKey.get(key);

@@ -254,6 +254,83 @@ describe("lanes a gate holds", () => {
     await clock.advance(100);
     expect(ran).toEqual(["x1", "y1"]);
   });
+
+  it("held until a retry time on their own key, are not asked again when unrelated tasks settle", async () => {
+    const clock = new FakeClock();
+    const asked = new Map<string, number>();
+    // Every "k*" key admits one task per hour; a refund of key "k0" is announced by key.
+    let wake: (keys?: readonly string[]) => void = () => {};
+    const used = new Set<string>();
+    let open = false;
+    let hourPassed = false;
+    const limit: DispatchGate = {
+      name: "per-key",
+      check: (t) => {
+        const key = t.rateLimitKeys[0];
+        if (key === undefined) return { ok: true };
+        asked.set(t.id, (asked.get(t.id) ?? 0) + 1);
+        if (!used.has(key) || hourPassed || (open && key === "k0")) return { ok: true };
+        return { ok: false, reason: "limit", blockKey: key, retryAt: clock.now() + 3_600_000 };
+      },
+      onDispatch: (t) => void (t.rateLimitKeys[0] && used.add(t.rateLimitKeys[0])),
+      subscribe: (w) => {
+        wake = w;
+        return () => {};
+      },
+    };
+    const o2 = make({ clock, gates: [limit] }).orchestrator;
+    await o2.register(fnWorker("w", ["held", "free"], async () => "ok", { maxConcurrency: 4 }));
+    await o2.start();
+    const keys = Array.from({ length: 50 }, (_, i) => `k${i}`);
+    const first = await o2.submitBatch(keys.map((k) => ({ type: "held", rateLimitKey: k })));
+    await Promise.all(first.map((h) => h.result()));
+    const second = await o2.submitBatch(
+      keys.map((k) => ({ id: `second-${k}`, type: "held", rateLimitKey: k })),
+    );
+    await clock.advance(0);
+    const before = [...asked.entries()].filter(([id]) => id.startsWith("second-"));
+    expect(before.every(([, n]) => n === 1)).toBe(true);
+    const free = await o2.submitBatch(Array.from({ length: 40 }, () => ({ type: "free" })));
+    await Promise.all(free.map((h) => h.result()));
+    // 40 settles later, no held task was asked again
+    expect(second.map((h) => asked.get(h.id))).toEqual(keys.map(() => 1));
+    // A wake-up for "k0" asks the lane held on "k0" alone, and it runs.
+    open = true;
+    wake(["k0"]);
+    expect(await second[0]!.result()).toMatchObject({ status: "succeeded" });
+    expect(second.slice(1).map((h) => asked.get(h.id))).toEqual(keys.slice(1).map(() => 1));
+    // The retry time asks them all again.
+    hourPassed = true;
+    await clock.advance(3_600_000);
+    await Promise.all(second.map((h) => h.result()));
+    await o2.stop();
+  });
+
+  it("held on one worker's key, go to another worker when its slot frees", async () => {
+    const clock = new FakeClock();
+    // Worker w1's key is spent for an hour; w2 is busy with a long task.
+    const limit: DispatchGate = {
+      name: "per-worker",
+      check: (_t, w) =>
+        w.id === "w1"
+          ? { ok: false, reason: "w1 spent", blockKey: "w1", retryAt: clock.now() + 3_600_000 }
+          : { ok: true },
+      subscribe: () => () => {},
+    };
+    const o2 = make({ clock, gates: [limit] }).orchestrator;
+    await o2.register(fnWorker("w1", ["t"], async () => "w1"));
+    await o2.register(fnWorker("w2", ["t"], async () => sleep(clock, 100).then(() => "w2")));
+    await o2.start();
+    const [long, waiting] = await o2.submitBatch([
+      { id: "long", type: "t", priority: 90 },
+      { id: "waiting", type: "t" },
+    ]);
+    await clock.advance(100);
+    expect(await long!.result()).toMatchObject({ output: "w2" });
+    await clock.advance(100);
+    expect(await waiting!.result()).toMatchObject({ output: "w2" });
+    await o2.stop();
+  });
 });
 
 describe("a monthly budget across a restart", () => {

@@ -36,7 +36,7 @@ describe("GateChain", () => {
     expect(asked).toEqual(["a:w1", "a:w2", "b:w2"]);
   });
 
-  it("when none passes: the earliest retry time, the first block key and reason", () => {
+  it("when none passes: the earliest retry time, the first reason, and no block key when the keys differ", () => {
     const { ctx } = testContext();
     const gate: DispatchGate = {
       name: "limit",
@@ -54,10 +54,27 @@ describe("GateChain", () => {
     expect(check).toEqual({
       passing: [],
       retryAt: 300,
-      blockKey: "key-w1",
       reason: "held w1",
       gate: "limit",
     });
+  });
+
+  it("when every candidate is held on the same key: that key", () => {
+    const { ctx } = testContext();
+    const gate: DispatchGate = {
+      name: "limit",
+      check: (_t, w) => ({
+        ok: false,
+        reason: "limit",
+        blockKey: "openai",
+        retryAt: w.id === "w1" ? 900 : 300,
+      }),
+    };
+    const check = new GateChain(ctx, [gate], 1_000).check(
+      record({ id: "x" }),
+      entries(ctx, "w1", "w2"),
+    );
+    expect(check).toMatchObject({ passing: [], retryAt: 300, blockKey: "openai" });
   });
 
   it("a refusal for good fails the task at once", () => {

@@ -12,7 +12,10 @@ export interface GateCheck {
   fail?: FlotillaError;
   /** When none passes: the earliest time a gate may let it through. */
   retryAt?: number;
-  /** When none passes: the key holding it (lanes held by one key wait together). */
+  /**
+   * When none passes and one key holds it for every candidate: that key (lanes held by one
+   * key wait together, and are woken only when that key frees up or its time comes).
+   */
   blockKey?: string;
   reason?: string;
   /** When none passes: the name of the gate that held it first. */
@@ -63,6 +66,7 @@ export class GateChain {
     const passing: WorkerEntry[] = [];
     let retryAt: number | undefined;
     let blockKey: string | undefined;
+    let mixedKeys = false;
     let reason: string | undefined;
     let gate: string | undefined;
     let fail: FlotillaError | undefined;
@@ -78,7 +82,12 @@ export class GateChain {
       }
       const at = d.retryAt;
       if (at !== undefined) retryAt = retryAt === undefined ? at : Math.min(retryAt, at);
-      blockKey ??= d.blockKey;
+      if (!mixedKeys) {
+        if (d.blockKey === undefined || (blockKey !== undefined && blockKey !== d.blockKey)) {
+          mixedKeys = true;
+          blockKey = undefined;
+        } else blockKey = d.blockKey;
+      }
       reason ??= d.reason;
       gate ??= d.gate;
     }
@@ -181,7 +190,7 @@ export class GateChain {
   }
 
   /** Subscribes `wake` to every gate that can wake the scheduler; returns the unsubscribes. */
-  subscribe(wake: () => void): Array<() => void> {
+  subscribe(wake: (keys?: readonly string[]) => void): Array<() => void> {
     const out: Array<() => void> = [];
     for (const gate of this.#gates) {
       const unsubscribe = gate.subscribe?.(wake);

@@ -78,7 +78,7 @@ export class Lifecycle {
       ctx.registry.off("added", onAdded);
     });
     dispatcher.wakeAllWaiting();
-    this.#unsubscribers.push(...this.#e.gates.subscribe(() => dispatcher.wakeGates()));
+    this.#unsubscribers.push(...this.#e.gates.subscribe((keys) => dispatcher.wakeGates(keys)));
     this.#e.attempts.armRemote();
     dispatcher.armDelayTimer();
     this.#e.persistence.armRetry();

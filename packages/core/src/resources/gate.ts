@@ -49,8 +49,12 @@ export interface DispatchGate {
    */
   onStart?(task: TaskRecord, worker: WorkerEntry, now: number): void;
   onSettle?(task: TaskRecord, worker: WorkerEntry, outcome: SettleOutcome, now: number): void;
-  /** Registers the scheduler's wake-up; the gate calls it when blocked work may now go. Returns an unsubscribe. */
-  subscribe?(wake: () => void): () => void;
+  /**
+   * Registers the scheduler's wake-up; the gate calls it when blocked work may now go —
+   * with the `blockKey`s that freed up when only tasks held on those may go (the scheduler
+   * then looks at those alone), without when any may. Returns an unsubscribe.
+   */
+  subscribe?(wake: (keys?: readonly string[]) => void): () => void;
   /**
    * Called once at `start()` with the store's usage ledger of the last 48 hours (oldest
    * first), so that windows, budgets and totals continue across a restart instead of

@@ -2,7 +2,9 @@ import type { Logger } from "../logger.js";
 
 /**
  * The scheduler wake-ups a gate holds (`DispatchGate.subscribe`): gates call `wake()` when
- * blocked work may now go. A listener that throws is logged and the others still run.
+ * blocked work may now go — with the keys it held them on (`blockKey`) when only those may
+ * go, so the scheduler looks at those tasks alone. A listener that throws is logged and the
+ * others still run.
  *
  * @example
  * ```ts
@@ -13,7 +15,7 @@ import type { Logger } from "../logger.js";
  * ```
  */
 export class Wakers {
-  readonly #listeners = new Set<() => void>();
+  readonly #listeners = new Set<(keys?: readonly string[]) => void>();
   readonly #logger: Logger;
 
   constructor(logger: Logger) {
@@ -21,16 +23,19 @@ export class Wakers {
   }
 
   /** Adds a wake-up; returns its unsubscribe. @example const off = wakers.subscribe(() => {}) */
-  subscribe(wake: () => void): () => void {
+  subscribe(wake: (keys?: readonly string[]) => void): () => void {
     this.#listeners.add(wake);
     return () => this.#listeners.delete(wake);
   }
 
-  /** Calls every wake-up. @example wakers.wake() */
-  wake(): void {
+  /**
+   * Calls every wake-up: all held work may go, or only work held on `keys`.
+   * @example wakers.wake(); wakers.wake(["openai"])
+   */
+  wake(keys?: readonly string[]): void {
     for (const fn of this.#listeners) {
       try {
-        fn();
+        fn(keys);
       } catch (err) {
         this.#logger.error({ err }, "wake listener threw");
       }

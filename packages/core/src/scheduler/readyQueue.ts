@@ -418,6 +418,45 @@ export class ReadyQueue {
     return n;
   }
 
+  /**
+   * Returns the gate-parked lane waiting longest on `key` (`undefined`: the lanes held
+   * without one key) to the active set; true when there was one.
+   *
+   * @example
+   * ```ts
+   * if (q.unparkGateHead(undefined)) schedulePump(); // a slot freed
+   * ```
+   */
+  unparkGateHead(key: string | undefined): boolean {
+    const first = this.#gateGroups
+      .get(key ?? "")
+      ?.values()
+      .next().value;
+    if (first === undefined) return false;
+    this.unpark(first);
+    return true;
+  }
+
+  /**
+   * Returns every lane gate-parked on `key` (`undefined`: held without one key) to the
+   * active set. Returns how many.
+   *
+   * @example
+   * ```ts
+   * q.unparkGateGroup("openai"); // the "openai" limit has room again
+   * ```
+   */
+  unparkGateGroup(key: string | undefined): number {
+    const group = this.#gateGroups.get(key ?? "");
+    if (!group) return 0;
+    let n = 0;
+    for (const lane of [...group]) {
+      this.unpark(lane);
+      n++;
+    }
+    return n;
+  }
+
   /** The oldest entry still queued; entries dequeued since are dropped from the front (amortised O(1)). */
   #oldest(q: TypeQueue): QueueEntry | undefined {
     const fifo = q.fifo;
