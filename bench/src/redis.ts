@@ -4,7 +4,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-/** A Redis server started by the benchmark on 127.0.0.1, without persistence. */
+/** A Redis server started by the benchmark on 127.0.0.1. */
 export interface RedisHandle {
   host: string;
   port: number;
@@ -23,8 +23,14 @@ async function freePort(): Promise<number> {
   });
 }
 
-/** Starts `redis-server` (Debian's package) and waits until it answers PING. */
+/**
+ * Starts `redis-server` (Debian's package) and waits until it accepts connections: without
+ * persistence, or (`durable`) with an append-only file fsynced on every write
+ * (`appendfsync always`), which acknowledges a job only once it is on disk, as SQLite's
+ * `synchronous=full` does.
+ */
 export async function startRedis(
+  options: { durable?: boolean } = {},
   bin = process.env.FLOTILLA_REDIS_SERVER ?? "redis-server",
 ): Promise<RedisHandle> {
   const port = await freePort();
@@ -39,7 +45,8 @@ export async function startRedis(
       "--save",
       "",
       "--appendonly",
-      "no",
+      options.durable ? "yes" : "no",
+      ...(options.durable ? ["--appendfsync", "always"] : []),
       "--dir",
       dir,
     ],

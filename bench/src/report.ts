@@ -24,7 +24,10 @@ export interface BenchContext {
   smoke: boolean;
   rows: Row[];
   checks: Check[];
+  /** Redis without persistence. */
   redis?: { host: string; port: number; version: string };
+  /** Redis with `appendonly yes`, `appendfsync always`. */
+  redisDurable?: { host: string; port: number; version: string };
   log(msg: string): void;
 }
 

@@ -10,6 +10,7 @@ import { longRunScenario } from "./longrun.js";
 import { memoryScenario } from "./memory.js";
 import { priorityScenario } from "./priority.js";
 import { rateLimitScenario } from "./ratelimit.js";
+import { scaleScenario } from "./scale.js";
 
 /** Every scenario, in report order. */
 export const scenarios: Scenario[] = [
@@ -24,4 +25,5 @@ export const scenarios: Scenario[] = [
   historyScenario,
   memoryScenario,
   longRunScenario,
+  scaleScenario,
 ];
