@@ -29,7 +29,7 @@ interface AttemptBase {
   startedAt?: number;
   usage?: Usage;
   /** The gates told of the dispatch, to be told of the settle. */
-  gates: DispatchGate[];
+  gates: readonly DispatchGate[];
 }
 
 /** An attempt run by an in-process worker slot. @internal */

@@ -106,7 +106,8 @@ export class Attempts {
     o: { remote: boolean; slot: boolean; leaseMs: number },
   ): Attempt {
     const now = this.#ctx.clock.now();
-    const base = {
+    const att: Attempt = {
+      kind: o.remote ? "remote" : "local",
       live,
       n: live.rec.attempt + 1,
       entry,
@@ -123,7 +124,6 @@ export class Attempts {
       dispatchedAt: now,
       gates: this.#p.gates.dispatched(live.rec, entry, now),
     };
-    const att: Attempt = o.remote ? { kind: "remote", ...base } : { kind: "local", ...base };
     this.#add(att);
     return att;
   }
@@ -218,30 +218,9 @@ export class Attempts {
     }
   }
 
-  /** The worker's context; its signal and logger are made on first use. */
+  /** The worker's context (one object; its signal and logger are made on first use). */
   #context(att: LocalAttempt): ExecutionContext {
-    let logger: Logger | undefined;
-    const baseLogger = this.#ctx.logger;
-    return {
-      get signal() {
-        if (!att.controller) {
-          att.controller = new AbortController();
-          if (att.abortReason !== undefined) att.controller.abort(att.abortReason);
-        }
-        return att.controller.signal;
-      },
-      progress: (data) => this.progress(att, data),
-      reportUsage: (usage) => this.#reportUsage(att, usage),
-      get logger() {
-        logger ??= baseLogger.child({
-          taskId: att.live.rec.id,
-          attempt: att.n,
-          workerId: att.entry.id,
-        });
-        return logger;
-      },
-      clock: this.#ctx.clock,
-    };
+    return new LocalContext(this, att, this.#ctx.logger, this.#ctx.clock);
   }
 
   /** Arms the attempt's timeout (`timeoutMs` of the task). */
@@ -308,7 +287,8 @@ export class Attempts {
     this.#ctx.events.emit("task:progress", ev);
   }
 
-  #reportUsage(att: Attempt, usage: Usage): void {
+  /** Usage a worker reported before returning, merged into the attempt's. @internal */
+  reportUsage(att: Attempt, usage: Usage): void {
     if (att.settled) return;
     const parsed = UsageSchema.safeParse(usage);
     if (!parsed.success) {
@@ -481,5 +461,56 @@ export class Attempts {
       const timer = timers.set(finish, timeoutMs);
       this.#settleListeners.add(check);
     });
+  }
+}
+
+/**
+ * What a local worker's `execute` gets as its context: one object per attempt, its signal
+ * and child logger made only when the worker asks for them.
+ */
+class LocalContext implements ExecutionContext {
+  readonly #attempts: Attempts;
+  readonly #att: LocalAttempt;
+  readonly #baseLogger: Logger;
+  #logger: Logger | undefined;
+  readonly clock: EngineContext["clock"];
+
+  constructor(
+    attempts: Attempts,
+    att: LocalAttempt,
+    logger: Logger,
+    clock: EngineContext["clock"],
+  ) {
+    this.#attempts = attempts;
+    this.#att = att;
+    this.#baseLogger = logger;
+    this.clock = clock;
+  }
+
+  get signal(): AbortSignal {
+    const att = this.#att;
+    if (!att.controller) {
+      att.controller = new AbortController();
+      if (att.abortReason !== undefined) att.controller.abort(att.abortReason);
+    }
+    return att.controller.signal;
+  }
+
+  get logger(): Logger {
+    const att = this.#att;
+    this.#logger ??= this.#baseLogger.child({
+      taskId: att.live.rec.id,
+      attempt: att.n,
+      workerId: att.entry.id,
+    });
+    return this.#logger;
+  }
+
+  progress(data: unknown): void {
+    this.#attempts.progress(this.#att, data);
+  }
+
+  reportUsage(usage: Usage): void {
+    this.#attempts.reportUsage(this.#att, usage);
   }
 }

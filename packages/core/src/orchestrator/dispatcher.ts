@@ -159,9 +159,7 @@ export class Dispatcher {
             continue;
           }
           const eligible = registry.eligible(task);
-          const candidates = eligible.filter(
-            (e) => e.worker.kind !== REMOTE_NODE_KIND && registry.canTake(e),
-          );
+          const candidates = freeLocal(eligible, registry);
           if (candidates.length === 0) {
             this.#parkForWorkers(lane, eligible);
             if (eligible.length === 0) this.#armUnroutable(lane);
@@ -476,4 +474,19 @@ export class Dispatcher {
       this.queue.unpark(lane);
     }
   }
+}
+
+/** The local workers of `eligible` with a free slot now (`eligible` itself when all are). */
+function freeLocal(eligible: WorkerEntry[], registry: EngineContext["registry"]): WorkerEntry[] {
+  for (let i = 0; i < eligible.length; i++) {
+    const e = eligible[i]!;
+    if (e.worker.kind !== REMOTE_NODE_KIND && registry.canTake(e)) continue;
+    const out = eligible.slice(0, i);
+    for (let k = i + 1; k < eligible.length; k++) {
+      const w = eligible[k]!;
+      if (w.worker.kind !== REMOTE_NODE_KIND && registry.canTake(w)) out.push(w);
+    }
+    return out;
+  }
+  return eligible;
 }

@@ -22,6 +22,8 @@ export interface GateCheck {
   gate?: string;
 }
 
+const NO_GATES: readonly DispatchGate[] = Object.freeze([]);
+
 /** The waiting kind of each built-in gate, by gate name. @internal */
 export const GATE_KINDS: Record<string, "rate_limit" | "budget" | "concurrency_cap" | "admission"> =
   {
@@ -147,7 +149,8 @@ export class GateChain {
   }
 
   /** An attempt was dispatched: every gate is told; returns the gates to tell of its end. */
-  dispatched(task: TaskRecord, entry: WorkerEntry, now: number): DispatchGate[] {
+  dispatched(task: TaskRecord, entry: WorkerEntry, now: number): readonly DispatchGate[] {
+    if (this.#gates.length === 0) return NO_GATES;
     const told: DispatchGate[] = [];
     for (const gate of this.#gates) {
       told.push(gate);

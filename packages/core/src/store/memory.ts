@@ -306,7 +306,8 @@ export class MemoryStore implements Store {
     }
     const row = attemptOf(task);
     const last = list[list.length - 1];
-    if (last && last.attempt === row.attempt) list[list.length - 1] = { ...last, ...row };
+    // Rows are copied on the way out, so the last one can be updated in place.
+    if (last && last.attempt === row.attempt) Object.assign(last, row);
     else if (!last || last.attempt < row.attempt) list.push(row);
   }
 
