@@ -39,11 +39,12 @@ describe("telemetry of a container task on flotilla serve", () => {
         type: "docker_task",
         payload: {
           image,
-          // Holds 20 MB and keeps a core busy for 3 s: the worker samples every 2 s.
+          // Holds 20 MB and keeps a core busy for 6 s: the worker samples every 2 s (a
+          // sample takes a second of the engine's own), so a loaded machine still gets one.
           command: [
             "python3",
             "-c",
-            "import time\nx = b'y' * (20 * 1024 * 1024)\nend = time.time() + 3\nwhile time.time() < end: pass",
+            "import time\nx = b'y' * (20 * 1024 * 1024)\nend = time.time() + 6\nwhile time.time() < end: pass",
           ],
         },
         timeout_seconds: 60,

@@ -39,6 +39,32 @@ describe("Attempts", () => {
     expect(e.ctx.registry.get("w")?.inFlight).toBe(0);
   });
 
+  it("a worker may destructure its context or pass its functions on", async () => {
+    const e = testEngine();
+    const seen: unknown[] = [];
+    e.ctx.events.on("task:progress", (ev) => seen.push(ev.data));
+    const entry = e.ctx.registry.add(
+      new FunctionWorker({
+        id: "w",
+        taskTypes: ["t"],
+        fn: async (_p: unknown, { progress, reportUsage, signal, logger, clock }) => {
+          const report = [1, 2].map((n) => () => progress(n));
+          for (const r of report) r();
+          reportUsage({ inputTokens: 3 });
+          logger.debug("ran");
+          return { aborted: signal.aborted, at: typeof clock.now() };
+        },
+      }),
+    );
+    const live = await e.queued({ id: "a" });
+    e.parts.attempts.launch(live, entry);
+    await e.clock.flush();
+    expect(live.rec.status).toBe("succeeded");
+    expect(seen).toEqual([1, 2]);
+    expect(live.rec.result?.output).toEqual({ aborted: false, at: "number" });
+    expect(live.rec.result?.usage).toMatchObject({ inputTokens: 3 });
+  });
+
   it("a hand-back requeues without spending an attempt; a failure retries with backoff", async () => {
     const e = testEngine();
     const entry = e.ctx.registry.add(

@@ -473,6 +473,8 @@ class LocalContext implements ExecutionContext {
   readonly #att: LocalAttempt;
   readonly #baseLogger: Logger;
   #logger: Logger | undefined;
+  #progress: ((data: unknown) => void) | undefined;
+  #reportUsage: ((usage: Usage) => void) | undefined;
   readonly clock: EngineContext["clock"];
 
   constructor(
@@ -506,11 +508,14 @@ class LocalContext implements ExecutionContext {
     return this.#logger;
   }
 
-  progress(data: unknown): void {
-    this.#attempts.progress(this.#att, data);
+  // Made on first use, bound: a worker may pass `ctx.progress` on or destructure it.
+  get progress(): (data: unknown) => void {
+    this.#progress ??= (data) => this.#attempts.progress(this.#att, data);
+    return this.#progress;
   }
 
-  reportUsage(usage: Usage): void {
-    this.#attempts.reportUsage(this.#att, usage);
+  get reportUsage(): (usage: Usage) => void {
+    this.#reportUsage ??= (usage) => this.#attempts.reportUsage(this.#att, usage);
+    return this.#reportUsage;
   }
 }
