@@ -73,6 +73,17 @@ export const UPDATE_TASK = `UPDATE tasks SET seq = :seq, status = :status, type 
   updated_at = :updated_at, finished_at = :finished_at, lease_holder = :lease_holder,
   lease_expires_at = :lease_expires_at, body = :body WHERE id = :id`;
 
+/**
+ * The engine's usual write: only the columns a task's life changes, when those it never
+ * changes (order, type, tenant, idempotency key, priority, creation) are as stored. Indexes
+ * on the unchanged columns are not rewritten; no row matched means "use UPDATE_TASK".
+ */
+export const UPDATE_TASK_STATE = `UPDATE tasks SET status = :status, worker_id = :worker_id,
+  attempt = :attempt, version = :version, updated_at = :updated_at, finished_at = :finished_at,
+  lease_holder = :lease_holder, lease_expires_at = :lease_expires_at, body = :body
+  WHERE id = :id AND seq = :seq AND type = :type AND tenant IS :tenant
+  AND idempotency_key IS :idempotency_key AND priority = :priority AND created_at = :created_at`;
+
 /** Records the task's dependency edges (a new task). */
 export function insertDeps(q: SqliteQueue, db: DatabaseSync, write: PreparedWrite): void {
   if (write.deps.length === 0) return;

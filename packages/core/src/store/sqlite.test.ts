@@ -87,6 +87,46 @@ describe("SqliteStore", () => {
     check.close();
   });
 
+  it("migrates a v3 file: a task's events stay findable, now through the task's seq", async () => {
+    const path = join(dir, "v3.db");
+    const raw = new DatabaseSync(path);
+    raw.exec(`PRAGMA application_id = ${APPLICATION_ID}`);
+    for (const m of MIGRATIONS.slice(0, 3)) m(raw);
+    raw.exec("PRAGMA user_version = 3");
+    raw.exec(`INSERT INTO tasks (id, seq, status, type, priority, attempt, version, created_at,
+      updated_at, body) VALUES ('t1', 7, 'queued', 'x', 0, 0, 1, 1, 1, '{}')`);
+    raw.exec(`INSERT INTO events (type, task_id, at, data) VALUES ('task:queued', 't1', 1, NULL),
+      ('task:queued', 'gone', 2, NULL), ('note', NULL, 3, NULL)`);
+    raw.close();
+    const store = new SqliteStore({ path });
+    await store.open();
+    await store.appendEvents([{ type: "task:leased", taskId: "t1", at: 4, data: { n: 1 } }]);
+    expect((await store.listEvents({ taskId: "t1" })).map((e) => [e.seq, e.type])).toEqual([
+      [1, "task:queued"],
+      [4, "task:leased"],
+    ]);
+    expect((await store.listEvents({ taskId: "t1", afterSeq: 1 })).map((e) => e.seq)).toEqual([4]);
+    // A task the store does not hold: its events are still listed.
+    expect((await store.listEvents({ taskId: "gone" })).map((e) => e.seq)).toEqual([2]);
+    await store.close();
+    const check = new DatabaseSync(path);
+    const plan = check
+      .prepare(
+        "EXPLAIN QUERY PLAN SELECT seq FROM events WHERE task_seq = 7 AND task_id = 't1' AND seq > 0 ORDER BY seq",
+      )
+      .all()
+      .map((r) => String((r as { detail: string }).detail))
+      .join("; ");
+    expect(plan).toContain("events_task_seq");
+    const indexes = check
+      .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tasks'")
+      .all()
+      .map((r) => (r as { name: string }).name);
+    expect(indexes).not.toContain("tasks_lease");
+    expect(indexes).not.toContain("tasks_unfinished");
+    check.close();
+  });
+
   it("sums usage per 15 minutes and per provider, model, tenant, key and worker for restarts", async () => {
     const store = new SqliteStore({ path: join(dir, "rollup.db") });
     await store.open();

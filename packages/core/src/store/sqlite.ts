@@ -4,6 +4,7 @@ import { z } from "zod";
 import { type Clock, systemClock } from "../clock.js";
 import { FlotillaError } from "../errors.js";
 import { type Logger, silentLogger } from "../logger.js";
+import { TASK_STATUSES } from "../task/schema.js";
 import type { TaskRecord } from "../task/types.js";
 import { parseOrThrow } from "../task/validation.js";
 import {
@@ -13,6 +14,7 @@ import {
   checkPaging,
   checkRetention,
   claimedRecord,
+  isTerminal,
   queryStatuses,
   toJson,
 } from "./common.js";
@@ -25,6 +27,7 @@ import {
   prepareWrite,
   trackAttempt,
   UPDATE_TASK,
+  UPDATE_TASK_STATE,
 } from "./sqlite-rows.js";
 import type {
   AttemptRecord,
@@ -86,6 +89,20 @@ const SqliteStoreOptionsSchema = z.object({
   exclusive: z.boolean().optional(),
   verifyOnOpen: z.boolean().optional(),
 });
+
+/** Events written per multi-row INSERT. */
+const EVENT_CHUNK = 32;
+/** One event row; `task_seq` is the task's `seq`, by which the task's events are indexed. */
+const EVENT_VALUES = "(?, ?, ?, ?, (SELECT seq FROM tasks WHERE id = ?))";
+const INSERT_EVENT = `INSERT INTO events (type, task_id, at, data, task_seq) VALUES ${EVENT_VALUES}`;
+const INSERT_EVENTS_CHUNK = `INSERT INTO events (type, task_id, at, data, task_seq) VALUES ${Array.from(
+  { length: EVENT_CHUNK },
+  () => EVENT_VALUES,
+).join(", ")}`;
+/** Statuses of unfinished tasks (found through the status index). */
+const UNFINISHED = TASK_STATUSES.filter((s) => !isTerminal(s))
+  .map((s) => `'${s}'`)
+  .join(", ");
 
 /**
  * A durable `Store` in one SQLite file, on Node's built-in `node:sqlite` (no native
@@ -216,26 +233,46 @@ export class SqliteStore implements Store {
     const write = prepareWrite(task, "saveTask");
     const row = write.row;
     const who = { id: task.id, idempotencyKey: task.idempotencyKey };
-    return this.#q.write((db) => {
-      try {
-        if (expectedVersion !== undefined) {
-          const changed = this.#q
-            .stmt(db, `${UPDATE_TASK} AND version = :expected`)
-            .run({ ...row, expected: expectedVersion }).changes;
-          if (Number(changed) === 0) return false;
-        } else {
-          const changed = this.#q.stmt(db, UPDATE_TASK).run(row).changes;
-          if (Number(changed) === 0) {
-            this.#q.stmt(db, INSERT_TASK).run(row);
-            insertDeps(this.#q, db, write);
-          }
+    const q = this.#q;
+    return q.write(
+      (db) => {
+        // The usual case, one statement: the task exists and only its state changed.
+        if (
+          expectedVersion === undefined &&
+          Number(q.stmt(db, UPDATE_TASK_STATE).run(row).changes) === 1
+        ) {
+          trackAttempt(q, db, write);
+          return true;
         }
-      } catch (err) {
-        throw conflictError(err, who);
-      }
-      trackAttempt(this.#q, db, write);
-      return true;
-    });
+        // Otherwise several statements, all or none.
+        q.stmt(db, "SAVEPOINT save_task").run();
+        try {
+          if (expectedVersion !== undefined) {
+            const changed = q
+              .stmt(db, `${UPDATE_TASK} AND version = :expected`)
+              .run({ ...row, expected: expectedVersion }).changes;
+            if (Number(changed) === 0) {
+              q.stmt(db, "RELEASE save_task").run();
+              return false;
+            }
+          } else {
+            const changed = q.stmt(db, UPDATE_TASK).run(row).changes;
+            if (Number(changed) === 0) {
+              q.stmt(db, INSERT_TASK).run(row);
+              insertDeps(q, db, write);
+            }
+          }
+          trackAttempt(q, db, write);
+          q.stmt(db, "RELEASE save_task").run();
+          return true;
+        } catch (err) {
+          db.exec("ROLLBACK TO save_task");
+          db.exec("RELEASE save_task");
+          throw conflictError(err, who);
+        }
+      },
+      { savepoint: false },
+    );
   }
 
   /**
@@ -345,7 +382,7 @@ export class SqliteStore implements Store {
     return this.#q.read((db) =>
       (
         this.#q
-          .stmt(db, "SELECT body FROM tasks WHERE finished_at IS NULL ORDER BY seq, id")
+          .stmt(db, `SELECT body FROM tasks WHERE status IN (${UNFINISHED}) ORDER BY seq, id`)
           .all() as Array<{
           body: string;
         }>
@@ -399,32 +436,59 @@ export class SqliteStore implements Store {
         event.taskId ?? null,
         event.at,
         event.data === undefined ? null : toJson(event.data, `appendEvents: event ${event.type}`),
+        event.taskId ?? null,
       ] as SQLInputValue[];
     });
     if (rows.length === 0) return;
-    await this.#q.write((db) => {
-      const stmt = this.#q.stmt(
-        db,
-        "INSERT INTO events (type, task_id, at, data) VALUES (?, ?, ?, ?)",
-      );
-      for (const row of rows) stmt.run(...row);
-    });
+    const q = this.#q;
+    // EVENT_CHUNK rows per statement: one call into SQLite instead of EVENT_CHUNK.
+    await q.write(
+      (db) => {
+        let i = 0;
+        if (rows.length >= EVENT_CHUNK) {
+          const many = q.stmt(db, INSERT_EVENTS_CHUNK);
+          for (; i + EVENT_CHUNK <= rows.length; i += EVENT_CHUNK) {
+            many.run(...rows.slice(i, i + EVENT_CHUNK).flat());
+          }
+        }
+        const one = q.stmt(db, INSERT_EVENT);
+        for (; i < rows.length; i++) one.run(...rows[i]!);
+      },
+      { savepoint: rows.length > 1 },
+    );
   }
 
   async listEvents(
     query: { taskId?: string; afterSeq?: number; limit?: number } = {},
   ): Promise<StoredEvent[]> {
     checkEventQuery(query);
-    const params: SQLInputValue[] = [query.afterSeq ?? 0];
-    let sql = "SELECT seq, type, task_id, at, data FROM events WHERE seq > ?";
-    if (query.taskId !== undefined) {
-      sql += " AND task_id = ?";
-      params.push(query.taskId);
-    }
-    sql += " ORDER BY seq LIMIT ?";
-    params.push(query.limit ?? -1);
-    return this.#q.read((db) =>
-      (this.#q.stmt(db, sql).all(...params) as Array<Record<string, SQLInputValue>>).map((r) => {
+    const taskId = query.taskId;
+    const limit = query.limit ?? -1;
+    const after = query.afterSeq ?? 0;
+    const cols = "SELECT seq, type, task_id, at, data FROM events";
+    return this.#q.read((db) => {
+      let rows: unknown[];
+      if (taskId === undefined) {
+        rows = this.#q.stmt(db, `${cols} WHERE seq > ? ORDER BY seq LIMIT ?`).all(after, limit);
+      } else {
+        const task = this.#q.stmt(db, "SELECT seq FROM tasks WHERE id = ?").get(taskId) as
+          | { seq: number }
+          | undefined;
+        // A stored task's events through its `seq` (indexed); the events of a task the store
+        // does not hold (written by other code without the task) by a scan.
+        rows =
+          task === undefined
+            ? this.#q
+                .stmt(db, `${cols} WHERE seq > ? AND task_id = ? ORDER BY seq LIMIT ?`)
+                .all(after, taskId, limit)
+            : this.#q
+                .stmt(
+                  db,
+                  `${cols} WHERE task_seq = ? AND task_id = ? AND seq > ? ORDER BY seq LIMIT ?`,
+                )
+                .all(task.seq, taskId, after, limit);
+      }
+      return (rows as Array<Record<string, SQLInputValue>>).map((r) => {
         const event: StoredEvent = {
           seq: Number(r.seq),
           type: String(r.type),
@@ -434,8 +498,8 @@ export class SqliteStore implements Store {
         if (r.task_id !== null) event.taskId = String(r.task_id);
         if (event.data === undefined) delete (event as { data?: unknown }).data;
         return event;
-      }),
-    );
+      });
+    });
   }
 
   async recordUsage(entry: UsageEntry): Promise<void> {
@@ -636,7 +700,10 @@ export class SqliteStore implements Store {
         this.#q.stmt(db, "DELETE FROM usage WHERE at < ?").run(options.usageBefore);
         this.#q.stmt(db, "DELETE FROM usage_rollup WHERE at < ?").run(options.usageBefore);
       }
-      db.exec("DELETE FROM events WHERE task_id IN (SELECT id FROM temp.doomed)");
+      // Through the task's seq (indexed), while the task rows are still there.
+      db.exec(`DELETE FROM events WHERE task_seq IN (
+          SELECT t.seq FROM tasks t JOIN temp.doomed d ON d.id = t.id)
+        AND task_id IN (SELECT id FROM temp.doomed)`);
       if (options.olderThan !== undefined) {
         this.#q
           .stmt(db, "DELETE FROM events WHERE task_id IS NULL AND at < ?")
