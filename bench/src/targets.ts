@@ -107,6 +107,27 @@ export function renderTargets(ctx: BenchContext): string {
       durableMet,
     );
 
+  const hono = "Hono hello-world on @hono/node-server, own process (same stack)";
+  for (const [what, label, bound] of [
+    [
+      "POST submit",
+      "HTTP submit through flotilla serve (SQLite) ≥ 0.5× the same-stack hello-world, p99 ≤ 25 ms",
+      0.5,
+    ],
+    ["GET task", "HTTP GET task through flotilla serve ≥ 0.7× the same-stack hello-world", 0.7],
+  ] as const) {
+    const caseName = `flotilla serve (SQLite): ${what}, 64 connections`;
+    const f = value(ctx, "8.", caseName, "Flotilla", "throughput");
+    const h = value(ctx, "8.", caseName, hono, "throughput");
+    const p99 = value(ctx, "8.", caseName, "Flotilla", "p99 latency");
+    if (f === undefined || h === undefined) continue;
+    const latencyOk = what === "GET task" || (p99 !== undefined && p99 <= 25);
+    row(
+      label,
+      `${fmt(f)} vs ${fmt(h)} req/s (${fmt(f / h)}×)${p99 === undefined ? "" : `, p99 ${fmt(p99)} ms`}`,
+      f / h >= bound && latencyOk,
+    );
+  }
   for (const [what, label, bound] of [
     [
       "rate-limit keys holding a task",

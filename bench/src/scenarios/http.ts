@@ -1,18 +1,18 @@
 /**
- * Scenario 8: HTTP. Submit and status over loopback under bounded load (keep-alive fetch,
- * a fixed number of requests in flight): p50/p99 latency and requests/s, against a bare
- * hello-world on the same server stack (Hono on @hono/node-server) and on bare node:http as
- * the ceiling. Then WebSocket fan-out: many subscribers on the events stream, tasks
- * submitted one at a time, the time until every subscriber got each task's terminal event,
- * and a check that every subscriber got every event exactly once.
+ * Scenario 8: HTTP. The real `flotilla serve` (SQLite, `synchronous=full`) in its own
+ * process, loaded by autocannon in another (64 keep-alive connections): submit and status,
+ * p50/p99 latency and requests/s, against a hello-world on the same server stack (Hono on
+ * @hono/node-server), also in its own process, under the same load. Then WebSocket fan-out
+ * (in process): many subscribers on the events stream, tasks submitted one at a time, the
+ * time until every subscriber got each task's terminal event, and a check that every
+ * subscriber got every event exactly once.
  */
-import { createServer, type IncomingMessage, type Server } from "node:http";
+import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { FunctionWorker, Orchestrator } from "@flotilla/core";
 import { createFlotillaApp, generateApiKey, serveFlotilla } from "@flotilla/http-adapter";
-import { serve } from "@hono/node-server";
-import { Hono } from "hono";
 import { WebSocket, WebSocketServer } from "ws";
+import { autocannon, type CannonResult, startFlotillaServe, startHonoHello } from "../processes.js";
 import { type BenchContext, check, type Scenario } from "../report.js";
 import { median, nowMs, percentile } from "../stats.js";
 
@@ -20,50 +20,11 @@ const NAME = "8. HTTP";
 const PREFIX = "/api/v2/orchestrator";
 const TERMINAL = new Set(["succeeded", "failed", "cancelled", "timed_out", "rejected", "skipped"]);
 
-interface LoadResult {
-  latencies: number[];
-  perSecond: number;
-  failures: number;
-}
-
-/** Runs `n` requests with `concurrency` in flight; `one(i)` returns whether the answer was right. */
-async function load(
-  n: number,
-  concurrency: number,
-  one: (i: number) => Promise<boolean>,
-): Promise<LoadResult> {
-  const latencies = new Array<number>(n);
-  let next = 0;
-  let failures = 0;
-  const t0 = nowMs();
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      for (let i = next++; i < n; i = next++) {
-        const t = nowMs();
-        const ok = await one(i).catch(() => false);
-        latencies[i] = nowMs() - t;
-        if (!ok) failures++;
-      }
-    }),
-  );
-  return { latencies, perSecond: (n / (nowMs() - t0)) * 1000, failures };
-}
-
 interface Summary {
   p50: number;
   p99: number;
   perSecond: number;
   failures: number;
-}
-
-/** Median of each figure over the runs. */
-function summarise(runs: readonly LoadResult[]): Summary {
-  return {
-    p50: median(runs.map((r) => percentile(r.latencies, 50))),
-    p99: median(runs.map((r) => percentile(r.latencies, 99))),
-    perSecond: median(runs.map((r) => r.perSecond)),
-    failures: runs.reduce((s, r) => s + r.failures, 0),
-  };
 }
 
 function pushRows(ctx: BenchContext, caseName: string, subject: string, s: Summary): void {
@@ -94,69 +55,7 @@ function closeServer(server: Server): Promise<void> {
   });
 }
 
-function readBody(req: IncomingMessage): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    req.on("data", (c: Buffer) => chunks.push(c));
-    req.on("end", () => resolve(Buffer.concat(chunks).toString()));
-    req.on("error", reject);
-  });
-}
-
-/** The ceiling on the same stack: a one-route Hono app served by @hono/node-server. */
-async function startHono(): Promise<{ url: string; close(): Promise<void> }> {
-  const app = new Hono();
-  app.get("/hello", (c) => c.json({ hello: "world" }));
-  app.post("/hello", async (c) => {
-    await c.req.json();
-    return c.json({ hello: "world" });
-  });
-  const server = serve({ fetch: app.fetch, hostname: "127.0.0.1", port: 0 }) as Server;
-  const url = await listening(server);
-  return { url, close: () => closeServer(server) };
-}
-
-/** The ceiling without any framework: node:http answering a small JSON body. */
-async function startBare(): Promise<{ url: string; close(): Promise<void> }> {
-  const server = createServer((req, res) => {
-    const answer = () => {
-      res.writeHead(200, { "content-type": "application/json" });
-      res.end('{"hello":"world"}');
-    };
-    if (req.method === "POST") {
-      readBody(req).then((b) => {
-        JSON.parse(b);
-        answer();
-      }, answer);
-    } else answer();
-  });
-  server.listen(0, "127.0.0.1");
-  const url = await listening(server);
-  return { url, close: () => closeServer(server) };
-}
-
 const JSON_HEADERS = { "content-type": "application/json" };
-
-/** `runs` measured load runs of POST and GET against a hello-world URL. */
-async function helloLoad(url: string, n: number, concurrency: number, runs: number) {
-  const post = (_i: number) =>
-    fetch(`${url}/hello`, {
-      method: "POST",
-      headers: JSON_HEADERS,
-      body: JSON.stringify({ type: "noop", payload: { i: _i } }),
-    }).then(async (r) => r.status === 200 && (await r.json()).hello === "world");
-  const get = (_i: number) =>
-    fetch(`${url}/hello`).then(async (r) => r.status === 200 && (await r.json()).hello === "world");
-  await load(Math.min(n, 200), concurrency, post);
-  await load(Math.min(n, 200), concurrency, get);
-  const posts: LoadResult[] = [];
-  const gets: LoadResult[] = [];
-  for (let r = 0; r < runs; r++) {
-    posts.push(await load(n, concurrency, post));
-    gets.push(await load(n, concurrency, get));
-  }
-  return { post: summarise(posts), get: summarise(gets) };
-}
 
 /** Opens `n` event-stream subscribers, a batch at a time, each resolved on its `hello`. */
 async function subscribe(
@@ -380,12 +279,144 @@ async function bareFanOut(
   };
 }
 
+const SUBMIT_BODY = JSON.stringify({
+  type: "tool_call",
+  payload: { tool_name: "echo", tool_input: { hello: "world" } },
+});
+
+/** What `flotilla serve` counts in `/metrics`: tasks finished, and tasks not finished yet. */
+async function taskCounts(url: string, key: string): Promise<{ finished: number; open: number }> {
+  const text = await (await fetch(`${url}/metrics`, { headers: { "x-api-key": key } })).text();
+  let finished = 0;
+  let open = 0;
+  for (const m of text.matchAll(/^flotilla_tasks_finished_total\{[^}]*\} (\d+)/gm)) {
+    finished += Number(m[1]);
+  }
+  for (const m of text.matchAll(/^flotilla_tasks\{state="(\w+)"\} (\d+)/gm)) {
+    if (!TERMINAL.has(m[1]!)) open += Number(m[2]);
+  }
+  return { finished, open };
+}
+
+/**
+ * Submit and status through the real `flotilla serve` against the Hono hello-world, each
+ * in its own process, autocannon in a third: medians of `runs` runs after a warm-up.
+ */
+async function serveLoad(ctx: BenchContext, runs: number): Promise<void> {
+  const connections = 64;
+  const seconds = ctx.smoke ? 1 : 5;
+  const caseSubmit = `flotilla serve (SQLite): POST submit, ${connections} connections`;
+  const caseStatus = `flotilla serve (SQLite): GET task, ${connections} connections`;
+  ctx.log(`${NAME}: ${caseSubmit}; ${caseStatus}`);
+  const key = generateApiKey();
+  const headers = { "x-api-key": key, "content-type": "application/json" };
+  const serve = await startFlotillaServe(key);
+  const summary = (xs: CannonResult[]): Summary => ({
+    p50: median(xs.map((x) => x.p50)),
+    p99: median(xs.map((x) => x.p99)),
+    perSecond: median(xs.map((x) => x.requestsPerSecond)),
+    failures: xs.reduce((s, x) => s + x.failures, 0),
+  });
+  let accepted = 0;
+  try {
+    const api = `${serve.url}${PREFIX}`;
+    const first = await fetch(`${api}/tasks/submit`, {
+      method: "POST",
+      headers,
+      body: SUBMIT_BODY,
+    });
+    const id = ((await first.json()) as { task_id: string }).task_id;
+    accepted++;
+    const submit = () =>
+      autocannon({
+        url: `${api}/tasks/submit`,
+        method: "POST",
+        headers,
+        body: SUBMIT_BODY,
+        connections,
+        seconds,
+      });
+    const status = () =>
+      autocannon({
+        url: `${api}/tasks/${id}`,
+        headers: { "x-api-key": key },
+        connections,
+        seconds,
+      });
+    if (!ctx.smoke) {
+      accepted += (await submit()).requests;
+      await status();
+    }
+    const submits: CannonResult[] = [];
+    const statuses: CannonResult[] = [];
+    for (let r = 0; r < runs; r++) {
+      const s = await submit();
+      accepted += s.requests;
+      submits.push(s);
+      statuses.push(await status());
+    }
+    pushRows(ctx, caseSubmit, "Flotilla", summary(submits));
+    pushRows(ctx, caseStatus, "Flotilla", summary(statuses));
+    const failures = summary(submits).failures + summary(statuses).failures;
+    check(
+      ctx,
+      NAME,
+      "flotilla serve answered every submit and status request with 2xx",
+      failures === 0,
+      `${failures} failed requests`,
+    );
+    // Every accepted submission runs to the end. (autocannon counts the answers it read;
+    // requests still in flight when a run ends may be accepted too, so the server has at
+    // least as many.)
+    const deadline = Date.now() + 60_000;
+    let counts = await taskCounts(serve.url, key);
+    while ((counts.open > 0 || counts.finished < accepted) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 200));
+      counts = await taskCounts(serve.url, key);
+    }
+    check(
+      ctx,
+      NAME,
+      "every task flotilla serve accepted finished",
+      counts.open === 0 && counts.finished >= accepted,
+      `${counts.finished} finished (${accepted} acknowledged to the client), ${counts.open} not finished`,
+    );
+  } finally {
+    await serve.stop();
+  }
+  if (ctx.smoke) return;
+  const hono = await startHonoHello();
+  try {
+    const post = () =>
+      autocannon({
+        url: `${hono.url}/hello`,
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: SUBMIT_BODY,
+        connections,
+        seconds,
+      });
+    const get = () => autocannon({ url: `${hono.url}/hello`, connections, seconds });
+    await post();
+    await get();
+    const posts: CannonResult[] = [];
+    const gets: CannonResult[] = [];
+    for (let r = 0; r < runs; r++) {
+      posts.push(await post());
+      gets.push(await get());
+    }
+    const subject = "Hono hello-world on @hono/node-server, own process (same stack)";
+    pushRows(ctx, caseSubmit, subject, summary(posts));
+    pushRows(ctx, caseStatus, subject, summary(gets));
+  } finally {
+    await hono.stop();
+  }
+}
+
 export const httpScenario: Scenario = {
   name: "http",
   title: NAME,
   async run(ctx: BenchContext) {
-    const n = ctx.smoke ? 200 : 2000;
-    const concurrency = 32;
     const runs = ctx.smoke ? 1 : 3;
     const subscribers = ctx.smoke ? 50 : 1000;
     const fanTasks = ctx.smoke ? 5 : 50;
@@ -413,85 +444,16 @@ export const httpScenario: Scenario = {
     await orchestrator.start();
     const key = generateApiKey();
     const app = createFlotillaApp({ orchestrator, auth: { keys: [key] } });
-    const server = await serveFlotilla(app, { host: "127.0.0.1", port: 0 });
+    // The subscribers all come from 127.0.0.1: lift the per-address connection cap.
+    const server = await serveFlotilla(app, {
+      host: "127.0.0.1",
+      port: 0,
+      limits: { maxConnectionsPerSource: 0 },
+    });
     const base = server.url;
-    const headers = { "x-api-key": key };
 
     try {
-      const ids: string[] = [];
-      const submit = (i: number) =>
-        fetch(`${base}${PREFIX}/tasks/submit`, {
-          method: "POST",
-          headers: { ...headers, ...JSON_HEADERS },
-          body: JSON.stringify({ type: "noop", payload: { i } }),
-        }).then(async (r) => {
-          const body = (await r.json()) as { task_id?: string };
-          if (r.status !== 200 || !body.task_id) return false;
-          ids.push(body.task_id);
-          return true;
-        });
-      const status = (i: number) => {
-        const id = ids[i % ids.length]!;
-        return fetch(`${base}${PREFIX}/tasks/${id}`, { headers }).then(async (r) => {
-          const body = (await r.json()) as { task_id?: string; id?: string };
-          return r.status === 200 && (body.task_id ?? body.id) === id;
-        });
-      };
-
-      const caseSubmit = `POST submit, ${n} requests, ${concurrency} in flight`;
-      const caseStatus = `GET task status, ${n} requests, ${concurrency} in flight`;
-      ctx.log(`${NAME}: ${caseSubmit}; ${caseStatus}`);
-      if (!ctx.smoke) {
-        await load(200, concurrency, submit);
-        await load(200, concurrency, status);
-      }
-      const submits: LoadResult[] = [];
-      const statuses: LoadResult[] = [];
-      for (let r = 0; r < runs; r++) {
-        submits.push(await load(n, concurrency, submit));
-        statuses.push(await load(n, concurrency, status));
-      }
-      const flSubmit = summarise(submits);
-      const flStatus = summarise(statuses);
-      pushRows(ctx, caseSubmit, "Flotilla", flSubmit);
-      pushRows(ctx, caseStatus, "Flotilla", flStatus);
-      const total = ids.length;
-      check(
-        ctx,
-        NAME,
-        "every submit and status request answered correctly",
-        flSubmit.failures === 0 && flStatus.failures === 0,
-        `${flSubmit.failures} failed submits, ${flStatus.failures} failed status reads, ${total} tasks submitted`,
-      );
-      try {
-        await waiter.wait(() => finished.size >= total, 30_000, "the submitted tasks to finish");
-      } catch {
-        // reported by the check below
-      }
-      const once = ids.every((id) => finished.get(id) === 1);
-      check(
-        ctx,
-        NAME,
-        "every submitted task finished exactly once",
-        once && finished.size === total,
-        `${ids.filter((id) => finished.get(id) === 1).length}/${total} finished once`,
-      );
-
-      if (!ctx.smoke) {
-        for (const [subject, start] of [
-          ["Hono hello-world on @hono/node-server (ceiling)", startHono],
-          ["node:http hello-world (ceiling)", startBare],
-        ] as const) {
-          const s = await start();
-          try {
-            const r = await helloLoad(s.url, n, concurrency, runs);
-            pushRows(ctx, caseSubmit, subject, r.post);
-            pushRows(ctx, caseStatus, subject, r.get);
-          } finally {
-            await s.close();
-          }
-        }
-      }
+      await serveLoad(ctx, runs);
 
       const caseFan = `WebSocket fan-out: ${fanTasks} tasks one at a time, ${subscribers} subscribers`;
       ctx.log(`${NAME}: ${caseFan}`);
