@@ -110,7 +110,8 @@ export function taskRoutes(ctx: AppContext): void {
     extraResponses: { 404: "Unknown task" },
     handler: async (c) => {
       const { id, rec } = await taskOr404(c);
-      const { reasons } = await o.explain(id);
+      // A finished task waits for nothing: no second read of it.
+      const reasons = TERMINAL_STATUSES.has(rec.status) ? [] : (await o.explain(id)).reasons;
       return c.json({ ...taskView(rec), waiting_for: reasons });
     },
   });
