@@ -100,6 +100,15 @@ describe("MemoryStore", () => {
     expect((await store.getTaskByIdempotencyKey("k"))?.id).toBe("a2");
   });
 
+  it("counts tasks stored already finished (a skipped task) against the bound", async () => {
+    const small = new MemoryStore({ maxFinishedTasks: 1 });
+    await small.insertTasks([
+      { ...record("a", 1), status: "succeeded" },
+      { ...record("b", 2), status: "succeeded" },
+    ]);
+    expect((await small.listTasks()).map((t) => t.id)).toEqual(["b"]);
+  });
+
   it("refuses a bound that is not a number >= 0", () => {
     expect(() => new MemoryStore({ maxFinishedTasks: -1 })).toThrow(/maxFinishedTasks/);
     expect(() => new MemoryStore({ finishedTaskMaxAgeMs: Number.NaN })).toThrow(

@@ -268,8 +268,18 @@ export class MemoryStore implements Store {
    * first (amortised O(1): entries of tasks that finished again later are skipped).
    */
   #dropOldFinished(): void {
-    const order = this.#finishedOrder;
     const maxAge = this.#finishedMaxAgeMs;
+    // Entries of tasks deleted or finished again are skipped lazily; when they outnumber
+    // the live ones, they are swept, so the list stays proportional to the tasks kept.
+    if (this.#finishedOrder.length - this.#finishedHead > 2 * this.#finishedN.size + 1024) {
+      this.#finishedOrder = this.#finishedOrder
+        .slice(this.#finishedHead)
+        .filter((e) => this.#finishedN.get(e.id) === e.n);
+      this.#finishedHead = 0;
+    }
+    // Nothing over the bound: nothing to drop.
+    if (maxAge === undefined && this.#finishedN.size <= this.#maxFinished) return;
+    const order = this.#finishedOrder;
     const cutoff = maxAge === undefined ? undefined : this.#clock.now() - maxAge;
     while (this.#finishedHead < order.length) {
       const entry = order[this.#finishedHead]!;
