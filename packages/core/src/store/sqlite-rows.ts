@@ -102,21 +102,22 @@ export function prepareWrite(task: TaskRecord, where: string): PreparedWrite {
   };
 }
 
-/** Upserts the row of the task's current attempt (its timeline). */
+/** Upserts the row of the task's current attempt (its timeline), keyed by the task's seq first. */
 export function trackAttempt(q: SqliteQueue, db: DatabaseSync, write: PreparedWrite): void {
   const a = write.attempt;
   if (!a) return;
   q.stmt(
     db,
-    `INSERT INTO attempts (task_id, attempt, status, worker_id, lease_id, started_at,
-      finished_at, error, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-     ON CONFLICT (task_id, attempt) DO UPDATE SET status = excluded.status,
+    `INSERT INTO attempts (task_seq, task_id, attempt, status, worker_id, lease_id, started_at,
+      finished_at, error, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+     ON CONFLICT (task_seq, task_id, attempt) DO UPDATE SET status = excluded.status,
       worker_id = coalesce(excluded.worker_id, worker_id),
       lease_id = coalesce(excluded.lease_id, lease_id),
       started_at = coalesce(excluded.started_at, started_at),
       finished_at = coalesce(excluded.finished_at, finished_at),
       error = coalesce(excluded.error, error), updated_at = excluded.updated_at`,
   ).run(
+    write.row.seq as number,
     a.taskId,
     a.attempt,
     a.status,
@@ -127,4 +128,23 @@ export function trackAttempt(q: SqliteQueue, db: DatabaseSync, write: PreparedWr
     a.error === undefined ? null : JSON.stringify(a.error),
     a.updatedAt ?? 0,
   );
+}
+
+/**
+ * A task whose `seq` changed (only a store's direct caller can do that): its attempts and
+ * events move to the new seq, which they are found by.
+ */
+export function moveSeq(
+  q: SqliteQueue,
+  db: DatabaseSync,
+  id: string,
+  from: number,
+  to: number,
+): void {
+  q.stmt(db, "UPDATE attempts SET task_seq = ? WHERE task_seq = ? AND task_id = ?").run(
+    to,
+    from,
+    id,
+  );
+  q.stmt(db, "UPDATE events SET task_seq = ? WHERE task_seq = ? AND task_id = ?").run(to, from, id);
 }

@@ -144,6 +144,29 @@ export const MIGRATIONS: ReadonlyArray<(db: DatabaseSync) => void> = [
       DROP INDEX tasks_unfinished;
     `);
   },
+  // v5: a task's attempts keyed by the task's `seq` first, for the same reason as v4's events.
+  (db) => {
+    db.exec(`
+      CREATE TABLE attempts_v5 (
+        task_seq INTEGER NOT NULL,
+        task_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        worker_id TEXT,
+        lease_id TEXT,
+        started_at INTEGER,
+        finished_at INTEGER,
+        error TEXT,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (task_seq, task_id, attempt)
+      ) WITHOUT ROWID;
+      INSERT INTO attempts_v5 SELECT coalesce((SELECT seq FROM tasks WHERE tasks.id = a.task_id), -1),
+        a.task_id, a.attempt, a.status, a.worker_id, a.lease_id, a.started_at, a.finished_at,
+        a.error, a.updated_at FROM attempts a;
+      DROP TABLE attempts;
+      ALTER TABLE attempts_v5 RENAME TO attempts;
+    `);
+  },
 ];
 
 /**

@@ -127,6 +127,38 @@ describe("SqliteStore", () => {
     check.close();
   });
 
+  it("migrates a v4 file: attempts keep their rows, found through the task's seq", async () => {
+    const path = join(dir, "v4.db");
+    const raw = new DatabaseSync(path);
+    raw.exec(`PRAGMA application_id = ${APPLICATION_ID}`);
+    for (const m of MIGRATIONS.slice(0, 4)) m(raw);
+    raw.exec("PRAGMA user_version = 4");
+    raw.exec(`INSERT INTO tasks (id, seq, status, type, priority, attempt, version, created_at,
+      updated_at, body) VALUES ('t1', 7, 'running', 'x', 0, 2, 3, 1, 1, '{}')`);
+    raw.exec(`INSERT INTO attempts (task_id, attempt, status, worker_id, updated_at) VALUES
+      ('t1', 1, 'failed', 'w', 5), ('t1', 2, 'running', 'w', 6)`);
+    raw.close();
+    const store = new SqliteStore({ path });
+    await store.open();
+    expect((await store.listAttempts("t1")).map((a) => [a.attempt, a.status])).toEqual([
+      [1, "failed"],
+      [2, "running"],
+    ]);
+    await store.close();
+  });
+
+  it("a task whose seq a caller changes keeps its attempts and events", async () => {
+    const store = new SqliteStore({ path: join(dir, "reseq.db") });
+    await store.open();
+    const t = { ...record("a", 3), status: "running" as const, attempt: 1 };
+    await store.insertTasks([t]);
+    await store.appendEvents([{ type: "task:running", taskId: "a", at: 1, data: {} }]);
+    await store.saveTask({ ...t, seq: 9, version: 2 });
+    expect((await store.listAttempts("a")).map((a) => a.attempt)).toEqual([1]);
+    expect((await store.listEvents({ taskId: "a" })).map((e) => e.type)).toEqual(["task:running"]);
+    await store.close();
+  });
+
   it("sums usage per 15 minutes and per provider, model, tenant, key and worker for restarts", async () => {
     const store = new SqliteStore({ path: join(dir, "rollup.db") });
     await store.open();

@@ -24,6 +24,7 @@ import {
   conflictError,
   INSERT_TASK,
   insertDeps,
+  moveSeq,
   prepareWrite,
   trackAttempt,
   UPDATE_TASK,
@@ -247,6 +248,9 @@ export class SqliteStore implements Store {
         // Otherwise several statements, all or none.
         q.stmt(db, "SAVEPOINT save_task").run();
         try {
+          const before = q.stmt(db, "SELECT seq FROM tasks WHERE id = ?").get(task.id) as
+            | { seq: number }
+            | undefined;
           if (expectedVersion !== undefined) {
             const changed = q
               .stmt(db, `${UPDATE_TASK} AND version = :expected`)
@@ -261,6 +265,9 @@ export class SqliteStore implements Store {
               q.stmt(db, INSERT_TASK).run(row);
               insertDeps(q, db, write);
             }
+          }
+          if (before !== undefined && before.seq !== row.seq) {
+            moveSeq(q, db, task.id, before.seq, row.seq as number);
           }
           trackAttempt(q, db, write);
           q.stmt(db, "RELEASE save_task").run();
@@ -402,8 +409,12 @@ export class SqliteStore implements Store {
     return this.#q.read((db) =>
       (
         this.#q
-          .stmt(db, "SELECT * FROM attempts WHERE task_id = ? ORDER BY attempt")
-          .all(String(taskId)) as Array<Record<string, SQLInputValue>>
+          .stmt(
+            db,
+            `SELECT * FROM attempts WHERE task_seq = coalesce((SELECT seq FROM tasks WHERE id = ?), -1)
+              AND task_id = ? ORDER BY attempt`,
+          )
+          .all(String(taskId), String(taskId)) as Array<Record<string, SQLInputValue>>
       ).map((r) => {
         const a: AttemptRecord = {
           taskId: String(r.task_id),
@@ -709,7 +720,9 @@ export class SqliteStore implements Store {
           .stmt(db, "DELETE FROM events WHERE task_id IS NULL AND at < ?")
           .run(now - options.olderThan);
       }
-      db.exec("DELETE FROM attempts WHERE task_id IN (SELECT id FROM temp.doomed)");
+      db.exec(`DELETE FROM attempts WHERE task_seq IN (
+          SELECT t.seq FROM tasks t JOIN temp.doomed d ON d.id = t.id)
+        AND task_id IN (SELECT id FROM temp.doomed)`);
       db.exec("DELETE FROM dependencies WHERE task_id IN (SELECT id FROM temp.doomed)");
       const removed = Number(
         db.prepare("DELETE FROM tasks WHERE id IN (SELECT id FROM temp.doomed)").run().changes,
