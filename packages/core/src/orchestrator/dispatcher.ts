@@ -158,9 +158,16 @@ export class Dispatcher {
             this.#parkOnGate(lane, blocked.get(lane.blockKey));
             continue;
           }
-          const eligible = registry.eligible(task);
-          const candidates = freeLocal(eligible, registry);
+          // The free local workers in one pass; every eligible worker only when needed
+          // (nothing free, or the gates hold it), so a dispatch costs one scan of the type.
+          const candidates = localOnly(registry.available(task));
+          let eligibleList: WorkerEntry[] | undefined;
+          const eligibleOf = () => {
+            eligibleList ??= registry.eligible(task);
+            return eligibleList;
+          };
           if (candidates.length === 0) {
+            const eligible = eligibleOf();
             this.#parkForWorkers(lane, eligible);
             if (eligible.length === 0) this.#armUnroutable(lane);
             this.#waiting(
@@ -173,7 +180,7 @@ export class Dispatcher {
             );
             continue;
           }
-          const check = this.#gates.check(task, candidates, eligible);
+          const check = this.#gates.check(task, candidates, eligibleOf);
           if (check.fail) {
             this.queue.restore(lane);
             this.failQueued(task.id, check.fail);
@@ -184,6 +191,7 @@ export class Dispatcher {
             if (check.blockKey !== undefined) blocked.set(check.blockKey, check.retryAt);
             this.#parkOnGate(lane, check.retryAt);
             // A busy worker the gates were not asked about may take it once a slot frees.
+            const eligible = eligibleOf();
             if (candidates.length < eligible.length) this.#indexWaits(lane, eligible, candidates);
             this.#waitingOnGate(task.id, check);
             continue;
@@ -476,17 +484,15 @@ export class Dispatcher {
   }
 }
 
-/** The local workers of `eligible` with a free slot now (`eligible` itself when all are). */
-function freeLocal(eligible: WorkerEntry[], registry: EngineContext["registry"]): WorkerEntry[] {
-  for (let i = 0; i < eligible.length; i++) {
-    const e = eligible[i]!;
-    if (e.worker.kind !== REMOTE_NODE_KIND && registry.canTake(e)) continue;
-    const out = eligible.slice(0, i);
-    for (let k = i + 1; k < eligible.length; k++) {
-      const w = eligible[k]!;
-      if (w.worker.kind !== REMOTE_NODE_KIND && registry.canTake(w)) out.push(w);
+/** `entries` without the remote nodes (whose slots only pull claims fill); itself when none is. */
+function localOnly(entries: WorkerEntry[]): WorkerEntry[] {
+  for (let i = 0; i < entries.length; i++) {
+    if (entries[i]!.worker.kind !== REMOTE_NODE_KIND) continue;
+    const out = entries.slice(0, i);
+    for (let k = i + 1; k < entries.length; k++) {
+      if (entries[k]!.worker.kind !== REMOTE_NODE_KIND) out.push(entries[k]!);
     }
     return out;
   }
-  return eligible;
+  return entries;
 }

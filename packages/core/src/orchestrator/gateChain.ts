@@ -62,7 +62,11 @@ export class GateChain {
    * run it: when one of `others` (eligible workers busy now) would not be refused, the task
    * waits for it instead — a worker over its own budget does not fail work another could do.
    */
-  check(task: TaskRecord, entries: WorkerEntry[], others: readonly WorkerEntry[] = []): GateCheck {
+  check(
+    task: TaskRecord,
+    entries: WorkerEntry[],
+    others: readonly WorkerEntry[] | (() => readonly WorkerEntry[]) = [],
+  ): GateCheck {
     if (this.#gates.length === 0) return { passing: entries };
     const now = this.#ctx.clock.now();
     const passing: WorkerEntry[] = [];
@@ -95,7 +99,7 @@ export class GateChain {
     }
     if (passing.length > 0) return { passing };
     if (fail !== undefined && retryAt === undefined && reason === undefined) {
-      const spare = others.some((o) => {
+      const spare = (typeof others === "function" ? others() : others).some((o) => {
         if (entries.includes(o)) return false;
         const d = this.#decide(task, o, now);
         return d.ok || d.fail === undefined;
