@@ -102,6 +102,33 @@ describe("slow and idle clients", () => {
     for (const [kind, longest] of byKind) expect(longest, kind).toBeLessThan(8000);
   }, 60_000);
 
+  it("many requests with a body on one keep-alive connection leave no listener or timer behind", async () => {
+    const s = await start({ minBodyBytesPerSecond: 100, bodyRateWindowMs: 500 });
+    const warnings: Error[] = [];
+    const onWarning = (w: Error) => warnings.push(w);
+    process.on("warning", onWarning);
+    const c = open(s.port, "127.0.0.1");
+    await c.ready;
+    let answers = 0;
+    let seen = "";
+    const allAnswered = new Promise<void>((resolve) => {
+      c.s.on("data", (d: Buffer) => {
+        seen += d.toString();
+        const parts = seen.split("HTTP/1.1 200 OK");
+        answers = parts.length - 1;
+        if (answers >= 50) resolve();
+      });
+    });
+    const body = JSON.stringify({ type: "tool_call", payload: { tool_name: "echo" } });
+    const request = `POST /api/v2/orchestrator/tasks/submit HTTP/1.1\r\nHost: x\r\nx-api-key: ${KEY}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+    for (let i = 0; i < 50; i++) c.s.write(request);
+    await allAnswered;
+    await new Promise((r) => setImmediate(r));
+    process.off("warning", onWarning);
+    expect(answers).toBe(50);
+    expect(warnings.filter((w) => w.name === "MaxListenersExceededWarning")).toEqual([]);
+  });
+
   it("a request in flight is never cut for idleness: an SSE stream outlives the idle timeout", async () => {
     const s = await start({ idleTimeoutMs: 300, headersTimeoutMs: 1000 });
     const api = `${s.url}/api/v2/orchestrator`;

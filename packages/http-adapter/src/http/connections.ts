@@ -171,16 +171,22 @@ export function guardConnections(
     // The body's progress, read from the socket's byte count (the stream itself is untouched).
     let last = socket.bytesRead;
     const need = (l.minBodyBytesPerSecond * l.bodyRateWindowMs) / 1000;
+    // Stopped when the response ends or the connection closes, whichever is first: a
+    // keep-alive connection carries many requests, and must not gather one listener each.
+    const stop = () => {
+      clearInterval(check);
+      timers.delete(check);
+      res.removeListener("close", stop);
+      socket.removeListener("close", stop);
+    };
     const check = setInterval(() => {
       if (req.complete || socket.destroyed) {
-        clearInterval(check);
-        timers.delete(check);
+        stop();
         return;
       }
       const now = socket.bytesRead;
       if (now - last < need) {
-        clearInterval(check);
-        timers.delete(check);
+        stop();
         socket.destroy();
         return;
       }
@@ -188,10 +194,8 @@ export function guardConnections(
     }, l.bodyRateWindowMs);
     check.unref?.();
     timers.add(check);
-    socket.once("close", () => {
-      clearInterval(check);
-      timers.delete(check);
-    });
+    res.once("close", stop);
+    socket.once("close", stop);
   };
 
   const onUpgrade = (_req: IncomingMessage, socket: Socket) => {
