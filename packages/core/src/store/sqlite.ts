@@ -213,21 +213,25 @@ export class SqliteStore implements Store {
     }
     const writes = tasks.map((t) => prepareWrite(t, "insertTasks"));
     if (writes.length === 0) return;
-    await this.#q.write((db) => {
-      const insert = this.#q.stmt(db, INSERT_TASK);
-      for (const write of writes) {
-        try {
-          insert.run(write.row);
-        } catch (err) {
-          throw conflictError(err, {
-            id: write.row.id as string,
-            idempotencyKey: write.idempotencyKey,
-          });
+    await this.#q.write(
+      (db) => {
+        const insert = this.#q.stmt(db, INSERT_TASK);
+        for (const write of writes) {
+          try {
+            insert.run(write.row);
+          } catch (err) {
+            throw conflictError(err, {
+              id: write.row.id as string,
+              idempotencyKey: write.idempotencyKey,
+            });
+          }
+          insertDeps(this.#q, db, write);
+          trackAttempt(this.#q, db, write);
         }
-        insertDeps(this.#q, db, write);
-        trackAttempt(this.#q, db, write);
-      }
-    });
+        // One task with no edges and no attempt yet is one statement: no savepoint needed.
+      },
+      { savepoint: !(writes.length === 1 && writes[0]!.deps.length === 0 && !writes[0]!.attempt) },
+    );
   }
 
   async saveTask(task: TaskRecord, expectedVersion?: number): Promise<boolean> {
