@@ -1,3 +1,4 @@
+import type { IncomingMessage } from "node:http";
 import { FlotillaError } from "@flotilla/core";
 import type { Context, MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
@@ -18,7 +19,8 @@ export async function readJson(
   request: Request,
   options: { empty?: unknown } = {},
 ): Promise<unknown> {
-  const text = await request.text();
+  const early = readEarly.get(request);
+  const text = early ?? (await request.text());
   if (!text.trim()) {
     if ("empty" in options) return options.empty;
     throw new FlotillaError("VALIDATION", "body: empty: expected a JSON object");
@@ -59,12 +61,80 @@ export function jsonLimit(
   bytes: number,
   tooLarge: (message: string, c: Context) => Response,
 ): MiddlewareHandler {
-  return bodyLimit({
-    maxSize: bytes,
-    onError: (c) => {
-      const env = c.env as { outgoing?: { setHeader?(k: string, v: string): void } } | undefined;
-      env?.outgoing?.setHeader?.("connection", "close");
-      return tooLarge(`request body exceeds ${bytes} bytes`, c);
-    },
+  const refuse = (c: Context) => {
+    const env = c.env as { outgoing?: { setHeader?(k: string, v: string): void } } | undefined;
+    env?.outgoing?.setHeader?.("connection", "close");
+    return tooLarge(`request body exceeds ${bytes} bytes`, c);
+  };
+  const limited = bodyLimit({ maxSize: bytes, onError: refuse });
+  return async (c, next) => {
+    // A JSON body on Node is read straight from the socket's stream (no web stream, no
+    // Request built for it); anything else (uploads, other servers) goes through Hono's.
+    const req = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
+    const type = c.req.header("content-type") ?? "";
+    if (!req?.socket || !JSON_TYPE.test(type) || req.readableEnded || !hasBody(req)) {
+      return limited(c, next);
+    }
+    if (Number(req.headers["content-length"] ?? 0) > bytes) return refuse(c);
+    const text = await readNodeBody(req, bytes);
+    if (text === undefined) return refuse(c);
+    readEarly.set(c.req.raw, text);
+    await next();
+  };
+}
+
+/** Bodies `jsonLimit` read from the Node request, for `readJson` (by the request they came with). */
+const readEarly = new WeakMap<Request, string>();
+const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\b/i;
+
+function hasBody(req: IncomingMessage): boolean {
+  return (
+    Number(req.headers["content-length"] ?? 0) > 0 || req.headers["transfer-encoding"] !== undefined
+  );
+}
+
+/** The body as UTF-8 text, or `undefined` once it is over `limit` bytes (the rest is not read). */
+function readNodeBody(req: IncomingMessage, limit: number): Promise<string | undefined> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const done = () => {
+      req.off("data", onData);
+      req.off("end", onEnd);
+      req.off("error", onError);
+      req.off("close", onClose);
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        done();
+        req.pause();
+        resolve(undefined);
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = () => {
+      done();
+      resolve(Buffer.concat(chunks, size).toString("utf8"));
+    };
+    const onError = () => {
+      done();
+      reject(new FlotillaError("VALIDATION", "body: the client broke off while sending it"));
+    };
+    const onClose = () => {
+      if (req.readableEnded) return;
+      done();
+      reject(
+        new FlotillaError(
+          "VALIDATION",
+          "body: the client closed the connection before sending it all",
+        ),
+      );
+    };
+    req.on("data", onData);
+    req.once("end", onEnd);
+    req.once("error", onError);
+    req.once("close", onClose);
   });
 }
