@@ -161,13 +161,8 @@ export class Dispatcher {
           // The free local workers in one pass; every eligible worker only when needed
           // (nothing free, or the gates hold it), so a dispatch costs one scan of the type.
           const candidates = localOnly(registry.available(task));
-          let eligibleList: WorkerEntry[] | undefined;
-          const eligibleOf = () => {
-            eligibleList ??= registry.eligible(task);
-            return eligibleList;
-          };
           if (candidates.length === 0) {
-            const eligible = eligibleOf();
+            const eligible = registry.eligible(task);
             this.#parkForWorkers(lane, eligible);
             if (eligible.length === 0) this.#armUnroutable(lane);
             this.#waiting(
@@ -180,7 +175,7 @@ export class Dispatcher {
             );
             continue;
           }
-          const check = this.#gates.check(task, candidates, eligibleOf);
+          const check = this.#gates.check(task, candidates);
           if (check.fail) {
             this.queue.restore(lane);
             this.failQueued(task.id, check.fail);
@@ -191,7 +186,7 @@ export class Dispatcher {
             if (check.blockKey !== undefined) blocked.set(check.blockKey, check.retryAt);
             this.#parkOnGate(lane, check.retryAt);
             // A busy worker the gates were not asked about may take it once a slot frees.
-            const eligible = eligibleOf();
+            const eligible = registry.eligible(task);
             if (candidates.length < eligible.length) this.#indexWaits(lane, eligible, candidates);
             this.#waitingOnGate(task.id, check);
             continue;

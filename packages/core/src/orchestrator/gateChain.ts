@@ -59,14 +59,10 @@ export class GateChain {
   /**
    * Which of `entries` (the free workers that could run `task`) every gate lets run it now.
    * A gate's refusal for good fails the task only when it holds for every worker that could
-   * run it: when one of `others` (eligible workers busy now) would not be refused, the task
+   * run it: when one of `others` (the eligible workers, looked up when not given) would not be refused, the task
    * waits for it instead — a worker over its own budget does not fail work another could do.
    */
-  check(
-    task: TaskRecord,
-    entries: WorkerEntry[],
-    others: readonly WorkerEntry[] | (() => readonly WorkerEntry[]) = [],
-  ): GateCheck {
+  check(task: TaskRecord, entries: WorkerEntry[], others?: readonly WorkerEntry[]): GateCheck {
     if (this.#gates.length === 0) return { passing: entries };
     const now = this.#ctx.clock.now();
     const passing: WorkerEntry[] = [];
@@ -99,7 +95,9 @@ export class GateChain {
     }
     if (passing.length > 0) return { passing };
     if (fail !== undefined && retryAt === undefined && reason === undefined) {
-      const spare = (typeof others === "function" ? others() : others).some((o) => {
+      // Every worker that could run it (asked only here, on the rare refusal for good).
+      const all = others ?? this.#ctx.registry.eligible(task);
+      const spare = all.some((o) => {
         if (entries.includes(o)) return false;
         const d = this.#decide(task, o, now);
         return d.ok || d.fail === undefined;
