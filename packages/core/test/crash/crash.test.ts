@@ -428,8 +428,11 @@ describe("crash safety under SIGKILL", () => {
       expect(byTask.has(t.id) || remoteByTask.has(t.id), `${t.id} never ran`).toBe(true);
     }
 
+    // The kills really happened, and some cut running work. (Once all work is done, a life
+    // may finish before its kill lands: how many do depends on the machine's speed.)
     const killed = lives.filter((l) => l.killed).length;
-    expect(killed).toBeGreaterThanOrEqual(KILLS - 2);
+    expect(killed).toBeGreaterThanOrEqual(KILLS / 2);
+    expect(reruns, "no kill interrupted a running task").toBeGreaterThan(0);
     console.log(
       `crash test (seed ${SEED}): ${TOTAL} tasks, ${killed} SIGKILLs (${killedBeforeReady} during start-up, ${killedWhileSubmitting} during submission), ${runs.length} local executions (${reruns} re-runs after a kill), ${node.runs.length} remote claims (${remoteReclaims} re-claims after a kill or an expired lease, ${refused} completions refused), ${elapsed} ms`,
     );
