@@ -236,8 +236,11 @@ export class TaskStreams {
           });
         }
         for (const entry of kept) replay.push({ at: entry.at, entry });
-        // Lifecycle first on a tie: a task is running before its first token.
-        replay.sort((a, b) => a.at - b.at || (a.life ? -1 : 0) - (b.life ? -1 : 0));
+        // On a tie in time: a task is running before its first token, and its last token comes
+        // before its end (a terminal event closes the stream).
+        const rank = (r: { life?: StoredEvent }) =>
+          !r.life ? 1 : TERMINAL_STATUSES.has(r.life.type.slice(5) as TaskStatus) ? 2 : 0;
+        replay.sort((a, b) => a.at - b.at || rank(a) - rank(b));
         for (const r of replay) {
           if (r.life) {
             pos.n = r.index!;

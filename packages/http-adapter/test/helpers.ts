@@ -1,3 +1,4 @@
+import type { Clock } from "@flotilla/core";
 import {
   type DispatchGate,
   FunctionWorker,
@@ -58,12 +59,20 @@ export function testWorkers(): Worker[] {
 
 /** Starts a real orchestrator and server on 127.0.0.1, port 0. */
 export async function startHarness(
-  opts: Partial<FlotillaAppOptions> & { workers?: Worker[]; gates?: DispatchGate[] } = {},
+  opts: Partial<FlotillaAppOptions> & {
+    workers?: Worker[];
+    gates?: DispatchGate[];
+    /** The engine's clock (a `FakeClock` that is never advanced makes every event simultaneous). */
+    engineClock?: Clock;
+  } = {},
 ): Promise<Harness> {
-  const orchestrator = new Orchestrator(opts.gates ? { gates: opts.gates } : {});
+  const orchestrator = new Orchestrator({
+    ...(opts.gates ? { gates: opts.gates } : {}),
+    ...(opts.engineClock ? { clock: opts.engineClock } : {}),
+  });
   for (const w of opts.workers ?? testWorkers()) await orchestrator.register(w);
   await orchestrator.start();
-  const { workers: _w, gates: _g, ...rest } = opts;
+  const { workers: _w, gates: _g, engineClock: _c, ...rest } = opts;
   const app = createFlotillaApp({ orchestrator, auth: { keys: [KEY] }, ...rest });
   const server = await serveFlotilla(app, { host: "127.0.0.1", port: 0 });
   const url = server.url;

@@ -1,4 +1,5 @@
 import { FunctionWorker } from "@flotilla/core";
+import { FakeClock } from "@flotilla/core/testing";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { type Harness, KEY, startHarness } from "./helpers.js";
 
@@ -155,6 +156,29 @@ describe("Server-Sent Events", () => {
     expect(all.findIndex((e) => e.event === "task:running")).toBeLessThan(
       all.findIndex((e) => e.event === "token"),
     );
+  });
+
+  it("replays events of the same instant in order: running before its tokens, the end after them", async () => {
+    const worker = new FunctionWorker({
+      id: "quick",
+      taskTypes: ["write"],
+      fn: async (_p, ctx) => {
+        ctx.progress({ type: "token", text: "a" });
+        ctx.progress({ type: "token", text: "b" });
+        return { text: "ab" };
+      },
+    });
+    // The engine's time never moves: every event of the task has the same time.
+    h = await startHarness({ workers: [worker], engineClock: new FakeClock() });
+    const handle = await h.orchestrator.submit({ type: "write" });
+    await handle.result();
+    const all = await sseReader(
+      await fetch(`${h.api}/tasks/${handle.id}/events`, { headers }),
+    ).until(() => false);
+    const events = all.map((e) => (e.event === "token" ? `token ${e.data?.text}` : e.event));
+    expect(events.at(-1)).toBe("task:succeeded");
+    expect(events.indexOf("task:running")).toBeLessThan(events.indexOf("token a"));
+    expect(events.filter((e) => e?.startsWith("token"))).toEqual(["token a", "token b"]);
   });
 
   it("sends keep-alive comments on an idle stream, and 404 for an unknown task", async () => {
