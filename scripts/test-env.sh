@@ -340,8 +340,13 @@ down() {
   STEP="stop podman service"
   stop_pid "$PODMAN_PID" "podman service"
   # podman leaves its storage's overlay mount behind; release it so the folder can be removed.
-  grep -F " $STATE/podman-root" /proc/mounts | awk '{ print $2 }' | sort -r |
-    xargs -r -n1 umount -l 2>/dev/null || true
+  # Its exiting processes can mount it again just after: look again until it stays gone.
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    grep -qF " $STATE/podman-root" /proc/mounts || break
+    grep -F " $STATE/podman-root" /proc/mounts | awk '{ print $2 }' | sort -r |
+      xargs -r -n1 umount -l 2>/dev/null || true
+    sleep 0.3
+  done
   rm -f "$STATE/env.json"
   STEP="done"
 }
