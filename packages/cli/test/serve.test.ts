@@ -150,7 +150,11 @@ describe("configuration precedence", () => {
 describe("flotilla serve shutdown", () => {
   it("on SIGTERM lets a running task finish before exiting", async () => {
     const dataDir = tempDir();
-    const s = await startServe(["--data-dir", dataDir, "--admin-key", "drain-test-key-123"]);
+    // One process: through the tsx CLI, a SIGTERM that comes right after start-up can reach
+    // the wrapper before it knows the server handles it, and the wrapper exits 143.
+    const s = await startServe(["--data-dir", dataDir, "--admin-key", "drain-test-key-123"], {
+      oneProcess: true,
+    });
     const api = `${s.url}/api/v2/orchestrator`;
     const headers = { "x-api-key": "drain-test-key-123", "content-type": "application/json" };
     const { task_id } = (await (
@@ -168,7 +172,9 @@ describe("flotilla serve shutdown", () => {
         .status;
     while ((await running()) !== "running") await new Promise((r) => setTimeout(r, 20));
     expect(await stop(s.child)).toBe(0);
-    const again = await startServe(["--data-dir", dataDir, "--admin-key", "drain-test-key-123"]);
+    const again = await startServe(["--data-dir", dataDir, "--admin-key", "drain-test-key-123"], {
+      oneProcess: true,
+    });
     const rec = (await (
       await fetch(`${again.url}/api/v2/orchestrator/tasks/${task_id}`, { headers })
     ).json()) as { status: string; attempts: number; result: unknown };
