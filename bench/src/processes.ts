@@ -4,7 +4,7 @@
  * hello-world, loaded by autocannon.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -77,12 +77,9 @@ function stopChild(child: ChildProcess): Promise<void> {
 export async function startFlotillaServe(adminKey: string): Promise<ChildServer> {
   const dataDir = mkdtempSync(join(tmpdir(), "flotilla-bench-serve-"));
   const built = join(dirname(require.resolve("@flotilla/cli/package.json")), "dist/bin.js");
-  let launcher: string[] = [built];
-  try {
-    require.resolve(built);
-  } catch {
-    launcher = ["--import", "tsx", join(root, "packages/cli/src/bin.ts")];
-  }
+  const launcher = existsSync(built)
+    ? [built]
+    : ["--import", "tsx", join(root, "packages/cli/src/bin.ts")];
   const env = {
     ...process.env,
     FLOTILLA_DETECT_WORKERS: "false",

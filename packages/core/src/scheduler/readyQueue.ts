@@ -394,31 +394,6 @@ export class ReadyQueue {
   }
 
   /**
-   * A worker slot freed: the gate-parked lane waiting longest in each block-key group is
-   * returned to the active set, so a gate whose answer depends on what is running (a
-   * concurrency cap, a per-worker quota) is asked again without being woken. One lane per
-   * group, so the cost is O(groups) whatever the number of parked lanes; a lane held again
-   * goes to the back of its group, so the others get their turn on the next release.
-   * Returns how many lanes were unparked.
-   *
-   * @example
-   * ```ts
-   * if (q.unparkGateHeads() > 0) schedulePump();
-   * ```
-   */
-  unparkGateHeads(): number {
-    if (this.#gateGroups.size === 0) return 0;
-    let n = 0;
-    for (const group of [...this.#gateGroups.values()]) {
-      const first = group.values().next().value;
-      if (first === undefined) continue;
-      this.unpark(first);
-      n++;
-    }
-    return n;
-  }
-
-  /**
    * Returns the gate-parked lane waiting longest on `key` (`undefined`: the lanes held
    * without one key) to the active set; true when there was one.
    *

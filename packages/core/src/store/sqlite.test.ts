@@ -49,6 +49,15 @@ async function openError(store: SqliteStore): Promise<FlotillaError> {
   throw new Error("open() resolved; expected STORE_ERROR");
 }
 
+/** A Flotilla database file at schema `version` (its first migrations run), left open. */
+function databaseAt(path: string, version: number): DatabaseSync {
+  const raw = new DatabaseSync(path);
+  raw.exec(`PRAGMA application_id = ${APPLICATION_ID}`);
+  for (const m of MIGRATIONS.slice(0, version)) m(raw);
+  raw.exec(`PRAGMA user_version = ${version}`);
+  return raw;
+}
+
 describe("SqliteStore", () => {
   let dir: string;
   beforeEach(() => {
@@ -61,10 +70,7 @@ describe("SqliteStore", () => {
 
   it("migrates a v1 file to the current schema, keeping its data; usage lines keep their API key", async () => {
     const path = join(dir, "v1.db");
-    const raw = new DatabaseSync(path);
-    raw.exec(`PRAGMA application_id = ${APPLICATION_ID}`);
-    MIGRATIONS[0]!(raw);
-    raw.exec("PRAGMA user_version = 1");
+    const raw = databaseAt(path, 1);
     raw.exec(
       `INSERT INTO usage (at, task_id, tenant, usage) VALUES (5, 'old', 'acme', '{"inputTokens":3}')`,
     );
@@ -89,10 +95,7 @@ describe("SqliteStore", () => {
 
   it("migrates a v3 file: a task's events stay findable, now through the task's seq", async () => {
     const path = join(dir, "v3.db");
-    const raw = new DatabaseSync(path);
-    raw.exec(`PRAGMA application_id = ${APPLICATION_ID}`);
-    for (const m of MIGRATIONS.slice(0, 3)) m(raw);
-    raw.exec("PRAGMA user_version = 3");
+    const raw = databaseAt(path, 3);
     raw.exec(`INSERT INTO tasks (id, seq, status, type, priority, attempt, version, created_at,
       updated_at, body) VALUES ('t1', 7, 'queued', 'x', 0, 0, 1, 1, 1, '{}')`);
     raw.exec(`INSERT INTO events (type, task_id, at, data) VALUES ('task:queued', 't1', 1, NULL),
@@ -129,10 +132,7 @@ describe("SqliteStore", () => {
 
   it("migrates a v4 file: attempts keep their rows, found through the task's seq", async () => {
     const path = join(dir, "v4.db");
-    const raw = new DatabaseSync(path);
-    raw.exec(`PRAGMA application_id = ${APPLICATION_ID}`);
-    for (const m of MIGRATIONS.slice(0, 4)) m(raw);
-    raw.exec("PRAGMA user_version = 4");
+    const raw = databaseAt(path, 4);
     raw.exec(`INSERT INTO tasks (id, seq, status, type, priority, attempt, version, created_at,
       updated_at, body) VALUES ('t1', 7, 'running', 'x', 0, 2, 3, 1, 1, '{}')`);
     raw.exec(`INSERT INTO attempts (task_id, attempt, status, worker_id, updated_at) VALUES

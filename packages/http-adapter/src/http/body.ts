@@ -87,7 +87,8 @@ export function jsonLimit(
 const readEarly = new WeakMap<Request, string>();
 const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\b/i;
 
-function hasBody(req: IncomingMessage): boolean {
+/** Whether a request says it carries a body (a length above 0, or chunked). */
+export function hasBody(req: IncomingMessage): boolean {
   return (
     Number(req.headers["content-length"] ?? 0) > 0 || req.headers["transfer-encoding"] !== undefined
   );

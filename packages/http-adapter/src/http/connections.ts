@@ -1,6 +1,7 @@
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import proxyaddr from "proxy-addr";
+import { hasBody } from "./body.js";
 
 /** How long slow or idle clients may hold a connection (see {@link guardConnections}). */
 export interface ConnectionLimits {
@@ -164,10 +165,7 @@ export function guardConnections(
       res.once("finish", finished);
       res.once("close", finished);
     }
-    const hasBody =
-      Number(req.headers["content-length"] ?? 0) > 0 ||
-      req.headers["transfer-encoding"] !== undefined;
-    if (!hasBody || l.minBodyBytesPerSecond <= 0) return;
+    if (!hasBody(req) || l.minBodyBytesPerSecond <= 0) return;
     // The body's progress, read from the socket's byte count (the stream itself is untouched).
     let last = socket.bytesRead;
     const need = (l.minBodyBytesPerSecond * l.bodyRateWindowMs) / 1000;
