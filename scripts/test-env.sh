@@ -18,6 +18,9 @@
 #   - a registries.conf for podman that allows plain HTTP to 127.0.0.1:47600-47607, where the
 #     pull tests serve an image (dockerd allows 127.0.0.0/8 by itself)
 #   - Debian's chromium and redis-server (installed only); curl and jq for the server examples
+#   - a throwaway PostgreSQL cluster (Debian's postgresql, initdb'd in a temporary directory as
+#     the postgres user) on 127.0.0.1 and a free port, with a role and database `flotilla`
+#     (password `flotilla`, not a superuser); `down` stops it and deletes the cluster
 # .test-env/env.json is a flat JSON object of environment variables that scripts/test.mjs
 # merges into the test run. Logs go to .test-env/*.log.
 set -Eeuo pipefail
@@ -47,6 +50,9 @@ REGISTRIES_CONF_FILE="$STATE/registries.conf"
 REGISTRY_PORT_FIRST=47600
 REGISTRY_PORT_COUNT=8
 DOCKER_CLI=/usr/bin/docker
+# The PostgreSQL cluster lives outside the checkout (the postgres user must own it and reach it).
+PG_DIR="/tmp/flotilla-test-pg-$(printf %s "$ROOT" | md5sum | cut -c1-10)"
+PG_USER=postgres
 
 STEP="start"
 log() { printf '[test-env %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -103,7 +109,7 @@ stop_pid() { # pidfile what
 
 install_packages() {
   STEP="install packages"
-  local want=(docker.io podman runc conmon python3 chromium redis-server curl jq tar) missing=() p
+  local want=(docker.io podman runc conmon python3 chromium redis-server postgresql curl jq tar) missing=() p
   for p in "${want[@]}"; do
     if [[ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null)" != ii* ]]; then missing+=("$p"); fi
   done
@@ -177,6 +183,58 @@ EOF
   popd >/dev/null
   wait_ping "$PODMAN_SOCK" "$PODMAN_PID" "$STATE/podman.log" "podman service"
   echo "$fp" >"$STATE/podman.config"
+}
+
+pg_bin() {
+  local d
+  d="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+  [[ -n $d && -x $d/pg_ctl ]] || die "PostgreSQL's programs are not in /usr/lib/postgresql/*/bin"
+  echo "$d"
+}
+
+pg_as() { runuser -u "$PG_USER" -- "$@"; }
+
+pg_ready() { [[ -f $PG_DIR/port ]] && pg_as "$(pg_bin)/pg_ctl" -D "$PG_DIR/data" status >/dev/null 2>&1; }
+
+start_postgres() {
+  STEP="start postgresql"
+  if pg_ready; then return 0; fi
+  local bin port
+  bin="$(pg_bin)"
+  pg_as "$bin/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$PG_DIR"
+  mkdir -p "$PG_DIR"
+  chown "$PG_USER:" "$PG_DIR"
+  chmod 700 "$PG_DIR"
+  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  log "initdb + start PostgreSQL on 127.0.0.1:$port (data: $PG_DIR/data, log: $PG_DIR/postgres.log)"
+  pg_as "$bin/initdb" -D "$PG_DIR/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+    -E UTF8 --locale=C.UTF-8 >"$PG_DIR/initdb.log" 2>&1 || {
+    tail -n 20 "$PG_DIR/initdb.log" >&2
+    die "initdb failed (log: $PG_DIR/initdb.log)"
+  }
+  # Loopback only; the socket in the cluster's own folder. Connections for several test files
+  # at once, each with its pools.
+  pg_as "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" -w -t 60 \
+    -o "-p $port -k $PG_DIR -h 127.0.0.1 -c max_connections=300" start >/dev/null 9>&- || {
+    tail -n 20 "$PG_DIR/postgres.log" >&2
+    die "PostgreSQL did not start (log: $PG_DIR/postgres.log)"
+  }
+  pg_as psql -h "$PG_DIR" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 -q \
+    -c "CREATE ROLE flotilla LOGIN PASSWORD 'flotilla'" \
+    -c "CREATE DATABASE flotilla OWNER flotilla" >/dev/null
+  echo "$port" >"$PG_DIR/port"
+}
+
+stop_postgres() {
+  STEP="stop postgresql"
+  [[ -d $PG_DIR ]] || return 0
+  if [[ -d $PG_DIR/data ]]; then
+    pg_as "$(pg_bin)/pg_ctl" -D "$PG_DIR/data" -m fast -w -t 30 stop >/dev/null 2>&1 ||
+      pg_as "$(pg_bin)/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+    log "stopped PostgreSQL ($PG_DIR)"
+  fi
+  rm -rf "$PG_DIR"
 }
 
 # The packages whose files make up the image, with their dependency closure (as installed on
@@ -278,7 +336,10 @@ write_env() {
   "FLOTILLA_TEST_IMAGE_HAS_NODE": "$has_node",
   "FLOTILLA_TEST_REGISTRY_PORTS": "$REGISTRY_PORT_FIRST-$((REGISTRY_PORT_FIRST + REGISTRY_PORT_COUNT - 1))",
   "FLOTILLA_CHROMIUM": "$(command -v chromium || echo /usr/bin/chromium)",
-  "FLOTILLA_REDIS_SERVER": "$(command -v redis-server || echo /usr/bin/redis-server)"
+  "FLOTILLA_REDIS_SERVER": "$(command -v redis-server || echo /usr/bin/redis-server)",
+  "FLOTILLA_TEST_PG_URL": "postgres://flotilla:flotilla@127.0.0.1:$(cat "$PG_DIR/port")/flotilla",
+  "FLOTILLA_TEST_PG_DATA": "$PG_DIR/data",
+  "FLOTILLA_TEST_PG_BIN": "$(pg_bin)"
 }
 EOF
   mv "$STATE/env.json.new" "$STATE/env.json"
@@ -306,11 +367,12 @@ up() {
   install_packages
   start_dockerd
   start_podman
+  start_postgres
   build_image_tar
   import_image
   write_env
   STEP="done"
-  log "up in $((SECONDS - t0)) s: docker unix://$DOCKER_SOCK, podman unix://$PODMAN_SOCK, image $IMAGE"
+  log "up in $((SECONDS - t0)) s: docker unix://$DOCKER_SOCK, podman unix://$PODMAN_SOCK, image $IMAGE, postgresql 127.0.0.1:$(cat "$PG_DIR/port")"
 }
 
 # --- down ----------------------------------------------------------------------------------
@@ -347,6 +409,7 @@ down() {
       xargs -r -n1 umount -l 2>/dev/null || true
     sleep 0.3
   done
+  stop_postgres
   rm -f "$STATE/env.json"
   STEP="done"
 }
@@ -358,6 +421,9 @@ status() {
   if pid_alive "$PODMAN_PID" && ping_sock "$PODMAN_SOCK"; then
     echo "podman service: running (pid $(cat "$PODMAN_PID"), unix://$PODMAN_SOCK)"
   else echo "podman service: not running"; fi
+  if pg_ready; then
+    echo "postgresql: running (127.0.0.1:$(cat "$PG_DIR/port"), $PG_DIR/data)"
+  else echo "postgresql: not running"; fi
   if [[ -f $STATE/env.json ]]; then cat "$STATE/env.json"; fi
 }
 

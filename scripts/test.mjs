@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The whole test run: provisions what the tests need (container engines, browser, Redis),
+// The whole test run: provisions what the tests need (container engines, browser, Redis, PostgreSQL),
 // then lint, typecheck, unit and integration tests, examples, package checks.
 // Usage: npm test [-- <vitest filters>]   (with filters: provisioning + matching tests only)
 import { spawnSync } from "node:child_process";

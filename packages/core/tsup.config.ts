@@ -5,6 +5,7 @@ export default defineConfig({
   entry: {
     index: "src/index.ts",
     "sqlite/index": "src/sqlite/index.ts",
+    "store/index": "src/store/index.ts",
     "testing/index": "src/testing/index.ts",
   },
   format: ["esm", "cjs"],

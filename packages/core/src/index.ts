@@ -258,6 +258,7 @@ export {
 } from "./store/retention.js";
 export type {
   AttemptRecord,
+  DeleteFinishedOptions,
   Store,
   StoreClaim,
   StoredEvent,

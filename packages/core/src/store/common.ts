@@ -3,23 +3,52 @@ import { type TaskStatus, TERMINAL_STATUSES } from "../task/schema.js";
 import type { TaskRecord } from "../task/types.js";
 import type { AttemptRecord, DeleteFinishedOptions, StoreClaim, TaskQuery } from "./types.js";
 
-/** Whether a status is terminal (the task will never change again). */
+/**
+ * Whether a status is terminal (the task will never change again).
+ *
+ * @example
+ * ```ts
+ * isTerminal("succeeded"); // true
+ * isTerminal("running"); // false
+ * ```
+ */
 export function isTerminal(status: TaskStatus): boolean {
   return TERMINAL_STATUSES.has(status);
 }
 
-/** When a finished task finished: its result's `finishedAt`, else its last update. */
+/**
+ * When a finished task finished: its result's `finishedAt`, else its last update.
+ *
+ * @example
+ * ```ts
+ * const age = Date.now() - finishedAt(task);
+ * ```
+ */
 export function finishedAt(task: TaskRecord): number {
   return task.result?.timings.finishedAt ?? task.updatedAt;
 }
 
-/** Statuses a query asks for, or `undefined` for all. */
+/**
+ * Statuses a query asks for, or `undefined` for all.
+ *
+ * @example
+ * ```ts
+ * queryStatuses({ status: "queued" }); // ["queued"]
+ * ```
+ */
 export function queryStatuses(query: TaskQuery | undefined): TaskStatus[] | undefined {
   if (query?.status === undefined) return undefined;
   return Array.isArray(query.status) ? query.status : [query.status];
 }
 
-/** Checks the paging numbers of a query (non-negative integers). */
+/**
+ * Checks the paging numbers of a query (non-negative integers).
+ *
+ * @example
+ * ```ts
+ * checkPaging({ limit: 20, offset: 40 }); // throws VALIDATION for { limit: -1 }
+ * ```
+ */
 export function checkPaging(query: TaskQuery | undefined): void {
   for (const field of ["limit", "offset"] as const) {
     const value = query?.[field];
@@ -32,7 +61,14 @@ export function checkPaging(query: TaskQuery | undefined): void {
   }
 }
 
-/** Checks the numbers of an event query (non-negative integers). */
+/**
+ * Checks the numbers of an event query (non-negative integers).
+ *
+ * @example
+ * ```ts
+ * checkEventQuery({ afterSeq: 10, limit: 100 });
+ * ```
+ */
 export function checkEventQuery(query: { afterSeq?: number; limit?: number }): void {
   for (const field of ["afterSeq", "limit"] as const) {
     const value = query?.[field];
@@ -45,7 +81,14 @@ export function checkEventQuery(query: { afterSeq?: number; limit?: number }): v
   }
 }
 
-/** Checks the shape a store needs from a record before writing it. */
+/**
+ * Checks the shape a store needs from a record before writing it.
+ *
+ * @example
+ * ```ts
+ * checkRecord(task, "saveTask"); // throws VALIDATION naming what is missing
+ * ```
+ */
 export function checkRecord(task: TaskRecord, where: string): void {
   if (task === null || typeof task !== "object") {
     throw new FlotillaError("VALIDATION", `${where}: expected a task record, got ${String(task)}`);
@@ -64,7 +107,14 @@ export function checkRecord(task: TaskRecord, where: string): void {
   }
 }
 
-/** Checks the options of `deleteFinished`. */
+/**
+ * Checks the options of `deleteFinished`.
+ *
+ * @example
+ * ```ts
+ * checkRetention({ olderThan: 86_400_000, limit: 500 });
+ * ```
+ */
 export function checkRetention(options: DeleteFinishedOptions): void {
   const { olderThan, keep, limit, usageBefore } = options ?? {};
   if (limit !== undefined && !(Number.isInteger(limit) && limit >= 1)) {
@@ -93,7 +143,14 @@ export function checkRetention(options: DeleteFinishedOptions): void {
   }
 }
 
-/** Checks a key-value collection and key (non-empty strings). */
+/**
+ * Checks a key-value collection and key (non-empty strings).
+ *
+ * @example
+ * ```ts
+ * checkKv("nodes", "gpu-1");
+ * ```
+ */
 export function checkKv(collection: string, key?: string): void {
   if (typeof collection !== "string" || collection.length === 0) {
     throw new FlotillaError("VALIDATION", "kv collection: expected a non-empty string");
@@ -103,7 +160,14 @@ export function checkKv(collection: string, key?: string): void {
   }
 }
 
-/** The attempt row a task record implies (for the attempt history). */
+/**
+ * The attempt row a task record implies (for the attempt history).
+ *
+ * @example
+ * ```ts
+ * const row = attemptOf(task); // { taskId, attempt, status, workerId, startedAt, … }
+ * ```
+ */
 export function attemptOf(task: TaskRecord): AttemptRecord {
   const row: AttemptRecord = {
     taskId: task.id,
@@ -127,6 +191,11 @@ export function attemptOf(task: TaskRecord): AttemptRecord {
  * The finished tasks `deleteFinished` removes: those finished more than `olderThan` ms
  * before `now`, and those beyond the newest `keep` finished ones. A finished task that an
  * unfinished task depends on is kept (its output is still needed).
+ *
+ * @example
+ * ```ts
+ * const doomed = selectForRetention(tasks, { olderThan: 86_400_000 }, Date.now());
+ * ```
  */
 export function selectForRetention(
   tasks: Iterable<TaskRecord>,
@@ -160,6 +229,11 @@ export function selectForRetention(
 /**
  * Serialises a value the way every store keeps it (JSON). Values JSON cannot represent
  * (a cycle, a BigInt) are rejected with `VALIDATION` naming where they were found.
+ *
+ * @example
+ * ```ts
+ * const text = toJson(task.payload, `task ${task.id}: payload`);
+ * ```
  */
 export function toJson(value: unknown, where: string): string {
   let text: string | undefined;
@@ -178,12 +252,26 @@ export function toJson(value: unknown, where: string): string {
   return text;
 }
 
-/** A deep copy through JSON, so every store returns the same shapes. */
+/**
+ * A deep copy through JSON, so every store returns the same shapes.
+ *
+ * @example
+ * ```ts
+ * const copy = jsonCopy(task, "getTask");
+ * ```
+ */
 export function jsonCopy<T>(value: T, where: string): T {
   return JSON.parse(toJson(value, where)) as T;
 }
 
-/** Checks a claim's arguments (`VALIDATION` naming the field). */
+/**
+ * Checks a claim's arguments (`VALIDATION` naming the field).
+ *
+ * @example
+ * ```ts
+ * checkClaim({ holder: "node-1", leaseId: "l-1", leaseMs: 30_000 });
+ * ```
+ */
 export function checkClaim(claim: StoreClaim): void {
   if (claim === null || typeof claim !== "object") {
     throw new FlotillaError("VALIDATION", "claimTask: expected a claim object");
@@ -202,14 +290,28 @@ export function checkClaim(claim: StoreClaim): void {
   }
 }
 
-/** Whether a queued task is a candidate for `claim` at `now` (type and due time). */
+/**
+ * Whether a queued task is a candidate for `claim` at `now` (type and due time).
+ *
+ * @example
+ * ```ts
+ * const ready = claimable(task, { holder: "n", leaseId: "l", leaseMs: 1000 }, Date.now());
+ * ```
+ */
 export function claimable(task: TaskRecord, claim: StoreClaim, now: number): boolean {
   if (task.status !== "queued") return false;
   if (claim.taskTypes !== undefined && !claim.taskTypes.includes(task.type)) return false;
   return task.notBefore === undefined || task.notBefore <= now;
 }
 
-/** `task` as a claim leaves it: leased to the holder from `now`, attempt and version bumped. */
+/**
+ * `task` as a claim leaves it: leased to the holder from `now`, attempt and version bumped.
+ *
+ * @example
+ * ```ts
+ * const leased = claimedRecord(task, { holder: "node-1", leaseId: "l-1", leaseMs: 30_000 }, now);
+ * ```
+ */
 export function claimedRecord(task: TaskRecord, claim: StoreClaim, now: number): TaskRecord {
   const next: TaskRecord = {
     ...task,

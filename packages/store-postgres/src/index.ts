@@ -1,0 +1,2 @@
+export { POSTGRES_SCHEMA_VERSION } from "./schema.js";
+export { PostgresStore, type PostgresStoreOptions } from "./store.js";

@@ -1,0 +1,146 @@
+import type { AttemptRecord, TaskRecord, UsageEntry } from "@flotilla/core";
+import { attemptOf, checkRecord, finishedAt, isTerminal, toJson } from "@flotilla/core/store";
+
+/** The columns of a task row, in the order of {@link TASK_COLUMNS}. @internal */
+export type TaskRow = [
+  id: string,
+  seq: number,
+  status: string,
+  type: string,
+  tenant: string | null,
+  workerId: string | null,
+  idempotencyKey: string | null,
+  priority: number,
+  attempt: number,
+  version: number,
+  createdAt: number,
+  updatedAt: number,
+  finishedAt: number | null,
+  notBefore: number | null,
+  leaseHolder: string | null,
+  leaseExpiresAt: number | null,
+  body: string,
+];
+
+/** @internal */
+export const TASK_COLUMNS = [
+  "id",
+  "seq",
+  "status",
+  "type",
+  "tenant",
+  "worker_id",
+  "idempotency_key",
+  "priority",
+  "attempt",
+  "version",
+  "created_at",
+  "updated_at",
+  "finished_at",
+  "not_before",
+  "lease_holder",
+  "lease_expires_at",
+  "body",
+] as const;
+
+/** SQL array types of the columns, for `unnest` of many rows. @internal */
+export const TASK_COLUMN_TYPES = [
+  "text",
+  "float8",
+  "text",
+  "text",
+  "text",
+  "text",
+  "text",
+  "float8",
+  "int4",
+  "int8",
+  "int8",
+  "int8",
+  "int8",
+  "int8",
+  "text",
+  "int8",
+  "text",
+] as const;
+
+/** Everything a task write needs, computed when the call is made (callers may mutate after). @internal */
+export interface PreparedWrite {
+  row: TaskRow;
+  deps: string[];
+  attempt: AttemptRecord | undefined;
+  idempotencyKey: string | undefined;
+}
+
+/** A task record as a row, validated, with its dependency edges and attempt. @internal */
+export function prepareWrite(task: TaskRecord, where: string): PreparedWrite {
+  checkRecord(task, where);
+  const row: TaskRow = [
+    task.id,
+    task.seq,
+    task.status,
+    String(task.type),
+    task.tenant ?? null,
+    task.workerId ?? null,
+    task.idempotencyKey ?? null,
+    Number.isFinite(task.priority) ? task.priority : 0,
+    task.attempt ?? 0,
+    task.version,
+    task.createdAt ?? 0,
+    task.updatedAt ?? 0,
+    isTerminal(task.status) ? finishedAt(task) : null,
+    task.notBefore ?? null,
+    task.lease?.holder ?? null,
+    task.lease?.expiresAt ?? null,
+    toJson(task, `${where}: task ${task.id}`),
+  ];
+  return {
+    row,
+    deps: Array.isArray(task.dependsOn) ? task.dependsOn.map(String) : [],
+    attempt: task.attempt >= 1 ? attemptOf(task) : undefined,
+    idempotencyKey: task.idempotencyKey,
+  };
+}
+
+/** The attempt's values for the attempts upsert. @internal */
+export function attemptValues(a: AttemptRecord): unknown[] {
+  return [
+    a.taskId,
+    a.attempt,
+    a.status,
+    a.workerId ?? null,
+    a.leaseId ?? null,
+    a.startedAt ?? null,
+    a.finishedAt ?? null,
+    a.error === undefined ? null : JSON.stringify(a.error),
+    a.updatedAt ?? 0,
+  ];
+}
+
+/** An attempts row as a record. @internal */
+export function attemptFromRow(r: Record<string, unknown>): AttemptRecord {
+  const a: AttemptRecord = {
+    taskId: String(r.task_id),
+    attempt: Number(r.attempt),
+    status: r.status as AttemptRecord["status"],
+    updatedAt: Number(r.updated_at),
+  };
+  if (r.worker_id !== null) a.workerId = String(r.worker_id);
+  if (r.lease_id !== null) a.leaseId = String(r.lease_id);
+  if (r.started_at !== null) a.startedAt = Number(r.started_at);
+  if (r.finished_at !== null) a.finishedAt = Number(r.finished_at);
+  if (r.error !== null) a.error = JSON.parse(String(r.error));
+  return a;
+}
+
+/** A usage row as a ledger line. @internal */
+export function usageFromRow(r: Record<string, unknown>): UsageEntry {
+  const entry: UsageEntry = { at: Number(r.at), usage: JSON.parse(String(r.usage)) };
+  if (r.task_id !== null) entry.taskId = String(r.task_id);
+  if (r.worker_id !== null) entry.workerId = String(r.worker_id);
+  if (r.provider !== null) entry.provider = String(r.provider);
+  if (r.model !== null) entry.model = String(r.model);
+  if (r.tenant !== null) entry.tenant = String(r.tenant);
+  if (r.api_key !== null) entry.apiKey = String(r.api_key);
+  return entry;
+}

@@ -1,0 +1,737 @@
+import {
+  type AttemptRecord,
+  type Clock,
+  type DeleteFinishedOptions,
+  FlotillaError,
+  type Logger,
+  type Store,
+  type StoreClaim,
+  type StoredEvent,
+  silentLogger,
+  systemClock,
+  TASK_STATUSES,
+  type TaskQuery,
+  type TaskRecord,
+  type UsageEntry,
+} from "@flotilla/core";
+import {
+  checkClaim,
+  checkEventQuery,
+  checkKv,
+  checkPaging,
+  checkRetention,
+  claimedRecord,
+  isTerminal,
+  queryStatuses,
+  toJson,
+} from "@flotilla/core/store";
+import pg from "pg";
+import { z } from "zod";
+import { conflictError, describeDatabase, pgError } from "./errors.js";
+import { PgQueue } from "./queue.js";
+import {
+  attemptFromRow,
+  attemptValues,
+  type PreparedWrite,
+  prepareWrite,
+  TASK_COLUMNS,
+  usageFromRow,
+} from "./rows.js";
+import { LOCK_NAMESPACE, migrate, quoteIdent } from "./schema.js";
+import { statements } from "./sql.js";
+
+/** Options of {@link PostgresStore}. */
+export interface PostgresStoreOptions {
+  /**
+   * The database, as a `postgres://user:password@host:port/database` URL (libpq's
+   * `sslmode` and other parameters as `pg` reads them). When absent, `pg` reads the
+   * standard `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD` and `PGDATABASE` variables.
+   */
+  connectionString?: string;
+  /**
+   * The PostgreSQL schema that holds Flotilla's tables (created when missing). Several
+   * independent Flotilla deployments can share one database under different schemas.
+   * @default "flotilla"
+   */
+  schema?: string;
+  /** Time source for retention ages (leases and claims use the database's time). @default systemClock */
+  clock?: Clock;
+  /** Where open/migration/connection messages go. @default silentLogger */
+  logger?: Logger;
+  /** Connections for reads (writes use one more, of their own). @default 8 */
+  poolSize?: number;
+  /** How long to wait for a connection before a call fails with `STORE_ERROR`, ms. @default 10000 */
+  connectTimeoutMs?: number;
+  /**
+   * Hold the schema for this store only (a PostgreSQL advisory lock kept on a connection of
+   * its own): a second store opening the same schema with `exclusive` fails at `open()`
+   * instead of both running the same tasks. Stores that coordinate through
+   * {@link Store.claimTask} alone (fleet nodes' claims, tests) pass `false`.
+   * @default true
+   */
+  exclusive?: boolean;
+  /** The `application_name` of this store's connections (what `pg_stat_activity` shows). @default "flotilla" */
+  applicationName?: string;
+}
+
+const OptionsSchema = z.object({
+  connectionString: z.string().min(1, "expected a postgres:// URL").optional(),
+  schema: z
+    .string()
+    .regex(
+      /^[a-z_][a-z0-9_]{0,62}$/,
+      "expected a lower-case PostgreSQL identifier (letters, digits, _; at most 63)",
+    )
+    .optional(),
+  clock: z
+    .custom((c) => typeof (c as { now?: unknown })?.now === "function", "expected a Clock")
+    .optional(),
+  logger: z
+    .custom((l) => typeof (l as { info?: unknown })?.info === "function", "expected a Logger")
+    .optional(),
+  poolSize: z.number().int().min(1).max(1000).optional(),
+  connectTimeoutMs: z.number().int().positive().optional(),
+  exclusive: z.boolean().optional(),
+  applicationName: z.string().max(63).optional(),
+});
+
+/** `int8` (bigint, counts) as a JavaScript number: every value Flotilla stores fits. */
+const types = {
+  getTypeParser: ((oid: number, format?: string) =>
+    oid === 20
+      ? (v: string) => Number(v)
+      : pg.types.getTypeParser(oid, format as "text")) as typeof pg.types.getTypeParser,
+};
+
+/** The database's time in ms since the epoch. */
+const DB_NOW = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+
+/** The attempt parameters of a write without an attempt. */
+const NO_ATTEMPT: readonly unknown[] = Array.from({ length: 9 }, () => null);
+
+const UNFINISHED = TASK_STATUSES.filter((s) => !isTerminal(s));
+
+/**
+ * A durable `Store` on PostgreSQL (through `pg`, the driver the Node queue ecosystem uses).
+ * Versioned schema migrations run under an advisory lock; writes issued together share one
+ * transaction and one commit, and each resolves only after that commit; claims take the best
+ * due task with `FOR UPDATE SKIP LOCKED`, so any number of processes sharing the database
+ * never get the same task; leases are measured on the database's clock.
+ *
+ * A schema that is not Flotilla's, one written by a newer version, a wrong password or an
+ * unreachable server stops `open()` with a `STORE_ERROR` that names the database (never its
+ * password); a lost connection fails the calls made meanwhile with `STORE_ERROR`, and the
+ * next call connects again.
+ *
+ * @example
+ * ```ts
+ * import { Orchestrator } from "@flotilla/core";
+ * import { PostgresStore } from "@flotilla/store-postgres";
+ *
+ * const store = new PostgresStore({ connectionString: "postgres://flotilla:secret@127.0.0.1/flotilla" });
+ * const orchestrator = new Orchestrator({ store });
+ * await orchestrator.start();
+ * ```
+ */
+export class PostgresStore implements Store {
+  /** The schema holding this store's tables. */
+  readonly schema: string;
+  /** The database as messages name it (no password). */
+  readonly where: string;
+  readonly #options: PostgresStoreOptions;
+  readonly #clock: Clock;
+  readonly #logger: Logger;
+  readonly #exclusive: boolean;
+  readonly #t: (table: string) => string;
+  readonly #sql: ReturnType<typeof statements>;
+  #writer: pg.Pool | undefined;
+  #readers: pg.Pool | undefined;
+  #q: PgQueue | undefined;
+  #lock: pg.Client | undefined;
+  #lockLost = false;
+
+  constructor(options: PostgresStoreOptions = {}) {
+    const parsed = OptionsSchema.safeParse(options ?? {});
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      throw new FlotillaError(
+        "VALIDATION",
+        `PostgresStore options: ${issue.path.join(".") || "(root)"}: ${issue.message}`,
+      );
+    }
+    this.#options = options ?? {};
+    this.schema = this.#options.schema ?? "flotilla";
+    this.where = describeDatabase(this.#options.connectionString, this.schema);
+    this.#clock = this.#options.clock ?? systemClock;
+    this.#logger = this.#options.logger ?? silentLogger;
+    this.#exclusive = this.#options.exclusive ?? true;
+    const s = quoteIdent(this.schema);
+    this.#t = (table) => `${s}.${table}`;
+    this.#sql = statements(s, this.schema);
+  }
+
+  // ---------------------------------------------------------------- open / close
+
+  #config(max: number): pg.PoolConfig {
+    return {
+      ...(this.#options.connectionString
+        ? { connectionString: this.#options.connectionString }
+        : {}),
+      max,
+      connectionTimeoutMillis: this.#options.connectTimeoutMs ?? 10_000,
+      application_name: this.#options.applicationName ?? "flotilla",
+      types,
+    };
+  }
+
+  #pool(max: number, role: string): pg.Pool {
+    const pool = new pg.Pool(this.#config(max));
+    // An idle connection the server closed (a restart) must not end the process.
+    pool.on("error", (err) =>
+      this.#logger.warn(
+        { database: this.where, err: err.message },
+        `postgres ${role} connection lost`,
+      ),
+    );
+    return pool;
+  }
+
+  async open(): Promise<void> {
+    if (this.#q) return;
+    const writer = this.#pool(1, "writer");
+    const readers = this.#pool(this.#options.poolSize ?? 8, "reader");
+    try {
+      const client = await writer.connect().catch((err: unknown) => {
+        throw pgError(this.where, "cannot connect", err);
+      });
+      try {
+        await migrate(client, this.schema, this.where, this.#logger).catch((err: unknown) => {
+          throw pgError(this.where, "cannot prepare the schema", err);
+        });
+      } finally {
+        client.release();
+      }
+      if (this.#exclusive) await this.#takeLock();
+    } catch (err) {
+      await Promise.allSettled([writer.end(), readers.end()]);
+      throw err;
+    }
+    this.#writer = writer;
+    this.#readers = readers;
+    this.#q = new PgQueue(writer, readers, this.where, this.#logger, () => this.#checkLock());
+  }
+
+  /** Takes the schema's instance lock on a connection of its own (exclusive mode). */
+  async #takeLock(): Promise<void> {
+    const client = new pg.Client(this.#config(1));
+    client.on("error", (err) => {
+      this.#logger.error(
+        { database: this.where, err: err.message },
+        "postgres connection holding the schema lock was lost; writes wait until it is taken again",
+      );
+      this.#lockLost = true;
+    });
+    try {
+      await client.connect();
+      const got = (
+        await client.query<{ ok: boolean }>("SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok", [
+          LOCK_NAMESPACE,
+          `${this.schema}:instance`,
+        ])
+      ).rows[0]?.ok;
+      if (!got) {
+        throw new FlotillaError(
+          "STORE_ERROR",
+          `${this.where}: the schema is in use by another Flotilla instance (an advisory lock is held); stop it, or give this instance another schema`,
+          { details: { database: this.where } },
+        );
+      }
+    } catch (err) {
+      await client.end().catch(() => {});
+      throw pgError(this.where, "cannot lock the schema", err);
+    }
+    const old = this.#lock;
+    this.#lock = client;
+    this.#lockLost = false;
+    await old?.end().catch(() => {});
+  }
+
+  /** Before each write transaction: the schema lock is still ours (taken again after a reconnect). */
+  async #checkLock(): Promise<void> {
+    if (!this.#exclusive || !this.#lockLost) return;
+    await this.#takeLock();
+  }
+
+  /** Waits for pending writes, then closes every connection. Idempotent. */
+  async close(): Promise<void> {
+    const q = this.#q;
+    if (!q) return;
+    this.#q = undefined;
+    await q.close();
+    const pools = [this.#writer, this.#readers];
+    this.#writer = undefined;
+    this.#readers = undefined;
+    const lock = this.#lock;
+    this.#lock = undefined;
+    await Promise.allSettled([...pools.map((p) => p?.end()), lock?.end()]);
+  }
+
+  #queue(): PgQueue {
+    if (!this.#q) {
+      throw new FlotillaError("STORE_ERROR", `${this.where}: the store is not open (call open())`);
+    }
+    return this.#q;
+  }
+
+  #read<T>(run: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    try {
+      return this.#queue().read(run);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  #write<T>(run: (c: pg.PoolClient) => Promise<T>, single = false): Promise<T> {
+    try {
+      return this.#queue().write(run, { single });
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  // ---------------------------------------------------------------- tasks
+
+  async insertTasks(tasks: readonly TaskRecord[]): Promise<void> {
+    if (!Array.isArray(tasks)) {
+      throw new FlotillaError("VALIDATION", "insertTasks: expected an array of task records");
+    }
+    const writes = tasks.map((t) => prepareWrite(t, "insertTasks"));
+    if (writes.length === 0) return;
+    // One statement for the whole batch: one array per column.
+    const values: unknown[] = TASK_COLUMNS.map((_, i) => writes.map((w) => w.row[i]));
+    const edges = writes.flatMap((w) => w.deps.map((d) => [w.row[0], d] as const));
+    values.push(
+      edges.map((e) => e[0]),
+      edges.map((e) => e[1]),
+    );
+    const attempts = writes.flatMap((w) => (w.attempt ? [attemptValues(w.attempt)] : []));
+    for (let i = 0; i < 9; i++) values.push(attempts.map((a) => a[i]));
+    await this.#write(async (c) => {
+      try {
+        await c.query({ ...this.#sql.insertTasks, values });
+      } catch (err) {
+        throw conflictOf(err, writes);
+      }
+    }, true);
+  }
+
+  async saveTask(task: TaskRecord, expectedVersion?: number): Promise<boolean> {
+    const write = prepareWrite(task, "saveTask");
+    if (expectedVersion !== undefined && !Number.isFinite(expectedVersion)) {
+      throw new FlotillaError("VALIDATION", "saveTask: expectedVersion must be a number");
+    }
+    const values: unknown[] = [
+      ...write.row,
+      ...(write.attempt ? attemptValues(write.attempt) : NO_ATTEMPT),
+      expectedVersion ?? write.deps,
+    ];
+    const statement =
+      expectedVersion === undefined ? this.#sql.saveTask : this.#sql.saveTaskIfVersion;
+    return this.#write(async (c) => {
+      try {
+        const r = await c.query<{ n: number }>({ ...statement, values });
+        return r.rows[0]!.n > 0;
+      } catch (err) {
+        throw conflictOf(err, [write]);
+      }
+    }, true);
+  }
+
+  /**
+   * Claims the best due queued task with `FOR UPDATE SKIP LOCKED`: concurrent claims from
+   * any number of processes skip each other's rows instead of waiting, and never get the same
+   * task. The lease starts at the database's time.
+   */
+  async claimTask(claim: StoreClaim): Promise<TaskRecord | undefined> {
+    checkClaim(claim);
+    const types = claim.taskTypes;
+    if (types !== undefined && types.length === 0) return undefined;
+    const t = this.#t;
+    return this.#write(async (c) => {
+      const found = await c.query<{ body: string; now: number }>({
+        name: `${this.schema}:claim_select`,
+        text: `WITH n AS (SELECT ${DB_NOW} AS now)
+          SELECT tasks.body, n.now FROM ${t("tasks")} tasks, n
+          WHERE tasks.status = 'queued' AND ($1::text[] IS NULL OR tasks.type = ANY($1))
+            AND coalesce(tasks.not_before, 0) <= n.now
+          ORDER BY tasks.priority DESC, tasks.seq ASC LIMIT 1 FOR UPDATE OF tasks SKIP LOCKED`,
+        values: [types ?? null],
+      });
+      const row = found.rows[0];
+      if (!row) return undefined;
+      const task = JSON.parse(row.body) as TaskRecord;
+      const next = claimedRecord(task, claim, Number(row.now));
+      const write = prepareWrite(next, "claimTask");
+      const updated = await c.query<{ n: number }>({
+        ...this.#sql.saveTaskIfVersion,
+        values: [
+          ...write.row,
+          ...(write.attempt ? attemptValues(write.attempt) : NO_ATTEMPT),
+          task.version,
+        ],
+      });
+      if (updated.rows[0]!.n === 0) return undefined;
+      return JSON.parse(write.row[16]) as TaskRecord;
+    });
+  }
+
+  /** The database server's time (what leases are measured against), ms since the epoch. */
+  async now(): Promise<number> {
+    return this.#read(async (c) => {
+      const r = await c.query<{ now: number }>(`SELECT ${DB_NOW} AS now`);
+      return Number(r.rows[0]!.now);
+    });
+  }
+
+  async getTask(id: string): Promise<TaskRecord | undefined> {
+    return this.#read(async (c) => {
+      const r = await c.query<{ body: string }>({
+        name: `${this.schema}:get_task`,
+        text: `SELECT body FROM ${this.#t("tasks")} WHERE id = $1`,
+        values: [String(id)],
+      });
+      return r.rows[0] ? (JSON.parse(r.rows[0].body) as TaskRecord) : undefined;
+    });
+  }
+
+  async getTaskByIdempotencyKey(key: string): Promise<TaskRecord | undefined> {
+    return this.#read(async (c) => {
+      const r = await c.query<{ body: string }>(
+        `SELECT body FROM ${this.#t("tasks")} WHERE idempotency_key = $1`,
+        [String(key)],
+      );
+      return r.rows[0] ? (JSON.parse(r.rows[0].body) as TaskRecord) : undefined;
+    });
+  }
+
+  #where(query: TaskQuery | undefined): { sql: string; params: unknown[] } {
+    checkPaging(query);
+    const clauses: string[] = [];
+    const params: unknown[] = [];
+    const statuses = queryStatuses(query);
+    if (statuses) {
+      params.push(statuses);
+      clauses.push(`status = ANY($${params.length}::text[])`);
+    }
+    for (const [field, col] of [
+      ["type", "type"],
+      ["tenant", "tenant"],
+      ["workerId", "worker_id"],
+    ] as const) {
+      const value = query?.[field];
+      if (value !== undefined) {
+        params.push(String(value));
+        clauses.push(`${col} = $${params.length}`);
+      }
+    }
+    return { sql: clauses.length ? ` WHERE ${clauses.join(" AND ")}` : "", params };
+  }
+
+  async listTasks(query?: TaskQuery): Promise<TaskRecord[]> {
+    const { sql, params } = this.#where(query);
+    const dir = (query?.newestFirst ?? true) ? "DESC" : "ASC";
+    let tail = "";
+    if (query?.limit !== undefined) {
+      params.push(query.limit);
+      tail += ` LIMIT $${params.length}`;
+    }
+    if (query?.offset !== undefined) {
+      params.push(query.offset);
+      tail += ` OFFSET $${params.length}`;
+    }
+    return this.#read(async (c) => {
+      const r = await c.query<{ body: string }>(
+        `SELECT body FROM ${this.#t("tasks")}${sql} ORDER BY seq ${dir}, id ${dir}${tail}`,
+        params,
+      );
+      return r.rows.map((row) => JSON.parse(row.body) as TaskRecord);
+    });
+  }
+
+  async countTasks(query?: TaskQuery): Promise<number> {
+    const { sql, params } = this.#where(query);
+    return this.#read(async (c) => {
+      const r = await c.query<{ n: number }>(
+        `SELECT count(*) AS n FROM ${this.#t("tasks")}${sql}`,
+        params,
+      );
+      return Number(r.rows[0]!.n);
+    });
+  }
+
+  async loadUnfinished(): Promise<TaskRecord[]> {
+    return this.#read(async (c) => {
+      const r = await c.query<{ body: string }>(
+        `SELECT body FROM ${this.#t("tasks")} WHERE status = ANY($1::text[]) ORDER BY seq, id`,
+        [UNFINISHED],
+      );
+      return r.rows.map((row) => JSON.parse(row.body) as TaskRecord);
+    });
+  }
+
+  /**
+   * Every attempt of a task, oldest first.
+   *
+   * @example
+   * ```ts
+   * const attempts = await store.listAttempts("task-1"); // [{ attempt: 1, status: "failed", … }, …]
+   * ```
+   */
+  async listAttempts(taskId: string): Promise<AttemptRecord[]> {
+    return this.#read(async (c) => {
+      const r = await c.query(
+        `SELECT * FROM ${this.#t("attempts")} WHERE task_id = $1 ORDER BY attempt`,
+        [String(taskId)],
+      );
+      return r.rows.map(attemptFromRow);
+    });
+  }
+
+  // ---------------------------------------------------------------- events and usage
+
+  /**
+   * Appends events in order. Appends from every process sharing the schema take turns
+   * (a transaction-scoped advisory lock), so sequence numbers grow in commit order and a
+   * reader resuming after a `seq` misses nothing.
+   */
+  async appendEvents(events: readonly StoredEvent[]): Promise<void> {
+    if (!Array.isArray(events)) {
+      throw new FlotillaError("VALIDATION", "appendEvents: expected an array of events");
+    }
+    const cols: [string[], Array<string | null>, number[], Array<string | null>] = [[], [], [], []];
+    for (const event of events) {
+      if (typeof event?.type !== "string" || !Number.isFinite(event.at)) {
+        throw new FlotillaError("VALIDATION", "appendEvents: every event needs a type and `at`");
+      }
+      cols[0].push(event.type);
+      cols[1].push(event.taskId ?? null);
+      cols[2].push(event.at);
+      cols[3].push(
+        event.data === undefined ? null : toJson(event.data, `appendEvents: event ${event.type}`),
+      );
+    }
+    if (events.length === 0) return;
+    await this.#write(async (c) => {
+      await c.query({ ...this.#sql.appendEvents, values: [...cols, `${this.schema}:events`] });
+    }, true);
+  }
+
+  async listEvents(
+    query: { taskId?: string; afterSeq?: number; limit?: number } = {},
+  ): Promise<StoredEvent[]> {
+    checkEventQuery(query);
+    const params: unknown[] = [query.afterSeq ?? 0, query.limit ?? null];
+    let byTask = "";
+    if (query.taskId !== undefined) {
+      params.push(String(query.taskId));
+      byTask = " AND task_id = $3";
+    }
+    return this.#read(async (c) => {
+      const r = await c.query<{
+        seq: number;
+        type: string;
+        task_id: string | null;
+        at: number;
+        data: string | null;
+      }>(
+        `SELECT seq, type, task_id, at, data FROM ${this.#t("events")}
+         WHERE seq > $1${byTask} ORDER BY seq LIMIT $2`,
+        params,
+      );
+      return r.rows.map((row) => {
+        const event: StoredEvent = {
+          seq: Number(row.seq),
+          type: row.type,
+          at: Number(row.at),
+          data: row.data === null ? undefined : JSON.parse(row.data),
+        };
+        if (row.task_id !== null) event.taskId = row.task_id;
+        if (event.data === undefined) delete (event as { data?: unknown }).data;
+        return event;
+      });
+    });
+  }
+
+  async recordUsage(entry: UsageEntry): Promise<void> {
+    if (!entry || !Number.isFinite(entry.at) || typeof entry.usage !== "object") {
+      throw new FlotillaError("VALIDATION", "recordUsage: an entry needs `at` and `usage`");
+    }
+    const values = [
+      entry.at,
+      entry.taskId ?? null,
+      entry.workerId ?? null,
+      entry.provider ?? null,
+      entry.model ?? null,
+      entry.tenant ?? null,
+      entry.apiKey ?? null,
+      toJson(entry.usage, "recordUsage: usage"),
+    ];
+    await this.#write(async (c) => {
+      await c.query({
+        name: `${this.schema}:record_usage`,
+        text: `INSERT INTO ${this.#t("usage")} (at, task_id, worker_id, provider, model, tenant,
+          api_key, usage) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+        values,
+      });
+    }, true);
+  }
+
+  async listUsage(query: { since?: number; until?: number } = {}): Promise<UsageEntry[]> {
+    return this.#read(async (c) => {
+      const r = await c.query(
+        `SELECT * FROM ${this.#t("usage")} WHERE at >= $1 AND at < $2 ORDER BY at, id`,
+        [query.since ?? Number.MIN_SAFE_INTEGER, query.until ?? Number.MAX_SAFE_INTEGER],
+      );
+      return r.rows.map(usageFromRow);
+    });
+  }
+
+  // ---------------------------------------------------------------- retention
+
+  async deleteFinished(options: DeleteFinishedOptions): Promise<number> {
+    checkRetention(options);
+    const now = this.#clock.now();
+    const t = this.#t;
+    return this.#write(async (c) => {
+      const cap = options.limit ?? null;
+      const picked = new Map<string, { finishedAt: number; seq: number }>();
+      const pick = (rows: Array<{ id: string; finished_at: number; seq: number }>) => {
+        for (const r of rows) picked.set(r.id, { finishedAt: Number(r.finished_at), seq: r.seq });
+      };
+      // Oldest first and at most `limit` at a time, on the finished-at index.
+      if (options.olderThan !== undefined) {
+        pick(
+          (
+            await c.query(
+              `SELECT id, finished_at, seq FROM ${t("tasks")}
+               WHERE finished_at IS NOT NULL AND finished_at < $1 ORDER BY finished_at, seq LIMIT $2`,
+              [now - options.olderThan, cap],
+            )
+          ).rows,
+        );
+      }
+      if (options.keep !== undefined) {
+        const finished = Number(
+          (
+            await c.query<{ n: number }>(
+              `SELECT count(*) AS n FROM ${t("tasks")} WHERE finished_at IS NOT NULL`,
+            )
+          ).rows[0]!.n,
+        );
+        const over = finished - options.keep;
+        if (over > 0) {
+          pick(
+            (
+              await c.query(
+                `SELECT id, finished_at, seq FROM ${t("tasks")}
+                 WHERE finished_at IS NOT NULL ORDER BY finished_at, seq LIMIT $1`,
+                [cap === null ? over : Math.min(over, cap)],
+              )
+            ).rows,
+          );
+        }
+      }
+      if (picked.size > 0) {
+        // A finished task an unfinished one depends on stays: its output is still needed.
+        const needed = await c.query<{ id: string }>(
+          `SELECT DISTINCT d.depends_on AS id FROM ${t("dependencies")} d
+           JOIN ${t("tasks")} u ON u.id = d.task_id
+           WHERE u.finished_at IS NULL AND d.depends_on = ANY($1::text[])`,
+          [[...picked.keys()]],
+        );
+        for (const r of needed.rows) picked.delete(r.id);
+      }
+      let doomed = [...picked.entries()];
+      if (cap !== null && doomed.length > cap) {
+        // Both criteria together may have picked up to twice the batch: keep the oldest.
+        doomed.sort((a, b) => a[1].finishedAt - b[1].finishedAt || a[1].seq - b[1].seq);
+        doomed = doomed.slice(0, cap);
+      }
+      const ids = doomed.map(([id]) => id);
+      if (options.usageBefore !== undefined) {
+        await c.query(`DELETE FROM ${t("usage")} WHERE at < $1`, [options.usageBefore]);
+      }
+      if (options.olderThan !== undefined) {
+        await c.query(`DELETE FROM ${t("events")} WHERE task_id IS NULL AND at < $1`, [
+          now - options.olderThan,
+        ]);
+      }
+      if (ids.length === 0) return 0;
+      await c.query(`DELETE FROM ${t("events")} WHERE task_id = ANY($1::text[])`, [ids]);
+      await c.query(`DELETE FROM ${t("attempts")} WHERE task_id = ANY($1::text[])`, [ids]);
+      await c.query(`DELETE FROM ${t("dependencies")} WHERE task_id = ANY($1::text[])`, [ids]);
+      const removed = await c.query(`DELETE FROM ${t("tasks")} WHERE id = ANY($1::text[])`, [ids]);
+      return removed.rowCount ?? 0;
+    });
+  }
+
+  // ---------------------------------------------------------------- kv
+
+  async kvGet<T = unknown>(collection: string, key: string): Promise<T | undefined> {
+    checkKv(collection, key);
+    return this.#read(async (c) => {
+      const r = await c.query<{ value: string }>({
+        name: `${this.schema}:kv_get`,
+        text: `SELECT value FROM ${this.#t("kv")} WHERE collection = $1 AND key = $2`,
+        values: [collection, key],
+      });
+      return r.rows[0] ? (JSON.parse(r.rows[0].value) as T) : undefined;
+    });
+  }
+
+  async kvPut(collection: string, key: string, value: unknown): Promise<void> {
+    checkKv(collection, key);
+    if (value === undefined) {
+      throw new FlotillaError("VALIDATION", `kvPut ${collection}/${key}: value is undefined`);
+    }
+    const text = toJson(value, `kvPut ${collection}/${key}`);
+    await this.#write(async (c) => {
+      await c.query({
+        name: `${this.schema}:kv_put`,
+        text: `INSERT INTO ${this.#t("kv")} (collection, key, value) VALUES ($1, $2, $3)
+          ON CONFLICT (collection, key) DO UPDATE SET value = excluded.value`,
+        values: [collection, key, text],
+      });
+    }, true);
+  }
+
+  async kvDelete(collection: string, key: string): Promise<boolean> {
+    checkKv(collection, key);
+    return this.#write(async (c) => {
+      const r = await c.query(`DELETE FROM ${this.#t("kv")} WHERE collection = $1 AND key = $2`, [
+        collection,
+        key,
+      ]);
+      return (r.rowCount ?? 0) > 0;
+    }, true);
+  }
+
+  async kvList<T = unknown>(collection: string): Promise<Array<{ key: string; value: T }>> {
+    checkKv(collection);
+    return this.#read(async (c) => {
+      const r = await c.query<{ key: string; value: string }>(
+        `SELECT key, value FROM ${this.#t("kv")} WHERE collection = $1 ORDER BY key`,
+        [collection],
+      );
+      return r.rows.map((row) => ({ key: row.key, value: JSON.parse(row.value) as T }));
+    });
+  }
+}
+
+/** A unique violation as `CONFLICT` naming the task (from the key PostgreSQL reports). */
+function conflictOf(err: unknown, writes: readonly PreparedWrite[]): unknown {
+  const detail = String((err as { detail?: string })?.detail ?? "");
+  const named = /=\((.*)\)/.exec(detail)?.[1];
+  const write = writes.find((w) => w.row[0] === named || w.idempotencyKey === named) ?? writes[0]!;
+  return conflictError(err, { id: write.row[0], idempotencyKey: write.idempotencyKey }) ?? err;
+}

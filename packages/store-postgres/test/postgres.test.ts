@@ -1,0 +1,233 @@
+import { type FlotillaError, FunctionWorker, Orchestrator, type TaskRecord } from "@flotilla/core";
+import { storeTestRecord } from "@flotilla/testing";
+import { afterEach, describe, expect, it } from "vitest";
+import { POSTGRES_SCHEMA_VERSION, PostgresStore } from "../src/index.js";
+import { dropSchema, freshSchema, pgUrl, sql } from "./pg-env.js";
+
+const url = pgUrl();
+
+async function rejection(promise: Promise<unknown>): Promise<FlotillaError> {
+  try {
+    await promise;
+  } catch (err) {
+    return err as FlotillaError;
+  }
+  throw new Error("expected the call to reject, it resolved");
+}
+
+if (url) {
+  describe("PostgresStore on a real PostgreSQL server", () => {
+    const stores: PostgresStore[] = [];
+    const schemas = new Set<string>();
+
+    function store(
+      schema: string,
+      extra: Partial<ConstructorParameters<typeof PostgresStore>[0]> = {},
+    ): PostgresStore {
+      schemas.add(schema);
+      const s = new PostgresStore({ connectionString: url, schema, ...extra });
+      stores.push(s);
+      return s;
+    }
+
+    afterEach(async () => {
+      for (const s of stores.splice(0)) await s.close().catch(() => {});
+      for (const schema of schemas) await dropSchema(url!, schema);
+      schemas.clear();
+    });
+
+    it("creates its schema once when several stores open a new one together", async () => {
+      const schema = freshSchema();
+      const many = Array.from({ length: 5 }, () => store(schema, { exclusive: false }));
+      await Promise.all(many.map((s) => s.open()));
+      const meta = await sql<{ key: string; value: string }>(
+        url!,
+        `SELECT key, value FROM "${schema}".meta ORDER BY key`,
+      );
+      expect(meta).toEqual([
+        { key: "application", value: "flotilla" },
+        { key: "schema_version", value: String(POSTGRES_SCHEMA_VERSION) },
+      ]);
+      await many[0]!.insertTasks([storeTestRecord({ id: "a" })]);
+      expect((await many[4]!.getTask("a"))?.id).toBe("a");
+    });
+
+    it("lets one exclusive store hold a schema at a time", async () => {
+      const schema = freshSchema();
+      const first = store(schema);
+      await first.open();
+      const err = await rejection(store(schema).open());
+      expect(err.code).toBe("STORE_ERROR");
+      expect(err.message).toContain("in use by another Flotilla instance");
+      await first.close();
+      const next = store(schema);
+      await next.open();
+      await next.insertTasks([storeTestRecord({ id: "after" })]);
+    });
+
+    it("refuses a schema that is not Flotilla's and leaves it as it was", async () => {
+      const schema = freshSchema("foreign");
+      schemas.add(schema);
+      await sql(url!, `CREATE SCHEMA "${schema}"`);
+      await sql(url!, `CREATE TABLE "${schema}".users (id int PRIMARY KEY)`);
+      const err = await rejection(store(schema).open());
+      expect(err.code).toBe("STORE_ERROR");
+      expect(err.message).toContain("is not a Flotilla schema");
+      expect(err.message).toContain("users");
+      const tables = await sql<{ name: string }>(
+        url!,
+        "SELECT table_name AS name FROM information_schema.tables WHERE table_schema = $1",
+        [schema],
+      );
+      expect(tables.map((t) => t.name)).toEqual(["users"]);
+    });
+
+    it("refuses a schema written by a newer version", async () => {
+      const schema = freshSchema();
+      const first = store(schema);
+      await first.open();
+      await first.close();
+      await sql(url!, `UPDATE "${schema}".meta SET value = '999' WHERE key = 'schema_version'`);
+      const err = await rejection(store(schema).open());
+      expect(err.code).toBe("STORE_ERROR");
+      expect(err.message).toContain(
+        `version 999, newer than this Flotilla (${POSTGRES_SCHEMA_VERSION})`,
+      );
+    });
+
+    it("says which database refused a wrong password, without the password", async () => {
+      const bad = new URL(url!);
+      bad.password = "not-the-password";
+      const s = new PostgresStore({ connectionString: bad.toString(), schema: freshSchema() });
+      const err = await rejection(s.open());
+      expect(err.code).toBe("STORE_ERROR");
+      expect(err.message).toContain(`${bad.hostname}:${bad.port}`);
+      expect(err.message).toContain("password authentication failed");
+      expect(err.message).not.toContain("not-the-password");
+    });
+
+    it("refuses bad options with VALIDATION", () => {
+      expect(() => new PostgresStore({ schema: "Robert'); DROP TABLE tasks;--" })).toThrow(
+        /schema: expected a lower-case PostgreSQL identifier/,
+      );
+      expect(() => new PostgresStore({ poolSize: 0 })).toThrow(/poolSize/);
+    });
+
+    it("never hands one task to two stores claiming at once", async () => {
+      const schema = freshSchema();
+      const a = store(schema, { exclusive: false });
+      const b = store(schema, { exclusive: false });
+      await Promise.all([a.open(), b.open()]);
+      await a.insertTasks(
+        Array.from({ length: 40 }, (_, i) => storeTestRecord({ id: `t${i}`, seq: i })),
+      );
+      const claims = await Promise.all(
+        Array.from({ length: 50 }, (_, i) =>
+          (i % 2 ? a : b).claimTask({ holder: `h${i}`, leaseId: `l${i}`, leaseMs: 60_000 }),
+        ),
+      );
+      const got = claims.filter((c): c is TaskRecord => c !== undefined);
+      expect(got).toHaveLength(40);
+      expect(new Set(got.map((t) => t.id)).size).toBe(40);
+      expect(await a.countTasks({ status: "leased" })).toBe(40);
+    });
+
+    it("numbers events in commit order across stores appending at once", async () => {
+      const schema = freshSchema();
+      const a = store(schema, { exclusive: false });
+      const b = store(schema, { exclusive: false });
+      await Promise.all([a.open(), b.open()]);
+      await Promise.all(
+        Array.from({ length: 60 }, (_, i) =>
+          (i % 2 ? a : b).appendEvents([
+            { type: i % 2 ? "a" : "b", at: i, data: i },
+            { type: i % 2 ? "a" : "b", at: i, data: i + 0.5 },
+          ]),
+        ),
+      );
+      const events = await a.listEvents();
+      expect(events).toHaveLength(120);
+      // Each store's events in the order it issued them, each append's two events adjacent.
+      for (const who of ["a", "b"]) {
+        const mine = events.filter((e) => e.type === who).map((e) => e.data as number);
+        expect(mine).toEqual([...mine].sort((x, y) => x - y));
+      }
+      for (let i = 0; i < events.length; i += 2) {
+        expect(events[i + 1]!.data).toBe((events[i]!.data as number) + 0.5);
+      }
+      // A reader resuming after any seq gets exactly the rest.
+      const mid = events[57]!.seq!;
+      expect((await b.listEvents({ afterSeq: mid })).map((e) => e.seq)).toEqual(
+        events.slice(58).map((e) => e.seq),
+      );
+    });
+
+    it("carries on after the server closes its connections", async () => {
+      const schema = freshSchema();
+      const app = `flotilla-test-${schema}`;
+      const s = store(schema, { applicationName: app });
+      await s.open();
+      await s.insertTasks([storeTestRecord({ id: "before" })]);
+      const killed = await sql<{ ok: boolean }>(
+        url!,
+        "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = $1",
+        [app],
+      );
+      expect(killed.length).toBeGreaterThanOrEqual(2); // the writer and the schema lock, at least
+      // Calls made while the connections are being replaced fail with STORE_ERROR, never
+      // crash the process; within a few tries the store writes and reads again, and it
+      // holds the schema lock again.
+      let written = false;
+      for (let i = 0; i < 50 && !written; i++) {
+        try {
+          await s.insertTasks([storeTestRecord({ id: `after-${i}`, seq: 2 + i })]);
+          written = true;
+        } catch (err) {
+          expect((err as FlotillaError).code).toBe("STORE_ERROR");
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+      expect(written).toBe(true);
+      expect((await s.getTask("before"))?.id).toBe("before");
+      const err = await rejection(store(schema).open());
+      expect(err.message).toContain("in use by another Flotilla instance");
+    });
+
+    it("runs an orchestrator's tasks durably: a new orchestrator finds results and queued work", async () => {
+      const schema = freshSchema();
+      const first = store(schema);
+      const o1 = new Orchestrator({ store: first });
+      await o1.register(
+        new FunctionWorker({
+          id: "w",
+          taskTypes: ["double"],
+          maxConcurrency: 4,
+          fn: async (payload) => (payload as { n: number }).n * 2,
+        }),
+      );
+      await o1.start();
+      const handles = await Promise.all(
+        Array.from({ length: 30 }, (_, i) => o1.submit({ type: "double", payload: { n: i } })),
+      );
+      const results = await Promise.all(handles.map((h) => h.result()));
+      expect(results.map((r) => r.output)).toEqual(Array.from({ length: 30 }, (_, i) => i * 2));
+      // Work for a type no worker of this orchestrator runs stays queued.
+      const waiting = await o1.submit({ type: "later", payload: { x: 1 } });
+      await o1.stop();
+      await first.close();
+
+      const second = store(schema);
+      const o2 = new Orchestrator({ store: second });
+      await o2.register(
+        new FunctionWorker({ id: "w2", taskTypes: ["later"], fn: async () => "ran" }),
+      );
+      await o2.start();
+      expect((await o2.get(handles[7]!.id))?.result?.output).toBe(14);
+      const later = await (await o2.handle(waiting.id))!.result();
+      expect(later.status).toBe("succeeded");
+      expect(later.output).toBe("ran");
+      expect(await second.countTasks({ status: "succeeded" })).toBe(31);
+      await o2.stop();
+    });
+  });
+}
