@@ -10,6 +10,10 @@ export interface ServeConfig {
   host: string;
   port: number;
   dataDir: string;
+  /** Where tasks are kept: `"sqlite"` (the file in `dataDir`) or a `postgres://` URL. */
+  store: string;
+  /** The PostgreSQL schema of a `postgres://` store. */
+  storeSchema: string;
   adminKey?: string;
   registrationToken?: string;
   leaseSeconds: number;
@@ -94,6 +98,21 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     env: "FLOTILLA_DATA_DIR",
     description: "where the SQLite database and the hashed admin key live",
     default: ".flotilla",
+  },
+  {
+    key: "store",
+    flag: "--store <store>",
+    env: "FLOTILLA_STORE",
+    description:
+      "where tasks are kept: sqlite (a file in --data-dir) or a postgres://user:password@host:port/database URL",
+    default: "sqlite",
+  },
+  {
+    key: "storeSchema",
+    flag: "--store-schema <name>",
+    env: "FLOTILLA_STORE_SCHEMA",
+    description: "the PostgreSQL schema that holds the tables (one server per schema)",
+    default: "flotilla",
   },
   {
     key: "adminKey",
@@ -307,6 +326,16 @@ const ConfigSchema = z.object({
     .refine((n) => n <= 65535, { message: "expected a port 0-65535" })
     .default(8000),
   dataDir: z.string().min(1).default(".flotilla"),
+  store: z
+    .string()
+    .refine((v) => v === "sqlite" || /^postgres(ql)?:\/\/[^/]/.test(v), {
+      message: "expected sqlite or a postgres://user:password@host:port/database URL",
+    })
+    .default("sqlite"),
+  storeSchema: z
+    .string()
+    .regex(/^[a-z_][a-z0-9_]{0,62}$/, "expected a lower-case identifier (letters, digits, _)")
+    .default("flotilla"),
   adminKey: z.string().min(8, "expected at least 8 characters").optional(),
   registrationToken: z.string().min(1).optional(),
   secretKey: z.string().min(16, "expected at least 16 characters").optional(),
@@ -417,6 +446,8 @@ export function loadServeConfig(
     host: c.host,
     port: c.port,
     dataDir: resolve(c.dataDir),
+    store: c.store,
+    storeSchema: c.storeSchema,
     leaseSeconds: c.leaseSeconds,
     nodeTimeoutSeconds: c.nodeTimeoutSeconds,
     nodeExpiryHours: c.nodeExpiryHours,

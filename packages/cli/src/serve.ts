@@ -1,6 +1,12 @@
 import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { Orchestrator, ResourceManager, scheduleRetention, type Worker } from "@flotilla/core";
+import {
+  Orchestrator,
+  ResourceManager,
+  type Store,
+  scheduleRetention,
+  type Worker,
+} from "@flotilla/core";
 import { SqliteStore } from "@flotilla/core/sqlite";
 import {
   AuthThrottle,
@@ -12,6 +18,7 @@ import {
   type FlotillaServer,
   serveFlotilla,
 } from "@flotilla/http-adapter";
+import { PostgresStore } from "@flotilla/store-postgres";
 import { resolveAdminKey } from "./admin-key.js";
 import type { ServeConfig } from "./config.js";
 import { buildWorkerFactories } from "./factories.js";
@@ -38,7 +45,7 @@ export interface RunningServer {
 export const VERSION = "0.1.0";
 
 /**
- * Starts the standalone server: SQLite store in `config.dataDir`, the orchestrator, the
+ * Starts the standalone server: the store (SQLite in `config.dataDir`, or PostgreSQL), the orchestrator, the
  * workers this environment allows, the HTTP/WebSocket API and the fleet routes. Prints the
  * URLs, the workers registered (and why others were not), and on first start the admin key.
  *
@@ -55,8 +62,21 @@ export async function runServe(
 ): Promise<RunningServer> {
   const logger = createJsonLogger(config.logLevel);
   await mkdir(config.dataDir, { recursive: true });
-  const dbPath = join(config.dataDir, "flotilla.db");
-  const store = new SqliteStore({ path: dbPath, logger });
+  let store: Store;
+  let storeNote: string;
+  if (config.store === "sqlite") {
+    const dbPath = join(config.dataDir, "flotilla.db");
+    store = new SqliteStore({ path: dbPath, logger });
+    storeNote = dbPath;
+  } else {
+    const pgStore = new PostgresStore({
+      connectionString: config.store,
+      schema: config.storeSchema,
+      logger,
+    });
+    store = pgStore;
+    storeNote = pgStore.where;
+  }
   // Opened before anything reads it (the fleet routes load nodes and keys at creation).
   await store.open();
 
@@ -224,7 +244,7 @@ export async function runServe(
   print(`  Dashboard: ${url}/dashboard`);
   print(`  Docs:      ${url}/docs   (OpenAPI ${url}/openapi.json)`);
   print(`  Metrics:   ${url}/metrics   Health: ${url}/health`);
-  print(`  Data:      ${dbPath}`);
+  print(`  Data:      ${storeNote}`);
   print("Workers:");
   for (const d of decisions) print(`  ${d.registered ? "+" : "-"} ${d.name}: ${d.reason}`);
   for (const r of restored) {
