@@ -186,7 +186,17 @@ export class PostgresStore implements Store {
 
   #pool(max: number, role: string): pg.Pool {
     const pool = new pg.Pool(this.#config(max));
-    // An idle connection the server closed (a restart) must not end the process.
+    // A connection the server closes (a restart) must not end the process: idle ones are
+    // reported by the pool, one in use by the client itself (its query fails too, and the
+    // pool drops it when it is released).
+    pool.on("connect", (client) =>
+      client.on("error", (err) =>
+        this.#logger.debug(
+          { database: this.where, err: err.message },
+          `postgres ${role} connection closed`,
+        ),
+      ),
+    );
     pool.on("error", (err) =>
       this.#logger.warn(
         { database: this.where, err: err.message },
