@@ -28,6 +28,8 @@ export interface BenchContext {
   redis?: { host: string; port: number; version: string };
   /** Redis with `appendonly yes`, `appendfsync always`. */
   redisDurable?: { host: string; port: number; version: string };
+  /** A PostgreSQL server of the bench's own (fsync and synchronous_commit on). */
+  postgres?: { url: string; version: string };
   log(msg: string): void;
 }
 

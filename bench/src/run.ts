@@ -9,6 +9,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { type PostgresServer, startPostgres } from "@flotilla/testing";
 import { packageVersion } from "./peers.js";
 import { type RedisHandle, startRedis } from "./redis.js";
 import { type BenchContext, renderMarkdown } from "./report.js";
@@ -47,6 +48,16 @@ export async function runBench(options: {
     if (process.env.CI) throw err;
     ctx.log(`Redis unavailable, BullMQ rows skipped: ${(err as Error).message}`);
   }
+  let postgres: PostgresServer | undefined;
+  try {
+    if (!options.only || options.only.includes("durable")) {
+      postgres = await startPostgres();
+      ctx.postgres = postgres;
+    }
+  } catch (err) {
+    if (process.env.CI) throw err;
+    ctx.log(`PostgreSQL unavailable, its rows skipped: ${(err as Error).message}`);
+  }
   try {
     for (const s of scenarios) {
       if (options.only && !options.only.includes(s.name)) continue;
@@ -55,17 +66,18 @@ export async function runBench(options: {
   } finally {
     await redis?.stop();
     await redisDurable?.stop();
+    await postgres?.destroy();
   }
   return ctx;
 }
 
-function environment(redisVersion?: string): string {
-  const peers = ["p-queue", "fastq", "p-limit", "bottleneck", "bullmq", "ioredis"]
+function environment(redisVersion?: string, postgresVersion?: string): string {
+  const peers = ["p-queue", "fastq", "p-limit", "bottleneck", "bullmq", "ioredis", "pg-boss"]
     .map((p) => `${p} ${packageVersion(p)}`)
     .join(", ");
   return [
     `- Node ${process.version}, ${cpus().length} × ${cpus()[0]?.model ?? "unknown CPU"}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB`,
-    `- Peers: ${peers}${redisVersion ? `, Redis ${redisVersion}` : ""}`,
+    `- Peers: ${peers}${redisVersion ? `, Redis ${redisVersion}` : ""}${postgresVersion ? `, ${postgresVersion}` : ""}`,
     `- Date: ${new Date().toISOString().slice(0, 10)}`,
   ].join("\n");
 }
@@ -216,7 +228,7 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const md = renderMarkdown(ctx.rows, ctx.checks);
   // Only a full run replaces the published report (a run of some scenarios just prints).
   if (!smoke && !only) {
-    const env = environment(ctx.redis?.version);
+    const env = environment(ctx.redis?.version, ctx.postgres?.version);
     mkdirSync(join(root, "bench/results"), { recursive: true });
     writeFileSync(
       latestPath,

@@ -107,6 +107,22 @@ export function renderTargets(ctx: BenchContext): string {
       durableMet,
     );
 
+  const onPg: string[] = [];
+  let onPgMet = true;
+  for (const c of [16, 100]) {
+    const f = value(ctx, "7.", `concurrency ${c}`, "Flotilla + PostgreSQL", "tasks/s");
+    const p = value(ctx, "7.", `concurrency ${c}`, "pg-boss + PostgreSQL", "tasks/s");
+    if (f === undefined || p === undefined) continue;
+    onPg.push(`c${c}: ${fmt(f)} vs ${fmt(p)} /s (${fmt(f / p)}×)`);
+    if (f < p) onPgMet = false;
+  }
+  if (onPg.length)
+    row(
+      "Durable throughput on PostgreSQL (one instance) ≥ pg-boss on the same server, c16 and c100",
+      onPg.join("; "),
+      onPgMet,
+    );
+
   const hono = "Hono hello-world on @hono/node-server, own process (same stack)";
   for (const [what, label, bound] of [
     [

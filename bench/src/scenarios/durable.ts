@@ -2,22 +2,26 @@
  * Scenario 7: durable throughput. Submit → complete with the SQLite store at concurrency 1,
  * 16 and 100 (its default `synchronous=full`, and `normal`, which survives a process crash but
  * not a power loss), against BullMQ on a real Redis without persistence and on one that
- * fsyncs its append-only file on every write. Median of 3 runs after a warm-up.
+ * fsyncs its append-only file on every write; and with the PostgreSQL store against pg-boss on
+ * the same PostgreSQL server. Median of 3 runs after a warm-up.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { FunctionWorker, Orchestrator } from "@flotilla/core";
 import { SqliteStore } from "@flotilla/core/sqlite";
+import { PostgresStore } from "@flotilla/store-postgres";
 import { bullmqRun } from "../bullmq.js";
+import { pgBossRun } from "../pgboss.js";
 import { type BenchContext, check, type Scenario } from "../report.js";
 import { median, nowMs } from "../stats.js";
 
 const NAME = "7. Durable throughput";
 
-async function flotillaDurable(n: number, concurrency: number, synchronous: "full" | "normal") {
-  const dir = mkdtempSync(join(tmpdir(), "flotilla-bench-sqlite-"));
-  const store = new SqliteStore({ path: join(dir, "flotilla.db"), synchronous });
+let schemas = 0;
+
+/** Submit `n` tasks in batches of 1000 and await every result, on `store`. */
+async function runOn(store: SqliteStore | PostgresStore, n: number, concurrency: number) {
   const orchestrator = new Orchestrator({ concurrency, store });
   let ran = 0;
   await orchestrator.register(
@@ -43,18 +47,44 @@ async function flotillaDurable(n: number, concurrency: number, synchronous: "ful
   await orchestrator.stop();
   await store.close();
   const succeeded = results.filter((r) => r.status === "succeeded").length;
+  return { tasksPerSec: (n / ms) * 1000, ran, succeeded };
+}
+
+/** The same on PostgreSQL (a schema per run, dropped afterwards); re-opened to count what is stored. */
+async function flotillaPostgres(url: string, n: number, concurrency: number) {
+  const schema = `bench_${process.pid}_${++schemas}`;
+  const r = await runOn(new PostgresStore({ connectionString: url, schema }), n, concurrency);
+  const reopened = new PostgresStore({ connectionString: url, schema });
+  await reopened.open();
+  const persisted = await reopened.countTasks({ status: "succeeded" });
+  await reopened.close();
+  const pg = await import("pg");
+  const client = new pg.default.Client({ connectionString: url });
+  await client.connect();
+  await client.query(`DROP SCHEMA "${schema}" CASCADE`);
+  await client.end();
+  return { ...r, persisted };
+}
+
+async function flotillaDurable(n: number, concurrency: number, synchronous: "full" | "normal") {
+  const dir = mkdtempSync(join(tmpdir(), "flotilla-bench-sqlite-"));
+  const store = new SqliteStore({ path: join(dir, "flotilla.db"), synchronous });
+  const r = await runOn(store, n, concurrency);
   // Re-open: every completion must be on disk.
   const reopened = new SqliteStore({ path: join(dir, "flotilla.db") });
   await reopened.open();
   const persisted = await reopened.countTasks({ status: "succeeded" });
   await reopened.close();
   rmSync(dir, { recursive: true, force: true });
-  return { tasksPerSec: (n / ms) * 1000, ran, succeeded, persisted };
+  return { ...r, persisted };
 }
 
 /** The BullMQ subjects: Redis as BullMQ benchmarks usually run it, and durable as SQLite is. */
 export const BULLMQ_VOLATILE = "BullMQ + Redis (no persistence)";
 export const BULLMQ_DURABLE = "BullMQ + Redis (appendfsync always)";
+/** The PostgreSQL subjects: one server, fsync and synchronous_commit on (its defaults). */
+export const FLOTILLA_POSTGRES = "Flotilla + PostgreSQL";
+export const PGBOSS = "pg-boss + PostgreSQL";
 
 export const durableScenario: Scenario = {
   name: "durable",
@@ -123,6 +153,47 @@ export const durableScenario: Scenario = {
           all.map((b) => `${b.completed}/${n}`).join(", "),
         );
       }
+      const pgUrl = ctx.postgres?.url;
+      if (!pgUrl) continue;
+      for (let i = 0; i < warmup; i++) await flotillaPostgres(pgUrl, warmN, concurrency);
+      const fp: Array<Awaited<ReturnType<typeof flotillaPostgres>>> = [];
+      for (let i = 0; i < runs; i++) fp.push(await flotillaPostgres(pgUrl, n, concurrency));
+      ctx.rows.push({
+        scenario: NAME,
+        case: caseName,
+        subject: FLOTILLA_POSTGRES,
+        metric: "tasks/s",
+        value: median(fp.map((f) => f.tasksPerSec)),
+        unit: "/s",
+        better: "higher",
+      });
+      const badPg = fp.find((f) => f.ran !== n || f.succeeded !== n || f.persisted !== n);
+      check(
+        ctx,
+        NAME,
+        `${caseName}, PostgreSQL: every task ran once and is persisted as succeeded`,
+        badPg === undefined,
+        `ran ${(badPg ?? fp[0]!).ran}, succeeded ${(badPg ?? fp[0]!).succeeded}, persisted ${(badPg ?? fp[0]!).persisted} of ${n} (each of ${runs} runs)`,
+      );
+      for (let i = 0; i < warmup; i++) await pgBossRun(pgUrl, warmN, concurrency);
+      const pb: Array<Awaited<ReturnType<typeof pgBossRun>>> = [];
+      for (let i = 0; i < runs; i++) pb.push(await pgBossRun(pgUrl, n, concurrency));
+      ctx.rows.push({
+        scenario: NAME,
+        case: caseName,
+        subject: PGBOSS,
+        metric: "tasks/s",
+        value: median(pb.map((b) => b.perSec)),
+        unit: "/s",
+        better: "higher",
+      });
+      check(
+        ctx,
+        NAME,
+        `${caseName}: ${PGBOSS} completed every job`,
+        pb.every((b) => b.completed === n),
+        pb.map((b) => `${b.completed}/${n}`).join(", "),
+      );
     }
   },
 };

@@ -1,13 +1,13 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { type PostgresServer, startPostgres } from "@flotilla/testing";
 import { afterAll, describe, expect, it } from "vitest";
 import { loadServeConfig, type RunningServer, runServe } from "../src/index.js";
-import { type PgCluster, startPgCluster } from "./pg-cluster.js";
 
 const ADMIN = "admin-key-for-the-outage-test";
 const headers = { "x-api-key": ADMIN, "content-type": "application/json" };
-let cluster: PgCluster | undefined;
+let cluster: PostgresServer | undefined;
 let server: RunningServer | undefined;
 const dirs: string[] = [];
 
@@ -19,7 +19,7 @@ afterAll(async () => {
 
 describe("flotilla serve on PostgreSQL through a database outage", () => {
   it("answers 503 while the database is down, loses no accepted task, and carries on after it is back", async () => {
-    cluster = await startPgCluster();
+    cluster = await startPostgres();
     const dir = mkdtempSync(join(tmpdir(), "flotilla-serve-outage-"));
     dirs.push(dir);
     server = await runServe(

@@ -2,8 +2,25 @@ import type { Logger } from "@flotilla/core";
 import type { Pool, PoolClient } from "pg";
 import { pgError } from "./errors.js";
 
+/**
+ * Writes of one kind that a batch may run as one statement (many tasks' rows in one upsert,
+ * many appends in one insert). Each gets the items in issue order; the ops' results are
+ * `undefined` for `events` and `true` for `save`. @internal
+ */
+export interface Mergers {
+  [kind: string]: (client: PoolClient, items: unknown[]) => Promise<void>;
+}
+
+/** What a mergeable op contributes to its kind's statement, and what it resolves with. */
+interface Merge {
+  kind: string;
+  item: unknown;
+  value: unknown;
+}
+
 interface Op {
   run: (client: PoolClient) => Promise<unknown>;
+  merge: Merge | undefined;
   /** The write is one statement (atomic by itself): alone, it needs no BEGIN/COMMIT. */
   single: boolean;
   resolve: (value: unknown) => void;
@@ -24,6 +41,7 @@ export class PgQueue {
   readonly #where: string;
   readonly #logger: Logger;
   readonly #beforeWrite: () => Promise<void>;
+  readonly #mergers: Mergers;
   #pending: Op[] = [];
   /** Settles when every write issued so far has settled. */
   #idle: Promise<void> = Promise.resolve();
@@ -37,8 +55,10 @@ export class PgQueue {
     where: string,
     logger: Logger,
     beforeWrite: () => Promise<void>,
+    mergers: Mergers = {},
   ) {
     this.#beforeWrite = beforeWrite;
+    this.#mergers = mergers;
     this.#writer = writer;
     this.#readers = readers;
     this.#where = where;
@@ -77,16 +97,19 @@ export class PgQueue {
   /**
    * A write, committed with the others issued while the previous transaction ran.
    * `single`: it is one statement, so alone it runs without BEGIN/COMMIT (two round trips
-   * fewer).
+   * fewer). `merge`: in a batch, it joins the other writes of its kind in one statement
+   * (see {@link Mergers}), between the batch's other writes in issue order; alone, or when
+   * its batch is written one at a time, `run` writes it.
    */
   write<T>(
     run: (client: PoolClient) => Promise<T>,
-    options: { single?: boolean } = {},
+    options: { single?: boolean; merge?: Merge | undefined } = {},
   ): Promise<T> {
     if (this.#closed) return Promise.reject(this.#closedError());
     const single = options.single ?? false;
+    const merge = options.merge;
     const done = new Promise<T>((resolve, reject) => {
-      this.#pending.push({ run, single, resolve: resolve as (v: unknown) => void, reject });
+      this.#pending.push({ run, single, merge, resolve: resolve as (v: unknown) => void, reject });
     });
     this.#idle = done.then(
       () => undefined,
@@ -155,12 +178,33 @@ export class PgQueue {
     }
   }
 
-  /** Every op in one transaction; `undefined` (rolled back) if any of them failed. */
+  /**
+   * Every op in one transaction; `undefined` (rolled back) if any of them failed. Mergeable
+   * ops are gathered by kind and written together just before the next op that is not
+   * mergeable (which may touch the same task), and at the end.
+   */
   async #together(client: PoolClient, ops: Op[]): Promise<unknown[] | undefined> {
     const values: unknown[] = [];
+    const groups = new Map<string, unknown[]>();
+    const flush = async () => {
+      for (const [kind, items] of groups) await this.#mergers[kind]!(client, items);
+      groups.clear();
+    };
     try {
       await client.query("BEGIN");
-      for (const op of ops) values.push(await op.run(client));
+      for (const op of ops) {
+        const merge = op.merge;
+        if (merge && this.#mergers[merge.kind]) {
+          const items = groups.get(merge.kind);
+          if (items) items.push(merge.item);
+          else groups.set(merge.kind, [merge.item]);
+          values.push(merge.value);
+          continue;
+        }
+        await flush();
+        values.push(await op.run(client));
+      }
+      await flush();
       await client.query("COMMIT");
       return values;
     } catch (err) {

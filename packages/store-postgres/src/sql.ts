@@ -58,6 +58,29 @@ export function statements(s: string, schema: string) {
         )
         SELECT count(*)::int AS n FROM t`,
     },
+    /**
+     * Many saves at once: tasks ($1-$17, one array per column, one row per task), the edges
+     * of those that turn out new ($18, $19), attempts ($20-$28, arrays).
+     */
+    saveTasks: {
+      name: `${schema}:save_tasks`,
+      text: `WITH t AS (
+          INSERT INTO ${t("tasks")} (${COLS})
+          SELECT * FROM unnest(${TASK_COLUMN_TYPES.map((ty, i) => `$${i + 1}::${ty}[]`).join(", ")})
+          ON CONFLICT (id) DO UPDATE SET ${STATE_COLS.map((c) => `${c} = excluded.${c}`).join(", ")}
+          RETURNING id, (xmax = 0) AS inserted
+        ), d AS (
+          INSERT INTO ${t("dependencies")} (task_id, depends_on)
+          SELECT e.task_id, e.dep FROM unnest($18::text[], $19::text[]) AS e(task_id, dep)
+          JOIN t ON t.id = e.task_id AND t.inserted
+          ON CONFLICT DO NOTHING
+        ), a AS (
+          INSERT INTO ${t("attempts")} (${ATTEMPT_COLS})
+          SELECT * FROM unnest(${ATTEMPT_TYPES.map((ty, i) => `$${20 + i}::${ty}[]`).join(", ")})
+          ${upsertAttempt}
+        )
+        SELECT count(*)::int AS n FROM t`,
+    },
     /** Replace ($1-$17) if the stored version is $27, and its attempt ($18-$26). */
     saveTaskIfVersion: {
       name: `${schema}:save_task_cas`,

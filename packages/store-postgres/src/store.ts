@@ -106,6 +106,9 @@ const types = {
 /** The database's time in ms since the epoch. */
 const DB_NOW = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
+/** Events as columns: types, task ids, times, data (JSON). */
+type EventColumns = [string[], Array<string | null>, number[], Array<string | null>];
+
 /** The attempt parameters of a write without an attempt. */
 const NO_ATTEMPT: readonly unknown[] = Array.from({ length: 9 }, () => null);
 
@@ -228,7 +231,10 @@ export class PostgresStore implements Store {
     }
     this.#writer = writer;
     this.#readers = readers;
-    this.#q = new PgQueue(writer, readers, this.where, this.#logger, () => this.#checkLock());
+    this.#q = new PgQueue(writer, readers, this.where, this.#logger, () => this.#checkLock(), {
+      save: (c, items) => this.#saveMany(c, items as PreparedWrite[]),
+      events: (c, items) => this.#appendMany(c, items as EventColumns[]),
+    });
   }
 
   /** Takes the schema's instance lock on a connection of its own (exclusive mode). */
@@ -301,9 +307,13 @@ export class PostgresStore implements Store {
     }
   }
 
-  #write<T>(run: (c: pg.PoolClient) => Promise<T>, single = false): Promise<T> {
+  #write<T>(
+    run: (c: pg.PoolClient) => Promise<T>,
+    single = false,
+    merge?: { kind: string; item: unknown; value: unknown },
+  ): Promise<T> {
     try {
-      return this.#queue().write(run, { single });
+      return this.#queue().write(run, { single, merge });
     } catch (err) {
       return Promise.reject(err);
     }
@@ -347,14 +357,63 @@ export class PostgresStore implements Store {
     ];
     const statement =
       expectedVersion === undefined ? this.#sql.saveTask : this.#sql.saveTaskIfVersion;
-    return this.#write(async (c) => {
-      try {
-        const r = await c.query<{ n: number }>({ ...statement, values });
-        return r.rows[0]!.n > 0;
-      } catch (err) {
-        throw conflictOf(err, [write]);
+    return this.#write(
+      async (c) => {
+        try {
+          const r = await c.query<{ n: number }>({ ...statement, values });
+          return r.rows[0]!.n > 0;
+        } catch (err) {
+          throw conflictOf(err, [write]);
+        }
+      },
+      true,
+      // Unconditional saves of one batch go out as one statement.
+      expectedVersion === undefined ? { kind: "save", item: write, value: true } : undefined,
+    );
+  }
+
+  /**
+   * Saves of one batch as one upsert: the last save of each task (it holds the earlier ones'
+   * changes), and each attempt's row folded as consecutive upserts would leave it. Only the
+   * unique idempotency key could make a superseded save fail where the last one succeeds; a
+   * batch in which a task's key changes is written one save at a time.
+   */
+  async #saveMany(c: pg.PoolClient, writes: PreparedWrite[]): Promise<void> {
+    const last = new Map<string, PreparedWrite>();
+    const attempts = new Map<string, unknown[]>();
+    for (const w of writes) {
+      const before = last.get(w.row[0]);
+      if (before && before.row[6] !== w.row[6]) {
+        // A superseded save could fail on its own (another task's idempotency key): write
+        // this batch one save at a time instead, so each gets its own answer.
+        throw new Error(`task ${w.row[0]}: saves with different idempotency keys in one batch`);
       }
-    }, true);
+      last.delete(w.row[0]);
+      last.set(w.row[0], w);
+      if (!w.attempt) continue;
+      const key = `${w.row[0]}\u0000${w.attempt.attempt}`;
+      const next = attemptValues(w.attempt);
+      const prev = attempts.get(key);
+      if (prev) {
+        // worker, lease, start, finish and error keep an earlier value the later one lacks.
+        for (const i of [3, 4, 5, 6, 7]) if (next[i] === null) next[i] = prev[i];
+      }
+      attempts.set(key, next);
+    }
+    const rows = [...last.values()];
+    const values: unknown[] = TASK_COLUMNS.map((_, i) => rows.map((w) => w.row[i]));
+    const edges = rows.flatMap((w) => w.deps.map((d) => [w.row[0], d] as const));
+    values.push(
+      edges.map((e) => e[0]),
+      edges.map((e) => e[1]),
+    );
+    const attemptRows = [...attempts.values()];
+    for (let i = 0; i < 9; i++) values.push(attemptRows.map((a) => a[i]));
+    try {
+      await c.query({ ...this.#sql.saveTasks, values });
+    } catch (err) {
+      throw conflictOf(err, rows);
+    }
   }
 
   /**
@@ -518,7 +577,7 @@ export class PostgresStore implements Store {
     if (!Array.isArray(events)) {
       throw new FlotillaError("VALIDATION", "appendEvents: expected an array of events");
     }
-    const cols: [string[], Array<string | null>, number[], Array<string | null>] = [[], [], [], []];
+    const cols: EventColumns = [[], [], [], []];
     for (const event of events) {
       if (typeof event?.type !== "string" || !Number.isFinite(event.at)) {
         throw new FlotillaError("VALIDATION", "appendEvents: every event needs a type and `at`");
@@ -531,9 +590,25 @@ export class PostgresStore implements Store {
       );
     }
     if (events.length === 0) return;
-    await this.#write(async (c) => {
-      await c.query({ ...this.#sql.appendEvents, values: [...cols, `${this.schema}:events`] });
-    }, true);
+    await this.#write((c) => this.#appendMany(c, [cols]), true, {
+      kind: "events",
+      item: cols,
+      value: undefined,
+    });
+  }
+
+  /** The appends of one batch, in order, as one statement. */
+  async #appendMany(c: pg.PoolClient, appends: EventColumns[]): Promise<void> {
+    const cols: EventColumns =
+      appends.length === 1
+        ? appends[0]!
+        : [
+            appends.flatMap((a) => a[0]),
+            appends.flatMap((a) => a[1]),
+            appends.flatMap((a) => a[2]),
+            appends.flatMap((a) => a[3]),
+          ];
+    await c.query({ ...this.#sql.appendEvents, values: [...cols, `${this.schema}:events`] });
   }
 
   async listEvents(

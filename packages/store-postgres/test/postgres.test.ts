@@ -162,6 +162,71 @@ if (url) {
       );
     });
 
+    it("writes saves issued together as one statement, as if they had been written one by one", async () => {
+      const schema = freshSchema();
+      const s = store(schema);
+      await s.open();
+      await s.insertTasks([
+        storeTestRecord({ id: "a", seq: 1 }),
+        storeTestRecord({ id: "b", seq: 2, idempotencyKey: "kb" }),
+        storeTestRecord({ id: "c", seq: 3 }),
+      ]);
+      const a = storeTestRecord({ id: "a", seq: 1 });
+      const lease = { id: "l1", holder: "w1", acquiredAt: 1000, expiresAt: 2000 };
+      // One tick: a leased, running, failed (attempt 1) and queued again; events between.
+      const writes = [
+        s.saveTask({ ...a, status: "leased", attempt: 1, lease, version: 2 }),
+        s.appendEvents([{ type: "t", taskId: "a", at: 1, data: 1 }]),
+        s.saveTask({ ...a, status: "running", attempt: 1, lease, version: 3 }),
+        s.saveTask({ ...a, status: "queued", attempt: 1, version: 4 }),
+        s.appendEvents([{ type: "t", taskId: "a", at: 2, data: 2 }]),
+        s.saveTask({ ...storeTestRecord({ id: "c", seq: 3 }), status: "running", version: 2 }),
+        s.saveTask({ ...storeTestRecord({ id: "new", seq: 9, dependsOn: ["a"] }), version: 1 }),
+      ];
+      expect(await Promise.all(writes)).toEqual([
+        true,
+        undefined,
+        true,
+        true,
+        undefined,
+        true,
+        true,
+      ]);
+      expect(await s.getTask("a")).toMatchObject({ status: "queued", version: 4 });
+      expect((await s.getTask("c"))?.status).toBe("running");
+      expect((await s.getTask("new"))?.dependsOn).toEqual(["a"]);
+      // The attempt row keeps what the earlier saves of the tick knew (worker, lease, start).
+      expect(await s.listAttempts("a")).toEqual([
+        {
+          taskId: "a",
+          attempt: 1,
+          status: "queued",
+          workerId: "w1",
+          leaseId: "l1",
+          startedAt: 1000,
+          updatedAt: a.updatedAt,
+        },
+      ]);
+      expect((await s.listEvents({ taskId: "a" })).map((e) => e.data)).toEqual([1, 2]);
+      // Retention sees the edge a newly saved task brought: "a" stays while "new" waits on it.
+      expect(await sql(url!, `SELECT task_id, depends_on FROM "${schema}".dependencies`)).toEqual([
+        { task_id: "new", depends_on: "a" },
+      ]);
+
+      // One refused save in a batch (another task's idempotency key) fails alone.
+      const b = storeTestRecord({ id: "b", seq: 2, idempotencyKey: "kb" });
+      const c = storeTestRecord({ id: "c", seq: 3 });
+      const results = await Promise.allSettled([
+        s.saveTask({ ...b, status: "running", version: 2 }),
+        s.saveTask({ ...c, idempotencyKey: "kb", version: 3 }),
+        s.saveTask({ ...c, status: "succeeded", version: 4 }),
+      ]);
+      expect(results.map((r) => r.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
+      expect(((results[1] as PromiseRejectedResult).reason as FlotillaError).code).toBe("CONFLICT");
+      expect((await s.getTask("b"))?.status).toBe("running");
+      expect(await s.getTask("c")).toMatchObject({ status: "succeeded", version: 4 });
+    });
+
     it("carries on after the server closes its connections", async () => {
       const schema = freshSchema();
       const app = `flotilla-test-${schema}`;

@@ -5,6 +5,7 @@ export {
   makeStubWorker,
   makeTaskRecord,
 } from "@flotilla/core/testing";
+export { type PostgresServer, type PostgresServerOptions, startPostgres } from "./postgres.js";
 export {
   type AnthropicServer,
   type AnthropicServerOptions,
