@@ -14,6 +14,8 @@ export interface ServeConfig {
   store: string;
   /** The PostgreSQL schema of a `postgres://` store. */
   storeSchema: string;
+  /** With a `postgres://` store: wait for the instance holding the schema to let go, then serve. */
+  standby: boolean;
   adminKey?: string;
   registrationToken?: string;
   leaseSeconds: number;
@@ -113,6 +115,14 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     env: "FLOTILLA_STORE_SCHEMA",
     description: "the PostgreSQL schema that holds the tables (one server per schema)",
     default: "flotilla",
+  },
+  {
+    key: "standby",
+    flag: "--standby",
+    env: "FLOTILLA_STANDBY",
+    description:
+      "with a postgres:// store: wait until the server holding the schema stops or is lost, then take over and serve",
+    default: "false",
   },
   {
     key: "adminKey",
@@ -336,6 +346,7 @@ const ConfigSchema = z.object({
     .string()
     .regex(/^[a-z_][a-z0-9_]{0,62}$/, "expected a lower-case identifier (letters, digits, _)")
     .default("flotilla"),
+  standby: bool.default(false),
   adminKey: z.string().min(8, "expected at least 8 characters").optional(),
   registrationToken: z.string().min(1).optional(),
   secretKey: z.string().min(16, "expected at least 16 characters").optional(),
@@ -448,6 +459,7 @@ export function loadServeConfig(
     dataDir: resolve(c.dataDir),
     store: c.store,
     storeSchema: c.storeSchema,
+    standby: c.standby,
     leaseSeconds: c.leaseSeconds,
     nodeTimeoutSeconds: c.nodeTimeoutSeconds,
     nodeExpiryHours: c.nodeExpiryHours,

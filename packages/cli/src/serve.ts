@@ -65,6 +65,11 @@ export async function runServe(
   let store: Store;
   let storeNote: string;
   if (config.store === "sqlite") {
+    if (config.standby) {
+      throw new Error(
+        "--standby needs a postgres:// store (--store): a SQLite file has one server",
+      );
+    }
     const dbPath = join(config.dataDir, "flotilla.db");
     store = new SqliteStore({ path: dbPath, logger });
     storeNote = dbPath;
@@ -73,9 +78,13 @@ export async function runServe(
       connectionString: config.store,
       schema: config.storeSchema,
       logger,
+      standby: config.standby,
     });
     store = pgStore;
     storeNote = pgStore.where;
+    if (config.standby) {
+      print(`Standby: serving ${pgStore.where} once no other server holds it…`);
+    }
   }
   // Opened before anything reads it (the fleet routes load nodes and keys at creation).
   await store.open();

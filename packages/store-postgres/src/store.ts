@@ -70,6 +70,13 @@ export interface PostgresStoreOptions {
    * @default true
    */
   exclusive?: boolean;
+  /**
+   * With `exclusive`: when another instance holds the schema, wait at `open()` until it lets
+   * go (it stops, crashes, or its host is lost and the server drops its connection) instead
+   * of failing — a hot standby that takes over. `close()` while waiting makes `open()` reject.
+   * @default false
+   */
+  standby?: boolean;
   /** The `application_name` of this store's connections (what `pg_stat_activity` shows). @default "flotilla" */
   applicationName?: string;
 }
@@ -92,6 +99,7 @@ const OptionsSchema = z.object({
   poolSize: z.number().int().min(1).max(1000).optional(),
   connectTimeoutMs: z.number().int().positive().optional(),
   exclusive: z.boolean().optional(),
+  standby: z.boolean().optional(),
   applicationName: z.string().max(63).optional(),
 });
 
@@ -151,6 +159,8 @@ export class PostgresStore implements Store {
   #readers: pg.Pool | undefined;
   #q: PgQueue | undefined;
   #lock: pg.Client | undefined;
+  /** The lock connection while `open()` waits for the schema (standby). */
+  #waiting: pg.Client | undefined;
   #lockLost = false;
 
   constructor(options: PostgresStoreOptions = {}) {
@@ -224,7 +234,7 @@ export class PostgresStore implements Store {
       } finally {
         client.release();
       }
-      if (this.#exclusive) await this.#takeLock();
+      if (this.#exclusive) await this.#takeLock(this.#options.standby ?? false);
     } catch (err) {
       await Promise.allSettled([writer.end(), readers.end()]);
       throw err;
@@ -237,24 +247,56 @@ export class PostgresStore implements Store {
     });
   }
 
-  /** Takes the schema's instance lock on a connection of its own (exclusive mode). */
-  async #takeLock(): Promise<void> {
-    const client = new pg.Client(this.#config(1));
+  /**
+   * Takes the schema's instance lock on a connection of its own (exclusive mode); `wait`:
+   * until the holder lets go. The server checks that connection with TCP keepalives every few
+   * seconds, so the lock of an instance whose host is lost is released in about 25 s, not
+   * after the operating system's default of hours.
+   */
+  async #takeLock(wait = false): Promise<void> {
+    const client = new pg.Client({ ...this.#config(1), keepAlive: true });
+    let held = false;
     client.on("error", (err) => {
+      if (!held) return; // the call in progress fails with it
       this.#logger.error(
         { database: this.where, err: err.message },
         "postgres connection holding the schema lock was lost; writes wait until it is taken again",
       );
       this.#lockLost = true;
     });
+    const key = [LOCK_NAMESPACE, `${this.schema}:instance`];
     try {
       await client.connect();
-      const got = (
-        await client.query<{ ok: boolean }>("SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok", [
-          LOCK_NAMESPACE,
-          `${this.schema}:instance`,
-        ])
+      await client.query(
+        "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3",
+      );
+      let got = (
+        await client.query<{ ok: boolean }>(
+          "SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok",
+          key,
+        )
       ).rows[0]?.ok;
+      if (!got && wait) {
+        this.#logger.info(
+          { database: this.where },
+          "standby: another instance holds the schema; waiting for it to let go",
+        );
+        this.#waiting = client;
+        try {
+          await client.query("SELECT pg_advisory_lock($1, hashtext($2))", key);
+          got = true;
+        } catch (err) {
+          if (this.#waiting !== client) {
+            throw new FlotillaError(
+              "STORE_ERROR",
+              `${this.where}: closed while waiting for the schema`,
+            );
+          }
+          throw err;
+        } finally {
+          this.#waiting = undefined;
+        }
+      }
       if (!got) {
         throw new FlotillaError(
           "STORE_ERROR",
@@ -266,6 +308,7 @@ export class PostgresStore implements Store {
       await client.end().catch(() => {});
       throw pgError(this.where, "cannot lock the schema", err);
     }
+    held = true;
     const old = this.#lock;
     this.#lock = client;
     this.#lockLost = false;
@@ -280,6 +323,11 @@ export class PostgresStore implements Store {
 
   /** Waits for pending writes, then closes every connection. Idempotent. */
   async close(): Promise<void> {
+    const waiting = this.#waiting;
+    if (waiting) {
+      this.#waiting = undefined;
+      await waiting.end().catch(() => {});
+    }
     const q = this.#q;
     if (!q) return;
     this.#q = undefined;

@@ -65,6 +65,78 @@ if (url) {
       await next.insertTasks([storeTestRecord({ id: "after" })]);
     });
 
+    it("a standby waits for the schema and takes over when the holder closes", async () => {
+      const schema = freshSchema();
+      const first = store(schema);
+      await first.open();
+      const standby = store(schema, { standby: true });
+      let opened = false;
+      const opening = standby.open().then(() => {
+        opened = true;
+      });
+      // The standby is blocked on the lock, in the database, while the first store writes.
+      for (let i = 0; i < 50; i++) {
+        const waiting = await sql(
+          url!,
+          "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory' AND datname = current_database()",
+        );
+        if (waiting.length > 0) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await first.insertTasks([storeTestRecord({ id: "by-first" })]);
+      expect(opened).toBe(false);
+      await first.close();
+      await opening;
+      expect((await standby.getTask("by-first"))?.id).toBe("by-first");
+      await standby.insertTasks([storeTestRecord({ id: "by-standby", seq: 2 })]);
+    });
+
+    it("a standby takes over from a holder whose connection is lost, and the old holder can no longer write", async () => {
+      const schema = freshSchema();
+      const app = `flotilla-lost-${schema}`;
+      const first = store(schema, { applicationName: app });
+      await first.open();
+      const standby = store(schema, { standby: true });
+      const opening = standby.open();
+      // The holder's host goes away: the server drops its connections (and its lock).
+      await sql(
+        url!,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+        [app],
+      );
+      await opening;
+      await standby.insertTasks([storeTestRecord({ id: "by-standby" })]);
+      // The old holder reconnects but finds the schema taken: its writes are refused.
+      let err: FlotillaError | undefined;
+      for (let i = 0; i < 20 && !err; i++) {
+        err = await first.insertTasks([storeTestRecord({ id: `late-${i}`, seq: 2 + i })]).then(
+          () => undefined,
+          (e: FlotillaError) =>
+            /in use by another Flotilla instance/.test(e.message) ? e : undefined,
+        );
+      }
+      expect(err?.code).toBe("STORE_ERROR");
+      expect(await standby.countTasks()).toBe(1);
+    });
+
+    it("a standby closed while it waits rejects its open()", async () => {
+      const schema = freshSchema();
+      await store(schema).open();
+      const standby = store(schema, { standby: true });
+      const opening = standby.open();
+      for (let i = 0; i < 50; i++) {
+        const waiting = await sql(
+          url!,
+          "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory' AND datname = current_database()",
+        );
+        if (waiting.length > 0) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await standby.close();
+      const err = await rejection(opening);
+      expect(err.message).toContain("closed while waiting for the schema");
+    });
+
     it("refuses a schema that is not Flotilla's and leaves it as it was", async () => {
       const schema = freshSchema("foreign");
       schemas.add(schema);

@@ -1,0 +1,155 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import pg from "pg";
+import { afterAll, describe, expect, it } from "vitest";
+
+const url = process.env.FLOTILLA_TEST_PG_URL;
+const root = fileURLToPath(new URL("../../../", import.meta.url));
+const bin = join(root, "packages/cli/src/bin.ts");
+const ADMIN = "admin-key-for-the-failover-test";
+const headers = { "x-api-key": ADMIN, "content-type": "application/json" };
+const schema = `failover_${process.pid}_${randomBytes(4).toString("hex")}`;
+const children = new Set<ChildProcess>();
+const dirs: string[] = [];
+
+afterAll(async () => {
+  for (const c of children) c.kill("SIGKILL");
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  if (url) {
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    await client.end();
+  }
+});
+
+/** `flotilla serve` in one process (so SIGKILL ends the server itself), with its output. */
+function serve(extra: string[]) {
+  const dir = mkdtempSync(join(tmpdir(), "flotilla-failover-"));
+  dirs.push(dir);
+  const child = spawn(
+    process.execPath,
+    [
+      "--import",
+      "tsx",
+      bin,
+      "serve",
+      "--port",
+      "0",
+      "--log-level",
+      "warn",
+      "--data-dir",
+      dir,
+      "--admin-key",
+      ADMIN,
+      "--store",
+      url!,
+      "--store-schema",
+      schema,
+      ...extra,
+    ],
+    {
+      cwd: root,
+      env: {
+        ...process.env,
+        TSX_TSCONFIG_PATH: join(root, "packages/cli/tsconfig.json"),
+        FLOTILLA_DETECT_WORKERS: "false",
+      },
+    },
+  );
+  children.add(child);
+  let out = "";
+  child.stdout!.on("data", (d) => {
+    out += d;
+  });
+  child.stderr!.on("data", (d) => {
+    out += d;
+  });
+  const printed = (re: RegExp, what: string) =>
+    new Promise<RegExpExecArray>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`no ${what} within 60 s:\n${out}`)), 60_000);
+      const check = () => {
+        const m = re.exec(out);
+        if (m) {
+          clearTimeout(t);
+          resolve(m);
+        }
+      };
+      child.stdout!.on("data", check);
+      child.on("exit", (code) => {
+        clearTimeout(t);
+        reject(new Error(`serve exited (${code}) before ${what}:\n${out}`));
+      });
+      check();
+    });
+  const ready = () =>
+    printed(/listening on (http:\/\/\S+)[\s\S]*Fleet:/, "start-up").then((m) => m[1]!);
+  return { child, printed, ready, out: () => out };
+}
+
+describe("flotilla serve --standby on PostgreSQL", () => {
+  it("is configured (FLOTILLA_TEST_PG_URL, set by `bash scripts/test-env.sh up` / `npm test`)", () => {
+    expect(url, "this test needs a real PostgreSQL server").toBeTruthy();
+  });
+
+  it("takes over when the serving instance is killed, and finishes every task it had accepted", async () => {
+    if (!url) return;
+    const a = serve([]);
+    const aUrl = await a.ready();
+    const b = serve(["--standby"]);
+    await b.printed(/Standby: serving/, "the standby line");
+
+    const api = `${aUrl}/api/v2/orchestrator`;
+    const ids: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const res = await fetch(`${api}/tasks/submit`, {
+        method: "POST",
+        headers,
+        body: JSON.stringify({
+          type: "tool_call",
+          payload: { tool_name: "sleep", tool_input: { ms: 1000 } },
+        }),
+      });
+      expect(res.status).toBe(200);
+      ids.push(((await res.json()) as { task_id: string }).task_id);
+    }
+    // Some are running on A when it dies.
+    for (let i = 0; i < 200; i++) {
+      const r = (await (await fetch(`${api}/tasks/${ids[0]}`, { headers })).json()) as {
+        status: string;
+      };
+      if (r.status === "running") break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const killed = new Promise((r) => a.child.once("exit", r));
+    a.child.kill("SIGKILL");
+    await killed;
+
+    const bUrl = await b.ready();
+    const bApi = `${bUrl}/api/v2/orchestrator`;
+    const status = async (id: string) =>
+      (await (await fetch(`${bApi}/tasks/${id}`, { headers })).json()) as {
+        status: string;
+        result: unknown;
+      };
+    for (let i = 0; i < 300; i++) {
+      const all = await Promise.all(ids.map(status));
+      if (all.every((t) => t.status === "succeeded")) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    for (const id of ids) {
+      expect(await status(id)).toMatchObject({ status: "succeeded", result: { slept_ms: 1000 } });
+    }
+    // The new server accepts work too.
+    const res = await fetch(`${bApi}/tasks/execute`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({ type: "tool_call", payload: { tool_name: "echo", tool_input: "b" } }),
+    });
+    expect(((await res.json()) as { success: boolean }).success).toBe(true);
+  }, 120_000);
+});
