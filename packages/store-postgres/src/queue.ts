@@ -8,7 +8,13 @@ import { pgError } from "./errors.js";
  * `undefined` for `events` and `true` for `save`. @internal
  */
 export interface Mergers {
-  [kind: string]: (client: PoolClient, items: unknown[]) => Promise<void>;
+  /** One statement per kind. */
+  kinds: Record<string, (client: PoolClient, items: unknown[]) => Promise<void>>;
+  /**
+   * A batch of mergeable writes only, every kind in one statement (atomic by itself: no
+   * BEGIN/COMMIT, one round trip for the batch).
+   */
+  all?: (client: PoolClient, groups: Map<string, unknown[]>) => Promise<void>;
 }
 
 /** What a mergeable op contributes to its kind's statement, and what it resolves with. */
@@ -55,7 +61,7 @@ export class PgQueue {
     where: string,
     logger: Logger,
     beforeWrite: () => Promise<void>,
-    mergers: Mergers = {},
+    mergers: Mergers = { kinds: {} },
   ) {
     this.#beforeWrite = beforeWrite;
     this.#mergers = mergers;
@@ -186,15 +192,34 @@ export class PgQueue {
   async #together(client: PoolClient, ops: Op[]): Promise<unknown[] | undefined> {
     const values: unknown[] = [];
     const groups = new Map<string, unknown[]>();
+    const { kinds, all } = this.#mergers;
+    const mergeable = (op: Op) => op.merge !== undefined && kinds[op.merge.kind] !== undefined;
+    if (all && ops.every(mergeable)) {
+      for (const op of ops) {
+        const { kind, item, value } = op.merge!;
+        const items = groups.get(kind);
+        if (items) items.push(item);
+        else groups.set(kind, [item]);
+        values.push(value);
+      }
+      try {
+        await all(client, groups);
+        return values;
+      } catch (err) {
+        if (isConnectionError(err)) throw err;
+        this.#logger.debug({ err: String(err) }, "batched write failed; writing one at a time");
+        return undefined;
+      }
+    }
     const flush = async () => {
-      for (const [kind, items] of groups) await this.#mergers[kind]!(client, items);
+      for (const [kind, items] of groups) await kinds[kind]!(client, items);
       groups.clear();
     };
     try {
       await client.query("BEGIN");
       for (const op of ops) {
         const merge = op.merge;
-        if (merge && this.#mergers[merge.kind]) {
+        if (merge && mergeable(op)) {
           const items = groups.get(merge.kind);
           if (items) items.push(merge.item);
           else groups.set(merge.kind, [merge.item]);

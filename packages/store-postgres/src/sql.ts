@@ -99,6 +99,35 @@ export function statements(s: string, schema: string) {
      * turns on a transaction-scoped advisory lock, taken before any row gets its number, so
      * numbers grow in commit order.
      */
+    /**
+     * A batch of saves ($1-$28 as in `saveTasks`) and appends ($29-$32 as in `appendEvents`,
+     * lock key $33) as one statement: one round trip, and one commit, for the whole batch.
+     */
+    saveTasksAndAppendEvents: {
+      name: `${schema}:save_tasks_append_events`,
+      text: `WITH t AS (
+          INSERT INTO ${t("tasks")} (${COLS})
+          SELECT * FROM unnest(${TASK_COLUMN_TYPES.map((ty, i) => `$${i + 1}::${ty}[]`).join(", ")})
+          ON CONFLICT (id) DO UPDATE SET ${STATE_COLS.map((c) => `${c} = excluded.${c}`).join(", ")}
+          RETURNING id, (xmax = 0) AS inserted
+        ), d AS (
+          INSERT INTO ${t("dependencies")} (task_id, depends_on)
+          SELECT e.task_id, e.dep FROM unnest($18::text[], $19::text[]) AS e(task_id, dep)
+          JOIN t ON t.id = e.task_id AND t.inserted
+          ON CONFLICT DO NOTHING
+        ), a AS (
+          INSERT INTO ${t("attempts")} (${ATTEMPT_COLS})
+          SELECT * FROM unnest(${ATTEMPT_TYPES.map((ty, i) => `$${20 + i}::${ty}[]`).join(", ")})
+          ${upsertAttempt}
+        ), l AS MATERIALIZED (
+          SELECT pg_advisory_xact_lock(${LOCK_NAMESPACE}, hashtext($33))
+        ), e AS (
+          INSERT INTO ${t("events")} (type, task_id, at, data)
+          SELECT u.ty, u.k, u.a, u.d FROM l, unnest($29::text[], $30::text[], $31::int8[], $32::text[])
+            WITH ORDINALITY AS u(ty, k, a, d, n) ORDER BY u.n
+        )
+        SELECT count(*)::int AS n FROM t`,
+    },
     appendEvents: {
       name: `${schema}:append_events`,
       text: `WITH l AS MATERIALIZED (SELECT pg_advisory_xact_lock(${LOCK_NAMESPACE}, hashtext($5)))

@@ -242,8 +242,11 @@ export class PostgresStore implements Store {
     this.#writer = writer;
     this.#readers = readers;
     this.#q = new PgQueue(writer, readers, this.where, this.#logger, () => this.#checkLock(), {
-      save: (c, items) => this.#saveMany(c, items as PreparedWrite[]),
-      events: (c, items) => this.#appendMany(c, items as EventColumns[]),
+      kinds: {
+        save: (c, items) => this.#saveMany(c, items as PreparedWrite[]),
+        events: (c, items) => this.#appendMany(c, items as EventColumns[]),
+      },
+      all: (c, groups) => this.#writeMerged(c, groups),
     });
   }
 
@@ -426,7 +429,7 @@ export class PostgresStore implements Store {
    * unique idempotency key could make a superseded save fail where the last one succeeds; a
    * batch in which a task's key changes is written one save at a time.
    */
-  async #saveMany(c: pg.PoolClient, writes: PreparedWrite[]): Promise<void> {
+  #saveValues(writes: PreparedWrite[]): { values: unknown[]; rows: PreparedWrite[] } {
     const last = new Map<string, PreparedWrite>();
     const attempts = new Map<string, unknown[]>();
     for (const w of writes) {
@@ -457,6 +460,11 @@ export class PostgresStore implements Store {
     );
     const attemptRows = [...attempts.values()];
     for (let i = 0; i < 9; i++) values.push(attemptRows.map((a) => a[i]));
+    return { values, rows };
+  }
+
+  async #saveMany(c: pg.PoolClient, writes: PreparedWrite[]): Promise<void> {
+    const { values, rows } = this.#saveValues(writes);
     try {
       await c.query({ ...this.#sql.saveTasks, values });
     } catch (err) {
@@ -647,16 +655,27 @@ export class PostgresStore implements Store {
 
   /** The appends of one batch, in order, as one statement. */
   async #appendMany(c: pg.PoolClient, appends: EventColumns[]): Promise<void> {
-    const cols: EventColumns =
-      appends.length === 1
-        ? appends[0]!
-        : [
-            appends.flatMap((a) => a[0]),
-            appends.flatMap((a) => a[1]),
-            appends.flatMap((a) => a[2]),
-            appends.flatMap((a) => a[3]),
-          ];
-    await c.query({ ...this.#sql.appendEvents, values: [...cols, `${this.schema}:events`] });
+    await c.query({
+      ...this.#sql.appendEvents,
+      values: [...concatEvents(appends), `${this.schema}:events`],
+    });
+  }
+
+  /** A batch of saves and appends only: one statement (one round trip, one commit). */
+  async #writeMerged(c: pg.PoolClient, groups: Map<string, unknown[]>): Promise<void> {
+    const saves = groups.get("save") as PreparedWrite[] | undefined;
+    const appends = groups.get("events") as EventColumns[] | undefined;
+    if (!saves) return this.#appendMany(c, appends ?? []);
+    if (!appends) return this.#saveMany(c, saves);
+    const { values, rows } = this.#saveValues(saves);
+    try {
+      await c.query({
+        ...this.#sql.saveTasksAndAppendEvents,
+        values: [...values, ...concatEvents(appends), `${this.schema}:events`],
+      });
+    } catch (err) {
+      throw conflictOf(err, rows);
+    }
   }
 
   async listEvents(
@@ -859,6 +878,17 @@ export class PostgresStore implements Store {
       return r.rows.map((row) => ({ key: row.key, value: JSON.parse(row.value) as T }));
     });
   }
+}
+
+/** Several appends' columns as one append's, in order. */
+function concatEvents(appends: EventColumns[]): EventColumns {
+  if (appends.length === 1) return appends[0]!;
+  return [
+    appends.flatMap((a) => a[0]),
+    appends.flatMap((a) => a[1]),
+    appends.flatMap((a) => a[2]),
+    appends.flatMap((a) => a[3]),
+  ];
 }
 
 /** A unique violation as `CONFLICT` naming the task (from the key PostgreSQL reports). */
