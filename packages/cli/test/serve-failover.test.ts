@@ -10,8 +10,6 @@ import { afterAll, describe, expect, it } from "vitest";
 const url = process.env.FLOTILLA_TEST_PG_URL;
 const root = fileURLToPath(new URL("../../../", import.meta.url));
 const bin = join(root, "packages/cli/src/bin.ts");
-const ADMIN = "admin-key-for-the-failover-test";
-const headers = { "x-api-key": ADMIN, "content-type": "application/json" };
 const schema = `failover_${process.pid}_${randomBytes(4).toString("hex")}`;
 const children = new Set<ChildProcess>();
 const dirs: string[] = [];
@@ -44,8 +42,6 @@ function serve(extra: string[]) {
       "warn",
       "--data-dir",
       dir,
-      "--admin-key",
-      ADMIN,
       "--store",
       url!,
       "--store-schema",
@@ -98,8 +94,14 @@ describe("flotilla serve --standby on PostgreSQL", () => {
 
   it("takes over when the serving instance is killed, and finishes every task it had accepted", async () => {
     if (!url) return;
+    // No --admin-key: A generates one and keeps its hash in the database, where B finds it.
     const a = serve([]);
     const aUrl = await a.ready();
+    const key = /Admin key \(shown once; stored hashed in the database.*\): (flt_\S+)/.exec(
+      a.out(),
+    )?.[1];
+    expect(key, a.out()).toBeTruthy();
+    const headers = { "x-api-key": key!, "content-type": "application/json" };
     const b = serve(["--standby"]);
     await b.printed(/Standby: serving/, "the standby line");
 
@@ -130,6 +132,7 @@ describe("flotilla serve --standby on PostgreSQL", () => {
     await killed;
 
     const bUrl = await b.ready();
+    expect(b.out()).toContain("Auth: admin key stored hashed in the database");
     const bApi = `${bUrl}/api/v2/orchestrator`;
     const status = async (id: string) =>
       (await (await fetch(`${bApi}/tasks/${id}`, { headers })).json()) as {

@@ -22,21 +22,23 @@ describe("flotilla serve on PostgreSQL through a database outage", () => {
     cluster = await startPostgres();
     const dir = mkdtempSync(join(tmpdir(), "flotilla-serve-outage-"));
     dirs.push(dir);
-    server = await runServe(
-      loadServeConfig(
-        {
-          port: 0,
-          dataDir: dir,
-          adminKey: ADMIN,
-          logLevel: "silent",
-          detectWorkers: false,
-          store: cluster.url,
-        },
+    const start = () =>
+      runServe(
+        loadServeConfig(
+          {
+            port: 0,
+            dataDir: dir,
+            adminKey: ADMIN,
+            logLevel: "silent",
+            detectWorkers: false,
+            store: cluster!.url,
+          },
+          {},
+        ),
         {},
-      ),
-      {},
-      () => {},
-    );
+        () => {},
+      );
+    server = await start();
     const api = `${server.url}/api/v2/orchestrator`;
     const submit = async (ms: number) => {
       const res = await fetch(`${api}/tasks/submit`, {
@@ -102,21 +104,7 @@ describe("flotilla serve on PostgreSQL through a database outage", () => {
     // What the new process would load agrees: nothing is left unfinished in the database.
     await server.stop();
     server = undefined;
-    const again = await runServe(
-      loadServeConfig(
-        {
-          port: 0,
-          dataDir: dir,
-          adminKey: ADMIN,
-          logLevel: "silent",
-          detectWorkers: false,
-          store: cluster.url,
-        },
-        {},
-      ),
-      {},
-      () => {},
-    );
+    const again = await start();
     server = again;
     for (const id of all) {
       const rec = (await (

@@ -1,4 +1,4 @@
-import type { AttemptRecord, TaskRecord, UsageEntry } from "@flotilla/core";
+import type { AttemptRecord, TaskRecord } from "@flotilla/core";
 import { attemptOf, checkRecord, finishedAt, isTerminal, toJson } from "@flotilla/core/store";
 
 /** The columns of a task row, in the order of {@link TASK_COLUMNS}. @internal */
@@ -115,32 +115,4 @@ export function attemptValues(a: AttemptRecord): unknown[] {
     a.error === undefined ? null : JSON.stringify(a.error),
     a.updatedAt ?? 0,
   ];
-}
-
-/** An attempts row as a record. @internal */
-export function attemptFromRow(r: Record<string, unknown>): AttemptRecord {
-  const a: AttemptRecord = {
-    taskId: String(r.task_id),
-    attempt: Number(r.attempt),
-    status: r.status as AttemptRecord["status"],
-    updatedAt: Number(r.updated_at),
-  };
-  if (r.worker_id !== null) a.workerId = String(r.worker_id);
-  if (r.lease_id !== null) a.leaseId = String(r.lease_id);
-  if (r.started_at !== null) a.startedAt = Number(r.started_at);
-  if (r.finished_at !== null) a.finishedAt = Number(r.finished_at);
-  if (r.error !== null) a.error = JSON.parse(String(r.error));
-  return a;
-}
-
-/** A usage row as a ledger line. @internal */
-export function usageFromRow(r: Record<string, unknown>): UsageEntry {
-  const entry: UsageEntry = { at: Number(r.at), usage: JSON.parse(String(r.usage)) };
-  if (r.task_id !== null) entry.taskId = String(r.task_id);
-  if (r.worker_id !== null) entry.workerId = String(r.worker_id);
-  if (r.provider !== null) entry.provider = String(r.provider);
-  if (r.model !== null) entry.model = String(r.model);
-  if (r.tenant !== null) entry.tenant = String(r.tenant);
-  if (r.api_key !== null) entry.apiKey = String(r.api_key);
-  return entry;
 }

@@ -22,6 +22,31 @@ export function statements(s: string, schema: string) {
       started_at = coalesce(excluded.started_at, attempts.started_at),
       finished_at = coalesce(excluded.finished_at, attempts.finished_at),
       error = coalesce(excluded.error, attempts.error), updated_at = excluded.updated_at`;
+  /** Upserts of many tasks (t), edges of the new ones (d), attempts (a): parameters $1-$28. */
+  const saveManyCtes = `t AS (
+      INSERT INTO ${t("tasks")} (${COLS})
+      SELECT * FROM unnest(${TASK_COLUMN_TYPES.map((ty, i) => `$${i + 1}::${ty}[]`).join(", ")})
+      ON CONFLICT (id) DO UPDATE SET ${STATE_COLS.map((c) => `${c} = excluded.${c}`).join(", ")}
+      RETURNING id, (xmax = 0) AS inserted
+    ), d AS (
+      INSERT INTO ${t("dependencies")} (task_id, depends_on)
+      SELECT e.task_id, e.dep FROM unnest($18::text[], $19::text[]) AS e(task_id, dep)
+      JOIN t ON t.id = e.task_id AND t.inserted
+      ON CONFLICT DO NOTHING
+    ), a AS (
+      INSERT INTO ${t("attempts")} (${ATTEMPT_COLS})
+      SELECT * FROM unnest(${ATTEMPT_TYPES.map((ty, i) => `$${20 + i}::${ty}[]`).join(", ")})
+      ${upsertAttempt}
+    )`;
+  /** The events lock (l) and the events in order (e): parameters $first to $first + 4. */
+  const appendCtes = (first: number) => `l AS MATERIALIZED (
+      SELECT pg_advisory_xact_lock(${LOCK_NAMESPACE}, hashtext($${first + 4}))
+    ), e AS (
+      INSERT INTO ${t("events")} (type, task_id, at, data)
+      SELECT u.ty, u.k, u.a, u.d FROM l, unnest($${first}::text[], $${first + 1}::text[],
+        $${first + 2}::int8[], $${first + 3}::text[]) WITH ORDINALITY AS u(ty, k, a, d, n)
+      ORDER BY u.n
+    )`;
   return {
     /** Tasks ($1-$17: one array per column), edges ($18, $19), attempts ($20-$28: arrays). */
     insertTasks: {
@@ -64,22 +89,7 @@ export function statements(s: string, schema: string) {
      */
     saveTasks: {
       name: `${schema}:save_tasks`,
-      text: `WITH t AS (
-          INSERT INTO ${t("tasks")} (${COLS})
-          SELECT * FROM unnest(${TASK_COLUMN_TYPES.map((ty, i) => `$${i + 1}::${ty}[]`).join(", ")})
-          ON CONFLICT (id) DO UPDATE SET ${STATE_COLS.map((c) => `${c} = excluded.${c}`).join(", ")}
-          RETURNING id, (xmax = 0) AS inserted
-        ), d AS (
-          INSERT INTO ${t("dependencies")} (task_id, depends_on)
-          SELECT e.task_id, e.dep FROM unnest($18::text[], $19::text[]) AS e(task_id, dep)
-          JOIN t ON t.id = e.task_id AND t.inserted
-          ON CONFLICT DO NOTHING
-        ), a AS (
-          INSERT INTO ${t("attempts")} (${ATTEMPT_COLS})
-          SELECT * FROM unnest(${ATTEMPT_TYPES.map((ty, i) => `$${20 + i}::${ty}[]`).join(", ")})
-          ${upsertAttempt}
-        )
-        SELECT count(*)::int AS n FROM t`,
+      text: `WITH ${saveManyCtes} SELECT count(*)::int AS n FROM t`,
     },
     /** Replace ($1-$17) if the stored version is $27, and its attempt ($18-$26). */
     saveTaskIfVersion: {
@@ -95,45 +105,21 @@ export function statements(s: string, schema: string) {
         SELECT count(*)::int AS n FROM t`,
     },
     /**
-     * Events in order (arrays $1-$4). Appends from every process sharing the schema take
-     * turns on a transaction-scoped advisory lock, taken before any row gets its number, so
-     * numbers grow in commit order.
+     * Events in order (arrays $1-$4, lock key $5). Appends from every process sharing the
+     * schema take turns on a transaction-scoped advisory lock, taken before any row gets its
+     * number, so numbers grow in commit order.
      */
+    appendEvents: {
+      name: `${schema}:append_events`,
+      text: `WITH ${appendCtes(1)} SELECT 0 AS n`,
+    },
     /**
-     * A batch of saves ($1-$28 as in `saveTasks`) and appends ($29-$32 as in `appendEvents`,
-     * lock key $33) as one statement: one round trip, and one commit, for the whole batch.
+     * A batch of saves ($1-$28 as in `saveTasks`) and appends ($29-$33 as in `appendEvents`)
+     * as one statement: one round trip, and one commit, for the whole batch.
      */
     saveTasksAndAppendEvents: {
       name: `${schema}:save_tasks_append_events`,
-      text: `WITH t AS (
-          INSERT INTO ${t("tasks")} (${COLS})
-          SELECT * FROM unnest(${TASK_COLUMN_TYPES.map((ty, i) => `$${i + 1}::${ty}[]`).join(", ")})
-          ON CONFLICT (id) DO UPDATE SET ${STATE_COLS.map((c) => `${c} = excluded.${c}`).join(", ")}
-          RETURNING id, (xmax = 0) AS inserted
-        ), d AS (
-          INSERT INTO ${t("dependencies")} (task_id, depends_on)
-          SELECT e.task_id, e.dep FROM unnest($18::text[], $19::text[]) AS e(task_id, dep)
-          JOIN t ON t.id = e.task_id AND t.inserted
-          ON CONFLICT DO NOTHING
-        ), a AS (
-          INSERT INTO ${t("attempts")} (${ATTEMPT_COLS})
-          SELECT * FROM unnest(${ATTEMPT_TYPES.map((ty, i) => `$${20 + i}::${ty}[]`).join(", ")})
-          ${upsertAttempt}
-        ), l AS MATERIALIZED (
-          SELECT pg_advisory_xact_lock(${LOCK_NAMESPACE}, hashtext($33))
-        ), e AS (
-          INSERT INTO ${t("events")} (type, task_id, at, data)
-          SELECT u.ty, u.k, u.a, u.d FROM l, unnest($29::text[], $30::text[], $31::int8[], $32::text[])
-            WITH ORDINALITY AS u(ty, k, a, d, n) ORDER BY u.n
-        )
-        SELECT count(*)::int AS n FROM t`,
-    },
-    appendEvents: {
-      name: `${schema}:append_events`,
-      text: `WITH l AS MATERIALIZED (SELECT pg_advisory_xact_lock(${LOCK_NAMESPACE}, hashtext($5)))
-        INSERT INTO ${t("events")} (type, task_id, at, data)
-        SELECT u.ty, u.k, u.a, u.d FROM l, unnest($1::text[], $2::text[], $3::int8[], $4::text[])
-          WITH ORDINALITY AS u(ty, k, a, d, n) ORDER BY u.n`,
+      text: `WITH ${saveManyCtes}, ${appendCtes(29)} SELECT count(*)::int AS n FROM t`,
     },
   };
 }

@@ -15,6 +15,7 @@ import {
   type UsageEntry,
 } from "@flotilla/core";
 import {
+  attemptFromRow,
   checkClaim,
   checkEventQuery,
   checkKv,
@@ -24,19 +25,13 @@ import {
   isTerminal,
   queryStatuses,
   toJson,
+  usageFromRow,
 } from "@flotilla/core/store";
 import pg from "pg";
 import { z } from "zod";
 import { conflictError, describeDatabase, pgError } from "./errors.js";
 import { PgQueue } from "./queue.js";
-import {
-  attemptFromRow,
-  attemptValues,
-  type PreparedWrite,
-  prepareWrite,
-  TASK_COLUMNS,
-  usageFromRow,
-} from "./rows.js";
+import { attemptValues, type PreparedWrite, prepareWrite, TASK_COLUMNS } from "./rows.js";
 import { LOCK_NAMESPACE, migrate, quoteIdent } from "./schema.js";
 import { statements } from "./sql.js";
 

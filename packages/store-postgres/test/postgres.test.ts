@@ -6,6 +6,19 @@ import { dropSchema, freshSchema, pgUrl, sql } from "./pg-env.js";
 
 const url = pgUrl();
 
+/** Resolves once a session of this database waits on an advisory lock (a standby's open()). */
+async function someoneWaitsOnALock(): Promise<void> {
+  for (let i = 0; i < 250; i++) {
+    const waiting = await sql(
+      url!,
+      "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory' AND datname = current_database()",
+    );
+    if (waiting.length > 0) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error("no session waits on an advisory lock");
+}
+
 async function rejection(promise: Promise<unknown>): Promise<FlotillaError> {
   try {
     await promise;
@@ -75,14 +88,7 @@ if (url) {
         opened = true;
       });
       // The standby is blocked on the lock, in the database, while the first store writes.
-      for (let i = 0; i < 50; i++) {
-        const waiting = await sql(
-          url!,
-          "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory' AND datname = current_database()",
-        );
-        if (waiting.length > 0) break;
-        await new Promise((r) => setTimeout(r, 20));
-      }
+      await someoneWaitsOnALock();
       await first.insertTasks([storeTestRecord({ id: "by-first" })]);
       expect(opened).toBe(false);
       await first.close();
@@ -124,14 +130,7 @@ if (url) {
       await store(schema).open();
       const standby = store(schema, { standby: true });
       const opening = standby.open();
-      for (let i = 0; i < 50; i++) {
-        const waiting = await sql(
-          url!,
-          "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory' AND datname = current_database()",
-        );
-        if (waiting.length > 0) break;
-        await new Promise((r) => setTimeout(r, 20));
-      }
+      await someoneWaitsOnALock();
       await standby.close();
       const err = await rejection(opening);
       expect(err.message).toContain("closed while waiting for the schema");

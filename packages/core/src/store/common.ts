@@ -1,7 +1,13 @@
 import { FlotillaError } from "../errors.js";
 import { type TaskStatus, TERMINAL_STATUSES } from "../task/schema.js";
 import type { TaskRecord } from "../task/types.js";
-import type { AttemptRecord, DeleteFinishedOptions, StoreClaim, TaskQuery } from "./types.js";
+import type {
+  AttemptRecord,
+  DeleteFinishedOptions,
+  StoreClaim,
+  TaskQuery,
+  UsageEntry,
+} from "./types.js";
 
 /**
  * Whether a status is terminal (the task will never change again).
@@ -329,4 +335,49 @@ export function claimedRecord(task: TaskRecord, claim: StoreClaim, now: number):
   };
   delete next.notBefore;
   return next;
+}
+
+/**
+ * A row of an `attempts` table (columns `task_id`, `attempt`, `status`, `worker_id`,
+ * `lease_id`, `started_at`, `finished_at`, `error` as JSON, `updated_at`; NULL for absent) as a
+ * record, as the SQL stores keep them.
+ *
+ * @example
+ * ```ts
+ * const attempts = rows.map(attemptFromRow);
+ * ```
+ */
+export function attemptFromRow(r: Record<string, unknown>): AttemptRecord {
+  const a: AttemptRecord = {
+    taskId: String(r.task_id),
+    attempt: Number(r.attempt),
+    status: r.status as AttemptRecord["status"],
+    updatedAt: Number(r.updated_at),
+  };
+  if (r.worker_id != null) a.workerId = String(r.worker_id);
+  if (r.lease_id != null) a.leaseId = String(r.lease_id);
+  if (r.started_at != null) a.startedAt = Number(r.started_at);
+  if (r.finished_at != null) a.finishedAt = Number(r.finished_at);
+  if (r.error != null) a.error = JSON.parse(String(r.error));
+  return a;
+}
+
+/**
+ * A row of a `usage` table (columns `at`, `task_id`, `worker_id`, `provider`, `model`,
+ * `tenant`, `api_key`, `usage` as JSON; NULL for absent) as a ledger line.
+ *
+ * @example
+ * ```ts
+ * const lines = rows.map(usageFromRow);
+ * ```
+ */
+export function usageFromRow(r: Record<string, unknown>): UsageEntry {
+  const entry: UsageEntry = { at: Number(r.at), usage: JSON.parse(String(r.usage)) };
+  if (r.task_id != null) entry.taskId = String(r.task_id);
+  if (r.worker_id != null) entry.workerId = String(r.worker_id);
+  if (r.provider != null) entry.provider = String(r.provider);
+  if (r.model != null) entry.model = String(r.model);
+  if (r.tenant != null) entry.tenant = String(r.tenant);
+  if (r.api_key != null) entry.apiKey = String(r.api_key);
+  return entry;
 }

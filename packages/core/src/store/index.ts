@@ -5,6 +5,7 @@
  * Run `@flotilla/testing/vitest`'s `describeStoreConformance` against it.
  */
 export {
+  attemptFromRow,
   attemptOf,
   checkClaim,
   checkEventQuery,
@@ -20,4 +21,5 @@ export {
   queryStatuses,
   selectForRetention,
   toJson,
+  usageFromRow,
 } from "./common.js";

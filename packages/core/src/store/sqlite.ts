@@ -8,6 +8,7 @@ import { TASK_STATUSES } from "../task/schema.js";
 import type { TaskRecord } from "../task/types.js";
 import { parseOrThrow } from "../task/validation.js";
 import {
+  attemptFromRow,
   checkClaim,
   checkEventQuery,
   checkKv,
@@ -17,6 +18,7 @@ import {
   isTerminal,
   queryStatuses,
   toJson,
+  usageFromRow,
 } from "./common.js";
 import { checkPath, prepareFile, sqliteError } from "./sqlite-file.js";
 import { SqliteQueue } from "./sqlite-queue.js";
@@ -419,20 +421,7 @@ export class SqliteStore implements Store {
               AND task_id = ? ORDER BY attempt`,
           )
           .all(String(taskId), String(taskId)) as Array<Record<string, SQLInputValue>>
-      ).map((r) => {
-        const a: AttemptRecord = {
-          taskId: String(r.task_id),
-          attempt: Number(r.attempt),
-          status: r.status as AttemptRecord["status"],
-          updatedAt: Number(r.updated_at),
-        };
-        if (r.worker_id !== null) a.workerId = String(r.worker_id);
-        if (r.lease_id !== null) a.leaseId = String(r.lease_id);
-        if (r.started_at !== null) a.startedAt = Number(r.started_at);
-        if (r.finished_at !== null) a.finishedAt = Number(r.finished_at);
-        if (r.error !== null) a.error = JSON.parse(String(r.error));
-        return a;
-      }),
+      ).map(attemptFromRow),
     );
   }
 
@@ -643,16 +632,7 @@ export class SqliteStore implements Store {
         this.#q
           .stmt(db, "SELECT * FROM usage WHERE at >= ? AND at < ? ORDER BY at, id")
           .all(...params) as Array<Record<string, SQLInputValue>>
-      ).map((r) => {
-        const entry: UsageEntry = { at: Number(r.at), usage: JSON.parse(String(r.usage)) };
-        if (r.task_id !== null) entry.taskId = String(r.task_id);
-        if (r.worker_id !== null) entry.workerId = String(r.worker_id);
-        if (r.provider !== null) entry.provider = String(r.provider);
-        if (r.model !== null) entry.model = String(r.model);
-        if (r.tenant !== null) entry.tenant = String(r.tenant);
-        if (r.api_key !== null && r.api_key !== undefined) entry.apiKey = String(r.api_key);
-        return entry;
-      });
+      ).map(usageFromRow);
       return rolled.length === 0 ? lines : [...rolled, ...lines].sort((a, b) => a.at - b.at);
     });
   }
