@@ -30,7 +30,7 @@ import {
 import pg from "pg";
 import { z } from "zod";
 import { conflictError, describeDatabase, pgError } from "./errors.js";
-import { PgQueue } from "./queue.js";
+import { isConnectionError, PgQueue } from "./queue.js";
 import { attemptValues, type PreparedWrite, prepareWrite, TASK_COLUMNS } from "./rows.js";
 import { LOCK_NAMESPACE, migrate, quoteIdent } from "./schema.js";
 import { statements } from "./sql.js";
@@ -157,6 +157,10 @@ export class PostgresStore implements Store {
   /** The lock connection while `open()` waits for the schema (standby). */
   #waiting: pg.Client | undefined;
   #lockLost = false;
+  /** The lock being taken again after its connection was lost (one attempt at a time). */
+  #relocking: Promise<void> | undefined;
+  /** `close()` was called before `open()` finished (a standby waiting). */
+  #abandoned = false;
 
   constructor(options: PostgresStoreOptions = {}) {
     const parsed = OptionsSchema.safeParse(options ?? {});
@@ -216,6 +220,7 @@ export class PostgresStore implements Store {
 
   async open(): Promise<void> {
     if (this.#q) return;
+    this.#abandoned = false;
     const writer = this.#pool(1, "writer");
     const readers = this.#pool(this.#options.poolSize ?? 8, "reader");
     try {
@@ -229,7 +234,7 @@ export class PostgresStore implements Store {
       } finally {
         client.release();
       }
-      if (this.#exclusive) await this.#takeLock(this.#options.standby ?? false);
+      if (this.#exclusive) await this.#lockForOpen();
     } catch (err) {
       await Promise.allSettled([writer.end(), readers.end()]);
       throw err;
@@ -255,12 +260,13 @@ export class PostgresStore implements Store {
     const client = new pg.Client({ ...this.#config(1), keepAlive: true });
     let held = false;
     client.on("error", (err) => {
-      if (!held) return; // the call in progress fails with it
+      if (!held || this.#lock !== client) return; // the call in progress fails with it
       this.#logger.error(
         { database: this.where, err: err.message },
-        "postgres connection holding the schema lock was lost; writes wait until it is taken again",
+        "postgres connection holding the schema lock was lost; taking it again",
       );
       this.#lockLost = true;
+      this.#retakeSoon();
     });
     const key = [LOCK_NAMESPACE, `${this.schema}:instance`];
     try {
@@ -313,14 +319,78 @@ export class PostgresStore implements Store {
     await old?.end().catch(() => {});
   }
 
+  /**
+   * The lock at `open()`. A standby that loses the database while it waits (a restart)
+   * connects again every 2 s and goes on waiting; `close()` ends the wait.
+   */
+  async #lockForOpen(): Promise<void> {
+    const standby = this.#options.standby ?? false;
+    for (;;) {
+      try {
+        await this.#takeLock(standby);
+        return;
+      } catch (err) {
+        const cause = (err as { cause?: unknown }).cause ?? err;
+        if (!standby || this.#abandoned || !isConnectionError(cause)) throw err;
+        this.#logger.warn(
+          { database: this.where, err: String((cause as Error)?.message ?? cause) },
+          "standby: lost the database while waiting for the schema; connecting again",
+        );
+        await new Promise((r) => setTimeout(r, 2_000));
+        if (this.#abandoned) {
+          throw new FlotillaError(
+            "STORE_ERROR",
+            `${this.where}: closed while waiting for the schema`,
+          );
+        }
+      }
+    }
+  }
+
+  /** Takes the lock again (one attempt at a time, shared by whoever asks). */
+  #relock(): Promise<void> {
+    this.#relocking ??= this.#takeLock().finally(() => {
+      this.#relocking = undefined;
+    });
+    return this.#relocking;
+  }
+
+  /**
+   * After the lock's connection was lost (a database restart), takes it again at once rather
+   * than at the next write, so this store keeps the schema ahead of a standby (which waits
+   * 2 s before it tries again). Tries every 500 ms while the database is unreachable; stops
+   * when another instance holds the schema (this store's writes are then refused).
+   */
+  #retakeSoon(): void {
+    const attempt = () => {
+      if (!this.#q || !this.#lockLost) return;
+      this.#relock().then(
+        () => this.#logger.info({ database: this.where }, "postgres schema lock taken again"),
+        (err: unknown) => {
+          const cause = (err as { cause?: unknown }).cause ?? err;
+          if (isConnectionError(cause)) {
+            setTimeout(attempt, 500).unref();
+            return;
+          }
+          this.#logger.error(
+            { database: this.where, err: String((err as Error)?.message ?? err) },
+            "another instance holds the schema now: this store's writes are refused (restart this server; it can come back as a standby)",
+          );
+        },
+      );
+    };
+    setTimeout(attempt, 200).unref();
+  }
+
   /** Before each write transaction: the schema lock is still ours (taken again after a reconnect). */
   async #checkLock(): Promise<void> {
     if (!this.#exclusive || !this.#lockLost) return;
-    await this.#takeLock();
+    await this.#relock();
   }
 
   /** Waits for pending writes, then closes every connection. Idempotent. */
   async close(): Promise<void> {
+    this.#abandoned = true;
     const waiting = this.#waiting;
     if (waiting) {
       this.#waiting = undefined;

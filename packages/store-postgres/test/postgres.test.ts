@@ -1,5 +1,5 @@
 import { type FlotillaError, FunctionWorker, Orchestrator, type TaskRecord } from "@flotilla/core";
-import { storeTestRecord } from "@flotilla/testing";
+import { startPostgres, storeTestRecord } from "@flotilla/testing";
 import { afterEach, describe, expect, it } from "vitest";
 import { POSTGRES_SCHEMA_VERSION, PostgresStore } from "../src/index.js";
 import { dropSchema, freshSchema, pgUrl, sql } from "./pg-env.js";
@@ -7,10 +7,10 @@ import { dropSchema, freshSchema, pgUrl, sql } from "./pg-env.js";
 const url = pgUrl();
 
 /** Resolves once a session of this database waits on an advisory lock (a standby's open()). */
-async function someoneWaitsOnALock(): Promise<void> {
+async function someoneWaitsOnALock(on = url!): Promise<void> {
   for (let i = 0; i < 250; i++) {
     const waiting = await sql(
-      url!,
+      on,
       "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory' AND datname = current_database()",
     );
     if (waiting.length > 0) return;
@@ -124,6 +124,49 @@ if (url) {
       expect(err?.code).toBe("STORE_ERROR");
       expect(await standby.countTasks()).toBe(1);
     });
+
+    it("keeps its schema through a database restart, while a waiting standby waits on", async () => {
+      const server = await startPostgres();
+      const a = new PostgresStore({ connectionString: server.url, schema: "s" });
+      const b = new PostgresStore({ connectionString: server.url, schema: "s", standby: true });
+      try {
+        await a.open();
+        let failed: unknown;
+        let opened = false;
+        const opening = b.open().then(
+          () => {
+            opened = true;
+          },
+          (err: unknown) => {
+            failed = err;
+          },
+        );
+        await someoneWaitsOnALock(server.url);
+        await server.stop();
+        await server.start();
+        // The holder takes its lock again and writes (calls made meanwhile may fail).
+        let written = false;
+        for (let i = 0; i < 100 && !written; i++) {
+          written = await a.insertTasks([storeTestRecord({ id: `t${i}`, seq: i })]).then(
+            () => true,
+            () => false,
+          );
+          if (!written) await new Promise((r) => setTimeout(r, 100));
+        }
+        expect(written).toBe(true);
+        // The standby connected again and waits; it takes over when the holder goes.
+        await someoneWaitsOnALock(server.url);
+        expect({ opened, failed }).toEqual({ opened: false, failed: undefined });
+        await a.close();
+        await opening;
+        expect(opened).toBe(true);
+        expect(await b.countTasks()).toBe(1);
+      } finally {
+        await a.close();
+        await b.close();
+        await server.destroy();
+      }
+    }, 60_000);
 
     it("a standby closed while it waits rejects its open()", async () => {
       const schema = freshSchema();
@@ -325,6 +368,17 @@ if (url) {
       }
       expect(written).toBe(true);
       expect((await s.getTask("before"))?.id).toBe("before");
+      // It takes the schema lock again by itself (not only at its next write).
+      for (let i = 0; i < 250; i++) {
+        const held = await sql(
+          url!,
+          `SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+           WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = $1`,
+          [app],
+        );
+        if (held.length > 0) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
       const err = await rejection(store(schema).open());
       expect(err.message).toContain("in use by another Flotilla instance");
     });
