@@ -1,5 +1,13 @@
-import { execFile } from "node:child_process";
-import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { execFile, execFileSync } from "node:child_process";
+import {
+  chownSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -60,11 +68,53 @@ async function freePort(): Promise<number> {
   });
 }
 
+const PREFIX = "flotilla-postgres-";
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** Stops a cluster's server at once and deletes its folder (synchronously: also at exit). */
+function removeCluster(dir: string, bin: string, asRoot: boolean): void {
+  const pgCtl = join(bin, "pg_ctl");
+  const args = ["-D", join(dir, "data"), "-m", "immediate", "-w", "stop"];
+  try {
+    if (asRoot)
+      execFileSync("runuser", ["-u", "postgres", "--", pgCtl, ...args], { stdio: "ignore" });
+    else execFileSync(pgCtl, args, { stdio: "ignore" });
+  } catch {
+    // not running
+  }
+  rmSync(dir, { recursive: true, force: true });
+}
+
+/** Clusters left behind by processes that were killed before they could remove them. */
+function sweepOrphans(bin: string, asRoot: boolean): void {
+  for (const name of readdirSync(tmpdir())) {
+    if (!name.startsWith(PREFIX)) continue;
+    const dir = join(tmpdir(), name);
+    let owner = Number.NaN;
+    try {
+      owner = Number(readFileSync(join(dir, "owner.pid"), "utf8"));
+    } catch {
+      continue; // being created, or not ours
+    }
+    if (Number.isInteger(owner) && !alive(owner)) removeCluster(dir, bin, asRoot);
+  }
+}
+
 /**
  * Creates a PostgreSQL cluster in a temporary folder (`initdb`) and starts it on a free
  * port of 127.0.0.1, for tests and benchmarks that need a real server they may stop, start
  * or fill as they like. Run as root, the programs run as the `postgres` user (they refuse
- * root). Starting takes a few seconds: start one per test file, not per test.
+ * root). Starting takes a few seconds: start one per test file, not per test. A process that
+ * exits without `destroy()` stops its server on exit; one that is killed leaves it to the
+ * next `startPostgres()`, which removes clusters whose process is gone.
  *
  * @example
  * ```ts
@@ -79,8 +129,10 @@ async function freePort(): Promise<number> {
  */
 export async function startPostgres(options: PostgresServerOptions = {}): Promise<PostgresServer> {
   const bin = findBin(options.bin);
-  const dir = mkdtempSync(join(tmpdir(), "flotilla-postgres-"));
   const asRoot = process.getuid?.() === 0;
+  sweepOrphans(bin, asRoot);
+  const dir = mkdtempSync(join(tmpdir(), PREFIX));
+  writeFileSync(join(dir, "owner.pid"), String(process.pid));
   if (asRoot) {
     const uid = Number((await run("id", ["-u", "postgres"])).stdout.trim());
     const gid = Number((await run("id", ["-g", "postgres"])).stdout.trim());
@@ -115,6 +167,9 @@ export async function startPostgres(options: PostgresServerOptions = {}): Promis
   const start = async () => {
     await pg("pg_ctl", ["-D", data, "-l", log, "-w", "-t", "60", "-o", serverOptions, "start"]);
   };
+  // A process that exits without destroy() does not leave its server running.
+  const atExit = () => removeCluster(dir, bin, asRoot);
+  process.once("exit", atExit);
   await start();
   const version = (await run(join(bin, "postgres"), ["--version"])).stdout
     .trim()
@@ -128,6 +183,7 @@ export async function startPostgres(options: PostgresServerOptions = {}): Promis
       await pg("pg_ctl", ["-D", data, "-m", "fast", "-w", "-t", "60", "stop"]);
     },
     async destroy() {
+      process.removeListener("exit", atExit);
       await pg("pg_ctl", ["-D", data, "-m", "immediate", "-w", "stop"]).catch(() => {});
       rmSync(dir, { recursive: true, force: true });
     },
