@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { FunctionWorker, Orchestrator } from "@flotilla/core";
 import { SqliteStore } from "@flotilla/core/sqlite";
 import { PostgresStore } from "@flotilla/store-postgres";
+import pg from "pg";
 import { bullmqRun } from "../bullmq.js";
 import { pgBossRun } from "../pgboss.js";
 import { type BenchContext, check, type Scenario } from "../report.js";
@@ -58,8 +59,7 @@ async function flotillaPostgres(url: string, n: number, concurrency: number) {
   await reopened.open();
   const persisted = await reopened.countTasks({ status: "succeeded" });
   await reopened.close();
-  const pg = await import("pg");
-  const client = new pg.default.Client({ connectionString: url });
+  const client = new pg.Client({ connectionString: url });
   await client.connect();
   await client.query(`DROP SCHEMA "${schema}" CASCADE`);
   await client.end();

@@ -101,18 +101,3 @@ export function prepareWrite(task: TaskRecord, where: string): PreparedWrite {
     idempotencyKey: task.idempotencyKey,
   };
 }
-
-/** The attempt's values for the attempts upsert. @internal */
-export function attemptValues(a: AttemptRecord): unknown[] {
-  return [
-    a.taskId,
-    a.attempt,
-    a.status,
-    a.workerId ?? null,
-    a.leaseId ?? null,
-    a.startedAt ?? null,
-    a.finishedAt ?? null,
-    a.error === undefined ? null : JSON.stringify(a.error),
-    a.updatedAt ?? 0,
-  ];
-}

@@ -16,6 +16,7 @@ import {
 } from "@flotilla/core";
 import {
   attemptFromRow,
+  attemptRowValues,
   checkClaim,
   checkEventQuery,
   checkKv,
@@ -31,7 +32,7 @@ import pg from "pg";
 import { z } from "zod";
 import { conflictError, describeDatabase, pgError } from "./errors.js";
 import { isConnectionError, PgQueue } from "./queue.js";
-import { attemptValues, type PreparedWrite, prepareWrite, TASK_COLUMNS } from "./rows.js";
+import { type PreparedWrite, prepareWrite, TASK_COLUMNS } from "./rows.js";
 import { LOCK_NAMESPACE, migrate, quoteIdent } from "./schema.js";
 import { statements } from "./sql.js";
 
@@ -113,7 +114,7 @@ const DB_NOW = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 type EventColumns = [string[], Array<string | null>, number[], Array<string | null>];
 
 /** The attempt parameters of a write without an attempt. */
-const NO_ATTEMPT: readonly unknown[] = Array.from({ length: 9 }, () => null);
+const NO_ATTEMPT: readonly null[] = Array.from({ length: 9 }, () => null);
 
 const UNFINISHED = TASK_STATUSES.filter((s) => !isTerminal(s));
 
@@ -159,6 +160,8 @@ export class PostgresStore implements Store {
   #lockLost = false;
   /** The lock being taken again after its connection was lost (one attempt at a time). */
   #relocking: Promise<void> | undefined;
+  /** The last refusal to take the lock again (another instance holds it), kept 2 s. */
+  #refused: { err: unknown; until: number } | undefined;
   /** `close()` was called before `open()` finished (a standby waiting). */
   #abandoned = false;
 
@@ -349,9 +352,23 @@ export class PostgresStore implements Store {
 
   /** Takes the lock again (one attempt at a time, shared by whoever asks). */
   #relock(): Promise<void> {
-    this.#relocking ??= this.#takeLock().finally(() => {
-      this.#relocking = undefined;
-    });
+    // Another instance holds the schema: answer from the last try for a while rather than
+    // open a connection for every refused write.
+    if (this.#refused && Date.now() < this.#refused.until) return Promise.reject(this.#refused.err);
+    this.#relocking ??= this.#takeLock()
+      .then(
+        () => {
+          this.#refused = undefined;
+        },
+        (err: unknown) => {
+          const cause = (err as { cause?: unknown }).cause ?? err;
+          if (!isConnectionError(cause)) this.#refused = { err, until: Date.now() + 2_000 };
+          throw err;
+        },
+      )
+      .finally(() => {
+        this.#relocking = undefined;
+      });
     return this.#relocking;
   }
 
@@ -450,7 +467,7 @@ export class PostgresStore implements Store {
       edges.map((e) => e[0]),
       edges.map((e) => e[1]),
     );
-    const attempts = writes.flatMap((w) => (w.attempt ? [attemptValues(w.attempt)] : []));
+    const attempts = writes.flatMap((w) => (w.attempt ? [attemptRowValues(w.attempt)] : []));
     for (let i = 0; i < 9; i++) values.push(attempts.map((a) => a[i]));
     await this.#write(async (c) => {
       try {
@@ -468,7 +485,7 @@ export class PostgresStore implements Store {
     }
     const values: unknown[] = [
       ...write.row,
-      ...(write.attempt ? attemptValues(write.attempt) : NO_ATTEMPT),
+      ...(write.attempt ? attemptRowValues(write.attempt) : NO_ATTEMPT),
       expectedVersion ?? write.deps,
     ];
     const statement =
@@ -496,7 +513,7 @@ export class PostgresStore implements Store {
    */
   #saveValues(writes: PreparedWrite[]): { values: unknown[]; rows: PreparedWrite[] } {
     const last = new Map<string, PreparedWrite>();
-    const attempts = new Map<string, unknown[]>();
+    const attempts = new Map<string, ReturnType<typeof attemptRowValues>>();
     for (const w of writes) {
       const before = last.get(w.row[0]);
       if (before && before.row[6] !== w.row[6]) {
@@ -508,11 +525,11 @@ export class PostgresStore implements Store {
       last.set(w.row[0], w);
       if (!w.attempt) continue;
       const key = `${w.row[0]}\u0000${w.attempt.attempt}`;
-      const next = attemptValues(w.attempt);
+      const next = attemptRowValues(w.attempt);
       const prev = attempts.get(key);
       if (prev) {
         // worker, lease, start, finish and error keep an earlier value the later one lacks.
-        for (const i of [3, 4, 5, 6, 7]) if (next[i] === null) next[i] = prev[i];
+        for (const i of [3, 4, 5, 6, 7]) if (next[i] === null) next[i] = prev[i] ?? null;
       }
       attempts.set(key, next);
     }
@@ -566,7 +583,7 @@ export class PostgresStore implements Store {
         ...this.#sql.saveTaskIfVersion,
         values: [
           ...write.row,
-          ...(write.attempt ? attemptValues(write.attempt) : NO_ATTEMPT),
+          ...(write.attempt ? attemptRowValues(write.attempt) : NO_ATTEMPT),
           task.version,
         ],
       });

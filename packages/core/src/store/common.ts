@@ -381,3 +381,27 @@ export function usageFromRow(r: Record<string, unknown>): UsageEntry {
   if (r.api_key != null) entry.apiKey = String(r.api_key);
   return entry;
 }
+
+/**
+ * An attempt as the values of an attempts row, in column order: `task_id`, `attempt`,
+ * `status`, `worker_id`, `lease_id`, `started_at`, `finished_at`, `error` (JSON), `updated_at`
+ * (NULL for absent), as the SQL stores write them.
+ *
+ * @example
+ * ```ts
+ * const values = attemptRowValues(attemptOf(task));
+ * ```
+ */
+export function attemptRowValues(a: AttemptRecord): Array<string | number | null> {
+  return [
+    a.taskId,
+    a.attempt,
+    a.status,
+    a.workerId ?? null,
+    a.leaseId ?? null,
+    a.startedAt ?? null,
+    a.finishedAt ?? null,
+    a.error === undefined ? null : JSON.stringify(a.error),
+    a.updatedAt ?? 0,
+  ];
+}

@@ -7,6 +7,7 @@
 export {
   attemptFromRow,
   attemptOf,
+  attemptRowValues,
   checkClaim,
   checkEventQuery,
   checkKv,

@@ -1,7 +1,14 @@
 import type { DatabaseSync, SQLInputValue } from "node:sqlite";
 import { FlotillaError } from "../errors.js";
 import type { TaskRecord } from "../task/types.js";
-import { attemptOf, checkRecord, finishedAt, isTerminal, toJson } from "./common.js";
+import {
+  attemptOf,
+  attemptRowValues,
+  checkRecord,
+  finishedAt,
+  isTerminal,
+  toJson,
+} from "./common.js";
 import type { SqliteQueue } from "./sqlite-queue.js";
 import type { AttemptRecord } from "./types.js";
 
@@ -116,18 +123,7 @@ export function trackAttempt(q: SqliteQueue, db: DatabaseSync, write: PreparedWr
       started_at = coalesce(excluded.started_at, started_at),
       finished_at = coalesce(excluded.finished_at, finished_at),
       error = coalesce(excluded.error, error), updated_at = excluded.updated_at`,
-  ).run(
-    write.row.seq as number,
-    a.taskId,
-    a.attempt,
-    a.status,
-    a.workerId ?? null,
-    a.leaseId ?? null,
-    a.startedAt ?? null,
-    a.finishedAt ?? null,
-    a.error === undefined ? null : JSON.stringify(a.error),
-    a.updatedAt ?? 0,
-  );
+  ).run(write.row.seq as number, ...attemptRowValues(a));
 }
 
 /**
