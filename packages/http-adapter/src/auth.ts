@@ -1,4 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { hash, randomBytes, timingSafeEqual } from "node:crypto";
 import type { Logger } from "@flotilla/core";
 
 /**
@@ -37,7 +37,7 @@ export type AuthOptions =
  * ```
  */
 export function hashApiKey(key: string): string {
-  return `sha256:${createHash("sha256").update(key, "utf8").digest("hex")}`;
+  return `sha256:${hash("sha256", key, "hex")}`;
 }
 
 /**
@@ -102,7 +102,7 @@ export class KeyVerifier {
   async check(key: string | undefined | null, what = ""): Promise<boolean> {
     if (this.open) return true;
     if (!key || key.length > 4096) return false;
-    const digest = createHash("sha256").update(key, "utf8").digest();
+    const digest = hash("sha256", key, "buffer");
     let ok = false;
     for (const d of this.#digests) {
       if (timingSafeEqual(d, digest)) ok = true;

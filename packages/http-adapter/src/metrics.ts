@@ -44,6 +44,8 @@ export class FlotillaMetrics {
   readonly #tokens: Counter<"direction">;
   readonly #cost: Counter;
   readonly #http: Counter<"method" | "status">;
+  /** The counter's series by `method status`: a label set is looked up once, not per request. */
+  readonly #httpSeries = new Map<string, { inc(): void }>();
   #pending: Promise<MetricsSnapshot> | undefined;
 
   constructor(
@@ -232,7 +234,13 @@ export class FlotillaMetrics {
    * ```
    */
   observeHttp(method: string, status: number): void {
-    this.#http.inc({ method, status: String(status) });
+    const k = `${method} ${status}`;
+    let series = this.#httpSeries.get(k);
+    if (!series) {
+      series = this.#http.labels({ method, status: String(status) });
+      this.#httpSeries.set(k, series);
+    }
+    series.inc();
   }
 
   /**

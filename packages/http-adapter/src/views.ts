@@ -14,22 +14,48 @@ import {
 const iso = (ms: number | undefined): string | null =>
   typeof ms === "number" && Number.isFinite(ms) ? new Date(ms).toISOString() : null;
 
-/** Replaces non-finite numbers (which JSON cannot carry) with `null`, recursively. */
+/**
+ * Replaces what JSON cannot carry as such, recursively: non-finite numbers become `null`,
+ * bigints and dates strings, maps objects, sets arrays, functions are left out. A value
+ * that needs none of it is returned as it is (no copy); only what changes is copied.
+ */
 export function jsonSafe(value: unknown, depth = 0): unknown {
   if (typeof value === "number") return Number.isFinite(value) ? value : null;
   if (typeof value === "bigint") return value.toString();
   if (value === null || typeof value !== "object" || depth > 32) return value;
   if (value instanceof Date) return value.toISOString();
-  if (Array.isArray(value)) return value.map((v) => jsonSafe(v, depth + 1));
+  if (Array.isArray(value)) {
+    let out: unknown[] | undefined;
+    for (let i = 0; i < value.length; i++) {
+      const v: unknown = value[i];
+      const safe = jsonSafe(v, depth + 1);
+      if (out) out.push(safe);
+      else if (safe !== v) {
+        out = value.slice(0, i);
+        out.push(safe);
+      }
+    }
+    return out ?? value;
+  }
   if (value instanceof Map) return jsonSafe(Object.fromEntries(value), depth + 1);
   if (value instanceof Set) return jsonSafe([...value], depth + 1);
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value)) {
-    if (typeof v === "function") continue;
-    out[k] = jsonSafe(v, depth + 1);
+  // Instances of classes become plain objects of their own fields.
+  const proto = Object.getPrototypeOf(value);
+  let copy = proto !== Object.prototype && proto !== null;
+  const keys = Object.keys(value);
+  const safe: unknown[] = new Array(keys.length);
+  for (let i = 0; i < keys.length; i++) {
+    const v = (value as Record<string, unknown>)[keys[i]!];
+    safe[i] = typeof v === "function" ? FUNCTION : jsonSafe(v, depth + 1);
+    if (safe[i] !== v) copy = true;
   }
+  if (!copy) return value;
+  const out: Record<string, unknown> = {};
+  for (let i = 0; i < keys.length; i++) if (safe[i] !== FUNCTION) out[keys[i]!] = safe[i];
   return out;
 }
+
+const FUNCTION = Symbol("function");
 
 /** Normalises a Vera priority (name in any case, or number) to the engine's number. */
 export function priorityValue(p: string | number | undefined): number | undefined {

@@ -129,6 +129,40 @@ describe("slow and idle clients", () => {
     expect(warnings.filter((w) => w.name === "MaxListenersExceededWarning")).toEqual([]);
   });
 
+  it("a keep-alive connection is closed once idle for the timeout after its last answer, not while it is used", async () => {
+    const idleMs = 1000;
+    const s = await start({ idleTimeoutMs: idleMs, headersTimeoutMs: 2000 });
+    const c = open(s.port, "127.0.0.1");
+    await c.ready;
+    let answers = 0;
+    let lastAnswerAt = 0;
+    let answered: (() => void) | undefined;
+    c.s.on("data", (d: Buffer) => {
+      const n = d.toString().split("HTTP/1.1 200 OK").length - 1;
+      if (n === 0) return;
+      answers += n;
+      lastAnswerAt = Date.now();
+      answered?.();
+    });
+    const ask = () =>
+      new Promise<void>((resolve) => {
+        answered = resolve;
+        c.s.write("GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+      });
+    // Used for 1.5 idle timeouts, a request every 0.3 of one: never idle long enough.
+    for (let i = 0; i < 5; i++) {
+      await ask();
+      await new Promise((r) => setTimeout(r, idleMs * 0.3));
+    }
+    await ask();
+    expect(answers).toBe(6);
+    // Then left idle: closed one timeout after the last answer (give or take the timer).
+    await c.closed;
+    const idleFor = Date.now() - lastAnswerAt;
+    expect(idleFor).toBeGreaterThanOrEqual(idleMs - 50);
+    expect(idleFor).toBeLessThan(idleMs + 3000);
+  });
+
   it("a request in flight is never cut for idleness: an SSE stream outlives the idle timeout", async () => {
     const s = await start({ idleTimeoutMs: 300, headersTimeoutMs: 1000 });
     const api = `${s.url}/api/v2/orchestrator`;

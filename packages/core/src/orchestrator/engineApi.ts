@@ -46,6 +46,12 @@ export interface EngineApi {
   submitBatch(specs: readonly TaskSpec[]): Promise<TaskHandle[]>;
   /** A copy of the task's record, or `undefined` when unknown. */
   get(id: string): Promise<TaskRecord | undefined>;
+  /**
+   * `render` called at once with the task's record (not a copy: read it, neither keep nor
+   * change it); its answer, or `undefined` when the task is unknown. For answers built from
+   * a task right away (an API's view of it), without the copy `get` makes.
+   */
+  view<T>(id: string, render: (rec: Readonly<TaskRecord>) => T): Promise<T | undefined>;
   /** A handle on an existing task, or `undefined` when unknown. */
   handle(id: string): Promise<TaskHandle | undefined>;
   /** Why a task is not running now (its status and the reasons). */

@@ -50,6 +50,41 @@ describe("Orchestrator basics", () => {
     ]);
   });
 
+  it("view renders a task from memory or the store without copying it; undefined when unknown", async () => {
+    // No finished task kept in memory: a finished one is read back from the store.
+    const { orchestrator } = await setup({ finishedCacheSize: 0 });
+    let release!: () => void;
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    let running!: () => void;
+    const workerStarted = new Promise<void>((r) => {
+      running = r;
+    });
+    await orchestrator.register(
+      fnWorker("w", ["slow"], () => {
+        running();
+        return gate.then(() => "done");
+      }),
+    );
+    const h = await orchestrator.submit({ type: "slow", metadata: { who: "a" } });
+    await workerStarted;
+    const seen: unknown[] = [];
+    const line = await orchestrator.view(h.id, (rec) => {
+      seen.push(rec.metadata);
+      return `${rec.id}: ${rec.status}`;
+    });
+    expect(line).toBe(`${h.id}: running`);
+    // The record handed over is the engine's own, not a copy `get` makes.
+    expect(seen[0]).toBe((await orchestrator.view(h.id, (rec) => rec.metadata)) as unknown);
+    expect(seen[0]).not.toBe((await orchestrator.get(h.id))?.metadata);
+    release();
+    await h.result();
+    expect(await orchestrator.view(h.id, (rec) => rec.status)).toBe("succeeded");
+    expect(await orchestrator.view(h.id, (rec) => rec.result?.output)).toBe("done");
+    expect(await orchestrator.view("no-such-task", () => "x")).toBeUndefined();
+  });
+
   it("rejects bad specs with VALIDATION naming the field", async () => {
     const { orchestrator } = await setup();
     await expect(orchestrator.submit({ type: "" })).rejects.toMatchObject({

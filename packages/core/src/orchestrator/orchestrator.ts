@@ -295,6 +295,25 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> implements En
   }
 
   /**
+   * Builds an answer from a task without copying it: `render` is called at once, with the
+   * engine's own record when the task is in memory (read it; do not keep it or change it —
+   * it changes as the task moves on), and its answer returned; `undefined` when the task is
+   * unknown. Use `get` for a record to keep.
+   *
+   * @example
+   * ```ts
+   * const line = await orchestrator.view("summarize", (rec) => `${rec.id}: ${rec.status}`);
+   * ```
+   */
+  async view<T>(id: string, render: (rec: Readonly<TaskRecord>) => T): Promise<T | undefined> {
+    checkId(id);
+    const live = this.#e.table.known(id);
+    if (live) return render(live.rec);
+    const rec = await this.store.getTask(id);
+    return rec ? render(rec) : undefined;
+  }
+
+  /**
    * A handle on an existing task (to await its result or follow its progress);
    * `undefined` when unknown.
    *

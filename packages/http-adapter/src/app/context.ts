@@ -21,6 +21,7 @@ import { hashApiKey, KeyVerifier, keyFromHeaders } from "../auth.js";
 import { errorResponse, HttpError } from "../errors.js";
 import { parseInput, readJson } from "../http/body.js";
 import { ClientResolver } from "../http/client.js";
+import { headersOf } from "../http/request.js";
 import { AuthThrottle } from "../http/throttle.js";
 import { ErrorResponseSchema, type TaskSubmitInput } from "../schemas.js";
 import { TaskStreams } from "../sse.js";
@@ -359,7 +360,7 @@ export class AppContext {
    */
   async denyWithoutKey(c: Context): Promise<Response | undefined> {
     if (this.verifier.open) return undefined;
-    const key = keyFromHeaders(c.req.raw.headers);
+    const key = keyFromHeaders(headersOf(c));
     const what = `${c.req.method} ${c.req.path}`;
     if (await this.verifier.check(key, what)) return undefined;
     if (key && this.throttle) {
@@ -392,7 +393,7 @@ export class AppContext {
    * `open` when the server runs without authentication.
    */
   actor(c: Context): string {
-    const key = keyFromHeaders(c.req.raw.headers);
+    const key = keyFromHeaders(headersOf(c));
     if (!key) return "open";
     return `key:${hashApiKey(key).slice("sha256:".length, "sha256:".length + 12)}`;
   }

@@ -4,6 +4,7 @@ import type { Context, MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import type { ZodType } from "zod";
 import { validationError } from "../errors.js";
+import { header } from "./request.js";
 
 /**
  * Reads a request's JSON body. Malformed JSON is `VALIDATION` naming the problem; an empty
@@ -71,7 +72,9 @@ export function jsonLimit(
     // A JSON body on Node is read straight from the socket's stream (no web stream, no
     // Request built for it); anything else (uploads, other servers) goes through Hono's.
     const req = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
-    const type = c.req.header("content-type") ?? "";
+    // A Node request without a body (a GET, most often) has nothing to limit.
+    if (req?.socket && !hasBody(req)) return next();
+    const type = header(c, "content-type") ?? "";
     if (!req?.socket || !JSON_TYPE.test(type) || req.readableEnded || !hasBody(req)) {
       return limited(c, next);
     }

@@ -87,7 +87,8 @@ export const WATCHER = Symbol.for("flotilla.upgrade-watcher");
 
 interface Tracked {
   inFlight: number;
-  idle?: ReturnType<typeof setTimeout>;
+  /** Closes the connection when it fires with no request in flight; restarted after each. */
+  idle: ReturnType<typeof setTimeout>;
 }
 
 /**
@@ -115,14 +116,6 @@ export function guardConnections(
   const tracked = new Map<Socket, Tracked>();
   const timers = new Set<ReturnType<typeof setInterval>>();
 
-  const armIdle = (socket: Socket, t: Tracked) => {
-    if (t.idle) clearTimeout(t.idle);
-    t.idle = setTimeout(() => {
-      if (t.inFlight === 0) socket.destroy();
-    }, l.idleTimeoutMs);
-    t.idle.unref?.();
-  };
-
   const onConnection = (socket: Socket) => {
     const source = socket.remoteAddress ?? "unknown";
     const capped = l.maxConnectionsPerSource > 0 && !trusted(source, 0);
@@ -134,11 +127,16 @@ export function guardConnections(
       }
       perSource.set(source, n);
     }
-    const t: Tracked = { inFlight: 0 };
+    const t: Tracked = {
+      inFlight: 0,
+      idle: setTimeout(() => {
+        if (t.inFlight === 0) socket.destroy();
+      }, l.idleTimeoutMs),
+    };
+    t.idle.unref?.();
     tracked.set(socket, t);
-    armIdle(socket, t);
     socket.once("close", () => {
-      if (t.idle) clearTimeout(t.idle);
+      clearTimeout(t.idle);
       tracked.delete(socket);
       if (capped) {
         const n = (perSource.get(source) ?? 1) - 1;
@@ -153,17 +151,12 @@ export function guardConnections(
     const t = tracked.get(socket);
     if (t) {
       t.inFlight++;
-      if (t.idle) clearTimeout(t.idle);
-      t.idle = undefined;
-      let done = false;
-      const finished = () => {
-        if (done) return;
-        done = true;
+      // One timer per connection, restarted when it goes idle (not one per request); a
+      // response emits "close" once, when it ends or its connection does.
+      res.once("close", () => {
         t.inFlight--;
-        if (t.inFlight === 0 && !socket.destroyed) armIdle(socket, t);
-      };
-      res.once("finish", finished);
-      res.once("close", finished);
+        if (t.inFlight === 0 && !socket.destroyed) t.idle.refresh();
+      });
     }
     if (!hasBody(req) || l.minBodyBytesPerSecond <= 0) return;
     // The body's progress, read from the socket's byte count (the stream itself is untouched).
@@ -210,7 +203,7 @@ export function guardConnections(
     server.off("connection", onConnection);
     server.off("request", onRequest);
     server.off("upgrade", onUpgrade);
-    for (const t of tracked.values()) if (t.idle) clearTimeout(t.idle);
+    for (const t of tracked.values()) clearTimeout(t.idle);
     for (const c of timers) clearInterval(c);
   };
 }

@@ -16,6 +16,10 @@ import {
 import { parseEventId } from "../sse.js";
 import { engineStatuses, executeView, taskView, telemetryView } from "../views.js";
 
+/** A 200 answer whose JSON is already written out. */
+const jsonText = (c: Context, text: string) =>
+  c.body(text, 200, { "content-type": "application/json" });
+
 const TaskIdParams = z.object({ task_id: z.string().min(1).max(256) });
 
 /**
@@ -109,10 +113,21 @@ export function taskRoutes(ctx: AppContext): void {
     response: TaskViewSchema,
     extraResponses: { 404: "Unknown task" },
     handler: async (c) => {
-      const { id, rec } = await taskOr404(c);
-      // A finished task waits for nothing: no second read of it.
-      const reasons = TERMINAL_STATUSES.has(rec.status) ? [] : (await o.explain(id)).reasons;
-      return c.json({ ...taskView(rec), waiting_for: reasons });
+      const id = c.req.param("task_id") ?? "";
+      // The answer is written out while the engine's record is at hand (no copy of it); a
+      // finished task waits for nothing, so it is answered from that one read.
+      const finished = await o.view(id, (rec) =>
+        TERMINAL_STATUSES.has(rec.status)
+          ? JSON.stringify({ ...taskView(rec), waiting_for: [] })
+          : null,
+      );
+      if (finished) return jsonText(c, finished);
+      const reasons = finished === null ? (await o.explain(id)).reasons : [];
+      const text = await o.view(id, (rec) =>
+        JSON.stringify({ ...taskView(rec), waiting_for: reasons }),
+      );
+      if (text === undefined) throw new FlotillaError("NOT_FOUND", `task ${id} not found`);
+      return jsonText(c, text);
     },
   });
   ctx.define({
