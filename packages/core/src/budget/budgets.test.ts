@@ -255,6 +255,33 @@ describe("calendar", () => {
   });
 });
 
+describe("dayKey", () => {
+  it("answers every instant's local date, forwards, backwards and across DST changes", () => {
+    // en-CA writes dates as YYYY-MM-DD.
+    const wall = (ms: number, timeZone: string) =>
+      new Intl.DateTimeFormat("en-CA", {
+        timeZone,
+        year: "numeric",
+        month: "2-digit",
+        day: "2-digit",
+      }).format(ms);
+    const zones = ["Europe/Berlin", "America/Santiago", "Asia/Kolkata", "UTC"];
+    // Every 37 minutes across the spring and autumn changes, then the same instants shuffled.
+    const instants: number[] = [];
+    for (const from of [Date.UTC(2026, 2, 27), Date.UTC(2026, 9, 23), Date.UTC(2026, 3, 3)]) {
+      for (let t = from; t < from + 4 * 86_400_000; t += 37 * 60_000) instants.push(t);
+    }
+    const shuffled = instants.map((t, i) => instants[(i * 7919) % instants.length]!);
+    for (const timeZone of zones) {
+      for (const t of [...instants, ...shuffled]) {
+        expect(dayKey(t, timeZone), `${new Date(t).toISOString()} in ${timeZone}`).toBe(
+          wall(t, timeZone),
+        );
+      }
+    }
+  });
+});
+
 describe("monthly budgets", () => {
   it("a calendar month resets at local midnight of the 1st in its time zone", () => {
     // 23:30 on 31 March in Berlin (CEST, UTC+2) is 21:30 UTC.

@@ -66,9 +66,12 @@ function startOfLocalDay(year: number, month: number, day: number, timeZone: str
   t = wall - offsetAt(t, timeZone);
   // Where midnight falls in a DST gap the day starts at the first existing instant after it.
   const want = new Date(wall).toISOString().slice(0, 10);
-  if (dayKey(t, timeZone) < want) t += 3_600_000;
+  if (localDayKey(t, timeZone) < want) t += 3_600_000;
   return t;
 }
+
+/** The day `dayKey` answered last, per zone: most calls fall in it. */
+const lastDay = new Map<string, { start: number; end: number; day: string }>();
 
 /**
  * The local calendar date of instant `ms` in `timeZone`, as `YYYY-MM-DD`.
@@ -79,6 +82,17 @@ function startOfLocalDay(year: number, month: number, day: number, timeZone: str
  * ```
  */
 export function dayKey(ms: number, timeZone: string): string {
+  // Formatting a date in a zone is slow, and a ledger asks for today's key on every
+  // settled attempt: the bounds of the day last answered make the common case a compare.
+  const last = lastDay.get(timeZone);
+  if (last && ms >= last.start && ms < last.end) return last.day;
+  const bounds = dayBounds(ms, timeZone);
+  lastDay.set(timeZone, bounds);
+  return bounds.day;
+}
+
+/** `dayKey` worked out from the zone's wall time at `ms`. */
+function localDayKey(ms: number, timeZone: string): string {
   const p = localParts(ms, timeZone);
   return `${String(p.year).padStart(4, "0")}-${String(p.month).padStart(2, "0")}-${String(p.day).padStart(2, "0")}`;
 }
@@ -100,7 +114,7 @@ export function dayBounds(
   return {
     start: startOfLocalDay(p.year, p.month, p.day, timeZone),
     end: startOfLocalDay(p.year, p.month, p.day + 1, timeZone),
-    day: dayKey(ms, timeZone),
+    day: localDayKey(ms, timeZone),
   };
 }
 
