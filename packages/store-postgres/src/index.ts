@@ -1,2 +1,9 @@
+export {
+  type PartitionChange,
+  type PartitionLeaseOptions,
+  PartitionLeases,
+  partitionOf,
+  shareOf,
+} from "./partitions.js";
 export { POSTGRES_SCHEMA_VERSION } from "./schema.js";
 export { PostgresStore, type PostgresStoreOptions } from "./store.js";

@@ -98,6 +98,21 @@ const MIGRATIONS: ReadonlyArray<(s: string) => string> = [
       PRIMARY KEY (collection, key)
     );
   `,
+  (s) => `
+    -- Instances sharing the schema, alive while expires_at (database time) is ahead.
+    CREATE TABLE ${s}.instances (
+      id text PRIMARY KEY,
+      started_at bigint NOT NULL,
+      expires_at bigint NOT NULL
+    );
+    -- Virtual partitions of the work, each leased to at most one live instance.
+    CREATE TABLE ${s}.partitions (
+      n integer PRIMARY KEY,
+      owner text,
+      expires_at bigint NOT NULL DEFAULT 0,
+      epoch bigint NOT NULL DEFAULT 0
+    );
+  `,
 ];
 
 /**

@@ -31,6 +31,7 @@ import {
 import pg from "pg";
 import { z } from "zod";
 import { conflictError, describeDatabase, pgError } from "./errors.js";
+import { type PartitionLeaseOptions, PartitionLeases } from "./partitions.js";
 import { isConnectionError, PgQueue } from "./queue.js";
 import { type PreparedWrite, prepareWrite, TASK_COLUMNS } from "./rows.js";
 import { LOCK_NAMESPACE, migrate, quoteIdent } from "./schema.js";
@@ -423,6 +424,36 @@ export class PostgresStore implements Store {
     const lock = this.#lock;
     this.#lock = undefined;
     await Promise.allSettled([...pools.map((p) => p?.end()), lock?.end()]);
+  }
+
+  /**
+   * Leases on this schema's virtual partitions, for one instance among several sharing the
+   * schema (open the store with `exclusive: false`): see {@link PartitionLeases}. Uses the
+   * store's connections; stop the leases before closing the store.
+   *
+   * @example
+   * ```ts
+   * const store = new PostgresStore({ connectionString, exclusive: false });
+   * await store.open();
+   * const leases = store.partitionLeases({ instanceId: "api-1" });
+   * await leases.start();
+   * ```
+   */
+  partitionLeases(options?: PartitionLeaseOptions): PartitionLeases {
+    return new PartitionLeases(
+      () => {
+        if (!this.#readers) {
+          throw new FlotillaError(
+            "STORE_ERROR",
+            `${this.where}: the store is not open (call open())`,
+          );
+        }
+        return this.#readers;
+      },
+      this.#t,
+      this.where,
+      { logger: this.#logger, ...options },
+    );
   }
 
   #queue(): PgQueue {

@@ -196,6 +196,32 @@ if (url) {
       expect(tables.map((t) => t.name)).toEqual(["users"]);
     });
 
+    it("migrates a schema of the first version and keeps its tasks", async () => {
+      const schema = freshSchema();
+      const first = store(schema);
+      await first.open();
+      await first.insertTasks([storeTestRecord({ id: "kept" })]);
+      await first.close();
+      // As the first release left it: no instance or partition tables, version 1.
+      await sql(
+        url!,
+        `DROP TABLE "${schema}".instances, "${schema}".partitions;
+         UPDATE "${schema}".meta SET value = '1' WHERE key = 'schema_version'`,
+      );
+      const next = store(schema, { exclusive: false });
+      await next.open();
+      expect((await next.getTask("kept"))?.id).toBe("kept");
+      const version = await sql<{ value: string }>(
+        url!,
+        `SELECT value FROM "${schema}".meta WHERE key = 'schema_version'`,
+      );
+      expect(version[0]?.value).toBe(String(POSTGRES_SCHEMA_VERSION));
+      const leases = next.partitionLeases({ instanceId: "after-migration" });
+      await leases.start();
+      expect(leases.owned().size).toBe(64);
+      await leases.stop();
+    });
+
     it("refuses a schema written by a newer version", async () => {
       const schema = freshSchema();
       const first = store(schema);

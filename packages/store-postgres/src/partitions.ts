@@ -1,0 +1,424 @@
+import { randomUUID } from "node:crypto";
+import { type Clock, FlotillaError, type Logger, silentLogger, systemClock } from "@flotilla/core";
+import type pg from "pg";
+import { z } from "zod";
+import { pgError } from "./errors.js";
+
+/** Options of {@link PartitionLeases}. */
+export interface PartitionLeaseOptions {
+  /** This instance's name among those sharing the schema (unique per live instance). @default a random UUID */
+  instanceId?: string;
+  /**
+   * How many virtual partitions the schema's work is hashed into. Fixed per schema by the
+   * first instance that leases: another count is refused. @default 64
+   */
+  partitions?: number;
+  /**
+   * How long a lease lasts without renewal, on the database's clock. An instance that stops
+   * (a crash, a lost host) leaves its partitions to the others after this long. @default 15000
+   */
+  leaseMs?: number;
+  /** How often leases are renewed and the share rebalanced. @default leaseMs / 3 */
+  renewEveryMs?: number;
+  /**
+   * Local time, for when an instance that cannot reach the database must give its
+   * partitions up (`leaseMs` after the start of its last successful renewal).
+   * @default systemClock
+   */
+  clock?: Clock;
+  /** Where renewal failures and lapses are reported. @default the store's logger */
+  logger?: Logger;
+}
+
+const OptionsSchema = z.object({
+  instanceId: z.string().min(1).max(200).optional(),
+  partitions: z.number().int().min(1).max(4096).optional(),
+  leaseMs: z.number().int().min(100).optional(),
+  renewEveryMs: z.number().int().min(10).optional(),
+  clock: z.custom<Clock>((c) => typeof (c as { now?: unknown })?.now === "function").optional(),
+  logger: z.custom<Logger>((l) => typeof (l as { info?: unknown })?.info === "function").optional(),
+});
+
+/** What changed at a renewal: the partitions held now, and those gained and given up. */
+export interface PartitionChange {
+  owned: ReadonlySet<number>;
+  acquired: number[];
+  lost: number[];
+}
+
+/** The database's time in ms since the epoch. */
+const DB_NOW = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+
+/**
+ * The partition of a task id among `partitions`: FNV-1a of its UTF-16 code units, so every
+ * instance (and every version) puts a task in the same one.
+ *
+ * @example
+ * ```ts
+ * partitionOf("3f1c…", 64); // 0…63
+ * ```
+ */
+export function partitionOf(id: string, partitions: number): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < id.length; i++) {
+    h ^= id.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0) % partitions;
+}
+
+/**
+ * The share of `partitions` the instance at `rank` (0-based, in id order) among `live`
+ * instances holds: an even split, the first `partitions % live` holding one more.
+ *
+ * @example
+ * ```ts
+ * [0, 1, 2].map((rank) => shareOf(64, 3, rank)); // [22, 21, 21]
+ * ```
+ */
+export function shareOf(partitions: number, live: number, rank: number): number {
+  if (live <= 0 || rank < 0) return 0;
+  return Math.floor(partitions / live) + (rank < partitions % live ? 1 : 0);
+}
+
+/**
+ * Leases on the virtual partitions of one schema, for an instance among several sharing it.
+ * Every renewal (one transaction) records the instance as alive, renews the leases it holds,
+ * gives up those over its even share (so an instance that joins gets work) and takes free
+ * or lapsed ones up to it. Leases run on the database's clock; an instance that cannot
+ * renew gives its partitions up on its own clock `leaseMs` after the start of its last
+ * successful renewal — before the database lets another instance take them — so two live
+ * instances never hold one partition at once. Each takeover raises the partition's `epoch`.
+ *
+ * @example
+ * ```ts
+ * import { PostgresStore, partitionOf } from "@flotilla/store-postgres";
+ *
+ * const store = new PostgresStore({ connectionString: process.env.DATABASE_URL, exclusive: false });
+ * await store.open();
+ * const leases = store.partitionLeases({ instanceId: "api-1" });
+ * leases.onChange(({ acquired, lost }) => console.log("gained", acquired, "gave up", lost));
+ * await leases.start();
+ * leases.owns(partitionOf(taskId, leases.partitions)); // schedule it here?
+ * await leases.stop(); // hands them over at once
+ * ```
+ */
+export class PartitionLeases {
+  readonly instanceId: string;
+  readonly partitions: number;
+  readonly leaseMs: number;
+  readonly renewEveryMs: number;
+  readonly #pool: () => pg.Pool;
+  readonly #t: (table: string) => string;
+  readonly #where: string;
+  readonly #clock: Clock;
+  readonly #logger: Logger;
+  readonly #listeners: Array<(change: PartitionChange) => void> = [];
+  #owned = new Set<number>();
+  /** Local time by which the partitions held must be given up unless renewed. */
+  #validUntil = 0;
+  #timer: ReturnType<Clock["setTimeout"]> | undefined;
+  /** Fires at `#validUntil`, so a renewal that hangs cannot keep partitions past it. */
+  #lapse: ReturnType<Clock["setTimeout"]> | undefined;
+  #running = false;
+  #renewing: Promise<void> | undefined;
+
+  /** @internal Made by `PostgresStore.partitionLeases`. */
+  constructor(
+    pool: () => pg.Pool,
+    table: (name: string) => string,
+    where: string,
+    options: PartitionLeaseOptions = {},
+  ) {
+    const parsed = OptionsSchema.safeParse(options ?? {});
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      throw new FlotillaError(
+        "VALIDATION",
+        `partition leases: ${issue.path.join(".") || "(root)"}: ${issue.message}`,
+      );
+    }
+    this.#pool = pool;
+    this.#t = table;
+    this.#where = where;
+    this.instanceId = options.instanceId ?? randomUUID();
+    this.partitions = options.partitions ?? 64;
+    this.leaseMs = options.leaseMs ?? 15_000;
+    this.renewEveryMs = options.renewEveryMs ?? Math.max(10, Math.floor(this.leaseMs / 3));
+    if (this.renewEveryMs >= this.leaseMs) {
+      throw new FlotillaError(
+        "VALIDATION",
+        `partition leases: renewEveryMs (${this.renewEveryMs}) must be shorter than leaseMs (${this.leaseMs})`,
+      );
+    }
+    this.#clock = options.clock ?? systemClock;
+    this.#logger = options.logger ?? silentLogger;
+  }
+
+  /**
+   * The partitions this instance holds now (a copy).
+   *
+   * @example
+   * ```ts
+   * console.log(`serving ${leases.owned().size} of ${leases.partitions} partitions`);
+   * ```
+   */
+  owned(): ReadonlySet<number> {
+    this.#expireIfLate();
+    return new Set(this.#owned);
+  }
+
+  /**
+   * Whether this instance holds partition `n` now.
+   *
+   * @example
+   * ```ts
+   * if (leases.owns(partitionOf(taskId, leases.partitions))) schedule(taskId);
+   * ```
+   */
+  owns(n: number): boolean {
+    this.#expireIfLate();
+    return this.#owned.has(n);
+  }
+
+  /**
+   * Calls `listener` after every renewal that gained or gave up partitions (and when they
+   * lapse or are handed back). Returns a remover.
+   *
+   * @example
+   * ```ts
+   * const off = leases.onChange(({ acquired, lost }) => reload(acquired, lost));
+   * off();
+   * ```
+   */
+  onChange(listener: (change: PartitionChange) => void): () => void {
+    this.#listeners.push(listener);
+    return () => {
+      const i = this.#listeners.indexOf(listener);
+      if (i >= 0) this.#listeners.splice(i, 1);
+    };
+  }
+
+  /**
+   * Joins: checks the schema's partition count (setting it if this is the first instance),
+   * takes a first share, and renews every `renewEveryMs` until `stop()`. A count other than
+   * the schema's is `VALIDATION`.
+   *
+   * @example
+   * ```ts
+   * await leases.start();
+   * ```
+   */
+  async start(): Promise<void> {
+    if (this.#running) return;
+    const pool = this.#pool();
+    const count = await pool
+      .query<{ value: string }>(
+        `WITH set AS (
+           INSERT INTO ${this.#t("meta")} (key, value) VALUES ('partitions', $1)
+           ON CONFLICT (key) DO NOTHING RETURNING value
+         )
+         SELECT value FROM set UNION ALL SELECT value FROM ${this.#t("meta")} WHERE key = 'partitions'`,
+        [String(this.partitions)],
+      )
+      .catch((err: unknown) => {
+        throw pgError(this.#where, "cannot read the partition count", err);
+      });
+    const n = Number(count.rows[0]?.value);
+    if (n !== this.partitions) {
+      throw new FlotillaError(
+        "VALIDATION",
+        `${this.#where}: the schema's work is split into ${n} partitions; this instance was given ${this.partitions} (every instance sharing a schema must use the same count)`,
+        { details: { schema: n, given: this.partitions } },
+      );
+    }
+    await pool
+      .query(
+        `INSERT INTO ${this.#t("partitions")} (n) SELECT generate_series(0, $1::integer - 1)
+         ON CONFLICT (n) DO NOTHING`,
+        [this.partitions],
+      )
+      .catch((err: unknown) => {
+        throw pgError(this.#where, "cannot create the partitions", err);
+      });
+    this.#running = true;
+    await this.renew();
+    this.#schedule();
+  }
+
+  /**
+   * Leaves: stops renewing and hands the partitions held back at once (the others take
+   * them at their next renewal, without waiting for the leases to lapse).
+   *
+   * @example
+   * ```ts
+   * process.once("SIGTERM", () => void leases.stop());
+   * ```
+   */
+  async stop(): Promise<void> {
+    if (!this.#running) return;
+    this.#running = false;
+    if (this.#timer !== undefined) this.#clock.clearTimeout(this.#timer);
+    if (this.#lapse !== undefined) this.#clock.clearTimeout(this.#lapse);
+    this.#timer = undefined;
+    this.#lapse = undefined;
+    await this.#renewing?.catch(() => {});
+    const lost = [...this.#owned];
+    this.#owned = new Set();
+    try {
+      await this.#pool().query(
+        `WITH gone AS (DELETE FROM ${this.#t("instances")} WHERE id = $1)
+         UPDATE ${this.#t("partitions")} SET owner = NULL, expires_at = 0 WHERE owner = $1`,
+        [this.instanceId],
+      );
+    } catch (err) {
+      this.#logger.warn(
+        { database: this.#where, err: (err as Error).message },
+        "could not hand partitions back; they pass on when their leases lapse",
+      );
+    }
+    if (lost.length > 0) this.#notify({ owned: new Set(), acquired: [], lost });
+  }
+
+  /**
+   * One renewal now (the timer calls it; a test or a wake-up may too): resolves when done.
+   * A failure keeps the partitions held until their local deadline, then gives them up.
+   *
+   * @example
+   * ```ts
+   * await leases.renew(); // e.g. when told another instance left
+   * ```
+   */
+  renew(): Promise<void> {
+    this.#renewing ??= this.#renew().finally(() => {
+      this.#renewing = undefined;
+    });
+    return this.#renewing;
+  }
+
+  async #renew(): Promise<void> {
+    const began = this.#clock.now();
+    let client: pg.PoolClient | undefined;
+    try {
+      client = await this.#pool().connect();
+      await client.query("BEGIN");
+      const me = this.instanceId;
+      const live = (
+        await client.query<{ id: string }>(
+          `WITH beat AS (
+             INSERT INTO ${this.#t("instances")} (id, started_at, expires_at)
+             VALUES ($1, ${DB_NOW}, ${DB_NOW} + $2)
+             ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at
+           )
+           SELECT id FROM ${this.#t("instances")} WHERE expires_at > ${DB_NOW} AND id <> $1
+           UNION SELECT $1 ORDER BY 1`,
+          [me, this.leaseMs],
+        )
+      ).rows.map((r) => r.id);
+      const share = shareOf(this.partitions, live.length, live.indexOf(me));
+      // Renew what is still ours; a lease that lapsed meanwhile is no longer held.
+      const held = (
+        await client.query<{ n: number }>(
+          `UPDATE ${this.#t("partitions")} SET expires_at = ${DB_NOW} + $2
+           WHERE owner = $1 AND expires_at > ${DB_NOW} RETURNING n`,
+          [me, this.leaseMs],
+        )
+      ).rows
+        .map((r) => r.n)
+        .sort((a, b) => a - b);
+      let mine = held;
+      if (held.length > share) {
+        const extra = held.slice(share);
+        await client.query(
+          `UPDATE ${this.#t("partitions")} SET owner = NULL, expires_at = 0
+           WHERE owner = $1 AND n = ANY($2::integer[])`,
+          [me, extra],
+        );
+        mine = held.slice(0, share);
+      } else if (held.length < share) {
+        const taken = (
+          await client.query<{ n: number }>(
+            `UPDATE ${this.#t("partitions")} p
+             SET owner = $1, expires_at = ${DB_NOW} + $2, epoch = p.epoch + 1
+             WHERE p.n IN (
+               SELECT n FROM ${this.#t("partitions")}
+               WHERE owner IS NULL OR expires_at <= ${DB_NOW}
+               ORDER BY n LIMIT $3 FOR UPDATE SKIP LOCKED
+             )
+             RETURNING p.n`,
+            [me, this.leaseMs, share - held.length],
+          )
+        ).rows.map((r) => r.n);
+        mine = [...held, ...taken];
+      }
+      // Instances gone for ten leases are forgotten.
+      await client.query(
+        `DELETE FROM ${this.#t("instances")} WHERE expires_at < ${DB_NOW} - $1::bigint * 10`,
+        [this.leaseMs],
+      );
+      await client.query("COMMIT");
+      if (!this.#running) {
+        // Stopped meanwhile: what this renewal took is handed back by stop().
+        return;
+      }
+      // Leases that lapsed before this renewal began were given up, even if retaken now:
+      // whoever uses them reloads their work.
+      if (began >= this.#validUntil) this.#apply(new Set());
+      this.#validUntil = began + this.leaseMs;
+      this.#apply(new Set(mine));
+      if (this.#lapse !== undefined) this.#clock.clearTimeout(this.#lapse);
+      this.#lapse = this.#clock.setTimeout(
+        () => {
+          this.#lapse = undefined;
+          this.#expireIfLate();
+        },
+        Math.max(0, this.#validUntil - this.#clock.now()),
+      );
+    } catch (err) {
+      await client?.query("ROLLBACK").catch(() => {});
+      this.#logger.warn(
+        { database: this.#where, err: (err as Error).message },
+        "partition leases not renewed",
+      );
+      this.#expireIfLate();
+    } finally {
+      client?.release();
+    }
+  }
+
+  #schedule(): void {
+    if (!this.#running) return;
+    this.#timer = this.#clock.setTimeout(() => {
+      this.#timer = undefined;
+      void this.renew().finally(() => this.#schedule());
+    }, this.renewEveryMs);
+  }
+
+  /** Gives every partition up once the last renewal is `leaseMs` old (local clock). */
+  #expireIfLate(): void {
+    if (this.#owned.size > 0 && this.#clock.now() >= this.#validUntil) {
+      this.#logger.warn(
+        { database: this.#where, partitions: this.#owned.size },
+        "partition leases lapsed without renewal: giving them up",
+      );
+      this.#apply(new Set());
+    }
+  }
+
+  #apply(next: Set<number>): void {
+    const acquired = [...next].filter((n) => !this.#owned.has(n));
+    const lost = [...this.#owned].filter((n) => !next.has(n));
+    this.#owned = next;
+    if (acquired.length > 0 || lost.length > 0) this.#notify({ owned: next, acquired, lost });
+  }
+
+  #notify(change: PartitionChange): void {
+    for (const l of [...this.#listeners]) {
+      try {
+        l({ owned: new Set(change.owned), acquired: change.acquired, lost: change.lost });
+      } catch (err) {
+        this.#logger.error({ err: String(err) }, "a partition listener threw");
+      }
+    }
+  }
+}

@@ -1,0 +1,220 @@
+import type { FlotillaError } from "@flotilla/core";
+import { FakeClock } from "@flotilla/testing";
+import { afterEach, describe, expect, it } from "vitest";
+import {
+  type PartitionChange,
+  type PartitionLeases,
+  PostgresStore,
+  partitionOf,
+  shareOf,
+} from "../src/index.js";
+import { dropSchema, freshSchema, pgUrl, sql } from "./pg-env.js";
+
+const url = pgUrl();
+
+describe("partitionOf and shareOf", () => {
+  it("spreads ids evenly and puts an id in the same partition every time", () => {
+    const counts = new Array<number>(64).fill(0);
+    for (let i = 0; i < 64_000; i++) counts[partitionOf(`task-${i}`, 64)]!++;
+    // 1000 expected per partition; FNV-1a keeps every one within 15%.
+    expect(Math.min(...counts)).toBeGreaterThan(850);
+    expect(Math.max(...counts)).toBeLessThan(1150);
+    // Every instance and version must agree: 32-bit FNV-1a's published test vectors.
+    expect([partitionOf("", 64), partitionOf("a", 64), partitionOf("foobar", 1024)]).toEqual([
+      0x811c9dc5 % 64,
+      0xe40c292c % 64,
+      0xbf9cf968 % 1024,
+    ]);
+  });
+
+  it("splits partitions evenly, the first instances holding one more", () => {
+    expect([0, 1, 2].map((r) => shareOf(64, 3, r))).toEqual([22, 21, 21]);
+    expect([0, 1].map((r) => shareOf(64, 2, r))).toEqual([32, 32]);
+    expect(shareOf(64, 1, 0)).toBe(64);
+    expect(shareOf(2, 3, 2)).toBe(0);
+    expect(shareOf(64, 0, 0)).toBe(0);
+  });
+});
+
+if (url) {
+  describe("partition leases on a real PostgreSQL server", () => {
+    const stores: PostgresStore[] = [];
+    const leases: PartitionLeases[] = [];
+    const schemas = new Set<string>();
+
+    afterEach(async () => {
+      for (const l of leases.splice(0)) await l.stop();
+      for (const s of stores.splice(0)) await s.close();
+      for (const s of schemas) await dropSchema(url, s);
+      schemas.clear();
+    });
+
+    /** An instance: its own store (as each `flotilla serve` has) and leases on a fake clock. */
+    async function instance(
+      schema: string,
+      id: string,
+      options: { leaseMs?: number; partitions?: number } = {},
+    ) {
+      schemas.add(schema);
+      const store = new PostgresStore({ connectionString: url, schema, exclusive: false });
+      stores.push(store);
+      await store.open();
+      // Renewals happen when the test says (the fake clock's timers fire only when advanced).
+      const clock = new FakeClock();
+      const l = store.partitionLeases({
+        instanceId: id,
+        leaseMs: options.leaseMs ?? 60_000,
+        ...(options.partitions ? { partitions: options.partitions } : {}),
+        clock,
+      });
+      leases.push(l);
+      const changes: PartitionChange[] = [];
+      l.onChange((c) => changes.push(c));
+      return { store, leases: l, clock, changes };
+    }
+
+    function expectDisjointCover(sets: ReadonlySet<number>[], n = 64) {
+      const all = sets.flatMap((s) => [...s]);
+      expect(new Set(all).size).toBe(all.length);
+      expect(all.length).toBe(n);
+    }
+
+    it("instances joining one by one end with an even, disjoint split of every partition", async () => {
+      const schema = freshSchema("parts");
+      const a = await instance(schema, "a");
+      await a.leases.start();
+      expect(a.leases.owned().size).toBe(64);
+
+      // B joins: A holds everything, so B gets its share once A gives the extra up.
+      const b = await instance(schema, "b");
+      await b.leases.start();
+      expect(b.leases.owned().size).toBe(0);
+      await a.leases.renew();
+      expect(a.leases.owned().size).toBe(32);
+      await b.leases.renew();
+      expect(b.leases.owned().size).toBe(32);
+      expectDisjointCover([a.leases.owned(), b.leases.owned()]);
+
+      const c = await instance(schema, "c");
+      await c.leases.start();
+      for (const x of [a, b, c]) await x.leases.renew();
+      expect([a, b, c].map((x) => x.leases.owned().size)).toEqual([22, 21, 21]);
+      expectDisjointCover([a, b, c].map((x) => x.leases.owned()));
+
+      // What each was told adds up to what it holds.
+      for (const x of [a, b, c]) {
+        const held = new Set<number>();
+        for (const ch of x.changes) {
+          for (const n of ch.acquired) held.add(n);
+          for (const n of ch.lost) held.delete(n);
+        }
+        expect(held).toEqual(x.leases.owned());
+      }
+      // The database agrees: each partition has the owner that believes it has it.
+      const rows = await sql<{ n: number; owner: string }>(
+        url,
+        `SELECT n, owner FROM "${schema}".partitions ORDER BY n`,
+      );
+      expect(rows).toHaveLength(64);
+      for (const r of rows) {
+        const x = { a, b, c }[r.owner as "a" | "b" | "c"];
+        expect(x?.leases.owns(r.n), `partition ${r.n}`).toBe(true);
+      }
+    });
+
+    it("a crashed instance's partitions pass to the others once its leases lapse, with a new epoch", async () => {
+      const schema = freshSchema("parts");
+      const a = await instance(schema, "a");
+      const b = await instance(schema, "b");
+      // C renews on a short lease, then stops renewing without handing anything back.
+      const c = await instance(schema, "c", { leaseMs: 1000 });
+      await a.leases.start();
+      await b.leases.start();
+      await c.leases.start();
+      for (const x of [a, b, c]) await x.leases.renew();
+      const lost = [...c.leases.owned()];
+      expect(lost.length).toBe(21);
+      const epochs = await sql<{ n: number; epoch: string }>(
+        url,
+        `SELECT n, epoch FROM "${schema}".partitions WHERE n = ANY($1::integer[])`,
+        [lost],
+      );
+
+      // While C's leases are live nobody else gets them.
+      await a.leases.renew();
+      await b.leases.renew();
+      for (const n of lost) {
+        expect(a.leases.owns(n)).toBe(false);
+        expect(b.leases.owns(n)).toBe(false);
+      }
+      // Once they lapse (database time), A and B take them over.
+      const deadline = Date.now() + 15_000;
+      while (a.leases.owned().size + b.leases.owned().size < 64 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 100));
+        await a.leases.renew();
+        await b.leases.renew();
+      }
+      expect([a.leases.owned().size, b.leases.owned().size]).toEqual([32, 32]);
+      expectDisjointCover([a.leases.owned(), b.leases.owned()]);
+      const after = await sql<{ n: number; epoch: string }>(
+        url,
+        `SELECT n, epoch FROM "${schema}".partitions WHERE n = ANY($1::integer[])`,
+        [lost],
+      );
+      const before = new Map(epochs.map((r) => [r.n, Number(r.epoch)]));
+      for (const r of after) expect(Number(r.epoch)).toBe(before.get(r.n)! + 1);
+    });
+
+    it("an instance that stops hands its partitions over at once", async () => {
+      const schema = freshSchema("parts");
+      const a = await instance(schema, "a");
+      const b = await instance(schema, "b");
+      await a.leases.start();
+      await b.leases.start();
+      await a.leases.renew();
+      await b.leases.renew();
+      expect(b.leases.owned().size).toBe(32);
+      await a.leases.stop();
+      expect(a.leases.owned().size).toBe(0);
+      expect(a.changes.at(-1)?.lost).toHaveLength(32);
+      // No waiting for a lapse (the leases run for a minute): B's next renewal takes them.
+      await b.leases.renew();
+      expect(b.leases.owned().size).toBe(64);
+    });
+
+    it("an instance that cannot renew gives its partitions up when its lease would lapse", async () => {
+      const schema = freshSchema("parts");
+      const a = await instance(schema, "a", { leaseMs: 5000 });
+      await a.leases.start();
+      expect(a.leases.owned().size).toBe(64);
+      // Its database connections are gone: renewals fail.
+      await a.store.close();
+      await a.leases.renew();
+      await a.clock.advance(4000);
+      expect(a.leases.owned().size).toBe(64);
+      // 5 s after the start of the last renewal that worked, on its own clock: given up.
+      await a.clock.advance(1000);
+      expect(a.leases.owns(0)).toBe(false);
+      expect(a.leases.owned().size).toBe(0);
+      expect(a.changes.at(-1)?.lost).toHaveLength(64);
+    });
+
+    it("refuses a partition count other than the schema's, and bad options", async () => {
+      const schema = freshSchema("parts");
+      const a = await instance(schema, "a", { partitions: 16 });
+      await a.leases.start();
+      expect(a.leases.owned().size).toBe(16);
+      const b = await instance(schema, "b", { partitions: 64 });
+      const err = (await b.leases.start().then(
+        () => undefined,
+        (e: unknown) => e,
+      )) as FlotillaError;
+      expect(err.code).toBe("VALIDATION");
+      expect(err.message).toContain("split into 16 partitions; this instance was given 64");
+      expect(() => a.store.partitionLeases({ leaseMs: 1000, renewEveryMs: 1000 })).toThrow(
+        /renewEveryMs \(1000\) must be shorter than leaseMs \(1000\)/,
+      );
+      expect(() => a.store.partitionLeases({ partitions: 0 })).toThrow(/partitions/);
+    });
+  });
+}
