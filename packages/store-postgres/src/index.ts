@@ -1,3 +1,4 @@
+export { Notifications } from "./notifications.js";
 export {
   type PartitionChange,
   type PartitionLeaseOptions,

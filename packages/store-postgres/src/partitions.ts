@@ -3,6 +3,7 @@ import { type Clock, FlotillaError, type Logger, silentLogger, systemClock } fro
 import type pg from "pg";
 import { z } from "zod";
 import { pgError } from "./errors.js";
+import type { Notifications } from "./notifications.js";
 
 /** Options of {@link PartitionLeases}. */
 export interface PartitionLeaseOptions {
@@ -122,6 +123,10 @@ export class PartitionLeases {
   #lapse: ReturnType<Clock["setTimeout"]> | undefined;
   #running = false;
   #renewing: Promise<void> | undefined;
+  /** Another renewal was asked for while one ran. */
+  #again = false;
+  readonly #notifications: Notifications | undefined;
+  #unsubscribe: Array<() => void> = [];
 
   /** @internal Made by `PostgresStore.partitionLeases`. */
   constructor(
@@ -129,7 +134,9 @@ export class PartitionLeases {
     table: (name: string) => string,
     where: string,
     options: PartitionLeaseOptions = {},
+    notifications?: Notifications,
   ) {
+    this.#notifications = notifications;
     const parsed = OptionsSchema.safeParse(options ?? {});
     if (!parsed.success) {
       const issue = parsed.error.issues[0]!;
@@ -242,8 +249,41 @@ export class PartitionLeases {
         throw pgError(this.#where, "cannot create the partitions", err);
       });
     this.#running = true;
+    const messages = this.#notifications;
+    if (messages) {
+      // Others say when they join, leave or give partitions up: renew at once instead of at
+      // the next tick, so a rebalance takes milliseconds. Missed messages: the tick.
+      this.#unsubscribe = [
+        messages.on("partitions", (from) => {
+          if (from !== this.instanceId) this.#soon();
+        }),
+        messages.onReconnect(() => this.#soon()),
+      ];
+      await messages.start().catch((err: unknown) => {
+        this.#logger.warn(
+          { database: this.#where, err: (err as Error).message },
+          "no notifications between instances; partitions rebalance at each renewal",
+        );
+      });
+    }
     await this.renew();
     this.#schedule();
+    this.#announce();
+  }
+
+  /** Tells the other instances to look at the partitions again. */
+  #announce(): void {
+    this.#notifications?.notify("partitions", this.instanceId).catch(() => {});
+  }
+
+  /** A renewal now, or right after the one running. */
+  #soon(): void {
+    if (!this.#running) return;
+    if (this.#renewing) {
+      this.#again = true;
+      return;
+    }
+    void this.renew();
   }
 
   /**
@@ -262,6 +302,7 @@ export class PartitionLeases {
     if (this.#lapse !== undefined) this.#clock.clearTimeout(this.#lapse);
     this.#timer = undefined;
     this.#lapse = undefined;
+    for (const off of this.#unsubscribe.splice(0)) off();
     await this.#renewing?.catch(() => {});
     const lost = [...this.#owned];
     this.#owned = new Set();
@@ -278,6 +319,7 @@ export class PartitionLeases {
       );
     }
     if (lost.length > 0) this.#notify({ owned: new Set(), acquired: [], lost });
+    this.#announce();
   }
 
   /**
@@ -292,6 +334,10 @@ export class PartitionLeases {
   renew(): Promise<void> {
     this.#renewing ??= this.#renew().finally(() => {
       this.#renewing = undefined;
+      if (this.#again) {
+        this.#again = false;
+        this.#soon();
+      }
     });
     return this.#renewing;
   }
@@ -327,6 +373,7 @@ export class PartitionLeases {
         .map((r) => r.n)
         .sort((a, b) => a - b);
       let mine = held;
+      let gaveUp = false;
       if (held.length > share) {
         const extra = held.slice(share);
         await client.query(
@@ -335,6 +382,7 @@ export class PartitionLeases {
           [me, extra],
         );
         mine = held.slice(0, share);
+        gaveUp = true;
       } else if (held.length < share) {
         const taken = (
           await client.query<{ n: number }>(
@@ -366,6 +414,7 @@ export class PartitionLeases {
       if (began >= this.#validUntil) this.#apply(new Set());
       this.#validUntil = began + this.leaseMs;
       this.#apply(new Set(mine));
+      if (gaveUp) this.#announce();
       if (this.#lapse !== undefined) this.#clock.clearTimeout(this.#lapse);
       this.#lapse = this.#clock.setTimeout(
         () => {

@@ -31,6 +31,7 @@ import {
 import pg from "pg";
 import { z } from "zod";
 import { conflictError, describeDatabase, pgError } from "./errors.js";
+import { Notifications } from "./notifications.js";
 import { type PartitionLeaseOptions, PartitionLeases } from "./partitions.js";
 import { isConnectionError, PgQueue } from "./queue.js";
 import { type PreparedWrite, prepareWrite, TASK_COLUMNS } from "./rows.js";
@@ -165,6 +166,7 @@ export class PostgresStore implements Store {
   #refused: { err: unknown; until: number } | undefined;
   /** `close()` was called before `open()` finished (a standby waiting). */
   #abandoned = false;
+  #notifications: Notifications | undefined;
 
   constructor(options: PostgresStoreOptions = {}) {
     const parsed = OptionsSchema.safeParse(options ?? {});
@@ -414,6 +416,7 @@ export class PostgresStore implements Store {
       this.#waiting = undefined;
       await waiting.end().catch(() => {});
     }
+    await this.#notifications?.stop();
     const q = this.#q;
     if (!q) return;
     this.#q = undefined;
@@ -424,6 +427,38 @@ export class PostgresStore implements Store {
     const lock = this.#lock;
     this.#lock = undefined;
     await Promise.allSettled([...pools.map((p) => p?.end()), lock?.end()]);
+  }
+
+  /**
+   * Messages between the instances sharing this schema (LISTEN/NOTIFY on a connection of
+   * its own, made on first use and closed with the store): see {@link Notifications}.
+   *
+   * @example
+   * ```ts
+   * const store = new PostgresStore({ connectionString: process.env.DATABASE_URL, exclusive: false });
+   * await store.open();
+   * const n = store.notifications();
+   * n.on("wake", () => void poll());
+   * await n.start();
+   * ```
+   */
+  notifications(): Notifications {
+    this.#notifications ??= new Notifications(
+      this.schema,
+      () => this.#config(1),
+      () => {
+        if (!this.#readers) {
+          throw new FlotillaError(
+            "STORE_ERROR",
+            `${this.where}: the store is not open (call open())`,
+          );
+        }
+        return this.#readers;
+      },
+      this.where,
+      this.#logger,
+    );
+    return this.#notifications;
   }
 
   /**
@@ -453,6 +488,7 @@ export class PostgresStore implements Store {
       this.#t,
       this.where,
       { logger: this.#logger, ...options },
+      this.notifications(),
     );
   }
 

@@ -1,5 +1,5 @@
 import type { FlotillaError } from "@flotilla/core";
-import { FakeClock } from "@flotilla/testing";
+import { FakeClock, startPostgres } from "@flotilla/testing";
 import { afterEach, describe, expect, it } from "vitest";
 import {
   type PartitionChange,
@@ -73,32 +73,39 @@ if (url) {
       return { store, leases: l, clock, changes };
     }
 
+    /** Waits until `cond()` holds (checked every 20 ms), failing after `ms`. */
+    async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
+      const deadline = Date.now() + ms;
+      while (!cond()) {
+        if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+
     function expectDisjointCover(sets: ReadonlySet<number>[], n = 64) {
       const all = sets.flatMap((s) => [...s]);
       expect(new Set(all).size).toBe(all.length);
       expect(all.length).toBe(n);
     }
 
-    it("instances joining one by one end with an even, disjoint split of every partition", async () => {
+    it("instances joining one by one end with an even, disjoint split of every partition, at once", async () => {
       const schema = freshSchema("parts");
       const a = await instance(schema, "a");
       await a.leases.start();
       expect(a.leases.owned().size).toBe(64);
 
-      // B joins: A holds everything, so B gets its share once A gives the extra up.
+      // B joins while A holds everything. The leases last a minute and no timer runs (fake
+      // clocks): the notifications alone make A give half up and B take it.
       const b = await instance(schema, "b");
       await b.leases.start();
-      expect(b.leases.owned().size).toBe(0);
-      await a.leases.renew();
-      expect(a.leases.owned().size).toBe(32);
-      await b.leases.renew();
-      expect(b.leases.owned().size).toBe(32);
+      const sizes = (xs: Array<{ leases: PartitionLeases }>) =>
+        xs.map((x) => x.leases.owned().size);
+      await until(() => sizes([a, b]).join() === "32,32", "A and B hold 32 each");
       expectDisjointCover([a.leases.owned(), b.leases.owned()]);
 
       const c = await instance(schema, "c");
       await c.leases.start();
-      for (const x of [a, b, c]) await x.leases.renew();
-      expect([a, b, c].map((x) => x.leases.owned().size)).toEqual([22, 21, 21]);
+      await until(() => sizes([a, b, c]).join() === "22,21,21", "A, B, C hold 22, 21, 21");
       expectDisjointCover([a, b, c].map((x) => x.leases.owned()));
 
       // What each was told adds up to what it holds.
@@ -126,12 +133,15 @@ if (url) {
       const schema = freshSchema("parts");
       const a = await instance(schema, "a");
       const b = await instance(schema, "b");
-      // C renews on a short lease, then stops renewing without handing anything back.
-      const c = await instance(schema, "c", { leaseMs: 1000 });
+      // C renews on a short lease (long enough for the checks below on a loaded machine),
+      // then stops renewing without handing anything back.
+      const c = await instance(schema, "c", { leaseMs: 4000 });
       await a.leases.start();
       await b.leases.start();
       await c.leases.start();
-      for (const x of [a, b, c]) await x.leases.renew();
+      const sizes = () => [a, b, c].map((x) => x.leases.owned().size).join();
+      await until(() => sizes() === "22,21,21", "A, B, C hold 22, 21, 21");
+      await c.store.close(); // C is gone: no renewal, no goodbye
       const lost = [...c.leases.owned()];
       expect(lost.length).toBe(21);
       const epochs = await sql<{ n: number; epoch: string }>(
@@ -171,15 +181,13 @@ if (url) {
       const b = await instance(schema, "b");
       await a.leases.start();
       await b.leases.start();
-      await a.leases.renew();
-      await b.leases.renew();
-      expect(b.leases.owned().size).toBe(32);
+      await until(() => b.leases.owned().size === 32, "B holds 32");
       await a.leases.stop();
       expect(a.leases.owned().size).toBe(0);
       expect(a.changes.at(-1)?.lost).toHaveLength(32);
-      // No waiting for a lapse (the leases run for a minute): B's next renewal takes them.
-      await b.leases.renew();
-      expect(b.leases.owned().size).toBe(64);
+      // No waiting for a lapse (the leases run for a minute, B's timer never fires): told
+      // that A left, B takes everything.
+      await until(() => b.leases.owned().size === 64, "B holds all 64", 5000);
     });
 
     it("an instance that cannot renew gives its partitions up when its lease would lapse", async () => {
@@ -216,5 +224,60 @@ if (url) {
       );
       expect(() => a.store.partitionLeases({ partitions: 0 })).toThrow(/partitions/);
     });
+  });
+}
+
+if (url) {
+  describe("notifications between instances", () => {
+    it("reach every instance on the schema and come back after a database restart", async () => {
+      const server = await startPostgres();
+      const a = new PostgresStore({ connectionString: server.url, schema: "n", exclusive: false });
+      const b = new PostgresStore({ connectionString: server.url, schema: "n", exclusive: false });
+      try {
+        await a.open();
+        await b.open();
+        const got: string[] = [];
+        let reconnects = 0;
+        const n = a.notifications();
+        n.on("wake", (p) => got.push(p));
+        n.on("other", () => got.push("wrong topic"));
+        n.onReconnect(() => reconnects++);
+        await n.start();
+        // Another schema's messages never arrive here.
+        const elsewhere = new PostgresStore({
+          connectionString: server.url,
+          schema: "elsewhere",
+          exclusive: false,
+        });
+        await elsewhere.open();
+        await elsewhere.notifications().notify("wake", "from elsewhere");
+        await elsewhere.close();
+        await b.notifications().notify("wake", "one");
+        const deadline = (ms: number) => Date.now() + ms;
+        let until = deadline(5000);
+        while (!got.includes("one") && Date.now() < until)
+          await new Promise((r) => setTimeout(r, 20));
+        expect(got).toEqual(["one"]);
+
+        await server.stop();
+        await server.start();
+        // Listening again (the reconnect hook says when), messages arrive again.
+        until = deadline(20_000);
+        while (reconnects === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+        expect(reconnects).toBe(1);
+        await b.notifications().notify("wake", "two");
+        until = deadline(5000);
+        while (!got.includes("two") && Date.now() < until)
+          await new Promise((r) => setTimeout(r, 20));
+        expect(got).toEqual(["one", "two"]);
+        await expect(a.notifications().notify("wake", "x".repeat(7001))).rejects.toThrow(
+          /over 7000 bytes/,
+        );
+      } finally {
+        await a.close();
+        await b.close();
+        await server.destroy();
+      }
+    }, 60_000);
   });
 }
