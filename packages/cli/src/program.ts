@@ -73,6 +73,10 @@ export function createProgram(env: Record<string, string | undefined> = process.
       return;
     }
     const running = await runServe(config, env);
+    void running.ended.then((why) => {
+      process.stderr.write(`flotilla serve: stopped: ${why}\n`);
+      process.exit(3);
+    });
     let signals = 0;
     let firstAt = 0;
     const onSignal = (sig: string) => {

@@ -39,6 +39,12 @@ export interface RunningServer {
    * naming the bad setting, and then changes nothing.
    */
   reload(next: ServeConfig): Promise<{ restartRequired: string[] }>;
+  /**
+   * Resolves, with the reason, when the server stopped on its own: on PostgreSQL, another
+   * server took its schema (after this one lost its lock), so nothing it does could be
+   * stored. By then it has stopped (running tasks aborted: the new holder retries them).
+   */
+  ended: Promise<string>;
 }
 
 /** Package version reported by `/health`. */
@@ -282,7 +288,7 @@ export async function runServe(
   }
 
   let stopping: Promise<void> | undefined;
-  const stop = () => {
+  const stop = (mode: "drain" | "abort" = "drain") => {
     stopping ??= (async () => {
       logger.info({}, "shutting down: refusing new work, draining running tasks");
       await server.close({ graceMs: 5000 });
@@ -290,7 +296,7 @@ export async function runServe(
         ?.close()
         .catch((err: unknown) => logger.warn({ err: String(err) }, "fleet close failed"));
       await orchestrator
-        .stop({ mode: "drain", timeoutMs: Math.round(config.shutdownTimeoutSeconds * 1000) })
+        .stop({ mode, timeoutMs: Math.round(config.shutdownTimeoutSeconds * 1000) })
         .catch((err: unknown) => logger.error({ err: String(err) }, "orchestrator stop failed"));
       resources.stop();
       retention?.stop();
@@ -318,5 +324,15 @@ export async function runServe(
     logger.info({ restartRequired }, "resource policy reloaded");
     return { restartRequired };
   };
-  return { url, server, orchestrator, stop, reload };
+  const ended = new Promise<string>((resolve) => {
+    if (!(store instanceof PostgresStore)) return;
+    store.onFenced((err) => {
+      logger.error(
+        { database: store.where, err: err.message },
+        "another server holds this server's schema now: stopping (start this one again, e.g. with --standby)",
+      );
+      void stop("abort").then(() => resolve(`another server took ${store.where}`));
+    });
+  });
+  return { url, server, orchestrator, stop: () => stop(), reload, ended };
 }

@@ -11,6 +11,7 @@ const url = process.env.FLOTILLA_TEST_PG_URL;
 const root = fileURLToPath(new URL("../../../", import.meta.url));
 const bin = join(root, "packages/cli/src/bin.ts");
 const schema = `failover_${process.pid}_${randomBytes(4).toString("hex")}`;
+const fencedSchema = `fenced_${process.pid}_${randomBytes(4).toString("hex")}`;
 const children = new Set<ChildProcess>();
 const dirs: string[] = [];
 
@@ -21,12 +22,13 @@ afterAll(async () => {
     const client = new pg.Client({ connectionString: url });
     await client.connect();
     await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    await client.query(`DROP SCHEMA IF EXISTS "${fencedSchema}" CASCADE`);
     await client.end();
   }
 });
 
 /** `flotilla serve` in one process (so SIGKILL ends the server itself), with its output. */
-function serve(extra: string[]) {
+function serve(extra: string[], storeSchema = schema) {
   const dir = mkdtempSync(join(tmpdir(), "flotilla-failover-"));
   dirs.push(dir);
   const child = spawn(
@@ -45,7 +47,7 @@ function serve(extra: string[]) {
       "--store",
       url!,
       "--store-schema",
-      schema,
+      storeSchema,
       ...extra,
     ],
     {
@@ -154,5 +156,42 @@ describe("flotilla serve --standby on PostgreSQL", () => {
       body: JSON.stringify({ type: "tool_call", payload: { tool_name: "echo", tool_input: "b" } }),
     });
     expect(((await res.json()) as { success: boolean }).success).toBe(true);
+  }, 120_000);
+
+  it("stops and exits 3 when another server took its schema after it lost its lock", async () => {
+    if (!url) return;
+    const a = serve(["--admin-key", "fenced-test-admin-key"], fencedSchema);
+    await a.ready();
+    const exited = new Promise<number | null>((r) => a.child.once("exit", (code) => r(code)));
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    try {
+      // A's schema lock: the advisory lock (namespace "FLOT", hash of "<schema>:instance").
+      const key = [0x464c4f54, `${fencedSchema}:instance`];
+      const holder = await client.query<{ pid: number }>(
+        `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2
+           AND classid = $1::bigint::oid AND objid = (hashtext($2)::bigint & 4294967295)::oid`,
+        key,
+      );
+      expect(holder.rows).toHaveLength(1);
+      // Its connection is cut (as a database restart or a lost network would), and another
+      // holder gets in before A takes the lock again.
+      await client.query("SELECT pg_terminate_backend($1)", [holder.rows[0]!.pid]);
+      let got = false;
+      for (let i = 0; i < 400 && !got; i++) {
+        got = (
+          await client.query<{ ok: boolean }>(
+            "SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok",
+            key,
+          )
+        ).rows[0]!.ok;
+      }
+      expect(got).toBe(true);
+      expect(await exited).toBe(3);
+      expect(a.out()).toContain("another server holds this server's schema now: stopping");
+      expect(a.out()).toMatch(/flotilla serve: stopped: another server took /);
+    } finally {
+      await client.end();
+    }
   }, 120_000);
 });

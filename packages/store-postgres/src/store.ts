@@ -167,6 +167,9 @@ export class PostgresStore implements Store {
   /** `close()` was called before `open()` finished (a standby waiting). */
   #abandoned = false;
   #notifications: Notifications | undefined;
+  /** Why this store's writes are refused for good: another instance took the schema. */
+  #fenced: FlotillaError | undefined;
+  readonly #fencedListeners = new Set<(err: FlotillaError) => void>();
 
   constructor(options: PostgresStoreOptions = {}) {
     const parsed = OptionsSchema.safeParse(options ?? {});
@@ -365,7 +368,10 @@ export class PostgresStore implements Store {
         },
         (err: unknown) => {
           const cause = (err as { cause?: unknown }).cause ?? err;
-          if (!isConnectionError(cause)) this.#refused = { err, until: Date.now() + 2_000 };
+          if (!isConnectionError(cause)) {
+            this.#refused = { err, until: Date.now() + 2_000 };
+            this.#fence(err);
+          }
           throw err;
         },
       )
@@ -400,6 +406,53 @@ export class PostgresStore implements Store {
       );
     };
     setTimeout(attempt, 200).unref();
+  }
+
+  /**
+   * Whether another instance took the schema after this store lost its lock (a standby
+   * that got in first after a database restart or a lost connection): every write of this
+   * store is refused from then on, and the server using it should stop.
+   *
+   * @example
+   * ```ts
+   * const store = new PostgresStore({ connectionString: process.env.DATABASE_URL });
+   * await store.open();
+   * if (store.fenced) process.exitCode = 3;
+   * ```
+   */
+  get fenced(): boolean {
+    return this.#fenced !== undefined;
+  }
+
+  /**
+   * Calls `listener` once, when this store finds that another instance took its schema
+   * (see {@link PostgresStore.fenced}). Returns a remover.
+   *
+   * @example
+   * ```ts
+   * const store = new PostgresStore({ connectionString: process.env.DATABASE_URL });
+   * await store.open();
+   * store.onFenced((err) => {
+   *   console.error(err.message);
+   *   process.exit(3);
+   * });
+   * ```
+   */
+  onFenced(listener: (err: FlotillaError) => void): () => void {
+    this.#fencedListeners.add(listener);
+    return () => this.#fencedListeners.delete(listener);
+  }
+
+  #fence(err: unknown): void {
+    if (this.#fenced || !this.#lockLost) return;
+    this.#fenced = err instanceof FlotillaError ? err : FlotillaError.from(err, "STORE_ERROR");
+    for (const l of [...this.#fencedListeners]) {
+      try {
+        l(this.#fenced);
+      } catch (e) {
+        this.#logger.error({ err: String(e) }, "a fenced listener threw");
+      }
+    }
   }
 
   /** Before each write transaction: the schema lock is still ours (taken again after a reconnect). */

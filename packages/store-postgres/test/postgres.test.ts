@@ -1,5 +1,6 @@
 import { type FlotillaError, FunctionWorker, Orchestrator, type TaskRecord } from "@flotilla/core";
 import { startPostgres, storeTestRecord } from "@flotilla/testing";
+import pg from "pg";
 import { afterEach, describe, expect, it } from "vitest";
 import { POSTGRES_SCHEMA_VERSION, PostgresStore } from "../src/index.js";
 import { dropSchema, freshSchema, pgUrl, sql } from "./pg-env.js";
@@ -194,6 +195,42 @@ if (url) {
         [schema],
       );
       expect(tables.map((t) => t.name)).toEqual(["users"]);
+    });
+
+    it("says it is fenced when another holder took the schema after its lock was lost, and refuses writes", async () => {
+      const schema = freshSchema();
+      const a = store(schema);
+      await a.open();
+      const fenced = new Promise<FlotillaError>((resolve) => a.onFenced(resolve));
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      try {
+        const key = [0x464c4f54, `${schema}:instance`];
+        const holder = await client.query<{ pid: number }>(
+          `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2
+             AND classid = $1::bigint::oid AND objid = (hashtext($2)::bigint & 4294967295)::oid`,
+          key,
+        );
+        expect(holder.rows).toHaveLength(1);
+        await client.query("SELECT pg_terminate_backend($1)", [holder.rows[0]!.pid]);
+        let got = false;
+        for (let i = 0; i < 400 && !got; i++) {
+          got = (
+            await client.query<{ ok: boolean }>(
+              "SELECT pg_try_advisory_lock($1, hashtext($2)) AS ok",
+              key,
+            )
+          ).rows[0]!.ok;
+        }
+        expect(got).toBe(true);
+        const err = await fenced;
+        expect(err.message).toContain("in use by another Flotilla instance");
+        expect(a.fenced).toBe(true);
+        const refused = await rejection(a.insertTasks([storeTestRecord({ id: "late" })]));
+        expect(refused.code).toBe("STORE_ERROR");
+      } finally {
+        await client.end();
+      }
     });
 
     it("migrates a schema of the first version and keeps its tasks", async () => {
