@@ -65,8 +65,30 @@ describe("Persistence", () => {
     await clock.advance(0);
     await persistence.flush(); // does not hang on the refused write
     ctx.state = "stopping";
-    persistence.giveUpRetries();
+    const tries = store.saves.length;
+    await persistence.giveUpRetries();
+    // It was tried once more at stop, refused again, and given up.
+    expect(store.saves.length).toBe(tries + 1);
     await expect(saved).rejects.toMatchObject({ code: "STORE_ERROR" });
+  });
+
+  it("a write waiting for its retry when the store is back is stored at stop, not dropped", async () => {
+    const { persistence, store, rec, clock, ctx } = await setup();
+    store.refusing = true;
+    rec.status = "succeeded";
+    let acked = false;
+    const saved = persistence.save(rec).then(() => {
+      acked = true;
+    });
+    await clock.advance(0);
+    expect(acked).toBe(false);
+    // The store is back, but the retry timer has not fired: stop tries it at once.
+    store.refusing = false;
+    ctx.state = "stopping";
+    await persistence.giveUpRetries();
+    await saved;
+    expect(acked).toBe(true);
+    expect((await store.getTask("a"))?.status).toBe("succeeded");
   });
 
   it("history lines of one tick are appended together after the writes", async () => {

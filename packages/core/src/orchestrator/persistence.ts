@@ -144,10 +144,26 @@ export class Persistence {
     }, delay);
   }
 
-  /** At stop: task writes still refused are given up (never acknowledged) and rejected. */
-  giveUpRetries(): void {
+  /**
+   * At stop: the task writes the store refused are tried once more at once (the store may
+   * be back, and the retry timer may be seconds away), and waited for; those refused again
+   * are given up (never acknowledged) and rejected.
+   */
+  async giveUpRetries(): Promise<void> {
     this.#ctx.timers.clear(this.#retryTimer);
     this.#retryTimer = undefined;
+    if (this.#retrying.size > 0) {
+      const last = [...this.#retrying.values()];
+      this.#retrying.clear();
+      for (const w of last) {
+        const newer = this.#dirty.get(w.rec.id);
+        if (!newer) this.#dirty.set(w.rec.id, w);
+        else newer.promise.then(w.resolve, w.reject);
+      }
+      this.#flushDirty();
+      // Not running any more: a write refused again is rejected, not retried.
+      await Promise.allSettled(last.map((w) => w.promise));
+    }
     for (const w of this.#retrying.values()) {
       w.reject(
         new FlotillaError("STORE_ERROR", `task ${w.rec.id}: the store refused its last change`),
