@@ -314,7 +314,7 @@ export class PostgresStore implements Store {
         throw new FlotillaError(
           "STORE_ERROR",
           `${this.where}: the schema is in use by another Flotilla instance (an advisory lock is held); stop it, or give this instance another schema`,
-          { details: { database: this.where } },
+          { details: { database: this.where, heldByAnother: true } },
         );
       }
     } catch (err) {
@@ -370,7 +370,11 @@ export class PostgresStore implements Store {
           const cause = (err as { cause?: unknown }).cause ?? err;
           if (!isConnectionError(cause)) {
             this.#refused = { err, until: Date.now() + 2_000 };
-            this.#fence(err);
+            // Only a lock another instance holds fences this store for good; any other
+            // failure is tried again at the next write.
+            const held =
+              (err as { details?: { heldByAnother?: unknown } }).details?.heldByAnother === true;
+            if (held) this.#fence(err);
           }
           throw err;
         },
