@@ -84,8 +84,11 @@ function serve(extra: string[], storeSchema = schema) {
       });
       check();
     });
+  // The start-up banner ends with the line about the admin key.
   const ready = () =>
-    printed(/listening on (http:\/\/\S+)[\s\S]*Fleet:/, "start-up").then((m) => m[1]!);
+    printed(/listening on (http:\/\/\S+)[\s\S]*\n(?:Auth|Admin key)[^\n]*\n/, "start-up").then(
+      (m) => m[1]!,
+    );
   return { child, printed, ready, out: () => out };
 }
 

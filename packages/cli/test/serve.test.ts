@@ -53,11 +53,8 @@ async function startServe(
   await new Promise<void>((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`serve did not start:\n${out}`)), 30_000);
     const check = () => {
-      if (
-        /^(Fleet|Auth|Admin key).*$/m.test(out) &&
-        /Fleet:/.test(out) &&
-        /(Admin key|Auth)/.test(out)
-      ) {
+      // The start-up banner ends with the whole line about the admin key.
+      if (/Fleet:/.test(out) && /\n(?:Auth|Admin key)[^\n]*\n/.test(out)) {
         clearTimeout(t);
         resolve();
       }
