@@ -503,15 +503,7 @@ export class PostgresStore implements Store {
     this.#notifications ??= new Notifications(
       this.schema,
       () => this.#config(1),
-      () => {
-        if (!this.#readers) {
-          throw new FlotillaError(
-            "STORE_ERROR",
-            `${this.where}: the store is not open (call open())`,
-          );
-        }
-        return this.#readers;
-      },
+      () => this.#openReaders(),
       this.where,
       this.#logger,
     );
@@ -533,20 +525,20 @@ export class PostgresStore implements Store {
    */
   partitionLeases(options?: PartitionLeaseOptions): PartitionLeases {
     return new PartitionLeases(
-      () => {
-        if (!this.#readers) {
-          throw new FlotillaError(
-            "STORE_ERROR",
-            `${this.where}: the store is not open (call open())`,
-          );
-        }
-        return this.#readers;
-      },
+      () => this.#openReaders(),
       this.#t,
       this.where,
       { logger: this.#logger, ...options },
       this.notifications(),
     );
+  }
+
+  /** The read pool, or `STORE_ERROR` when the store is not open. */
+  #openReaders(): pg.Pool {
+    if (!this.#readers) {
+      throw new FlotillaError("STORE_ERROR", `${this.where}: the store is not open (call open())`);
+    }
+    return this.#readers;
   }
 
   #queue(): PgQueue {
