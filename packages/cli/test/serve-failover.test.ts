@@ -1,23 +1,14 @@
-import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
+import { cleanUpServes, spawnServe, tempDir } from "./serve-process.js";
 
 const url = process.env.FLOTILLA_TEST_PG_URL;
-const root = fileURLToPath(new URL("../../../", import.meta.url));
-const bin = join(root, "packages/cli/src/bin.ts");
 const schema = `failover_${process.pid}_${randomBytes(4).toString("hex")}`;
 const fencedSchema = `fenced_${process.pid}_${randomBytes(4).toString("hex")}`;
-const children = new Set<ChildProcess>();
-const dirs: string[] = [];
 
 afterAll(async () => {
-  for (const c of children) c.kill("SIGKILL");
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  cleanUpServes();
   if (url) {
     const client = new pg.Client({ connectionString: url });
     await client.connect();
@@ -27,69 +18,16 @@ afterAll(async () => {
   }
 });
 
-/** `flotilla serve` in one process (so SIGKILL ends the server itself), with its output. */
+/** `flotilla serve` on the test database in one process (so SIGKILL ends the server itself). */
 function serve(extra: string[], storeSchema = schema) {
-  const dir = mkdtempSync(join(tmpdir(), "flotilla-failover-"));
-  dirs.push(dir);
-  const child = spawn(
-    process.execPath,
-    [
-      "--import",
-      "tsx",
-      bin,
-      "serve",
-      "--port",
-      "0",
-      "--log-level",
-      "warn",
-      "--data-dir",
-      dir,
-      "--store",
-      url!,
-      "--store-schema",
-      storeSchema,
-      ...extra,
-    ],
+  const dir = tempDir("flotilla-failover-");
+  const s = spawnServe(
+    ["--data-dir", dir, "--store", url!, "--store-schema", storeSchema, ...extra],
     {
-      cwd: root,
-      env: {
-        ...process.env,
-        TSX_TSCONFIG_PATH: join(root, "packages/cli/tsconfig.json"),
-        FLOTILLA_DETECT_WORKERS: "false",
-      },
+      oneProcess: true,
     },
   );
-  children.add(child);
-  let out = "";
-  child.stdout!.on("data", (d) => {
-    out += d;
-  });
-  child.stderr!.on("data", (d) => {
-    out += d;
-  });
-  const printed = (re: RegExp, what: string) =>
-    new Promise<RegExpExecArray>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`no ${what} within 60 s:\n${out}`)), 60_000);
-      const check = () => {
-        const m = re.exec(out);
-        if (m) {
-          clearTimeout(t);
-          resolve(m);
-        }
-      };
-      child.stdout!.on("data", check);
-      child.on("exit", (code) => {
-        clearTimeout(t);
-        reject(new Error(`serve exited (${code}) before ${what}:\n${out}`));
-      });
-      check();
-    });
-  // The start-up banner ends with the line about the admin key.
-  const ready = () =>
-    printed(/listening on (http:\/\/\S+)[\s\S]*\n(?:Auth|Admin key)[^\n]*\n/, "start-up").then(
-      (m) => m[1]!,
-    );
-  return { child, printed, ready, out: () => out };
+  return { ...s, ready: () => s.ready().then((r) => r.url) };
 }
 
 describe("flotilla serve --standby on PostgreSQL", () => {

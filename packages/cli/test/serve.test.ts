@@ -1,81 +1,31 @@
-import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { type ChildProcess, execFile } from "node:child_process";
+import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
 import { loadServeConfig, SERVE_OPTIONS } from "../src/index.js";
+import { bin, cleanUpServes, cliEnv, root, spawnServe, tempDir, tsx } from "./serve-process.js";
 
-const root = fileURLToPath(new URL("../../../", import.meta.url));
-const node = process.execPath;
-const tsx = join(root, "node_modules/tsx/dist/cli.mjs");
-const bin = join(root, "packages/cli/src/bin.ts");
-const env = {
-  ...process.env,
-  TSX_TSCONFIG_PATH: join(root, "packages/cli/tsconfig.json"),
-  FLOTILLA_DETECT_WORKERS: "false",
-  FLOTILLA_ADMIN_KEY: "",
-};
 const run = promisify(execFile);
-const dirs: string[] = [];
-const children = new Set<ChildProcess>();
-afterAll(() => {
-  for (const c of children) c.kill("SIGKILL");
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
+const node = process.execPath;
+const env = cliEnv;
+afterAll(cleanUpServes);
 
-function tempDir(): string {
-  const d = mkdtempSync(join(tmpdir(), "flotilla-cli-"));
-  dirs.push(d);
-  return d;
-}
-
-/** Spawns `flotilla serve` and resolves once it prints its URL (and the admin key when printed). */
+/** Spawns `flotilla serve` and resolves once it printed its whole banner (URL, admin key when generated). */
 async function startServe(
   args: string[],
   { oneProcess = false } = {},
 ): Promise<{ child: ChildProcess; url: string; key?: string; out: () => string }> {
   // One process (tsx loaded in-process) when the test signals it with what the tsx CLI does not relay.
-  const launcher = oneProcess ? ["--import", "tsx", bin] : [tsx, bin];
-  const child = spawn(node, [...launcher, "serve", "--port", "0", "--log-level", "warn", ...args], {
-    env,
-    cwd: root,
-  });
-  children.add(child);
-  let out = "";
-  child.stdout!.on("data", (d) => {
-    out += d;
-  });
-  child.stderr!.on("data", (d) => {
-    out += d;
-  });
-  await new Promise<void>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`serve did not start:\n${out}`)), 30_000);
-    const check = () => {
-      // The start-up banner ends with the whole line about the admin key.
-      if (/Fleet:/.test(out) && /\n(?:Auth|Admin key)[^\n]*\n/.test(out)) {
-        clearTimeout(t);
-        resolve();
-      }
-    };
-    child.stdout!.on("data", check);
-    child.on("exit", (code) => {
-      clearTimeout(t);
-      reject(new Error(`serve exited (${code}):\n${out}`));
-    });
-  });
-  const url = /listening on (http:\/\/\S+)/.exec(out)![1]!;
-  const key = /Admin key \(shown once[^)]*\): (\S+)/.exec(out)?.[1];
-  return { child, url, ...(key ? { key } : {}), out: () => out };
+  const s = spawnServe(args, { oneProcess });
+  const { url, key } = await s.ready();
+  return { child: s.child, url, ...(key ? { key } : {}), out: s.out };
 }
 
 async function stop(child: ChildProcess): Promise<number | null> {
   const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
   child.kill("SIGTERM");
-  const code = await exited;
-  children.delete(child);
-  return code;
+  return exited;
 }
 
 describe("flotilla --help", () => {
