@@ -4,6 +4,7 @@ import type pg from "pg";
 import { z } from "zod";
 import { pgError } from "./errors.js";
 import type { Notifications } from "./notifications.js";
+import { DB_NOW } from "./sql.js";
 
 /** Options of {@link PartitionLeases}. */
 export interface PartitionLeaseOptions {
@@ -46,9 +47,6 @@ export interface PartitionChange {
   acquired: number[];
   lost: number[];
 }
-
-/** The database's time in ms since the epoch. */
-const DB_NOW = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
 /**
  * The partition of a task id among `partitions`: FNV-1a of its UTF-16 code units, so every

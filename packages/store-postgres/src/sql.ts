@@ -1,6 +1,9 @@
 import { TASK_COLUMN_TYPES, TASK_COLUMNS } from "./rows.js";
 import { LOCK_NAMESPACE } from "./schema.js";
 
+/** The database's time in ms since the epoch (leases and claims run on it). @internal */
+export const DB_NOW = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+
 const COLS = TASK_COLUMNS.join(", ");
 const STATE_COLS = TASK_COLUMNS.slice(1);
 const ATTEMPT_COLS =

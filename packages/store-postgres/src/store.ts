@@ -36,7 +36,7 @@ import { type PartitionLeaseOptions, PartitionLeases } from "./partitions.js";
 import { isConnectionError, PgQueue } from "./queue.js";
 import { type PreparedWrite, prepareWrite, TASK_COLUMNS } from "./rows.js";
 import { LOCK_NAMESPACE, migrate, quoteIdent } from "./schema.js";
-import { statements } from "./sql.js";
+import { DB_NOW, statements } from "./sql.js";
 
 /** Options of {@link PostgresStore}. */
 export interface PostgresStoreOptions {
@@ -108,9 +108,6 @@ const types = {
       ? (v: string) => Number(v)
       : pg.types.getTypeParser(oid, format as "text")) as typeof pg.types.getTypeParser,
 };
-
-/** The database's time in ms since the epoch. */
-const DB_NOW = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
 /** Events as columns: types, task ids, times, data (JSON). */
 type EventColumns = [string[], Array<string | null>, number[], Array<string | null>];

@@ -93,7 +93,7 @@ export class Lifecycle {
     if (ctx.state === "stopped" || ctx.state === "idle") {
       ctx.state = "stopped";
       this.#clearTimers();
-      await this.#e.persistence.giveUpRetries();
+      await this.#e.persistence.retryOnceThenGiveUp();
       await this.#e.persistence.flush();
       return;
     }
@@ -117,7 +117,7 @@ export class Lifecycle {
     for (const u of this.#unsubscribers.splice(0)) u();
     this.#ctx.registry.stop();
     await this.#stopWorkers();
-    await this.#e.persistence.giveUpRetries();
+    await this.#e.persistence.retryOnceThenGiveUp();
     await this.#e.persistence.flush();
     ctx.state = "stopped";
     ctx.logger.info("orchestrator stopped");

@@ -66,7 +66,7 @@ describe("Persistence", () => {
     await persistence.flush(); // does not hang on the refused write
     ctx.state = "stopping";
     const tries = store.saves.length;
-    await persistence.giveUpRetries();
+    await persistence.retryOnceThenGiveUp();
     // It was tried once more at stop, refused again, and given up.
     expect(store.saves.length).toBe(tries + 1);
     await expect(saved).rejects.toMatchObject({ code: "STORE_ERROR" });
@@ -85,7 +85,7 @@ describe("Persistence", () => {
     // The store is back, but the retry timer has not fired: stop tries it at once.
     store.refusing = false;
     ctx.state = "stopping";
-    await persistence.giveUpRetries();
+    await persistence.retryOnceThenGiveUp();
     await saved;
     expect(acked).toBe(true);
     expect((await store.getTask("a"))?.status).toBe("succeeded");

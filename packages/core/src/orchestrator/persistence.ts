@@ -149,7 +149,7 @@ export class Persistence {
    * be back, and the retry timer may be seconds away), and waited for; those refused again
    * are given up (never acknowledged) and rejected.
    */
-  async giveUpRetries(): Promise<void> {
+  async retryOnceThenGiveUp(): Promise<void> {
     this.#ctx.timers.clear(this.#retryTimer);
     this.#retryTimer = undefined;
     if (this.#retrying.size > 0) {
