@@ -179,6 +179,7 @@ export {
   OrchestratorOptionsSchema,
   type OrchestratorStatus,
   REMOTE_NODE_KIND,
+  ROUTING_WINDOW,
   type StopOptions,
   type TaskExplanation,
   TaskHandle,

@@ -1,6 +1,7 @@
 import type { TimerHandle } from "../clock.js";
 import { FlotillaError } from "../errors.js";
-import type { WorkerEntry } from "../registry/types.js";
+import { matchesTask } from "../registry/match.js";
+import { REMOTE_NODE_KIND, type WorkerEntry } from "../registry/types.js";
 import type { RoutingStrategy } from "../router/types.js";
 import { DelayQueue } from "../scheduler/delayQueue.js";
 import { type Lane, ReadyQueue, type ReadyQueueOptions } from "../scheduler/readyQueue.js";
@@ -10,8 +11,22 @@ import { GATE_KINDS, type GateChain, type GateCheck } from "./gateChain.js";
 import type { Live, TaskTable } from "./taskTable.js";
 import { buildResult, type Transitions } from "./transitions.js";
 
-/** The kind of a registered worker whose slots are filled only by pull claims. */
-export const REMOTE_NODE_KIND = "remote-node";
+export { REMOTE_NODE_KIND };
+
+/**
+ * The most free workers one dispatch considers: where more are free for a task, the
+ * router chooses among this many, and the next dispatch takes the next ones in turn.
+ */
+export const ROUTING_WINDOW = 64;
+
+/**
+ * The most eligible workers a lane parked for want of a free one is indexed under, one by
+ * one; a lane with more waits for a slot freeing on any worker that matches it.
+ */
+const WAIT_INDEX_LIMIT = 64;
+
+const FREE_LOCAL = { free: true, local: true } as const;
+const ANY = { free: false, local: false } as const;
 
 /** Where the dispatcher hands work and finished tasks (the attempts and dependencies parts). */
 export interface DispatchTargets {
@@ -65,6 +80,11 @@ export class Dispatcher {
   /** Lanes parked for want of a worker, by the ids of the workers that could run them. */
   readonly #waitingOn = new Map<string, Set<Lane>>();
   readonly #laneWaits = new Map<Lane, string[]>();
+  /**
+   * Lanes parked for want of a worker among more eligible workers than are indexed one by
+   * one: a slot freeing on any worker that matches the lane's head wakes them.
+   */
+  readonly #broadWaits = new Set<Lane>();
   /** Block keys (`undefined`: none) of lanes a gate parked without a retry time. */
   readonly #untimedKeys = new Set<string | undefined>();
   #delayTimer: TimerHandle | undefined;
@@ -158,18 +178,19 @@ export class Dispatcher {
             this.#parkOnGate(lane, blocked.get(lane.blockKey));
             continue;
           }
-          // The free local workers in one pass; every eligible worker only when needed
-          // (nothing free, or the gates hold it), so a dispatch costs one scan of the type.
-          const candidates = localOnly(registry.available(task));
+          // The free local workers, at most a window of them (taking turns through a large
+          // fleet), so a dispatch costs the same with ten workers or ten thousand; the
+          // eligible ones only when needed (nothing free, or the gates hold it).
+          const candidates = registry.windowed(task, FREE_LOCAL, ROUTING_WINDOW);
           if (candidates.length === 0) {
-            const eligible = registry.eligible(task);
+            const eligible = registry.windowed(task, ANY, WAIT_INDEX_LIMIT + 1);
             this.#parkForWorkers(lane, eligible);
             if (eligible.length === 0) this.#armUnroutable(lane);
-            this.#waiting(
-              task.id,
+            this.#waiting(task.id, () =>
               eligible.length === 0
                 ? "no_worker"
-                : eligible.every((e) => e.worker.kind === REMOTE_NODE_KIND)
+                : allRemote(eligible) &&
+                    (eligible.length <= WAIT_INDEX_LIMIT || allRemote(registry.eligible(task)))
                   ? "remote_poll"
                   : "workers_unavailable",
             );
@@ -185,9 +206,13 @@ export class Dispatcher {
             lane.blockKey = check.blockKey;
             if (check.blockKey !== undefined) blocked.set(check.blockKey, check.retryAt);
             this.#parkOnGate(lane, check.retryAt);
-            // A busy worker the gates were not asked about may take it once a slot frees.
-            const eligible = registry.eligible(task);
-            if (candidates.length < eligible.length) this.#indexWaits(lane, eligible, candidates);
+            // A busy worker the gates were not asked about may take it once a slot frees. In
+            // a fleet too large to index worker by worker, the gate's own wake-up or retry
+            // time brings the lane back (and the next window is asked then).
+            const eligible = registry.windowed(task, ANY, WAIT_INDEX_LIMIT + 1);
+            if (eligible.length <= WAIT_INDEX_LIMIT && candidates.length < eligible.length) {
+              this.#indexWaits(lane, eligible, candidates);
+            }
             this.#waitingOnGate(task.id, check);
             continue;
           }
@@ -220,9 +245,10 @@ export class Dispatcher {
    * Emits `task:waiting` when a parked task's reason changes kind. Nothing is built when no
    * one listens, and a task parked again for the same kind says nothing.
    */
-  #waiting(taskId: string, kind: string, gate?: GateCheck): void {
+  #waiting(taskId: string, kindOf: string | (() => string), gate?: GateCheck): void {
     const events = this.#ctx.events;
     if (events.listenerCount("task:waiting") === 0) return;
+    const kind = typeof kindOf === "string" ? kindOf : kindOf();
     const live = this.#table.live(taskId);
     if (!live || live.waitingKind === kind) return;
     live.waitingKind = kind;
@@ -265,7 +291,11 @@ export class Dispatcher {
    */
   #parkForWorkers(lane: Lane, eligible: readonly WorkerEntry[]): void {
     this.queue.park(lane, "worker");
-    this.#indexWaits(lane, eligible);
+    if (eligible.length <= WAIT_INDEX_LIMIT) this.#indexWaits(lane, eligible);
+    else {
+      this.#forgetWaits(lane);
+      this.#broadWaits.add(lane);
+    }
   }
 
   /** Indexes a parked lane by the workers (of `eligible`, except `except`) whose free slot wakes it. */
@@ -286,6 +316,7 @@ export class Dispatcher {
   }
 
   #forgetWaits(lane: Lane): void {
+    this.#broadWaits.delete(lane);
     const ids = this.#laneWaits.get(lane);
     if (!ids) return;
     this.#laneWaits.delete(lane);
@@ -300,17 +331,30 @@ export class Dispatcher {
   /** A slot freed on a worker, or its health or circuit changed: lanes waiting for it go again. */
   wakeWorker(workerId: string): void {
     const set = this.#waitingOn.get(workerId);
-    if (!set || set.size === 0) return;
-    for (const lane of [...set]) {
-      this.#forgetWaits(lane);
-      this.queue.unpark(lane);
+    let woke = false;
+    if (set !== undefined && set.size > 0) {
+      for (const lane of [...set]) {
+        this.#forgetWaits(lane);
+        this.queue.unpark(lane);
+      }
+      woke = true;
     }
-    this.schedule();
+    if (this.#broadWaits.size > 0) {
+      const entry = this.#ctx.registry.get(workerId);
+      for (const lane of [...this.#broadWaits]) {
+        const head = lane.head?.task;
+        if (head !== undefined && entry !== undefined && !matchesTask(entry, head)) continue;
+        this.#forgetWaits(lane);
+        this.queue.unpark(lane);
+        woke = true;
+      }
+    }
+    if (woke) this.schedule();
   }
 
   /** A worker was added: every lane waiting for a worker goes again. */
   wakeAllWaiting(): void {
-    for (const lane of [...this.#laneWaits.keys()]) {
+    for (const lane of [...this.#broadWaits, ...this.#laneWaits.keys()]) {
       this.#forgetWaits(lane);
       this.queue.unpark(lane);
     }
@@ -479,15 +523,8 @@ export class Dispatcher {
   }
 }
 
-/** `entries` without the remote nodes (whose slots only pull claims fill); itself when none is. */
-function localOnly(entries: WorkerEntry[]): WorkerEntry[] {
-  for (let i = 0; i < entries.length; i++) {
-    if (entries[i]!.worker.kind !== REMOTE_NODE_KIND) continue;
-    const out = entries.slice(0, i);
-    for (let k = i + 1; k < entries.length; k++) {
-      if (entries[k]!.worker.kind !== REMOTE_NODE_KIND) out.push(entries[k]!);
-    }
-    return out;
-  }
-  return entries;
+/** Whether every one of `entries` is a remote node (whose slots only pull claims fill). */
+function allRemote(entries: readonly WorkerEntry[]): boolean {
+  for (const e of entries) if (e.worker.kind !== REMOTE_NODE_KIND) return false;
+  return true;
 }

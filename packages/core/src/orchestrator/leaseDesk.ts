@@ -62,7 +62,7 @@ export class LeaseDesk {
     for (const lane of dispatcher.queue.lanesInOrder()) {
       const head = lane.head?.task;
       if (!head || !matchesTask(entry, head)) continue;
-      const check = gates.check(head, [entry], registry.eligible(head));
+      const check = gates.check(head, [entry]);
       if (check.fail) {
         dispatcher.failQueued(head.id, check.fail);
         continue;

@@ -16,7 +16,7 @@ import { parseOrThrow } from "../task/validation.js";
 import type { HealthReport, Worker, WorkerResult } from "../worker/types.js";
 import { EngineContext, type EngineState } from "./context.js";
 import type { Decision } from "./control.js";
-import { REMOTE_NODE_KIND as NODE_KIND } from "./dispatcher.js";
+import { REMOTE_NODE_KIND as NODE_KIND, ROUTING_WINDOW as WINDOW } from "./dispatcher.js";
 import { assemble, type EngineParts } from "./engine.js";
 import type { EngineApi } from "./engineApi.js";
 import { explain, type TaskExplanation } from "./explain.js";
@@ -40,6 +40,19 @@ import { OrchestratorTimers } from "./timers.js";
  * ```
  */
 export const REMOTE_NODE_KIND = NODE_KIND;
+
+/**
+ * The most free workers one dispatch offers the routing strategy: where more are free for
+ * a task, the strategy chooses among this many and the next dispatch is offered the next
+ * ones, so a dispatch costs the same in a fleet of ten workers or ten thousand.
+ *
+ * @example
+ * ```ts
+ * // Up to ROUTING_WINDOW free workers, a strategy sees every one of them.
+ * console.log(ROUTING_WINDOW); // 64
+ * ```
+ */
+export const ROUTING_WINDOW = WINDOW;
 
 const PRIORITY_NAME_BY_VALUE = new Map<number, string>(
   PRIORITY_NAMES.map((n) => [PRIORITY_VALUES[n], n]),

@@ -296,6 +296,43 @@ describe("WorkerRegistry: slots and availability", () => {
     expect(registry.setAccepting("ghost", true)).toBe(false);
   });
 
+  it("a windowed scan of a large fleet takes turns through it; a small set comes back whole", () => {
+    const { registry } = setup();
+    for (let i = 0; i < 150; i++) registry.add(makeStubWorker({ id: `w${i}`, taskTypes: ["t"] }));
+    registry.add(makeStubWorker({ id: "x0", taskTypes: ["x"] }));
+    registry.add(makeStubWorker({ id: "x1", taskTypes: ["x"] }));
+    const free = { free: true, local: true };
+    const ids = (task = makeTaskRecord({ type: "t" })) =>
+      registry.windowed(task, free, 64).map((e) => e.id);
+    const range = (from: number, to: number) =>
+      Array.from({ length: to - from }, (_, i) => `w${from + i}`);
+    expect(ids()).toEqual(range(0, 64));
+    expect(ids()).toEqual(range(64, 128));
+    // Wraps round to the start of the set.
+    expect(ids()).toEqual([...range(128, 150), ...range(0, 42)]);
+    // Busy workers are passed over without counting against the window.
+    for (let i = 42; i < 52; i++) registry.acquireSlot(`w${i}`);
+    expect(ids()).toEqual(range(52, 116));
+    // A set no larger than the window: whole, in registration order, every time.
+    expect(ids(makeTaskRecord({ type: "x" }))).toEqual(["x0", "x1"]);
+    expect(ids(makeTaskRecord({ type: "x" }))).toEqual(["x0", "x1"]);
+    // Unbounded answers are unchanged.
+    expect(registry.available(makeTaskRecord({ type: "t" }))).toHaveLength(140);
+  });
+
+  it("a windowed scan for local dispatch passes over remote fleet nodes", () => {
+    const { registry } = setup();
+    for (let i = 0; i < 100; i++) {
+      registry.add(makeStubWorker({ id: `node${i}`, kind: "remote-node", taskTypes: ["t"] }));
+    }
+    registry.add(makeStubWorker({ id: "local", taskTypes: ["t"] }));
+    const task = makeTaskRecord({ type: "t" });
+    expect(registry.windowed(task, { free: true, local: true }, 64).map((e) => e.id)).toEqual([
+      "local",
+    ]);
+    expect(registry.windowed(task, { free: false, local: false }, 64)).toHaveLength(64);
+  });
+
   it("a removed worker takes no slot, and its stats stop changing", () => {
     const { registry } = setup();
     const entry = registry.add(makeStubWorker({ id: "a" }));

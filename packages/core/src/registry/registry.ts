@@ -19,7 +19,7 @@ import {
   type WorkerRegistryEvents,
   type WorkerRegistryOptions,
 } from "./options.js";
-import type { WorkerEntry, WorkerInfo } from "./types.js";
+import { REMOTE_NODE_KIND, type WorkerEntry, type WorkerInfo } from "./types.js";
 import { isUnconstrained, WorkerIndex } from "./workerIndex.js";
 
 export {
@@ -267,23 +267,51 @@ export class WorkerRegistry extends EventEmitter<WorkerRegistryEvents> {
   }
 
   /**
+   * {@link WorkerRegistry.available} or {@link WorkerRegistry.eligible} for the dispatcher,
+   * bounded: where more than `window` workers are indexed for the task, at most `window` of
+   * them (per index set scanned), the next scan continuing where the previous one stopped,
+   * so that a dispatch costs the same with ten workers or ten thousand and successive
+   * dispatches take turns through a large fleet. Smaller sets come back whole, in
+   * registration order. With `only.local`, remote fleet nodes (whose slots only their own
+   * claims fill) are passed over.
+   *
+   * @example
+   * ```ts
+   * const free = registry.windowed(task, { free: true, local: true }, 64); // at most 64
+   * ```
+   * @internal
+   */
+  windowed(
+    task: TaskRecord,
+    only: { free: boolean; local: boolean },
+    window: number,
+  ): WorkerEntry[] {
+    return this.#collect(task, only.free, window, only.local);
+  }
+
+  /**
    * Matching workers in registration order, optionally only those that can take a task now.
    * Scans the smallest index set that every match must belong to. The type index and the
    * wildcard set are each in registration order (sets keep insertion order), so when both
    * are scanned their results are merged, not sorted.
    */
-  #collect(task: TaskRecord, onlyAvailable: boolean): Entry[] {
+  #collect(task: TaskRecord, onlyAvailable: boolean, window?: number, local = false): Entry[] {
     // Workers taken from the type index (or the wildcard set) already match a task that has
     // no other constraint, so only availability is left to check: the common, broad case.
+    const free = local
+      ? (entry: Entry) => entry.worker.kind !== REMOTE_NODE_KIND && this.#canTakeEntry(entry)
+      : (entry: Entry) => this.#canTakeEntry(entry);
     const keep = isUnconstrained(task)
-      ? (entry: Entry) => !onlyAvailable || this.#canTakeEntry(entry)
-      : (entry: Entry) => matchesTask(entry, task) && (!onlyAvailable || this.#canTakeEntry(entry));
+      ? onlyAvailable
+        ? free
+        : () => true
+      : (entry: Entry) => matchesTask(entry, task) && (!onlyAvailable || free(entry));
     const targetId = task.target?.workerId;
     if (targetId !== undefined) {
       const entry = this.#entries.get(targetId);
       return entry !== undefined && keep(entry) ? [entry] : [];
     }
-    return this.#index.candidates(task, keep);
+    return this.#index.candidates(task, keep, window);
   }
 
   /**

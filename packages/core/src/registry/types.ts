@@ -2,6 +2,9 @@ import type { SerializedError } from "../errors.js";
 import type { TaskRecord } from "../task/types.js";
 import type { HealthReport, Worker } from "../worker/types.js";
 
+/** The kind of a registered worker whose slots are filled only by pull claims. */
+export const REMOTE_NODE_KIND = "remote-node";
+
 /** Health of a registered worker. `unhealthy` workers get no tasks until checks recover them. */
 export type WorkerHealthState = "healthy" | "degraded" | "unhealthy";
 

@@ -3,20 +3,83 @@ import type { Entry } from "./entry.js";
 
 const labelKey = (key: string, value: string) => `${key}\u0000${value}`;
 
-function addTo<K>(index: Map<K, Set<Entry>>, key: K, entry: Entry): void {
-  let set = index.get(key);
-  if (set === undefined) {
-    set = new Set();
-    index.set(key, set);
+/**
+ * The workers under one index key, in registration order, with the position a windowed
+ * scan starts from next. @internal
+ */
+class Bucket {
+  readonly members = new Set<Entry>();
+  #list: Entry[] | undefined;
+  /** Where the next windowed scan starts (see {@link WorkerIndex.candidates}). */
+  cursor = 0;
+
+  add(entry: Entry): void {
+    this.members.add(entry);
+    this.#list = undefined;
   }
-  set.add(entry);
+
+  delete(entry: Entry): void {
+    if (this.members.delete(entry)) this.#list = undefined;
+  }
+
+  get size(): number {
+    return this.members.size;
+  }
+
+  /** The members as an array, rebuilt only after membership changed. */
+  get list(): Entry[] {
+    this.#list ??= [...this.members];
+    return this.#list;
+  }
 }
 
-function removeFrom<K>(index: Map<K, Set<Entry>>, key: K, entry: Entry): void {
-  const set = index.get(key);
-  if (set === undefined) return;
-  set.delete(entry);
-  if (set.size === 0) index.delete(key);
+function addTo<K>(index: Map<K, Bucket>, key: K, entry: Entry): void {
+  let bucket = index.get(key);
+  if (bucket === undefined) {
+    bucket = new Bucket();
+    index.set(key, bucket);
+  }
+  bucket.add(entry);
+}
+
+function removeFrom<K>(index: Map<K, Bucket>, key: K, entry: Entry): void {
+  const bucket = index.get(key);
+  if (bucket === undefined) return;
+  bucket.delete(entry);
+  if (bucket.size === 0) index.delete(key);
+}
+
+/**
+ * The members of `bucket` that `keep` accepts, appended to `out`: all of them, in
+ * registration order, unless `window` is given and more than `window` members are
+ * indexed — then at most `window`, scanned from where the previous windowed scan of this
+ * bucket stopped (wrapping round), so that successive scans take turns through the bucket
+ * and the cost of one does not grow with the bucket.
+ */
+function collect(
+  bucket: Bucket,
+  keep: (entry: Entry) => boolean,
+  out: Entry[],
+  window: number | undefined,
+): Entry[] {
+  if (window === undefined || bucket.size <= window) {
+    for (const entry of bucket.members) if (keep(entry)) out.push(entry);
+    return out;
+  }
+  const list = bucket.list;
+  const n = list.length;
+  let i = bucket.cursor % n;
+  let kept = 0;
+  for (let seen = 0; seen < n && kept < window; seen++) {
+    const entry = list[i]!;
+    if (keep(entry)) {
+      out.push(entry);
+      kept++;
+    }
+    i = i + 1 === n ? 0 : i + 1;
+  }
+  bucket.cursor = i;
+  return out;
 }
 
 /**
@@ -25,11 +88,11 @@ function removeFrom<K>(index: Map<K, Set<Entry>>, key: K, entry: Entry): void {
  * every worker of a large fleet. @internal
  */
 export class WorkerIndex {
-  readonly #byType = new Map<string, Set<Entry>>();
+  readonly #byType = new Map<string, Bucket>();
   /** Workers whose task types include `"*"`. */
-  readonly #anyType = new Set<Entry>();
-  readonly #byCapability = new Map<string, Set<Entry>>();
-  readonly #byLabel = new Map<string, Set<Entry>>();
+  readonly #anyType = new Bucket();
+  readonly #byCapability = new Map<string, Bucket>();
+  readonly #byLabel = new Map<string, Bucket>();
 
   add(entry: Entry): void {
     const worker = entry.worker;
@@ -54,43 +117,43 @@ export class WorkerIndex {
     for (const key of entry.indexed.labels) removeFrom(this.#byLabel, key, entry);
   }
 
-  /** The workers `keep` accepts among those indexed for `task`, in registration order. */
-  candidates(task: TaskRecord, keep: (entry: Entry) => boolean): Entry[] {
+  /**
+   * The workers `keep` accepts among those indexed for `task`, in registration order.
+   * With `window`, a set of more than `window` indexed workers yields at most `window` of
+   * them per set scanned, taking turns through the set from one call to the next (see
+   * {@link collect}); sets of at most `window` workers are returned whole.
+   */
+  candidates(task: TaskRecord, keep: (entry: Entry) => boolean, window?: number): Entry[] {
     const typed = this.#byType.get(task.type);
-    let narrowest: Set<Entry> | undefined;
+    let narrowest: Bucket | undefined;
     let size = (typed?.size ?? 0) + this.#anyType.size;
     if (size === 0) return [];
     for (const cap of task.requirements?.capabilities ?? []) {
-      const set = this.#byCapability.get(cap);
-      if (set === undefined) return [];
-      if (set.size < size) {
-        narrowest = set;
-        size = set.size;
+      const bucket = this.#byCapability.get(cap);
+      if (bucket === undefined) return [];
+      if (bucket.size < size) {
+        narrowest = bucket;
+        size = bucket.size;
       }
     }
     for (const pairs of [task.requirements?.labels, task.target?.tags]) {
       if (pairs === undefined) continue;
       for (const key in pairs) {
-        const set = this.#byLabel.get(labelKey(key, pairs[key]!));
-        if (set === undefined) return [];
-        if (set.size < size) {
-          narrowest = set;
-          size = set.size;
+        const bucket = this.#byLabel.get(labelKey(key, pairs[key]!));
+        if (bucket === undefined) return [];
+        if (bucket.size < size) {
+          narrowest = bucket;
+          size = bucket.size;
         }
       }
     }
-    const out: Entry[] = [];
-    if (narrowest !== undefined) {
-      for (const entry of narrowest) if (keep(entry)) out.push(entry);
-      return out;
-    }
-    const a: Entry[] = [];
-    if (typed !== undefined) for (const entry of typed) if (keep(entry)) a.push(entry);
+    if (narrowest !== undefined) return collect(narrowest, keep, [], window);
+    const a = typed === undefined ? [] : collect(typed, keep, [], window);
     if (this.#anyType.size === 0) return a;
-    const b: Entry[] = [];
-    for (const entry of this.#anyType) if (keep(entry)) b.push(entry);
+    const b = collect(this.#anyType, keep, [], window);
     if (a.length === 0) return b;
     if (b.length === 0) return a;
+    const out: Entry[] = [];
     let i = 0;
     let j = 0;
     while (i < a.length && j < b.length) out.push(a[i]!.seq < b[j]!.seq ? a[i++]! : b[j++]!);
