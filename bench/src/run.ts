@@ -105,11 +105,12 @@ const NOT_MET = [
   "  attempt row and the events, each acknowledged after its commit; the writes issued while a",
   "  commit is in flight go out together as one statement and one commit, on one writer",
   "  connection. That connection waits for each commit before sending the next batch (about",
-  "  40% of the run is spent waiting on the server), which caps c16; writing batches for",
-  "  different tasks on several connections at once is the next step.",
-  "- **Registered workers.** Picking a worker still looks at every worker registered for",
-  "  the task's type (health, circuit, free slot, then the routing strategy), so the",
-  "  per-task cost grows with thousands of workers of one type.",
+  "  40% of the run is spent waiting on the server; a CPU profile of the client shows it 65%",
+  "  idle at c16), which caps c16. Writing batches for different tasks on several connections",
+  "  at once is the next step, and needs the events' order kept another way first: their ids",
+  "  are handed out under a transaction-scoped lock so that they grow in commit order (what an",
+  "  SSE client resuming from an id relies on), and that lock would put the commits back in",
+  "  one line.",
 ].join("\n");
 
 /**
@@ -155,6 +156,13 @@ const WHERE_TIME_GOES = [
   "Now: COMMIT (one fsync per event-loop turn's batch, 16 tasks per commit at c16) is the",
   "largest part.",
   "",
+  "Tried and not kept: SQLite at `synchronous=normal` with the WAL file synced by",
+  "`fdatasync` on libuv's thread pool before the batch is acknowledged (the same durability",
+  "as `full`, without the event loop waiting for the disk). Each commit then takes the",
+  "thread pool's round trip on top of the sync (+40 µs per commit measured alone), and the",
+  "engine's three acknowledged writes per task are in sequence, so c16 fell from 9.3k to",
+  "8.0k tasks/s and c100 from 12.6k to 11.8k.",
+  "",
   "### HTTP (`flotilla serve`, SQLite, 64 connections from autocannon in another process)",
   "",
   "Before: submit 3.8k requests/s (p99 38–54 ms), GET of a task 6.4k/s. Under submit load",
@@ -191,6 +199,12 @@ const WHERE_TIME_GOES = [
   "| change | gain |",
   "|---|---|",
   "| a finishing task no longer asks again every lane a rate limit or budget holds (held lanes wait for their retry time, a keyed wake-up from their gate, or a busy worker's freed slot) | 10k held keys: 3 597 → 35 µs per unrelated task |",
+  "| a dispatch offers the routing strategy at most 64 free workers, the next dispatch the next 64 (it scanned, copied and compared every free worker of the type); a task waiting on more than 64 eligible workers is woken by any matching one instead of being indexed under each | 10k registered workers: 474 → 19 µs per task |",
+  "| task and lease ids written into one buffer and decoded once: `crypto.randomUUID()` answers with a string built by concatenation, which V8 keeps as a rope of 14 pieces (~480 B held per id for the task's life) | a queued task 1 382 → 957 B of heap; a 1M backlog 36.7 → 29.9 µs per task |",
+  "",
+  "Figures of the last two rows: probes of the same shapes as the scenario, each run in",
+  "its own process. What is left in the 1M-backlog case is garbage collection over a heap of",
+  "about 2 GB (the records, their handles and their results, which the caller holds).",
 ].join("\n");
 
 /** The published report (docs/benchmarks.md) for a run's rows and checks. */
