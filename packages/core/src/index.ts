@@ -310,6 +310,7 @@ export type {
   TaskResult,
   TaskTimings,
 } from "./task/types.js";
+export { partitionOf } from "./util/partition.js";
 export {
   abortReason,
   BaseWorker,

@@ -1,5 +1,12 @@
 import { randomUUID } from "node:crypto";
-import { type Clock, FlotillaError, type Logger, silentLogger, systemClock } from "@flotilla/core";
+import {
+  type Clock,
+  FlotillaError,
+  type Logger,
+  partitionOf,
+  silentLogger,
+  systemClock,
+} from "@flotilla/core";
 import type pg from "pg";
 import { z } from "zod";
 import { pgError } from "./errors.js";
@@ -48,23 +55,8 @@ export interface PartitionChange {
   lost: number[];
 }
 
-/**
- * The partition of a task id among `partitions`: FNV-1a of its UTF-16 code units, so every
- * instance (and every version) puts a task in the same one.
- *
- * @example
- * ```ts
- * partitionOf("3f1c…", 64); // 0…63
- * ```
- */
-export function partitionOf(id: string, partitions: number): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < id.length; i++) {
-    h ^= id.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return (h >>> 0) % partitions;
-}
+/** The partition of a task id (the core's hash, so every package agrees). */
+export { partitionOf };
 
 /**
  * The share of `partitions` the instance at `rank` (0-based, in id order) among `live`

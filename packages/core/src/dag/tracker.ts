@@ -109,6 +109,19 @@ export class DependencyTracker {
   }
 
   /**
+   * The tasks something waits on.
+   *
+   * @example
+   * ```ts
+   * dag.add("b", ["a"]);
+   * [...dag.awaited()]; // ["a"]
+   * ```
+   */
+  awaited(): IterableIterator<string> {
+    return this.#dependents.keys();
+  }
+
+  /**
    * Forgets a task that ended by other means (cancelled while waiting).
    *
    * @example

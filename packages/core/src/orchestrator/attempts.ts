@@ -420,6 +420,28 @@ export class Attempts {
     if (step.kind !== "hold") await dependencies.onTerminal(live);
   }
 
+  /**
+   * Lets go of a remote holder's attempt without writing anything: its task's partition
+   * went to another orchestrator, which takes the lease over from the store. The slot and
+   * the gates' share are freed here.
+   */
+  handOver(att: Attempt): void {
+    if (att.settled) return;
+    att.settled = true;
+    this.#clearTimers(att);
+    this.#all.delete(att);
+    const live = att.live;
+    if (live.attempt === att) live.attempt = undefined;
+    if (att.slot) this.#ctx.registry.releaseSlot(att.entry.id);
+    this.#inFlight--;
+    const now = this.#ctx.clock.now();
+    this.#p.gates.settled(att.gates, live.rec, att.entry, { status: "queued" }, now);
+    this.#p.dispatcher.wakeWorker(att.entry.id);
+    this.#p.dispatcher.settled();
+    this.#p.dispatcher.schedule();
+    for (const listener of [...this.#settleListeners]) listener();
+  }
+
   /** Back to `queued` (from `notBefore` on, when later than now) as a new attempt. */
   async requeue(
     live: Live,

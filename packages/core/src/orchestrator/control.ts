@@ -5,6 +5,7 @@ import type { Attempts } from "./attempts.js";
 import type { EngineContext } from "./context.js";
 import type { Dependencies } from "./dependencies.js";
 import type { Dispatcher } from "./dispatcher.js";
+import type { Ownership } from "./ownership.js";
 import type { TaskTable } from "./taskTable.js";
 import { buildResult, type Transitions } from "./transitions.js";
 
@@ -15,6 +16,7 @@ export interface ControlParts {
   dependencies: Dependencies;
   dispatcher: Dispatcher;
   attempts: Attempts;
+  ownership: Ownership;
 }
 
 /** Who decided, and why. */
@@ -40,8 +42,13 @@ export class Control {
     const { table, attempts, dispatcher, dependencies, transitions } = this.#p;
     const live = table.live(id);
     if (!live) {
-      if (table.finished(id) || (await this.#ctx.store.getTask(id))) return false;
-      throw new FlotillaError("NOT_FOUND", `no task with id ${id}`);
+      if (table.finished(id)) return false;
+      const stored = await this.#ctx.store.getTask(id);
+      if (!stored) throw new FlotillaError("NOT_FOUND", `no task with id ${id}`);
+      if (this.#p.ownership.count !== undefined && !isTerminalStatus(stored.status)) {
+        this.#heldElsewhere(stored, "cancel");
+      }
+      return false;
     }
     const rec = live.rec;
     if (isTerminalStatus(rec.status)) return false;
@@ -66,6 +73,16 @@ export class Control {
     return true;
   }
 
+  /** An unfinished task this orchestrator does not run: another orchestrator of the store holds its partition. */
+  #heldElsewhere(rec: TaskRecord, action: string): never {
+    const partition = this.#p.ownership.partitionOf(rec);
+    throw new FlotillaError(
+      "INVALID_STATE",
+      `task ${rec.id} is ${rec.status} in partition ${partition}, which another orchestrator of the store holds; ${action} it there`,
+      { details: { taskId: rec.id, status: rec.status, partition } },
+    );
+  }
+
   async decide(id: string, decision: "approved" | "rejected", info: Decision): Promise<TaskRecord> {
     if (info === null || typeof info !== "object") {
       throw new FlotillaError(
@@ -84,6 +101,9 @@ export class Control {
     if (!rec) throw new FlotillaError("NOT_FOUND", `no task with id ${id}`);
     if (rec.approvalDecision?.decision === decision && rec.status !== "awaiting_approval") {
       return structuredClone(rec);
+    }
+    if (!live && this.#p.ownership.count !== undefined && !isTerminalStatus(rec.status)) {
+      this.#heldElsewhere(rec, decision === "approved" ? "approve" : "reject");
     }
     if (!live || rec.status !== "awaiting_approval") {
       throw new FlotillaError(

@@ -57,9 +57,27 @@ export class Dependencies {
     rec.result ??= buildResult(rec, live, rec.status, this.#ctx.clock.now(), {});
     // A copy of the envelope (the output itself is shared, not cloned, to keep completion cheap).
     this.#table.finish(live, { ...rec.result, timings: { ...rec.result.timings } });
-    if (!this.#dag.hasDependents(rec.id)) return;
-    const ok = rec.status === "succeeded";
-    const { ready, skip } = this.#dag.resolve(rec.id, ok, (id) => {
+    await this.#release(rec.id, rec.status === "succeeded");
+  }
+
+  /**
+   * Dependencies that tasks here wait on and that are not unfinished here: with partitions,
+   * tasks another orchestrator of the store schedules.
+   */
+  foreignDependencies(): string[] {
+    const out: string[] = [];
+    for (const id of this.#dag.awaited()) if (!this.#table.live(id)) out.push(id);
+    return out;
+  }
+
+  /** A dependency that finished elsewhere (`rec`, read from the store): release or skip its dependents here. */
+  resolveFinished(rec: TaskRecord): Promise<void> {
+    return this.#release(rec.id, rec.status === "succeeded");
+  }
+
+  async #release(finishedId: string, ok: boolean): Promise<void> {
+    if (!this.#dag.hasDependents(finishedId)) return;
+    const { ready, skip } = this.#dag.resolve(finishedId, ok, (id) => {
       const dep = this.#table.live(id);
       return dep ? dep.rec.onDependencyFailure : undefined;
     });
@@ -71,7 +89,7 @@ export class Dependencies {
     }
     for (const id of skip) {
       const dep = this.#table.live(id);
-      if (dep) follow.push(this.skip(dep, rec.id));
+      if (dep) follow.push(this.skip(dep, finishedId));
     }
     await Promise.all(follow);
   }

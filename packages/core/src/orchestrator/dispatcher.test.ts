@@ -7,6 +7,7 @@ import type { TaskSpec } from "../task/schema.js";
 import { FunctionWorker } from "../worker/base.js";
 import { Dispatcher, type DispatchTargets } from "./dispatcher.js";
 import { GateChain } from "./gateChain.js";
+import { Ownership } from "./ownership.js";
 import { record, testContext } from "./parts.test-helpers.js";
 import { Persistence } from "./persistence.js";
 import { type Live, TaskTable } from "./taskTable.js";
@@ -34,7 +35,12 @@ function setup(o: { concurrency?: number; gates?: DispatchGate[] } = {}) {
     new GateChain(t.ctx, o.gates ?? [], 1_000),
     transitions,
     targets,
-    { concurrency: o.concurrency ?? 10, routing: createRouter("least-loaded"), queue: {} },
+    {
+      concurrency: o.concurrency ?? 10,
+      routing: createRouter("least-loaded"),
+      queue: {},
+      ownership: new Ownership(undefined),
+    },
   );
   let seq = 0;
   const add = (spec: Partial<TaskSpec> & { id: string }) => {

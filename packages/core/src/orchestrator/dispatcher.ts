@@ -8,6 +8,7 @@ import { type Lane, ReadyQueue, type ReadyQueueOptions } from "../scheduler/read
 import type { WaitingEvent } from "../task/events.js";
 import type { EngineContext } from "./context.js";
 import { GATE_KINDS, type GateChain, type GateCheck } from "./gateChain.js";
+import type { Ownership } from "./ownership.js";
 import type { Live, TaskTable } from "./taskTable.js";
 import { buildResult, type Transitions } from "./transitions.js";
 
@@ -47,6 +48,8 @@ export interface DispatcherOptions {
   unroutableTimeoutMs?: number | undefined;
   routing: RoutingStrategy;
   queue: ReadyQueueOptions;
+  /** Which tasks this orchestrator schedules (the partitions it holds). */
+  ownership: Ownership;
 }
 
 /**
@@ -66,6 +69,7 @@ export class Dispatcher {
   readonly #targets: DispatchTargets;
   readonly #concurrency: number;
   readonly #routing: RoutingStrategy;
+  readonly #ownership: Ownership;
   readonly #laneTimers = new Set<Lane>();
   /**
    * Lanes a gate holds on a key (a rate-limit key, a budget), by that key: when the key's
@@ -108,6 +112,7 @@ export class Dispatcher {
     this.#targets = targets;
     this.#concurrency = options.concurrency;
     this.#routing = options.routing;
+    this.#ownership = options.ownership;
     this.#unroutableTimeoutMs = options.unroutableTimeoutMs;
     this.queue = new ReadyQueue({
       ...options.queue,
@@ -127,6 +132,8 @@ export class Dispatcher {
   /** Puts a queued task where it belongs: the ready queue, or the delay queue until `notBefore`. */
   enqueue(live: Live): void {
     const rec = live.rec;
+    // A task of a partition given up meanwhile is its new holder's to run.
+    if (!this.#ownership.owns(rec)) return;
     const now = this.#ctx.clock.now();
     if (rec.notBefore !== undefined && rec.notBefore > now) {
       this.delayed.add(rec.id, rec.notBefore);

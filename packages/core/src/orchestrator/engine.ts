@@ -10,6 +10,7 @@ import { Handles } from "./handles.js";
 import { LeaseDesk } from "./leaseDesk.js";
 import { Lifecycle } from "./lifecycle.js";
 import type { OrchestratorOptions } from "./options.js";
+import { Ownership } from "./ownership.js";
 import { Persistence } from "./persistence.js";
 import { Submission } from "./submission.js";
 import { TaskTable } from "./taskTable.js";
@@ -34,6 +35,9 @@ export interface EngineParts {
   leases: LeaseDesk;
   lifecycle: Lifecycle;
   telemetry: TaskTelemetryLog;
+  ownership: Ownership;
+  /** How many orchestrator stops a task may be cut off by (see `maxInterruptions`). */
+  maxInterruptions: number;
 }
 
 /** The options `assemble` reads, with the router and random source resolved. */
@@ -55,6 +59,7 @@ export function assemble(
   const recheckMs = options.recheckIntervalMs ?? 1_000;
   const leaseMs = options.leaseMs ?? 60_000;
   const table = new TaskTable(options.finishedCacheSize ?? 10_000);
+  const ownership = new Ownership(options.partitions?.count);
   const persistence = new Persistence(ctx);
   const transitions = new Transitions(ctx, table, persistence);
   const gates = new GateChain(ctx, [...(options.gates ?? [])], recheckMs);
@@ -79,6 +84,7 @@ export function assemble(
       unroutableTimeoutMs: options.unroutableTimeoutMs,
       routing: options.routing,
       queue,
+      ownership,
     },
   );
   dependencies = new Dependencies(ctx, table, transitions, dispatcher);
@@ -94,18 +100,21 @@ export function assemble(
   const defaults: TaskDefaults = d ? { ...d, ...(d.retry ? { retry: { ...d.retry } } : {}) } : {};
   const submission = new Submission(
     ctx,
-    { table, transitions, dependencies, dispatcher, persistence, handles },
+    { table, transitions, dependencies, dispatcher, persistence, handles, ownership },
     { defaults, maxPayloadBytes: options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES },
   );
   const core = { table, transitions, dependencies, dispatcher, attempts };
+  const maxInterruptions = options.maxInterruptions ?? 3;
   return {
     ...core,
+    ownership,
+    maxInterruptions,
     telemetry,
     persistence,
     gates,
     handles,
     submission,
-    control: new Control(ctx, core),
+    control: new Control(ctx, { ...core, ownership }),
     leases: new LeaseDesk(ctx, { ...core, gates, persistence }, leaseMs),
     lifecycle: new Lifecycle(ctx, {
       ...core,
@@ -113,7 +122,8 @@ export function assemble(
       persistence,
       handles,
       submission,
-      maxInterruptions: options.maxInterruptions ?? 3,
+      ownership,
+      maxInterruptions,
     }),
   };
 }

@@ -63,6 +63,16 @@ export class Handles {
     return this.of(state);
   }
 
+  /**
+   * A task this process no longer runs (its partition went elsewhere): handles on it read
+   * the store from now on, until it finishes or this process adopts it again.
+   */
+  detach(state: TaskState): void {
+    if (state.finished) return;
+    this.#foreign.set(state.rec.id, state);
+    if (this.recovered) this.arm();
+  }
+
   /** The state a handle taken before the first start shares with the recovered task. */
   take(id: string): TaskState | undefined {
     const state = this.#foreign.get(id);

@@ -6,6 +6,7 @@ import type { Dispatcher } from "./dispatcher.js";
 import type { GateChain } from "./gateChain.js";
 import type { Handles } from "./handles.js";
 import type { StopOptions } from "./options.js";
+import type { Ownership } from "./ownership.js";
 import type { Persistence } from "./persistence.js";
 import { type RecoveryParts, recover } from "./recovery.js";
 
@@ -16,6 +17,7 @@ export interface LifecycleParts extends RecoveryParts {
   attempts: Attempts;
   handles: Handles;
   persistence: Persistence;
+  ownership: Ownership;
 }
 
 /**
@@ -47,7 +49,8 @@ export class Lifecycle {
     if (!this.#recovered) {
       this.#recovered = true;
       await this.#e.gates.restore();
-      await recover(ctx, this.#e);
+      // Partitioned: nothing is held yet; `adopt` restores each partition's tasks.
+      if (this.#e.ownership.count === undefined) await recover(ctx, this.#e);
       this.#e.handles.recovered = true;
     }
     if (this.#workersStopped) {

@@ -93,6 +93,16 @@ export interface OrchestratorOptions {
   keepAlive?: boolean;
   /** Random source for retry jitter, in [0, 1). @default Math.random */
   random?: () => number;
+  /**
+   * One of several orchestrators sharing one store: the store's tasks are hashed into
+   * `count` partitions and this orchestrator schedules only those it has adopted
+   * (`adopt`/`release`, driven by partition leases such as `@flotilla/store-postgres`'s).
+   * It accepts any submission — a task of a partition held elsewhere is stored, and its
+   * holder runs it — and starts holding none. Off by default: one orchestrator schedules
+   * every task of its store.
+   * @default undefined (off)
+   */
+  partitions?: { count: number };
 }
 
 const positive = z.number().positive();
@@ -143,6 +153,10 @@ export const OrchestratorOptionsSchema = z.object({
   maxInterruptions: z.number().int().min(0).optional(),
   unroutableTimeoutMs: z.number().int().positive().optional(),
   keepAlive: z.boolean().optional(),
+  partitions: z
+    .object({ count: z.number().int().min(1).max(4096) })
+    .strict()
+    .optional(),
 });
 
 /**

@@ -28,6 +28,7 @@ import {
   type StopOptions,
   type UnregisterOptions,
 } from "./options.js";
+import { adoptPartitions, releasePartitions } from "./partitioning.js";
 import type { TaskTelemetry } from "./telemetry.js";
 import { OrchestratorTimers } from "./timers.js";
 
@@ -545,6 +546,69 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> implements En
   async reject(id: string, decision: Decision = {}): Promise<TaskRecord> {
     checkId(id);
     return this.#e.control.decide(id, "rejected", decision);
+  }
+
+  // ───────────────────────────── partitions ─────────────────────────────
+
+  /**
+   * With the `partitions` option: holds `partitions` from now on and takes in their
+   * unfinished tasks from the store (queued ones queue here, a task left running by an
+   * orchestrator that stopped gets a new attempt). Adopting a held partition again picks
+   * up what other orchestrators of the store submitted to it since, and dependencies they
+   * finished. Call it when a partition lease is gained, and again on a wake-up or a timer.
+   * `INVALID_STATE` without the option; `VALIDATION` for a partition out of range.
+   *
+   * @example
+   * ```ts
+   * const orchestrator = new Orchestrator({ store, partitions: { count: 64 } });
+   * await orchestrator.start();
+   * leases.onChange(({ acquired }) => void orchestrator.adopt(acquired));
+   * ```
+   */
+  async adopt(partitions: readonly number[]): Promise<void> {
+    const ps = this.#e.ownership.check(partitions, "adopt");
+    await adoptPartitions(this.#ctx, this.#e, ps);
+  }
+
+  /**
+   * With the `partitions` option: stops holding `partitions`. Their tasks leave this
+   * orchestrator: running ones are aborted and go back to `queued` (a new attempt that
+   * does not count against their retries), remote holders keep their leases (in the
+   * store). Resolves once every write about them is stored — give the partition lease up
+   * only then, so the next holder reads their last state. Handles on them keep working
+   * (they read the store).
+   *
+   * @example
+   * ```ts
+   * await orchestrator.release([3, 17]);
+   * ```
+   */
+  async release(partitions: readonly number[]): Promise<void> {
+    const ps = this.#e.ownership.check(partitions, "release");
+    await releasePartitions(this.#ctx, this.#e, ps);
+  }
+
+  /**
+   * The partitions this orchestrator holds, ascending (`[]` without the `partitions`
+   * option, where it runs every task), and the partition of a task.
+   *
+   * @example
+   * ```ts
+   * orchestrator.partitions().held; // [0, 1, 5]
+   * orchestrator.partitions().of(await orchestrator.get(id)); // 5
+   * ```
+   */
+  partitions(): {
+    count: number | undefined;
+    held: number[];
+    of(task: Pick<TaskRecord, "id" | "partition">): number;
+  } {
+    const ownership = this.#e.ownership;
+    return {
+      count: ownership.count,
+      held: ownership.held(),
+      of: (task) => ownership.partitionOf(task),
+    };
   }
 
   // ───────────────────────────── pull dispatch ─────────────────────────────

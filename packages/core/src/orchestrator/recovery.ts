@@ -1,5 +1,6 @@
 import { FlotillaError } from "../errors.js";
 import { isTerminalStatus } from "../task/lifecycle.js";
+import type { TaskRecord } from "../task/types.js";
 import type { Attempts } from "./attempts.js";
 import { LOCAL_LEASE_PREFIX } from "./attempts.js";
 import type { EngineContext } from "./context.js";
@@ -25,17 +26,22 @@ export interface RecoveryParts {
 }
 
 /**
- * Restores unfinished tasks from the store at the first start: queued tasks go back to the
+ * Restores unfinished tasks from the store (those `only` accepts) at the first start, or when
+ * a partition is adopted: queued tasks go back to the
  * queue in their order, pending ones rejoin the DAG, a remote holder's live lease is kept
  * until it expires, and a task that was running in the previous process gets a new attempt
  * (or fails with `WORKER_LOST` when its attempts are spent). @internal
  */
-export async function recover(ctx: EngineContext, p: RecoveryParts): Promise<void> {
+export async function recover(
+  ctx: EngineContext,
+  p: RecoveryParts,
+  only?: (rec: TaskRecord) => boolean,
+): Promise<void> {
   const unfinished = await ctx.store.loadUnfinished();
   if (unfinished.length === 0) return;
   const { table, handles, dependencies, attempts, dispatcher, transitions } = p;
   const now = ctx.clock.now();
-  const fresh = unfinished.filter((r) => !table.live(r.id));
+  const fresh = unfinished.filter((r) => !table.live(r.id) && (only === undefined || only(r)));
   for (const rec of fresh) {
     p.submission.seenSeq(rec.seq);
     // A handle taken before the start becomes this task's own handle.

@@ -11,6 +11,7 @@ import type { Dependencies } from "./dependencies.js";
 import type { Dispatcher } from "./dispatcher.js";
 import type { TaskHandle } from "./handle.js";
 import type { Handles } from "./handles.js";
+import type { Ownership } from "./ownership.js";
 import type { Persistence } from "./persistence.js";
 import type { Live, TaskTable } from "./taskTable.js";
 import { buildResult, type Transitions } from "./transitions.js";
@@ -23,6 +24,7 @@ export interface SubmissionParts {
   dispatcher: Dispatcher;
   persistence: Persistence;
   handles: Handles;
+  ownership: Ownership;
 }
 
 /**
@@ -127,11 +129,13 @@ export class Submission {
       for (let i = 0; i < records.length; i++) {
         if (out[i] !== undefined) continue;
         const rec = records[i]!;
-        const handle = handles.ofStored(rec.id);
+        // A task of a partition held elsewhere is its holder's: this handle reads the store.
+        const here = table.known(rec.id) !== undefined;
+        const handle = here ? handles.ofStored(rec.id) : handles.forRecord(rec);
         out[i] = handle;
         if (rec.idempotencyKey !== undefined) {
           reserved.get(rec.idempotencyKey)?.resolve(handle);
-          if (isTerminalStatus(rec.status)) table.release(rec.idempotencyKey);
+          if (!here || isTerminalStatus(rec.status)) table.release(rec.idempotencyKey);
         }
       }
     } catch (err) {
@@ -172,6 +176,7 @@ export class Submission {
         if (found) external.set(dep, found);
       }),
     );
+    this.#p.ownership.assign(batch, external);
     const ordered = orderBatch(batch, (id) => external.has(id));
     // FIFO follows submission order, whatever order the dependency sort produced.
     for (const rec of batch) rec.seq = ++this.#seq;
@@ -204,8 +209,14 @@ export class Submission {
     }
     await this.#p.persistence.insert(ordered);
     // Register in memory. Statuses of outside dependencies may have moved during the write.
+    // A batch of a partition held elsewhere is only announced: its holder adopts it.
+    const here = this.#p.ownership.owns(ordered[0]!);
     const lives: Live[] = [];
     for (const rec of ordered) {
+      if (!here) {
+        transitions.announce(rec);
+        continue;
+      }
       const live: Live = { rec, finished: false };
       table.add(live);
       lives.push(live);

@@ -76,6 +76,19 @@ export class TaskTable {
     }
   }
 
+  /**
+   * The task is no longer this process's to run (its partition went to another
+   * orchestrator of the store): it leaves the live map unfinished, uncounted, its
+   * idempotency key released. Its handles are kept by whoever holds them.
+   */
+  drop(live: Live): void {
+    const rec = live.rec;
+    if (this.#live.get(rec.id) !== live) return;
+    this.#live.delete(rec.id);
+    this.#counts.set(rec.status, (this.#counts.get(rec.status) ?? 1) - 1);
+    if (rec.idempotencyKey !== undefined) this.#idem.delete(rec.idempotencyKey);
+  }
+
   /** Moves one task's count from `from` (none for a new task) to `to`. */
   count(from: TaskStatus | undefined, to: TaskStatus): void {
     if (from !== undefined) this.#counts.set(from, (this.#counts.get(from) ?? 1) - 1);

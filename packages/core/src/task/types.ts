@@ -83,6 +83,12 @@ export interface TaskRecord {
    * not the task's fault and do not count against `retry.maxAttempts`.
    */
   interruptions?: number;
+  /**
+   * The partition the task is scheduled in when several orchestrators share one store
+   * (`partitions` option): set at submission, the same for every task of one batch, so a
+   * DAG is scheduled by one orchestrator. Absent otherwise.
+   */
+  partition?: number;
   lease?: Lease;
   workerId?: string;
   result?: TaskResult;

@@ -1,0 +1,187 @@
+import { describe, expect, it } from "vitest";
+import { FlotillaError } from "../errors.js";
+import { MemoryStore } from "../store/memory.js";
+import { FakeClock } from "../testing/index.js";
+import { partitionOf } from "../util/partition.js";
+import { FunctionWorker } from "../worker/base.js";
+import { Orchestrator } from "./orchestrator.js";
+
+/** An id that hashes into `partition` of `count`. */
+function idIn(partition: number, count: number, prefix: string): string {
+  for (let i = 0; ; i++) {
+    const id = `${prefix}-${i}`;
+    if (partitionOf(id, count) === partition) return id;
+  }
+}
+
+/** Two orchestrators on one store, each recording the tasks it ran; `hold` keeps tasks running until released. */
+async function pair(options: { count?: number; hold?: boolean } = {}) {
+  const clock = new FakeClock({ now: 0 });
+  const store = new MemoryStore({ clock });
+  const count = options.count ?? 2;
+  const ran: Array<[string, string]> = [];
+  const aborted: string[] = [];
+  const releases = new Map<string, () => void>();
+  const make = async (name: string) => {
+    const o = new Orchestrator({ clock, store, partitions: { count } });
+    await o.register(
+      new FunctionWorker({
+        id: `${name}-worker`,
+        taskTypes: ["t"],
+        maxConcurrency: 10,
+        fn: (payload, ctx, task) => {
+          ran.push([task.id, name]);
+          if (!options.hold) return Promise.resolve(`${name}:${task.id}`);
+          return new Promise<string>((resolve, reject) => {
+            releases.set(task.id, () => resolve(`${name}:${task.id}`));
+            ctx.signal.addEventListener("abort", () => {
+              aborted.push(`${task.id}@${name}`);
+              reject(ctx.signal.reason);
+            });
+          });
+        },
+      }),
+    );
+    await o.start();
+    return o;
+  };
+  const a = await make("a");
+  const b = await make("b");
+  return { clock, store, a, b, ran, aborted, releases, count };
+}
+
+describe("partitions: several orchestrators on one store", () => {
+  it("each runs only the partitions it holds; a task submitted anywhere runs on its holder", async () => {
+    const { clock, a, b, ran } = await pair();
+    await a.adopt([0]);
+    await b.adopt([1]);
+    const mine = await a.submit({ id: idIn(0, 2, "mine"), type: "t" });
+    const theirs = await a.submit({ id: idIn(1, 2, "theirs"), type: "t" });
+    expect((await mine.result()).output).toBe(`a:${mine.id}`);
+    await clock.advance(0);
+    // B learns of it when it adopts its partition again (a wake-up or a timer in a server).
+    expect(ran).toEqual([[mine.id, "a"]]);
+    expect((await a.get(theirs.id))?.status).toBe("queued");
+    await b.adopt(b.partitions().held);
+    // A's handle reads the store until the task ends.
+    await clock.advance(1_000);
+    const result = await theirs.result();
+    expect(result.output).toBe(`b:${theirs.id}`);
+    expect(ran).toEqual([
+      [mine.id, "a"],
+      [theirs.id, "b"],
+    ]);
+    expect(a.partitions()).toMatchObject({ count: 2, held: [0] });
+    expect(b.partitions().of({ id: theirs.id })).toBe(1);
+    await a.stop();
+    await b.stop();
+  });
+
+  it("a batch is scheduled in one partition, so its DAG runs on one holder", async () => {
+    const { clock, a, b, ran } = await pair({ count: 8 });
+    await a.adopt([0, 1, 2, 3]);
+    await b.adopt([4, 5, 6, 7]);
+    const first = idIn(6, 8, "fetch");
+    const handles = await a.submitBatch([
+      { id: first, type: "t" },
+      { id: "parse", type: "t", dependsOn: [first] },
+      { id: "report", type: "t", dependsOn: ["parse"] },
+    ]);
+    for (const h of handles) expect((await a.get(h.id))?.partition).toBe(6);
+    await b.adopt([6]);
+    await clock.advance(1_000);
+    for (const h of handles) expect((await h.result()).status).toBe("succeeded");
+    expect(ran).toEqual([
+      [first, "b"],
+      ["parse", "b"],
+      ["report", "b"],
+    ]);
+    // A later task that depends on one of them joins their partition.
+    const next = await a.submit({ id: "summary", type: "t", dependsOn: ["report"] });
+    expect((await a.get(next.id))?.partition).toBe(6);
+    await a.stop();
+    await b.stop();
+  });
+
+  it("a task waiting here on a dependency held elsewhere runs once that one finished there", async () => {
+    const { clock, a, b, ran } = await pair();
+    await a.adopt([0]);
+    await b.adopt([1]);
+    const x = idIn(0, 2, "x");
+    const y = idIn(1, 2, "y");
+    await a.submitBatch([{ id: x, type: "t", approval: "before_run" }]);
+    await b.submitBatch([{ id: y, type: "t", approval: "before_run" }]);
+    // Depends on both: it joins x's partition (A's) and waits on y, which B runs.
+    const z = await a.submit({ id: "z", type: "t", dependsOn: [x, y] });
+    expect((await a.get("z"))?.partition).toBe(0);
+    await a.approve(x);
+    await b.approve(y);
+    await clock.advance(0);
+    expect((await a.get("z"))?.status).toBe("pending");
+    await a.adopt([0]);
+    expect((await z.result()).output).toBe("a:z");
+    expect(ran.map(([id]) => id)).toEqual(expect.arrayContaining([x, y, "z"]));
+    await a.stop();
+    await b.stop();
+  });
+
+  it("releasing a partition hands its running task back; the next holder runs it, not twice at once", async () => {
+    const { clock, a, b, ran, aborted, releases } = await pair({ hold: true });
+    await a.adopt([0, 1]);
+    const id = idIn(1, 2, "job");
+    const handle = await a.submit({ id, type: "t", retry: { maxAttempts: 1 } });
+    await clock.advance(0);
+    expect(ran).toEqual([[id, "a"]]);
+    await a.release([1]);
+    expect(aborted).toEqual([`${id}@a`]);
+    const stored = await b.get(id);
+    expect(stored?.status).toBe("queued");
+    expect(stored?.lease).toBeUndefined();
+    await b.adopt([1]);
+    await clock.advance(0);
+    expect(ran).toEqual([
+      [id, "a"],
+      [id, "b"],
+    ]);
+    releases.get(id)!();
+    await clock.advance(1_000);
+    // Handed back is not a failure: one allowed attempt, and it succeeded on B.
+    const result = await handle.result();
+    expect(result.status).toBe("succeeded");
+    expect(result.output).toBe(`b:${id}`);
+    // Nothing of it is counted on A any more.
+    expect(a.status()).toMatchObject({ inFlight: 0, queued: 0 });
+    expect(a.status().counts.running).toBe(0);
+    expect(a.status().counts.queued).toBe(0);
+    await a.stop();
+    await b.stop();
+  });
+
+  it("a task of a partition held elsewhere is cancelled or approved there, and says so here", async () => {
+    const { a, b } = await pair();
+    await a.adopt([0]);
+    await b.adopt([1]);
+    const id = idIn(1, 2, "deploy");
+    await a.submit({ id, type: "t", approval: "before_run" });
+    const cancel = await a.cancel(id).catch((e: FlotillaError) => e);
+    expect(cancel).toBeInstanceOf(FlotillaError);
+    expect((cancel as FlotillaError).code).toBe("INVALID_STATE");
+    expect((cancel as FlotillaError).message).toContain("partition 1");
+    await expect(a.approve(id)).rejects.toMatchObject({ code: "INVALID_STATE" });
+    await b.adopt([1]);
+    expect((await b.approve(id)).status).not.toBe("awaiting_approval");
+    await a.stop();
+    await b.stop();
+  });
+
+  it("adopt and release check their partitions; without the option they are refused", async () => {
+    const { a, b } = await pair();
+    await expect(a.adopt([2])).rejects.toMatchObject({ code: "VALIDATION" });
+    await expect(a.release([-1])).rejects.toMatchObject({ code: "VALIDATION" });
+    const plain = new Orchestrator();
+    await expect(plain.adopt([0])).rejects.toMatchObject({ code: "INVALID_STATE" });
+    expect(plain.partitions()).toMatchObject({ count: undefined, held: [] });
+    await a.stop();
+    await b.stop();
+  });
+});

@@ -1,0 +1,75 @@
+import { isTerminalStatus } from "../task/lifecycle.js";
+import type { EngineContext } from "./context.js";
+import type { EngineParts } from "./engine.js";
+import { recover } from "./recovery.js";
+
+/** What adopting and releasing partitions work with. */
+type Parts = EngineParts;
+
+/**
+ * Holds `partitions` from now on and takes in their unfinished tasks from the store: queued
+ * ones join the queue, pending ones the DAG, a remote holder's live lease is kept, and a
+ * task left running by an orchestrator that stopped gets a new attempt (as at a restart).
+ * Tasks already here are left as they are, so adopting a held partition again picks up
+ * what other orchestrators submitted to it meanwhile. Dependencies that finished
+ * elsewhere release the tasks here that waited on them. @internal
+ */
+export async function adoptPartitions(
+  ctx: EngineContext,
+  p: Parts,
+  partitions: readonly number[],
+): Promise<void> {
+  const { ownership, attempts, dependencies, dispatcher, table } = p;
+  ownership.add(partitions);
+  const held = new Set(partitions);
+  const before = new Set(attempts.list());
+  await recover(ctx, p, (rec) => held.has(ownership.partitionOf(rec)));
+  for (const att of attempts.list()) {
+    if (before.has(att) || att.kind !== "remote") continue;
+    attempts.armLeaseTimer(att);
+    if (att.live.rec.timeoutMs !== undefined) attempts.armTimeout(att);
+  }
+  // Dependencies another orchestrator ran: read them, and release what waits on them.
+  for (const id of dependencies.foreignDependencies()) {
+    if (table.live(id)) continue;
+    const rec = table.known(id)?.rec ?? (await ctx.store.getTask(id));
+    if (rec && isTerminalStatus(rec.status)) await dependencies.resolveFinished(rec);
+  }
+  dispatcher.schedule();
+}
+
+/**
+ * Stops holding `partitions`: their queued and waiting tasks leave this process, local
+ * attempts are aborted and handed back (`queued`, a new attempt that does not count
+ * against the task's retries), remote holders' leases stay in the store for the next
+ * holder. Resolves once every write about them is stored, so the next holder reads their
+ * last state. Handles on them keep working: they read the store from then on. @internal
+ */
+export async function releasePartitions(
+  ctx: EngineContext,
+  p: Parts,
+  partitions: readonly number[],
+): Promise<void> {
+  const { ownership, attempts, dependencies, dispatcher, table, handles, persistence } = p;
+  ownership.remove(partitions);
+  const leaving = [...table.lives()].filter((live) => !ownership.owns(live.rec));
+  // Out of the queue before anything awaits, so none of them is dispatched meanwhile.
+  for (const live of leaving) if (!live.attempt) dispatcher.remove(live.rec.id);
+  await Promise.allSettled(
+    leaving
+      .filter((live) => live.attempt?.kind === "local")
+      .map((live) =>
+        attempts.settle(live.attempt!, { kind: "requeue", reason: "partition released" }),
+      ),
+  );
+  for (const live of leaving) {
+    if (live.attempt?.kind === "remote") attempts.handOver(live.attempt);
+    if (live.finished || table.live(live.rec.id) !== live) continue;
+    dispatcher.remove(live.rec.id);
+    dependencies.forget(live.rec.id);
+    table.drop(live);
+    handles.detach(live);
+  }
+  await persistence.flush();
+  ctx.logger.debug({ partitions, tasks: leaving.length }, "partitions released");
+}
