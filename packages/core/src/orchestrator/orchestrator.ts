@@ -595,7 +595,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> implements En
    * @example
    * ```ts
    * orchestrator.partitions().held; // [0, 1, 5]
-   * orchestrator.partitions().of(await orchestrator.get(id)); // 5
+   * orchestrator.partitions().of((await orchestrator.get(id))!); // 5
    * ```
    */
   partitions(): {
