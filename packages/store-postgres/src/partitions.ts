@@ -27,11 +27,25 @@ export interface PartitionLeaseOptions {
    * (a crash, a lost host) leaves its partitions to the others after this long. @default 15000
    */
   leaseMs?: number;
-  /** How often leases are renewed and the share rebalanced. @default leaseMs / 3 */
+  /**
+   * How often leases are renewed and the share rebalanced; at most half of `leaseMs`. An
+   * instance that cannot renew gives its partitions up this long before its lease would
+   * lapse (on its own clock), so what ran there is handed back before another instance may
+   * take it. @default leaseMs / 3
+   */
   renewEveryMs?: number;
   /**
+   * Hands partitions over before they are given up: called with the partitions this
+   * instance is about to give up (to rebalance, or at `stop()`), while its leases on them
+   * still hold, and they are handed back once it resolves (if it throws, they stay held and
+   * the next renewal tries again). Also called, without waiting, when leases are given up
+   * because renewals failed. With an orchestrator: `(partitions) => orchestrator.release(partitions)`.
+   * Without it, partitions are handed back at once.
+   */
+  release?: (partitions: number[]) => Promise<void>;
+  /**
    * Local time, for when an instance that cannot reach the database must give its
-   * partitions up (`leaseMs` after the start of its last successful renewal).
+   * partitions up (`leaseMs - renewEveryMs` after the start of its last successful renewal).
    * @default systemClock
    */
   clock?: Clock;
@@ -44,6 +58,9 @@ const OptionsSchema = z.object({
   partitions: z.number().int().min(1).max(4096).optional(),
   leaseMs: z.number().int().min(100).optional(),
   renewEveryMs: z.number().int().min(10).optional(),
+  release: z
+    .custom<(partitions: number[]) => Promise<void>>((f) => typeof f === "function")
+    .optional(),
   clock: z.custom<Clock>((c) => typeof (c as { now?: unknown })?.now === "function").optional(),
   logger: z.custom<Logger>((l) => typeof (l as { info?: unknown })?.info === "function").optional(),
 });
@@ -116,6 +133,7 @@ export class PartitionLeases {
   /** Another renewal was asked for while one ran. */
   #again = false;
   readonly #notifications: Notifications | undefined;
+  readonly #release: ((partitions: number[]) => Promise<void>) | undefined;
   #unsubscribe: Array<() => void> = [];
 
   /** @internal Made by `PostgresStore.partitionLeases`. */
@@ -142,12 +160,13 @@ export class PartitionLeases {
     this.partitions = options.partitions ?? 64;
     this.leaseMs = options.leaseMs ?? 15_000;
     this.renewEveryMs = options.renewEveryMs ?? Math.max(10, Math.floor(this.leaseMs / 3));
-    if (this.renewEveryMs >= this.leaseMs) {
+    if (this.renewEveryMs * 2 > this.leaseMs) {
       throw new FlotillaError(
         "VALIDATION",
-        `partition leases: renewEveryMs (${this.renewEveryMs}) must be shorter than leaseMs (${this.leaseMs})`,
+        `partition leases: renewEveryMs (${this.renewEveryMs}) must be at most half of leaseMs (${this.leaseMs}): an instance gives its partitions up renewEveryMs before its lease lapses`,
       );
     }
+    this.#release = options.release;
     this.#clock = options.clock ?? systemClock;
     this.#logger = options.logger ?? silentLogger;
   }
@@ -296,6 +315,18 @@ export class PartitionLeases {
     await this.#renewing?.catch(() => {});
     const lost = [...this.#owned];
     this.#owned = new Set();
+    if (this.#release && lost.length > 0) {
+      try {
+        await this.#release(lost);
+      } catch (err) {
+        this.#logger.error(
+          { database: this.#where, err: String(err) },
+          "handing partitions over failed; they pass on when their leases lapse",
+        );
+        if (lost.length > 0) this.#notify({ owned: new Set(), acquired: [], lost });
+        return;
+      }
+    }
     try {
       await this.#pool().query(
         `WITH gone AS (DELETE FROM ${this.#t("instances")} WHERE id = $1)
@@ -364,15 +395,19 @@ export class PartitionLeases {
         .sort((a, b) => a - b);
       let mine = held;
       let gaveUp = false;
+      let handOver: number[] = [];
       if (held.length > share) {
         const extra = held.slice(share);
-        await client.query(
-          `UPDATE ${this.#t("partitions")} SET owner = NULL, expires_at = 0
-           WHERE owner = $1 AND n = ANY($2::integer[])`,
-          [me, extra],
-        );
         mine = held.slice(0, share);
-        gaveUp = true;
+        if (this.#release) handOver = extra;
+        else {
+          await client.query(
+            `UPDATE ${this.#t("partitions")} SET owner = NULL, expires_at = 0
+             WHERE owner = $1 AND n = ANY($2::integer[])`,
+            [me, extra],
+          );
+          gaveUp = true;
+        }
       } else if (held.length < share) {
         const taken = (
           await client.query<{ n: number }>(
@@ -402,8 +437,9 @@ export class PartitionLeases {
       // Leases that lapsed before this renewal began were given up, even if retaken now:
       // whoever uses them reloads their work.
       if (began >= this.#validUntil) this.#apply(new Set());
-      this.#validUntil = began + this.leaseMs;
+      this.#validUntil = began + this.leaseMs - this.renewEveryMs;
       this.#apply(new Set(mine));
+      if (handOver.length > 0 && (await this.#handOver(client, handOver))) gaveUp = true;
       if (gaveUp) this.#announce();
       if (this.#lapse !== undefined) this.#clock.clearTimeout(this.#lapse);
       this.#lapse = this.#clock.setTimeout(
@@ -425,6 +461,36 @@ export class PartitionLeases {
     }
   }
 
+  /**
+   * Partitions over this instance's share, still leased to it: the `release` hook hands
+   * their work over, then the leases are given up. True when they were.
+   */
+  async #handOver(client: pg.PoolClient, partitions: number[]): Promise<boolean> {
+    try {
+      await this.#release!(partitions);
+    } catch (err) {
+      this.#logger.error(
+        { database: this.#where, partitions, err: String(err) },
+        "handing partitions over failed; kept until the next renewal",
+      );
+      return false;
+    }
+    try {
+      await client.query(
+        `UPDATE ${this.#t("partitions")} SET owner = NULL, expires_at = 0
+         WHERE owner = $1 AND n = ANY($2::integer[])`,
+        [this.instanceId, partitions],
+      );
+      return true;
+    } catch (err) {
+      this.#logger.warn(
+        { database: this.#where, err: (err as Error).message },
+        "could not hand partitions back; they pass on when their leases lapse",
+      );
+      return false;
+    }
+  }
+
   #schedule(): void {
     if (!this.#running) return;
     this.#timer = this.#clock.setTimeout(() => {
@@ -440,7 +506,14 @@ export class PartitionLeases {
         { database: this.#where, partitions: this.#owned.size },
         "partition leases lapsed without renewal: giving them up",
       );
+      const lost = [...this.#owned];
       this.#apply(new Set());
+      this.#release?.(lost).catch((err: unknown) =>
+        this.#logger.error(
+          { database: this.#where, err: String(err) },
+          "handing lapsed partitions over failed",
+        ),
+      );
     }
   }
 

@@ -53,7 +53,11 @@ if (url) {
     async function instance(
       schema: string,
       id: string,
-      options: { leaseMs?: number; partitions?: number } = {},
+      options: {
+        leaseMs?: number;
+        partitions?: number;
+        release?: (partitions: number[]) => Promise<void>;
+      } = {},
     ) {
       schemas.add(schema);
       const store = new PostgresStore({ connectionString: url, schema, exclusive: false });
@@ -65,6 +69,7 @@ if (url) {
         instanceId: id,
         leaseMs: options.leaseMs ?? 60_000,
         ...(options.partitions ? { partitions: options.partitions } : {}),
+        ...(options.release ? { release: options.release } : {}),
         clock,
       });
       leases.push(l);
@@ -190,21 +195,78 @@ if (url) {
       await until(() => b.leases.owned().size === 64, "B holds all 64", 5000);
     });
 
-    it("an instance that cannot renew gives its partitions up when its lease would lapse", async () => {
+    it("an instance that cannot renew gives its partitions up a renewal period before its lease lapses", async () => {
       const schema = freshSchema("parts");
-      const a = await instance(schema, "a", { leaseMs: 5000 });
+      const released: number[][] = [];
+      const a = await instance(schema, "a", {
+        leaseMs: 6000,
+        release: async (ps) => {
+          released.push(ps);
+        },
+      });
       await a.leases.start();
       expect(a.leases.owned().size).toBe(64);
       // Its database connections are gone: renewals fail.
       await a.store.close();
       await a.leases.renew();
-      await a.clock.advance(4000);
+      await a.clock.advance(3900);
       expect(a.leases.owned().size).toBe(64);
-      // 5 s after the start of the last renewal that worked, on its own clock: given up.
-      await a.clock.advance(1000);
+      // 6 s - 2 s after the start of the last renewal that worked, on its own clock: given
+      // up, and its work handed over, while the lease still holds in the database.
+      await a.clock.advance(100);
       expect(a.leases.owns(0)).toBe(false);
       expect(a.leases.owned().size).toBe(0);
       expect(a.changes.at(-1)?.lost).toHaveLength(64);
+      expect(released.map((ps) => ps.length)).toEqual([64]);
+    });
+
+    it("hands a partition's work over before another instance can take the partition", async () => {
+      const schema = freshSchema("parts");
+      // What the database says about the partitions being handed over, while A hands them over.
+      const seen: Array<{ count: number; owners: string[] }> = [];
+      const a = await instance(schema, "a", {
+        release: async (ps) => {
+          const rows = await sql<{ owner: string | null }>(
+            url,
+            `SELECT DISTINCT owner FROM "${schema}".partitions WHERE n = ANY($1::integer[])`,
+            [ps],
+          );
+          seen.push({ count: ps.length, owners: rows.map((r) => String(r.owner)) });
+        },
+      });
+      await a.leases.start();
+      const b = await instance(schema, "b");
+      await b.leases.start();
+      await until(() => b.leases.owned().size === 32, "B holds 32");
+      // A was asked once, for the 32 it gave up, while they were still leased to A.
+      expect(seen).toEqual([{ count: 32, owners: ["a"] }]);
+      expectDisjointCover([a.leases.owned(), b.leases.owned()]);
+      // At stop, the rest: handed over first, then handed back.
+      await a.leases.stop();
+      expect(seen[1]).toEqual({ count: 32, owners: ["a"] });
+      await until(() => b.leases.owned().size === 64, "B holds all 64", 5000);
+    });
+
+    it("keeps partitions whose hand-over failed, and tries again at the next renewal", async () => {
+      const schema = freshSchema("parts");
+      let fail = true;
+      const a = await instance(schema, "a", {
+        release: async () => {
+          if (fail) throw new Error("engine busy");
+        },
+      });
+      await a.leases.start();
+      const b = await instance(schema, "b");
+      await b.leases.start();
+      await until(() => a.changes.some((c) => c.lost.length === 32), "A gave 32 up locally");
+      await b.leases.renew();
+      // Still leased to A in the database: B cannot take them.
+      expect(b.leases.owned().size).toBe(0);
+      fail = false;
+      await a.leases.renew();
+      await b.leases.renew();
+      expect(b.leases.owned().size).toBe(32);
+      expectDisjointCover([a.leases.owned(), b.leases.owned()]);
     });
 
     it("refuses a partition count other than the schema's, and bad options", async () => {
@@ -219,8 +281,8 @@ if (url) {
       )) as FlotillaError;
       expect(err.code).toBe("VALIDATION");
       expect(err.message).toContain("split into 16 partitions; this instance was given 64");
-      expect(() => a.store.partitionLeases({ leaseMs: 1000, renewEveryMs: 1000 })).toThrow(
-        /renewEveryMs \(1000\) must be shorter than leaseMs \(1000\)/,
+      expect(() => a.store.partitionLeases({ leaseMs: 1000, renewEveryMs: 600 })).toThrow(
+        /renewEveryMs \(600\) must be at most half of leaseMs \(1000\)/,
       );
       expect(() => a.store.partitionLeases({ partitions: 0 })).toThrow(/partitions/);
     });
