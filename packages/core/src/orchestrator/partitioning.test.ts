@@ -29,7 +29,7 @@ async function pair(options: { count?: number; hold?: boolean } = {}) {
         id: `${name}-worker`,
         taskTypes: ["t"],
         maxConcurrency: 10,
-        fn: (payload, ctx, task) => {
+        fn: (_payload, ctx, task) => {
           ran.push([task.id, name]);
           if (!options.hold) return Promise.resolve(`${name}:${task.id}`);
           return new Promise<string>((resolve, reject) => {
