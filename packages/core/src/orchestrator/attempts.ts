@@ -421,13 +421,21 @@ export class Attempts {
   }
 
   /**
-   * Lets go of a remote holder's attempt without writing anything: its task's partition
-   * went to another orchestrator, which takes the lease over from the store. The slot and
-   * the gates' share are freed here.
+   * Lets go of an attempt without writing anything: its task's partition went to another
+   * orchestrator, which takes a remote holder's lease over from the store (a local attempt
+   * is aborted). The slot and the gates' share are freed here.
    */
   handOver(att: Attempt): void {
     if (att.settled) return;
     att.settled = true;
+    if (att.kind === "local" && att.abortReason === undefined) {
+      const reason = new FlotillaError(
+        "CANCELLED",
+        `task ${att.live.rec.id} is run by another orchestrator now`,
+      );
+      att.abortReason = reason;
+      att.controller?.abort(reason);
+    }
     this.#clearTimers(att);
     this.#all.delete(att);
     const live = att.live;

@@ -11,6 +11,7 @@ import { LeaseDesk } from "./leaseDesk.js";
 import { Lifecycle } from "./lifecycle.js";
 import type { OrchestratorOptions } from "./options.js";
 import { Ownership } from "./ownership.js";
+import { letGo } from "./partitioning.js";
 import { Persistence } from "./persistence.js";
 import { Submission } from "./submission.js";
 import { TaskTable } from "./taskTable.js";
@@ -60,7 +61,7 @@ export function assemble(
   const leaseMs = options.leaseMs ?? 60_000;
   const table = new TaskTable(options.finishedCacheSize ?? 10_000);
   const ownership = new Ownership(options.partitions?.count);
-  const persistence = new Persistence(ctx);
+  const persistence = new Persistence(ctx, { versioned: options.partitions !== undefined });
   const transitions = new Transitions(ctx, table, persistence);
   const gates = new GateChain(ctx, [...(options.gates ?? [])], recheckMs);
   const queue: DispatcherOptions["queue"] = { epoch: ctx.clock.now() };
@@ -105,7 +106,7 @@ export function assemble(
   );
   const core = { table, transitions, dependencies, dispatcher, attempts };
   const maxInterruptions = options.maxInterruptions ?? 3;
-  return {
+  const parts: EngineParts = {
     ...core,
     ownership,
     maxInterruptions,
@@ -126,4 +127,6 @@ export function assemble(
       maxInterruptions,
     }),
   };
+  persistence.onConflict = (rec) => letGo(ctx, parts, rec.id);
+  return parts;
 }

@@ -33,7 +33,7 @@ async function pair(options: { count?: number; hold?: boolean } = {}) {
           ran.push([task.id, name]);
           if (!options.hold) return Promise.resolve(`${name}:${task.id}`);
           return new Promise<string>((resolve, reject) => {
-            releases.set(task.id, () => resolve(`${name}:${task.id}`));
+            releases.set(`${task.id}@${name}`, () => resolve(`${name}:${task.id}`));
             ctx.signal.addEventListener("abort", () => {
               aborted.push(`${task.id}@${name}`);
               reject(ctx.signal.reason);
@@ -143,7 +143,7 @@ describe("partitions: several orchestrators on one store", () => {
       [id, "a"],
       [id, "b"],
     ]);
-    releases.get(id)!();
+    releases.get(`${id}@b`)!();
     await clock.advance(1_000);
     // Handed back is not a failure: one allowed attempt, and it succeeded on B.
     const result = await handle.result();
@@ -153,6 +153,39 @@ describe("partitions: several orchestrators on one store", () => {
     expect(a.status()).toMatchObject({ inFlight: 0, queued: 0 });
     expect(a.status().counts.running).toBe(0);
     expect(a.status().counts.queued).toBe(0);
+    await a.stop();
+    await b.stop();
+  });
+
+  it("a holder that lost its partition unawares cannot overwrite the new holder's work", async () => {
+    const { clock, store, a, b, ran, aborted, releases } = await pair({ hold: true });
+    await a.adopt([0, 1]);
+    const id = idIn(1, 2, "job");
+    const handle = await a.submit({ id, type: "t" });
+    await clock.advance(0);
+    expect(ran).toEqual([[id, "a"]]);
+    // B takes partition 1 over as after a lapse, while A still runs the task: B's copy
+    // starts again from the store (an interrupted attempt).
+    await b.adopt([1]);
+    await clock.advance(0);
+    expect(ran).toEqual([
+      [id, "a"],
+      [id, "b"],
+    ]);
+    expect((await store.getTask(id))?.interruptions).toBe(1);
+    // A's run ends first: its write expects the version A last stored, finds B's, and is
+    // refused; A lets the task go (nothing of A's result is stored).
+    releases.get(`${id}@a`)!();
+    await clock.advance(0);
+    expect((await store.getTask(id))?.status).toBe("running");
+    expect(a.status()).toMatchObject({ inFlight: 0 });
+    expect(a.status().counts.running).toBe(0);
+    // B's run ends: that result is the task's.
+    releases.get(`${id}@b`)!();
+    await clock.advance(1_000);
+    expect((await store.getTask(id))?.result?.output).toBe(`b:${id}`);
+    expect((await handle.result()).output).toBe(`b:${id}`);
+    expect(aborted).toEqual([]);
     await a.stop();
     await b.stop();
   });

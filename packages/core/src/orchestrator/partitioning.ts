@@ -73,3 +73,25 @@ export async function releasePartitions(
   await persistence.flush();
   ctx.logger.debug({ partitions, tasks: leaving.length }, "partitions released");
 }
+
+/**
+ * A task this orchestrator ran was changed in the store by another one (a versioned write
+ * was refused): its partition moved on without this orchestrator letting it go first (its
+ * leases lapsed). It leaves this process at once, without another write: a running local
+ * attempt is aborted, the task leaves the queue and the DAG, and handles on it read the
+ * store. @internal
+ */
+export function letGo(ctx: EngineContext, p: Parts, id: string): void {
+  const { attempts, dependencies, dispatcher, table, handles } = p;
+  const live = table.live(id);
+  if (!live) return;
+  if (live.attempt) attempts.handOver(live.attempt);
+  dispatcher.remove(id);
+  dependencies.forget(id);
+  table.drop(live);
+  handles.detach(live);
+  ctx.logger.warn(
+    { taskId: id },
+    "task changed in the store by another orchestrator: letting it go",
+  );
+}

@@ -39,9 +39,20 @@ export class Persistence {
   #dirtyFlushScheduled = false;
   #events: StoredEvent[] = [];
   #eventFlushScheduled = false;
+  /**
+   * Versioned writes (several orchestrators on one store): the version of each task's last
+   * stored write, which its next write expects, and that write while it is in flight (a
+   * task's writes then go one after another).
+   */
+  readonly #versioned: boolean;
+  readonly #stored = new WeakMap<TaskRecord, number>();
+  readonly #inFlight = new WeakMap<TaskRecord, Promise<unknown>>();
+  /** Told when a versioned write finds the task changed by another orchestrator. */
+  onConflict: (rec: TaskRecord) => void = () => {};
 
-  constructor(ctx: EngineContext) {
+  constructor(ctx: EngineContext, options: { versioned?: boolean } = {}) {
     this.#ctx = ctx;
+    this.#versioned = options.versioned ?? false;
   }
 
   /** Inserts new records (all or none); rejects with the store's error as `STORE_ERROR`. */
@@ -53,6 +64,12 @@ export class Persistence {
     } catch (err) {
       throw err instanceof FlotillaError ? err : FlotillaError.from(err, "STORE_ERROR");
     }
+    for (const rec of records) this.noteStored(rec);
+  }
+
+  /** A record as it is in the store now (inserted, or read to be taken in): its next write expects this version. */
+  noteStored(rec: TaskRecord): void {
+    if (this.#versioned) this.#stored.set(rec, rec.version);
   }
 
   /**
@@ -180,12 +197,46 @@ export class Persistence {
     for (const w of batch) this.#write(w);
   }
 
+  /**
+   * Writes a task's latest state expecting the version its last stored write carried, after
+   * that write; a task changed meanwhile by another orchestrator of the store (its partition
+   * moved on) is refused with `CONFLICT` and handed to `onConflict`.
+   */
+  #writeVersioned(w: DirtyWrite): Promise<unknown> {
+    const rec = w.rec;
+    const store = this.#ctx.store;
+    const write = async () => {
+      const expected = this.#stored.get(rec);
+      const snap = snapshotRecord(rec);
+      if (!(await store.saveTask(snap, expected))) {
+        throw new FlotillaError(
+          "CONFLICT",
+          `task ${rec.id} was changed in the store by another orchestrator (its partition moved on); this one lets it go`,
+          { details: { taskId: rec.id, expectedVersion: expected } },
+        );
+      }
+      this.#stored.set(rec, snap.version);
+    };
+    const before = this.#inFlight.get(rec);
+    const p = before ? before.then(write, write) : write();
+    this.#inFlight.set(rec, p);
+    const done = () => {
+      if (this.#inFlight.get(rec) === p) this.#inFlight.delete(rec);
+    };
+    p.then(done, done);
+    return p;
+  }
+
   /** Writes one task's latest state (a snapshot the store may keep as is). */
   #write(w: DirtyWrite): void {
     const { owned, store } = this.#ctx;
     let p: Promise<unknown>;
     try {
-      p = owned ? owned.saveTask(snapshotRecord(w.rec)) : store.saveTask(w.rec);
+      p = this.#versioned
+        ? this.#writeVersioned(w)
+        : owned
+          ? owned.saveTask(snapshotRecord(w.rec))
+          : store.saveTask(w.rec);
     } catch (err) {
       p = Promise.reject(err);
     }
@@ -200,6 +251,12 @@ export class Persistence {
 
   #writeFailed(w: DirtyWrite, err: unknown): void {
     const id = w.rec.id;
+    if (this.#versioned && (err as { code?: unknown })?.code === "CONFLICT") {
+      // Not this orchestrator's any more: nothing to retry.
+      w.reject(err);
+      this.onConflict(w.rec);
+      return;
+    }
     w.failures++;
     if (w.failures === 1) {
       this.#unacked.add(w.promise);

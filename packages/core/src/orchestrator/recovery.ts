@@ -8,6 +8,7 @@ import type { Dependencies } from "./dependencies.js";
 import type { Dispatcher } from "./dispatcher.js";
 import type { Handles } from "./handles.js";
 import { syntheticEntry } from "./leaseDesk.js";
+import type { Persistence } from "./persistence.js";
 import type { Submission } from "./submission.js";
 import type { Live, TaskTable } from "./taskTable.js";
 import { buildResult, type Transitions } from "./transitions.js";
@@ -23,6 +24,7 @@ export interface RecoveryParts {
   attempts: Attempts;
   handles: Handles;
   submission: Submission;
+  persistence: Persistence;
 }
 
 /**
@@ -44,6 +46,7 @@ export async function recover(
   const fresh = unfinished.filter((r) => !table.live(r.id) && (only === undefined || only(r)));
   for (const rec of fresh) {
     p.submission.seenSeq(rec.seq);
+    p.persistence.noteStored(rec);
     // A handle taken before the start becomes this task's own handle.
     const live: Live = handles.take(rec.id) ?? { rec, finished: false };
     live.rec = rec;
