@@ -46,7 +46,7 @@ export class Control {
       const stored = await this.#ctx.store.getTask(id);
       if (!stored) throw new FlotillaError("NOT_FOUND", `no task with id ${id}`);
       if (this.#p.ownership.count !== undefined && !isTerminalStatus(stored.status)) {
-        this.#heldElsewhere(stored, "cancel");
+        return this.#cancelStored(stored, reason);
       }
       return false;
     }
@@ -71,6 +71,43 @@ export class Control {
     await dependencies.onTerminal(live);
     dispatcher.schedule();
     return true;
+  }
+
+  /**
+   * Cancels a task another orchestrator of the store runs (its partition is held there):
+   * a versioned write of the cancelled record. Its holder finds the change at its next
+   * `adopt` (or its next write of the task is refused) and lets the task go, aborting it
+   * if it runs. Resolves `false` when the task had finished meanwhile.
+   */
+  async #cancelStored(first: TaskRecord, reason: string): Promise<boolean> {
+    const store = this.#ctx.store;
+    let rec: TaskRecord | undefined = first;
+    for (let tries = 0; tries < 5 && rec; tries++) {
+      if (isTerminalStatus(rec.status)) return false;
+      const from = rec.status;
+      const now = this.#ctx.clock.now();
+      const error = new FlotillaError("CANCELLED", reason).toJSON();
+      const next: TaskRecord = {
+        ...rec,
+        status: "cancelled",
+        updatedAt: now,
+        version: rec.version + 1,
+      };
+      next.lease = undefined;
+      next.notBefore = undefined;
+      next.result = buildResult(next, undefined, "cancelled", now, { error });
+      if (await store.saveTask(next, rec.version)) {
+        this.#p.transitions.stored(next, from, reason, error);
+        return true;
+      }
+      rec = await store.getTask(rec.id);
+    }
+    if (!rec) throw new FlotillaError("NOT_FOUND", `no task with id ${first.id}`);
+    throw new FlotillaError(
+      "CONFLICT",
+      `task ${first.id} kept changing while it was being cancelled; try again`,
+      { details: { taskId: first.id } },
+    );
   }
 
   /** An unfinished task this orchestrator does not run: another orchestrator of the store holds its partition. */

@@ -505,7 +505,9 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> implements En
    * Cancels a task: a waiting one at once; a running one has its worker's signal aborted
    * and is settled as `cancelled` without waiting for the worker. Resolves `true` if this
    * call cancelled it, `false` if it had already finished; `NOT_FOUND` for an unknown id.
-   * Dependents are skipped (or run, by their policy).
+   * Dependents are skipped (or run, by their policy). With `partitions`, a task another
+   * orchestrator of the store holds is cancelled through the store (a versioned write); its
+   * holder lets it go at its next `adopt`.
    *
    * @example
    * ```ts
@@ -521,7 +523,8 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> implements En
    * Approves a task awaiting approval: a `before_run` task goes on to the queue (or waits
    * for its dependencies), an `after_run` task's held result is accepted (`succeeded`).
    * Approving an approved task again returns it unchanged; approving a task in any other
-   * state is `INVALID_STATE` naming that state.
+   * state is `INVALID_STATE` naming that state (as is, with `partitions`, one another
+   * orchestrator of the store holds: decide on its holder).
    *
    * @example
    * ```ts

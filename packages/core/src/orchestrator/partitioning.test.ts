@@ -190,21 +190,41 @@ describe("partitions: several orchestrators on one store", () => {
     await b.stop();
   });
 
-  it("a task of a partition held elsewhere is cancelled or approved there, and says so here", async () => {
-    const { a, b } = await pair();
+  it("a task held elsewhere is cancelled from here; its holder lets it go at its next adopt", async () => {
+    const { clock, store, a, b, ran, aborted } = await pair({ hold: true });
     await a.adopt([0]);
     await b.adopt([1]);
-    const id = idIn(1, 2, "deploy");
-    await a.submit({ id, type: "t", approval: "before_run" });
-    const cancel = await a.cancel(id).catch((e: FlotillaError) => e);
-    expect(cancel).toBeInstanceOf(FlotillaError);
-    expect((cancel as FlotillaError).code).toBe("INVALID_STATE");
-    expect((cancel as FlotillaError).message).toContain("partition 1");
-    await expect(a.approve(id)).rejects.toMatchObject({ code: "INVALID_STATE" });
+    const waiting = await a.submit({ id: idIn(1, 2, "deploy"), type: "t", approval: "before_run" });
+    const running = await b.submit({ id: idIn(1, 2, "render"), type: "t" });
+    const after = await b.submit({ type: "t", dependsOn: [running.id] });
+    await clock.advance(0);
+    expect(ran).toEqual([[running.id, "b"]]);
+    const cancelled: string[] = [];
+    a.on("task:cancelled", (e) => cancelled.push(e.taskId));
+
+    // Cancelled from A: a versioned write of the stored record, told to A's listeners.
+    expect(await a.cancel(waiting.id, "not today")).toBe(true);
+    expect(await a.cancel(running.id)).toBe(true);
+    expect(cancelled).toEqual([waiting.id, running.id]);
+    expect((await store.getTask(running.id))?.status).toBe("cancelled");
+    expect(await a.cancel(running.id)).toBe(false);
+    // B finds out at its next adopt: it lets both go (aborting the run, writing nothing),
+    // and the dependent is skipped.
     await b.adopt([1]);
-    expect((await b.approve(id)).status).not.toBe("awaiting_approval");
-    await a.stop();
-    await b.stop();
+    await clock.advance(1_000);
+    expect(aborted).toEqual([`${running.id}@b`]);
+    expect((await running.result()).status).toBe("cancelled");
+    expect((await waiting.result()).error?.message).toBe("not today");
+    expect((await after.result()).status).toBe("skipped");
+    expect((await store.getTask(running.id))?.status).toBe("cancelled");
+    expect(b.status().counts.running).toBe(0);
+    // Approval decisions are made on the holder.
+    const deploy = await a.submit({ id: idIn(1, 2, "ship"), type: "t", approval: "before_run" });
+    await expect(a.approve(deploy.id)).rejects.toMatchObject({ code: "INVALID_STATE" });
+    await b.adopt([1]);
+    expect((await b.approve(deploy.id)).status).not.toBe("awaiting_approval");
+    await a.stop({ mode: "abort" });
+    await b.stop({ mode: "abort" });
   });
 
   it("adopt and release check their partitions; without the option they are refused", async () => {

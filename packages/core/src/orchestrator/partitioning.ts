@@ -19,11 +19,23 @@ export async function adoptPartitions(
   p: Parts,
   partitions: readonly number[],
 ): Promise<void> {
-  const { ownership, attempts, dependencies, dispatcher, table } = p;
+  const { ownership, attempts, dependencies, dispatcher, table, persistence } = p;
   ownership.add(partitions);
   const held = new Set(partitions);
+  const mine = (rec: { id: string; partition?: number | undefined }) =>
+    held.has(ownership.partitionOf(rec));
+  // Tasks here that another orchestrator changed in the store meanwhile (cancelled there,
+  // or run there after a lapse): let go, and taken in again below as the store has them.
+  const unfinished = await ctx.store.loadUnfinished();
+  const versions = new Map(unfinished.map((r) => [r.id, r.version]));
+  for (const live of [...table.lives()]) {
+    if (!mine(live.rec)) continue;
+    if (persistence.changedElsewhere(live.rec, versions.get(live.rec.id))) {
+      letGo(ctx, p, live.rec.id);
+    }
+  }
   const before = new Set(attempts.list());
-  await recover(ctx, p, (rec) => held.has(ownership.partitionOf(rec)));
+  await recover(ctx, p, mine, unfinished);
   for (const att of attempts.list()) {
     if (before.has(att) || att.kind !== "remote") continue;
     attempts.armLeaseTimer(att);

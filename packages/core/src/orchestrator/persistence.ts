@@ -67,6 +67,19 @@ export class Persistence {
     for (const rec of records) this.noteStored(rec);
   }
 
+  /**
+   * With versioned writes: whether the store holds a version of `rec` this process did not
+   * write (another orchestrator changed it), judged only when no write of it is pending.
+   */
+  changedElsewhere(rec: TaskRecord, storedVersion: number | undefined): boolean {
+    if (!this.#versioned) return false;
+    if (this.#dirty.has(rec.id) || this.#retrying.has(rec.id) || this.#inFlight.has(rec)) {
+      return false;
+    }
+    const mine = this.#stored.get(rec);
+    return mine !== undefined && storedVersion !== mine;
+  }
+
   /** A record as it is in the store now (inserted, or read to be taken in): its next write expects this version. */
   noteStored(rec: TaskRecord): void {
     if (this.#versioned) this.#stored.set(rec, rec.version);

@@ -38,8 +38,9 @@ export async function recover(
   ctx: EngineContext,
   p: RecoveryParts,
   only?: (rec: TaskRecord) => boolean,
+  loaded?: TaskRecord[],
 ): Promise<void> {
-  const unfinished = await ctx.store.loadUnfinished();
+  const unfinished = loaded ?? (await ctx.store.loadUnfinished());
   if (unfinished.length === 0) return;
   const { table, handles, dependencies, attempts, dispatcher, transitions } = p;
   const now = ctx.clock.now();

@@ -74,6 +74,14 @@ export class Transitions {
   }
 
   /**
+   * Logs, records and emits a change another path stored itself (a task of a partition held
+   * by another orchestrator, changed here with a versioned write).
+   */
+  stored(rec: TaskRecord, from: TaskStatus, reason: string, error?: SerializedError): void {
+    this.#emit(event(rec, from, rec.status, { reason, error }), rec);
+  }
+
+  /**
    * Sets the first status of a record that is not stored yet (submission decides it from
    * its dependencies and approval); `announce` emits it once the record is stored.
    */
