@@ -1,5 +1,4 @@
 import { describe, expect, it } from "vitest";
-import { FlotillaError } from "../errors.js";
 import { MemoryStore } from "../store/memory.js";
 import { FakeClock } from "../testing/index.js";
 import { partitionOf } from "../util/partition.js";
