@@ -84,22 +84,17 @@ export class Control {
     let rec: TaskRecord | undefined = first;
     for (let tries = 0; tries < 5 && rec; tries++) {
       if (isTerminalStatus(rec.status)) return false;
-      const from = rec.status;
-      const now = this.#ctx.clock.now();
       const error = new FlotillaError("CANCELLED", reason).toJSON();
-      const next: TaskRecord = {
-        ...rec,
-        status: "cancelled",
-        updatedAt: now,
-        version: rec.version + 1,
-      };
-      next.lease = undefined;
-      next.notBefore = undefined;
-      next.result = buildResult(next, undefined, "cancelled", now, { error });
-      if (await store.saveTask(next, rec.version)) {
-        this.#p.transitions.stored(next, from, reason, error);
-        return true;
-      }
+      const done = await this.#p.transitions.applyStored(rec, "cancelled", {
+        reason,
+        error,
+        patch: (r) => {
+          r.lease = undefined;
+          r.notBefore = undefined;
+          r.result = buildResult(r, undefined, "cancelled", this.#ctx.clock.now(), { error });
+        },
+      });
+      if (done) return true;
       rec = await store.getTask(rec.id);
     }
     if (!rec) throw new FlotillaError("NOT_FOUND", `no task with id ${first.id}`);
@@ -110,13 +105,74 @@ export class Control {
     );
   }
 
-  /** An unfinished task this orchestrator does not run: another orchestrator of the store holds its partition. */
-  #heldElsewhere(rec: TaskRecord, action: string): never {
-    const partition = this.#p.ownership.partitionOf(rec);
+  /**
+   * Decides on a task another orchestrator of the store holds: a versioned write of the
+   * decided record (`before_run` approved: `pending`, which its holder queues once its
+   * dependencies are done). Its holder finds the change at its next `adopt`.
+   */
+  async #decideStored(
+    first: TaskRecord,
+    decision: "approved" | "rejected",
+    info: Decision,
+  ): Promise<TaskRecord> {
+    const store = this.#ctx.store;
+    let rec: TaskRecord | undefined = first;
+    for (let tries = 0; tries < 5 && rec; tries++) {
+      if (rec.approvalDecision?.decision === decision && rec.status !== "awaiting_approval") {
+        return rec;
+      }
+      if (rec.status !== "awaiting_approval") {
+        throw new FlotillaError(
+          "INVALID_STATE",
+          `task ${rec.id} is ${rec.status}, not awaiting approval`,
+          { details: { taskId: rec.id, status: rec.status } },
+        );
+      }
+      const now = this.#ctx.clock.now();
+      const by = info.by ? ` by ${info.by}` : "";
+      const approval = { decision, at: now, ...info };
+      let done: TaskRecord | undefined;
+      if (decision === "rejected") {
+        const error = new FlotillaError(
+          "REJECTED",
+          `rejected${by}${info.comment ? `: ${info.comment}` : ""}`,
+        ).toJSON();
+        done = await this.#p.transitions.applyStored(rec, "rejected", {
+          reason: `rejected${by}`,
+          error,
+          patch: (r) => {
+            r.approvalDecision = approval;
+            r.result = buildResult(r, undefined, "rejected", now, {
+              error,
+              output: r.result?.output,
+              usage: r.result?.usage,
+            });
+          },
+        });
+      } else {
+        const afterRun = rec.approval === "after_run";
+        done = await this.#p.transitions.applyStored(rec, afterRun ? "succeeded" : "pending", {
+          reason: `approved${by}`,
+          patch: (r) => {
+            r.approvalDecision = approval;
+            if (afterRun && r.result) {
+              r.result = {
+                ...r.result,
+                status: "succeeded",
+                timings: { ...r.result.timings, finishedAt: now },
+              };
+            }
+          },
+        });
+      }
+      if (done) return done;
+      rec = await store.getTask(rec.id);
+    }
+    if (!rec) throw new FlotillaError("NOT_FOUND", `no task with id ${first.id}`);
     throw new FlotillaError(
-      "INVALID_STATE",
-      `task ${rec.id} is ${rec.status} in partition ${partition}, which another orchestrator of the store holds; ${action} it there`,
-      { details: { taskId: rec.id, status: rec.status, partition } },
+      "CONFLICT",
+      `task ${first.id} kept changing while the decision was being stored; try again`,
+      { details: { taskId: first.id } },
     );
   }
 
@@ -140,7 +196,7 @@ export class Control {
       return structuredClone(rec);
     }
     if (!live && this.#p.ownership.count !== undefined && !isTerminalStatus(rec.status)) {
-      this.#heldElsewhere(rec, decision === "approved" ? "approve" : "reject");
+      return this.#decideStored(rec, decision, info);
     }
     if (!live || rec.status !== "awaiting_approval") {
       throw new FlotillaError(

@@ -523,8 +523,9 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> implements En
    * Approves a task awaiting approval: a `before_run` task goes on to the queue (or waits
    * for its dependencies), an `after_run` task's held result is accepted (`succeeded`).
    * Approving an approved task again returns it unchanged; approving a task in any other
-   * state is `INVALID_STATE` naming that state (as is, with `partitions`, one another
-   * orchestrator of the store holds: decide on its holder).
+   * state is `INVALID_STATE` naming that state. With `partitions`, a task another
+   * orchestrator of the store holds is decided through the store (a versioned write); its
+   * holder goes on at its next `adopt`.
    *
    * @example
    * ```ts

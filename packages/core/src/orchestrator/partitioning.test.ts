@@ -217,13 +217,32 @@ describe("partitions: several orchestrators on one store", () => {
     expect((await after.result()).status).toBe("skipped");
     expect((await store.getTask(running.id))?.status).toBe("cancelled");
     expect(b.status().counts.running).toBe(0);
-    // Approval decisions are made on the holder.
-    const deploy = await a.submit({ id: idIn(1, 2, "ship"), type: "t", approval: "before_run" });
-    await expect(a.approve(deploy.id)).rejects.toMatchObject({ code: "INVALID_STATE" });
-    await b.adopt([1]);
-    expect((await b.approve(deploy.id)).status).not.toBe("awaiting_approval");
     await a.stop({ mode: "abort" });
     await b.stop({ mode: "abort" });
+  });
+
+  it("a task held elsewhere is approved or rejected from here; its holder goes on at its next adopt", async () => {
+    const { clock, a, b, ran } = await pair();
+    await a.adopt([0]);
+    await b.adopt([1]);
+    const ship = await b.submit({ id: idIn(1, 2, "ship"), type: "t", approval: "before_run" });
+    const drop = await b.submit({ id: idIn(1, 2, "drop"), type: "t", approval: "before_run" });
+    const next = await b.submit({ type: "t", dependsOn: [drop.id] });
+    const approved = await a.approve(ship.id, { by: "alice" });
+    expect(approved).toMatchObject({ status: "pending", approvalDecision: { by: "alice" } });
+    // Asked again: the decision stands.
+    expect((await a.approve(ship.id)).status).toBe("pending");
+    const rejected = await a.reject(drop.id, { by: "bob", comment: "not this one" });
+    expect(rejected.status).toBe("rejected");
+    await expect(a.approve(drop.id)).rejects.toMatchObject({ code: "INVALID_STATE" });
+    await b.adopt([1]);
+    await clock.advance(1_000);
+    expect((await ship.result()).output).toBe(`b:${ship.id}`);
+    expect((await drop.result()).error?.message).toBe("rejected by bob: not this one");
+    expect((await next.result()).status).toBe("skipped");
+    expect(ran).toEqual([[ship.id, "b"]]);
+    await a.stop();
+    await b.stop();
   });
 
   it("adopt and release check their partitions; without the option they are refused", async () => {

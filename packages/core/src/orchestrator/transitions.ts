@@ -74,11 +74,26 @@ export class Transitions {
   }
 
   /**
-   * Logs, records and emits a change another path stored itself (a task of a partition held
-   * by another orchestrator, changed here with a versioned write).
+   * Moves a stored task this orchestrator does not hold (another orchestrator of the store
+   * holds its partition) to `to`, as a versioned write of a changed copy: resolves the
+   * written record (logged, recorded and emitted here), or `undefined` when the stored
+   * version moved meanwhile (read it again and retry).
    */
-  stored(rec: TaskRecord, from: TaskStatus, reason: string, error?: SerializedError): void {
-    this.#emit(event(rec, from, rec.status, { reason, error }), rec);
+  async applyStored(
+    rec: TaskRecord,
+    to: TaskStatus,
+    o: TransitionInfo = {},
+  ): Promise<TaskRecord | undefined> {
+    const from = rec.status;
+    assertTransition(from, to, rec.id);
+    const next: TaskRecord = { ...rec };
+    o.patch?.(next);
+    next.status = to;
+    next.updatedAt = this.#ctx.clock.now();
+    next.version = rec.version + 1;
+    if (!(await this.#ctx.store.saveTask(next, rec.version))) return undefined;
+    this.#emit(event(next, from, to, o), next);
+    return next;
   }
 
   /**
