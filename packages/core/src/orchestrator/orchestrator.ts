@@ -87,6 +87,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> implements En
   readonly registry: WorkerRegistry;
   readonly #ctx: EngineContext;
   readonly #e: EngineParts;
+  #partitionOps: Promise<void> = Promise.resolve();
 
   constructor(options: OrchestratorOptions = {}) {
     super();
@@ -559,8 +560,10 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> implements En
    * unfinished tasks from the store (queued ones queue here, a task left running by an
    * orchestrator that stopped gets a new attempt). Adopting a held partition again picks
    * up what other orchestrators of the store submitted to it since, and dependencies they
-   * finished. Call it when a partition lease is gained, and again on a wake-up or a timer.
-   * `INVALID_STATE` without the option; `VALIDATION` for a partition out of range.
+   * finished, and lets go of tasks another orchestrator changed in the store. Call it when a
+   * partition lease is gained, and again on a wake-up or a timer. Calls to `adopt` and
+   * `release` take turns. `INVALID_STATE` without the option; `VALIDATION` for a partition
+   * out of range.
    *
    * @example
    * ```ts
@@ -571,7 +574,14 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> implements En
    */
   async adopt(partitions: readonly number[]): Promise<void> {
     const ps = this.#e.ownership.check(partitions, "adopt");
-    await adoptPartitions(this.#ctx, this.#e, ps);
+    await this.#inTurn(() => adoptPartitions(this.#ctx, this.#e, ps));
+  }
+
+  /** Adopting and releasing take turns: one never sees the other half done. */
+  #inTurn(op: () => Promise<void>): Promise<void> {
+    const run = this.#partitionOps.then(op, op);
+    this.#partitionOps = run.catch(() => {});
+    return run;
   }
 
   /**
@@ -589,7 +599,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> implements En
    */
   async release(partitions: readonly number[]): Promise<void> {
     const ps = this.#e.ownership.check(partitions, "release");
-    await releasePartitions(this.#ctx, this.#e, ps);
+    await this.#inTurn(() => releasePartitions(this.#ctx, this.#e, ps));
   }
 
   /**
