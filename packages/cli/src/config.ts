@@ -16,6 +16,12 @@ export interface ServeConfig {
   storeSchema: string;
   /** With a `postgres://` store: wait for the instance holding the schema to let go, then serve. */
   standby: boolean;
+  /** With a `postgres://` store: serve the schema together with the other shared servers on it. */
+  shared: boolean;
+  /** This server's name among the shared servers of a schema (unique per live server). */
+  instanceId?: string;
+  /** How long a shared server's partition leases last without renewal. */
+  partitionLeaseSeconds: number;
   adminKey?: string;
   registrationToken?: string;
   leaseSeconds: number;
@@ -123,6 +129,29 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     description:
       "with a postgres:// store: wait until the server holding the schema stops or is lost, then take over and serve",
     default: "false",
+  },
+  {
+    key: "shared",
+    flag: "--shared",
+    env: "FLOTILLA_SHARED",
+    description:
+      "with a postgres:// store: serve the schema together with the other --shared servers on it (its work split into 64 partitions leased between them)",
+    default: "false",
+  },
+  {
+    key: "instanceId",
+    flag: "--instance-id <name>",
+    env: "FLOTILLA_INSTANCE_ID",
+    description:
+      "this server's name among the --shared servers of a schema (default: host name and process id)",
+  },
+  {
+    key: "partitionLeaseSeconds",
+    flag: "--partition-lease-seconds <n>",
+    env: "FLOTILLA_PARTITION_LEASE_SECONDS",
+    description:
+      "with --shared: how long a server's partitions stay leased to it without renewal (a lost server's work moves on after this long)",
+    default: "15",
   },
   {
     key: "adminKey",
@@ -347,6 +376,9 @@ const ConfigSchema = z.object({
     .regex(/^[a-z_][a-z0-9_]{0,62}$/, "expected a lower-case identifier (letters, digits, _)")
     .default("flotilla"),
   standby: bool.default(false),
+  shared: bool.default(false),
+  instanceId: z.string().min(1).max(200).optional(),
+  partitionLeaseSeconds: num(1, false).default(15),
   adminKey: z.string().min(8, "expected at least 8 characters").optional(),
   registrationToken: z.string().min(1).optional(),
   secretKey: z.string().min(16, "expected at least 16 characters").optional(),
@@ -460,6 +492,9 @@ export function loadServeConfig(
     store: c.store,
     storeSchema: c.storeSchema,
     standby: c.standby,
+    shared: c.shared,
+    ...(c.instanceId ? { instanceId: c.instanceId } : {}),
+    partitionLeaseSeconds: c.partitionLeaseSeconds,
     leaseSeconds: c.leaseSeconds,
     nodeTimeoutSeconds: c.nodeTimeoutSeconds,
     nodeExpiryHours: c.nodeExpiryHours,

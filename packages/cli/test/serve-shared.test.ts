@@ -1,0 +1,135 @@
+import { randomBytes } from "node:crypto";
+import { partitionOf } from "@flotilla/core";
+import pg from "pg";
+import { afterAll, describe, expect, it } from "vitest";
+import { cleanUpServes, spawnServe, tempDir } from "./serve-process.js";
+
+const url = process.env.FLOTILLA_TEST_PG_URL;
+const schema = `shared_${process.pid}_${randomBytes(4).toString("hex")}`;
+const key = `shared-admin-${randomBytes(8).toString("hex")}`;
+const headers = { "x-api-key": key, "content-type": "application/json" };
+
+async function query<R extends pg.QueryResultRow>(text: string, values: unknown[] = []) {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return (await client.query<R>(text, values)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+afterAll(async () => {
+  cleanUpServes();
+  if (url) await query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+});
+
+/** `flotilla serve --shared` on the test schema, in one process (so SIGKILL ends the server). */
+function serve(name: string) {
+  const s = spawnServe(
+    [
+      ...["--data-dir", tempDir("flotilla-shared-"), "--store", url!, "--store-schema", schema],
+      ...["--shared", "--instance-id", name, "--partition-lease-seconds", "3"],
+      ...["--admin-key", key],
+    ],
+    { oneProcess: true },
+  );
+  return { ...s, ready: () => s.ready().then((r) => r.url) };
+}
+
+/** Partitions held per server, from the database. */
+async function holders(): Promise<Record<string, number>> {
+  const rows = await query<{ owner: string; n: string }>(
+    `SELECT owner, count(*) AS n FROM "${schema}".partitions
+     WHERE owner IS NOT NULL AND expires_at > (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+     GROUP BY owner ORDER BY owner`,
+  );
+  return Object.fromEntries(rows.map((r) => [r.owner, Number(r.n)]));
+}
+
+async function until(cond: () => Promise<boolean>, what: string, ms = 60_000) {
+  const deadline = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe("flotilla serve --shared: several servers on one PostgreSQL schema", () => {
+  it("is configured (FLOTILLA_TEST_PG_URL, set by `bash scripts/test-env.sh up` / `npm test`)", () => {
+    expect(url, "this test needs a real PostgreSQL server").toBeTruthy();
+  });
+
+  it("both serve; a killed server's tasks finish on the other, each once", async () => {
+    if (!url) return;
+    const a = serve("a");
+    const aUrl = await a.ready();
+    expect(a.out()).toMatch(
+      /Shared: {4}one of the servers of this schema \(instance a; 64 partitions/,
+    );
+    const b = serve("b");
+    const bUrl = await b.ready();
+    await until(async () => JSON.stringify(await holders()) === '{"a":32,"b":32}', "a 32/32 split");
+
+    // Submitted through both, half of them to partitions the other server holds.
+    const submit = async (base: string, i: number) => {
+      const res = await fetch(`${base}/api/v2/orchestrator/tasks/submit`, {
+        method: "POST",
+        headers,
+        body: JSON.stringify({
+          type: "tool_call",
+          payload: { tool_name: "sleep", tool_input: { ms: 1000 + (i % 5) * 200 } },
+        }),
+      });
+      expect(res.status, await res.clone().text()).toBe(200);
+      return ((await res.json()) as { task_id: string }).task_id;
+    };
+    const ids: string[] = [];
+    for (let i = 0; i < 40; i++) ids.push(await submit(i % 2 === 0 ? aUrl : bUrl, i));
+
+    // B dies while its share runs: A takes B's partitions once their leases lapse (3 s),
+    // and runs what B left unfinished.
+    const onB = new Set(
+      (await query<{ n: number }>(`SELECT n FROM "${schema}".partitions WHERE owner = 'b'`)).map(
+        (r) => r.n,
+      ),
+    );
+    const runningOnB = async () =>
+      (await query<{ id: string }>(`SELECT id FROM "${schema}".tasks WHERE status = 'running'`))
+        .map((r) => r.id)
+        .filter((id) => onB.has(partitionOf(id, 64)));
+    await until(async () => (await runningOnB()).length > 0, "B runs some of its share");
+    const cutOff = await runningOnB();
+    const killed = new Promise((r) => b.child.once("exit", r));
+    b.child.kill("SIGKILL");
+    await killed;
+    await until(async () => JSON.stringify(await holders()) === '{"a":64}', "A holds all 64");
+    const status = async (id: string) =>
+      (await (await fetch(`${aUrl}/api/v2/orchestrator/tasks/${id}`, { headers })).json()) as {
+        status: string;
+      };
+    await until(
+      async () => (await Promise.all(ids.map(status))).every((t) => t.status === "succeeded"),
+      "every task succeeded",
+    );
+    // Each succeeded once (a task B was running ran again on A: that is its second start).
+    const ends = await query<{ task_id: string; n: string }>(
+      `SELECT task_id, count(*) AS n FROM "${schema}".events WHERE type = 'task:succeeded'
+       GROUP BY task_id`,
+    );
+    expect(ends).toHaveLength(ids.length);
+    for (const e of ends) expect(Number(e.n), e.task_id).toBe(1);
+    const starts = await query<{ task_id: string; n: string }>(
+      `SELECT task_id, count(*) AS n FROM "${schema}".events WHERE type = 'task:running'
+       AND task_id = ANY($1::text[]) GROUP BY task_id`,
+      [cutOff],
+    );
+    for (const st of starts) expect(Number(st.n), st.task_id).toBeGreaterThanOrEqual(2);
+    // The survivor takes new work for every partition.
+    const more = await Promise.all([0, 1, 2, 3].map((i) => submit(aUrl, i)));
+    await until(
+      async () => (await Promise.all(more.map(status))).every((t) => t.status === "succeeded"),
+      "new tasks succeeded",
+    );
+  }, 180_000);
+});
