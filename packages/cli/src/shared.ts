@@ -11,7 +11,7 @@ export interface ShareOptions {
   instanceId?: string;
   /** How long a partition lease lasts without renewal. */
   leaseMs: number;
-  /** How often every held partition is looked at again (tasks stored by others, changes). @default 2000 */
+  /** How often every held partition is looked at again (tasks stored by others, changes). @default 5000 */
   sweepMs?: number;
   logger: Logger;
 }
@@ -25,9 +25,10 @@ export interface Sharing {
 /**
  * Makes `orchestrator` one of the servers sharing `store`'s schema: it leases its share of
  * the partitions (handing a partition's work over before giving its lease up), adopts what
- * it gains, tells the holder when it stores a task of a partition held elsewhere, adopts
- * again when told, and looks at every held partition again every `sweepMs` (for what a
- * missed message would have said, dependencies run elsewhere, and changes made by others).
+ * it gains, tells the holder when it changes a task of a partition held elsewhere (a
+ * submission, a cancel or a decision), adopts again when told, and looks at every held
+ * partition again every `sweepMs` (for what a missed message would have said, and
+ * dependencies run elsewhere).
  *
  * @example
  * ```ts
@@ -42,12 +43,28 @@ export async function shareSchema(
 ): Promise<Sharing> {
   const { logger } = o;
   const messages = store.notifications();
-  const adopt = (partitions: number[]) =>
-    orchestrator
-      .adopt(partitions)
-      .catch((err: unknown) =>
-        logger.warn({ partitions, err: String(err) }, "adopting partitions failed"),
-      );
+  // Looks at partitions again, one look at a time: what is asked for meanwhile is looked at
+  // together next (each look reads the schema's unfinished tasks).
+  const wanted = new Set<number>();
+  let looking = false;
+  const adopt = (partitions: readonly number[]) => {
+    for (const p of partitions) wanted.add(p);
+    if (looking) return;
+    looking = true;
+    void (async () => {
+      while (wanted.size > 0) {
+        const ps = [...wanted].filter((p) => leases.owns(p));
+        wanted.clear();
+        if (ps.length === 0) continue;
+        await orchestrator
+          .adopt(ps)
+          .catch((err: unknown) =>
+            logger.warn({ partitions: ps, err: String(err) }, "adopting partitions failed"),
+          );
+      }
+      looking = false;
+    })();
+  };
   const leases = store.partitionLeases({
     instanceId: o.instanceId ?? `${hostname()}-${process.pid}`,
     partitions: SHARED_PARTITIONS,
@@ -56,17 +73,17 @@ export async function shareSchema(
     release: (partitions) => orchestrator.release(partitions),
   });
   leases.onChange(({ acquired }) => {
-    if (acquired.length > 0) void adopt(acquired);
+    if (acquired.length > 0) adopt(acquired);
   });
-  // A task stored here for a partition held elsewhere: tell the holder (batched per turn).
+  // A task of a partition held elsewhere changed here (submitted, or cancelled, approved or
+  // rejected through the store): tell the holder, once per partition and turn.
   const toTell = new Set<number>();
   const tell = () => {
     const ps = [...toTell];
     toTell.clear();
     for (const p of ps) messages.notify("task", String(p)).catch(() => {});
   };
-  const onTransition = (e: { from: string | null; task: { id: string; partition?: number } }) => {
-    if (e.from !== null) return;
+  const onTransition = (e: { task: { id: string; partition?: number } }) => {
     const p = orchestrator.partitions().of(e.task);
     if (leases.owns(p)) return;
     if (toTell.size === 0) setImmediate(tell);
@@ -75,12 +92,12 @@ export async function shareSchema(
   orchestrator.on("task:transition", onTransition);
   const offTask = messages.on("task", (payload) => {
     const p = Number(payload);
-    if (Number.isInteger(p) && leases.owns(p)) void adopt([p]);
+    if (Number.isInteger(p) && leases.owns(p)) adopt([p]);
   });
   const sweep = setInterval(() => {
     const held = orchestrator.partitions().held;
-    if (held.length > 0) void adopt(held);
-  }, o.sweepMs ?? 2000);
+    if (held.length > 0) adopt(held);
+  }, o.sweepMs ?? 5000);
   sweep.unref();
   await leases.start();
   return {

@@ -87,13 +87,49 @@ describe("flotilla serve --shared: several servers on one PostgreSQL schema", ()
     const ids: string[] = [];
     for (let i = 0; i < 40; i++) ids.push(await submit(i % 2 === 0 ? aUrl : bUrl, i));
 
-    // B dies while its share runs: A takes B's partitions once their leases lapse (3 s),
-    // and runs what B left unfinished.
+    // A task B holds, cancelled through A: B hears of it and lets it go at once.
     const onB = new Set(
       (await query<{ n: number }>(`SELECT n FROM "${schema}".partitions WHERE owner = 'b'`)).map(
         (r) => r.n,
       ),
     );
+    let long = "";
+    for (let i = 0; !onB.has(partitionOf(long, 64)); i++) long = `long-${i}`;
+    const res = await fetch(`${aUrl}/api/v2/orchestrator/tasks/submit`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({
+        task_id: long,
+        type: "tool_call",
+        payload: { tool_name: "sleep", tool_input: { ms: 60_000 } },
+      }),
+    });
+    expect(res.status, await res.clone().text()).toBe(200);
+    const taskStatus = async (id: string) =>
+      (
+        await query<{ status: string }>(`SELECT status FROM "${schema}".tasks WHERE id = $1`, [id])
+      )[0]?.status;
+    await until(async () => (await taskStatus(long)) === "running", "B runs the long task");
+    const cancel = await fetch(`${aUrl}/api/v2/orchestrator/tasks/${long}/cancel`, {
+      method: "POST",
+      headers,
+    });
+    expect(cancel.status, await cancel.clone().text()).toBe(200);
+    expect(await taskStatus(long)).toBe("cancelled");
+    // B lets it go: no sleep of 60 s keeps running there, and nothing overwrites the cancel.
+    await until(
+      async () =>
+        (
+          await query<{ n: string }>(
+            `SELECT count(*) AS n FROM "${schema}".events WHERE task_id = $1 AND type = 'task:cancelled'`,
+            [long],
+          )
+        )[0]?.n === "1",
+      "the cancel is recorded once",
+    );
+
+    // B dies while its share runs: A takes B's partitions once their leases lapse (3 s),
+    // and runs what B left unfinished.
     const runningOnB = async () =>
       (await query<{ id: string }>(`SELECT id FROM "${schema}".tasks WHERE status = 'running'`))
         .map((r) => r.id)
@@ -112,6 +148,7 @@ describe("flotilla serve --shared: several servers on one PostgreSQL schema", ()
       async () => (await Promise.all(ids.map(status))).every((t) => t.status === "succeeded"),
       "every task succeeded",
     );
+    expect(await taskStatus(long)).toBe("cancelled");
     // Each succeeded once (a task B was running ran again on A: that is its second start).
     const ends = await query<{ task_id: string; n: string }>(
       `SELECT task_id, count(*) AS n FROM "${schema}".events WHERE type = 'task:succeeded'
