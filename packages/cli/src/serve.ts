@@ -210,6 +210,7 @@ export async function runServe(
     sharing = await shareSchema(store, orchestrator, {
       ...(config.instanceId ? { instanceId: config.instanceId } : {}),
       leaseMs: Math.round(config.partitionLeaseSeconds * 1000),
+      limiter: resources.limiter,
       logger,
     });
   }

@@ -13,6 +13,8 @@ export interface ShareOptions {
   leaseMs: number;
   /** How often every held partition is looked at again (tasks stored by others, changes). @default 5000 */
   sweepMs?: number;
+  /** Rate limits split between the servers: each admits `1 / servers` of every limit. */
+  limiter?: { setShare(share: number): void };
   logger: Logger;
 }
 
@@ -28,7 +30,8 @@ export interface Sharing {
  * it gains, tells the holder when it changes a task of a partition held elsewhere (a
  * submission, a cancel or a decision), adopts again when told, and looks at every held
  * partition again every `sweepMs` (for what a missed message would have said, and
- * dependencies run elsewhere).
+ * dependencies run elsewhere). With `limiter`, this server admits `1 / n` of every rate
+ * limit, `n` being the servers alive at the last renewal.
  *
  * @example
  * ```ts
@@ -72,7 +75,10 @@ export async function shareSchema(
     logger,
     release: (partitions) => orchestrator.release(partitions),
   });
+  // Each server admits its share of every rate limit: together they admit the limit.
+  const share = () => o.limiter?.setShare(1 / Math.max(1, leases.instances));
   leases.onChange(({ acquired }) => {
+    share();
     if (acquired.length > 0) adopt(acquired);
   });
   // A task of a partition held elsewhere changed here (submitted, or cancelled, approved or
@@ -100,6 +106,7 @@ export async function shareSchema(
   }, o.sweepMs ?? 5000);
   sweep.unref();
   await leases.start();
+  share();
   return {
     leases,
     async stop() {

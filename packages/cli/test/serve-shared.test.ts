@@ -1,4 +1,6 @@
 import { randomBytes } from "node:crypto";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { partitionOf } from "@flotilla/core";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
@@ -6,6 +8,7 @@ import { cleanUpServes, spawnServe, tempDir } from "./serve-process.js";
 
 const url = process.env.FLOTILLA_TEST_PG_URL;
 const schema = `shared_${process.pid}_${randomBytes(4).toString("hex")}`;
+const limitSchema = `shared_limit_${process.pid}_${randomBytes(4).toString("hex")}`;
 const key = `shared-admin-${randomBytes(8).toString("hex")}`;
 const headers = { "x-api-key": key, "content-type": "application/json" };
 
@@ -21,14 +24,25 @@ async function query<R extends pg.QueryResultRow>(text: string, values: unknown[
 
 afterAll(async () => {
   cleanUpServes();
-  if (url) await query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+  if (url) {
+    await query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    await query(`DROP SCHEMA IF EXISTS "${limitSchema}" CASCADE`);
+  }
 });
 
 /** `flotilla serve --shared` on the test schema, in one process (so SIGKILL ends the server). */
-function serve(name: string) {
+function serve(name: string, extra: string[] = [], storeSchema = schema) {
   const s = spawnServe(
     [
-      ...["--data-dir", tempDir("flotilla-shared-"), "--store", url!, "--store-schema", schema],
+      ...extra,
+      ...[
+        "--data-dir",
+        tempDir("flotilla-shared-"),
+        "--store",
+        url!,
+        "--store-schema",
+        storeSchema,
+      ],
       ...["--shared", "--instance-id", name, "--partition-lease-seconds", "3"],
       ...["--admin-key", key],
     ],
@@ -38,9 +52,9 @@ function serve(name: string) {
 }
 
 /** Partitions held per server, from the database. */
-async function holders(): Promise<Record<string, number>> {
+async function holders(of = schema): Promise<Record<string, number>> {
   const rows = await query<{ owner: string; n: string }>(
-    `SELECT owner, count(*) AS n FROM "${schema}".partitions
+    `SELECT owner, count(*) AS n FROM "${of}".partitions
      WHERE owner IS NOT NULL AND expires_at > (extract(epoch FROM clock_timestamp()) * 1000)::bigint
      GROUP BY owner ORDER BY owner`,
   );
@@ -169,4 +183,55 @@ describe("flotilla serve --shared: several servers on one PostgreSQL schema", ()
       "new tasks succeeded",
     );
   }, 180_000);
+
+  it("a rate limit configured on every server holds across them", async () => {
+    if (!url) return;
+    const dir = tempDir("flotilla-shared-config-");
+    const file = join(dir, "flotilla.json");
+    writeFileSync(file, JSON.stringify({ resources: { limits: { search: ["6/min"] } } }));
+    const a = serve("a", ["--config", file], limitSchema);
+    const b = serve("b", ["--config", file], limitSchema);
+    const urls = await Promise.all([a.ready(), b.ready()]);
+    await until(
+      async () => JSON.stringify(await holders(limitSchema)) === '{"a":32,"b":32}',
+      "a 32/32 split",
+    );
+    // Each admits half of the limit.
+    const limitOn = async (base: string) => {
+      const stats = (await (
+        await fetch(`${base}/api/v2/orchestrator/resources/stats`, { headers })
+      ).json()) as { providers: Record<string, { limits: Array<{ limit: number }> }> };
+      return stats.providers.search?.limits[0]?.limit;
+    };
+    await until(
+      async () => (await limitOn(urls[0]!)) === 3 && (await limitOn(urls[1]!)) === 3,
+      "each server admits 3 a minute",
+    );
+    for (let i = 0; i < 24; i++) {
+      const res = await fetch(`${urls[i % 2]}/api/v2/orchestrator/tasks/submit`, {
+        method: "POST",
+        headers,
+        body: JSON.stringify({
+          type: "tool_call",
+          rate_limit_key: "search",
+          payload: { tool_name: "echo", tool_input: i },
+        }),
+      });
+      expect(res.status, await res.clone().text()).toBe(200);
+    }
+    const ran = async () =>
+      Number(
+        (
+          await query<{ n: string }>(
+            `SELECT count(*) AS n FROM "${limitSchema}".tasks WHERE status = 'succeeded'`,
+          )
+        )[0]?.n,
+      );
+    // Both servers run their share at once; then nothing more within the minute.
+    await until(async () => (await ran()) >= 4, "the first calls ran");
+    await new Promise((r) => setTimeout(r, 3000));
+    const n = await ran();
+    expect(n).toBeGreaterThanOrEqual(4);
+    expect(n).toBeLessThanOrEqual(6);
+  }, 120_000);
 });

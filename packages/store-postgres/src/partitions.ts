@@ -134,6 +134,7 @@ export class PartitionLeases {
   #again = false;
   readonly #notifications: Notifications | undefined;
   readonly #release: ((partitions: number[]) => Promise<void>) | undefined;
+  #instances = 1;
   #unsubscribe: Array<() => void> = [];
 
   /** @internal Made by `PostgresStore.partitionLeases`. */
@@ -182,6 +183,19 @@ export class PartitionLeases {
   owned(): ReadonlySet<number> {
     this.#expireIfLate();
     return new Set(this.#owned);
+  }
+
+  /**
+   * How many instances (this one included) were live at the last renewal: what a limit
+   * shared between them is divided by.
+   *
+   * @example
+   * ```ts
+   * limiter.setShare(1 / leases.instances);
+   * ```
+   */
+  get instances(): number {
+    return this.#instances;
   }
 
   /**
@@ -383,6 +397,7 @@ export class PartitionLeases {
         )
       ).rows.map((r) => r.id);
       const share = shareOf(this.partitions, live.length, live.indexOf(me));
+      this.#instances = live.length;
       // Renew what is still ours; a lease that lapsed meanwhile is no longer held.
       const held = (
         await client.query<{ n: number }>(

@@ -433,3 +433,56 @@ describe("RateLimiter configuration", () => {
     expect(limiter.getLimits("c")[0]).toMatchObject({ unit: "tokens", windowMs: 30_000 });
   });
 });
+
+describe("RateLimiter shares (several servers splitting one limit)", () => {
+  it("each of three servers admits a third; together they stay under the limit in every window", async () => {
+    const clock = new FakeClock({ now: 0 });
+    const servers = [0, 1, 2].map(
+      () => new RateLimiter({ limits: { openai: "90/min" }, clock, marginMs: 0 }),
+    );
+    for (const s of servers) s.setShare(1 / 3);
+    // All three saturate at once for five minutes, in turn.
+    const events: Array<{ t: number; w: number }> = [];
+    const end = 5 * 60_000;
+    while (clock.now() < end) {
+      let next = Number.POSITIVE_INFINITY;
+      for (const s of servers) {
+        const r = s.peek(["openai"]);
+        if (r.ok) {
+          s.acquire(["openai"]);
+          events.push({ t: clock.now(), w: 1 });
+          next = clock.now();
+        } else next = Math.min(next, r.retryAt);
+      }
+      if (next > clock.now()) await clock.advanceTo(next);
+    }
+    expect(maxInWindow(events, 60_000)).toBeLessThanOrEqual(90);
+    expect(events.length).toBeGreaterThanOrEqual(5 * 90 - 3);
+    for (const s of servers) s.close();
+  });
+
+  it("a new share keeps what was counted; limits read back as configured", async () => {
+    const clock = new FakeClock({ now: 0 });
+    const limiter = new RateLimiter({ limits: { k: "6/min" }, clock, marginMs: 0 });
+    limiter.setShare(0.5);
+    expect(limiter.share).toBe(0.5);
+    let admitted = 0;
+    while (limiter.peek(["k"]).ok) {
+      limiter.acquire(["k"]);
+      admitted++;
+    }
+    expect(admitted).toBe(3);
+    expect(limiter.getLimits("k")[0]).toMatchObject({ limit: 6 });
+    expect(limiter.stats().k?.limits[0]).toMatchObject({ limit: 3, used: 3, remaining: 0 });
+    // The whole limit again, within the same minute: three more, not six.
+    limiter.setShare(1);
+    while (limiter.peek(["k"]).ok) {
+      limiter.acquire(["k"]);
+      admitted++;
+    }
+    expect(admitted).toBe(6);
+    expect(() => limiter.setShare(0)).toThrow(/share: expected a number in \(0, 1\]/);
+    expect(() => limiter.setShare(1.5)).toThrow(/share/);
+    limiter.close();
+  });
+});

@@ -137,6 +137,9 @@ export class RateLimiter implements DispatchGate {
   /** Creation time: usage lines from then on were counted live, never restored. */
   readonly #born: number;
   #restored = false;
+  /** The limits as configured, by key (the windows hold this limiter's share of them). */
+  readonly #configured = new Map<string, RateLimit[]>();
+  #share = 1;
 
   constructor(options: RateLimiterOptions = {}) {
     this.name = options.name ?? "rate-limit";
@@ -208,13 +211,50 @@ export class RateLimiter implements DispatchGate {
 
   #install(key: string, list: RateLimit[], now: number): void {
     const prev = this.#keys.get(key);
-    const windows = list.map((spec) => {
+    const share = this.#share;
+    const windows = list.map((configured) => {
+      const spec =
+        share === 1
+          ? configured
+          : { ...configured, limit: configured.limit * share, burst: configured.burst * share };
       const match = prev?.windows.find(
         (w) => w.spec.unit === spec.unit && w.spec.windowMs === spec.windowMs,
       );
       return new LimitWindow(spec, match, now, marginFor(spec.windowMs, this.#marginMs));
     });
+    if (list.length === 0) this.#configured.delete(key);
+    else this.#configured.set(key, list);
     this.#keys.set(key, { windows, pausedUntil: prev?.pausedUntil ?? 0 });
+  }
+
+  /**
+   * This limiter's share of every limit, in (0, 1]: `1 / n` on each of `n` servers that
+   * share the limits (each then admits its share, and together they admit the limit).
+   * Usage already counted is kept. Limits read back (`getLimits`) stay as configured;
+   * `stats` shows this limiter's share.
+   *
+   * @example
+   * ```ts
+   * limiter.setShare(1 / 3); // "90/min" admits 30 a minute here
+   * ```
+   */
+  setShare(share: number): void {
+    if (typeof share !== "number" || !(share > 0 && share <= 1)) {
+      throw new FlotillaError(
+        "VALIDATION",
+        `share: expected a number in (0, 1], got ${String(share)}`,
+      );
+    }
+    if (share === this.#share) return;
+    this.#share = share;
+    const now = this.#clock.now();
+    for (const [key, list] of this.#configured) this.#install(key, list, now);
+    this.#wake();
+  }
+
+  /** This limiter's share of every limit (see {@link RateLimiter.setShare}). */
+  get share(): number {
+    return this.#share;
   }
 
   #state(key: string): KeyState {
@@ -244,7 +284,7 @@ export class RateLimiter implements DispatchGate {
 
   /** The limits currently configured for `key`. @example limiter.getLimits("openai") */
   getLimits(key: string): RateLimit[] {
-    return (this.#keys.get(key)?.windows ?? []).map((w) => ({ ...w.spec }));
+    return (this.#configured.get(key) ?? []).map((spec) => ({ ...spec }));
   }
 
   /**
