@@ -7,6 +7,7 @@ import type { TaskRecord } from "../task/types.js";
 import type { EngineContext } from "./context.js";
 import { type Dispatcher, REMOTE_NODE_KIND } from "./dispatcher.js";
 import { GATE_KINDS, type GateChain } from "./gateChain.js";
+import type { Ownership } from "./ownership.js";
 import type { TaskTable } from "./taskTable.js";
 
 /** Why a task is not running now: one reason, with what a person needs to act on it. */
@@ -45,6 +46,8 @@ export type WaitingReason =
     }
   /** The orchestrator's own concurrency cap is reached. */
   | { kind: "orchestrator_busy"; message: string }
+  /** Another orchestrator of the store schedules it (its partition is held there). */
+  | { kind: "held_elsewhere"; message: string; partition: number }
   /** A gate refuses it for good: it fails on the next dispatch round. */
   | { kind: "refused"; message: string; error: SerializedError };
 
@@ -60,6 +63,7 @@ export interface ExplainParts {
   table: TaskTable;
   gates: GateChain;
   dispatcher: Dispatcher;
+  ownership: Ownership;
 }
 
 /**
@@ -77,6 +81,15 @@ export async function explain(
   const rec = live?.rec ?? p.table.finished(id)?.rec ?? (await ctx.store.getTask(id));
   if (!rec) throw new FlotillaError("NOT_FOUND", `no task with id ${id}`);
   const out: TaskExplanation = { taskId: id, status: rec.status, reasons: [] };
+  if (!live && p.ownership.count !== undefined && !isTerminalStatus(rec.status)) {
+    const partition = p.ownership.partitionOf(rec);
+    out.reasons.push({
+      kind: "held_elsewhere",
+      message: `scheduled by another orchestrator of the store (it holds partition ${partition}); ask it why it waits`,
+      partition,
+    });
+    return out;
+  }
   if (!live || isTerminalStatus(rec.status)) return out;
   const now = ctx.clock.now();
   switch (rec.status) {

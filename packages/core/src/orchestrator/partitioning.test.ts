@@ -61,6 +61,10 @@ describe("partitions: several orchestrators on one store", () => {
     // B learns of it when it adopts its partition again (a wake-up or a timer in a server).
     expect(ran).toEqual([[mine.id, "a"]]);
     expect((await a.get(theirs.id))?.status).toBe("queued");
+    // Why it waits, asked where it is not held: held elsewhere.
+    expect((await a.explain(theirs.id)).reasons).toEqual([
+      expect.objectContaining({ kind: "held_elsewhere", partition: 1 }),
+    ]);
     await b.adopt(b.partitions().held);
     // A's handle reads the store until the task ends.
     await clock.advance(1_000);
