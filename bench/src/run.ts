@@ -111,6 +111,13 @@ const NOT_MET = [
   "  are handed out under a transaction-scoped lock so that they grow in commit order (what an",
   "  SSE client resuming from an id relies on), and that lock would put the commits back in",
   "  one line.",
+  "- **PostgreSQL with three orchestrators sharing the schema** (the `flotilla serve --shared`",
+  "  wiring, three in this one process, each with its own connections). Slower than one today:",
+  "  in that mode every task write is versioned (it expects the version last stored, so a",
+  "  server that lost a partition cannot overwrite its new holder), and the store writes",
+  "  versioned saves one statement each instead of merging a batch into one; and a server",
+  "  told of work stored for its partitions reads the schema's unfinished tasks whole.",
+  "  Merging versioned saves and a partition column with its own index are the next steps.",
 ].join("\n");
 
 /**

@@ -3,12 +3,14 @@
  * 16 and 100 (its default `synchronous=full`, and `normal`, which survives a process crash but
  * not a power loss), against BullMQ on a real Redis without persistence and on one that
  * fsyncs its append-only file on every write; and with the PostgreSQL store against pg-boss on
- * the same PostgreSQL server. Median of 3 runs after a warm-up.
+ * the same PostgreSQL server (one orchestrator, and three sharing the schema). Median of 3
+ * runs after a warm-up.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { FunctionWorker, Orchestrator } from "@flotilla/core";
+import { SHARED_PARTITIONS, type Sharing, shareSchema } from "@flotilla/cli";
+import { FunctionWorker, Orchestrator, silentLogger } from "@flotilla/core";
 import { SqliteStore } from "@flotilla/core/sqlite";
 import { PostgresStore } from "@flotilla/store-postgres";
 import pg from "pg";
@@ -66,6 +68,81 @@ async function flotillaPostgres(url: string, n: number, concurrency: number) {
   return { ...r, persisted };
 }
 
+/**
+ * The same on PostgreSQL with `instances` orchestrators sharing one schema, wired as
+ * `flotilla serve --shared` wires them (partition leases, wake-ups), in this process: the
+ * concurrency split between them, batches of 100 submitted through each in turn (a batch
+ * lands in one partition), the run timed until the database counts every task succeeded.
+ */
+async function flotillaPostgresShared(
+  url: string,
+  n: number,
+  concurrency: number,
+  instances: number,
+) {
+  const schema = `bench_${process.pid}_${++schemas}`;
+  let ran = 0;
+  const servers: Array<{ store: PostgresStore; orchestrator: Orchestrator; sharing: Sharing }> = [];
+  for (let i = 0; i < instances; i++) {
+    const store = new PostgresStore({ connectionString: url, schema, exclusive: false });
+    await store.open();
+    const slots = Math.floor(concurrency / instances) + (i < concurrency % instances ? 1 : 0);
+    const orchestrator = new Orchestrator({
+      store,
+      partitions: { count: SHARED_PARTITIONS },
+      concurrency: Math.max(1, slots),
+    });
+    await orchestrator.register(
+      new FunctionWorker({
+        id: "w",
+        taskTypes: ["noop"],
+        maxConcurrency: Math.max(1, slots),
+        fn: async () => {
+          ran++;
+          return null;
+        },
+      }),
+    );
+    await orchestrator.start();
+    const sharing = await shareSchema(store, orchestrator, {
+      instanceId: `bench-${i}`,
+      leaseMs: 15_000,
+      logger: silentLogger,
+    });
+    servers.push({ store, orchestrator, sharing });
+  }
+  // Every partition held, the share split evenly.
+  const deadline = Date.now() + 30_000;
+  while (
+    servers.some(
+      (s) => s.sharing.leases.owned().size < Math.floor(SHARED_PARTITIONS / instances),
+    ) &&
+    Date.now() < deadline
+  ) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const counter = servers[0]!.store;
+  const t0 = nowMs();
+  for (let i = 0, k = 0; i < n; i += 100, k++) {
+    const batch = Array.from({ length: Math.min(100, n - i) }, () => ({ type: "noop" }));
+    await servers[k % instances]!.orchestrator.submitBatch(batch);
+  }
+  let succeeded = 0;
+  while (succeeded < n && nowMs() - t0 < 120_000) {
+    await new Promise((r) => setTimeout(r, 10));
+    succeeded = await counter.countTasks({ status: "succeeded" });
+  }
+  const ms = nowMs() - t0;
+  for (const s of servers) await s.sharing.stop();
+  for (const s of servers) await s.orchestrator.stop();
+  for (const s of servers) await s.store.close();
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  await client.query(`DROP SCHEMA "${schema}" CASCADE`);
+  await client.end();
+  return { tasksPerSec: (n / ms) * 1000, ran, succeeded };
+}
+
 async function flotillaDurable(n: number, concurrency: number, synchronous: "full" | "normal") {
   const dir = mkdtempSync(join(tmpdir(), "flotilla-bench-sqlite-"));
   const store = new SqliteStore({ path: join(dir, "flotilla.db"), synchronous });
@@ -85,6 +162,9 @@ export const BULLMQ_DURABLE = "BullMQ + Redis (appendfsync always)";
 /** The PostgreSQL subjects: one server, fsync and synchronous_commit on (its defaults). */
 export const FLOTILLA_POSTGRES = "Flotilla + PostgreSQL";
 export const PGBOSS = "pg-boss + PostgreSQL";
+/** How many orchestrators share the schema in the scale-out subject. */
+const SHARED_INSTANCES = 3;
+export const FLOTILLA_POSTGRES_SHARED = `Flotilla + PostgreSQL, ${SHARED_INSTANCES} orchestrators sharing the schema (one process)`;
 
 export const durableScenario: Scenario = {
   name: "durable",
@@ -175,6 +255,32 @@ export const durableScenario: Scenario = {
         badPg === undefined,
         `ran ${(badPg ?? fp[0]!).ran}, succeeded ${(badPg ?? fp[0]!).succeeded}, persisted ${(badPg ?? fp[0]!).persisted} of ${n} (each of ${runs} runs)`,
       );
+      if (concurrency >= SHARED_INSTANCES) {
+        for (let i = 0; i < warmup; i++) {
+          await flotillaPostgresShared(pgUrl, warmN, concurrency, SHARED_INSTANCES);
+        }
+        const fs: Array<Awaited<ReturnType<typeof flotillaPostgresShared>>> = [];
+        for (let i = 0; i < runs; i++) {
+          fs.push(await flotillaPostgresShared(pgUrl, n, concurrency, SHARED_INSTANCES));
+        }
+        ctx.rows.push({
+          scenario: NAME,
+          case: caseName,
+          subject: FLOTILLA_POSTGRES_SHARED,
+          metric: "tasks/s",
+          value: median(fs.map((f) => f.tasksPerSec)),
+          unit: "/s",
+          better: "higher",
+        });
+        const badShared = fs.find((f) => f.ran !== n || f.succeeded !== n);
+        check(
+          ctx,
+          NAME,
+          `${caseName}, PostgreSQL with ${SHARED_INSTANCES} servers: every task ran once and is stored as succeeded`,
+          badShared === undefined,
+          `ran ${(badShared ?? fs[0]!).ran}, succeeded ${(badShared ?? fs[0]!).succeeded} of ${n} (each of ${runs} runs)`,
+        );
+      }
       for (let i = 0; i < warmup; i++) await pgBossRun(pgUrl, warmN, concurrency);
       const pb: Array<Awaited<ReturnType<typeof pgBossRun>>> = [];
       for (let i = 0; i < runs; i++) pb.push(await pgBossRun(pgUrl, n, concurrency));

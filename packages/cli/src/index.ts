@@ -16,6 +16,7 @@ export {
   runRunner,
 } from "./runner.js";
 export { type RunningServer, runServe, VERSION } from "./serve.js";
+export { SHARED_PARTITIONS, type ShareOptions, type Sharing, shareSchema } from "./shared.js";
 export {
   type ClientOptions,
   cancelTask,

@@ -15,6 +15,7 @@ export interface ShareOptions {
   sweepMs?: number;
   /** Rate limits split between the servers: each admits `1 / servers` of every limit. */
   limiter?: { setShare(share: number): void };
+  /** Where failed adoptions and hand-overs are reported. */
   logger: Logger;
 }
 

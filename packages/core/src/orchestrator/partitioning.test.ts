@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { silentLogger } from "../logger.js";
 import { MemoryStore } from "../store/memory.js";
 import { FakeClock } from "../testing/index.js";
 import { partitionOf } from "../util/partition.js";
@@ -247,6 +248,64 @@ describe("partitions: several orchestrators on one store", () => {
     expect(ran).toEqual([[ship.id, "b"]]);
     await a.stop();
     await b.stop();
+  });
+
+  it("a look whose read is older than what finished here meanwhile takes nothing in again", async () => {
+    const clock = new FakeClock({ now: 0 });
+    // The unfinished tasks are read at once, handed over when the test says.
+    let gate: Promise<void> | undefined;
+    class SlowRead extends MemoryStore {
+      override async loadUnfinished() {
+        const read = await super.loadUnfinished();
+        if (gate) await gate;
+        return read;
+      }
+    }
+    const store = new SlowRead({ clock });
+    const warnings: string[] = [];
+    const logger = {
+      ...silentLogger,
+      warn: (o: unknown, msg?: string) => warnings.push(msg ?? String(o)),
+      child: () => logger,
+    } as typeof silentLogger;
+    const o = new Orchestrator({ clock, store, logger, partitions: { count: 2 } });
+    const runs: string[] = [];
+    let finish = () => {};
+    await o.register(
+      new FunctionWorker({
+        id: "w",
+        taskTypes: ["t"],
+        fn: (_p, _ctx, task) => {
+          runs.push(task.id);
+          return new Promise((r) => {
+            finish = () => r("done");
+          });
+        },
+      }),
+    );
+    await o.start();
+    await o.adopt([0]);
+    const id = idIn(0, 2, "job");
+    const handle = await o.submit({ id, type: "t" });
+    await clock.advance(0);
+    expect(runs).toEqual([id]);
+    let open = () => {};
+    gate = new Promise<void>((r) => {
+      open = r;
+    });
+    // A look reads the task as running; before the read is handed over, the task ends here.
+    const look = o.adopt([0]);
+    await clock.advance(0);
+    finish();
+    expect((await handle.result()).output).toBe("done");
+    gate = undefined;
+    open();
+    await look;
+    await clock.advance(1_000);
+    expect(runs).toEqual([id]);
+    expect((await store.getTask(id))?.status).toBe("succeeded");
+    expect(warnings).toEqual([]);
+    await o.stop();
   });
 
   it("adopt and release check their partitions; without the option they are refused", async () => {

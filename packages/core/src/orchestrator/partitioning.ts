@@ -26,13 +26,20 @@ export async function adoptPartitions(
     held.has(ownership.partitionOf(rec));
   // Tasks here that another orchestrator changed in the store meanwhile (cancelled there,
   // or run there after a lapse): let go, and taken in again below as the store has them.
+  const readAt = ctx.clock.now();
   const unfinished = await ctx.store.loadUnfinished();
   const versions = new Map(unfinished.map((r) => [r.id, r.version]));
   for (const live of [...table.lives()]) {
-    if (!mine(live.rec)) continue;
-    if (persistence.changedElsewhere(live.rec, versions.get(live.rec.id))) {
-      letGo(ctx, p, live.rec.id);
+    if (!mine(live.rec) || persistence.busy(live.rec)) continue;
+    let version = versions.get(live.rec.id);
+    if (version === undefined) {
+      if (live.rec.createdAt > readAt) continue; // submitted since the read began
+      // Not unfinished in that read: stored since, or finished elsewhere. Read it now.
+      const now = await ctx.store.getTask(live.rec.id);
+      if (!now || table.live(live.rec.id) !== live) continue;
+      version = now.version;
     }
+    if (persistence.changedElsewhere(live.rec, version)) letGo(ctx, p, live.rec.id);
   }
   const before = new Set(attempts.list());
   await recover(ctx, p, mine, unfinished);

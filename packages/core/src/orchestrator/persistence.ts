@@ -71,13 +71,16 @@ export class Persistence {
    * With versioned writes: whether the store holds a version of `rec` this process did not
    * write (another orchestrator changed it), judged only when no write of it is pending.
    */
-  changedElsewhere(rec: TaskRecord, storedVersion: number | undefined): boolean {
-    if (!this.#versioned) return false;
-    if (this.#dirty.has(rec.id) || this.#retrying.has(rec.id) || this.#inFlight.has(rec)) {
-      return false;
-    }
+  changedElsewhere(rec: TaskRecord, storedVersion: number): boolean {
+    if (!this.#versioned || this.busy(rec)) return false;
     const mine = this.#stored.get(rec);
-    return mine !== undefined && storedVersion !== mine;
+    // This process's writes only raise the version: a lower one is a read older than them.
+    return mine !== undefined && storedVersion > mine;
+  }
+
+  /** Whether a write of `rec` is waiting, in flight or refused for a retry. */
+  busy(rec: TaskRecord): boolean {
+    return this.#dirty.has(rec.id) || this.#retrying.has(rec.id) || this.#inFlight.has(rec);
   }
 
   /** A record as it is in the store now (inserted, or read to be taken in): its next write expects this version. */
@@ -265,8 +268,11 @@ export class Persistence {
   #writeFailed(w: DirtyWrite, err: unknown): void {
     const id = w.rec.id;
     if (this.#versioned && (err as { code?: unknown })?.code === "CONFLICT") {
-      // Not this orchestrator's any more: nothing to retry.
-      w.reject(err);
+      // Not this orchestrator's any more: nothing to retry, and nothing acknowledged. The
+      // write is never settled, so whatever waited on it (the rest of the task's life here)
+      // goes no further; stop() does not wait for it.
+      this.#pending.delete(w.promise);
+      this.#ctx.logger.warn({ taskId: id, err: String(err) }, "versioned write refused");
       this.onConflict(w.rec);
       return;
     }

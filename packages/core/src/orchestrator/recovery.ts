@@ -44,7 +44,8 @@ export async function recover(
   if (unfinished.length === 0) return;
   const { table, handles, dependencies, attempts, dispatcher, transitions } = p;
   const now = ctx.clock.now();
-  const fresh = unfinished.filter((r) => !table.live(r.id) && (only === undefined || only(r)));
+  // Not tasks known here: live ones, and ones that finished here since the read began.
+  const fresh = unfinished.filter((r) => !table.known(r.id) && (only === undefined || only(r)));
   for (const rec of fresh) {
     p.submission.seenSeq(rec.seq);
     p.persistence.noteStored(rec);
