@@ -3,20 +3,19 @@ import type { EngineContext } from "./context.js";
 import type { EngineParts } from "./engine.js";
 import { recover } from "./recovery.js";
 
-/** What adopting and releasing partitions work with. */
-type Parts = EngineParts;
-
 /**
  * Holds `partitions` from now on and takes in their unfinished tasks from the store: queued
  * ones join the queue, pending ones the DAG, a remote holder's live lease is kept, and a
  * task left running by an orchestrator that stopped gets a new attempt (as at a restart).
- * Tasks already here are left as they are, so adopting a held partition again picks up
- * what other orchestrators submitted to it meanwhile. Dependencies that finished
- * elsewhere release the tasks here that waited on them. @internal
+ * Tasks already here stay as they are unless another orchestrator changed them in the store
+ * (cancelled there, or ran them after this one's leases lapsed): those are let go and taken
+ * in as stored. Adopting a held partition again so picks up what other orchestrators
+ * submitted or changed meanwhile; dependencies that finished elsewhere release the tasks
+ * here that waited on them. @internal
  */
 export async function adoptPartitions(
   ctx: EngineContext,
-  p: Parts,
+  p: EngineParts,
   partitions: readonly number[],
 ): Promise<void> {
   const { ownership, attempts, dependencies, dispatcher, table, persistence } = p;
@@ -66,7 +65,7 @@ export async function adoptPartitions(
  */
 export async function releasePartitions(
   ctx: EngineContext,
-  p: Parts,
+  p: EngineParts,
   partitions: readonly number[],
 ): Promise<void> {
   const { ownership, attempts, dependencies, dispatcher, table, handles, persistence } = p;
@@ -100,7 +99,7 @@ export async function releasePartitions(
  * attempt is aborted, the task leaves the queue and the DAG, and handles on it read the
  * store. @internal
  */
-export function letGo(ctx: EngineContext, p: Parts, id: string): void {
+export function letGo(ctx: EngineContext, p: EngineParts, id: string): void {
   const { attempts, dependencies, dispatcher, table, handles } = p;
   const live = table.live(id);
   if (!live) return;
