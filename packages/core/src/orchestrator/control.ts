@@ -1,13 +1,14 @@
 import { FlotillaError } from "../errors.js";
 import { isTerminalStatus } from "../task/lifecycle.js";
+import type { TaskStatus } from "../task/schema.js";
 import type { TaskRecord } from "../task/types.js";
 import type { Attempts } from "./attempts.js";
 import type { EngineContext } from "./context.js";
 import type { Dependencies } from "./dependencies.js";
 import type { Dispatcher } from "./dispatcher.js";
 import type { Ownership } from "./ownership.js";
-import type { TaskTable } from "./taskTable.js";
-import { buildResult, type Transitions } from "./transitions.js";
+import type { Live, TaskTable } from "./taskTable.js";
+import { buildResult, type TransitionInfo, type Transitions } from "./transitions.js";
 
 /** The collaborators a cancel or an approval decision talks to. */
 export interface ControlParts {
@@ -128,43 +129,8 @@ export class Control {
           { details: { taskId: rec.id, status: rec.status } },
         );
       }
-      const now = this.#ctx.clock.now();
-      const by = info.by ? ` by ${info.by}` : "";
-      const approval = { decision, at: now, ...info };
-      let done: TaskRecord | undefined;
-      if (decision === "rejected") {
-        const error = new FlotillaError(
-          "REJECTED",
-          `rejected${by}${info.comment ? `: ${info.comment}` : ""}`,
-        ).toJSON();
-        done = await this.#p.transitions.applyStored(rec, "rejected", {
-          reason: `rejected${by}`,
-          error,
-          patch: (r) => {
-            r.approvalDecision = approval;
-            r.result = buildResult(r, undefined, "rejected", now, {
-              error,
-              output: r.result?.output,
-              usage: r.result?.usage,
-            });
-          },
-        });
-      } else {
-        const afterRun = rec.approval === "after_run";
-        done = await this.#p.transitions.applyStored(rec, afterRun ? "succeeded" : "pending", {
-          reason: `approved${by}`,
-          patch: (r) => {
-            r.approvalDecision = approval;
-            if (afterRun && r.result) {
-              r.result = {
-                ...r.result,
-                status: "succeeded",
-                timings: { ...r.result.timings, finishedAt: now },
-              };
-            }
-          },
-        });
-      }
+      const { to, change } = decisionChange(rec, decision, info, this.#ctx.clock.now(), "pending");
+      const done = await this.#p.transitions.applyStored(rec, to, change);
       if (done) return done;
       rec = await store.getTask(rec.id);
     }
@@ -208,15 +174,51 @@ export class Control {
       );
     }
     const now = this.#ctx.clock.now();
-    const approval = { decision, at: now, ...info };
-    const by = info.by ? ` by ${info.by}` : "";
-    if (decision === "rejected") {
-      const error = new FlotillaError(
-        "REJECTED",
-        `rejected${by}${info.comment ? `: ${info.comment}` : ""}`,
-      ).toJSON();
-      dependencies.forget(id);
-      await transitions.apply(live, "rejected", {
+    const ready = dependencies.remaining(id) === 0;
+    const { to, change } = decisionChange(
+      rec,
+      decision,
+      info,
+      now,
+      ready ? "queued" : "pending",
+      live,
+    );
+    if (to === "rejected") dependencies.forget(id);
+    await transitions.apply(live, to, change);
+    if (to === "rejected" || to === "succeeded") await dependencies.onTerminal(live);
+    else if (to === "queued") {
+      live.firstQueuedAt ??= now;
+      dispatcher.enqueue(live);
+      dispatcher.schedule();
+    }
+    return structuredClone(live.rec);
+  }
+}
+
+/**
+ * The status a decision moves a task awaiting approval to, and the change made with it:
+ * rejected (error `REJECTED` with the comment, any held result kept), an `after_run` result
+ * accepted (`succeeded`), or a `before_run` task let go on (`beforeRun`: queued when its
+ * dependencies are done, else pending).
+ */
+function decisionChange(
+  rec: TaskRecord,
+  decision: "approved" | "rejected",
+  info: Decision,
+  now: number,
+  beforeRun: "queued" | "pending",
+  live?: Live,
+): { to: TaskStatus; change: TransitionInfo } {
+  const by = info.by ? ` by ${info.by}` : "";
+  const approval = { decision, at: now, ...info };
+  if (decision === "rejected") {
+    const error = new FlotillaError(
+      "REJECTED",
+      `rejected${by}${info.comment ? `: ${info.comment}` : ""}`,
+    ).toJSON();
+    return {
+      to: "rejected",
+      change: {
         reason: `rejected${by}`,
         error,
         patch: (r) => {
@@ -227,10 +229,13 @@ export class Control {
             usage: r.result?.usage,
           });
         },
-      });
-      await dependencies.onTerminal(live);
-    } else if (rec.approval === "after_run") {
-      await transitions.apply(live, "succeeded", {
+      },
+    };
+  }
+  if (rec.approval === "after_run") {
+    return {
+      to: "succeeded",
+      change: {
         reason: `approved${by}`,
         patch: (r) => {
           r.approvalDecision = approval;
@@ -242,22 +247,16 @@ export class Control {
             };
           }
         },
-      });
-      await dependencies.onTerminal(live);
-    } else {
-      const ready = dependencies.remaining(id) === 0;
-      await transitions.apply(live, ready ? "queued" : "pending", {
-        reason: `approved${by}`,
-        patch: (r) => {
-          r.approvalDecision = approval;
-        },
-      });
-      if (ready) {
-        live.firstQueuedAt ??= now;
-        dispatcher.enqueue(live);
-        dispatcher.schedule();
-      }
-    }
-    return structuredClone(live.rec);
+      },
+    };
   }
+  return {
+    to: beforeRun,
+    change: {
+      reason: `approved${by}`,
+      patch: (r) => {
+        r.approvalDecision = approval;
+      },
+    },
+  };
 }
