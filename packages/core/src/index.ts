@@ -310,6 +310,7 @@ export type {
   TaskResult,
   TaskTimings,
 } from "./task/types.js";
+export { parseOrThrow } from "./task/validation.js";
 export { partitionOf } from "./util/partition.js";
 export {
   abortReason,

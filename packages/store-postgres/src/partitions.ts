@@ -3,6 +3,7 @@ import {
   type Clock,
   FlotillaError,
   type Logger,
+  parseOrThrow,
   partitionOf,
   silentLogger,
   systemClock,
@@ -146,14 +147,7 @@ export class PartitionLeases {
     notifications?: Notifications,
   ) {
     this.#notifications = notifications;
-    const parsed = OptionsSchema.safeParse(options ?? {});
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0]!;
-      throw new FlotillaError(
-        "VALIDATION",
-        `partition leases: ${issue.path.join(".") || "(root)"}: ${issue.message}`,
-      );
-    }
+    parseOrThrow(OptionsSchema, options ?? {}, "partition leases");
     this.#pool = pool;
     this.#t = table;
     this.#where = where;

@@ -4,6 +4,7 @@ import {
   type DeleteFinishedOptions,
   FlotillaError,
   type Logger,
+  parseOrThrow,
   type Store,
   type StoreClaim,
   type StoredEvent,
@@ -169,14 +170,7 @@ export class PostgresStore implements Store {
   readonly #fencedListeners = new Set<(err: FlotillaError) => void>();
 
   constructor(options: PostgresStoreOptions = {}) {
-    const parsed = OptionsSchema.safeParse(options ?? {});
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0]!;
-      throw new FlotillaError(
-        "VALIDATION",
-        `PostgresStore options: ${issue.path.join(".") || "(root)"}: ${issue.message}`,
-      );
-    }
+    parseOrThrow(OptionsSchema, options ?? {}, "PostgresStore options");
     this.#options = options ?? {};
     this.schema = this.#options.schema ?? "flotilla";
     this.where = describeDatabase(this.#options.connectionString, this.schema);
