@@ -85,13 +85,14 @@ export async function shareSchema(
   // A task of a partition held elsewhere changed here (submitted, or cancelled, approved or
   // rejected through the store): tell the holder, once per partition and turn.
   const toTell = new Set<number>();
+  const partitionOf = orchestrator.partitions().of; // reads the live ownership
   const tell = () => {
     const ps = [...toTell];
     toTell.clear();
     for (const p of ps) messages.notify("task", String(p)).catch(() => {});
   };
   const onTransition = (e: { task: { id: string; partition?: number } }) => {
-    const p = orchestrator.partitions().of(e.task);
+    const p = partitionOf(e.task);
     if (leases.owns(p)) return;
     if (toTell.size === 0) setImmediate(tell);
     toTell.add(p);

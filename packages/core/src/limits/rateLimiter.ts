@@ -231,7 +231,7 @@ export class RateLimiter implements DispatchGate {
    * This limiter's share of every limit, in (0, 1]: `1 / n` on each of `n` servers that
    * share the limits (each then admits its share, and together they admit the limit).
    * Usage already counted is kept. Limits read back (`getLimits`) stay as configured;
-   * `stats` shows this limiter's share.
+   * `stats` shows this limiter's share. A new limiter admits the whole limit (share 1).
    *
    * @example
    * ```ts

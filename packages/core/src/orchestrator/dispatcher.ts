@@ -12,8 +12,6 @@ import type { Ownership } from "./ownership.js";
 import type { Live, TaskTable } from "./taskTable.js";
 import { buildResult, type Transitions } from "./transitions.js";
 
-export { REMOTE_NODE_KIND };
-
 /**
  * The most free workers one dispatch considers: where more are free for a task, the
  * router chooses among this many, and the next dispatch takes the next ones in turn.

@@ -1,11 +1,11 @@
 import { FlotillaError, type SerializedError } from "../errors.js";
 import { matchesTask } from "../registry/match.js";
-import type { WorkerEntry } from "../registry/types.js";
+import { REMOTE_NODE_KIND, type WorkerEntry } from "../registry/types.js";
 import { isTerminalStatus } from "../task/lifecycle.js";
 import type { TaskStatus } from "../task/schema.js";
 import type { TaskRecord } from "../task/types.js";
 import type { EngineContext } from "./context.js";
-import { type Dispatcher, REMOTE_NODE_KIND } from "./dispatcher.js";
+import type { Dispatcher } from "./dispatcher.js";
 import { GATE_KINDS, type GateChain } from "./gateChain.js";
 import type { Ownership } from "./ownership.js";
 import type { TaskTable } from "./taskTable.js";

@@ -7,7 +7,7 @@ import {
   ClaimSlotSchema,
 } from "../lease/types.js";
 import { matchesTask } from "../registry/match.js";
-import type { WorkerEntry } from "../registry/types.js";
+import { REMOTE_NODE_KIND, type WorkerEntry } from "../registry/types.js";
 import type { Lease, TaskRecord } from "../task/types.js";
 import { parseOrThrow } from "../task/validation.js";
 import type { Worker, WorkerResult } from "../worker/types.js";
@@ -15,7 +15,7 @@ import { type Attempt, errorEnd, type RemoteAttempt, successEnd } from "./attemp
 import type { Attempts } from "./attempts.js";
 import type { EngineContext } from "./context.js";
 import type { Dependencies } from "./dependencies.js";
-import { type Dispatcher, REMOTE_NODE_KIND } from "./dispatcher.js";
+import type { Dispatcher } from "./dispatcher.js";
 import type { GateChain } from "./gateChain.js";
 import type { Persistence } from "./persistence.js";
 import type { TaskTable } from "./taskTable.js";

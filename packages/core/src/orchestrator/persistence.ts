@@ -64,7 +64,7 @@ export class Persistence {
     } catch (err) {
       throw err instanceof FlotillaError ? err : FlotillaError.from(err, "STORE_ERROR");
     }
-    for (const rec of records) this.noteStored(rec);
+    if (this.#versioned) for (const rec of records) this.#stored.set(rec, rec.version);
   }
 
   /**
