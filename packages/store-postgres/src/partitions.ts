@@ -248,7 +248,18 @@ export class PartitionLeases {
       .catch((err: unknown) => {
         throw pgError(this.#where, "cannot read the partition count", err);
       });
-    const n = Number(count.rows[0]?.value);
+    // An instance starting at the same moment may have set it after this statement's
+    // snapshot was taken (its row was not visible, and the insert gave way to it): read again.
+    const value =
+      count.rows[0]?.value ??
+      (
+        await pool
+          .query<{ value: string }>(`SELECT value FROM ${this.#t("meta")} WHERE key = 'partitions'`)
+          .catch((err: unknown) => {
+            throw pgError(this.#where, "cannot read the partition count", err);
+          })
+      ).rows[0]?.value;
+    const n = Number(value);
     if (n !== this.partitions) {
       throw new FlotillaError(
         "VALIDATION",

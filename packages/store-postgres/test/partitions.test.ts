@@ -269,6 +269,19 @@ if (url) {
       expectDisjointCover([a.leases.owned(), b.leases.owned()]);
     });
 
+    it("instances starting together on a fresh schema agree on the partition count", async () => {
+      for (let round = 0; round < 3; round++) {
+        const schema = freshSchema("parts");
+        const xs = await Promise.all(["a", "b", "c", "d"].map((id) => instance(schema, id)));
+        await Promise.all(xs.map((x) => x.leases.start()));
+        await until(
+          () => xs.reduce((n, x) => n + x.leases.owned().size, 0) === 64,
+          "every partition held",
+        );
+        expectDisjointCover(xs.map((x) => x.leases.owned()));
+      }
+    });
+
     it("refuses a partition count other than the schema's, and bad options", async () => {
       const schema = freshSchema("parts");
       const a = await instance(schema, "a", { partitions: 16 });
