@@ -201,6 +201,8 @@ export async function runServe(
     version: VERSION,
     mount,
     ...(config.corsOrigin ? { cors: { origin: config.corsOrigin } } : {}),
+    // Shared servers show their clients the tasks the others run too.
+    ...(config.shared && store instanceof PostgresStore ? { sharedEvents: store } : {}),
   });
 
   resources.start();

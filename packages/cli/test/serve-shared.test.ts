@@ -4,11 +4,13 @@ import { join } from "node:path";
 import { partitionOf } from "@flotilla/core";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
+import WebSocket from "ws";
 import { cleanUpServes, spawnServe, tempDir } from "./serve-process.js";
 
 const url = process.env.FLOTILLA_TEST_PG_URL;
 const schema = `shared_${process.pid}_${randomBytes(4).toString("hex")}`;
 const limitSchema = `shared_limit_${process.pid}_${randomBytes(4).toString("hex")}`;
+const eventSchema = `shared_events_${process.pid}_${randomBytes(4).toString("hex")}`;
 const key = `shared-admin-${randomBytes(8).toString("hex")}`;
 const headers = { "x-api-key": key, "content-type": "application/json" };
 
@@ -27,6 +29,7 @@ afterAll(async () => {
   if (url) {
     await query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
     await query(`DROP SCHEMA IF EXISTS "${limitSchema}" CASCADE`);
+    await query(`DROP SCHEMA IF EXISTS "${eventSchema}" CASCADE`);
   }
 });
 
@@ -107,8 +110,8 @@ describe("flotilla serve --shared: several servers on one PostgreSQL schema", ()
         (r) => r.n,
       ),
     );
-    let long = "";
-    for (let i = 0; !onB.has(partitionOf(long, 64)); i++) long = `long-${i}`;
+    let long = "long-0";
+    for (let i = 1; !onB.has(partitionOf(long, 64)); i++) long = `long-${i}`;
     const res = await fetch(`${aUrl}/api/v2/orchestrator/tasks/submit`, {
       method: "POST",
       headers,
@@ -233,5 +236,74 @@ describe("flotilla serve --shared: several servers on one PostgreSQL schema", ()
     const n = await ran();
     expect(n).toBeGreaterThanOrEqual(4);
     expect(n).toBeLessThanOrEqual(6);
+  }, 120_000);
+
+  it("a client of one server sees the events of a task another server runs (WebSocket and SSE)", async () => {
+    if (!url) return;
+    const a = serve("a", [], eventSchema);
+    const b = serve("b", [], eventSchema);
+    const [aUrl, bUrl] = await Promise.all([a.ready(), b.ready()]);
+    await until(
+      async () => JSON.stringify(await holders(eventSchema)) === '{"a":32,"b":32}',
+      "a 32/32 split",
+    );
+    const onB = new Set(
+      (
+        await query<{ n: number }>(`SELECT n FROM "${eventSchema}".partitions WHERE owner = 'b'`)
+      ).map((r) => r.n),
+    );
+    let id = "elsewhere-0";
+    for (let i = 1; !onB.has(partitionOf(id, 64)); i++) id = `elsewhere-${i}`;
+
+    // A WebSocket client of A, listening to every event.
+    const ws = new WebSocket(`${aUrl!.replace(/^http/, "ws")}/api/v2/orchestrator/ws/events`, {
+      headers: { "x-api-key": key },
+    });
+    const received: Array<{ type: string; task_id?: string; data: Record<string, unknown> }> = [];
+    ws.on("message", (raw) => received.push(JSON.parse(String(raw))));
+    await new Promise((resolve, reject) => {
+      ws.once("open", resolve);
+      ws.once("error", reject);
+    });
+    await until(async () => received.some((m) => m.type === "hello"), "the hub says hello");
+
+    // Submitted through B (which holds its partition and runs it); streamed through A.
+    const res = await fetch(`${bUrl}/api/v2/orchestrator/tasks/submit`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({
+        task_id: id,
+        type: "tool_call",
+        payload: { tool_name: "sleep", tool_input: { ms: 1500 } },
+      }),
+    });
+    expect(res.status, await res.clone().text()).toBe(200);
+    const sse = await fetch(`${aUrl}/api/v2/orchestrator/tasks/${id}/events`, {
+      headers,
+      signal: AbortSignal.timeout(30_000), // the stream would stay open if A never heard
+    });
+    expect(sse.status).toBe(200);
+    const text = await sse.text(); // the stream ends with the task
+    const events = [...text.matchAll(/^event: (.+)$/gm)].map((m) => m[1]);
+    expect(events).toContain("task:running");
+    expect(events.at(-1)).toBe("task:succeeded");
+    expect(events.filter((e) => e === "task:succeeded")).toHaveLength(1);
+    const last = text
+      .split("\n\n")
+      .find((block) => block.includes("event: task:succeeded"))!
+      .match(/^data: (.+)$/m)![1]!;
+    expect(JSON.parse(last)).toMatchObject({ task_id: id, status: "succeeded" });
+
+    await until(
+      async () => received.some((m) => m.type === "task:succeeded" && m.task_id === id),
+      "A's WebSocket client hears that B's task succeeded",
+      15_000,
+    );
+    const done = received.find((m) => m.type === "task:succeeded" && m.task_id === id)!;
+    expect(done.data).toMatchObject({ task_id: id, status: "succeeded", from: "running" });
+    expect((done.data.task as { status: string }).status).toBe("succeeded");
+    // Each of B's transitions reached A's client once.
+    expect(received.filter((m) => m.type === "task:running" && m.task_id === id)).toHaveLength(1);
+    ws.close();
   }, 120_000);
 });

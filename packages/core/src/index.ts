@@ -260,6 +260,8 @@ export {
 export type {
   AttemptRecord,
   DeleteFinishedOptions,
+  EventFeed,
+  EventFollow,
   Store,
   StoreClaim,
   StoredEvent,

@@ -3,7 +3,7 @@ import { Hono } from "hono";
 import { cors } from "hono/cors";
 import { AppContext } from "./app/context.js";
 import type { FlotillaApp, FlotillaAppOptions } from "./app/options.js";
-import { relayEvents } from "./app/relay.js";
+import { relayEvents, relaySharedEvents } from "./app/relay.js";
 import { metricsSnapshot, statusSnapshot } from "./app/status.js";
 import { errorResponse, HttpError } from "./errors.js";
 import { jsonLimit } from "./http/body.js";
@@ -59,7 +59,9 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
     },
     options: options.websocket ?? {},
     clock: ctx.clock,
+    occupied: (on) => shared.occupied(on),
   });
+  const shared = relaySharedEvents(ctx, hub);
   const metrics = new FlotillaMetrics(async () => metricsSnapshot(ctx), {
     slowConsumers: () => hub.slowConsumerEvents,
     wsClients: () => hub.clientCount,
@@ -148,6 +150,7 @@ export function createFlotillaApp(options: FlotillaAppOptions): FlotillaApp {
       hub.close();
       ctx.sse.close();
       stopRelay();
+      shared.stop();
     },
   };
   return app;

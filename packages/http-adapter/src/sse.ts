@@ -1,6 +1,7 @@
 import {
   type Clock,
   type EngineApi,
+  type EventFeed,
   type Logger,
   type ProgressEvent,
   type StoredEvent,
@@ -84,10 +85,12 @@ export class TaskStreams {
   readonly #progress = new Map<string, TaskProgress>();
   readonly #open = new Set<SSEStreamingApi>();
   readonly #onProgress: (ev: ProgressEvent) => void;
+  readonly #shared: EventFeed | undefined;
   #closed = false;
 
-  constructor(o: EngineApi, options: SseOptions, clock: Clock, logger: Logger) {
+  constructor(o: EngineApi, options: SseOptions, clock: Clock, logger: Logger, shared?: EventFeed) {
     this.#o = o;
+    this.#shared = shared;
     this.#clock = clock;
     this.#logger = logger;
     this.#keepAliveMs = Math.max(10, options.keepAliveMs ?? 15_000);
@@ -152,7 +155,8 @@ export class TaskStreams {
       type Item =
         | { kind: "life"; type: string; at: number; attempt: number; data: Record<string, unknown> }
         | { kind: "progress"; entry: ProgressEntry }
-        | { kind: "waiting"; data: Record<string, unknown> };
+        | { kind: "waiting"; data: Record<string, unknown> }
+        | { kind: "stored"; ev: StoredEvent };
       const queue: Item[] = [];
       let wake: (() => void) | undefined;
       const push = (item: Item) => {
@@ -190,6 +194,12 @@ export class TaskStreams {
       this.#o.on("task:transition", onTransition);
       this.#o.on("task:waiting", onWaiting);
       progress.listeners.add(onEntry);
+      // Transitions committed by another server sharing the store (it runs the task).
+      const follow = this.#shared?.followEvents((events) => {
+        for (const ev of events) {
+          if (ev.taskId === taskId && ev.type.startsWith("task:")) push({ kind: "stored", ev });
+        }
+      });
       let timer: ReturnType<Clock["setTimeout"]> | undefined;
       const keepAlive = () => {
         timer = this.#clock.setTimeout(() => {
@@ -209,6 +219,8 @@ export class TaskStreams {
         sse.writeSSE({ id: `${pos.n}.${pos.k}`, event: o.event, data: JSON.stringify(o.data) });
       let ended = false;
       try {
+        // Following from before the history is read: nothing falls in between.
+        await follow?.ready;
         // 1. What the client missed: lifecycle events from the store, progress from the buffer.
         const history = await this.#o.history(taskId);
         const seen = new Set<string>();
@@ -273,6 +285,14 @@ export class TaskStreams {
             pos.n = ++lifeCount;
             await send({ event: item.type, data: item.data });
             if (TERMINAL_STATUSES.has(item.type.slice(5) as TaskStatus)) ended = true;
+          } else if (item.kind === "stored") {
+            const { ev } = item;
+            const attempt = (ev.data as { attempt?: number } | undefined)?.attempt ?? 0;
+            if (seen.has(`${ev.type}|${ev.at}|${attempt}`)) continue;
+            const status = ev.type.slice("task:".length);
+            pos.n = ++lifeCount;
+            await send({ event: ev.type, data: await this.#storedData(taskId, ev, status) });
+            if (TERMINAL_STATUSES.has(status as TaskStatus)) ended = true;
           } else if (item.kind === "progress") {
             if (item.entry.k <= pos.k) continue;
             pos.k = item.entry.k;
@@ -290,6 +310,7 @@ export class TaskStreams {
       } finally {
         this.#o.off("task:transition", onTransition);
         this.#o.off("task:waiting", onWaiting);
+        follow?.close();
         progress.listeners.delete(onEntry);
         if (timer !== undefined) this.#clock.clearTimeout(timer);
         this.#open.delete(sse);
@@ -303,23 +324,7 @@ export class TaskStreams {
     ev: StoredEvent,
     status: string,
   ): Promise<Record<string, unknown>> {
-    const d = (ev.data ?? {}) as {
-      from?: string | null;
-      attempt?: number;
-      reason?: string;
-      error?: unknown;
-      workerId?: string;
-    };
-    const out: Record<string, unknown> = {
-      task_id: taskId,
-      from: d.from ?? null,
-      status,
-      attempt: d.attempt ?? 0,
-      reason: d.reason ?? null,
-      error: d.error ?? null,
-      worker_id: d.workerId ?? null,
-      at: new Date(ev.at).toISOString(),
-    };
+    const out = storedTransitionData(taskId, ev, status);
     if (TERMINAL_STATUSES.has(status as TaskStatus)) {
       const rec = await this.#o.get(taskId);
       if (rec) out.task = taskView(rec);
@@ -363,5 +368,33 @@ function progressData(taskId: string, e: ProgressEntry): Outgoing {
       progress: e.data,
       at: new Date(e.at).toISOString(),
     },
+  };
+}
+
+/**
+ * A stored lifecycle event (`task:<status>`) in the shape of the events the API sends for
+ * it: `task_id`, `from`, `status`, `attempt`, `reason`, `error`, `worker_id`, `at`. @internal
+ */
+export function storedTransitionData(
+  taskId: string,
+  ev: StoredEvent,
+  status: string,
+): Record<string, unknown> {
+  const d = (ev.data ?? {}) as {
+    from?: string | null;
+    attempt?: number;
+    reason?: string;
+    error?: unknown;
+    workerId?: string;
+  };
+  return {
+    task_id: taskId,
+    from: d.from ?? null,
+    status,
+    attempt: d.attempt ?? 0,
+    reason: d.reason ?? null,
+    error: d.error ?? null,
+    worker_id: d.workerId ?? null,
+    at: new Date(ev.at).toISOString(),
   };
 }

@@ -66,6 +66,8 @@ export interface HubDeps {
   options: WebSocketOptions;
   /** Drives the ping and status intervals. @default systemClock */
   clock?: Clock;
+  /** Told when the first client connects (`true`) and when the last one leaves (`false`). */
+  occupied?: (occupied: boolean) => void;
 }
 
 /**
@@ -107,6 +109,10 @@ export class EventHub {
     return this.#clients.size;
   }
 
+  #remove(c: Client): void {
+    if (this.#clients.delete(c) && this.#clients.size === 0) this.#deps.occupied?.(false);
+  }
+
   // Intervals are re-armed one-shot clock timers, so a fake clock drives them exactly.
   // They run only while clients are connected.
   #ensureTimers(): void {
@@ -134,7 +140,7 @@ export class EventHub {
       if (!c.alive) {
         this.#deps.logger.debug({ kind: c.kind }, "websocket client missed a pong; dropping it");
         c.ws.terminate();
-        this.#clients.delete(c);
+        this.#remove(c);
         continue;
       }
       c.alive = false;
@@ -179,7 +185,7 @@ export class EventHub {
         { kind: c.kind, bufferedAmount: c.ws.bufferedAmount, cap },
         "websocket client too slow; disconnecting it",
       );
-      this.#clients.delete(c);
+      this.#remove(c);
       c.ws.terminate();
       return false;
     }
@@ -218,7 +224,7 @@ export class EventHub {
       msg ??= JSON.stringify(env);
       this.#send(c, msg);
       if (c.kind === "task" && ends) {
-        this.#clients.delete(c);
+        this.#remove(c);
         c.ws.close(1000, "task finished");
       }
     }
@@ -317,6 +323,7 @@ export class EventHub {
         .filter(Boolean);
     }
     this.#clients.add(c);
+    if (this.#clients.size === 1) this.#deps.occupied?.(true);
     this.#ensureTimers();
     ws.on("pong", () => {
       c.alive = true;
@@ -328,8 +335,8 @@ export class EventHub {
         this.#send(c, JSON.stringify(this.#envelope("pong", {})));
       }
     });
-    ws.on("close", () => this.#clients.delete(c));
-    ws.on("error", () => this.#clients.delete(c));
+    ws.on("close", () => this.#remove(c));
+    ws.on("error", () => this.#remove(c));
     this.#send(
       c,
       JSON.stringify(
@@ -353,19 +360,19 @@ export class EventHub {
       void this.#deps.taskState(id).then(
         (state) => {
           if (!state) {
-            this.#clients.delete(c);
+            this.#remove(c);
             ws.close(4404, "unknown task");
             return;
           }
           this.#send(c, JSON.stringify(this.#envelope("task:snapshot", state.view, id)));
           if (TERMINAL.has(state.status)) {
-            this.#clients.delete(c);
+            this.#remove(c);
             ws.close(1000, "task finished");
           }
         },
         (err: unknown) => {
           this.#deps.logger.error({ err: String(err), taskId: id }, "task lookup failed");
-          this.#clients.delete(c);
+          this.#remove(c);
           ws.close(1011, "task lookup failed");
         },
       );
@@ -392,7 +399,9 @@ export class EventHub {
         c.ws.terminate();
       }
     }
+    const had = this.#clients.size > 0;
     this.#clients.clear();
+    if (had) this.#deps.occupied?.(false);
     this.#wss.close();
   }
 }

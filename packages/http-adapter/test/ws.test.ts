@@ -1,3 +1,4 @@
+import type { EventFeed, StoredEvent } from "@flotilla/core";
 import { FakeClock } from "@flotilla/testing";
 import { afterEach, describe, expect, it } from "vitest";
 import WebSocket from "ws";
@@ -278,5 +279,51 @@ describe("WebSocket", () => {
     expect(res.status).toBe(503);
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe("SHUTTING_DOWN");
     expect((await fetch(`${h.url}/health`)).status).toBe(503);
+  });
+
+  it("relays the events other servers sharing the store commit, following them only while a client is connected", async () => {
+    const followers = new Set<(events: readonly StoredEvent[]) => void>();
+    const sharedEvents: EventFeed = {
+      followEvents(listener) {
+        followers.add(listener);
+        return { ready: Promise.resolve(), close: () => followers.delete(listener) };
+      },
+    };
+    h = await startHarness({ sharedEvents });
+    expect(followers.size).toBe(0); // nobody to tell: the log is not read
+    const c = open(wsUrl(h, "/ws/events"));
+    await c.opened;
+    const d = open(wsUrl(h, "/ws/events"));
+    await d.opened;
+    expect(followers.size).toBe(1); // one subscription for all the hub's clients
+    for (const l of followers) {
+      l([
+        {
+          seq: 7,
+          type: "task:running",
+          taskId: "run-elsewhere",
+          at: Date.parse("2026-01-02T03:04:05Z"),
+          data: { from: "queued", to: "running", attempt: 1, workerId: "w-on-b" },
+        },
+      ]);
+    }
+    await c.until((m) => m.some((x) => x.type === "task:running"));
+    const ev = c.messages.find((x) => x.type === "task:running")!;
+    expect(ev.task_id).toBe("run-elsewhere");
+    expect(ev.data).toMatchObject({
+      task_id: "run-elsewhere",
+      from: "queued",
+      status: "running",
+      attempt: 1,
+      worker_id: "w-on-b",
+      at: "2026-01-02T03:04:05.000Z",
+      task: null, // not in this test's store
+    });
+    c.ws.close();
+    await c.closed;
+    expect(followers.size).toBe(1);
+    d.ws.close();
+    await d.closed;
+    await until(() => followers.size === 0);
   });
 });

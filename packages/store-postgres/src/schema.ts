@@ -113,6 +113,11 @@ const MIGRATIONS: ReadonlyArray<(s: string) => string> = [
       epoch bigint NOT NULL DEFAULT 0
     );
   `,
+  (s) => `
+    -- Which store appended an event (a random mark per open store), so a store following
+    -- the log passes over its own.
+    ALTER TABLE ${s}.events ADD COLUMN origin text;
+  `,
 ];
 
 /**

@@ -41,12 +41,15 @@ export function statements(s: string, schema: string) {
       SELECT * FROM unnest(${ATTEMPT_TYPES.map((ty, i) => `$${20 + i}::${ty}[]`).join(", ")})
       ${upsertAttempt}
     )`;
-  /** The events lock (l) and the events in order (e): parameters $first to $first + 4. */
+  /**
+   * The events lock (l) and the events in order (e): parameters $first to $first + 5 (the
+   * arrays, the lock key, the appending store's mark).
+   */
   const appendCtes = (first: number) => `l AS MATERIALIZED (
       SELECT pg_advisory_xact_lock(${LOCK_NAMESPACE}, hashtext($${first + 4}))
     ), e AS (
-      INSERT INTO ${t("events")} (type, task_id, at, data)
-      SELECT u.ty, u.k, u.a, u.d FROM l, unnest($${first}::text[], $${first + 1}::text[],
+      INSERT INTO ${t("events")} (type, task_id, at, data, origin)
+      SELECT u.ty, u.k, u.a, u.d, $${first + 5}::text FROM l, unnest($${first}::text[], $${first + 1}::text[],
         $${first + 2}::int8[], $${first + 3}::text[]) WITH ORDINALITY AS u(ty, k, a, d, n)
       ORDER BY u.n
     )`;
@@ -108,7 +111,7 @@ export function statements(s: string, schema: string) {
         SELECT count(*)::int AS n FROM t`,
     },
     /**
-     * Events in order (arrays $1-$4, lock key $5). Appends from every process sharing the
+     * Events in order (arrays $1-$4, lock key $5, origin $6). Appends from every process sharing the
      * schema take turns on a transaction-scoped advisory lock, taken before any row gets its
      * number, so numbers grow in commit order.
      */
@@ -117,7 +120,7 @@ export function statements(s: string, schema: string) {
       text: `WITH ${appendCtes(1)} SELECT 0 AS n`,
     },
     /**
-     * A batch of saves ($1-$28 as in `saveTasks`) and appends ($29-$33 as in `appendEvents`)
+     * A batch of saves ($1-$28 as in `saveTasks`) and appends ($29-$34 as in `appendEvents`)
      * as one statement: one round trip, and one commit, for the whole batch.
      */
     saveTasksAndAppendEvents: {

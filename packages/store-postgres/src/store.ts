@@ -1,7 +1,10 @@
+import { randomUUID } from "node:crypto";
 import {
   type AttemptRecord,
   type Clock,
   type DeleteFinishedOptions,
+  type EventFeed,
+  type EventFollow,
   FlotillaError,
   type Logger,
   parseOrThrow,
@@ -32,6 +35,7 @@ import {
 import pg from "pg";
 import { z } from "zod";
 import { conflictError, describeDatabase, pgError } from "./errors.js";
+import { EVENTS_TOPIC, EventFollower } from "./follow.js";
 import { Notifications } from "./notifications.js";
 import { type PartitionLeaseOptions, PartitionLeases } from "./partitions.js";
 import { isConnectionError, PgQueue } from "./queue.js";
@@ -78,6 +82,12 @@ export interface PostgresStoreOptions {
   standby?: boolean;
   /** The `application_name` of this store's connections (what `pg_stat_activity` shows). @default "flotilla" */
   applicationName?: string;
+  /**
+   * How often {@link PostgresStore.followEvents} reads the event log when no writer's hint
+   * arrived (hints come within ~50 ms from stores sharing the schema with partition leases),
+   * ms. @default 500
+   */
+  followPollMs?: number;
 }
 
 const OptionsSchema = z.object({
@@ -100,6 +110,7 @@ const OptionsSchema = z.object({
   exclusive: z.boolean().optional(),
   standby: z.boolean().optional(),
   applicationName: z.string().max(63).optional(),
+  followPollMs: z.number().int().min(10).max(60_000).optional(),
 });
 
 /** `int8` (bigint, counts) as a JavaScript number: every value Flotilla stores fits. */
@@ -112,6 +123,28 @@ const types = {
 
 /** Events as columns: types, task ids, times, data (JSON). */
 type EventColumns = [string[], Array<string | null>, number[], Array<string | null>];
+
+/** A row of the events table as read. */
+interface EventRow {
+  seq: number;
+  type: string;
+  task_id: string | null;
+  at: number;
+  data: string | null;
+}
+
+/** An events-table row as a `StoredEvent`. */
+function eventFromRow(row: EventRow): StoredEvent {
+  const event: StoredEvent = {
+    seq: Number(row.seq),
+    type: row.type,
+    at: Number(row.at),
+    data: row.data === null ? undefined : JSON.parse(row.data),
+  };
+  if (row.task_id !== null) event.taskId = row.task_id;
+  if (event.data === undefined) delete (event as { data?: unknown }).data;
+  return event;
+}
 
 /** The attempt parameters of a write without an attempt. */
 const NO_ATTEMPT: readonly null[] = Array.from({ length: 9 }, () => null);
@@ -140,7 +173,7 @@ const UNFINISHED = TASK_STATUSES.filter((s) => !isTerminal(s));
  * await orchestrator.start();
  * ```
  */
-export class PostgresStore implements Store {
+export class PostgresStore implements Store, EventFeed {
   /** The schema holding this store's tables. */
   readonly schema: string;
   /** The database as messages name it (no password). */
@@ -168,6 +201,13 @@ export class PostgresStore implements Store {
   /** Why this store's writes are refused for good: another instance took the schema. */
   #fenced: FlotillaError | undefined;
   readonly #fencedListeners = new Set<(err: FlotillaError) => void>();
+  /** Marks the events this store appends, so its own are passed over when following. */
+  readonly #origin = randomUUID();
+  #follower: EventFollower | undefined;
+  /** Whether appends are announced to the others sharing the schema (partition leases made). */
+  #announce = false;
+  #announcing: ReturnType<typeof setTimeout> | undefined;
+  #announceAgain = false;
 
   constructor(options: PostgresStoreOptions = {}) {
     parseOrThrow(OptionsSchema, options ?? {}, "PostgresStore options");
@@ -464,6 +504,9 @@ export class PostgresStore implements Store {
       this.#waiting = undefined;
       await waiting.end().catch(() => {});
     }
+    this.#follower?.stop();
+    if (this.#announcing) clearTimeout(this.#announcing);
+    this.#announcing = undefined;
     await this.#notifications?.stop();
     const q = this.#q;
     if (!q) return;
@@ -515,6 +558,7 @@ export class PostgresStore implements Store {
    * ```
    */
   partitionLeases(options?: PartitionLeaseOptions): PartitionLeases {
+    this.#announce = true;
     return new PartitionLeases(
       () => this.#openReaders(),
       this.#t,
@@ -840,13 +884,88 @@ export class PostgresStore implements Store {
       item: cols,
       value: undefined,
     });
+    if (this.#announce) this.#announceEvents();
+  }
+
+  /**
+   * Tells the stores following the log that events were appended: at most one message per
+   * 50 ms (a follower reads everything new on one), never holding up the append.
+   */
+  #announceEvents(): void {
+    if (this.#announcing) {
+      this.#announceAgain = true;
+      return;
+    }
+    const send = () => {
+      this.#announceAgain = false;
+      this.notifications()
+        .notify(EVENTS_TOPIC)
+        .catch(() => {}); // a hint: followers poll too
+      this.#announcing = setTimeout(() => {
+        this.#announcing = undefined;
+        if (this.#announceAgain) this.#announceEvents();
+      }, 50);
+      this.#announcing.unref?.();
+    };
+    send();
+  }
+
+  /**
+   * Calls `listener` with the events that other processes sharing the schema append from
+   * now on, in `seq` order, within ~50 ms of their commit when the writer holds partition
+   * leases (a notification), else within `followPollMs`. One reader serves every
+   * subscription of this store and runs only while there is one. A server uses it to show
+   * its WebSocket and SSE clients what happens to tasks run by another.
+   *
+   * @example
+   * ```ts
+   * const shared = new PostgresStore({ connectionString: process.env.DATABASE_URL, exclusive: false });
+   * await shared.open();
+   * const follow = shared.followEvents((events) => {
+   *   for (const e of events) if (e.type === "task:succeeded") console.log(e.taskId, "done elsewhere");
+   * });
+   * await follow.ready; // events committed from here on are delivered
+   * follow.close();
+   * ```
+   */
+  followEvents(listener: (events: readonly StoredEvent[]) => void): EventFollow {
+    this.#follower ??= new EventFollower(
+      {
+        last: () =>
+          this.#read(async (c) => {
+            const r = await c.query<{ seq: number | null }>(
+              `SELECT max(seq) AS seq FROM ${this.#t("events")}`,
+            );
+            return Number(r.rows[0]?.seq ?? 0);
+          }),
+        after: (after, limit) =>
+          this.#read(async (c) => {
+            const r = await c.query<EventRow & { mine: boolean }>({
+              name: `${this.schema}:follow_events`,
+              text: `SELECT seq, type, task_id, at,
+                  CASE WHEN origin IS DISTINCT FROM $2 THEN data END AS data,
+                  origin IS NOT DISTINCT FROM $2 AS mine
+                FROM ${this.#t("events")} WHERE seq > $1 ORDER BY seq LIMIT $3`,
+              values: [after, this.#origin, limit],
+            });
+            const events: StoredEvent[] = [];
+            for (const row of r.rows) if (!row.mine) events.push(eventFromRow(row));
+            const last = r.rows.length > 0 ? Number(r.rows[r.rows.length - 1]!.seq) : after;
+            return { events, last, rows: r.rows.length };
+          }),
+      },
+      this.notifications(),
+      this.#options.followPollMs ?? 500,
+      this.#logger,
+    );
+    return this.#follower.follow(listener);
   }
 
   /** The appends of one batch, in order, as one statement. */
   async #appendMany(c: pg.PoolClient, appends: EventColumns[]): Promise<void> {
     await c.query({
       ...this.#sql.appendEvents,
-      values: [...concatEvents(appends), `${this.schema}:events`],
+      values: [...concatEvents(appends), `${this.schema}:events`, this.#origin],
     });
   }
 
@@ -860,7 +979,7 @@ export class PostgresStore implements Store {
     try {
       await c.query({
         ...this.#sql.saveTasksAndAppendEvents,
-        values: [...values, ...concatEvents(appends), `${this.schema}:events`],
+        values: [...values, ...concatEvents(appends), `${this.schema}:events`, this.#origin],
       });
     } catch (err) {
       throw conflictOf(err, rows);
@@ -878,28 +997,12 @@ export class PostgresStore implements Store {
       byTask = " AND task_id = $3";
     }
     return this.#read(async (c) => {
-      const r = await c.query<{
-        seq: number;
-        type: string;
-        task_id: string | null;
-        at: number;
-        data: string | null;
-      }>(
+      const r = await c.query<EventRow>(
         `SELECT seq, type, task_id, at, data FROM ${this.#t("events")}
          WHERE seq > $1${byTask} ORDER BY seq LIMIT $2`,
         params,
       );
-      return r.rows.map((row) => {
-        const event: StoredEvent = {
-          seq: Number(row.seq),
-          type: row.type,
-          at: Number(row.at),
-          data: row.data === null ? undefined : JSON.parse(row.data),
-        };
-        if (row.task_id !== null) event.taskId = row.task_id;
-        if (event.data === undefined) delete (event as { data?: unknown }).data;
-        return event;
-      });
+      return r.rows.map(eventFromRow);
     });
   }
 

@@ -238,16 +238,22 @@ if (url) {
       const first = store(schema);
       await first.open();
       await first.insertTasks([storeTestRecord({ id: "kept" })]);
+      await first.appendEvents([{ type: "task:queued", taskId: "kept", at: 1, data: {} }]);
       await first.close();
-      // As the first release left it: no instance or partition tables, version 1.
+      // As the first release left it: no instance or partition tables, events without the
+      // appending store's mark, version 1.
       await sql(
         url!,
         `DROP TABLE "${schema}".instances, "${schema}".partitions;
+         ALTER TABLE "${schema}".events DROP COLUMN origin;
          UPDATE "${schema}".meta SET value = '1' WHERE key = 'schema_version'`,
       );
       const next = store(schema, { exclusive: false });
       await next.open();
       expect((await next.getTask("kept"))?.id).toBe("kept");
+      expect((await next.listEvents({ taskId: "kept" })).map((e) => e.type)).toEqual([
+        "task:queued",
+      ]);
       const version = await sql<{ value: string }>(
         url!,
         `SELECT value FROM "${schema}".meta WHERE key = 'schema_version'`,

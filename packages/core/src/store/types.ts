@@ -24,6 +24,44 @@ export interface StoredEvent {
   data: unknown;
 }
 
+/** A subscription of {@link EventFeed.followEvents}. */
+export interface EventFollow {
+  /**
+   * Resolves once the subscription's starting point is fixed: every event committed after
+   * it is delivered. Read the history after this to miss nothing in between.
+   */
+  readonly ready: Promise<void>;
+  /** Stops delivering to this subscription. */
+  close(): void;
+}
+
+/**
+ * The events other processes sharing a store append, delivered as they are committed: how
+ * a server learns what happened to tasks run by another (for its WebSocket and SSE clients).
+ * `PostgresStore` implements it.
+ *
+ * @example
+ * ```ts
+ * import { PostgresStore } from "@flotilla/store-postgres";
+ *
+ * const shared = new PostgresStore({ connectionString: process.env.DATABASE_URL, exclusive: false });
+ * await shared.open();
+ * const follow = shared.followEvents((events) => {
+ *   for (const e of events) console.log(e.seq, e.type, e.taskId);
+ * });
+ * await follow.ready;
+ * // later
+ * follow.close();
+ * ```
+ */
+export interface EventFeed {
+  /**
+   * Calls `listener` with the events appended by other processes from now on, in commit
+   * (and `seq`) order, in runs, without the ones this process appended.
+   */
+  followEvents(listener: (events: readonly StoredEvent[]) => void): EventFollow;
+}
+
 /** What {@link Store.deleteFinished} removes. */
 export interface DeleteFinishedOptions {
   /** Finished tasks that finished more than this many ms ago. */

@@ -92,7 +92,13 @@ export class AppContext {
     this.version = options.version ?? "0.1.0";
     this.verifier = new KeyVerifier(options.auth, this.logger);
     this.#executeTimeoutMs = options.executeTimeoutMs ?? 300_000;
-    this.sse = new TaskStreams(this.o, options.sse ?? {}, this.clock, this.logger);
+    this.sse = new TaskStreams(
+      this.o,
+      options.sse ?? {},
+      this.clock,
+      this.logger,
+      options.sharedEvents,
+    );
     this.client = new ClientResolver({ trustProxy: options.trustProxy ?? [] });
     this.throttle =
       options.authThrottle === false

@@ -3,6 +3,7 @@ import type {
   Budgets,
   Clock,
   EngineApi,
+  EventFeed,
   Logger,
   ResourceConfig,
   Store,
@@ -144,6 +145,12 @@ export interface FlotillaAppOptions {
    * @default {} (each field's own default)
    */
   sse?: SseOptions;
+  /**
+   * Events committed by the other servers sharing the store (a `PostgresStore` shared with
+   * `flotilla serve --shared`): task lifecycle events of tasks run elsewhere reach this
+   * server's WebSocket and SSE clients too. Read only while such a client is connected.
+   */
+  sharedEvents?: EventFeed;
   /** How long `/tasks/execute` waits for a task that has no `timeout_seconds`. @default 300000 */
   executeTimeoutMs?: number;
   /** Reported by `/health`. @default "0.1.0" */

@@ -1,4 +1,6 @@
 import {
+  type EventFollow,
+  type StoredEvent,
   type TaskRecord,
   type TaskStatus,
   TERMINAL_STATUSES,
@@ -7,6 +9,7 @@ import {
 } from "@flotilla/core";
 import { RELAYED_EVENTS } from "../engine.js";
 import type { FlotillaMetrics } from "../metrics.js";
+import { storedTransitionData } from "../sse.js";
 import { taskView, workerView } from "../views.js";
 import type { EventHub } from "../ws.js";
 import type { AppContext } from "./context.js";
@@ -120,5 +123,52 @@ export function relayEvents(ctx: AppContext, hub: EventHub, metrics: FlotillaMet
   return () => {
     for (const [name, fn] of listeners) o.off(name, fn);
     for (const [name, fn] of resourceListeners) res?.off?.(name, fn);
+  };
+}
+
+/**
+ * Relays the lifecycle events of tasks that other servers sharing the store run (read from
+ * the store's event log, `sharedEvents`) to the WebSocket hub, in the shape of this server's
+ * own, each with the task as read when it is relayed. It follows the log only while the hub
+ * has clients: `occupied` is the hub's hook. @internal
+ */
+export function relaySharedEvents(
+  ctx: AppContext,
+  hub: EventHub,
+): { occupied(on: boolean): void; stop(): void } {
+  const feed = ctx.options.sharedEvents;
+  let follow: EventFollow | undefined;
+  // One run at a time, so the events go out in the order they were committed.
+  let chain = Promise.resolve();
+  const relay = async (events: readonly StoredEvent[]) => {
+    const views = new Map<string, unknown>();
+    for (const ev of events) {
+      const id = ev.taskId;
+      if (!id || !ev.type.startsWith("task:")) continue;
+      if (!views.has(id)) views.set(id, (await ctx.o.view(id, taskView)) ?? null);
+      const status = ev.type.slice("task:".length);
+      hub.publish(ev.type, { ...storedTransitionData(id, ev, status), task: views.get(id) }, id);
+    }
+  };
+  const onEvents = (events: readonly StoredEvent[]) => {
+    chain = chain
+      .then(() => relay(events))
+      .catch((err: unknown) =>
+        ctx.logger.warn({ err: String(err) }, "failed to relay another server's events"),
+      );
+  };
+  return {
+    occupied(on) {
+      if (!feed) return;
+      if (on && !follow) follow = feed.followEvents(onEvents);
+      if (!on && follow) {
+        follow.close();
+        follow = undefined;
+      }
+    },
+    stop() {
+      follow?.close();
+      follow = undefined;
+    },
   };
 }
