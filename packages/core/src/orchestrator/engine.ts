@@ -127,6 +127,10 @@ export function assemble(
       maxInterruptions,
     }),
   };
-  persistence.onConflict = (rec) => letGo(ctx, parts, rec.id);
+  // Only the record whose write was refused: another one of the same id may be live now.
+  persistence.onConflict = (rec) => {
+    if (parts.table.live(rec.id)?.rec === rec) letGo(ctx, parts, rec.id);
+    else persistence.forget(rec);
+  };
   return parts;
 }

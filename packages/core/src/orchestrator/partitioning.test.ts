@@ -1,6 +1,9 @@
 import { describe, expect, it } from "vitest";
+import { FlotillaError } from "../errors.js";
 import { silentLogger } from "../logger.js";
 import { MemoryStore } from "../store/memory.js";
+import type { StoredEvent } from "../store/types.js";
+import type { TaskRecord } from "../task/types.js";
 import { FakeClock } from "../testing/index.js";
 import { partitionOf } from "../util/partition.js";
 import { FunctionWorker } from "../worker/base.js";
@@ -306,6 +309,106 @@ describe("partitions: several orchestrators on one store", () => {
     expect((await store.getTask(id))?.status).toBe("succeeded");
     expect(warnings).toEqual([]);
     await o.stop();
+  });
+
+  /** A store that refuses every write and read while `down` (a database outage). */
+  class FlakyStore extends MemoryStore {
+    down = false;
+    #check(): void {
+      if (this.down) throw new FlotillaError("STORE_ERROR", "the database is unreachable");
+    }
+    override async saveTask(task: TaskRecord, expectedVersion?: number): Promise<boolean> {
+      this.#check();
+      return super.saveTask(task, expectedVersion);
+    }
+    override async appendEvents(events: readonly StoredEvent[]): Promise<void> {
+      this.#check();
+      return super.appendEvents(events);
+    }
+    override async loadUnfinished(): Promise<TaskRecord[]> {
+      this.#check();
+      return super.loadUnfinished();
+    }
+    override async getTask(id: string): Promise<TaskRecord | undefined> {
+      this.#check();
+      return super.getTask(id);
+    }
+  }
+
+  async function flakyPair() {
+    const clock = new FakeClock({ now: 0 });
+    const store = new FlakyStore({ clock });
+    const ran: string[] = [];
+    const make = async (name: string) => {
+      const o = new Orchestrator({ clock, store, partitions: { count: 2 } });
+      await o.register(
+        new FunctionWorker({
+          id: `${name}-worker`,
+          taskTypes: ["t"],
+          fn: async (_payload, _ctx, task) => {
+            ran.push(`${task.id}@${name}`);
+            return name;
+          },
+        }),
+      );
+      await o.start();
+      return o;
+    };
+    return { clock, store, ran, a: await make("a"), b: await make("b") };
+  }
+
+  it("a result the store refused is not stored over the task taken in again after a release", async () => {
+    const { clock, store, ran, a, b } = await flakyPair();
+    await a.adopt([0, 1]);
+    const id = idIn(1, 2, "job");
+    await a.submit({ id, type: "t" });
+    store.down = true; // the run ends while the database is away: its result waits
+    await clock.advance(0);
+    expect(ran).toEqual([`${id}@a`]);
+    store.down = false;
+    expect((await store.getTask(id))?.status).toBe("running");
+    store.down = true;
+    // A's leases lapse: it lets the partition go (what is not stored stays unstored)…
+    await a.release([1]);
+    store.down = false;
+    // …and gets it back: the task is taken in as stored (running: interrupted) and runs again.
+    await a.adopt([1]);
+    await clock.advance(10_000);
+    expect(ran).toEqual([`${id}@a`, `${id}@a`]);
+    const stored = await store.getTask(id);
+    expect(stored?.status).toBe("succeeded");
+    const history = (await store.listEvents({ taskId: id })).map((e) => e.type);
+    expect(history.filter((t) => t === "task:succeeded")).toHaveLength(1);
+    expect(history.at(-1)).toBe("task:succeeded");
+    await a.stop();
+    await b.stop();
+  });
+
+  it("a holder cut off while another ran its task takes the task in again when the partition comes back", async () => {
+    const { clock, store, ran, a, b } = await flakyPair();
+    await a.adopt([0, 1]);
+    const id = idIn(1, 2, "job");
+    await a.submit({ id, type: "t" });
+    store.down = true; // A's run ends while A cannot reach the database
+    await clock.advance(0);
+    expect(ran).toEqual([`${id}@a`]);
+    store.down = false;
+    // A's leases lapsed unawares: B took the partition over, and hands it back before
+    // running the task (the interrupted attempt is queued again).
+    await b.adopt([1]);
+    await b.release([1]);
+    // A adopts again, still holding its stale copy with the unstored result.
+    await a.adopt([1]);
+    await clock.advance(10_000);
+    await a.adopt([1]); // the next look, as the periodic sweep makes
+    await clock.advance(10_000);
+    const stored = await store.getTask(id);
+    expect(stored?.status).toBe("succeeded");
+    expect(ran.filter((r) => r === `${id}@a`).length).toBeGreaterThanOrEqual(2);
+    const history = (await store.listEvents({ taskId: id })).map((e) => e.type);
+    expect(history.filter((t) => t === "task:succeeded")).toHaveLength(1);
+    await a.stop();
+    await b.stop();
   });
 
   it("adopt and release check their partitions; without the option they are refused", async () => {

@@ -89,6 +89,10 @@ export async function releasePartitions(
     handles.detach(live);
   }
   await persistence.flush();
+  // What the store still refuses (it is unreachable) is not this process's to write any
+  // more: the next holder starts from the last stored state, and a record taken in again
+  // later must not be overwritten by these.
+  for (const live of leaving) persistence.forget(live.rec);
   ctx.logger.debug({ partitions, tasks: leaving.length }, "partitions released");
 }
 
@@ -100,9 +104,10 @@ export async function releasePartitions(
  * store. @internal
  */
 export function letGo(ctx: EngineContext, p: EngineParts, id: string): void {
-  const { attempts, dependencies, dispatcher, table, handles } = p;
+  const { attempts, dependencies, dispatcher, table, handles, persistence } = p;
   const live = table.live(id);
   if (!live) return;
+  persistence.forget(live.rec);
   if (live.attempt) attempts.handOver(live.attempt);
   dispatcher.remove(id);
   dependencies.forget(id);

@@ -47,6 +47,13 @@ export class Persistence {
   readonly #versioned: boolean;
   readonly #stored = new WeakMap<TaskRecord, number>();
   readonly #inFlight = new WeakMap<TaskRecord, Promise<unknown>>();
+  /**
+   * Records that left this process (their partition was released or moved on): their
+   * writes still waiting or refused are dropped, and none of them is settled any more — the
+   * rest of their life here goes no further. Another record of the same id may be taken in
+   * later (the partition comes back): its writes are its own.
+   */
+  readonly #gone = new WeakSet<TaskRecord>();
   /** Told when a versioned write finds the task changed by another orchestrator. */
   onConflict: (rec: TaskRecord) => void = () => {};
 
@@ -80,7 +87,28 @@ export class Persistence {
 
   /** Whether a write of `rec` is waiting, in flight or refused for a retry. */
   busy(rec: TaskRecord): boolean {
-    return this.#dirty.has(rec.id) || this.#retrying.has(rec.id) || this.#inFlight.has(rec);
+    return (
+      this.#dirty.get(rec.id)?.rec === rec ||
+      this.#retrying.get(rec.id)?.rec === rec ||
+      this.#inFlight.has(rec)
+    );
+  }
+
+  /**
+   * `rec` left this process (released, or let go after another orchestrator changed it):
+   * its writes not yet stored are dropped without being settled, and a write of it still
+   * in flight settles nothing either. A record taken in later under the same id (its
+   * partition comes back) is written on its own, from what the store then holds.
+   */
+  forget(rec: TaskRecord): void {
+    this.#gone.add(rec);
+    for (const map of [this.#dirty, this.#retrying]) {
+      const w = map.get(rec.id);
+      if (w?.rec !== rec) continue;
+      map.delete(rec.id);
+      this.#pending.delete(w.promise);
+      this.#unacked.delete(w.promise);
+    }
   }
 
   /** A record as it is in the store now (inserted, or read to be taken in): its next write expects this version. */
@@ -94,8 +122,14 @@ export class Persistence {
    */
   save(rec: TaskRecord): Promise<void> {
     rec.version++;
+    if (this.#gone.has(rec)) return new Promise<void>(() => {}); // left: settles nothing
     const pending = this.#dirty.get(rec.id);
-    if (pending) return pending.promise;
+    if (pending?.rec === rec) return pending.promise;
+    // A waiting or refused write of an earlier record of this id (it left this process):
+    // that record's life here is over; it must not be stored over this one.
+    if (pending) this.forget(pending.rec);
+    const stale = this.#retrying.get(rec.id);
+    if (stale && stale.rec !== rec) this.forget(stale.rec);
     const d = deferred<void>();
     const w: DirtyWrite = {
       rec,
@@ -170,7 +204,8 @@ export class Persistence {
       for (const [id, w] of this.#retrying) {
         const newer = this.#dirty.get(id);
         if (!newer) this.#dirty.set(id, w);
-        else newer.promise.then(w.resolve, w.reject);
+        else if (newer.rec === w.rec) newer.promise.then(w.resolve, w.reject);
+        else this.forget(w.rec);
       }
       this.#retrying.clear();
       this.#flushDirty();
@@ -191,7 +226,7 @@ export class Persistence {
       for (const w of last) {
         const newer = this.#dirty.get(w.rec.id);
         if (!newer) this.#dirty.set(w.rec.id, w);
-        else newer.promise.then(w.resolve, w.reject);
+        else if (newer.rec === w.rec) newer.promise.then(w.resolve, w.reject);
       }
       this.#flushDirty();
       // Not running any more: a write refused again is rejected, not retried.
@@ -222,6 +257,7 @@ export class Persistence {
     const rec = w.rec;
     const store = this.#ctx.store;
     const write = async () => {
+      if (this.#gone.has(rec)) return; // left meanwhile: its state is not this process's to store
       const expected = this.#stored.get(rec);
       const snap = snapshotRecord(rec);
       if (!(await store.saveTask(snap, expected))) {
@@ -259,7 +295,8 @@ export class Persistence {
     p.then(
       () => {
         this.#retryDelayMs = WRITE_RETRY_MIN_MS;
-        w.resolve();
+        if (this.#gone.has(w.rec)) this.#pending.delete(w.promise);
+        else w.resolve();
       },
       (err) => this.#writeFailed(w, err),
     );
@@ -267,6 +304,10 @@ export class Persistence {
 
   #writeFailed(w: DirtyWrite, err: unknown): void {
     const id = w.rec.id;
+    if (this.#gone.has(w.rec)) {
+      this.#pending.delete(w.promise);
+      return;
+    }
     if (this.#versioned && (err as { code?: unknown })?.code === "CONFLICT") {
       // Not this orchestrator's any more: nothing to retry, and nothing acknowledged. The
       // write is never settled, so whatever waited on it (the rest of the task's life here)
@@ -287,8 +328,12 @@ export class Persistence {
       );
     }
     const newer = this.#dirty.get(id);
-    if (newer) {
+    if (newer?.rec === w.rec) {
       newer.promise.then(w.resolve, w.reject);
+      return;
+    }
+    if (newer) {
+      this.forget(w.rec); // a later record of this id took over
       return;
     }
     if (!this.#ctx.running) {
