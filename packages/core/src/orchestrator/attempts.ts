@@ -228,7 +228,8 @@ export class Attempts {
     const ms = att.live.rec.timeoutMs!;
     att.timeoutTimer = this.#ctx.timers.set(() => {
       att.timeoutTimer = undefined;
-      this.#p.persistence.track(this.settle(att, { kind: "timeout" }));
+      const { persistence } = this.#p;
+      persistence.track(persistence.orGone(att.live.rec, this.settle(att, { kind: "timeout" })));
     }, ms);
   }
 
@@ -241,8 +242,12 @@ export class Attempts {
     att.leaseTimer = timers.set(
       () => {
         att.leaseTimer = undefined;
-        this.#p.persistence.track(
-          this.settle(att, { kind: "lost", reason: `lease ${att.lease.id} expired` }),
+        const { persistence } = this.#p;
+        persistence.track(
+          persistence.orGone(
+            att.live.rec,
+            this.settle(att, { kind: "lost", reason: `lease ${att.lease.id} expired` }),
+          ),
         );
       },
       Math.max(0, att.lease.expiresAt - this.#ctx.clock.now()),

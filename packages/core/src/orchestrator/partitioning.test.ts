@@ -411,6 +411,58 @@ describe("partitions: several orchestrators on one store", () => {
     await b.stop();
   });
 
+  it("taking a partition in finishes when a task it reads changes meanwhile (it is let go, not waited for)", async () => {
+    const clock = new FakeClock({ now: 0 });
+    let afterRead: (() => Promise<void>) | undefined;
+    class ReadThenChange extends MemoryStore {
+      override async loadUnfinished() {
+        const read = await super.loadUnfinished();
+        const hook = afterRead;
+        afterRead = undefined;
+        await hook?.();
+        return read;
+      }
+    }
+    const store = new ReadThenChange({ clock });
+    const finishes = new Map<string, () => void>();
+    const make = async (name: string) => {
+      const o = new Orchestrator({ clock, store, partitions: { count: 2 } });
+      await o.register(
+        new FunctionWorker({
+          id: `${name}-worker`,
+          taskTypes: ["t"],
+          fn: (_p, _ctx, task) =>
+            new Promise<string>((resolve) =>
+              finishes.set(`${task.id}@${name}`, () => resolve(name)),
+            ),
+        }),
+      );
+      await o.start();
+      return o;
+    };
+    const a = await make("a");
+    const b = await make("b");
+    await b.adopt([1]);
+    const id = idIn(1, 2, "job");
+    const handle = await b.submit({ id, type: "t" });
+    await clock.advance(0);
+    expect((await store.getTask(id))?.status).toBe("running");
+    // A takes the partition over (as after B's lease lapsed) and reads the task running;
+    // before A writes its new attempt, B's run ends and is stored.
+    afterRead = async () => {
+      finishes.get(`${id}@b`)!();
+      await handle.result();
+    };
+    await a.adopt([1]); // resolves: the refused write lets the task go
+    expect((await store.getTask(id))?.status).toBe("succeeded");
+    expect(a.status().counts.queued).toBe(0);
+    // A's turns go on: releasing and adopting again are not held up.
+    await a.release([1]);
+    await a.adopt([1]);
+    await a.stop();
+    await b.stop();
+  });
+
   it("adopt and release check their partitions; without the option they are refused", async () => {
     const { a, b } = await pair();
     await expect(a.adopt([2])).rejects.toMatchObject({ code: "VALIDATION" });

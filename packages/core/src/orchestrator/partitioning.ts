@@ -77,7 +77,10 @@ export async function releasePartitions(
     leaving
       .filter((live) => live.attempt?.kind === "local")
       .map((live) =>
-        attempts.settle(live.attempt!, { kind: "requeue", reason: "partition released" }),
+        persistence.orGone(
+          live.rec,
+          attempts.settle(live.attempt!, { kind: "requeue", reason: "partition released" }),
+        ),
       ),
   );
   for (const live of leaving) {

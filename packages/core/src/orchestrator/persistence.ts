@@ -54,6 +54,8 @@ export class Persistence {
    * later (the partition comes back): its writes are its own.
    */
   readonly #gone = new WeakSet<TaskRecord>();
+  /** What waits for a record to leave (see {@link orGone}). */
+  readonly #leaving = new WeakMap<TaskRecord, { promise: Promise<void>; resolve: () => void }>();
   /** Told when a versioned write finds the task changed by another orchestrator. */
   onConflict: (rec: TaskRecord) => void = () => {};
 
@@ -81,8 +83,28 @@ export class Persistence {
   changedElsewhere(rec: TaskRecord, storedVersion: number): boolean {
     if (!this.#versioned || this.busy(rec)) return false;
     const mine = this.#stored.get(rec);
-    // This process's writes only raise the version: a lower one is a read older than them.
-    return mine !== undefined && storedVersion > mine;
+    if (mine === undefined) return false;
+    // This process's writes only raise the version: a lower one than its last stored write
+    // is a read older than them. Higher: written by another. Between them (nothing pending,
+    // yet the record is ahead of the store): a change of it was lost, the store's state
+    // is the one to go on from.
+    return storedVersion > mine || (storedVersion === mine && rec.version > mine);
+  }
+
+  /**
+   * `p` (a change of `rec` being stored), or `undefined` once `rec` leaves this process
+   * first: a change of a record let go is never settled, and whatever waits for it in bulk
+   * (taking partitions in, handing them over, `flush`) must not wait for ever.
+   */
+  orGone<T>(rec: TaskRecord, p: Promise<T>): Promise<T | undefined> {
+    if (this.#gone.has(rec)) return Promise.resolve(undefined);
+    let leaving = this.#leaving.get(rec);
+    if (!leaving) {
+      const d = deferred<void>();
+      leaving = { promise: d.promise, resolve: d.resolve };
+      this.#leaving.set(rec, leaving);
+    }
+    return Promise.race([p, leaving.promise.then(() => undefined)]);
   }
 
   /** Whether a write of `rec` is waiting, in flight or refused for a retry. */
@@ -102,6 +124,7 @@ export class Persistence {
    */
   forget(rec: TaskRecord): void {
     this.#gone.add(rec);
+    this.#leaving.get(rec)?.resolve();
     for (const map of [this.#dirty, this.#retrying]) {
       const w = map.get(rec.id);
       if (w?.rec !== rec) continue;
@@ -109,6 +132,14 @@ export class Persistence {
       this.#pending.delete(w.promise);
       this.#unacked.delete(w.promise);
     }
+  }
+
+  /**
+   * With versioned writes: whether the last change of `rec` was dropped unstored (the record
+   * left this process before it could be written), so the store does not know it.
+   */
+  unstored(rec: TaskRecord): boolean {
+    return this.#versioned && this.#gone.has(rec) && (this.#stored.get(rec) ?? -1) < rec.version;
   }
 
   /** A record as it is in the store now (inserted, or read to be taken in): its next write expects this version. */

@@ -44,20 +44,29 @@ export async function recover(
   if (unfinished.length === 0) return;
   const { table, handles, dependencies, attempts, dispatcher, transitions } = p;
   const now = ctx.clock.now();
-  // Not tasks known here: live ones, and ones that finished here since the read began.
-  const fresh = unfinished.filter((r) => !table.known(r.id) && (only === undefined || only(r)));
+  // Not tasks known here: live ones, and ones that finished here since the read began (a
+  // finish that was never stored, its partition let go meanwhile, does not count).
+  const known = (id: string) => {
+    const k = table.known(id);
+    return k !== undefined && (!k.finished || !p.persistence.unstored(k.rec));
+  };
+  const fresh = unfinished.filter((r) => !known(r.id) && (only === undefined || only(r)));
   for (const rec of fresh) {
     p.submission.seenSeq(rec.seq);
     p.persistence.noteStored(rec);
-    // A handle taken before the start becomes this task's own handle.
+    // A handle taken before the start (or kept since the task was let go here) becomes this
+    // task's own handle; nothing of its earlier life here goes on.
     const live: Live = handles.take(rec.id) ?? { rec, finished: false };
+    if (live.attempt) attempts.handOver(live.attempt);
+    live.attempt = undefined;
+    live.finished = false;
     live.rec = rec;
     table.add(live);
     if (rec.idempotencyKey !== undefined) {
       table.reserve(rec.idempotencyKey, Promise.resolve(handles.of(live)));
     }
   }
-  const follow: Promise<void>[] = [];
+  const follow: Promise<unknown>[] = [];
   for (const rec of fresh) {
     const live = table.live(rec.id)!;
     if (rec.status === "pending" || rec.status === "awaiting_approval") {
@@ -68,11 +77,12 @@ export async function recover(
         if (!d || !isTerminalStatus(d.status)) unresolved.push(dep);
         else if (d.status !== "succeeded" && rec.onDependencyFailure === "skip") failed ??= dep;
       }
-      if (failed !== undefined) follow.push(dependencies.skip(live, failed));
+      if (failed !== undefined)
+        follow.push(p.persistence.orGone(rec, dependencies.skip(live, failed)));
       else {
         dependencies.wait(rec.id, unresolved);
         if (rec.status === "pending" && unresolved.length === 0) {
-          follow.push(dependencies.makeReady(live, "recovered"));
+          follow.push(p.persistence.orGone(rec, dependencies.makeReady(live, "recovered")));
         }
       }
     } else if (rec.status === "queued") {
@@ -93,7 +103,10 @@ export async function recover(
       const interruptions = (rec.interruptions ?? 0) + 1;
       if (interruptions <= p.maxInterruptions) {
         follow.push(
-          attempts.requeue(live, "recovered after restart", undefined, undefined, interruptions),
+          p.persistence.orGone(
+            rec,
+            attempts.requeue(live, "recovered after restart", undefined, undefined, interruptions),
+          ),
         );
       } else {
         const error = new FlotillaError(
@@ -102,17 +115,20 @@ export async function recover(
           { details: { interruptions, maxInterruptions: p.maxInterruptions } },
         ).toJSON();
         follow.push(
-          transitions
-            .apply(live, "failed", {
-              error,
-              reason: "recovered after restart",
-              patch: (r) => {
-                r.lease = undefined;
-                r.interruptions = interruptions;
-                r.result = buildResult(r, live, "failed", now, { error });
-              },
-            })
-            .then(() => dependencies.onTerminal(live)),
+          p.persistence.orGone(
+            rec,
+            transitions
+              .apply(live, "failed", {
+                error,
+                reason: "recovered after restart",
+                patch: (r) => {
+                  r.lease = undefined;
+                  r.interruptions = interruptions;
+                  r.result = buildResult(r, live, "failed", now, { error });
+                },
+              })
+              .then(() => dependencies.onTerminal(live)),
+          ),
         );
       }
     }
