@@ -1,0 +1,232 @@
+import { randomBytes } from "node:crypto";
+import { type PostgresServer, startPostgres } from "@flotilla/testing";
+import pg from "pg";
+import { afterAll, describe, expect, it } from "vitest";
+import { cleanUpServes, type ServeProcess, spawnServe, tempDir } from "./serve-process.js";
+
+// Three servers on one PostgreSQL server of this test's own (it is stopped mid-run), while
+// one of them is killed and started again: nothing acknowledged is lost or run to the end
+// twice.
+
+const key = `chaos-admin-${randomBytes(8).toString("hex")}`;
+const headers = { "x-api-key": key, "content-type": "application/json" };
+const TASKS = 1500;
+let cluster: PostgresServer | undefined;
+
+afterAll(async () => {
+  cleanUpServes();
+  await cluster?.destroy();
+});
+
+async function query<R extends pg.QueryResultRow>(text: string, values: unknown[] = []) {
+  const client = new pg.Client({ connectionString: cluster!.url });
+  await client.connect();
+  try {
+    return (await client.query<R>(text, values)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 60_000) {
+  const deadline = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe("three flotilla serve --shared servers through a server kill and a database restart", () => {
+  it("every acknowledged task ends, each succeeds once", async () => {
+    cluster = await startPostgres();
+    const servers = new Map<string, { proc: ServeProcess; url: string | undefined }>();
+    const acked: string[] = [];
+    const start = async (name: string) => {
+      const proc = spawnServe(
+        [
+          ...["--data-dir", tempDir("flotilla-chaos-"), "--store", cluster!.url],
+          ...["--shared", "--instance-id", name, "--partition-lease-seconds", "3"],
+          ...["--admin-key", key],
+        ],
+        { oneProcess: true },
+      );
+      const entry = { proc, url: undefined as string | undefined };
+      servers.set(name, entry);
+      entry.url = (await proc.ready()).url;
+    };
+    /** What a failure needs explained: where the run was, the servers' warnings, a stuck task's history. */
+    let stage = "start";
+    const diagnose = async (why: string) => {
+      const lines = [`${why} (stage: ${stage}, acknowledged: ${acked.length})`];
+      for (const [name, s] of servers) lines.push(`--- ${name}:\n${s.proc.out().slice(-4000)}`);
+      try {
+        const left = await query<{ id: string }>(
+          `SELECT id, status, attempt, version FROM flotilla.tasks
+           WHERE id = ANY($1::text[]) AND status <> 'succeeded' LIMIT 3`,
+          [acked],
+        );
+        lines.push(`unfinished: ${JSON.stringify(left)}`);
+        if (left[0]) {
+          const history = await query(
+            "SELECT type, at, data FROM flotilla.events WHERE task_id = $1 ORDER BY seq",
+            [left[0].id],
+          );
+          lines.push(`history of ${left[0].id}: ${JSON.stringify(history)}`);
+        }
+      } catch (err) {
+        lines.push(`(database unreadable: ${String(err)})`);
+      }
+      console.error(lines.join("\n"));
+    };
+    await Promise.all(["a", "b", "c"].map(start));
+    const holders = async () =>
+      (
+        await query<{ n: string }>(
+          `SELECT count(DISTINCT owner) AS n FROM flotilla.partitions
+           WHERE owner IS NOT NULL AND expires_at > (extract(epoch FROM clock_timestamp()) * 1000)::bigint`,
+        )
+      )[0]?.n;
+    await until(async () => (await holders()) === "3", "the three share the partitions");
+
+    // Submissions through all three, 16 at a time; a refused one (503, a dead server) is
+    // tried again on the next server. Only a 200 acknowledges.
+    const refused = { unavailable: 0, unreachable: 0 };
+    const names = ["a", "b", "c"];
+    let next = 0;
+    let lastRefusal = "";
+    const submitOne = async (i: number) => {
+      const giveUp = Date.now() + 60_000;
+      for (let turn = 0; ; turn++) {
+        if (Date.now() > giveUp) {
+          await diagnose(`no server took task ${i} for 60 s: ${lastRefusal}`);
+          throw new Error(`no server took task ${i} for 60 s: ${lastRefusal}`);
+        }
+        const name = names[(i + turn) % 3]!;
+        const base = servers.get(name)?.url;
+        if (!base) {
+          await sleep(20);
+          continue;
+        }
+        try {
+          const res = await fetch(`${base}/api/v2/orchestrator/tasks/submit`, {
+            method: "POST",
+            headers,
+            body: JSON.stringify({
+              type: "tool_call",
+              payload: { tool_name: "sleep", tool_input: { ms: 5 + (i % 4) * 10 } },
+            }),
+            signal: AbortSignal.timeout(20_000),
+          });
+          const text = await res.text();
+          if (res.status === 200) {
+            acked.push((JSON.parse(text) as { task_id: string }).task_id);
+            return;
+          }
+          expect(res.status, text).toBe(503); // never 500
+          refused.unavailable++;
+          lastRefusal = `${name}: ${text}`;
+        } catch (err) {
+          refused.unreachable++;
+          lastRefusal = `${name}: ${String(err)}`;
+        }
+        await sleep(50);
+      }
+    };
+    // At least TASKS, and on until the chaos is over (so it strikes while tasks come in).
+    let chaosOver = false;
+    const clients = Array.from({ length: 16 }, async () => {
+      for (let i = next++; i < TASKS || !chaosOver; i = next++) await submitOne(i);
+    });
+
+    // The chaos, at points of the run.
+    stage = "before the kill";
+    const chaos = (async () => {
+      await until(() => acked.length >= 300, "300 acknowledged", 120_000);
+      stage = "kill";
+      const c = servers.get("c")!;
+      const exited = new Promise((r) => c.proc.child.once("exit", r));
+      c.proc.child.kill("SIGKILL");
+      c.url = undefined;
+      await exited;
+      await until(() => acked.length >= 700, "700 acknowledged", 120_000);
+      stage = "restart c";
+      await start("c"); // the same instance name, a new process
+      stage = "c restarted";
+      await until(() => acked.length >= 1000, "1000 acknowledged", 120_000);
+      stage = "database stop";
+      await cluster!.stop();
+      await sleep(2000);
+      stage = "database start";
+      await cluster!.start();
+      stage = "database back";
+      const back = acked.length;
+      await until(() => acked.length >= back + 100, "100 more acknowledged", 120_000);
+      chaosOver = true;
+    })();
+    await Promise.all([...clients, chaos]).catch(async (err) => {
+      await diagnose(String(err));
+      throw err;
+    });
+    stage = "after the chaos";
+    expect(acked.length).toBeGreaterThanOrEqual(TASKS);
+    expect(new Set(acked).size).toBe(acked.length);
+
+    // Every acknowledged task ends, and succeeds.
+    const unfinished = async () =>
+      Number(
+        (
+          await query<{ n: string }>(
+            `SELECT count(*) AS n FROM flotilla.tasks WHERE id = ANY($1::text[]) AND status <> 'succeeded'`,
+            [acked],
+          )
+        )[0]?.n,
+      );
+    await until(
+      async () => (await unfinished()) === 0,
+      "every acknowledged task succeeded",
+      60_000,
+    ).catch(async (err) => {
+      await diagnose(String(err));
+      throw err;
+    });
+    const stored = await query<{ id: string }>(
+      "SELECT id FROM flotilla.tasks WHERE id = ANY($1::text[])",
+      [acked],
+    );
+    expect(stored).toHaveLength(acked.length);
+    // Each succeeded exactly once: one success in its history, and one succeeded attempt.
+    const twice = await query<{ task_id: string; n: string }>(
+      `SELECT task_id, count(*) AS n FROM flotilla.events WHERE type = 'task:succeeded'
+       AND task_id = ANY($1::text[]) GROUP BY task_id HAVING count(*) <> 1`,
+      [acked],
+    );
+    expect(twice).toEqual([]);
+    const attempts = await query<{ task_id: string; n: string }>(
+      `SELECT task_id, count(*) AS n FROM flotilla.attempts WHERE status = 'succeeded'
+       AND task_id = ANY($1::text[]) GROUP BY task_id HAVING count(*) <> 1`,
+      [acked],
+    );
+    expect(attempts).toEqual([]);
+    // The outage and the kill were felt (the run exercised what it claims to).
+    expect(refused.unavailable + refused.unreachable).toBeGreaterThan(0);
+    // The three serve on: a new task through each succeeds.
+    for (const name of names) {
+      const res = await fetch(`${servers.get(name)!.url}/api/v2/orchestrator/tasks/execute`, {
+        method: "POST",
+        headers,
+        body: JSON.stringify({
+          type: "tool_call",
+          payload: { tool_name: "echo", tool_input: name },
+        }),
+        signal: AbortSignal.timeout(30_000),
+      }).catch(async (err) => {
+        await diagnose(`a new task through ${name} did not finish: ${String(err)}`);
+        throw err;
+      });
+      expect(res.status, await res.clone().text()).toBe(200);
+      expect(((await res.json()) as { status: string }).status).toBe("succeeded");
+    }
+  }, 300_000);
+});
