@@ -209,6 +209,13 @@ describe("three flotilla serve --shared servers through a server kill and a data
       [acked],
     );
     expect(attempts).toEqual([]);
+    // History lines refused during the outage were appended once it was back.
+    const unstarted = await query<{ id: string }>(
+      `SELECT t.id FROM unnest($1::text[]) AS t(id) WHERE NOT EXISTS (
+         SELECT 1 FROM flotilla.events e WHERE e.task_id = t.id AND e.type = 'task:running')`,
+      [acked],
+    );
+    expect(unstarted).toEqual([]);
     // The outage and the kill were felt (the run exercised what it claims to).
     expect(refused.unavailable + refused.unreachable).toBeGreaterThan(0);
     // The three serve on: a new task through each succeeds.

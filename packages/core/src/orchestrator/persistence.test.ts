@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { MemoryStore } from "../store/memory.js";
+import type { StoredEvent } from "../store/types.js";
 import type { TaskRecord } from "../task/types.js";
 import { record, testContext } from "./parts.test-helpers.js";
 import { Persistence } from "./persistence.js";
@@ -8,6 +9,10 @@ import { Persistence } from "./persistence.js";
 class FlakyStore extends MemoryStore {
   refusing = false;
   saves: TaskRecord[] = [];
+  override async appendEvents(events: readonly StoredEvent[]): Promise<void> {
+    if (this.refusing) throw new Error("connection refused");
+    return super.appendEvents(events);
+  }
   override async saveTask(task: TaskRecord, expectedVersion?: number): Promise<boolean> {
     this.saves.push(structuredClone(task));
     if (this.refusing) throw new Error("disk full");
@@ -99,6 +104,40 @@ describe("Persistence", () => {
     expect((await store.listEvents({ taskId: "a" })).map((e) => e.type)).toEqual([
       "task:queued",
       "task:leased",
+    ]);
+  });
+
+  it("history lines the store refuses are appended again once it is back, in order, and flush does not wait for them", async () => {
+    const { persistence, store, clock, errors } = await setup();
+    store.refusing = true;
+    persistence.appendEvent({ type: "task:leased", taskId: "a", at: 1, data: {} });
+    persistence.appendEvent({ type: "task:running", taskId: "a", at: 2, data: {} });
+    await persistence.flush(); // refused: kept for a retry, not waited for
+    persistence.appendEvent({ type: "task:succeeded", taskId: "a", at: 3, data: {} });
+    await persistence.flush();
+    expect(errors).toHaveLength(1); // said once, not per refused batch
+    expect(await store.listEvents({ taskId: "a" })).toEqual([]);
+    await clock.advance(50); // first retry: still refused
+    expect(await store.listEvents({ taskId: "a" })).toEqual([]);
+    store.refusing = false;
+    await clock.advance(100);
+    expect((await store.listEvents({ taskId: "a" })).map((e) => e.type)).toEqual([
+      "task:leased",
+      "task:running",
+      "task:succeeded",
+    ]);
+  });
+
+  it("history lines still refused at stop are tried once more", async () => {
+    const { persistence, store, ctx } = await setup();
+    store.refusing = true;
+    persistence.appendEvent({ type: "task:succeeded", taskId: "a", at: 1, data: {} });
+    await persistence.flush();
+    store.refusing = false;
+    ctx.state = "stopping";
+    await persistence.retryOnceThenGiveUp();
+    expect((await store.listEvents({ taskId: "a" })).map((e) => e.type)).toEqual([
+      "task:succeeded",
     ]);
   });
 });

@@ -17,6 +17,9 @@ interface DirtyWrite {
   sanitized?: boolean;
 }
 
+/** History lines kept for a retry while the store refuses them (beyond: the oldest dropped). */
+const MAX_REFUSED_EVENTS = 100_000;
+
 /** First and longest wait before a refused task write is tried again. */
 const WRITE_RETRY_MIN_MS = 50;
 const WRITE_RETRY_MAX_MS = 5_000;
@@ -39,6 +42,10 @@ export class Persistence {
   #dirtyFlushScheduled = false;
   #events: StoredEvent[] = [];
   #eventFlushScheduled = false;
+  /** History lines the store refused, appended again on a timer (oldest first, bounded). */
+  #refusedEvents: StoredEvent[] = [];
+  #eventRetryTimer: TimerHandle | undefined;
+  #eventRetryDelayMs = WRITE_RETRY_MIN_MS;
   /**
    * Versioned writes (several orchestrators on one store): the version of each task's last
    * stored write, which its next write expects, and that write while it is in flight (a
@@ -249,6 +256,7 @@ export class Persistence {
    * are given up (never acknowledged) and rejected.
    */
   async retryOnceThenGiveUp(): Promise<void> {
+    await this.#retryEventsOnce();
     this.#ctx.timers.clear(this.#retryTimer);
     this.#retryTimer = undefined;
     if (this.#retrying.size > 0) {
@@ -392,15 +400,61 @@ export class Persistence {
     if (this.#events.length === 0) return Promise.resolve();
     const batch = this.#events;
     this.#events = [];
+    return this.track(this.#append(batch));
+  }
+
+  /**
+   * Appends history lines; lines the store refuses (it is unreachable) are kept and appended
+   * again on a timer with backoff — at most {@link MAX_REFUSED_EVENTS}, the oldest dropped
+   * beyond — and once more at stop. Lines the store can never take (not JSON) are dropped.
+   */
+  async #append(batch: StoredEvent[]): Promise<void> {
     const { owned, store } = this.#ctx;
-    let p: Promise<void>;
     try {
-      p = owned ? owned.appendEvents(batch) : store.appendEvents(batch);
+      await (owned ? owned.appendEvents(batch) : store.appendEvents(batch));
+      this.#eventRetryDelayMs = WRITE_RETRY_MIN_MS;
     } catch (err) {
-      p = Promise.reject(err);
+      if ((err as { code?: unknown })?.code === "VALIDATION" || !this.#ctx.running) {
+        this.#ctx.internalError(err, "store failed to append events");
+        return;
+      }
+      if (this.#refusedEvents.length === 0) {
+        this.#ctx.internalError(
+          err,
+          "store failed to append events; retrying (history lines are kept until stored)",
+        );
+      }
+      this.#refusedEvents.push(...batch);
+      const over = this.#refusedEvents.length - MAX_REFUSED_EVENTS;
+      if (over > 0) this.#refusedEvents.splice(0, over);
+      this.#armEventRetry();
     }
-    return this.track(
-      p.catch((err) => this.#ctx.internalError(err, "store failed to append events")),
-    );
+  }
+
+  #armEventRetry(): void {
+    if (this.#eventRetryTimer !== undefined || this.#refusedEvents.length === 0) return;
+    const delay = this.#eventRetryDelayMs;
+    this.#eventRetryDelayMs = Math.min(WRITE_RETRY_MAX_MS, delay * 2);
+    this.#eventRetryTimer = this.#ctx.timers.set(() => {
+      this.#eventRetryTimer = undefined;
+      const batch = this.#refusedEvents;
+      this.#refusedEvents = [];
+      void this.#append(batch);
+    }, delay);
+  }
+
+  /** At stop: refused history lines are tried once more, then given up. */
+  async #retryEventsOnce(): Promise<void> {
+    this.#ctx.timers.clear(this.#eventRetryTimer);
+    this.#eventRetryTimer = undefined;
+    const batch = this.#refusedEvents;
+    this.#refusedEvents = [];
+    if (batch.length === 0) return;
+    const { owned, store } = this.#ctx;
+    try {
+      await (owned ? owned.appendEvents(batch) : store.appendEvents(batch));
+    } catch (err) {
+      this.#ctx.internalError(err, `store failed to append ${batch.length} history lines; dropped`);
+    }
   }
 }
