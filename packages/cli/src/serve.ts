@@ -213,6 +213,7 @@ export async function runServe(
       ...(config.instanceId ? { instanceId: config.instanceId } : {}),
       leaseMs: Math.round(config.partitionLeaseSeconds * 1000),
       limiter: resources.limiter,
+      budgets: resources.budgets,
       logger,
     });
   }

@@ -1,5 +1,5 @@
 import { hostname } from "node:os";
-import type { Logger, Orchestrator } from "@flotilla/core";
+import type { EventFollow, Logger, Orchestrator, UsageEntry } from "@flotilla/core";
 import type { PartitionLeases, PostgresStore } from "@flotilla/store-postgres";
 
 /** How many partitions a shared schema's work is split into. */
@@ -15,6 +15,8 @@ export interface ShareOptions {
   sweepMs?: number;
   /** Rate limits split between the servers: each admits `1 / servers` of every limit. */
   limiter?: { setShare(share: number): void };
+  /** Budgets held across the servers: each counts the spend the others record. */
+  budgets?: { countElsewhere(lines: readonly UsageEntry[]): void };
   /** Where failed adoptions and hand-overs are reported. */
   logger: Logger;
 }
@@ -32,7 +34,8 @@ export interface Sharing {
  * submission, a cancel or a decision), adopts again when told, and looks at every held
  * partition again every `sweepMs` (for what a missed message would have said, and
  * dependencies run elsewhere). With `limiter`, this server admits `1 / n` of every rate
- * limit, `n` being the servers alive at the last renewal.
+ * limit, `n` being the servers alive at the last renewal; with `budgets`, the spend the
+ * others record counts against this server's budgets.
  *
  * @example
  * ```ts
@@ -102,6 +105,12 @@ export async function shareSchema(
     const p = Number(payload);
     if (Number.isInteger(p) && leases.owns(p)) adopt([p]);
   });
+  // The others' spend counts against this server's budgets as they record it.
+  const budgets = o.budgets;
+  const usage: EventFollow | undefined = budgets
+    ? store.followUsage((lines) => budgets.countElsewhere(lines))
+    : undefined;
+  await usage?.ready;
   const sweep = setInterval(() => {
     const held = orchestrator.partitions().held;
     if (held.length > 0) adopt(held);
@@ -113,6 +122,7 @@ export async function shareSchema(
     leases,
     async stop() {
       clearInterval(sweep);
+      usage?.close();
       offTask();
       orchestrator.off("task:transition", onTransition);
       await leases.stop();

@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { partitionOf } from "@flotilla/core";
+import { type OpenAIServer, startOpenAIServer } from "@flotilla/testing";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
@@ -11,6 +12,8 @@ const url = process.env.FLOTILLA_TEST_PG_URL;
 const schema = `shared_${process.pid}_${randomBytes(4).toString("hex")}`;
 const limitSchema = `shared_limit_${process.pid}_${randomBytes(4).toString("hex")}`;
 const eventSchema = `shared_events_${process.pid}_${randomBytes(4).toString("hex")}`;
+const budgetSchema = `shared_budget_${process.pid}_${randomBytes(4).toString("hex")}`;
+let llm: OpenAIServer | undefined;
 const key = `shared-admin-${randomBytes(8).toString("hex")}`;
 const headers = { "x-api-key": key, "content-type": "application/json" };
 
@@ -26,10 +29,12 @@ async function query<R extends pg.QueryResultRow>(text: string, values: unknown[
 
 afterAll(async () => {
   cleanUpServes();
+  await llm?.close();
   if (url) {
     await query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
     await query(`DROP SCHEMA IF EXISTS "${limitSchema}" CASCADE`);
     await query(`DROP SCHEMA IF EXISTS "${eventSchema}" CASCADE`);
+    await query(`DROP SCHEMA IF EXISTS "${budgetSchema}" CASCADE`);
   }
 });
 
@@ -305,5 +310,81 @@ describe("flotilla serve --shared: several servers on one PostgreSQL schema", ()
     // Each of B's transitions reached A's client once.
     expect(received.filter((m) => m.type === "task:running" && m.task_id === id)).toHaveLength(1);
     ws.close();
+  }, 120_000);
+
+  it("a budget configured on every server holds across them", async () => {
+    if (!url) return;
+    llm = await startOpenAIServer({ replies: [{ text: "ok" }] });
+    const dir = tempDir("flotilla-shared-config-");
+    const file = join(dir, "flotilla.json");
+    writeFileSync(
+      file,
+      JSON.stringify({
+        resources: { budgets: [{ name: "calls", scope: "global", requests: 4, policy: "fail" }] },
+      }),
+    );
+    const a = serve("a", ["--config", file], budgetSchema);
+    const b = serve("b", ["--config", file], budgetSchema);
+    const urls = await Promise.all([a.ready(), b.ready()]);
+    const api = (i: number) => `${urls[i % 2]}/api/v2/orchestrator`;
+    for (const i of [0, 1]) {
+      const res = await fetch(`${api(i)}/workers/llm-api/register`, {
+        method: "POST",
+        headers,
+        body: JSON.stringify({
+          api_type: "openai",
+          api_key: "sk-test-shared-budget",
+          base_url: llm.baseURL,
+          model: "gpt-4o-mini",
+          worker_id: `llm-${i === 0 ? "a" : "b"}`,
+        }),
+      });
+      expect(res.status, await res.clone().text()).toBe(200);
+    }
+    const used = async (i: number) => {
+      const stats = (await (await fetch(`${api(i)}/resources/stats`, { headers })).json()) as {
+        budgets: Array<{ name: string; used: { requests: number } }>;
+      };
+      return stats.budgets.find((x) => x.name === "calls")?.used.requests;
+    };
+    // One call at a time, alternating between the servers; each server has seen the other's
+    // calls before the next one.
+    const outcomes: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      const res = await fetch(`${api(i)}/tasks/submit`, {
+        method: "POST",
+        headers,
+        body: JSON.stringify({ type: "llm_request", payload: { prompt: `call ${i}` } }),
+      });
+      expect(res.status, await res.clone().text()).toBe(200);
+      const id = ((await res.json()) as { task_id: string }).task_id;
+      let status = "";
+      await until(async () => {
+        const t = (await (await fetch(`${api(i)}/tasks/${id}`, { headers })).json()) as {
+          status: string;
+        };
+        status = t.status;
+        return status === "succeeded" || status === "failed";
+      }, `call ${i} ends`);
+      outcomes.push(status);
+      const calls = outcomes.filter((o) => o === "succeeded").length;
+      await until(
+        async () => (await used(0)) === calls && (await used(1)) === calls,
+        `both servers count ${calls} calls`,
+        15_000,
+      );
+    }
+    // Four calls in all, not four per server.
+    expect(outcomes).toEqual([
+      "succeeded",
+      "succeeded",
+      "succeeded",
+      "succeeded",
+      "failed",
+      "failed",
+      "failed",
+      "failed",
+    ]);
+    expect(llm.completionRequests()).toHaveLength(4);
   }, 120_000);
 });

@@ -1,11 +1,13 @@
-import type { EventFollow, Logger, StoredEvent } from "@flotilla/core";
+import type { EventFollow, Logger } from "@flotilla/core";
 import type { Notifications } from "./notifications.js";
 
 /** The topic on which a writer sharing the schema hints that it appended events. @internal */
 export const EVENTS_TOPIC = "events";
+/** The topic on which a writer sharing the schema hints that it recorded usage. @internal */
+export const USAGE_TOPIC = "usage";
 
-/** What {@link EventFollower} reads with. @internal */
-export interface FollowReads {
+/** What {@link LogFollower} reads with. @internal */
+export interface FollowReads<T> {
   /** The last event's `seq` now (0 when none). */
   last(): Promise<number>;
   /**
@@ -13,27 +15,26 @@ export interface FollowReads {
    * `seq` of the last row read and how many were read (this process's rows count, so they
    * are passed over once).
    */
-  after(
-    after: number,
-    limit: number,
-  ): Promise<{ events: StoredEvent[]; last: number; rows: number }>;
+  after(after: number, limit: number): Promise<{ events: T[]; last: number; rows: number }>;
 }
 
 const PAGE = 500;
 
 /**
- * One reader of the schema's event log shared by every subscriber of a store: runs while
+ * One reader of an append-only table of the schema (the event log, the usage ledger) shared
+ * by every subscriber of a store: runs while
  * somebody follows, reads what was committed after its position when a writer hints (a
  * notification) and every `pollMs` (hints are not guaranteed), and after the listening
  * connection comes back. Event numbers grow in commit order (appends take turns), so
  * reading after a position misses nothing. @internal
  */
-export class EventFollower {
-  readonly #reads: FollowReads;
+export class LogFollower<T> {
+  readonly #reads: FollowReads<T>;
   readonly #notifications: Notifications;
+  readonly #topic: string;
   readonly #pollMs: number;
   readonly #logger: Logger;
-  readonly #listeners = new Set<(events: readonly StoredEvent[]) => void>();
+  readonly #listeners = new Set<(events: readonly T[]) => void>();
   #after: number | undefined;
   #starting: Promise<void> | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -41,14 +42,21 @@ export class EventFollower {
   #again = false;
   #off: Array<() => void> = [];
 
-  constructor(reads: FollowReads, notifications: Notifications, pollMs: number, logger: Logger) {
+  constructor(
+    reads: FollowReads<T>,
+    notifications: Notifications,
+    topic: string,
+    pollMs: number,
+    logger: Logger,
+  ) {
     this.#reads = reads;
     this.#notifications = notifications;
+    this.#topic = topic;
     this.#pollMs = pollMs;
     this.#logger = logger;
   }
 
-  follow(listener: (events: readonly StoredEvent[]) => void): EventFollow {
+  follow(listener: (events: readonly T[]) => void): EventFollow {
     this.#listeners.add(listener);
     if (this.#listeners.size === 1) this.#start();
     const ready = this.#starting ?? Promise.resolve();
@@ -68,7 +76,7 @@ export class EventFollower {
 
   #start(): void {
     this.#off = [
-      this.#notifications.on(EVENTS_TOPIC, () => void this.#pull()),
+      this.#notifications.on(this.#topic, () => void this.#pull()),
       this.#notifications.onReconnect(() => void this.#pull()),
     ];
     // Listening first (a hint sent after `ready` is heard); it reconnects by itself, and
@@ -83,7 +91,10 @@ export class EventFollower {
           if (this.#starting === starting) this.#after ??= last;
         },
         (err: unknown) =>
-          this.#logger.warn({ err: String(err) }, "following events: cannot read the log's end"),
+          this.#logger.warn(
+            { err: String(err), log: this.#topic },
+            "following: cannot read the end",
+          ),
       );
     this.#starting = starting;
     void starting.finally(() => {
@@ -129,13 +140,13 @@ export class EventFollower {
         }
       } while (this.#again && this.#listeners.size > 0);
     } catch (err) {
-      this.#logger.warn({ err: String(err) }, "following events: reading the log failed");
+      this.#logger.warn({ err: String(err), log: this.#topic }, "following: reading failed");
     } finally {
       this.#reading = false;
     }
   }
 
-  #deliver(events: readonly StoredEvent[]): void {
+  #deliver(events: readonly T[]): void {
     for (const l of [...this.#listeners]) {
       try {
         l(events);

@@ -114,9 +114,10 @@ const MIGRATIONS: ReadonlyArray<(s: string) => string> = [
     );
   `,
   (s) => `
-    -- Which store appended an event (a random mark per open store), so a store following
-    -- the log passes over its own.
+    -- Which store appended an event or recorded a usage line (a random mark per open
+    -- store), so a store following them passes over its own.
     ALTER TABLE ${s}.events ADD COLUMN origin text;
+    ALTER TABLE ${s}.usage ADD COLUMN origin text;
   `,
 ];
 

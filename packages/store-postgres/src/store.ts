@@ -35,7 +35,7 @@ import {
 import pg from "pg";
 import { z } from "zod";
 import { conflictError, describeDatabase, pgError } from "./errors.js";
-import { EVENTS_TOPIC, EventFollower } from "./follow.js";
+import { EVENTS_TOPIC, LogFollower, USAGE_TOPIC } from "./follow.js";
 import { Notifications } from "./notifications.js";
 import { type PartitionLeaseOptions, PartitionLeases } from "./partitions.js";
 import { isConnectionError, PgQueue } from "./queue.js";
@@ -203,11 +203,12 @@ export class PostgresStore implements Store, EventFeed {
   readonly #fencedListeners = new Set<(err: FlotillaError) => void>();
   /** Marks the events this store appends, so its own are passed over when following. */
   readonly #origin = randomUUID();
-  #follower: EventFollower | undefined;
+  #follower: LogFollower<StoredEvent> | undefined;
+  #usageFollower: LogFollower<UsageEntry> | undefined;
   /** Whether appends are announced to the others sharing the schema (partition leases made). */
   #announce = false;
-  #announcing: ReturnType<typeof setTimeout> | undefined;
-  #announceAgain = false;
+  readonly #announcing = new Map<string, ReturnType<typeof setTimeout>>();
+  readonly #announceAgain = new Set<string>();
 
   constructor(options: PostgresStoreOptions = {}) {
     parseOrThrow(OptionsSchema, options ?? {}, "PostgresStore options");
@@ -505,8 +506,9 @@ export class PostgresStore implements Store, EventFeed {
       await waiting.end().catch(() => {});
     }
     this.#follower?.stop();
-    if (this.#announcing) clearTimeout(this.#announcing);
-    this.#announcing = undefined;
+    this.#usageFollower?.stop();
+    for (const t of this.#announcing.values()) clearTimeout(t);
+    this.#announcing.clear();
     await this.#notifications?.stop();
     const q = this.#q;
     if (!q) return;
@@ -884,30 +886,29 @@ export class PostgresStore implements Store, EventFeed {
       item: cols,
       value: undefined,
     });
-    if (this.#announce) this.#announceEvents();
+    if (this.#announce) this.#announceNew(EVENTS_TOPIC);
   }
 
   /**
-   * Tells the stores following the log that events were appended: at most one message per
-   * 50 ms (a follower reads everything new on one), never holding up the append.
+   * Tells the stores following `topic` (the event log, the usage ledger) that rows were
+   * appended: at most one message per 50 ms and topic (a follower reads everything new on
+   * one), never holding up the write.
    */
-  #announceEvents(): void {
-    if (this.#announcing) {
-      this.#announceAgain = true;
+  #announceNew(topic: string): void {
+    if (this.#announcing.has(topic)) {
+      this.#announceAgain.add(topic);
       return;
     }
-    const send = () => {
-      this.#announceAgain = false;
-      this.notifications()
-        .notify(EVENTS_TOPIC)
-        .catch(() => {}); // a hint: followers poll too
-      this.#announcing = setTimeout(() => {
-        this.#announcing = undefined;
-        if (this.#announceAgain) this.#announceEvents();
-      }, 50);
-      this.#announcing.unref?.();
-    };
-    send();
+    this.#announceAgain.delete(topic);
+    this.notifications()
+      .notify(topic)
+      .catch(() => {}); // a hint: followers poll too
+    const timer = setTimeout(() => {
+      this.#announcing.delete(topic);
+      if (this.#announceAgain.has(topic)) this.#announceNew(topic);
+    }, 50);
+    timer.unref?.();
+    this.#announcing.set(topic, timer);
   }
 
   /**
@@ -929,7 +930,7 @@ export class PostgresStore implements Store, EventFeed {
    * ```
    */
   followEvents(listener: (events: readonly StoredEvent[]) => void): EventFollow {
-    this.#follower ??= new EventFollower(
+    this.#follower ??= new LogFollower<StoredEvent>(
       {
         last: () =>
           this.#read(async (c) => {
@@ -955,10 +956,61 @@ export class PostgresStore implements Store, EventFeed {
           }),
       },
       this.notifications(),
+      EVENTS_TOPIC,
       this.#options.followPollMs ?? 500,
       this.#logger,
     );
     return this.#follower.follow(listener);
+  }
+
+  /**
+   * Calls `listener` with the usage lines that other processes sharing the schema record from
+   * now on, in order (recording takes turns, so line numbers grow in commit order), within
+   * ~50 ms of their commit when the writer holds partition leases, else within
+   * `followPollMs`. Servers sharing the schema count each other's spend against their
+   * budgets with it.
+   *
+   * @example
+   * ```ts
+   * const shared = new PostgresStore({ connectionString: process.env.DATABASE_URL, exclusive: false });
+   * await shared.open();
+   * const follow = shared.followUsage((lines) => {
+   *   for (const l of lines) console.log(l.taskId, l.usage.totalTokens, l.costUsd);
+   * });
+   * await follow.ready;
+   * follow.close();
+   * ```
+   */
+  followUsage(listener: (lines: readonly UsageEntry[]) => void): EventFollow {
+    this.#usageFollower ??= new LogFollower<UsageEntry>(
+      {
+        last: () =>
+          this.#read(async (c) => {
+            const r = await c.query<{ id: number | null }>(
+              `SELECT max(id) AS id FROM ${this.#t("usage")}`,
+            );
+            return Number(r.rows[0]?.id ?? 0);
+          }),
+        after: (after, limit) =>
+          this.#read(async (c) => {
+            const r = await c.query({
+              name: `${this.schema}:follow_usage`,
+              text: `SELECT *, origin IS NOT DISTINCT FROM $2 AS mine FROM ${this.#t("usage")}
+                WHERE id > $1 ORDER BY id LIMIT $3`,
+              values: [after, this.#origin, limit],
+            });
+            const lines: UsageEntry[] = [];
+            for (const row of r.rows) if (!row.mine) lines.push(usageFromRow(row));
+            const last = r.rows.length > 0 ? Number(r.rows[r.rows.length - 1]!.id) : after;
+            return { events: lines, last, rows: r.rows.length };
+          }),
+      },
+      this.notifications(),
+      USAGE_TOPIC,
+      this.#options.followPollMs ?? 500,
+      this.#logger,
+    );
+    return this.#usageFollower.follow(listener);
   }
 
   /** The appends of one batch, in order, as one statement. */
@@ -1021,13 +1073,17 @@ export class PostgresStore implements Store, EventFeed {
       toJson(entry.usage, "recordUsage: usage"),
     ];
     await this.#write(async (c) => {
+      // Lines take turns (a transaction-scoped advisory lock before the line gets its number),
+      // so numbers grow in commit order and a store following the ledger misses none.
       await c.query({
         name: `${this.schema}:record_usage`,
-        text: `INSERT INTO ${this.#t("usage")} (at, task_id, worker_id, provider, model, tenant,
-          api_key, usage) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-        values,
+        text: `WITH l AS MATERIALIZED (SELECT pg_advisory_xact_lock(${LOCK_NAMESPACE}, hashtext($9)))
+          INSERT INTO ${this.#t("usage")} (at, task_id, worker_id, provider, model, tenant,
+          api_key, usage, origin) SELECT $1, $2, $3, $4, $5, $6, $7, $8, $10 FROM l`,
+        values: [...values, `${this.schema}:usage`, this.#origin],
       });
     }, true);
+    if (this.#announce) this.#announceNew(USAGE_TOPIC);
   }
 
   async listUsage(query: { since?: number; until?: number } = {}): Promise<UsageEntry[]> {

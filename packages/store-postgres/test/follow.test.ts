@@ -1,4 +1,4 @@
-import type { StoredEvent } from "@flotilla/core";
+import type { StoredEvent, UsageEntry } from "@flotilla/core";
 import { afterEach, describe, expect, it } from "vitest";
 import { PostgresStore } from "../src/index.js";
 import { dropSchema, freshSchema, pgUrl } from "./pg-env.js";
@@ -116,6 +116,33 @@ if (url) {
       await until(() => seen.length === 1, "the hinted event is delivered", 5000);
       await b.appendEvents([ev("task:succeeded", "hinted-again", 2)]);
       await until(() => seen.length === 2, "the second hinted event is delivered", 5000);
+      follow.close();
+    });
+
+    it("followUsage delivers the usage lines the others record, and none of its own", async () => {
+      const schema = freshSchema("follow");
+      schemas.push(schema);
+      const a = await open(schema);
+      const b = await open(schema);
+      b.partitionLeases({ instanceId: "b" }); // announces its lines
+      const line = (taskId: string, totalTokens: number) => ({
+        at: Date.now(),
+        taskId,
+        provider: "openai",
+        usage: { inputTokens: totalTokens, outputTokens: 0, totalTokens },
+      });
+      await b.recordUsage(line("before", 1));
+      const seen: UsageEntry[] = [];
+      const follow = a.followUsage((lines) => seen.push(...lines));
+      await follow.ready;
+      await a.recordUsage(line("mine", 2));
+      await Promise.all([1, 2, 3].map((i) => b.recordUsage(line(`t${i}`, 10 * i))));
+      await until(() => seen.length === 3, "three lines are delivered", 5000);
+      expect(seen.map((l) => l.taskId).sort()).toEqual(["t1", "t2", "t3"]);
+      expect(seen.find((l) => l.taskId === "t2")).toMatchObject({
+        provider: "openai",
+        usage: { totalTokens: 20 },
+      });
       follow.close();
     });
   });

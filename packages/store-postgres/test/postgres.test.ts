@@ -246,6 +246,7 @@ if (url) {
         url!,
         `DROP TABLE "${schema}".instances, "${schema}".partitions;
          ALTER TABLE "${schema}".events DROP COLUMN origin;
+         ALTER TABLE "${schema}".usage DROP COLUMN origin;
          UPDATE "${schema}".meta SET value = '1' WHERE key = 'schema_version'`,
       );
       const next = store(schema, { exclusive: false });

@@ -341,4 +341,30 @@ describe("API key budgets", () => {
     expect(b.check(makeTask({ apiKey: "key:cccccccccccc" }), worker, 0).ok).toBe(false);
     expect(b.check(makeTask({ apiKey: "key:dddddddddddd" }), worker, 0).ok).toBe(true);
   });
+
+  it("counts the spend other servers record as they record it, so one budget holds across them", () => {
+    const clock = new FakeClock({ now: Date.UTC(2026, 3, 1, 12) });
+    const b = new Budgets({
+      clock,
+      budgets: [{ name: "shared", requests: 3, costUsd: 1, policy: "fail" }],
+    });
+    const now = clock.now();
+    expect(run(b, makeTask(), now).ok).toBe(true); // here: 1 request
+    // Another server's calls, recorded after this one started (restore would ignore them),
+    // one of them stamped by a clock a little ahead of this one.
+    b.countElsewhere([
+      { at: now - 10, taskId: "b1", usage: { requests: 1, inputTokens: 1, costUsd: 0.25 } },
+      { at: now + 5, taskId: "b2", usage: { requests: 1, inputTokens: 1, costUsd: 0.25 } },
+    ]);
+    const d = b.check(makeTask(), worker, now);
+    expect(!d.ok && d.fail?.message).toBe(
+      'budget "shared" exceeded: requests limit 3, used 3, this task needs 1 (per day in UTC)',
+    );
+    expect(b.stats(now)[0]).toMatchObject({ used: { requests: 3, costUsd: 0.5 } });
+    // Yesterday's line elsewhere is outside today's window.
+    b.countElsewhere([
+      { at: now - 86_400_000, usage: { requests: 1, inputTokens: 1, costUsd: 0.25 } },
+    ]);
+    expect(b.stats(now)[0]).toMatchObject({ used: { requests: 3, costUsd: 0.5 } });
+  });
 });

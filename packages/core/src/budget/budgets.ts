@@ -479,6 +479,28 @@ export class Budgets implements DispatchGate {
     if (replayed > 0) this.#logger.info({ lines: replayed }, "budgets restored from usage");
   }
 
+  /**
+   * Counts usage that other servers sharing the store recorded (as they record it: see
+   * `PostgresStore.followUsage`), so that a budget configured on every server holds across
+   * them: each admits while its own spend and the others' known spend fit the cap. Lines
+   * count as `restore` counts them, whatever this server's creation time.
+   *
+   * @example
+   * ```ts
+   * import { PostgresStore } from "@flotilla/store-postgres";
+   *
+   * const shared = new PostgresStore({ connectionString: process.env.DATABASE_URL, exclusive: false });
+   * await shared.open();
+   * const follow = shared.followUsage((lines) => budgets.countElsewhere(lines));
+   * ```
+   */
+  countElsewhere(entries: readonly UsageEntry[], now: number = this.#clock.now()): void {
+    if (entries.length === 0) return;
+    // Another server's clock may run a little ahead: its lines are not from the future.
+    const latest = Math.max(now, ...entries.map((e) => e.at));
+    this.#replay([...entries], this.#specs, latest, Number.POSITIVE_INFINITY);
+  }
+
   /** Counts ledger lines (before `before`) into the counters of `specs`; returns how many counted. */
   #replay(entries: UsageEntry[], specs: readonly Spec[], now: number, before: number): number {
     const lines = resolveUsageEntries(entries, this.costModel.prices).filter(
