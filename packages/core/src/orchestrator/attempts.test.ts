@@ -74,7 +74,7 @@ describe("Attempts", () => {
     e.parts.attempts.launch(live, entry);
     await e.clock.flush();
     await e.parts.attempts.settle(live.attempt!, { kind: "requeue", reason: "handed back" });
-    expect(live.freeAttempts).toBe(1);
+    expect(live.rec.freeAttempts).toBe(1);
     await e.clock.flush(); // the dispatcher hands it to the free slot again
     expect(live.rec).toMatchObject({ status: "running", attempt: 2 });
     const failure = new FlotillaError("WORKER_ERROR", "boom", { retryable: true });

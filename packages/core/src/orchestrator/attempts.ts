@@ -394,7 +394,7 @@ export class Attempts {
     const workerId = att.entry.id;
     const step = nextStep(end, {
       attempt: att.n,
-      freeAttempts: live.freeAttempts ?? 0,
+      freeAttempts: rec.freeAttempts ?? 0,
       interruptions: rec.interruptions ?? 0,
       retry: rec.retry,
       approval: rec.approval,
@@ -402,7 +402,7 @@ export class Attempts {
       random: this.#random,
     });
     if (step.kind === "requeue") {
-      if (step.free) live.freeAttempts = (live.freeAttempts ?? 0) + 1;
+      if (step.free) rec.freeAttempts = (rec.freeAttempts ?? 0) + 1; // stored with the requeue
       await this.requeue(live, step.reason, error, step.notBefore);
       return;
     }

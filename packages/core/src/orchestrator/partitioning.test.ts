@@ -465,6 +465,59 @@ describe("partitions: several orchestrators on one store", () => {
     await b.stop();
   });
 
+  it("an attempt handed over with its partition stays free on the next holder (retries are not used up)", async () => {
+    const clock = new FakeClock({ now: 0 });
+    const store = new MemoryStore({ clock });
+    const runs: string[] = [];
+    let hold: (() => void) | undefined;
+    const make = async (name: string) => {
+      const o = new Orchestrator({ clock, store, partitions: { count: 2 } });
+      await o.register(
+        new FunctionWorker({
+          id: `${name}-worker`,
+          taskTypes: ["t"],
+          fn: (_p, ctx) => {
+            runs.push(name);
+            if (name === "a") {
+              // A's run is cut off by the hand-over.
+              return new Promise<string>((_resolve, reject) => {
+                hold = () => {};
+                ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason));
+              });
+            }
+            // B's first run fails; its retry succeeds.
+            if (runs.filter((r) => r === "b").length === 1) throw new Error("flaky");
+            return Promise.resolve("done");
+          },
+        }),
+      );
+      await o.start();
+      return o;
+    };
+    const a = await make("a");
+    const b = await make("b");
+    await a.adopt([1]);
+    const id = idIn(1, 2, "job");
+    const handle = await a.submit({
+      id,
+      type: "t",
+      retry: { maxAttempts: 2, initialDelayMs: 10, jitter: 0 },
+    });
+    await clock.advance(0);
+    expect(hold).toBeDefined();
+    await a.release([1]);
+    expect((await store.getTask(id))?.freeAttempts).toBe(1);
+    await b.adopt([1]);
+    await clock.advance(1_000);
+    // Attempt 1 (handed over) was free: B's failed attempt 2 leaves one retry, attempt 3.
+    const result = await handle.result();
+    expect(result.status).toBe("succeeded");
+    expect(runs).toEqual(["a", "b", "b"]);
+    expect((await store.getTask(id))?.attempt).toBe(3);
+    await a.stop();
+    await b.stop();
+  });
+
   it("adopt and release check their partitions; without the option they are refused", async () => {
     const { a, b } = await pair();
     await expect(a.adopt([2])).rejects.toMatchObject({ code: "VALIDATION" });

@@ -6,8 +6,6 @@ import { settleResult, type TaskHandle, type TaskState } from "./handle.js";
 /** Live state of one task in this process. @internal */
 export interface Live extends TaskState {
   attempt?: Attempt;
-  /** Attempts that ended without failing (released, handed back, shutdown): not counted against `maxAttempts`. */
-  freeAttempts?: number;
   firstQueuedAt?: number;
   startedAt?: number;
   /** The kind of the last `task:waiting` emitted since it last started (no repeats). */

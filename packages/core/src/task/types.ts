@@ -84,6 +84,12 @@ export interface TaskRecord {
    */
   interruptions?: number;
   /**
+   * Attempts that ended without failing (handed back by a remote holder, handed over with
+   * its partition to another orchestrator, cut off by a draining stop): they do not count
+   * against `retry.maxAttempts`. Stored with the task, so the count goes with it.
+   */
+  freeAttempts?: number;
+  /**
    * The partition the task is scheduled in when several orchestrators share one store
    * (`partitions` option): set at submission, the same for every task of one batch, so a
    * DAG is scheduled by one orchestrator. Absent otherwise.
