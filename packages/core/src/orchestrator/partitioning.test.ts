@@ -17,6 +17,22 @@ function idIn(partition: number, count: number, prefix: string): string {
   }
 }
 
+/** An orchestrator on `store` (its `count` partitions, none held yet) whose one worker runs type "t" with `fn`. */
+async function member(
+  name: string,
+  store: MemoryStore,
+  clock: FakeClock,
+  fn: ConstructorParameters<typeof FunctionWorker>[0]["fn"],
+  count = 2,
+): Promise<Orchestrator> {
+  const o = new Orchestrator({ clock, store, partitions: { count } });
+  await o.register(
+    new FunctionWorker({ id: `${name}-worker`, taskTypes: ["t"], maxConcurrency: 10, fn }),
+  );
+  await o.start();
+  return o;
+}
+
 /** Two orchestrators on one store, each recording the tasks it ran; `hold` keeps tasks running until released. */
 async function pair(options: { count?: number; hold?: boolean } = {}) {
   const clock = new FakeClock({ now: 0 });
@@ -25,29 +41,24 @@ async function pair(options: { count?: number; hold?: boolean } = {}) {
   const ran: Array<[string, string]> = [];
   const aborted: string[] = [];
   const releases = new Map<string, () => void>();
-  const make = async (name: string) => {
-    const o = new Orchestrator({ clock, store, partitions: { count } });
-    await o.register(
-      new FunctionWorker({
-        id: `${name}-worker`,
-        taskTypes: ["t"],
-        maxConcurrency: 10,
-        fn: (_payload, ctx, task) => {
-          ran.push([task.id, name]);
-          if (!options.hold) return Promise.resolve(`${name}:${task.id}`);
-          return new Promise<string>((resolve, reject) => {
-            releases.set(`${task.id}@${name}`, () => resolve(`${name}:${task.id}`));
-            ctx.signal.addEventListener("abort", () => {
-              aborted.push(`${task.id}@${name}`);
-              reject(ctx.signal.reason);
-            });
+  const make = (name: string) =>
+    member(
+      name,
+      store,
+      clock,
+      (_payload, ctx, task) => {
+        ran.push([task.id, name]);
+        if (!options.hold) return Promise.resolve(`${name}:${task.id}`);
+        return new Promise<string>((resolve, reject) => {
+          releases.set(`${task.id}@${name}`, () => resolve(`${name}:${task.id}`));
+          ctx.signal.addEventListener("abort", () => {
+            aborted.push(`${task.id}@${name}`);
+            reject(ctx.signal.reason);
           });
-        },
-      }),
+        });
+      },
+      count,
     );
-    await o.start();
-    return o;
-  };
   const a = await make("a");
   const b = await make("b");
   return { clock, store, a, b, ran, aborted, releases, count };
@@ -339,21 +350,11 @@ describe("partitions: several orchestrators on one store", () => {
     const clock = new FakeClock({ now: 0 });
     const store = new FlakyStore({ clock });
     const ran: string[] = [];
-    const make = async (name: string) => {
-      const o = new Orchestrator({ clock, store, partitions: { count: 2 } });
-      await o.register(
-        new FunctionWorker({
-          id: `${name}-worker`,
-          taskTypes: ["t"],
-          fn: async (_payload, _ctx, task) => {
-            ran.push(`${task.id}@${name}`);
-            return name;
-          },
-        }),
-      );
-      await o.start();
-      return o;
-    };
+    const make = (name: string) =>
+      member(name, store, clock, async (_payload, _ctx, task) => {
+        ran.push(`${task.id}@${name}`);
+        return name;
+      });
     return { clock, store, ran, a: await make("a"), b: await make("b") };
   }
 
@@ -427,21 +428,14 @@ describe("partitions: several orchestrators on one store", () => {
     }
     const store = new ReadThenChange({ clock });
     const finishes = new Map<string, () => void>();
-    const make = async (name: string) => {
-      const o = new Orchestrator({ clock, store, partitions: { count: 2 } });
-      await o.register(
-        new FunctionWorker({
-          id: `${name}-worker`,
-          taskTypes: ["t"],
-          fn: (_p, _ctx, task) =>
-            new Promise<string>((resolve) =>
-              finishes.set(`${task.id}@${name}`, () => resolve(name)),
-            ),
-        }),
+    const make = (name: string) =>
+      member(
+        name,
+        store,
+        clock,
+        (_p, _ctx, task) =>
+          new Promise<string>((resolve) => finishes.set(`${task.id}@${name}`, () => resolve(name))),
       );
-      await o.start();
-      return o;
-    };
     const a = await make("a");
     const b = await make("b");
     await b.adopt([1]);
@@ -470,30 +464,20 @@ describe("partitions: several orchestrators on one store", () => {
     const store = new MemoryStore({ clock });
     const runs: string[] = [];
     let hold: (() => void) | undefined;
-    const make = async (name: string) => {
-      const o = new Orchestrator({ clock, store, partitions: { count: 2 } });
-      await o.register(
-        new FunctionWorker({
-          id: `${name}-worker`,
-          taskTypes: ["t"],
-          fn: (_p, ctx) => {
-            runs.push(name);
-            if (name === "a") {
-              // A's run is cut off by the hand-over.
-              return new Promise<string>((_resolve, reject) => {
-                hold = () => {};
-                ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason));
-              });
-            }
-            // B's first run fails; its retry succeeds.
-            if (runs.filter((r) => r === "b").length === 1) throw new Error("flaky");
-            return Promise.resolve("done");
-          },
-        }),
-      );
-      await o.start();
-      return o;
-    };
+    const make = (name: string) =>
+      member(name, store, clock, (_p, ctx) => {
+        runs.push(name);
+        if (name === "a") {
+          // A's run is cut off by the hand-over.
+          return new Promise<string>((_resolve, reject) => {
+            hold = () => {};
+            ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason));
+          });
+        }
+        // B's first run fails; its retry succeeds.
+        if (runs.filter((r) => r === "b").length === 1) throw new Error("flaky");
+        return Promise.resolve("done");
+      });
     const a = await make("a");
     const b = await make("b");
     await a.adopt([1]);
