@@ -116,7 +116,7 @@ export function assemble(
     handles,
     submission,
     control: new Control(ctx, { ...core, ownership }),
-    leases: new LeaseDesk(ctx, { ...core, gates, persistence }, leaseMs),
+    leases: new LeaseDesk(ctx, { ...core, gates, persistence, ownership }, leaseMs),
     lifecycle: new Lifecycle(ctx, {
       ...core,
       gates,

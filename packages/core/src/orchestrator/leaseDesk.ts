@@ -17,6 +17,7 @@ import type { EngineContext } from "./context.js";
 import type { Dependencies } from "./dependencies.js";
 import type { Dispatcher } from "./dispatcher.js";
 import type { GateChain } from "./gateChain.js";
+import type { Ownership } from "./ownership.js";
 import type { Persistence } from "./persistence.js";
 import type { TaskTable } from "./taskTable.js";
 import type { Transitions } from "./transitions.js";
@@ -30,6 +31,7 @@ export interface LeaseDeskParts {
   attempts: Attempts;
   dependencies: Dependencies;
   persistence: Persistence;
+  ownership: Ownership;
 }
 
 /**
@@ -161,6 +163,15 @@ export class LeaseDesk {
     if (!live) {
       const rec = this.#p.table.finished(taskId)?.rec ?? (await this.#ctx.store.getTask(taskId));
       if (!rec) throw new FlotillaError("NOT_FOUND", `no task with id ${taskId}`);
+      const { ownership } = this.#p;
+      if (!ownership.owns(rec) && rec.lease?.id === leaseId) {
+        const partition = ownership.partitionOf(rec);
+        throw new FlotillaError(
+          "INVALID_STATE",
+          `task ${taskId} is held by another orchestrator sharing the store (partition ${partition}): send its lease calls to the server that gave the lease`,
+          { details: { taskId, status: rec.status, partition, heldElsewhere: true } },
+        );
+      }
       throw new FlotillaError(
         "INVALID_STATE",
         `task ${taskId} is ${rec.status}; its lease has ended`,

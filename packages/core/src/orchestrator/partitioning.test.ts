@@ -502,6 +502,26 @@ describe("partitions: several orchestrators on one store", () => {
     await b.stop();
   });
 
+  it("a lease call made to an orchestrator that does not hold the task says where it must go", async () => {
+    const { a, b } = await pair();
+    await a.adopt([0]);
+    await b.adopt([1]);
+    const id = idIn(1, 2, "remote");
+    await b.submit({ id, type: "r" });
+    const claim = await b.claim({ holderId: "node-1", taskTypes: ["r"] });
+    expect(claim?.task.id).toBe(id);
+    const err = await a.completeLease(id, claim!.lease.id, { output: 1 }).catch((e) => e);
+    expect(err).toMatchObject({
+      code: "INVALID_STATE",
+      details: { partition: 1, heldElsewhere: true },
+    });
+    expect(err.message).toContain("send its lease calls to the server that gave the lease");
+    // The holder takes it.
+    expect((await b.completeLease(id, claim!.lease.id, { output: 1 })).status).toBe("succeeded");
+    await a.stop();
+    await b.stop();
+  });
+
   it("adopt and release check their partitions; without the option they are refused", async () => {
     const { a, b } = await pair();
     await expect(a.adopt([2])).rejects.toMatchObject({ code: "VALIDATION" });
