@@ -16,6 +16,7 @@ import {
   createFlotillaApp,
   type FlotillaAppOptions,
   type FlotillaServer,
+  type ResourcePolicy,
   serveFlotilla,
 } from "@flotilla/http-adapter";
 import { PostgresStore } from "@flotilla/store-postgres";
@@ -201,8 +202,15 @@ export async function runServe(
     version: VERSION,
     mount,
     ...(config.corsOrigin ? { cors: { origin: config.corsOrigin } } : {}),
-    // Shared servers show their clients the tasks the others run too.
-    ...(config.shared && store instanceof PostgresStore ? { sharedEvents: store } : {}),
+    // Shared servers show their clients the tasks the others run too, and share the
+    // resource policy set through any of them.
+    ...(config.shared && store instanceof PostgresStore
+      ? {
+          sharedEvents: store,
+          publishPolicy: (policy: ResourcePolicy) =>
+            sharing ? sharing.publishPolicy(policy) : Promise.resolve(),
+        }
+      : {}),
   });
 
   resources.start();
@@ -214,6 +222,7 @@ export async function runServe(
       leaseMs: Math.round(config.partitionLeaseSeconds * 1000),
       limiter: resources.limiter,
       budgets: resources.budgets,
+      applyPolicy: (policy) => applyResourcePolicy(orchestrator, resources, policy),
       logger,
     });
   }
@@ -345,6 +354,8 @@ export async function runServe(
   const reload = async (next: ServeConfig) => {
     const policy = { ...(next.resources ?? {}), tenantWeights: next.tenantWeights ?? {} };
     const out = await applyResourcePolicy(orchestrator, resources, policy);
+    // Shared servers: a reload of one is the policy of all.
+    await sharing?.publishPolicy(policy);
     const restartRequired = [
       ...out.restartRequired.map((k) => `resources.${k}`),
       ...Object.keys(next).filter(

@@ -1,5 +1,6 @@
 import { hostname } from "node:os";
 import type { EventFollow, Logger, Orchestrator, UsageEntry } from "@flotilla/core";
+import type { ResourcePolicy } from "@flotilla/http-adapter";
 import type { PartitionLeases, PostgresStore } from "@flotilla/store-postgres";
 
 /** How many partitions a shared schema's work is split into. */
@@ -17,6 +18,11 @@ export interface ShareOptions {
   limiter?: { setShare(share: number): void };
   /** Budgets held across the servers: each counts the spend the others record. */
   budgets?: { countElsewhere(lines: readonly UsageEntry[]): void };
+  /**
+   * Applies a resource policy another server published (`PUT …/resources/config`, a reload):
+   * the last one published is in force on every server, one starting later included.
+   */
+  applyPolicy?: (policy: ResourcePolicy) => Promise<unknown>;
   /** Where failed adoptions and hand-overs are reported. */
   logger: Logger;
 }
@@ -24,7 +30,19 @@ export interface ShareOptions {
 /** A server's part in a shared schema; `stop()` hands its partitions over. */
 export interface Sharing {
   readonly leases: PartitionLeases;
+  /** Makes `policy` (applied here) the one in force on every server of the schema. */
+  publishPolicy(policy: ResourcePolicy): Promise<void>;
   stop(): Promise<void>;
+}
+
+/** Where the published resource policy is kept (the store's key-value space). */
+const POLICY = { collection: "settings", key: "resource-policy" } as const;
+
+interface PublishedPolicy {
+  policy: ResourcePolicy;
+  /** When it was published (ms), and by which server. */
+  at: number;
+  by: string;
 }
 
 /**
@@ -35,7 +53,8 @@ export interface Sharing {
  * partition again every `sweepMs` (for what a missed message would have said, and
  * dependencies run elsewhere). With `limiter`, this server admits `1 / n` of every rate
  * limit, `n` being the servers alive at the last renewal; with `budgets`, the spend the
- * others record counts against this server's budgets.
+ * others record counts against this server's budgets; with `applyPolicy`, the resource
+ * policy last published by any server (`publishPolicy`) is in force here too.
  *
  * @example
  * ```ts
@@ -72,8 +91,36 @@ export async function shareSchema(
       looking = false;
     })();
   };
+  const instanceId = o.instanceId ?? `${hostname()}-${process.pid}`;
+  // The published resource policy: applied when another server publishes one (told, and
+  // looked at again at every sweep), and at start.
+  let policyAt = 0;
+  let policyLook = Promise.resolve();
+  const lookAtPolicy = () => {
+    const apply = o.applyPolicy;
+    if (!apply) return policyLook;
+    policyLook = policyLook.then(async () => {
+      const published = await store
+        .kvGet<PublishedPolicy>(POLICY.collection, POLICY.key)
+        .catch(() => undefined); // the next sweep looks again
+      if (!published || published.at <= policyAt) return;
+      policyAt = published.at;
+      if (published.by === instanceId) return;
+      await apply(published.policy).then(
+        () =>
+          logger.info({ by: published.by }, "resource policy published by another server applied"),
+        (err: unknown) =>
+          logger.error(
+            { by: published.by, err: String(err) },
+            "a published resource policy was not applied",
+          ),
+      );
+    });
+    return policyLook;
+  };
+  const offPolicy = messages.on("policy", () => void lookAtPolicy());
   const leases = store.partitionLeases({
-    instanceId: o.instanceId ?? `${hostname()}-${process.pid}`,
+    instanceId,
     partitions: SHARED_PARTITIONS,
     leaseMs: o.leaseMs,
     logger,
@@ -114,16 +161,25 @@ export async function shareSchema(
   const sweep = setInterval(() => {
     const held = orchestrator.partitions().held;
     if (held.length > 0) adopt(held);
+    void lookAtPolicy();
   }, o.sweepMs ?? 5000);
   sweep.unref();
   await leases.start();
   share();
+  await lookAtPolicy();
   return {
     leases,
+    async publishPolicy(policy) {
+      const at = Math.max(Date.now(), policyAt + 1);
+      await store.kvPut(POLICY.collection, POLICY.key, { policy, at, by: instanceId });
+      policyAt = at;
+      await messages.notify("policy").catch(() => {}); // the others' sweeps look too
+    },
     async stop() {
       clearInterval(sweep);
       usage?.close();
       offTask();
+      offPolicy();
       orchestrator.off("task:transition", onTransition);
       await leases.stop();
     },

@@ -13,6 +13,7 @@ const schema = `shared_${process.pid}_${randomBytes(4).toString("hex")}`;
 const limitSchema = `shared_limit_${process.pid}_${randomBytes(4).toString("hex")}`;
 const eventSchema = `shared_events_${process.pid}_${randomBytes(4).toString("hex")}`;
 const budgetSchema = `shared_budget_${process.pid}_${randomBytes(4).toString("hex")}`;
+const policySchema = `shared_policy_${process.pid}_${randomBytes(4).toString("hex")}`;
 let llm: OpenAIServer | undefined;
 const key = `shared-admin-${randomBytes(8).toString("hex")}`;
 const headers = { "x-api-key": key, "content-type": "application/json" };
@@ -35,6 +36,7 @@ afterAll(async () => {
     await query(`DROP SCHEMA IF EXISTS "${limitSchema}" CASCADE`);
     await query(`DROP SCHEMA IF EXISTS "${eventSchema}" CASCADE`);
     await query(`DROP SCHEMA IF EXISTS "${budgetSchema}" CASCADE`);
+    await query(`DROP SCHEMA IF EXISTS "${policySchema}" CASCADE`);
   }
 });
 
@@ -386,5 +388,48 @@ describe("flotilla serve --shared: several servers on one PostgreSQL schema", ()
       "failed",
     ]);
     expect(llm.completionRequests()).toHaveLength(4);
+  }, 120_000);
+
+  it("a resource policy set through one server is in force on every server, one started later too", async () => {
+    if (!url) return;
+    const dir = tempDir("flotilla-shared-config-");
+    const file = join(dir, "flotilla.json");
+    writeFileSync(file, JSON.stringify({ resources: { limits: { search: ["6/min"] } } }));
+    const a = serve("a", ["--config", file], policySchema);
+    const b = serve("b", ["--config", file], policySchema);
+    const [aUrl, bUrl] = await Promise.all([a.ready(), b.ready()]);
+    const limitsOn = async (base: string) =>
+      (
+        (await (
+          await fetch(`${base}/api/v2/orchestrator/resources/config`, { headers })
+        ).json()) as {
+          limits?: Record<string, unknown>;
+        }
+      ).limits;
+    expect(await limitsOn(bUrl!)).toEqual({ search: ["6/min"] });
+    const put = await fetch(`${aUrl}/api/v2/orchestrator/resources/config`, {
+      method: "PUT",
+      headers,
+      body: JSON.stringify({ limits: { search: ["60/min"], crawl: ["5/s"] } }),
+    });
+    expect(put.status, await put.clone().text()).toBe(200);
+    await until(
+      async () => JSON.stringify(await limitsOn(bUrl!)) === '{"search":["60/min"],"crawl":["5/s"]}',
+      "B has the policy set through A",
+      15_000,
+    );
+    // A server that starts later (its config file says 6/min) takes the published policy.
+    const c = serve("c", ["--config", file], policySchema);
+    const cUrl = await c.ready();
+    expect(await limitsOn(cUrl!)).toEqual({ search: ["60/min"], crawl: ["5/s"] });
+    // A bad policy is refused where it is sent and published nowhere.
+    const bad = await fetch(`${bUrl}/api/v2/orchestrator/resources/config`, {
+      method: "PUT",
+      headers,
+      body: JSON.stringify({ limits: { search: ["lots"] } }),
+    });
+    expect(bad.status).toBe(400);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(await limitsOn(aUrl!)).toEqual({ search: ["60/min"], crawl: ["5/s"] });
   }, 120_000);
 });

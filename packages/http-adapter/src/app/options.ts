@@ -14,7 +14,7 @@ import type { Hono } from "hono";
 import type { AuthOptions } from "../auth.js";
 import type { AuthThrottle, AuthThrottleOptions } from "../http/throttle.js";
 import type { FlotillaMetrics } from "../metrics.js";
-import type { LlmApiRegisterInput, RemoteRegisterInput } from "../schemas.js";
+import type { LlmApiRegisterInput, RemoteRegisterInput, ResourcePolicy } from "../schemas.js";
 import type { SseOptions } from "../sse.js";
 import type { EventHub, WebSocketOptions } from "../ws.js";
 import type { CredentialSealer } from "./credentials.js";
@@ -151,6 +151,12 @@ export interface FlotillaAppOptions {
    * server's WebSocket and SSE clients too. Read only while such a client is connected.
    */
   sharedEvents?: EventFeed;
+  /**
+   * Called with a policy `PUT …/resources/config` has just applied, before it answers: servers
+   * sharing a store publish it to the others with it. A throw answers `503` (applied on this
+   * server only; try again).
+   */
+  publishPolicy?: (policy: ResourcePolicy) => Promise<void>;
   /** How long `/tasks/execute` waits for a task that has no `timeout_seconds`. @default 300000 */
   executeTimeoutMs?: number;
   /** Reported by `/health`. @default "0.1.0" */

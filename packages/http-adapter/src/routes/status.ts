@@ -1,6 +1,7 @@
 import type { AppContext } from "../app/context.js";
 import { applyResourcePolicy, currentResourcePolicy } from "../app/policy.js";
 import { resourceStats, statusSnapshot } from "../app/status.js";
+import { HttpError } from "../errors.js";
 import {
   ResourcePolicySchema,
   ResourcePolicyUpdateSchema,
@@ -42,11 +43,24 @@ export function statusRoutes(ctx: AppContext): void {
     tags: ["vera"],
     body: ResourcePolicySchema,
     response: ResourcePolicyUpdateSchema,
-    extraResponses: { 501: "This server has no reconfigurable resource manager" },
+    extraResponses: {
+      501: "This server has no reconfigurable resource manager",
+      503: "Applied on this server, but not shared with the servers sharing its store; send it again",
+    },
     handler: async (c) => {
       const policy = await ctx.body(c, ResourcePolicySchema);
       const { restartRequired } = await applyResourcePolicy(ctx.o, ctx.options.resources, policy);
       ctx.logger.info({ by: ctx.actor(c), restartRequired }, "resource policy replaced");
+      const publish = ctx.options.publishPolicy;
+      if (publish) {
+        await publish(policy).catch((err: unknown) => {
+          throw new HttpError(
+            503,
+            "STORE_ERROR",
+            `the policy is applied on this server but could not be shared with the others (${String(err)}); send it again`,
+          );
+        });
+      }
       return c.json({
         applied: true as const,
         restart_required: restartRequired,
