@@ -38,14 +38,14 @@ if (url) {
     const holds = new Map<string, () => void>();
 
     /** One instance as `flotilla serve` would wire it: store, orchestrator, leases. */
-    async function instance(schema: string, name: string) {
+    async function instance(schema: string, name: string, recheckIntervalMs = 50) {
       schemas.add(schema);
       const store = new PostgresStore({ connectionString: url, schema, exclusive: false });
       await store.open();
       const orchestrator = new Orchestrator({
         store,
         partitions: { count: 64 },
-        recheckIntervalMs: 50,
+        recheckIntervalMs,
       });
       await orchestrator.register(
         new FunctionWorker({
@@ -83,6 +83,29 @@ if (url) {
       });
       return { store, orchestrator, leases };
     }
+
+    it("a handle on a task another instance runs settles when it ends there, not at the next poll", async () => {
+      const schema = freshSchema("inst");
+      // Polls of tasks held elsewhere a minute apart: only the followed events can be quick.
+      const a = await instance(schema, "a", 60_000);
+      const b = await instance(schema, "b", 60_000);
+      await until(() => b.leases.owned().size === 32 && a.leases.owned().size === 32, "32/32");
+      const owned = [...b.leases.owned()];
+      let id = "elsewhere-0";
+      for (let i = 1; !owned.includes(partitionOf(id, 64)); i++) id = `elsewhere-${i}`;
+      const handle = await a.orchestrator.submit({ id, type: "t" });
+      await b.orchestrator.adopt(owned); // B looks (as told, or at its sweep) and runs it
+      const started = Date.now();
+      const result = await Promise.race([
+        handle.result(),
+        new Promise<never>((_, reject) =>
+          setTimeout(() => reject(new Error("the handle did not settle within 10 s")), 10_000),
+        ),
+      ]);
+      expect(result.status).toBe("succeeded");
+      expect(result.output).toBe("b");
+      expect(Date.now() - started).toBeLessThan(5_000);
+    });
 
     it("each task runs once, on its partition's holder; a rebalance hands running work over first", async () => {
       log.length = 0;

@@ -1,5 +1,6 @@
 import type { TimerHandle } from "../clock.js";
 import { FlotillaError } from "../errors.js";
+import type { EventFeed, EventFollow, StoredEvent } from "../store/types.js";
 import { isTerminalStatus } from "../task/lifecycle.js";
 import type { TaskRecord, TaskResult } from "../task/types.js";
 import type { EngineContext } from "./context.js";
@@ -11,7 +12,9 @@ import { buildResult } from "./transitions.js";
  * Makes handles: on live or cached tasks (sharing their state), on finished tasks known
  * only from the store, and on unfinished tasks known only from the store ("foreign": before
  * the first start, recovery turns them into the live task's handle; otherwise the store is
- * read every `recheckMs` until the task has finished). @internal
+ * read every `recheckMs` until the task has finished — and at once when a store shared with
+ * other processes that can follow their events (an `EventFeed`) reports the task's end).
+ * @internal
  */
 export class Handles {
   readonly #ctx: EngineContext;
@@ -21,6 +24,10 @@ export class Handles {
   /** States of handles on unfinished tasks known only from the store, by id. */
   readonly #foreign = new Map<string, TaskState>();
   #timer: TimerHandle | undefined;
+  /** Following the other processes' events while foreign handles wait (a shared store). */
+  #follow: EventFollow | undefined;
+  /** Foreign tasks whose end was reported, read at the next microtask. */
+  readonly #ended = new Set<string>();
   /** Whether recovery has run (foreign handles are polled only after it). */
   recovered = false;
 
@@ -92,8 +99,14 @@ export class Handles {
 
   /** Arms the poll of foreign handles (when any is waiting and the engine runs). */
   arm(): void {
-    if (this.#timer !== undefined || this.#foreign.size === 0) return;
+    if (this.#foreign.size === 0) {
+      this.#follow?.close();
+      this.#follow = undefined;
+      return;
+    }
     if (!this.#ctx.running) return;
+    this.#followEnds();
+    if (this.#timer !== undefined) return;
     this.#timer = this.#ctx.timers.set(() => {
       this.#timer = undefined;
       void this.#poll();
@@ -103,10 +116,35 @@ export class Handles {
   clearTimer(): void {
     this.#ctx.timers.clear(this.#timer);
     this.#timer = undefined;
+    this.#follow?.close();
+    this.#follow = undefined;
   }
 
-  async #poll(): Promise<void> {
+  /** With a store that follows the others' events: a foreign task's end is read at once. */
+  #followEnds(): void {
+    const store = this.#ctx.store as Partial<EventFeed>;
+    if (this.#follow || typeof store.followEvents !== "function") return;
+    this.#follow = store.followEvents.call(this.#ctx.store, (events: readonly StoredEvent[]) => {
+      for (const ev of events) {
+        const id = ev.taskId;
+        if (id === undefined || !this.#foreign.has(id)) continue;
+        if (!isTerminalStatus(ev.type.slice("task:".length) as TaskRecord["status"])) continue;
+        if (this.#ended.size === 0) {
+          queueMicrotask(() => {
+            const ids = new Set(this.#ended);
+            this.#ended.clear();
+            void this.#poll(ids);
+          });
+        }
+        this.#ended.add(id);
+      }
+    });
+  }
+
+  /** Reads the foreign tasks (`only` these, when told they ended) and settles the finished. */
+  async #poll(only?: ReadonlySet<string>): Promise<void> {
     for (const [id, state] of [...this.#foreign]) {
+      if (only && !only.has(id)) continue;
       const live: Live | undefined = this.#table.known(id);
       let rec: TaskRecord | undefined = live?.rec;
       if (!rec) {
@@ -131,7 +169,7 @@ export class Handles {
         rec.result ?? buildResult(rec, undefined, rec.status, rec.updatedAt, {}),
       );
     }
-    this.arm();
+    if (!only || this.#foreign.size === 0) this.arm(); // (re)arms, or stops following
   }
 }
 
