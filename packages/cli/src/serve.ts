@@ -223,6 +223,7 @@ export async function runServe(
       limiter: resources.limiter,
       budgets: resources.budgets,
       applyPolicy: (policy) => applyResourcePolicy(orchestrator, resources, policy),
+      authThrottle,
       logger,
     });
   }

@@ -23,6 +23,11 @@ export interface ShareOptions {
    * the last one published is in force on every server, one starting later included.
    */
   applyPolicy?: (policy: ResourcePolicy) => Promise<unknown>;
+  /** Failed authentications counted across the servers: each tells the others of its own. */
+  authThrottle?: {
+    onFailure(listener: (source: string, at: number) => void): () => void;
+    countElsewhere(source: string, at: number): void;
+  };
   /** Where failed adoptions and hand-overs are reported. */
   logger: Logger;
 }
@@ -54,7 +59,8 @@ interface PublishedPolicy {
  * dependencies run elsewhere). With `limiter`, this server admits `1 / n` of every rate
  * limit, `n` being the servers alive at the last renewal; with `budgets`, the spend the
  * others record counts against this server's budgets; with `applyPolicy`, the resource
- * policy last published by any server (`publishPolicy`) is in force here too.
+ * policy last published by any server (`publishPolicy`) is in force here too; with
+ * `authThrottle`, failed authentications are counted across the servers.
  *
  * @example
  * ```ts
@@ -119,6 +125,40 @@ export async function shareSchema(
     return policyLook;
   };
   const offPolicy = messages.on("policy", () => void lookAtPolicy());
+  // Failed authentications: told to the others in batches (at most one message per 100 ms,
+  // 40 failures each), counted from theirs. Messages are hints: one lost while a listener
+  // reconnects leaves that server counting fewer.
+  const throttle = o.authThrottle;
+  let failures: Array<[string, number]> = [];
+  let telling: ReturnType<typeof setTimeout> | undefined;
+  const tellFailures = () => {
+    telling = undefined;
+    const batch = failures;
+    failures = [];
+    for (let i = 0; i < batch.length; i += 40) {
+      const f = batch.slice(i, i + 40).map(([src, at]) => [src.slice(0, 100), at]);
+      messages.notify("auth", JSON.stringify({ by: instanceId, f })).catch(() => {});
+    }
+  };
+  const offFailures = throttle?.onFailure((source, at) => {
+    failures.push([source, at]);
+    telling ??= setTimeout(tellFailures, 100);
+    telling.unref?.();
+  });
+  const offAuth = messages.on("auth", (payload) => {
+    if (!throttle) return;
+    try {
+      const m = JSON.parse(payload) as { by?: unknown; f?: unknown };
+      if (m.by === instanceId || !Array.isArray(m.f)) return;
+      for (const e of m.f) {
+        if (Array.isArray(e) && typeof e[0] === "string" && typeof e[1] === "number") {
+          throttle.countElsewhere(e[0], e[1]);
+        }
+      }
+    } catch {
+      // not a message of this version: ignored
+    }
+  });
   const leases = store.partitionLeases({
     instanceId,
     partitions: SHARED_PARTITIONS,
@@ -180,6 +220,9 @@ export async function shareSchema(
       usage?.close();
       offTask();
       offPolicy();
+      offFailures?.();
+      offAuth();
+      if (telling) clearTimeout(telling);
       orchestrator.off("task:transition", onTransition);
       await leases.stop();
     },

@@ -14,6 +14,7 @@ const limitSchema = `shared_limit_${process.pid}_${randomBytes(4).toString("hex"
 const eventSchema = `shared_events_${process.pid}_${randomBytes(4).toString("hex")}`;
 const budgetSchema = `shared_budget_${process.pid}_${randomBytes(4).toString("hex")}`;
 const policySchema = `shared_policy_${process.pid}_${randomBytes(4).toString("hex")}`;
+const authSchema = `shared_auth_${process.pid}_${randomBytes(4).toString("hex")}`;
 let llm: OpenAIServer | undefined;
 const key = `shared-admin-${randomBytes(8).toString("hex")}`;
 const headers = { "x-api-key": key, "content-type": "application/json" };
@@ -37,6 +38,7 @@ afterAll(async () => {
     await query(`DROP SCHEMA IF EXISTS "${eventSchema}" CASCADE`);
     await query(`DROP SCHEMA IF EXISTS "${budgetSchema}" CASCADE`);
     await query(`DROP SCHEMA IF EXISTS "${policySchema}" CASCADE`);
+    await query(`DROP SCHEMA IF EXISTS "${authSchema}" CASCADE`);
   }
 });
 
@@ -431,5 +433,28 @@ describe("flotilla serve --shared: several servers on one PostgreSQL schema", ()
     expect(bad.status).toBe(400);
     await new Promise((r) => setTimeout(r, 500));
     expect(await limitsOn(aUrl!)).toEqual({ search: ["60/min"], crawl: ["5/s"] });
+  }, 120_000);
+
+  it("wrong keys spread over the servers are throttled as by one server", async () => {
+    if (!url) return;
+    const a = serve("a", ["--auth-lock-after", "6"], authSchema);
+    const b = serve("b", ["--auth-lock-after", "6"], authSchema);
+    const [aUrl, bUrl] = await Promise.all([a.ready(), b.ready()]);
+    const guess = async (base: string, i: number) =>
+      (
+        await fetch(`${base}/api/v2/orchestrator/tasks/none`, {
+          headers: { "x-api-key": `wrong-key-${i}` },
+        })
+      ).status;
+    // Six wrong keys through A (the sixth answered after a delay, the throttle's first)…
+    for (let i = 0; i < 6; i++) expect(await guess(aUrl!, i)).toBe(401);
+    // …and B locks this address out once the seventh in all arrives, not at its own seventh.
+    // (A tells B in batches within ~100 ms: by B's first request, all six have been told.)
+    const onB: number[] = [];
+    for (let i = 6; i < 13 && !onB.includes(429); i++) onB.push(await guess(bUrl!, i));
+    expect(onB.at(-1)).toBe(429);
+    expect(onB.length).toBeLessThanOrEqual(3);
+    // A right key still works from that address.
+    expect((await fetch(`${bUrl}/api/v2/orchestrator/tasks/none`, { headers })).status).toBe(404);
   }, 120_000);
 });

@@ -24,6 +24,28 @@ describe("AuthThrottle", () => {
     expect(t.fail("10.0.0.7", "GET /x", "guess")).toEqual({ delayMs: 0 });
   });
 
+  it("counts failures other servers saw, and tells of its own (servers sharing a store)", async () => {
+    const clock = new FakeClock({ now: 100_000 });
+    const t = new AuthThrottle({ freeFailures: 2, lockAfter: 4, windowMs: 60_000 }, { clock });
+    const told: Array<[string, number]> = [];
+    const off = t.onFailure((source, at) => told.push([source, at]));
+    t.countElsewhere("10.0.0.7", 99_000);
+    t.countElsewhere("10.0.0.7", 99_500);
+    t.countElsewhere("10.0.0.7", 30_000); // outside the window: not counted
+    expect(t.failures("10.0.0.7")).toBe(2);
+    expect(told).toEqual([]); // what others saw is not told again
+    expect(t.fail("10.0.0.7", "GET /x", "guess").delayMs).toBeGreaterThan(0); // the third
+    t.countElsewhere("10.0.0.7", 100_000);
+    expect(t.fail("10.0.0.7", "GET /x", "guess")).toEqual({ delayMs: 0, retryAfterMs: 59_000 });
+    expect(told).toEqual([
+      ["10.0.0.7", 100_000],
+      ["10.0.0.7", 100_000],
+    ]);
+    off();
+    t.fail("10.0.0.8", "GET /x", "guess");
+    expect(told).toHaveLength(2);
+  });
+
   it("forgets the least recent sources beyond maxSources", () => {
     const t = new AuthThrottle({ maxSources: 2 }, { clock: new FakeClock({ now: 0 }) });
     for (const s of ["a", "b", "c"]) t.fail(s, "x", undefined);

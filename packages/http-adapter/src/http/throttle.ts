@@ -56,6 +56,7 @@ export class AuthThrottle {
   readonly #logger: Logger;
   /** Failure times per source, oldest first. */
   readonly #failures = new Map<string, number[]>();
+  readonly #listeners = new Set<(source: string, at: number) => void>();
 
   constructor(options: AuthThrottleOptions = {}, deps: { clock?: Clock; logger?: Logger } = {}) {
     const int = (name: string, v: number | undefined, dflt: number, min: number) => {
@@ -93,22 +94,8 @@ export class AuthThrottle {
     { lock = true }: { lock?: boolean } = {},
   ): ThrottleVerdict {
     const now = this.#clock.now();
-    const edge = now - this.#windowMs;
-    let times = this.#failures.get(source);
-    if (times) this.#failures.delete(source);
-    else {
-      times = [];
-      if (this.#failures.size >= this.#maxSources) {
-        const oldest = this.#failures.keys().next().value;
-        if (oldest !== undefined) this.#failures.delete(oldest);
-      }
-    }
-    while (times.length > 0 && times[0]! <= edge) times.shift();
-    times.push(now);
-    // Bounded: beyond the lock threshold only the newest failures matter.
-    const keep = Math.max(this.#lockAfter, this.#free) + 1;
-    if (times.length > keep) times.splice(0, times.length - keep);
-    this.#failures.set(source, times);
+    const times = this.#count(source, now, now);
+    for (const l of this.#listeners) l(source, now);
     const n = times.length;
     const fingerprint = credential
       ? createHash("sha256").update(credential).digest("hex").slice(0, 12)
@@ -131,6 +118,58 @@ export class AuthThrottle {
       );
     }
     return { delayMs: Math.min(this.#max, this.#base * 2 ** (n - this.#free - 1)) };
+  }
+
+  /**
+   * Counts a failure of `source` at `at` that another server sharing the store saw (nothing
+   * logged, no verdict): a guesser spread over the servers is throttled as by one.
+   *
+   * @example
+   * ```ts
+   * throttle.countElsewhere("10.0.0.7", Date.now());
+   * ```
+   */
+  countElsewhere(source: string, at: number): void {
+    const now = this.#clock.now();
+    if (typeof source !== "string" || !Number.isFinite(at) || at <= now - this.#windowMs) return;
+    this.#count(source, Math.min(at, now), now);
+  }
+
+  /**
+   * Calls `listener` with each failure this throttle records (its source and time): servers
+   * sharing a store tell each other with it. Returns a remover.
+   *
+   * @example
+   * ```ts
+   * const off = throttle.onFailure((source, at) => tellTheOthers(source, at));
+   * ```
+   */
+  onFailure(listener: (source: string, at: number) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Adds a failure of `source` at `at` (in time order), dropping what left the window. */
+  #count(source: string, at: number, now: number): number[] {
+    const edge = now - this.#windowMs;
+    let times = this.#failures.get(source);
+    if (times) this.#failures.delete(source);
+    else {
+      times = [];
+      if (this.#failures.size >= this.#maxSources) {
+        const oldest = this.#failures.keys().next().value;
+        if (oldest !== undefined) this.#failures.delete(oldest);
+      }
+    }
+    while (times.length > 0 && times[0]! <= edge) times.shift();
+    let i = times.length;
+    while (i > 0 && times[i - 1]! > at) i--;
+    times.splice(i, 0, at);
+    // Bounded: beyond the lock threshold only the newest failures matter.
+    const keep = Math.max(this.#lockAfter, this.#free) + 1;
+    if (times.length > keep) times.splice(0, times.length - keep);
+    this.#failures.set(source, times);
+    return times;
   }
 
   /** Failures of `source` counted now (for tests and stats). @example throttle.failures("10.0.0.7") // 3 */
