@@ -243,22 +243,43 @@ describe("flotilla serve", () => {
     ).catch((err: unknown) => err)) as { code?: number; stderr: string };
     expect(rejectedAgain.code).toBe(1);
     expect(rejectedAgain.stderr).toContain("409");
+    // A task held for approval until the watcher is connected (however long starting the
+    // CLI takes on a loaded machine), then approved: the watcher sees it run and end.
     const sleeper = (await (
       await fetch(`${api2}/tasks/submit`, {
         method: "POST",
         headers: { "x-api-key": key, "content-type": "application/json" },
         body: JSON.stringify({
           type: "tool_call",
-          payload: { tool_name: "sleep", tool_input: { ms: 4000 } },
+          approval: "before_run",
+          payload: { tool_name: "sleep", tool_input: { ms: 200 } },
         }),
       })
     ).json()) as { task_id: string };
-    const watched = await run(
+    const watching = run(
       node,
       [tsx, bin, "task", "watch", sleeper.task_id, "--url", second.url, "--api-key", key],
       { env, cwd: root },
     );
-    expect(watched.stdout).toMatch(/task:snapshot \((queued|running)\)/);
+    const wsClients = async () => {
+      const text = await (
+        await fetch(`${second.url}/metrics`, { headers: { "x-api-key": key } })
+      ).text();
+      return Number(/^flotilla_ws_clients (\d+)/m.exec(text)?.[1] ?? 0);
+    };
+    for (let i = 0; i < 600 && (await wsClients()) === 0; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(await wsClients()).toBeGreaterThan(0);
+    const approve = await fetch(`${api2}/tasks/${sleeper.task_id}/approve`, {
+      method: "POST",
+      headers: { "x-api-key": key, "content-type": "application/json" },
+      body: "{}",
+    });
+    expect(approve.status, await approve.clone().text()).toBe(200);
+    const watched = await watching;
+    expect(watched.stdout).toMatch(/task:snapshot \(awaiting_approval\)/);
+    expect(watched.stdout).toContain("task:running");
     expect(watched.stdout).toContain("task:succeeded (succeeded)");
     // The fleet routes are mounted at the root; registration is off without a token.
     const reg = await fetch(`${second.url}/register`, {
