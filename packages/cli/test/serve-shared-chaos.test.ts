@@ -10,7 +10,7 @@ import { cleanUpServes, type ServeProcess, spawnServe, tempDir } from "./serve-p
 
 const key = `chaos-admin-${randomBytes(8).toString("hex")}`;
 const headers = { "x-api-key": key, "content-type": "application/json" };
-const TASKS = 1500;
+const TASKS = 2500;
 let cluster: PostgresServer | undefined;
 
 afterAll(async () => {
@@ -143,18 +143,18 @@ describe("three flotilla serve --shared servers through a server kill and a data
     // The chaos, at points of the run.
     stage = "before the kill";
     const chaos = (async () => {
-      await until(() => acked.length >= 300, "300 acknowledged", 120_000);
+      await until(() => acked.length >= 500, "500 acknowledged", 120_000);
       stage = "kill";
       const c = servers.get("c")!;
       const exited = new Promise((r) => c.proc.child.once("exit", r));
       c.proc.child.kill("SIGKILL");
       c.url = undefined;
       await exited;
-      await until(() => acked.length >= 700, "700 acknowledged", 120_000);
+      await until(() => acked.length >= 1100, "1100 acknowledged", 120_000);
       stage = "restart c";
       await start("c"); // the same instance name, a new process
       stage = "c restarted";
-      await until(() => acked.length >= 1000, "1000 acknowledged", 120_000);
+      await until(() => acked.length >= 1600, "1600 acknowledged", 120_000);
       stage = "database stop";
       await cluster!.stop();
       await sleep(2000);
