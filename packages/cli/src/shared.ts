@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
 import type { EventFollow, Logger, Orchestrator, UsageEntry } from "@flotilla/core";
 import type { ResourcePolicy } from "@flotilla/http-adapter";
@@ -45,7 +46,9 @@ const POLICY = { collection: "settings", key: "resource-policy" } as const;
 
 interface PublishedPolicy {
   policy: ResourcePolicy;
-  /** When it was published (ms), and by which server. */
+  /** This publication (the stored one is the latest: no server's clock decides). */
+  id: string;
+  /** When it was published (ms, for people reading it), and by which server. */
   at: number;
   by: string;
 }
@@ -100,7 +103,7 @@ export async function shareSchema(
   const instanceId = o.instanceId ?? `${hostname()}-${process.pid}`;
   // The published resource policy: applied when another server publishes one (told, and
   // looked at again at every sweep), and at start.
-  let policyAt = 0;
+  let policyId: string | undefined;
   let policyLook = Promise.resolve();
   const lookAtPolicy = () => {
     const apply = o.applyPolicy;
@@ -109,9 +112,9 @@ export async function shareSchema(
       const published = await store
         .kvGet<PublishedPolicy>(POLICY.collection, POLICY.key)
         .catch(() => undefined); // the next sweep looks again
-      if (!published || published.at <= policyAt) return;
-      policyAt = published.at;
-      if (published.by === instanceId) return;
+      if (!published || published.id === policyId) return;
+      policyId = published.id;
+      if (published.by === instanceId) return; // applied here when published
       await apply(published.policy).then(
         () =>
           logger.info({ by: published.by }, "resource policy published by another server applied"),
@@ -210,9 +213,10 @@ export async function shareSchema(
   return {
     leases,
     async publishPolicy(policy) {
-      const at = Math.max(Date.now(), policyAt + 1);
-      await store.kvPut(POLICY.collection, POLICY.key, { policy, at, by: instanceId });
-      policyAt = at;
+      const id = randomUUID();
+      const published: PublishedPolicy = { policy, id, at: Date.now(), by: instanceId };
+      await store.kvPut(POLICY.collection, POLICY.key, published);
+      policyId = id;
       await messages.notify("policy").catch(() => {}); // the others' sweeps look too
     },
     async stop() {

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import pg from "pg";
 
 /** The repository's root, and the CLI's entry point run from its sources. */
 export const root = fileURLToPath(new URL("../../../", import.meta.url));
@@ -94,4 +95,32 @@ export function spawnServe(args: string[], { oneProcess = false } = {}): ServePr
     return { url: m[1]!, ...(key ? { key } : {}) };
   };
   return { child, out: () => out, printed, ready };
+}
+
+/** Runs one statement on the database at `url` with a connection of its own. */
+export async function queryDatabase<R extends pg.QueryResultRow>(
+  url: string,
+  text: string,
+  values: unknown[] = [],
+): Promise<R[]> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return (await client.query<R>(text, values)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+/** Waits until `cond()` holds (checked every 100 ms), failing after `ms` naming `what`. */
+export async function until(
+  cond: () => boolean | Promise<boolean>,
+  what: string,
+  ms = 60_000,
+): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }

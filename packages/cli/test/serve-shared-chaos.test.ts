@@ -1,8 +1,15 @@
 import { randomBytes } from "node:crypto";
 import { type PostgresServer, startPostgres } from "@flotilla/testing";
-import pg from "pg";
+import type pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
-import { cleanUpServes, type ServeProcess, spawnServe, tempDir } from "./serve-process.js";
+import {
+  cleanUpServes,
+  queryDatabase,
+  type ServeProcess,
+  spawnServe,
+  tempDir,
+  until,
+} from "./serve-process.js";
 
 // Three servers on one PostgreSQL server of this test's own (it is stopped mid-run), while
 // one of them is killed and started again: nothing acknowledged is lost or run to the end
@@ -18,23 +25,9 @@ afterAll(async () => {
   await cluster?.destroy();
 });
 
-async function query<R extends pg.QueryResultRow>(text: string, values: unknown[] = []) {
-  const client = new pg.Client({ connectionString: cluster!.url });
-  await client.connect();
-  try {
-    return (await client.query<R>(text, values)).rows;
-  } finally {
-    await client.end();
-  }
-}
-
-async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 60_000) {
-  const deadline = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+/** A statement on the test database. */
+const query = <R extends pg.QueryResultRow>(text: string, values: unknown[] = []) =>
+  queryDatabase<R>(cluster!.url, text, values);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

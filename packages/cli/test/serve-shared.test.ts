@@ -3,10 +3,10 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { partitionOf } from "@flotilla/core";
 import { type OpenAIServer, startOpenAIServer } from "@flotilla/testing";
-import pg from "pg";
+import type pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
-import { cleanUpServes, spawnServe, tempDir } from "./serve-process.js";
+import { cleanUpServes, queryDatabase, spawnServe, tempDir, until } from "./serve-process.js";
 
 const url = process.env.FLOTILLA_TEST_PG_URL;
 const schema = `shared_${process.pid}_${randomBytes(4).toString("hex")}`;
@@ -19,15 +19,9 @@ let llm: OpenAIServer | undefined;
 const key = `shared-admin-${randomBytes(8).toString("hex")}`;
 const headers = { "x-api-key": key, "content-type": "application/json" };
 
-async function query<R extends pg.QueryResultRow>(text: string, values: unknown[] = []) {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return (await client.query<R>(text, values)).rows;
-  } finally {
-    await client.end();
-  }
-}
+/** A statement on the test database. */
+const query = <R extends pg.QueryResultRow>(text: string, values: unknown[] = []) =>
+  queryDatabase<R>(url!, text, values);
 
 afterAll(async () => {
   cleanUpServes();
@@ -71,14 +65,6 @@ async function holders(of = schema): Promise<Record<string, number>> {
      GROUP BY owner ORDER BY owner`,
   );
   return Object.fromEntries(rows.map((r) => [r.owner, Number(r.n)]));
-}
-
-async function until(cond: () => Promise<boolean>, what: string, ms = 60_000) {
-  const deadline = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 describe("flotilla serve --shared: several servers on one PostgreSQL schema", () => {

@@ -11,11 +11,11 @@ export interface FollowReads<T> {
   /** The last event's `seq` now (0 when none). */
   last(): Promise<number>;
   /**
-   * Up to `limit` rows after `after` in `seq` order: the others' events among them, the
+   * Up to `limit` rows after `after` in order: the others' items among them, the
    * `seq` of the last row read and how many were read (this process's rows count, so they
    * are passed over once).
    */
-  after(after: number, limit: number): Promise<{ events: T[]; last: number; rows: number }>;
+  after(after: number, limit: number): Promise<{ items: T[]; last: number; rows: number }>;
 }
 
 const PAGE = 500;
@@ -34,7 +34,7 @@ export class LogFollower<T> {
   readonly #topic: string;
   readonly #pollMs: number;
   readonly #logger: Logger;
-  readonly #listeners = new Set<(events: readonly T[]) => void>();
+  readonly #listeners = new Set<(items: readonly T[]) => void>();
   #after: number | undefined;
   #starting: Promise<void> | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -56,7 +56,7 @@ export class LogFollower<T> {
     this.#logger = logger;
   }
 
-  follow(listener: (events: readonly T[]) => void): EventFollow {
+  follow(listener: (items: readonly T[]) => void): EventFollow {
     this.#listeners.add(listener);
     if (this.#listeners.size === 1) this.#start();
     const ready = this.#starting ?? Promise.resolve();
@@ -133,9 +133,9 @@ export class LogFollower<T> {
         // A start that could not read the log's end starts from where it is at the first read.
         this.#after ??= await this.#reads.last();
         for (;;) {
-          const { events, last, rows } = await this.#reads.after(this.#after, PAGE);
+          const { items, last, rows } = await this.#reads.after(this.#after, PAGE);
           this.#after = Math.max(this.#after, last);
-          if (events.length > 0) this.#deliver(events);
+          if (items.length > 0) this.#deliver(items);
           if (rows < PAGE) break;
         }
       } while (this.#again && this.#listeners.size > 0);
@@ -146,12 +146,12 @@ export class LogFollower<T> {
     }
   }
 
-  #deliver(events: readonly T[]): void {
+  #deliver(items: readonly T[]): void {
     for (const l of [...this.#listeners]) {
       try {
-        l(events);
+        l(items);
       } catch (err) {
-        this.#logger.error({ err: String(err) }, "an event follower threw");
+        this.#logger.error({ err: String(err) }, "a follower of the shared schema threw");
       }
     }
   }

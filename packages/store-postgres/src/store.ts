@@ -930,36 +930,10 @@ export class PostgresStore implements Store, EventFeed {
    * ```
    */
   followEvents(listener: (events: readonly StoredEvent[]) => void): EventFollow {
-    this.#follower ??= new LogFollower<StoredEvent>(
-      {
-        last: () =>
-          this.#read(async (c) => {
-            const r = await c.query<{ seq: number | null }>(
-              `SELECT max(seq) AS seq FROM ${this.#t("events")}`,
-            );
-            return Number(r.rows[0]?.seq ?? 0);
-          }),
-        after: (after, limit) =>
-          this.#read(async (c) => {
-            const r = await c.query<EventRow & { mine: boolean }>({
-              name: `${this.schema}:follow_events`,
-              text: `SELECT seq, type, task_id, at,
-                  CASE WHEN origin IS DISTINCT FROM $2 THEN data END AS data,
-                  origin IS NOT DISTINCT FROM $2 AS mine
-                FROM ${this.#t("events")} WHERE seq > $1 ORDER BY seq LIMIT $3`,
-              values: [after, this.#origin, limit],
-            });
-            const events: StoredEvent[] = [];
-            for (const row of r.rows) if (!row.mine) events.push(eventFromRow(row));
-            const last = r.rows.length > 0 ? Number(r.rows[r.rows.length - 1]!.seq) : after;
-            return { events, last, rows: r.rows.length };
-          }),
-      },
-      this.notifications(),
-      EVENTS_TOPIC,
-      this.#options.followPollMs ?? 500,
-      this.#logger,
-    );
+    // Own rows are passed over without their data.
+    this.#follower ??= this.#logFollower("events", "seq", EVENTS_TOPIC, eventFromRow, [
+      "seq, type, task_id, at, CASE WHEN origin IS DISTINCT FROM $2 THEN data END AS data",
+    ]);
     return this.#follower.follow(listener);
   }
 
@@ -982,35 +956,51 @@ export class PostgresStore implements Store, EventFeed {
    * ```
    */
   followUsage(listener: (lines: readonly UsageEntry[]) => void): EventFollow {
-    this.#usageFollower ??= new LogFollower<UsageEntry>(
+    this.#usageFollower ??= this.#logFollower("usage", "id", USAGE_TOPIC, usageFromRow, ["*"]);
+    return this.#usageFollower.follow(listener);
+  }
+
+  /**
+   * A follower of an append-only table whose `key` numbers grow in commit order: reads the
+   * rows after a position (`columns`, and whether each is this store's own by its `origin`
+   * mark), delivering the others' as `toItem` makes them.
+   */
+  #logFollower<T>(
+    table: "events" | "usage",
+    key: "seq" | "id",
+    topic: string,
+    toItem: (row: never) => T,
+    columns: readonly string[],
+  ): LogFollower<T> {
+    const t = this.#t(table);
+    return new LogFollower<T>(
       {
         last: () =>
           this.#read(async (c) => {
-            const r = await c.query<{ id: number | null }>(
-              `SELECT max(id) AS id FROM ${this.#t("usage")}`,
+            const r = await c.query<{ last: number | null }>(
+              `SELECT max(${key}) AS last FROM ${t}`,
             );
-            return Number(r.rows[0]?.id ?? 0);
+            return Number(r.rows[0]?.last ?? 0);
           }),
         after: (after, limit) =>
           this.#read(async (c) => {
-            const r = await c.query({
-              name: `${this.schema}:follow_usage`,
-              text: `SELECT *, origin IS NOT DISTINCT FROM $2 AS mine FROM ${this.#t("usage")}
-                WHERE id > $1 ORDER BY id LIMIT $3`,
+            const r = await c.query<Record<string, unknown> & { mine: boolean }>({
+              name: `${this.schema}:follow_${table}`,
+              text: `SELECT ${columns.join(", ")}, origin IS NOT DISTINCT FROM $2 AS mine
+                FROM ${t} WHERE ${key} > $1 ORDER BY ${key} LIMIT $3`,
               values: [after, this.#origin, limit],
             });
-            const lines: UsageEntry[] = [];
-            for (const row of r.rows) if (!row.mine) lines.push(usageFromRow(row));
-            const last = r.rows.length > 0 ? Number(r.rows[r.rows.length - 1]!.id) : after;
-            return { events: lines, last, rows: r.rows.length };
+            const items: T[] = [];
+            for (const row of r.rows) if (!row.mine) items.push(toItem(row as never));
+            const last = r.rows.length > 0 ? Number(r.rows[r.rows.length - 1]![key]) : after;
+            return { items, last, rows: r.rows.length };
           }),
       },
       this.notifications(),
-      USAGE_TOPIC,
+      topic,
       this.#options.followPollMs ?? 500,
       this.#logger,
     );
-    return this.#usageFollower.follow(listener);
   }
 
   /** The appends of one batch, in order, as one statement. */
