@@ -409,9 +409,8 @@ export class Persistence {
    * beyond — and once more at stop. Lines the store can never take (not JSON) are dropped.
    */
   async #append(batch: StoredEvent[]): Promise<void> {
-    const { owned, store } = this.#ctx;
     try {
-      await (owned ? owned.appendEvents(batch) : store.appendEvents(batch));
+      await this.#appendToStore(batch);
       this.#eventRetryDelayMs = WRITE_RETRY_MIN_MS;
     } catch (err) {
       if ((err as { code?: unknown })?.code === "VALIDATION" || !this.#ctx.running) {
@@ -424,11 +423,16 @@ export class Persistence {
           "store failed to append events; retrying (history lines are kept until stored)",
         );
       }
-      this.#refusedEvents.push(...batch);
+      this.#refusedEvents = this.#refusedEvents.concat(batch); // (a spread of a long batch overflows)
       const over = this.#refusedEvents.length - MAX_REFUSED_EVENTS;
       if (over > 0) this.#refusedEvents.splice(0, over);
       this.#armEventRetry();
     }
+  }
+
+  #appendToStore(batch: readonly StoredEvent[]): Promise<void> {
+    const { owned, store } = this.#ctx;
+    return owned ? owned.appendEvents(batch) : store.appendEvents(batch);
   }
 
   #armEventRetry(): void {
@@ -450,9 +454,8 @@ export class Persistence {
     const batch = this.#refusedEvents;
     this.#refusedEvents = [];
     if (batch.length === 0) return;
-    const { owned, store } = this.#ctx;
     try {
-      await (owned ? owned.appendEvents(batch) : store.appendEvents(batch));
+      await this.#appendToStore(batch);
     } catch (err) {
       this.#ctx.internalError(err, `store failed to append ${batch.length} history lines; dropped`);
     }
