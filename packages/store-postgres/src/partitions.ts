@@ -454,9 +454,9 @@ export class PartitionLeases {
         // Stopped meanwhile: what this renewal took is handed back by stop().
         return;
       }
-      // Leases that lapsed before this renewal began were given up, even if retaken now:
-      // whoever uses them reloads their work.
-      if (began >= this.#validUntil) this.#apply(new Set());
+      // Leases that lapsed before this renewal began were given up (their work handed
+      // over), even if retaken now: whoever uses them reloads their work.
+      if (began >= this.#validUntil) this.#expireIfLate();
       this.#validUntil = began + this.leaseMs - this.renewEveryMs;
       this.#apply(new Set(mine));
       if (handOver.length > 0 && (await this.#handOver(client, handOver))) gaveUp = true;
