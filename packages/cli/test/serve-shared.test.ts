@@ -15,6 +15,7 @@ const eventSchema = `shared_events_${process.pid}_${randomBytes(4).toString("hex
 const budgetSchema = `shared_budget_${process.pid}_${randomBytes(4).toString("hex")}`;
 const policySchema = `shared_policy_${process.pid}_${randomBytes(4).toString("hex")}`;
 const authSchema = `shared_auth_${process.pid}_${randomBytes(4).toString("hex")}`;
+const fleetSchema = `shared_fleet_${process.pid}_${randomBytes(4).toString("hex")}`;
 let llm: OpenAIServer | undefined;
 const key = `shared-admin-${randomBytes(8).toString("hex")}`;
 const headers = { "x-api-key": key, "content-type": "application/json" };
@@ -33,6 +34,7 @@ afterAll(async () => {
     await query(`DROP SCHEMA IF EXISTS "${budgetSchema}" CASCADE`);
     await query(`DROP SCHEMA IF EXISTS "${policySchema}" CASCADE`);
     await query(`DROP SCHEMA IF EXISTS "${authSchema}" CASCADE`);
+    await query(`DROP SCHEMA IF EXISTS "${fleetSchema}" CASCADE`);
   }
 });
 
@@ -442,5 +444,76 @@ describe("flotilla serve --shared: several servers on one PostgreSQL schema", ()
     expect(onB.length).toBeLessThanOrEqual(3);
     // A right key still works from that address.
     expect((await fetch(`${bUrl}/api/v2/orchestrator/tasks/none`, { headers })).status).toBe(404);
+  }, 120_000);
+  it("a fleet node polling one server gets the tasks submitted to it through the other", async () => {
+    if (!url) return;
+    const token = "shared-fleet-registration";
+    const a = serve("a", ["--registration-token", token], fleetSchema);
+    const b = serve("b", ["--registration-token", token], fleetSchema);
+    const [aUrl, bUrl] = await Promise.all([a.ready(), b.ready()]);
+    await until(
+      async () => JSON.stringify(await holders(fleetSchema)) === '{"a":32,"b":32}',
+      "a 32/32 split",
+    );
+    const reg = await fetch(`${aUrl}/register`, {
+      method: "POST",
+      headers: { "x-registration-token": token, "content-type": "application/json" },
+      body: JSON.stringify({ hostname: "gpu-box", name: "gpu-box", os_type: "linux" }),
+    });
+    expect(reg.status).toBe(200);
+    const node = (await reg.json()) as { id: string; api_key: string };
+    const nodeHeaders = { "x-api-key": node.api_key, "content-type": "application/json" };
+    // Tasks for that node, submitted through B: some land in partitions B holds.
+    const ids: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      const res = await fetch(`${bUrl}/tasks`, {
+        method: "POST",
+        headers,
+        body: JSON.stringify({ prompt: `job ${i}`, target_node_id: node.id }),
+      });
+      expect(res.status, await res.clone().text()).toBe(201);
+      ids.push(((await res.json()) as { id: string }).id);
+    }
+    const owners = await query<{ n: number; owner: string }>(
+      `SELECT n, owner FROM "${fleetSchema}".partitions`,
+    );
+    const ownerOf = new Map(owners.map((r) => [r.n, r.owner]));
+    expect(ids.some((id) => ownerOf.get(partitionOf(id, 64)) === "b")).toBe(true);
+    // The node polls only A, and reports to A: it gets and finishes every one of them.
+    const got: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      const poll = await fetch(`${aUrl}/tasks/pending`, { headers: nodeHeaders });
+      expect(poll.status).toBe(200);
+      const assignment = (await poll.json()) as { task_id: string } | null;
+      expect(assignment, `poll ${i} got nothing`).not.toBeNull();
+      got.push(assignment!.task_id);
+      const done = await fetch(`${aUrl}/status`, {
+        method: "POST",
+        headers: nodeHeaders,
+        body: JSON.stringify({
+          task_id: assignment!.task_id,
+          status: "success",
+          timestamp: new Date().toISOString(),
+          message: `done ${i}`,
+        }),
+      });
+      expect(done.status, await done.clone().text()).toBe(200);
+    }
+    expect(new Set(got)).toEqual(new Set(ids));
+    expect(await (await fetch(`${aUrl}/tasks/pending`, { headers: nodeHeaders })).json()).toBe(
+      null,
+    );
+    const rows = await query<{ status: string; n: string }>(
+      `SELECT status, count(*) AS n FROM "${fleetSchema}".tasks WHERE id = ANY($1::text[]) GROUP BY status`,
+      [ids],
+    );
+    expect(rows).toEqual([{ status: "succeeded", n: "8" }]);
+    // B, the holder of some of them, sees them finished too.
+    for (const id of ids) {
+      await until(async () => {
+        const res = await fetch(`${bUrl}/api/v2/orchestrator/tasks/${id}`, { headers });
+        return ((await res.json()) as { status: string }).status === "succeeded";
+      }, `B sees ${id} succeeded`);
+    }
   }, 120_000);
 });

@@ -39,6 +39,8 @@ export interface AttemptParts {
   dependencies: Dependencies;
   persistence: Persistence;
   telemetry: TaskTelemetryLog;
+  /** Lets a `foreign` task go once its attempt has settled and its outcome is stored. */
+  leave?: (live: Live) => void;
 }
 
 /**
@@ -374,7 +376,9 @@ export class Attempts {
     dispatcher.wakeWorker(entry.id);
     dispatcher.settled();
 
-    const done = this.#after(att, end, verdict.error, usage, now);
+    let done = this.#after(att, end, verdict.error, usage, now);
+    // A task claimed here from a partition held elsewhere goes back to its holder.
+    if (live.foreign) done = done.then(() => this.#p.leave?.(live));
     dispatcher.schedule();
     for (const listener of [...this.#settleListeners]) listener();
     return done;

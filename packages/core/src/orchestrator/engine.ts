@@ -11,7 +11,7 @@ import { LeaseDesk } from "./leaseDesk.js";
 import { Lifecycle } from "./lifecycle.js";
 import type { OrchestratorOptions } from "./options.js";
 import { Ownership } from "./ownership.js";
-import { letGo } from "./partitioning.js";
+import { leaveForeign, letGo } from "./partitioning.js";
 import { Persistence } from "./persistence.js";
 import { Submission } from "./submission.js";
 import { TaskTable } from "./taskTable.js";
@@ -92,7 +92,15 @@ export function assemble(
   const telemetry = new TaskTelemetryLog(options.telemetry);
   attempts = new Attempts(
     ctx,
-    { transitions, gates, dispatcher, dependencies, persistence, telemetry },
+    {
+      transitions,
+      gates,
+      dispatcher,
+      dependencies,
+      persistence,
+      telemetry,
+      leave: (live) => leaveForeign(ctx, parts, live),
+    },
     { random: options.random, leaseMs },
   );
   const handles = new Handles(ctx, table, cancel, recheckMs);

@@ -19,8 +19,13 @@ import type { Dispatcher } from "./dispatcher.js";
 import type { GateChain } from "./gateChain.js";
 import type { Ownership } from "./ownership.js";
 import type { Persistence } from "./persistence.js";
-import type { TaskTable } from "./taskTable.js";
+import type { Live, TaskTable } from "./taskTable.js";
 import type { Transitions } from "./transitions.js";
+
+/** How many task types of a remote holder a claim of a task held elsewhere looks at. */
+const ELSEWHERE_TYPES = 8;
+/** How many of the oldest queued tasks of each type such a claim reads from the store. */
+const ELSEWHERE_LOOK = 50;
 
 /** The collaborators the lease desk talks to. */
 export interface LeaseDeskParts {
@@ -97,6 +102,83 @@ export class LeaseDesk {
           r.notBefore = undefined;
         },
       });
+      const task = await this.#p.dependencies.workerTask(live);
+      return { lease: { ...att.lease }, task, record: structuredClone(live.rec) };
+    }
+    if (this.#p.ownership.count === undefined) return null;
+    return this.#claimHeldElsewhere(entry, registered !== undefined, leaseMs);
+  }
+
+  /**
+   * With partitions, a remote holder may be sent to any orchestrator of the store: when none
+   * of the tasks held here suits it, it gets the best one queued in a partition held
+   * elsewhere. The claim is a versioned write (the partition's holder may be dispatching the
+   * task at the same moment: whichever write lands first has it); the task stays here, as
+   * `foreign`, for as long as the attempt runs, and goes back to its holder afterwards.
+   */
+  async #claimHeldElsewhere(
+    entry: WorkerEntry,
+    registered: boolean,
+    leaseMs: number,
+  ): Promise<Claim | null> {
+    const { registry, clock, store } = this.#ctx;
+    const { dispatcher, gates, attempts, table, ownership, persistence, transitions } = this.#p;
+    const types = entry.worker.taskTypes;
+    const found = new Map<string, TaskRecord>();
+    for (const type of types.includes("*") ? [undefined] : types.slice(0, ELSEWHERE_TYPES)) {
+      const recs = await store.listTasks({
+        status: "queued",
+        ...(type === undefined ? {} : { type }),
+        newestFirst: false,
+        limit: ELSEWHERE_LOOK,
+      });
+      for (const rec of recs) found.set(rec.id, rec);
+    }
+    const now = clock.now();
+    const candidates = [...found.values()]
+      .filter(
+        (rec) =>
+          !ownership.owns(rec) &&
+          (rec.notBefore === undefined || rec.notBefore <= now) &&
+          matchesTask(entry, rec),
+      )
+      .sort((a, b) => b.priority - a.priority || a.seq - b.seq);
+    for (const rec of candidates) {
+      if (!this.#ctx.running || !dispatcher.hasRoom) return null;
+      if (table.known(rec.id) || ownership.owns(rec)) continue;
+      const check = gates.check(rec, [entry]);
+      if (check.fail || check.passing.length === 0) continue;
+      if (registered && !registry.acquireSlot(entry.id)) return null;
+      const live: Live = { rec, finished: false, foreign: true };
+      persistence.noteStored(rec);
+      table.add(live);
+      const att = attempts.create(live, entry, {
+        remote: true,
+        slot: registered,
+        leaseMs,
+      }) as RemoteAttempt;
+      attempts.start(att);
+      const stored = await persistence
+        .orGone(
+          rec,
+          transitions
+            .apply(live, "leased", {
+              workerId: entry.id,
+              reason: "claimed",
+              patch: (r) => {
+                r.attempt = att.n;
+                r.lease = att.lease;
+                r.workerId = entry.id;
+                r.notBefore = undefined;
+              },
+            })
+            .then(() => true),
+        )
+        .catch(() => false);
+      // Another orchestrator changed it first (its holder ran it): it was let go; the next.
+      if (stored !== true || table.live(rec.id) !== live || live.attempt !== att) continue;
+      attempts.armLeaseTimer(att);
+      if (live.rec.timeoutMs !== undefined) attempts.armTimeout(att);
       const task = await this.#p.dependencies.workerTask(live);
       return { lease: { ...att.lease }, task, record: structuredClone(live.rec) };
     }

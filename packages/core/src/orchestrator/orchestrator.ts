@@ -633,7 +633,10 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> implements En
    * run (same matching as local slots: priority, aging, fair share, FIFO, requirements,
    * target, gates), leased to `holderId` for `leaseMs`, or `null` when there is none. A
    * registered `remote-node` worker with this id is matched by its own declaration and its
-   * slots are counted.
+   * slots are counted. With `partitions`, when nothing held here suits the slot, it gets the
+   * best of the oldest queued tasks (50 per task type) of partitions held elsewhere, by a
+   * versioned write; this orchestrator serves that attempt's lease calls and hands the task
+   * back to its holder when the attempt ends.
    *
    * @example
    * ```ts

@@ -522,6 +522,121 @@ describe("partitions: several orchestrators on one store", () => {
     await b.stop();
   });
 
+  it("a remote holder claims through any orchestrator: a task queued in a partition held elsewhere", async () => {
+    const { clock, store, a, b } = await pair();
+    await a.adopt([0]);
+    await b.adopt([1]);
+    const id = idIn(1, 2, "fleet");
+    const handle = await b.submit({ id, type: "r" });
+    const after = await b.submit({ id: "after", type: "t", dependsOn: [id] });
+    // The node polls A, which holds nothing for it: it gets B's task.
+    const claim = await a.claim({ holderId: "node-1", taskTypes: ["r"] });
+    expect(claim?.task.id).toBe(id);
+    expect(await store.getTask(id)).toMatchObject({ status: "leased", workerId: "node-1" });
+    // B, told (or at its sweep), sees it leased elsewhere: it does not hand it out again.
+    await b.adopt(b.partitions().held);
+    expect(await b.claim({ holderId: "node-2", taskTypes: ["r"] })).toBeNull();
+    // The node's lease calls go to A, which gave the lease.
+    await a.renewLease(id, claim!.lease.id);
+    expect((await a.completeLease(id, claim!.lease.id, { output: 7 })).status).toBe("succeeded");
+    // B hears of it: the handle taken at B ends, and the dependent, in B's partition, runs on B.
+    await b.adopt(b.partitions().held);
+    await clock.advance(1_000);
+    expect((await handle.result()).output).toBe(7);
+    expect((await after.result()).status).toBe("succeeded");
+    expect((await store.getTask("after"))?.result?.output).toBe("b:after");
+    expect(a.partitions().held).toEqual([0]);
+    await a.stop();
+    await b.stop();
+  });
+
+  it("a task claimed from elsewhere and given back goes back to its holder; a task its holder took first is not claimed", async () => {
+    const { store, a, b } = await pair();
+    await a.adopt([0]);
+    await b.adopt([1]);
+    const id = idIn(1, 2, "back");
+    await b.submit({ id, type: "r" });
+    const claim = await a.claim({ holderId: "node-1", taskTypes: ["r"] });
+    expect(claim?.task.id).toBe(id);
+    await a.releaseLease(id, claim!.lease.id, "node shutting down");
+    expect(await store.getTask(id)).toMatchObject({ status: "queued" });
+    // A keeps nothing of it: B hands it out now (after taking it in again).
+    expect(await a.explain(id)).toMatchObject({
+      reasons: [expect.objectContaining({ kind: "held_elsewhere" })],
+    });
+    await b.adopt(b.partitions().held);
+    const again = await b.claim({ holderId: "node-2", taskTypes: ["r"] });
+    expect(again?.task.id).toBe(id);
+    expect(again?.task.attempt).toBe(2);
+    // Held by B's node now: A finds nothing to claim.
+    expect(await a.claim({ holderId: "node-1", taskTypes: ["r"] })).toBeNull();
+    await b.completeLease(id, again!.lease.id, { output: 1 });
+    await a.stop();
+    await b.stop();
+  });
+
+  it("two orchestrators claiming one task held elsewhere at once: one gets it", async () => {
+    const { a, b, clock, store } = await pair({ count: 4 });
+    const c = await member("c", store, clock, async () => "c", 4);
+    await a.adopt([0]);
+    await b.adopt([1]);
+    await c.adopt([2, 3]);
+    const id = idIn(3, 4, "race");
+    await c.submit({ id, type: "r" });
+    const [x, y] = await Promise.all([
+      a.claim({ holderId: "node-a", taskTypes: ["r"] }),
+      b.claim({ holderId: "node-b", taskTypes: ["r"] }),
+    ]);
+    expect([x?.task.id, y?.task.id].filter(Boolean)).toEqual([id]);
+    const winner = x ? a : b;
+    const claim = (x ?? y)!;
+    expect((await winner.completeLease(id, claim.lease.id, { output: 1 })).status).toBe(
+      "succeeded",
+    );
+    await a.stop();
+    await b.stop();
+    await c.stop();
+  });
+
+  it("a task taken in by an adopt while its submission was being stored runs once, and its handle ends", async () => {
+    class SlowInsert extends MemoryStore {
+      hold: Promise<void> | undefined;
+      override async insertTasks(tasks: readonly TaskRecord[]): Promise<void> {
+        await super.insertTasks(tasks);
+        await this.hold; // stored, but the submission has not heard yet
+      }
+    }
+    const clock = new FakeClock({ now: 0 });
+    const store = new SlowInsert({ clock });
+    const ran: string[] = [];
+    const a = await member("a", store, clock, async (_payload, _ctx, task) => {
+      ran.push(task.id);
+      return "done";
+    });
+    await a.adopt([0, 1]);
+    let open!: () => void;
+    store.hold = new Promise<void>((r) => {
+      open = r;
+    });
+    const submitted = a.submit({ id: "late", type: "t" });
+    await clock.advance(0);
+    // A sweep adopts the held partitions again meanwhile: it reads the stored task.
+    await a.adopt([0, 1]);
+    await clock.advance(0);
+    open();
+    const handle = await submitted;
+    await clock.advance(1_000);
+    expect((await handle.result()).status).toBe("succeeded");
+    expect(ran).toEqual(["late"]);
+    expect((await store.getTask("late"))?.status).toBe("succeeded");
+    // Nothing of it is left live here.
+    await a.adopt([0, 1]);
+    await clock.advance(1_000);
+    expect((await a.get("late"))?.status).toBe("succeeded");
+    expect(await a.explain("late")).toMatchObject({ status: "succeeded", reasons: [] });
+    await a.stop();
+  });
+
   it("adopt and release check their partitions; without the option they are refused", async () => {
     const { a, b } = await pair();
     await expect(a.adopt([2])).rejects.toMatchObject({ code: "VALIDATION" });

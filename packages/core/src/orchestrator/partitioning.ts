@@ -2,6 +2,7 @@ import { isTerminalStatus } from "../task/lifecycle.js";
 import type { EngineContext } from "./context.js";
 import type { EngineParts } from "./engine.js";
 import { recover } from "./recovery.js";
+import type { Live } from "./taskTable.js";
 
 /**
  * Holds `partitions` from now on and takes in their unfinished tasks from the store: queued
@@ -25,6 +26,9 @@ export async function adoptPartitions(
     held.has(ownership.partitionOf(rec));
   // Tasks here that another orchestrator changed in the store meanwhile (cancelled there,
   // or run there after a lapse): let go, and taken in again below as the store has them.
+  // Tasks claimed here from these partitions while another orchestrator held them are this
+  // one's own now.
+  for (const live of table.lives()) if (live.foreign && mine(live.rec)) live.foreign = undefined;
   const readAt = ctx.clock.now();
   const unfinished = await ctx.store.loadUnfinished();
   const versions = new Map(unfinished.map((r) => [r.id, r.version]));
@@ -38,7 +42,8 @@ export async function adoptPartitions(
       if (!now || table.live(live.rec.id) !== live) continue;
       version = now.version;
     }
-    if (persistence.changedElsewhere(live.rec, version)) letGo(ctx, p, live.rec.id);
+    // (Routine for a remote holder's task whose lease calls another orchestrator serves.)
+    if (persistence.changedElsewhere(live.rec, version)) letGo(ctx, p, live.rec.id, "debug");
   }
   const before = new Set(attempts.list());
   await recover(ctx, p, mine, unfinished);
@@ -70,7 +75,8 @@ export async function releasePartitions(
 ): Promise<void> {
   const { ownership, attempts, dependencies, dispatcher, table, handles, persistence } = p;
   ownership.remove(partitions);
-  const leaving = [...table.lives()].filter((live) => !ownership.owns(live.rec));
+  // (A task claimed here from a partition held elsewhere stays until its attempt settles.)
+  const leaving = [...table.lives()].filter((live) => !live.foreign && !ownership.owns(live.rec));
   // Out of the queue before anything awaits, so none of them is dispatched meanwhile.
   for (const live of leaving) if (!live.attempt) dispatcher.remove(live.rec.id);
   await Promise.allSettled(
@@ -106,7 +112,12 @@ export async function releasePartitions(
  * attempt is aborted, the task leaves the queue and the DAG, and handles on it read the
  * store. @internal
  */
-export function letGo(ctx: EngineContext, p: EngineParts, id: string): void {
+export function letGo(
+  ctx: EngineContext,
+  p: EngineParts,
+  id: string,
+  level: "warn" | "debug" = "warn",
+): void {
   const { attempts, dependencies, dispatcher, table, handles, persistence } = p;
   const live = table.live(id);
   if (!live) return;
@@ -116,8 +127,27 @@ export function letGo(ctx: EngineContext, p: EngineParts, id: string): void {
   dependencies.forget(id);
   table.drop(live);
   handles.detach(live);
-  ctx.logger.warn(
+  ctx.logger[level](
     { taskId: id },
     "task changed in the store by another orchestrator: letting it go",
+  );
+}
+
+/**
+ * A task claimed here from a partition another orchestrator holds has settled its attempt
+ * (its outcome is stored): unless it finished, it goes back to its holder (queued again,
+ * or waiting for approval), which takes it in when told or at its next sweep. @internal
+ */
+export function leaveForeign(ctx: EngineContext, p: EngineParts, live: Live): void {
+  const { dependencies, dispatcher, table, handles, ownership } = p;
+  if (!live.foreign || live.finished || live.attempt) return;
+  if (table.live(live.rec.id) !== live || ownership.owns(live.rec)) return;
+  dispatcher.remove(live.rec.id);
+  dependencies.forget(live.rec.id);
+  table.drop(live);
+  handles.detach(live);
+  ctx.logger.debug(
+    { taskId: live.rec.id, status: live.rec.status },
+    "task claimed from a partition held elsewhere handed back to its holder",
   );
 }

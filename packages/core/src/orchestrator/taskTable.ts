@@ -10,6 +10,12 @@ export interface Live extends TaskState {
   startedAt?: number;
   /** The kind of the last `task:waiting` emitted since it last started (no repeats). */
   waitingKind?: string;
+  /**
+   * Claimed here by a remote holder although another orchestrator of the store holds its
+   * partition: this one serves the attempt's lease calls, and lets the task go once the
+   * attempt has settled.
+   */
+  foreign?: boolean;
 }
 
 /**
