@@ -81,35 +81,67 @@ export async function explain(
   const rec = live?.rec ?? p.table.finished(id)?.rec ?? (await ctx.store.getTask(id));
   if (!rec) throw new FlotillaError("NOT_FOUND", `no task with id ${id}`);
   const out: TaskExplanation = { taskId: id, status: rec.status, reasons: [] };
-  if (!live && p.ownership.count !== undefined && !isTerminalStatus(rec.status)) {
+  const elsewhere = !live && p.ownership.count !== undefined && !isTerminalStatus(rec.status);
+  if (elsewhere) {
+    // What the stored record says (dependencies, approval, a retry delay or `runAt`) holds
+    // wherever it is asked; the rest (workers, gates) only its holder knows.
+    out.reasons.push(...(await recordReasons(ctx, p, rec, true)));
+    if (out.reasons.length > 0) return out;
     const partition = p.ownership.partitionOf(rec);
     out.reasons.push({
       kind: "held_elsewhere",
-      message: `scheduled by another orchestrator of the store (it holds partition ${partition}); ask it why it waits`,
+      message: `scheduled by another orchestrator of the store (it holds partition ${partition}); ask it which worker or limit it waits for`,
       partition,
     });
     return out;
   }
   if (!live || isTerminalStatus(rec.status)) return out;
+  out.reasons.push(...(await recordReasons(ctx, p, rec, false)));
+  if (rec.status === "queued" && out.reasons.length === 0) {
+    out.reasons.push(...workerReasons(ctx, p, rec));
+  }
+  return out;
+}
+
+/**
+ * The reasons the task's own record gives: dependencies not finished, an approval, a retry
+ * delay or `runAt`. `stored`: the task is held elsewhere, so dependencies not known here
+ * are read from the store.
+ */
+async function recordReasons(
+  ctx: EngineContext,
+  p: ExplainParts,
+  rec: TaskRecord,
+  stored: boolean,
+): Promise<WaitingReason[]> {
+  const reasons: WaitingReason[] = [];
   const now = ctx.clock.now();
+  const statuses = new Map<string, TaskStatus | undefined>();
+  if (rec.status === "pending") {
+    for (const d of rec.dependsOn) {
+      let s = p.table.known(d)?.rec.status;
+      if (s === undefined && stored) s = (await ctx.store.getTask(d))?.status;
+      statuses.set(d, s);
+    }
+  }
   switch (rec.status) {
     case "pending": {
       const waitingFor = rec.dependsOn.filter((d) => {
-        const s = p.table.known(d)?.rec.status;
+        const s = statuses.get(d);
         return s === undefined || !isTerminalStatus(s);
       });
       if (waitingFor.length > 0) {
-        out.reasons.push({
+        reasons.push({
           kind: "dependencies",
           message: `waiting for ${waitingFor.length} dependenc${waitingFor.length === 1 ? "y" : "ies"}: ${waitingFor.join(", ")}`,
           waitingFor,
         });
       }
-      return out;
+      return reasons;
     }
     case "awaiting_approval": {
       const stage = rec.approval === "after_run" ? "after_run" : "before_run";
-      out.reasons.push({
+      reasons.push({
         kind: "approval",
         message:
           stage === "after_run"
@@ -117,24 +149,22 @@ export async function explain(
             : "waits for approval before it runs",
         stage,
       });
-      return out;
+      return reasons;
     }
     case "queued":
       break;
     default:
-      return out; // leased or running
+      return reasons; // leased or running
   }
   if (rec.notBefore !== undefined && rec.notBefore > now) {
     const runAt = rec.runAt !== undefined && rec.notBefore === rec.runAt;
-    out.reasons.push({
+    reasons.push({
       kind: runAt ? "run_at" : "retry_delay",
       message: `${runAt ? "scheduled" : "retrying"} at ${new Date(rec.notBefore).toISOString()}`,
       until: rec.notBefore,
     });
-    return out;
   }
-  out.reasons.push(...workerReasons(ctx, p, rec));
-  return out;
+  return reasons;
 }
 
 function workerReasons(ctx: EngineContext, p: ExplainParts, rec: TaskRecord): WaitingReason[] {

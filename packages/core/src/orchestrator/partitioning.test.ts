@@ -598,6 +598,39 @@ describe("partitions: several orchestrators on one store", () => {
     await c.stop();
   });
 
+  it("why a task held elsewhere waits is answered here from its record: dependencies, approval, run time", async () => {
+    const { clock, a, b } = await pair();
+    await a.adopt([0]);
+    await b.adopt([1]);
+    const first = idIn(1, 2, "first");
+    await b.submitBatch([
+      { id: first, type: "t", approval: "before_run" },
+      { id: "second", type: "t", dependsOn: [first] },
+    ]);
+    const later = idIn(1, 2, "later");
+    await b.submit({ id: later, type: "t", runAt: clock.now() + 60_000 });
+    expect((await a.explain(first)).reasons).toEqual([
+      expect.objectContaining({ kind: "approval", stage: "before_run" }),
+    ]);
+    expect((await a.explain("second")).reasons).toEqual([
+      expect.objectContaining({ kind: "dependencies", waitingFor: [first] }),
+    ]);
+    expect((await a.explain(later)).reasons).toEqual([
+      expect.objectContaining({ kind: "run_at", until: clock.now() + 60_000 }),
+    ]);
+    // Due and queued: which worker or limit it waits for, only its holder knows.
+    const plain = idIn(1, 2, "plain");
+    await b.submit({ id: plain, type: "none-runs-this" });
+    expect((await a.explain(plain)).reasons).toEqual([
+      expect.objectContaining({ kind: "held_elsewhere", partition: 1 }),
+    ]);
+    expect((await b.explain(plain)).reasons).toEqual([
+      expect.objectContaining({ kind: "no_worker" }),
+    ]);
+    await a.stop();
+    await b.stop();
+  });
+
   it("a task taken in by an adopt while its submission was being stored runs once, and its handle ends", async () => {
     class SlowInsert extends MemoryStore {
       hold: Promise<void> | undefined;
