@@ -266,6 +266,7 @@ export type {
   StoreClaim,
   StoredEvent,
   TaskQuery,
+  UnfinishedQuery,
   UsageEntry,
 } from "./store/types.js";
 export type {

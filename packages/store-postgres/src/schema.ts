@@ -119,7 +119,22 @@ const MIGRATIONS: ReadonlyArray<(s: string) => string> = [
     ALTER TABLE ${s}.events ADD COLUMN origin text;
     ALTER TABLE ${s}.usage ADD COLUMN origin text;
   `,
+  (s) => `
+    -- The unfinished tasks of some partitions (what a server sharing the schema reads when
+    -- it takes partitions in), without reading every unfinished task.
+    CREATE INDEX tasks_unfinished_partition ON ${s}.tasks (${PARTITION_EXPR}, seq)
+      WHERE status IN (${UNFINISHED_SQL});
+  `,
 ];
+
+/**
+ * The statuses of unfinished tasks, as an SQL list: the predicate of the partial index on
+ * their partitions (a query must spell it the same way to use the index). @internal
+ */
+export const UNFINISHED_SQL = "'pending', 'queued', 'leased', 'running', 'awaiting_approval'";
+
+/** A task row's partition, read from its body (`NULL` for a record written without one). @internal */
+export const PARTITION_EXPR = "((body::jsonb ->> 'partition')::integer)";
 
 /**
  * The schema version this code writes. A schema with a higher one is refused at `open()`.

@@ -16,6 +16,7 @@ import {
   TASK_STATUSES,
   type TaskQuery,
   type TaskRecord,
+  type UnfinishedQuery,
   type UsageEntry,
 } from "@flotilla/core";
 import {
@@ -28,6 +29,7 @@ import {
   checkRetention,
   claimedRecord,
   isTerminal,
+  partitionFilter,
   queryStatuses,
   toJson,
   usageFromRow,
@@ -40,7 +42,7 @@ import { Notifications } from "./notifications.js";
 import { type PartitionLeaseOptions, PartitionLeases } from "./partitions.js";
 import { isConnectionError, PgQueue } from "./queue.js";
 import { type PreparedWrite, prepareWrite, TASK_COLUMNS } from "./rows.js";
-import { LOCK_NAMESPACE, migrate, quoteIdent } from "./schema.js";
+import { LOCK_NAMESPACE, migrate, PARTITION_EXPR, quoteIdent, UNFINISHED_SQL } from "./schema.js";
 import { DB_NOW, statements } from "./sql.js";
 
 /** Options of {@link PostgresStore}. */
@@ -829,13 +831,23 @@ export class PostgresStore implements Store, EventFeed {
     });
   }
 
-  async loadUnfinished(): Promise<TaskRecord[]> {
+  async loadUnfinished(query?: UnfinishedQuery): Promise<TaskRecord[]> {
+    const inQuery = partitionFilter(query); // checks the partitions
+    const partitions = query?.partitions;
     return this.#read(async (c) => {
-      const r = await c.query<{ body: string }>(
-        `SELECT body FROM ${this.#t("tasks")} WHERE status = ANY($1::text[]) ORDER BY seq, id`,
-        [UNFINISHED],
-      );
-      return r.rows.map((row) => JSON.parse(row.body) as TaskRecord);
+      const r =
+        partitions === undefined
+          ? await c.query<{ body: string }>(
+              `SELECT body FROM ${this.#t("tasks")} WHERE status = ANY($1::text[]) ORDER BY seq, id`,
+              [UNFINISHED],
+            )
+          : await c.query<{ body: string }>(
+              `SELECT body FROM ${this.#t("tasks")} WHERE status IN (${UNFINISHED_SQL})
+               AND (${PARTITION_EXPR} = ANY($1::integer[]) OR ${PARTITION_EXPR} IS NULL)
+               ORDER BY seq, id`,
+              [[...partitions]],
+            );
+      return r.rows.map((row) => JSON.parse(row.body) as TaskRecord).filter(inQuery);
     });
   }
 

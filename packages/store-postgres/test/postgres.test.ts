@@ -1,8 +1,16 @@
-import { type FlotillaError, FunctionWorker, Orchestrator, type TaskRecord } from "@flotilla/core";
+import {
+  type FlotillaError,
+  FunctionWorker,
+  Orchestrator,
+  TASK_STATUSES,
+  type TaskRecord,
+  TERMINAL_STATUSES,
+} from "@flotilla/core";
 import { startPostgres, storeTestRecord } from "@flotilla/testing";
 import pg from "pg";
 import { afterEach, describe, expect, it } from "vitest";
 import { POSTGRES_SCHEMA_VERSION, PostgresStore } from "../src/index.js";
+import { PARTITION_EXPR, UNFINISHED_SQL } from "../src/schema.js";
 import { dropSchema, freshSchema, pgUrl, sql } from "./pg-env.js";
 
 const url = pgUrl();
@@ -245,6 +253,7 @@ if (url) {
       await sql(
         url!,
         `DROP TABLE "${schema}".instances, "${schema}".partitions;
+         DROP INDEX "${schema}".tasks_unfinished_partition;
          ALTER TABLE "${schema}".events DROP COLUMN origin;
          ALTER TABLE "${schema}".usage DROP COLUMN origin;
          UPDATE "${schema}".meta SET value = '1' WHERE key = 'schema_version'`,
@@ -264,6 +273,47 @@ if (url) {
       await leases.start();
       expect(leases.owned().size).toBe(64);
       await leases.stop();
+    });
+
+    it("reads the unfinished tasks of some partitions through their own index", async () => {
+      const schema = freshSchema();
+      const s = store(schema, { exclusive: false });
+      await s.open();
+      await s.insertTasks(
+        Array.from({ length: 40 }, (_, i) =>
+          storeTestRecord({ id: `t${i}`, seq: i + 1, partition: i % 8 }),
+        ),
+      );
+      await s.insertTasks([storeTestRecord({ id: "no-partition", seq: 100 })]);
+      const got = (await s.loadUnfinished({ partitions: [2, 5] })).map((r) => r.id);
+      expect(got).toEqual([
+        ...Array.from({ length: 40 }, (_, i) => i)
+          .filter((i) => i % 8 === 2 || i % 8 === 5)
+          .map((i) => `t${i}`),
+        "no-partition",
+      ]);
+      // The statuses listed for the index are the unfinished ones, and the planner can use it.
+      expect(
+        UNFINISHED_SQL.split(", ")
+          .map((x) => x.slice(1, -1))
+          .sort(),
+      ).toEqual(TASK_STATUSES.filter((st) => !TERMINAL_STATUSES.has(st)).sort());
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      try {
+        await client.query("SET enable_seqscan = off");
+        const plan = await client.query<{ "QUERY PLAN": string }>(
+          `EXPLAIN SELECT body FROM "${schema}".tasks WHERE status IN (${UNFINISHED_SQL})
+           AND (${PARTITION_EXPR} = ANY($1::integer[]) OR ${PARTITION_EXPR} IS NULL)
+           ORDER BY seq, id`,
+          [[2, 5]],
+        );
+        expect(plan.rows.map((r) => r["QUERY PLAN"]).join("\n")).toContain(
+          "tasks_unfinished_partition",
+        );
+      } finally {
+        await client.end();
+      }
     });
 
     it("refuses a schema written by a newer version", async () => {

@@ -30,7 +30,7 @@ export async function adoptPartitions(
   // one's own now.
   for (const live of table.lives()) if (live.foreign && mine(live.rec)) live.foreign = undefined;
   const readAt = ctx.clock.now();
-  const unfinished = await ctx.store.loadUnfinished();
+  const unfinished = await ctx.store.loadUnfinished({ partitions });
   const versions = new Map(unfinished.map((r) => [r.id, r.version]));
   for (const live of [...table.lives()]) {
     if (!mine(live.rec) || persistence.busy(live.rec)) continue;

@@ -6,6 +6,7 @@ import type {
   DeleteFinishedOptions,
   StoreClaim,
   TaskQuery,
+  UnfinishedQuery,
   UsageEntry,
 } from "./types.js";
 
@@ -404,4 +405,28 @@ export function attemptRowValues(a: AttemptRecord): Array<string | number | null
     a.error === undefined ? null : JSON.stringify(a.error),
     a.updatedAt ?? 0,
   ];
+}
+
+/**
+ * Whether a record is among those an {@link UnfinishedQuery} asks for (every record without
+ * `partitions`; a record without a partition always). `VALIDATION` for partitions that are
+ * not integers.
+ *
+ * @example
+ * ```ts
+ * const keep = partitionFilter({ partitions: [3] });
+ * keep({ ...task, partition: 3 }); // true; partition 4: false
+ * ```
+ */
+export function partitionFilter(query: UnfinishedQuery | undefined): (rec: TaskRecord) => boolean {
+  const ps = query?.partitions;
+  if (ps === undefined) return () => true;
+  if (!Array.isArray(ps) || !ps.every((n) => Number.isInteger(n))) {
+    throw new FlotillaError(
+      "VALIDATION",
+      "loadUnfinished: partitions: expected an array of integers",
+    );
+  }
+  const set = new Set(ps);
+  return (rec) => typeof rec.partition !== "number" || set.has(rec.partition);
 }

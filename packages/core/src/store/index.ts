@@ -19,6 +19,7 @@ export {
   finishedAt,
   isTerminal,
   jsonCopy,
+  partitionFilter,
   queryStatuses,
   selectForRetention,
   toJson,

@@ -13,6 +13,7 @@ import {
   claimedRecord,
   isTerminal,
   jsonCopy,
+  partitionFilter,
   queryStatuses,
   selectForRetention,
 } from "./common.js";
@@ -24,6 +25,7 @@ import type {
   StoreClaim,
   StoredEvent,
   TaskQuery,
+  UnfinishedQuery,
   UsageEntry,
 } from "./types.js";
 
@@ -418,10 +420,11 @@ export class MemoryStore implements Store {
     return n;
   }
 
-  async loadUnfinished(): Promise<TaskRecord[]> {
+  async loadUnfinished(query?: UnfinishedQuery): Promise<TaskRecord[]> {
     this.#check();
+    const inQuery = partitionFilter(query);
     return this.#inOrder()
-      .filter((t) => !isTerminal(t.status))
+      .filter((t) => !isTerminal(t.status) && inQuery(t))
       .map((v) => copy(v));
   }
 

@@ -16,6 +16,7 @@ import {
   checkRetention,
   claimedRecord,
   isTerminal,
+  partitionFilter,
   queryStatuses,
   toJson,
   usageFromRow,
@@ -39,6 +40,7 @@ import type {
   StoreClaim,
   StoredEvent,
   TaskQuery,
+  UnfinishedQuery,
   UsageEntry,
 } from "./types.js";
 
@@ -391,7 +393,8 @@ export class SqliteStore implements Store {
     );
   }
 
-  async loadUnfinished(): Promise<TaskRecord[]> {
+  async loadUnfinished(query?: UnfinishedQuery): Promise<TaskRecord[]> {
+    const inQuery = partitionFilter(query);
     return this.#q.read((db) =>
       (
         this.#q
@@ -399,7 +402,9 @@ export class SqliteStore implements Store {
           .all() as Array<{
           body: string;
         }>
-      ).map((r) => JSON.parse(r.body) as TaskRecord),
+      )
+        .map((r) => JSON.parse(r.body) as TaskRecord)
+        .filter(inQuery),
     );
   }
 

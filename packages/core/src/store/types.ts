@@ -14,6 +14,12 @@ export interface TaskQuery {
   offset?: number;
 }
 
+/** What {@link Store.loadUnfinished} may narrow its read to. */
+export interface UnfinishedQuery {
+  /** Only tasks of these partitions (and any record without a `partition`). */
+  partitions?: readonly number[];
+}
+
 /** A persisted event (the append-only history). */
 export interface StoredEvent {
   /** Assigned by the store, increasing. */
@@ -226,14 +232,18 @@ export interface Store {
    */
   countTasks(query?: TaskQuery): Promise<number>;
   /**
-   * Every task not in a terminal status, in submission order (for recovery).
+   * Every task not in a terminal status, in submission order (for recovery). With
+   * `partitions`, only those of these partitions are needed (a record's `partition`): a
+   * store may return more (records without a partition always), never fewer, and the caller
+   * keeps what it asked for.
    *
    * @example
    * ```ts
    * for (const task of await store.loadUnfinished()) console.log(task.id, task.status);
+   * const some = await store.loadUnfinished({ partitions: [3, 17] });
    * ```
    */
-  loadUnfinished(): Promise<TaskRecord[]>;
+  loadUnfinished(query?: UnfinishedQuery): Promise<TaskRecord[]>;
   /**
    * Appends events to the history; the store assigns each its `seq`.
    *

@@ -45,7 +45,8 @@ async function rejection(promise: Promise<unknown>): Promise<{ code?: string; me
  * Covered: atomic `insertTasks` (a duplicate id or idempotency key leaves nothing
  * inserted), compare-and-set saves (concurrent ones too), atomic claims of the best due
  * task under a lease from the store's time (`claimTask`, `now`), copies in and out, the
- * idempotency index, query filters/order/paging and counts, `loadUnfinished` order, event
+ * idempotency index, query filters/order/paging and counts, `loadUnfinished` order (and by
+ * partitions), event
  * sequence numbers, the usage ledger, key-value collections, retention, attempt history
  * (when the store has `listAttempts`) and, with `options.reopen`, that all of it survives
  * a close and reopen.
@@ -424,6 +425,24 @@ export function describeStoreConformance(
           storeTestRecord({ id: "late", seq: 0, status: "awaiting_approval" }),
         ]);
         expect(ids(await store.loadUnfinished())).toEqual(["late", "t1", "t2", "t4", "t5"]);
+      });
+
+      it("loads the unfinished tasks of some partitions (records without one too), never fewer", async () => {
+        await store.insertTasks([
+          storeTestRecord({ id: "p3", seq: 20, partition: 3 }),
+          storeTestRecord({ id: "p4", seq: 21, partition: 4 }),
+          storeTestRecord({ id: "p5", seq: 22, partition: 5, status: "pending" }),
+          storeTestRecord({ id: "p3-done", seq: 23, partition: 3, status: "succeeded" }),
+        ]);
+        const got = ids(await store.loadUnfinished({ partitions: [3, 5] }));
+        // A store may return more; these it must return, in order.
+        const wanted = ["t1", "t2", "t4", "t5", "p3", "p5"];
+        expect(got.filter((id) => wanted.includes(id))).toEqual(wanted);
+        expect(got).not.toContain("p3-done");
+        expect(ids(await store.loadUnfinished({ partitions: [] }))).not.toContain("p3");
+        await expect(
+          store.loadUnfinished({ partitions: ["x" as unknown as number] }),
+        ).rejects.toMatchObject({ code: "VALIDATION" });
       });
     });
 
