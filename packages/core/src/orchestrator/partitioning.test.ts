@@ -670,6 +670,48 @@ describe("partitions: several orchestrators on one store", () => {
     await a.stop();
   });
 
+  it("a task taken in by an adopt and running when its submission's write returns keeps one live state", async () => {
+    class SlowInsert extends MemoryStore {
+      hold: Promise<void> | undefined;
+      override async insertTasks(tasks: readonly TaskRecord[]): Promise<void> {
+        await super.insertTasks(tasks);
+        await this.hold;
+      }
+    }
+    const clock = new FakeClock({ now: 0 });
+    const store = new SlowInsert({ clock });
+    const ran: string[] = [];
+    let finish!: () => void;
+    const a = await member("a", store, clock, (_payload, _ctx, task) => {
+      ran.push(task.id);
+      return new Promise((r) => {
+        finish = () => r("done");
+      });
+    });
+    await a.adopt([0, 1]);
+    let open!: () => void;
+    store.hold = new Promise<void>((r) => {
+      open = r;
+    });
+    const submitted = a.submit({ id: "raced", type: "t" });
+    await clock.advance(0);
+    await a.adopt([0, 1]); // takes it in and runs it, while the submission waits
+    await clock.advance(0);
+    expect(ran).toEqual(["raced"]);
+    open();
+    const handle = await submitted;
+    await clock.advance(0);
+    finish();
+    await clock.advance(1_000);
+    expect((await handle.result()).status).toBe("succeeded");
+    expect(ran).toEqual(["raced"]);
+    expect((await store.getTask("raced"))?.status).toBe("succeeded");
+    await a.adopt([0, 1]);
+    await clock.advance(1_000);
+    expect(await a.explain("raced")).toMatchObject({ status: "succeeded", reasons: [] });
+    await a.stop();
+  });
+
   it("adopt and release check their partitions; without the option they are refused", async () => {
     const { a, b } = await pair();
     await expect(a.adopt([2])).rejects.toMatchObject({ code: "VALIDATION" });

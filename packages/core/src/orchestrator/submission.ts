@@ -213,7 +213,9 @@ export class Submission {
     const here = this.#p.ownership.owns(ordered[0]!);
     const lives: Live[] = [];
     for (const rec of ordered) {
-      if (!here) {
+      // Not here, or taken in from the store meanwhile (its partition was adopted while the
+      // write was under way): the live state is its holder's, never a second one here.
+      if (!here || table.known(rec.id)) {
         transitions.announce(rec);
         continue;
       }
