@@ -79,7 +79,7 @@ export async function shareSchema(
   const { logger } = o;
   const messages = store.notifications();
   // Looks at partitions again, one look at a time: what is asked for meanwhile is looked at
-  // together next (each look reads the schema's unfinished tasks).
+  // together next (each look reads the unfinished tasks of the partitions looked at).
   const wanted = new Set<number>();
   let looking = false;
   const adopt = (partitions: readonly number[]) => {
@@ -201,6 +201,8 @@ export async function shareSchema(
     ? store.followUsage((lines) => budgets.countElsewhere(lines))
     : undefined;
   await usage?.ready;
+  // The progress of tasks run here, for the clients of other servers that stream them.
+  const offProgress = store.relayProgress(orchestrator);
   const sweep = setInterval(() => {
     const held = orchestrator.partitions().held;
     if (held.length > 0) adopt(held);
@@ -222,6 +224,7 @@ export async function shareSchema(
     async stop() {
       clearInterval(sweep);
       usage?.close();
+      offProgress();
       offTask();
       offPolicy();
       offFailures?.();

@@ -16,7 +16,9 @@ const budgetSchema = `shared_budget_${process.pid}_${randomBytes(4).toString("he
 const policySchema = `shared_policy_${process.pid}_${randomBytes(4).toString("hex")}`;
 const authSchema = `shared_auth_${process.pid}_${randomBytes(4).toString("hex")}`;
 const fleetSchema = `shared_fleet_${process.pid}_${randomBytes(4).toString("hex")}`;
+const tokenSchema = `shared_tokens_${process.pid}_${randomBytes(4).toString("hex")}`;
 let llm: OpenAIServer | undefined;
+let tokens: OpenAIServer | undefined;
 const key = `shared-admin-${randomBytes(8).toString("hex")}`;
 const headers = { "x-api-key": key, "content-type": "application/json" };
 
@@ -27,6 +29,7 @@ const query = <R extends pg.QueryResultRow>(text: string, values: unknown[] = []
 afterAll(async () => {
   cleanUpServes();
   await llm?.close();
+  await tokens?.close();
   if (url) {
     await query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
     await query(`DROP SCHEMA IF EXISTS "${limitSchema}" CASCADE`);
@@ -35,6 +38,7 @@ afterAll(async () => {
     await query(`DROP SCHEMA IF EXISTS "${policySchema}" CASCADE`);
     await query(`DROP SCHEMA IF EXISTS "${authSchema}" CASCADE`);
     await query(`DROP SCHEMA IF EXISTS "${fleetSchema}" CASCADE`);
+    await query(`DROP SCHEMA IF EXISTS "${tokenSchema}" CASCADE`);
   }
 });
 
@@ -515,5 +519,89 @@ describe("flotilla serve --shared: several servers on one PostgreSQL schema", ()
         return ((await res.json()) as { status: string }).status === "succeeded";
       }, `B sees ${id} succeeded`);
     }
+  }, 120_000);
+  it("an SSE client of one server gets the tokens an LLM task streams on another", async () => {
+    if (!url) return;
+    tokens = await startOpenAIServer({ replies: [{ text: "alpha beta gamma delta" }] });
+    const a = serve("a", [], tokenSchema);
+    const b = serve("b", [], tokenSchema);
+    const [aUrl, bUrl] = await Promise.all([a.ready(), b.ready()]);
+    await until(
+      async () => JSON.stringify(await holders(tokenSchema)) === '{"a":32,"b":32}',
+      "a 32/32 split",
+    );
+    for (const base of [aUrl, bUrl]) {
+      const res = await fetch(`${base}/api/v2/orchestrator/workers/llm-api/register`, {
+        method: "POST",
+        headers,
+        body: JSON.stringify({
+          api_type: "openai",
+          api_key: "sk-test-shared-tokens",
+          base_url: tokens.baseURL,
+          model: "gpt-4o-mini",
+          worker_id: base === aUrl ? "llm-a" : "llm-b",
+        }),
+      });
+      expect(res.status, await res.clone().text()).toBe(200);
+    }
+    const onB = new Set(
+      (
+        await query<{ n: number }>(`SELECT n FROM "${tokenSchema}".partitions WHERE owner = 'b'`)
+      ).map((r) => r.n),
+    );
+    let id = "streamed-0";
+    for (let i = 1; !onB.has(partitionOf(id, 64)); i++) id = `streamed-${i}`;
+    // Held for approval, so A's client is listening before B starts it.
+    const res = await fetch(`${aUrl}/api/v2/orchestrator/tasks/submit`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({
+        task_id: id,
+        type: "llm_request",
+        approval: "before_run",
+        payload: { prompt: "four words", stream: true },
+      }),
+    });
+    expect(res.status, await res.clone().text()).toBe(200);
+    const sse = await fetch(`${aUrl}/api/v2/orchestrator/tasks/${id}/events`, {
+      headers,
+      signal: AbortSignal.timeout(30_000),
+    });
+    expect(sse.status).toBe(200);
+    const reader = sse.body!.getReader();
+    const decoder = new TextDecoder();
+    let text = "";
+    while (!text.includes("event: task:awaiting_approval")) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += decoder.decode(value, { stream: true });
+    }
+    const approved = await fetch(`${aUrl}/api/v2/orchestrator/tasks/${id}/approve`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({ comment: "go" }),
+    });
+    expect(approved.status, await approved.clone().text()).toBe(200);
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += decoder.decode(value, { stream: true });
+    }
+    const blocks = text.split("\n\n").filter((b) => b.includes("event: "));
+    const events = blocks.map((b) => b.match(/^event: (.+)$/m)![1]);
+    expect(events.at(-1)).toBe("task:succeeded");
+    const streamed = blocks
+      .filter((b) => b.includes("event: token"))
+      .map((b) => (JSON.parse(b.match(/^data: (.+)$/m)![1]!) as { text: string }).text)
+      .join("");
+    expect(streamed).toBe("alpha beta gamma delta");
+    // Every token came before the end.
+    expect(events.lastIndexOf("token")).toBeLessThan(events.indexOf("task:succeeded"));
+    // It ran on B.
+    const ran = await query<{ worker_id: string }>(
+      `SELECT worker_id FROM "${tokenSchema}".tasks WHERE id = $1`,
+      [id],
+    );
+    expect(ran[0]?.worker_id).toBe("llm-b");
   }, 120_000);
 });

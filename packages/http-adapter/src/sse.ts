@@ -194,6 +194,10 @@ export class TaskStreams {
       this.#o.on("task:transition", onTransition);
       this.#o.on("task:waiting", onWaiting);
       progress.listeners.add(onEntry);
+      // Progress reports of the task while another server sharing the store runs it.
+      const unwatch = this.#shared?.watchProgress?.(taskId, (reports) => {
+        for (const r of reports) this.#record(r);
+      });
       // Transitions committed by another server sharing the store (it runs the task).
       const follow = this.#shared?.followEvents((events) => {
         for (const ev of events) {
@@ -311,6 +315,7 @@ export class TaskStreams {
         this.#o.off("task:transition", onTransition);
         this.#o.off("task:waiting", onWaiting);
         follow?.close();
+        unwatch?.();
         progress.listeners.delete(onEntry);
         if (timer !== undefined) this.#clock.clearTimeout(timer);
         this.#open.delete(sse);

@@ -6,5 +6,6 @@ export {
   partitionOf,
   shareOf,
 } from "./partitions.js";
+export type { ProgressSource } from "./progress.js";
 export { POSTGRES_SCHEMA_VERSION } from "./schema.js";
 export { PostgresStore, type PostgresStoreOptions } from "./store.js";

@@ -7,6 +7,7 @@ import {
   type EventFollow,
   FlotillaError,
   type Logger,
+  type ProgressEvent,
   parseOrThrow,
   type Store,
   type StoreClaim,
@@ -40,6 +41,7 @@ import { conflictError, describeDatabase, pgError } from "./errors.js";
 import { EVENTS_TOPIC, LogFollower, USAGE_TOPIC } from "./follow.js";
 import { Notifications } from "./notifications.js";
 import { type PartitionLeaseOptions, PartitionLeases } from "./partitions.js";
+import { ProgressRelay, type ProgressSource } from "./progress.js";
 import { isConnectionError, PgQueue } from "./queue.js";
 import { type PreparedWrite, prepareWrite, TASK_COLUMNS } from "./rows.js";
 import { LOCK_NAMESPACE, migrate, PARTITION_EXPR, quoteIdent, UNFINISHED_SQL } from "./schema.js";
@@ -205,6 +207,7 @@ export class PostgresStore implements Store, EventFeed {
   readonly #fencedListeners = new Set<(err: FlotillaError) => void>();
   /** Marks the events this store appends, so its own are passed over when following. */
   readonly #origin = randomUUID();
+  #progress: ProgressRelay | undefined;
   #follower: LogFollower<StoredEvent> | undefined;
   #usageFollower: LogFollower<UsageEntry> | undefined;
   /** Whether appends are announced to the others sharing the schema (partition leases made). */
@@ -509,6 +512,8 @@ export class PostgresStore implements Store, EventFeed {
     }
     this.#follower?.stop();
     this.#usageFollower?.stop();
+    this.#progress?.close();
+    this.#progress = undefined;
     for (const t of this.#announcing.values()) clearTimeout(t);
     this.#announcing.clear();
     await this.#notifications?.stop();
@@ -970,6 +975,56 @@ export class PostgresStore implements Store, EventFeed {
   followUsage(listener: (lines: readonly UsageEntry[]) => void): EventFollow {
     this.#usageFollower ??= this.#logFollower("usage", "id", USAGE_TOPIC, usageFromRow, ["*"]);
     return this.#usageFollower.follow(listener);
+  }
+
+  /**
+   * Calls `listener` with the progress reports (streamed tokens, samples) of `taskId` while
+   * another process sharing the schema runs it and relays them (`relayProgress`): the
+   * processes are told at once, and every 5 s while anyone watches, which tasks this one
+   * watches. Best effort (LISTEN/NOTIFY): a report sent while the listening connection
+   * reconnects is lost, one over ~6.5 KB is not relayed. Returns a remover.
+   *
+   * @example
+   * ```ts
+   * const stop = shared.watchProgress(taskId, (reports) => {
+   *   for (const r of reports) process.stdout.write(String((r.data as { token?: string }).token ?? ""));
+   * });
+   * stop();
+   * ```
+   */
+  watchProgress(taskId: string, listener: (reports: readonly ProgressEvent[]) => void): () => void {
+    return this.#progressRelay().watch(String(taskId), listener);
+  }
+
+  /**
+   * Relays the progress reports of the tasks `source` (an orchestrator on this store) runs
+   * to the processes that watch them (`watchProgress`), at most one message per 50 ms.
+   * Returns what stops it.
+   *
+   * @example
+   * ```ts
+   * const stop = shared.relayProgress(orchestrator);
+   * stop();
+   * ```
+   */
+  relayProgress(source: ProgressSource): () => void {
+    return this.#progressRelay().relay(source);
+  }
+
+  #progressRelay(): ProgressRelay {
+    if (!this.#progress) {
+      const messages = this.notifications();
+      this.#progress = new ProgressRelay(messages, this.#origin, this.#clock, this.#logger);
+      messages
+        .start()
+        .catch((err: unknown) =>
+          this.#logger.warn(
+            { database: this.where, err: String(err) },
+            "no notifications: progress of tasks run elsewhere is not relayed until they connect",
+          ),
+        );
+    }
+    return this.#progress;
   }
 
   /**

@@ -1,6 +1,7 @@
-import type { StoredEvent, UsageEntry } from "@flotilla/core";
+import { EventEmitter } from "node:events";
+import type { ProgressEvent, StoredEvent, UsageEntry } from "@flotilla/core";
 import { afterEach, describe, expect, it } from "vitest";
-import { PostgresStore } from "../src/index.js";
+import { PostgresStore, type ProgressSource } from "../src/index.js";
 import { dropSchema, freshSchema, pgUrl } from "./pg-env.js";
 
 const url = pgUrl();
@@ -144,6 +145,84 @@ if (url) {
         usage: { totalTokens: 20 },
       });
       follow.close();
+    });
+  });
+
+  describe("PostgresStore.watchProgress and relayProgress", () => {
+    const stores: PostgresStore[] = [];
+    const schemas: string[] = [];
+    afterEach(async () => {
+      for (const s of stores.splice(0)) await s.close();
+      for (const s of schemas.splice(0)) await dropSchema(url, s);
+    });
+
+    /** A stand-in for an orchestrator's events. */
+    function source() {
+      const emitter = new EventEmitter();
+      return {
+        emitter,
+        on: emitter.on.bind(emitter),
+        off: emitter.off.bind(emitter),
+      } as unknown as ProgressSource & { emitter: EventEmitter };
+    }
+
+    it("relays the reports of a watched task, in order, and only while it is watched", async () => {
+      const schema = freshSchema("progress");
+      schemas.push(schema);
+      const running = new PostgresStore({ connectionString: url, schema, exclusive: false });
+      const watching = new PostgresStore({ connectionString: url, schema, exclusive: false });
+      stores.push(running, watching);
+      await running.open();
+      await watching.open();
+      const src = source();
+      running.relayProgress(src);
+      await running.notifications().start();
+      await watching.notifications().start();
+      const got: ProgressEvent[] = [];
+      const stop = watching.watchProgress("t1", (reports) => got.push(...reports));
+      // Once the word has reached the running store, a probe report comes through.
+      const probe = { taskId: "t1", attempt: 1, at: 0, data: { i: -1 } };
+      await until(() => {
+        if (got.length === 0) src.emitter.emit("task:progress", probe);
+        return got.length > 0;
+      }, "the first report relayed");
+      got.length = 0; // (probes still on their way are passed over below)
+      // A task nobody watches goes nowhere; many reports take more than one message.
+      src.emitter.emit("task:progress", { taskId: "t2", attempt: 1, at: 1, data: "no" });
+      const text = "x".repeat(400);
+      for (let i = 0; i < 40; i++) {
+        src.emitter.emit("task:progress", {
+          taskId: "t1",
+          attempt: 1,
+          at: 10 + i,
+          data: { i, text },
+        });
+      }
+      // Its end sends the last ones at once.
+      src.emitter.emit("task:progress", { taskId: "t1", attempt: 1, at: 99, data: { i: 40 } });
+      src.emitter.emit("task:transition", { taskId: "t1", from: "running", to: "succeeded" });
+      const reports = () => got.filter((r) => (r.data as { i: number }).i >= 0);
+      await until(() => reports().length === 41, "41 reports relayed");
+      expect(reports().map((r) => (r.data as { i: number }).i)).toEqual(
+        Array.from({ length: 41 }, (_, i) => i),
+      );
+      expect(reports()[0]).toMatchObject({ taskId: "t1", attempt: 1, at: 10 });
+      // A removed listener gets nothing more (another one, still watching, gets the next).
+      stop();
+      const later: ProgressEvent[] = [];
+      const stop2 = watching.watchProgress("t1", (reports) => later.push(...reports));
+      await until(() => {
+        if (later.length === 0) src.emitter.emit("task:progress", probe);
+        return later.length > 0;
+      }, "the next report relayed");
+      expect(reports()).toHaveLength(41);
+      const before = got.length;
+      await until(() => {
+        src.emitter.emit("task:progress", probe);
+        return later.length > 3;
+      }, "more reports relayed");
+      expect(got).toHaveLength(before);
+      stop2();
     });
   });
 }

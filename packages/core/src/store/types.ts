@@ -1,4 +1,5 @@
 import type { SerializedError } from "../errors.js";
+import type { ProgressEvent } from "../task/events.js";
 import type { TaskStatus, Usage } from "../task/schema.js";
 import type { TaskRecord } from "../task/types.js";
 
@@ -66,6 +67,11 @@ export interface EventFeed {
    * (and `seq`) order, in runs, without the ones this process appended.
    */
   followEvents(listener: (events: readonly StoredEvent[]) => void): EventFollow;
+  /**
+   * Calls `listener` with the progress reports (streamed tokens, samples) of one task while
+   * another process runs it and relays them; best effort. Optional. Returns a remover.
+   */
+  watchProgress?(taskId: string, listener: (reports: readonly ProgressEvent[]) => void): () => void;
 }
 
 /** What {@link Store.deleteFinished} removes. */
