@@ -218,13 +218,22 @@ describe("three flotilla serve --shared servers through a server kill and a data
       [acked],
     );
     expect(attempts).toEqual([]);
-    // History lines refused during the outage were appended once it was back.
-    const unstarted = await query<{ id: string }>(
-      `SELECT t.id FROM unnest($1::text[]) AS t(id) WHERE NOT EXISTS (
-         SELECT 1 FROM flotilla.events e WHERE e.task_id = t.id AND e.type = 'task:running')`,
-      [acked],
-    );
-    expect(unstarted).toEqual([]);
+    // History lines refused during the outage are appended once it is back (retried with a
+    // backoff of at most 5 s).
+    const unstarted = () =>
+      query<{ id: string }>(
+        `SELECT t.id FROM unnest($1::text[]) AS t(id) WHERE NOT EXISTS (
+           SELECT 1 FROM flotilla.events e WHERE e.task_id = t.id AND e.type = 'task:running')`,
+        [acked],
+      );
+    await until(
+      async () => (await unstarted()).length === 0,
+      "every task's start is in its history",
+      20_000,
+    ).catch(async (err) => {
+      await diagnose(`${String(err)}: ${JSON.stringify(await unstarted())}`);
+      throw err;
+    });
     // The shared rate limit held: in no second (sliding, by the attempts' start times) did
     // the servers start more of the limited tasks than the limit and the documented
     // overshoot (for a renewal period after a server joins, the others still admit their
