@@ -176,7 +176,15 @@ export class LeaseDesk {
         )
         .catch(() => false);
       // Another orchestrator changed it first (its holder ran it): it was let go; the next.
-      if (stored !== true || table.live(rec.id) !== live || live.attempt !== att) continue;
+      if (stored !== true || table.live(rec.id) !== live || live.attempt !== att) {
+        if (table.live(rec.id) === live) {
+          // Refused for another reason: nothing of it stays here.
+          attempts.handOver(att);
+          persistence.forget(rec);
+          table.drop(live);
+        }
+        continue;
+      }
       attempts.armLeaseTimer(att);
       if (live.rec.timeoutMs !== undefined) attempts.armTimeout(att);
       const task = await this.#p.dependencies.workerTask(live);
