@@ -15,6 +15,11 @@ export interface ShareOptions {
   leaseMs: number;
   /** How often every held partition is looked at again (tasks stored by others, changes). @default 5000 */
   sweepMs?: number;
+  /**
+   * How long the tasks running in a partition handed over to rebalance (a server joined)
+   * may go on here before they are aborted and run again by the next holder. @default 30000
+   */
+  drainMs?: number;
   /** Rate limits split between the servers: each admits `1 / servers` of every limit. */
   limiter?: { setShare(share: number): void };
   /** Budgets held across the servers: each counts the spend the others record. */
@@ -167,7 +172,10 @@ export async function shareSchema(
     partitions: SHARED_PARTITIONS,
     leaseMs: o.leaseMs,
     logger,
-    release: (partitions) => orchestrator.release(partitions),
+    // To rebalance, running tasks finish here first (up to drainMs); a lapse or a stop
+    // hands them back at once.
+    release: (partitions, how) =>
+      orchestrator.release(partitions, { drainMs: how?.drain ? (o.drainMs ?? 30_000) : 0 }),
   });
   // Each server admits its share of every rate limit: together they admit the limit.
   const share = () => o.limiter?.setShare(1 / Math.max(1, leases.instances));

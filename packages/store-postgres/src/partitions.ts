@@ -37,13 +37,16 @@ export interface PartitionLeaseOptions {
   renewEveryMs?: number;
   /**
    * Hands partitions over before they are given up: called with the partitions this
-   * instance is about to give up (to rebalance, or at `stop()`), while its leases on them
-   * still hold, and they are handed back once it resolves (if it throws, they stay held and
-   * the next renewal tries again). Also called, without waiting, when leases are given up
-   * because renewals failed. With an orchestrator: `(partitions) => orchestrator.release(partitions)`.
+   * instance is about to give up, while its leases on them still hold, and they are handed
+   * back once it resolves (if it throws, they are held again and the next renewal tries
+   * again). To rebalance it is called with `{ drain: true }`: the partitions are no longer
+   * among those held (`owns`), but their leases are renewed until it resolves, so it may
+   * let the work running there finish first. At `stop()`, `{ drain: false }`; and when
+   * leases are given up because renewals failed, `{ drain: false }` without waiting. With an
+   * orchestrator: `(ps, how) => orchestrator.release(ps, { drainMs: how?.drain ? 30_000 : 0 })`.
    * Without it, partitions are handed back at once.
    */
-  release?: (partitions: number[]) => Promise<void>;
+  release?: (partitions: number[], how?: { drain: boolean }) => Promise<void>;
   /**
    * Local time, for when an instance that cannot reach the database must give its
    * partitions up (`leaseMs - renewEveryMs` after the start of its last successful renewal).
@@ -60,7 +63,9 @@ const OptionsSchema = z.object({
   leaseMs: z.number().int().min(100).optional(),
   renewEveryMs: z.number().int().min(10).optional(),
   release: z
-    .custom<(partitions: number[]) => Promise<void>>((f) => typeof f === "function")
+    .custom<(partitions: number[], how?: { drain: boolean }) => Promise<void>>(
+      (f) => typeof f === "function",
+    )
     .optional(),
   clock: z.custom<Clock>((c) => typeof (c as { now?: unknown })?.now === "function").optional(),
   logger: z.custom<Logger>((l) => typeof (l as { info?: unknown })?.info === "function").optional(),
@@ -134,7 +139,11 @@ export class PartitionLeases {
   /** Another renewal was asked for while one ran. */
   #again = false;
   readonly #notifications: Notifications | undefined;
-  readonly #release: ((partitions: number[]) => Promise<void>) | undefined;
+  readonly #release:
+    | ((partitions: number[], how?: { drain: boolean }) => Promise<void>)
+    | undefined;
+  /** Partitions being handed over (drained): still leased and renewed, no longer held. */
+  readonly #leaving = new Set<number>();
   #instances = 1;
   #unsubscribe: Array<() => void> = [];
 
@@ -333,10 +342,12 @@ export class PartitionLeases {
     for (const off of this.#unsubscribe.splice(0)) off();
     await this.#renewing?.catch(() => {});
     const lost = [...this.#owned];
+    const all = [...lost, ...this.#leaving];
+    this.#leaving.clear();
     this.#owned = new Set();
-    if (this.#release && lost.length > 0) {
+    if (this.#release && all.length > 0) {
       try {
-        await this.#release(lost);
+        await this.#release(all, { drain: false });
       } catch (err) {
         this.#logger.error(
           { database: this.#where, err: String(err) },
@@ -412,6 +423,7 @@ export class PartitionLeases {
         )
       ).rows
         .map((r) => r.n)
+        .filter((n) => !this.#leaving.has(n)) // renewed while they are handed over
         .sort((a, b) => a - b);
       let mine = held;
       let gaveUp = false;
@@ -458,8 +470,9 @@ export class PartitionLeases {
       // over), even if retaken now: whoever uses them reloads their work.
       if (began >= this.#validUntil) this.#expireIfLate();
       this.#validUntil = began + this.leaseMs - this.renewEveryMs;
+      for (const n of handOver) this.#leaving.add(n);
       this.#apply(new Set(mine));
-      if (handOver.length > 0 && (await this.#handOver(client, handOver))) gaveUp = true;
+      if (handOver.length > 0) void this.#handOver(handOver);
       if (gaveUp) this.#announce();
       if (this.#lapse !== undefined) this.#clock.clearTimeout(this.#lapse);
       this.#lapse = this.#clock.setTimeout(
@@ -482,32 +495,40 @@ export class PartitionLeases {
   }
 
   /**
-   * Partitions over this instance's share, still leased to it: the `release` hook hands
-   * their work over, then the leases are given up. True when they were.
+   * Partitions over this instance's share, still leased (and renewed) while the `release`
+   * hook drains them; then handed back. Partitions given up meanwhile (the leases lapsed,
+   * or `stop()`) are not touched. If the hook throws, they are held again.
    */
-  async #handOver(client: pg.PoolClient, partitions: number[]): Promise<boolean> {
+  async #handOver(partitions: number[]): Promise<void> {
+    let ok = true;
     try {
-      await this.#release!(partitions);
+      await this.#release!(partitions, { drain: true });
     } catch (err) {
+      ok = false;
       this.#logger.error(
         { database: this.#where, partitions, err: String(err) },
-        "handing partitions over failed; kept until the next renewal",
+        "handing partitions over failed; held again",
       );
-      return false;
+    }
+    const still = partitions.filter((n) => this.#leaving.has(n));
+    for (const n of still) this.#leaving.delete(n);
+    if (still.length === 0 || !this.#running) return;
+    if (!ok) {
+      this.#apply(new Set([...this.#owned, ...still]));
+      return;
     }
     try {
-      await client.query(
+      await this.#pool().query(
         `UPDATE ${this.#t("partitions")} SET owner = NULL, expires_at = 0
          WHERE owner = $1 AND n = ANY($2::integer[])`,
-        [this.instanceId, partitions],
+        [this.instanceId, still],
       );
-      return true;
+      this.#announce();
     } catch (err) {
       this.#logger.warn(
         { database: this.#where, err: (err as Error).message },
         "could not hand partitions back; they pass on when their leases lapse",
       );
-      return false;
     }
   }
 
@@ -521,14 +542,16 @@ export class PartitionLeases {
 
   /** Gives every partition up once the last renewal is `leaseMs` old (local clock). */
   #expireIfLate(): void {
-    if (this.#owned.size > 0 && this.#clock.now() >= this.#validUntil) {
+    const leaving = this.#leaving.size;
+    if (this.#owned.size + leaving > 0 && this.#clock.now() >= this.#validUntil) {
       this.#logger.warn(
-        { database: this.#where, partitions: this.#owned.size },
+        { database: this.#where, partitions: this.#owned.size + leaving },
         "partition leases lapsed without renewal: giving them up",
       );
-      const lost = [...this.#owned];
+      const lost = [...this.#owned, ...this.#leaving];
+      this.#leaving.clear();
       this.#apply(new Set());
-      this.#release?.(lost).catch((err: unknown) =>
+      this.#release?.(lost, { drain: false }).catch((err: unknown) =>
         this.#logger.error(
           { database: this.#where, err: String(err) },
           "handing lapsed partitions over failed",

@@ -56,7 +56,7 @@ if (url) {
       options: {
         leaseMs?: number;
         partitions?: number;
-        release?: (partitions: number[]) => Promise<void>;
+        release?: (partitions: number[], how?: { drain: boolean }) => Promise<void>;
       } = {},
     ) {
       schemas.add(schema);
@@ -78,10 +78,17 @@ if (url) {
       return { store, leases: l, clock, changes };
     }
 
-    /** Waits until `cond()` holds (checked every 20 ms), failing after `ms`. */
-    async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
+    /** Waits until `cond()` holds (checked every 20 ms, after `step` when given), failing after `ms`. */
+    async function until(
+      cond: () => boolean,
+      what: string,
+      ms = 10_000,
+      step?: () => Promise<unknown>,
+    ): Promise<void> {
       const deadline = Date.now() + ms;
-      while (!cond()) {
+      for (;;) {
+        await step?.();
+        if (cond()) return;
         if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
         await new Promise((r) => setTimeout(r, 20));
       }
@@ -263,10 +270,94 @@ if (url) {
       // Still leased to A in the database: B cannot take them.
       expect(b.leases.owned().size).toBe(0);
       fail = false;
-      await a.leases.renew();
-      await b.leases.renew();
-      expect(b.leases.owned().size).toBe(32);
+      await a.leases.renew(); // hands them over again (in the background)
+      await until(
+        () => b.leases.owned().size === 32,
+        "B holds 32",
+        5000,
+        () => b.leases.renew(),
+      );
       expectDisjointCover([a.leases.owned(), b.leases.owned()]);
+    });
+
+    it("a partition handed over to rebalance stays leased, and renewed, while it drains", async () => {
+      const schema = freshSchema("parts");
+      const calls: Array<{ count: number; drain: boolean | undefined }> = [];
+      let drained!: () => void;
+      const draining = new Promise<void>((r) => {
+        drained = r;
+      });
+      const a = await instance(schema, "a", {
+        leaseMs: 6000,
+        release: async (ps, how) => {
+          calls.push({ count: ps.length, drain: how?.drain });
+          if (how?.drain) await draining;
+        },
+      });
+      await a.leases.start();
+      const b = await instance(schema, "b");
+      await b.leases.start();
+      await until(() => a.leases.owned().size === 32, "A holds 32 for itself");
+      expect(calls).toEqual([{ count: 32, drain: true }]);
+      // Still A's in the database, and renewed, for as long as they drain.
+      const leased = async () =>
+        (
+          await sql<{ owner: string; expires_at: string }>(
+            url!,
+            `SELECT owner, expires_at FROM "${schema}".partitions ORDER BY n`,
+          )
+        ).filter((r) => r.owner === "a");
+      let rows = await leased();
+      const before = Number(rows[63]!.expires_at);
+      await a.clock.advance(2000); // A's renewal timer
+      await until(
+        () => Number(rows[63]?.expires_at) > before,
+        "A renewed them",
+        5000,
+        async () => {
+          rows = await leased();
+        },
+      );
+      expect(rows).toHaveLength(64);
+      await b.leases.renew();
+      expect(b.leases.owned().size).toBe(0);
+      expect(a.leases.owned().size).toBe(32); // the 32 others: not among those held
+      // Drained: handed back, and B takes them.
+      drained();
+      await until(
+        () => b.leases.owned().size === 32,
+        "B holds 32",
+        5000,
+        () => b.leases.renew(),
+      );
+      expectDisjointCover([a.leases.owned(), b.leases.owned()]);
+      expect(calls).toEqual([{ count: 32, drain: true }]);
+    });
+
+    it("stopping while partitions drain hands all of them back at once", async () => {
+      const schema = freshSchema("parts");
+      const calls: Array<{ count: number; drain: boolean | undefined }> = [];
+      const a = await instance(schema, "a", {
+        release: async (ps, how) => {
+          calls.push({ count: ps.length, drain: how?.drain });
+          if (how?.drain) await new Promise(() => {}); // never drains on its own
+        },
+      });
+      await a.leases.start();
+      const b = await instance(schema, "b");
+      await b.leases.start();
+      await until(() => calls.length === 1, "A drains 32");
+      await a.leases.stop();
+      expect(calls).toEqual([
+        { count: 32, drain: true },
+        { count: 64, drain: false },
+      ]);
+      await until(
+        () => b.leases.owned().size === 64,
+        "B holds all 64",
+        5000,
+        () => b.leases.renew(),
+      );
     });
 
     it("instances starting together on a fresh schema agree on the partition count", async () => {

@@ -29,7 +29,7 @@ import {
   type StopOptions,
   type UnregisterOptions,
 } from "./options.js";
-import { adoptPartitions, releasePartitions } from "./partitioning.js";
+import { adoptPartitions, drained, releasePartitions, stopDispatching } from "./partitioning.js";
 import type { TaskTelemetry } from "./telemetry.js";
 import { OrchestratorTimers } from "./timers.js";
 
@@ -593,14 +593,38 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> implements En
    * only then, so the next holder reads their last state. Handles on them keep working
    * (they read the store).
    *
+   * With `drainMs`, the partitions are drained first: their tasks are no longer dispatched
+   * here (new ones are left to the next holder) while the local attempts running go on, for
+   * at most `drainMs`; only those still running then are aborted. Partitions adopted again
+   * meanwhile stay.
+   *
    * @example
    * ```ts
    * await orchestrator.release([3, 17]);
+   * await orchestrator.release([4], { drainMs: 30_000 }); // let its running tasks finish
    * ```
    */
-  async release(partitions: readonly number[]): Promise<void> {
-    const ps = this.#e.ownership.check(partitions, "release");
-    await this.#inTurn(() => releasePartitions(this.#ctx, this.#e, ps));
+  async release(partitions: readonly number[], options: { drainMs?: number } = {}): Promise<void> {
+    const e = this.#e;
+    const ps = e.ownership.check(partitions, "release");
+    const drainMs = options?.drainMs ?? 0;
+    if (!(Number.isInteger(drainMs) && drainMs >= 0)) {
+      throw new FlotillaError(
+        "VALIDATION",
+        `release: drainMs: expected a non-negative integer, got ${String(drainMs)}`,
+      );
+    }
+    if (drainMs > 0) {
+      await this.#inTurn(async () => stopDispatching(e, ps));
+      await drained(e, ps, drainMs);
+    }
+    await this.#inTurn(() =>
+      releasePartitions(
+        this.#ctx,
+        e,
+        drainMs > 0 ? ps.filter((n) => !e.ownership.held().includes(n)) : ps,
+      ),
+    );
   }
 
   /**

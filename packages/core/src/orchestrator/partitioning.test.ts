@@ -712,6 +712,52 @@ describe("partitions: several orchestrators on one store", () => {
     await a.stop();
   });
 
+  it("a release that drains lets running tasks finish here, leaves new ones to the next holder, and aborts only what outlasts it", async () => {
+    const { clock, store, a, b, ran, aborted, releases } = await pair({ hold: true });
+    await a.adopt([0, 1]);
+    const quick = await a.submit({ id: idIn(1, 2, "quick"), type: "t" });
+    const slow = await a.submit({ id: idIn(1, 2, "slow"), type: "t" });
+    await clock.advance(0);
+    expect(ran.map(([id]) => id)).toEqual([quick.id, slow.id]);
+    let released = false;
+    const release = a.release([1], { drainMs: 10_000 }).then(() => {
+      released = true;
+    });
+    await clock.advance(0);
+    // Not dispatched here any more: a task submitted now waits for the next holder.
+    const later = await a.submit({ id: idIn(1, 2, "later"), type: "t" });
+    await clock.advance(0);
+    expect(ran.map(([id]) => id)).toEqual([quick.id, slow.id]);
+    // One running task finishes here, within the drain.
+    releases.get(`${quick.id}@a`)!();
+    await clock.advance(1_000);
+    expect((await store.getTask(quick.id))?.status).toBe("succeeded");
+    expect(released).toBe(false);
+    // The other outlasts it: aborted, back to queued without using a retry.
+    await clock.advance(9_000);
+    await release;
+    expect(aborted).toEqual([`${slow.id}@a`]);
+    expect(await store.getTask(slow.id)).toMatchObject({ status: "queued" });
+    expect(a.partitions().held).toEqual([0]);
+    // The next holder runs what is left.
+    await b.adopt([1]);
+    await clock.advance(0);
+    releases.get(`${slow.id}@b`)!();
+    releases.get(`${later.id}@b`)!();
+    await clock.advance(1_000);
+    expect((await store.getTask(slow.id))?.status).toBe("succeeded");
+    expect((await store.getTask(later.id))?.status).toBe("succeeded");
+    expect(ran).toEqual([
+      [quick.id, "a"],
+      [slow.id, "a"],
+      [slow.id, "b"],
+      [later.id, "b"],
+    ]);
+    await expect(a.release([0], { drainMs: -1 })).rejects.toMatchObject({ code: "VALIDATION" });
+    await a.stop();
+    await b.stop();
+  });
+
   it("adopt and release check their partitions; without the option they are refused", async () => {
     const { a, b } = await pair();
     await expect(a.adopt([2])).rejects.toMatchObject({ code: "VALIDATION" });

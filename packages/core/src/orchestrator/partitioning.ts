@@ -59,6 +59,10 @@ export async function adoptPartitions(
     if (rec && isTerminalStatus(rec.status)) await dependencies.resolveFinished(rec);
   }
   dispatcher.schedule();
+  ctx.logger.debug(
+    { partitions, held: ownership.held().length, tasks: unfinished.length },
+    "partitions adopted",
+  );
 }
 
 /**
@@ -103,6 +107,42 @@ export async function releasePartitions(
   // later must not be overwritten by these.
   for (const live of leaving) persistence.forget(live.rec);
   ctx.logger.debug({ partitions, tasks: leaving.length }, "partitions released");
+}
+
+/**
+ * The first step of draining `partitions` before releasing them: this orchestrator stops
+ * holding them for dispatch (their queued tasks leave the queue; new ones are left to the
+ * next holder), while the attempts running go on. @internal
+ */
+export async function stopDispatching(
+  p: EngineParts,
+  partitions: readonly number[],
+): Promise<void> {
+  const { ownership, table, dispatcher } = p;
+  ownership.remove(partitions);
+  for (const live of table.lives()) {
+    if (!live.attempt && !live.foreign && !ownership.owns(live.rec)) dispatcher.remove(live.rec.id);
+  }
+}
+
+/**
+ * Resolves once no local attempt of a task of `partitions` (not held for dispatch any more)
+ * is running here, or after `ms`. @internal
+ */
+export function drained(p: EngineParts, partitions: readonly number[], ms: number): Promise<void> {
+  const { attempts, ownership } = p;
+  const set = new Set(partitions);
+  const done = () =>
+    !attempts
+      .list()
+      .some(
+        (a) =>
+          a.kind === "local" &&
+          !a.live.foreign &&
+          set.has(ownership.partitionOf(a.live.rec)) &&
+          !ownership.owns(a.live.rec),
+      );
+  return attempts.waitUntil(done, ms);
 }
 
 /**
