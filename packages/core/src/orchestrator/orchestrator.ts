@@ -575,12 +575,21 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> implements En
    */
   async adopt(partitions: readonly number[]): Promise<void> {
     const ps = this.#e.ownership.check(partitions, "adopt");
-    await this.#inTurn(() => adoptPartitions(this.#ctx, this.#e, ps));
+    await this.#inTurn(() => adoptPartitions(this.#ctx, this.#e, ps), `adopt ${ps.length}`);
   }
 
   /** Adopting and releasing take turns: one never sees the other half done. */
-  #inTurn(op: () => Promise<void>): Promise<void> {
-    const run = this.#partitionOps.then(op, op);
+  #inTurn(op: () => Promise<void>, what?: string): Promise<void> {
+    const log = this.#ctx.logger;
+    const timed = async () => {
+      log.debug({ op: what }, "partition op starts");
+      try {
+        await op();
+      } finally {
+        log.debug({ op: what }, "partition op ends");
+      }
+    };
+    const run = this.#partitionOps.then(timed, timed);
     this.#partitionOps = run.catch(() => {});
     return run;
   }
@@ -615,15 +624,17 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> implements En
       );
     }
     if (drainMs > 0) {
-      await this.#inTurn(async () => stopDispatching(e, ps));
+      await this.#inTurn(async () => stopDispatching(e, ps), `drain ${ps.length}`);
       await drained(e, ps, drainMs);
     }
-    await this.#inTurn(() =>
-      releasePartitions(
-        this.#ctx,
-        e,
-        drainMs > 0 ? ps.filter((n) => !e.ownership.held().includes(n)) : ps,
-      ),
+    await this.#inTurn(
+      () =>
+        releasePartitions(
+          this.#ctx,
+          e,
+          drainMs > 0 ? ps.filter((n) => !e.ownership.held().includes(n)) : ps,
+        ),
+      `release ${ps.length}`,
     );
   }
 

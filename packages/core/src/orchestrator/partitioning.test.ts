@@ -758,6 +758,49 @@ describe("partitions: several orchestrators on one store", () => {
     await b.stop();
   });
 
+  it("a release waits a bounded time for a store that does not answer, so later changes go on", async () => {
+    class Silent extends MemoryStore {
+      silent = false;
+      readonly held: Array<() => void> = [];
+      override async saveTask(task: TaskRecord, expectedVersion?: number): Promise<boolean> {
+        // Does not answer until told to.
+        if (this.silent) await new Promise<void>((r) => this.held.push(r));
+        return super.saveTask(task, expectedVersion);
+      }
+    }
+    const clock = new FakeClock({ now: 0 });
+    const store = new Silent({ clock });
+    const a = await member("a", store, clock, (_payload, ctx) => {
+      return new Promise((_resolve, reject) => {
+        ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason));
+      });
+    });
+    await a.adopt([0, 1]);
+    await a.submit({ id: idIn(1, 2, "stuck"), type: "t" });
+    await clock.advance(0);
+    store.silent = true;
+    let released = false;
+    const release = a.release([1]).then(() => {
+      released = true;
+    });
+    let adopted = false;
+    const adopt = a.adopt([0]).then(() => {
+      adopted = true;
+    });
+    await clock.advance(9_000);
+    expect(released).toBe(false);
+    expect(adopted).toBe(false); // in turn, behind the release
+    await clock.advance(1_000);
+    await release;
+    await adopt;
+    expect(released && adopted).toBe(true);
+    expect(a.partitions().held).toEqual([0]);
+    expect(store.held.length).toBeGreaterThan(0);
+    store.silent = false;
+    for (const answer of store.held) answer();
+    await a.stop();
+  });
+
   it("adopt and release check their partitions; without the option they are refused", async () => {
     const { a, b } = await pair();
     await expect(a.adopt([2])).rejects.toMatchObject({ code: "VALIDATION" });

@@ -83,15 +83,22 @@ export async function releasePartitions(
   const leaving = [...table.lives()].filter((live) => !live.foreign && !ownership.owns(live.rec));
   // Out of the queue before anything awaits, so none of them is dispatched meanwhile.
   for (const live of leaving) if (!live.attempt) dispatcher.remove(live.rec.id);
-  await Promise.allSettled(
-    leaving
-      .filter((live) => live.attempt?.kind === "local")
-      .map((live) =>
-        persistence.orGone(
-          live.rec,
-          attempts.settle(live.attempt!, { kind: "requeue", reason: "partition released" }),
+  // Their writes are waited for, within a bound: a store that does not answer must not hold
+  // this orchestrator's other partition changes back for ever.
+  const deadline = ctx.clock.now() + RELEASE_WAIT_MS;
+  const settled = await within(
+    ctx,
+    Promise.allSettled(
+      leaving
+        .filter((live) => live.attempt?.kind === "local")
+        .map((live) =>
+          persistence.orGone(
+            live.rec,
+            attempts.settle(live.attempt!, { kind: "requeue", reason: "partition released" }),
+          ),
         ),
-      ),
+    ),
+    RELEASE_WAIT_MS,
   );
   for (const live of leaving) {
     if (live.attempt?.kind === "remote") attempts.handOver(live.attempt);
@@ -101,12 +108,35 @@ export async function releasePartitions(
     table.drop(live);
     handles.detach(live);
   }
-  await persistence.flush();
+  const flushed =
+    settled && (await within(ctx, persistence.flush(), Math.max(0, deadline - ctx.clock.now())));
+  if (!flushed) {
+    ctx.logger.warn(
+      { partitions, waitedMs: RELEASE_WAIT_MS },
+      "handing partitions over: the store did not take every write in time; the next holder goes on from what it has",
+    );
+  }
   // What the store still refuses (it is unreachable) is not this process's to write any
   // more: the next holder starts from the last stored state, and a record taken in again
   // later must not be overwritten by these.
   for (const live of leaving) persistence.forget(live.rec);
   ctx.logger.debug({ partitions, tasks: leaving.length }, "partitions released");
+}
+
+/** How long a release waits for the store to take the writes of the tasks it hands over. */
+const RELEASE_WAIT_MS = 10_000;
+
+/** Whether `p` settled within `ms` (on the orchestrator's clock). */
+async function within(ctx: EngineContext, p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: ReturnType<EngineContext["timers"]["set"]> | undefined;
+  const late = new Promise<boolean>((resolve) => {
+    timer = ctx.timers.set(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([p.then(() => true), late]);
+  } finally {
+    ctx.timers.clear(timer);
+  }
 }
 
 /**
