@@ -357,10 +357,14 @@ export class Persistence {
       return;
     }
     w.failures++;
-    if (w.failures === 1) {
+    // Refused: not waited for by flush() from now on. (A write that took over a refused
+    // one starts with its failure count, so it is marked on its own first failure.)
+    if (!this.#unacked.has(w.promise)) {
       this.#unacked.add(w.promise);
       const forget = () => this.#unacked.delete(w.promise);
       w.promise.then(forget, forget);
+    }
+    if (w.failures === 1) {
       this.#ctx.internalError(
         err,
         `store failed to save task ${id}; retrying (the change is not acknowledged until stored)`,
