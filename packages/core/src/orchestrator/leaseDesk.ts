@@ -92,18 +92,8 @@ export class LeaseDesk {
       attempts.start(att);
       attempts.armLeaseTimer(att);
       if (live.rec.timeoutMs !== undefined) attempts.armTimeout(att);
-      await this.#p.transitions.apply(live, "leased", {
-        workerId: entry.id,
-        reason: "claimed",
-        patch: (r) => {
-          r.attempt = att.n;
-          r.lease = att.lease;
-          r.workerId = entry.id;
-          r.notBefore = undefined;
-        },
-      });
-      const task = await this.#p.dependencies.workerTask(live);
-      return { lease: { ...att.lease }, task, record: structuredClone(live.rec) };
+      await this.#leased(live, att);
+      return this.#claimOf(live, att);
     }
     if (this.#p.ownership.count === undefined) return null;
     return this.#claimHeldElsewhere(entry, registered !== undefined, leaseMs);
@@ -122,7 +112,7 @@ export class LeaseDesk {
     leaseMs: number,
   ): Promise<Claim | null> {
     const { registry, clock, store } = this.#ctx;
-    const { dispatcher, gates, attempts, table, ownership, persistence, transitions } = this.#p;
+    const { dispatcher, gates, attempts, table, ownership, persistence } = this.#p;
     const types = entry.worker.taskTypes;
     const found = new Map<string, TaskRecord>();
     for (const type of types.includes("*") ? [undefined] : types.slice(0, ELSEWHERE_TYPES)) {
@@ -161,18 +151,7 @@ export class LeaseDesk {
       const stored = await persistence
         .orGone(
           rec,
-          transitions
-            .apply(live, "leased", {
-              workerId: entry.id,
-              reason: "claimed",
-              patch: (r) => {
-                r.attempt = att.n;
-                r.lease = att.lease;
-                r.workerId = entry.id;
-                r.notBefore = undefined;
-              },
-            })
-            .then(() => true),
+          this.#leased(live, att).then(() => true),
         )
         .catch(() => false);
       // Another orchestrator changed it first (its holder ran it): it was let go; the next.
@@ -187,10 +166,30 @@ export class LeaseDesk {
       }
       attempts.armLeaseTimer(att);
       if (live.rec.timeoutMs !== undefined) attempts.armTimeout(att);
-      const task = await this.#p.dependencies.workerTask(live);
-      return { lease: { ...att.lease }, task, record: structuredClone(live.rec) };
+      return this.#claimOf(live, att);
     }
     return null;
+  }
+
+  /** The task moves to `leased` under the attempt's lease (resolves once stored). */
+  #leased(live: Live, att: RemoteAttempt): Promise<void> {
+    const holder = att.entry.id;
+    return this.#p.transitions.apply(live, "leased", {
+      workerId: holder,
+      reason: "claimed",
+      patch: (r) => {
+        r.attempt = att.n;
+        r.lease = att.lease;
+        r.workerId = holder;
+        r.notBefore = undefined;
+      },
+    });
+  }
+
+  /** What the remote holder gets: the lease, the task as a worker sees it, the record. */
+  async #claimOf(live: Live, att: RemoteAttempt): Promise<Claim> {
+    const task = await this.#p.dependencies.workerTask(live);
+    return { lease: { ...att.lease }, task, record: structuredClone(live.rec) };
   }
 
   async renew(taskId: string, leaseId: string, extendMs?: number): Promise<Lease> {
