@@ -154,6 +154,9 @@ export class Handles {
           this.#ctx.internalError(err, `store failed to read task ${id}`);
           continue;
         }
+        // Taken in meanwhile (its partition adopted here): the state is a live task's now,
+        // and this read may be older than what it has done since.
+        if (this.#foreign.get(id) !== state) continue;
       }
       if (live) {
         this.#foreign.delete(id);

@@ -801,6 +801,53 @@ describe("partitions: several orchestrators on one store", () => {
     await a.stop();
   });
 
+  it("a handle's read of a task held elsewhere, answered after the task was taken in here, does not roll the running task back", async () => {
+    class SlowRead extends MemoryStore {
+      hold: Promise<void> | undefined;
+      reading = false;
+      override async getTask(id: string): Promise<TaskRecord | undefined> {
+        const read = await super.getTask(id); // read now, answered later
+        if (this.hold) {
+          this.reading = true;
+          await this.hold;
+        }
+        return read;
+      }
+      /** The stored task, without waiting. */
+      peek(id: string): Promise<TaskRecord | undefined> {
+        return super.getTask(id);
+      }
+    }
+    const clock = new FakeClock({ now: 0 });
+    const store = new SlowRead({ clock });
+    let finish!: () => void;
+    const a = await member("a", store, clock, () => {
+      return new Promise((r) => {
+        finish = () => r("done");
+      });
+    });
+    await a.adopt([0]);
+    const id = idIn(1, 2, "handled");
+    const handle = await a.submit({ id, type: "t" }); // held elsewhere: the handle reads the store
+    let answer!: () => void;
+    store.hold = new Promise<void>((r) => {
+      answer = r;
+    });
+    await clock.advance(1_000); // the handle's read starts, and waits
+    expect(store.reading).toBe(true);
+    await a.adopt([1]); // the partition comes here: the task is taken in and runs
+    await clock.advance(0);
+    expect((await store.peek(id))?.status).toBe("running");
+    answer(); // the old read (queued) comes back
+    store.hold = undefined;
+    await clock.advance(0);
+    finish();
+    await clock.advance(1_000);
+    expect((await handle.result()).status).toBe("succeeded");
+    expect((await store.peek(id))?.status).toBe("succeeded");
+    await a.stop();
+  });
+
   it("adopt and release check their partitions; without the option they are refused", async () => {
     const { a, b } = await pair();
     await expect(a.adopt([2])).rejects.toMatchObject({ code: "VALIDATION" });
