@@ -605,7 +605,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> implements En
    * With `drainMs`, the partitions are drained first: their tasks are no longer dispatched
    * here (new ones are left to the next holder) while the local attempts running go on, for
    * at most `drainMs`; only those still running then are aborted. Partitions adopted again
-   * meanwhile stay.
+   * meanwhile stay. `drainMs` defaults to 0: running tasks are aborted at once.
    *
    * @example
    * ```ts
